@@ -1,0 +1,305 @@
+"""Configuration: `nabij.toml` (service settings, escalation policy) and `orders.toml`.
+
+Loaded once at start-up and passed down; nothing reads the environment or files anywhere else.
+Every problem is reported at once, by key path and line, and unknown keys are errors (a typo in
+an escalation policy must never silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nabij.contract import ALARM_KINDS, DEVICE_ID_PATTERN, AlarmKind, QueueName
+
+SETTINGS_FILE: Final = "nabij.toml"
+ORDERS_FILE: Final = "orders.toml"
+CONFIG_ENV: Final = "NABIJ_CONFIG"
+MQTT_URL_ENV: Final = "NABIJ_MQTT_URL"
+REDIS_URL_ENV: Final = "NABIJ_REDIS_URL"
+
+_M = TypeVar("_M", bound="BaseModel")
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Strict):
+    url: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = Field(default="nabij/v1", pattern=r"^[^#+]+$")
+    client_id: str = "nabij-proximity"
+    keepalive_s: int = Field(default=30, ge=5)
+
+
+class RedisSettings(_Strict):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field(default="nabij", min_length=1)
+    deadletter_maxlen: int = Field(default=100_000, ge=100)
+
+
+class ProximitySettings(_Strict):
+    enter_dwell_s: float = Field(default=10, ge=0)
+    exit_dwell_s: float = Field(default=60, ge=0)
+    critical_m: float = Field(default=100, ge=0)
+    max_fix_age_s: PositiveSeconds = 120
+    location_unknown_s: PositiveSeconds = 180
+    # None: max(50 m, 10% of the ring), per ring.
+    exit_margin_m: float | None = Field(default=None, ge=0)
+    # Fix interval asked of both devices while a pair is inside (or entering) a ring.
+    alarm_interval_s: int = Field(default=15, ge=1, le=3600)
+    normal_interval_s: int = Field(default=60, ge=1, le=3600)
+    battery_low_pct: int = Field(default=15, ge=0, le=100)
+    # A fix whose clock is this far ahead of the server is rejected as bad input.
+    max_clock_ahead_s: PositiveSeconds = 300
+    batch_max: int = Field(default=2000, ge=1)
+
+
+class GatewaySettings(_Strict):
+    # An `updated` notice for the same alarm at most this often (aware presses are never held).
+    update_min_interval_s: float = Field(default=30, ge=0)
+    batch_max: int = Field(default=500, ge=1)
+
+
+class LogSettings(_Strict):
+    level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+
+
+class EscalationPolicy(_Strict):
+    priority: int = Field(ge=1, le=3)
+    queues: list[QueueName] = Field(min_length=1)
+    ack_timeout_s: PositiveSeconds = 60
+    escalate_to: list[QueueName] = []
+
+
+DEFAULT_ESCALATION: Final[Mapping[AlarmKind, EscalationPolicy]] = {
+    "aware_button": EscalationPolicy(priority=1, queues=["police", "probation"], ack_timeout_s=60),
+    "proximity_alarm": EscalationPolicy(
+        priority=1, queues=["probation"], ack_timeout_s=60, escalate_to=["police"]
+    ),
+    "zone_alarm": EscalationPolicy(
+        priority=1, queues=["probation"], ack_timeout_s=60, escalate_to=["police"]
+    ),
+    "strap_tamper": EscalationPolicy(
+        priority=1, queues=["probation"], ack_timeout_s=60, escalate_to=["police"]
+    ),
+    "proximity_pre_alert": EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=300),
+    "location_unknown": EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=300),
+    "device_offline": EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=300),
+    "battery_low": EscalationPolicy(priority=3, queues=["probation"], ack_timeout_s=3600),
+}
+
+
+class Settings(_Strict):
+    mqtt: MqttSettings = MqttSettings()
+    redis: RedisSettings = RedisSettings()
+    proximity: ProximitySettings = ProximitySettings()
+    gateway: GatewaySettings = GatewaySettings()
+    log: LogSettings = LogSettings()
+    escalation: dict[AlarmKind, EscalationPolicy] = {}
+
+    def policy(self, kind: AlarmKind) -> EscalationPolicy:
+        return self.escalation.get(kind) or DEFAULT_ESCALATION[kind]
+
+
+class Order(_Strict):
+    id: str = Field(min_length=1, max_length=128)
+    offender_device: DeviceId
+    victim_devices: list[DeviceId] = []
+    alarm_m: float = Field(gt=0, le=100_000)
+    pre_alert_m: float | None = Field(default=None, gt=0, le=200_000)
+
+    @model_validator(mode="after")
+    def _rings_nest(self) -> Order:
+        if self.pre_alert_m is not None and self.pre_alert_m <= self.alarm_m:
+            raise ValueError("pre_alert_m must be larger than alarm_m")
+        if self.offender_device in self.victim_devices:
+            raise ValueError("offender_device cannot also be a victim device")
+        return self
+
+    @property
+    def pre_alert_ring_m(self) -> float:
+        return self.pre_alert_m if self.pre_alert_m is not None else 2 * self.alarm_m
+
+
+class OrdersFile(_Strict):
+    order: list[Order] = []
+
+    @model_validator(mode="after")
+    def _ids_unique(self) -> OrdersFile:
+        seen: set[str] = set()
+        for order in self.order:
+            if order.id in seen:
+                raise ValueError(f"order id {order.id!r} appears twice")
+            seen.add(order.id)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a service needs, validated."""
+
+    directory: Path
+    settings: Settings
+    orders: tuple[Order, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    file: str
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path or '(top)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every one found."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def resolve_directory(cli_value: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    """The config directory: `--config`, else `NABIJ_CONFIG`, else `./config`."""
+    return Path(cli_value or env.get(CONFIG_ENV) or "config")
+
+
+def load_config(directory: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate both files; environment URL overrides apply on top."""
+    env = os.environ if env is None else env
+    problems: list[ConfigProblem] = []
+    settings_raw = _read_toml(directory / SETTINGS_FILE, problems, required=False)
+    orders_raw = _read_toml(directory / ORDERS_FILE, problems, required=True)
+    settings = _validate(Settings, settings_raw, directory / SETTINGS_FILE, problems)
+    orders = _validate(OrdersFile, orders_raw, directory / ORDERS_FILE, problems)
+    if problems or settings is None or orders is None:
+        raise ConfigError(problems)
+    overrides: dict[str, Any] = {}
+    if url := env.get(MQTT_URL_ENV):
+        overrides["mqtt"] = settings.mqtt.model_copy(update={"url": url})
+    if url := env.get(REDIS_URL_ENV):
+        overrides["redis"] = settings.redis.model_copy(update={"url": url})
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    return Config(directory=directory, settings=settings, orders=tuple(orders.order))
+
+
+def _read_toml(path: Path, problems: list[ConfigProblem], *, required: bool) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            problems.append(ConfigProblem(path.name, "", None, f"missing file {path}"))
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        match = re.search(r"line (\d+)", str(err))
+        line = int(match.group(1)) if match else None
+        problems.append(ConfigProblem(path.name, "", line, f"not valid TOML: {err}"))
+        return {}
+
+
+def _validate(
+    model: type[_M], raw: dict[str, Any], path: Path, problems: list[ConfigProblem]
+) -> _M | None:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        lines = _key_lines(path)
+        for item in err.errors():
+            loc = tuple(part for part in item["loc"] if not _is_union_tag(part))
+            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+            problems.append(ConfigProblem(path.name, _dotted(loc), _line_of(loc, lines), message))
+        return None
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic puts the union member's name ("float", "function-after[...]") in the location.
+    return isinstance(part, str) and ("[" in part or part in {"float", "int", "str", "none"})
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+
+
+def _key_lines(path: Path) -> dict[tuple[str | int, ...], int]:
+    """Map each key path in a TOML file to the line that defines it (for error messages)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    lines: dict[tuple[str | int, ...], int] = {}
+    array_counts: dict[tuple[str | int, ...], int] = {}
+    table: tuple[str | int, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _HEADER.match(line):
+            names = tuple(_unquote(n) for n in header.group(2).split("."))
+            if header.group(1) == "[[":
+                index = array_counts.get(names, -1) + 1
+                array_counts[names] = index
+                table = (*_indexed(names[:-1], array_counts), names[-1], index)
+            else:
+                table = _indexed(names, array_counts)
+            lines.setdefault(table, number)
+        elif key := _KEY.match(line):
+            lines.setdefault((*table, *(_unquote(k) for k in key.group(1).split("."))), number)
+    return lines
+
+
+def _indexed(
+    names: tuple[str, ...], array_counts: dict[tuple[str | int, ...], int]
+) -> tuple[str | int, ...]:
+    """Insert the current index after every array-of-tables prefix: order.zone -> order,2,zone."""
+    out: list[str | int] = []
+    for i, name in enumerate(names):
+        out.append(name)
+        prefix = names[: i + 1]
+        if prefix in array_counts:
+            out.append(array_counts[prefix])
+    return tuple(out)
+
+
+def _unquote(name: str) -> str:
+    return name.strip().strip("\"'")
+
+
+def _line_of(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
+    for end in range(len(loc), 0, -1):
+        if (line := lines.get(loc[:end])) is not None:
+            return line
+    return None
+
+
+__all__ = [
+    "ALARM_KINDS",
+    "Config",
+    "ConfigError",
+    "ConfigProblem",
+    "EscalationPolicy",
+    "Order",
+    "Settings",
+    "load_config",
+    "resolve_directory",
+]

@@ -1,0 +1,248 @@
+"""The wire contract: every message nabij exchanges, as typed, validated structs.
+
+Device firmware, dispatch consoles, both services, the simulators and the JSON Schema export
+(`docs/schemas/`) all import these definitions; nothing else defines a message. Field meanings are
+documented in `docs/contract.md`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_BACKLOG_FIXES: Final = 1000
+
+DeviceId = Annotated[str, Meta(pattern=DEVICE_ID_PATTERN, description="Device identifier.")]
+# 2000-01-01 .. 2100-01-01: anything outside is a broken clock, not a position in time.
+EpochMs = Annotated[
+    int, Meta(ge=946_684_800_000, le=4_102_444_800_000, description="Unix epoch milliseconds, UTC.")
+]
+Seq = Annotated[int, Meta(ge=0, description="Per-device counter that increases by message.")]
+Latitude = Annotated[float, Meta(ge=-90.0, le=90.0, description="WGS84 latitude, degrees.")]
+Longitude = Annotated[float, Meta(ge=-180.0, le=180.0, description="WGS84 longitude, degrees.")]
+AccuracyM = Annotated[
+    float, Meta(ge=0.0, le=100_000.0, description="Horizontal accuracy radius, metres.")
+]
+Battery = Annotated[int, Meta(ge=0, le=100, description="Battery charge, percent.")]
+PositionSource = Literal["gnss", "wifi", "cell"]
+
+EventType = Literal[
+    "aware_button", "strap_tamper", "battery_low", "gnss_lost", "gnss_restored", "power_off"
+]
+AlarmKind = Literal[
+    "proximity_pre_alert",
+    "proximity_alarm",
+    "zone_alarm",
+    "aware_button",
+    "strap_tamper",
+    "location_unknown",
+    "device_offline",
+    "battery_low",
+]
+ALARM_KINDS: Final[tuple[AlarmKind, ...]] = AlarmKind.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
+NoticeEvent = Literal["opened", "updated", "escalated", "acknowledged", "cleared", "resolved"]
+QueueName = Literal["probation", "police"]
+QUEUE_NAMES: Final[tuple[QueueName, ...]] = ("probation", "police")
+WarnLevel = Literal["pre_alert", "alarm", "clear"]
+
+
+# --- device to nabij -------------------------------------------------------------------------
+
+
+class Fix(Struct, frozen=True, omit_defaults=True):
+    """One position of one device, as the device measured it."""
+
+    device_id: DeviceId
+    seq: Seq
+    ts: EpochMs
+    lat: Latitude
+    lon: Longitude
+    acc: AccuracyM
+    src: PositionSource | None = None
+    speed: Annotated[float, Meta(ge=0.0, le=350.0, description="Ground speed, m/s.")] | None = None
+    heading: Annotated[float, Meta(ge=0.0, lt=360.0, description="Course, degrees.")] | None = None
+    batt: Battery | None = None
+
+
+class DeviceEvent(Struct, frozen=True, omit_defaults=True):
+    """Something a device reports that is not a plain fix (button press, tamper, power)."""
+
+    device_id: DeviceId
+    seq: Seq
+    ts: EpochMs
+    type: EventType
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    acc: AccuracyM | None = None
+    batt: Battery | None = None
+
+
+class DeviceStatus(Struct, frozen=True, omit_defaults=True):
+    """Retained presence message; devices publish `{"online": false}` as their MQTT last will."""
+
+    online: bool
+    ts: EpochMs | None = None
+
+
+# --- nabij to device -------------------------------------------------------------------------
+
+
+class SetInterval(Struct, frozen=True, tag_field="type", tag="set_interval"):
+    """Ask a device to report a fix every `seconds`."""
+
+    seconds: Annotated[int, Meta(ge=1, le=3600)]
+
+
+class Warn(Struct, frozen=True, tag_field="type", tag="warn"):
+    """Warn the wearer. Carries a level only: never the other party's position or distance."""
+
+    level: WarnLevel
+
+
+DeviceCommand = SetInterval | Warn
+
+
+# --- dispatch queues -------------------------------------------------------------------------
+
+
+class Position(Struct, frozen=True, omit_defaults=True):
+    lat: Latitude
+    lon: Longitude
+    acc: AccuracyM
+    ts: EpochMs
+
+
+class Notice(Struct, frozen=True, omit_defaults=True):
+    """One entry of a dispatch queue (field `notice` of a Redis Stream entry)."""
+
+    notice_id: str
+    alarm_id: str
+    event: NoticeEvent
+    kind: AlarmKind
+    priority: Annotated[int, Meta(ge=1, le=3)]
+    order_id: str
+    offender_device: DeviceId
+    level: Annotated[int, Meta(ge=1)]
+    at: EpochMs
+    reason: str
+    victim_device: DeviceId | None = None
+    distance_m: float | None = None
+    uncertainty_m: float | None = None
+    offender: Position | None = None
+    # Police notices only: the victim's position never reaches probation or the offender.
+    victim: Position | None = None
+    queues: list[QueueName] = []
+    by: str | None = None
+    note: str | None = None
+
+
+# --- proximity to alarm gateway (internal, Redis Stream `{prefix}:gateway:inbox`) -----------
+
+SignalAction = Literal["open", "update", "clear"]
+
+
+class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
+    """A condition that the proximity service observed: it opens, updates or clears an alarm.
+
+    `alarm_key` names the condition (kind, order, devices) so that repeats of the same condition
+    land on the same alarm. `signal_id` is deterministic for a given input, so a replayed input
+    after a crash yields the same id and the gateway applies it once.
+    """
+
+    signal_id: str
+    action: SignalAction
+    kind: AlarmKind
+    alarm_key: str
+    order_id: str
+    offender_device: DeviceId
+    at: EpochMs
+    reason: str
+    victim_device: DeviceId | None = None
+    distance_m: float | None = None
+    uncertainty_m: float | None = None
+    offender: Position | None = None
+    victim: Position | None = None
+    zone: str | None = None
+
+
+class AckRequest(Struct, frozen=True, omit_defaults=True, tag="ack"):
+    """A human acknowledges an alarm: escalation stops."""
+
+    request_id: str
+    alarm_id: str
+    by: Annotated[str, Meta(min_length=1, max_length=128)]
+    at: EpochMs
+    note: str | None = None
+
+
+class ResolveRequest(Struct, frozen=True, omit_defaults=True, tag="resolve"):
+    """A human closes an alarm: escalation stops and a later repeat opens a new alarm."""
+
+    request_id: str
+    alarm_id: str
+    by: Annotated[str, Meta(min_length=1, max_length=128)]
+    at: EpochMs
+    note: str | None = None
+
+
+GatewayInput = AlarmSignal | AckRequest | ResolveRequest
+
+
+# --- topics ----------------------------------------------------------------------------------
+
+TopicKind = Literal["fix", "event", "status", "cmd"]
+
+
+class Topics:
+    """Topic names under one configurable prefix (default `nabij/v1`)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip("/")
+        self._device_prefix = f"{self.prefix}/devices/"
+
+    def device(self, device_id: str, kind: TopicKind) -> str:
+        return f"{self._device_prefix}{device_id}/{kind}"
+
+    def subscriptions(self) -> list[str]:
+        """What the proximity service subscribes to: all device uplinks."""
+        return [self.device("+", "fix"), self.device("+", "event"), self.device("+", "status")]
+
+    def parse(self, topic: str) -> tuple[str, str] | None:
+        """Split a device topic into (device_id, kind); None if it is not one of ours."""
+        if not topic.startswith(self._device_prefix):
+            return None
+        parts = topic[len(self._device_prefix) :].split("/")
+        if len(parts) != 2:
+            return None
+        return parts[0], parts[1]
+
+
+# --- codecs (built once: building them is the expensive part) --------------------------------
+
+fix_payload_decoder: Final = msgspec.json.Decoder(Fix | list[msgspec.Raw])
+fix_decoder: Final = msgspec.json.Decoder(Fix)
+event_decoder: Final = msgspec.json.Decoder(DeviceEvent)
+status_decoder: Final = msgspec.json.Decoder(DeviceStatus)
+command_decoder: Final = msgspec.json.Decoder(DeviceCommand)
+notice_decoder: Final = msgspec.json.Decoder(Notice)
+gateway_input_decoder: Final = msgspec.json.Decoder(GatewayInput)
+encoder: Final = msgspec.json.Encoder()
+
+
+def encode(message: Struct) -> bytes:
+    """Encode any contract struct as compact JSON."""
+    return encoder.encode(message)
+
+
+SCHEMA_TYPES: Final[dict[str, object]] = {
+    "fix": Fix,
+    "fix_batch": Annotated[list[Fix], Meta(min_length=1, max_length=MAX_BACKLOG_FIXES)],
+    "event": DeviceEvent,
+    "status": DeviceStatus,
+    "command": DeviceCommand,
+    "notice": Notice,
+    "gateway_input": GatewayInput,
+}

@@ -1,0 +1,72 @@
+"""Every Redis key and stream name nabij uses, in one place.
+
+Gateway keys share the configured prefix; set `key_prefix = "{nabij}"` on Redis Cluster so they
+hash to one slot and the gateway's transactions stay single-slot. Per-device proximity state keys
+carry the device id as their own hash tag so that state spreads across a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nabij.contract import QueueName
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "nabij"
+
+    def dispatch(self, queue: QueueName) -> str:
+        """A dispatch queue (Redis Stream, one field `notice`)."""
+        return f"{self.prefix}:dispatch:{queue}"
+
+    @property
+    def deadletter(self) -> str:
+        """Capped stream of rejected input, raw, with the reason."""
+        return f"{self.prefix}:deadletter"
+
+    @property
+    def gateway_inbox(self) -> str:
+        """Stream of alarm signals and human requests (ack, resolve) for the gateway."""
+        return f"{self.prefix}:gateway:inbox"
+
+    @property
+    def gateway_group(self) -> str:
+        return "gateway"
+
+    @property
+    def alarms(self) -> str:
+        """Hash alarm_id -> alarm record (JSON), every alarm not yet resolved."""
+        return f"{self.prefix}:gateway:alarms"
+
+    @property
+    def alarm_index(self) -> str:
+        """Hash alarm_key -> alarm_id for unresolved alarms (one condition, one alarm)."""
+        return f"{self.prefix}:gateway:alarm_index"
+
+    @property
+    def timers(self) -> str:
+        """Sorted set of alarm_id scored by the epoch ms its escalation falls due."""
+        return f"{self.prefix}:gateway:timers"
+
+    @property
+    def resolved_alarms(self) -> str:
+        """Stream of resolved alarm records, kept for history and export."""
+        return f"{self.prefix}:gateway:resolved"
+
+    def device_state(self, device_id: str) -> str:
+        """Proximity state of one device (latest accepted fix, seq, flags), msgpack."""
+        return f"{self.prefix}:prox:{{{device_id}}}:device"
+
+    def pair_state(self, offender_device: str, order_id: str, victim_device: str) -> str:
+        """Hysteresis state of one pair, tagged with the offender so it shares his slot."""
+        return f"{self.prefix}:prox:{{{offender_device}}}:pair:{order_id}:{victim_device}"
+
+    @property
+    def proximity_devices(self) -> str:
+        """Set of device ids with stored proximity state (for start-up hydration)."""
+        return f"{self.prefix}:prox:devices"
+
+    def health(self, service: str) -> str:
+        """Heartbeat key a service refreshes; its TTL tells whether the service is alive."""
+        return f"{self.prefix}:health:{service}"
