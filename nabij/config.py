@@ -180,22 +180,55 @@ def resolve_directory(cli_value: str | os.PathLike[str] | None, env: Mapping[str
 
 def load_config(directory: Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate both files; environment URL overrides apply on top."""
-    env = os.environ if env is None else env
     problems: list[ConfigProblem] = []
-    settings_raw = _read_toml(directory / SETTINGS_FILE, problems, required=False)
-    orders_raw = _read_toml(directory / ORDERS_FILE, problems, required=True)
-    settings = _validate(Settings, settings_raw, directory / SETTINGS_FILE, problems)
-    orders = _validate(OrdersFile, orders_raw, directory / ORDERS_FILE, problems)
+    settings = _load_settings(directory / SETTINGS_FILE, problems)
+    orders = _load_file(OrdersFile, directory / ORDERS_FILE, problems, required=True)
     if problems or settings is None or orders is None:
         raise ConfigError(problems)
+    return Config(
+        directory=directory,
+        settings=apply_env(settings, os.environ if env is None else env),
+        orders=tuple(orders.order),
+    )
+
+
+def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Only `nabij.toml` (the demo and simulators bring their own orders)."""
+    problems: list[ConfigProblem] = []
+    settings = _load_settings(path, problems)
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return apply_env(settings, os.environ if env is None else env)
+
+
+def validate_orders(raw_orders: Sequence[Mapping[str, Any]], source: str) -> tuple[Order, ...]:
+    """Orders from another file (a scenario), validated exactly as `orders.toml` is."""
+    problems: list[ConfigProblem] = []
+    orders = _validate(OrdersFile, {"order": list(raw_orders)}, Path(source), problems)
+    if problems or orders is None:
+        raise ConfigError(problems)
+    return tuple(orders.order)
+
+
+def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """`NABIJ_MQTT_URL` and `NABIJ_REDIS_URL` override the files' URLs."""
     overrides: dict[str, Any] = {}
     if url := env.get(MQTT_URL_ENV):
         overrides["mqtt"] = settings.mqtt.model_copy(update={"url": url})
     if url := env.get(REDIS_URL_ENV):
         overrides["redis"] = settings.redis.model_copy(update={"url": url})
-    if overrides:
-        settings = settings.model_copy(update=overrides)
-    return Config(directory=directory, settings=settings, orders=tuple(orders.order))
+    return settings.model_copy(update=overrides) if overrides else settings
+
+
+def _load_settings(path: Path, problems: list[ConfigProblem]) -> Settings | None:
+    return _load_file(Settings, path, problems, required=False)
+
+
+def _load_file(
+    model: type[_M], path: Path, problems: list[ConfigProblem], *, required: bool
+) -> _M | None:
+    raw = _read_toml(path, problems, required=required)
+    return _validate(model, raw, path, problems)
 
 
 def _read_toml(path: Path, problems: list[ConfigProblem], *, required: bool) -> dict[str, Any]:
@@ -300,6 +333,9 @@ __all__ = [
     "EscalationPolicy",
     "Order",
     "Settings",
+    "apply_env",
     "load_config",
+    "load_settings",
     "resolve_directory",
+    "validate_orders",
 ]

@@ -36,18 +36,11 @@ class Keys:
 
     @property
     def alarms(self) -> str:
-        """Hash alarm_id -> alarm record (JSON), every alarm not yet resolved."""
+        """Hash alarm_id -> alarm record (JSON), every alarm not yet resolved.
+
+        A record carries its own escalation due time, so timers survive any restart with it.
+        """
         return f"{self.prefix}:gateway:alarms"
-
-    @property
-    def alarm_index(self) -> str:
-        """Hash alarm_key -> alarm_id for unresolved alarms (one condition, one alarm)."""
-        return f"{self.prefix}:gateway:alarm_index"
-
-    @property
-    def timers(self) -> str:
-        """Sorted set of alarm_id scored by the epoch ms its escalation falls due."""
-        return f"{self.prefix}:gateway:timers"
 
     @property
     def resolved_alarms(self) -> str:
@@ -66,6 +59,10 @@ class Keys:
     def proximity_devices(self) -> str:
         """Set of device ids with stored proximity state (for start-up hydration)."""
         return f"{self.prefix}:prox:devices"
+
+    def commit_counter(self, service: str) -> str:
+        """Counter bumped in every commit of a service: tells a lost reply from a lost write."""
+        return f"{self.prefix}:commits:{service}"
 
     def health(self, service: str) -> str:
         """Heartbeat key a service refreshes; its TTL tells whether the service is alive."""

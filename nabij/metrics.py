@@ -1,0 +1,84 @@
+"""Every Prometheus metric nabij exports, defined once (prefix `nabij_`).
+
+Services import the objects from here and label them; nothing else creates metrics, so names,
+labels and buckets stay consistent across services and dashboards. They register in the default
+registry, which `nabij.health.HealthServer` serves on /metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Decisions are in-memory work plus one pipelined Redis round trip: resolve the low end.
+LATENCY_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BATCH_SIZE_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+MESSAGES_RECEIVED: Final = Counter(
+    "nabij_messages_received",
+    "Input messages received, by kind (fix, event, status, signal, request).",
+    ["service", "kind"],
+)
+MESSAGES_REJECTED: Final = Counter(
+    "nabij_messages_rejected",
+    "Input messages rejected as invalid and dead-lettered, by reason.",
+    ["service", "reason"],
+)
+MESSAGES_IGNORED: Final = Counter(
+    "nabij_messages_ignored",
+    "Valid input messages with no effect (duplicate, stale, out of order), by reason.",
+    ["service", "reason"],
+)
+SIGNALS_EMITTED: Final = Counter(
+    "nabij_signals_emitted",
+    "Alarm signals sent to the gateway, by alarm kind and action (raise, update, clear).",
+    ["kind", "action"],
+)
+NOTICES: Final = Counter(
+    "nabij_notices",
+    "Notices appended to dispatch queues, by queue, alarm kind and notice event.",
+    ["queue", "kind", "event"],
+)
+COMMANDS_SENT: Final = Counter(
+    "nabij_commands_sent",
+    "Commands published to devices, by command type.",
+    ["type"],
+)
+DECISION_LATENCY: Final = Histogram(
+    "nabij_decision_latency_seconds",
+    "Time from taking a batch to having committed its effects, per batch.",
+    ["service"],
+    buckets=LATENCY_BUCKETS_S,
+)
+BATCH_SIZE: Final = Histogram(
+    "nabij_batch_size",
+    "Input messages per processed batch.",
+    ["service"],
+    buckets=BATCH_SIZE_BUCKETS,
+)
+OPEN_ALARMS: Final = Gauge(
+    "nabij_open_alarms",
+    "Alarms not yet resolved, by kind.",
+    ["kind"],
+)
+READY: Final = Gauge(
+    "nabij_ready",
+    "1 while the service is ready (connected to MQTT and Redis, state loaded), else 0.",
+    ["service"],
+)
+
+__all__ = [
+    "BATCH_SIZE",
+    "BATCH_SIZE_BUCKETS",
+    "COMMANDS_SENT",
+    "DECISION_LATENCY",
+    "LATENCY_BUCKETS_S",
+    "MESSAGES_IGNORED",
+    "MESSAGES_RECEIVED",
+    "MESSAGES_REJECTED",
+    "NOTICES",
+    "OPEN_ALARMS",
+    "READY",
+    "SIGNALS_EMITTED",
+]

@@ -1,0 +1,66 @@
+"""Typed reads of Redis Streams and plain values.
+
+redis-py's return types are unions over every protocol and decode mode; these helpers state what a
+`decode_responses=False` client on RESP2 returns, once, so callers work with plain tuples.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import redis
+
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+def read_group(
+    client: redis.Redis,
+    group: str,
+    consumer: str,
+    stream: str,
+    *,
+    start_id: bytes | str,
+    count: int,
+    block_ms: int | None,
+) -> list[StreamEntry]:
+    """XREADGROUP of one stream: `start_id` `>` for new entries, `0` for this consumer's pending."""
+    reply = client.xreadgroup(group, consumer, {stream: start_id}, count=count, block=block_ms)
+    return _entries_of(reply)
+
+
+def read(
+    client: redis.Redis, stream: str, *, after_id: bytes | str, count: int, block_ms: int | None
+) -> list[StreamEntry]:
+    """XREAD of one stream, entries after `after_id` (`$`: only new ones)."""
+    return _entries_of(client.xread({stream: after_id}, count=count, block=block_ms))
+
+
+def latest(client: redis.Redis, stream: str, count: int) -> list[StreamEntry]:
+    """The newest `count` entries, oldest first."""
+    entries = cast(list[StreamEntry], client.xrevrange(stream, count=count))
+    return entries[::-1]
+
+
+def entries(client: redis.Redis, stream: str) -> list[StreamEntry]:
+    """Every entry of a (short) stream, oldest first."""
+    return cast(list[StreamEntry], client.xrange(stream))
+
+
+def _entries_of(reply: object) -> list[StreamEntry]:
+    if not reply:
+        return []
+    # RESP2: [[stream, [(id, fields), ...]]]; one stream asked, so one element.
+    streams = cast(list[tuple[bytes, list[StreamEntry]]], reply)
+    return streams[0][1]
+
+
+def members(client: redis.Redis, key: str) -> list[bytes]:
+    return sorted(cast(set[bytes], client.smembers(key)))
+
+
+def values(client: redis.Redis, keys: list[str]) -> list[bytes | None]:
+    return cast(list[bytes | None], client.mget(keys)) if keys else []
+
+
+def hash_values(client: redis.Redis, key: str) -> list[bytes]:
+    return list(cast(dict[bytes, bytes], client.hgetall(key)).values())

@@ -1,0 +1,198 @@
+"""`AlarmBook`: every open alarm, found by id or by alarm key, and the inputs applied to them.
+
+The book is the gateway's only in-memory state. It is rebuilt from the persisted records with
+`load()`; `apply()` and `fire_due()` change it and return a `Decision` saying what to persist and
+which notices to send. It never reads a clock: the shell passes `now_ms`. The record-level
+rules live in `transitions.py`; the book finds the record, drops redelivered inputs and keeps its
+indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from nabij.config import Settings
+from nabij.contract import AckRequest, AlarmSignal, GatewayInput, ResolveRequest
+from services.alarm_gateway.core import transitions as t
+from services.alarm_gateway.core.notices import facts
+from services.alarm_gateway.core.record import AlarmRecord, Decision, derive_alarm_id
+
+RESOLVED_KEPT = 1024
+"""How many resolved alarms the book remembers, to recognise their redelivered inputs."""
+
+
+def input_token(item: GatewayInput) -> str:
+    """The idempotency id of an input; prefixed so a signal and a request can never collide."""
+    if isinstance(item, AlarmSignal):
+        return f"sig:{item.signal_id}"
+    if isinstance(item, AckRequest):
+        return f"ack:{item.request_id}"
+    return f"res:{item.request_id}"
+
+
+def _unknown(alarm_id: str) -> str:
+    return f"unknown alarm {alarm_id!r}: no open alarm has this id (never opened or resolved)"
+
+
+class AlarmBook:
+    """The open alarms, indexed by id and by alarm key (at most one open alarm per key)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._rules = t.Rules(settings)
+        self._open: dict[str, AlarmRecord] = {}
+        self._by_key: dict[str, str] = {}
+        # Recently resolved alarms (oldest first) and the input ids they had applied.
+        self._resolved: dict[str, AlarmRecord] = {}
+        self._resolved_tokens: dict[str, str] = {}
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def load(self, records: Iterable[AlarmRecord]) -> None:
+        """Add persisted records (after a restart).
+
+        Records with `resolved_at` set (e.g. the tail of the resolved stream) are not reopened;
+        they only let the book recognise their inputs when redelivered. Due times are re-derived
+        so that every unacknowledged alarm has one.
+        """
+        for loaded in records:
+            record = t.fresh(loaded)
+            if record.resolved_at is not None:
+                self._remember_resolved(record)
+                continue
+            if record.acknowledged_by is not None:
+                record.escalation_due_ms = None
+            elif record.escalation_due_ms is None:
+                record.escalation_due_ms = (
+                    record.next_due_ms
+                    if record.next_due_ms is not None
+                    else record.last_notice_at + self._rules.timeout_ms(record.kind)
+                )
+            record.next_due_ms = self._rules.next_due(record)
+            self._put(record)
+
+    def get(self, alarm_id: str) -> AlarmRecord | None:
+        return self._open.get(alarm_id)
+
+    def open_alarms(self) -> list[AlarmRecord]:
+        """Every open alarm, most urgent priority first, then oldest first."""
+        return sorted(self._open.values(), key=lambda r: (r.priority, r.opened_at, r.alarm_id))
+
+    def due(self, now_ms: int) -> list[str]:
+        """Ids of alarms whose next due time has come, most urgent priority first."""
+        ready = [
+            r for r in self._open.values() if r.next_due_ms is not None and r.next_due_ms <= now_ms
+        ]
+        ready.sort(key=lambda r: (r.priority, r.next_due_ms or 0, r.alarm_id))
+        return [r.alarm_id for r in ready]
+
+    def next_due_ms(self) -> int | None:
+        """The earliest due time of any open alarm (the shell may sleep until then)."""
+        times = [r.next_due_ms for r in self._open.values() if r.next_due_ms is not None]
+        return min(times) if times else None
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    def apply(self, item: GatewayInput, now_ms: int) -> Decision:
+        """Apply one signal or human request. Applying the same input twice changes nothing."""
+        if isinstance(item, AlarmSignal):
+            return self._apply_signal(item, now_ms)
+        return self._apply_request(item, now_ms)
+
+    def fire_due(self, alarm_id: str, now_ms: int) -> Decision:
+        """Escalate or remind an unacknowledged alarm, or flush a held-back update, if due."""
+        current = self._open.get(alarm_id)
+        if current is None:
+            return Decision(rejection=_unknown(alarm_id))
+        return self._upsert(t.fire(self._rules, current, now_ms))
+
+    def _apply_signal(self, signal: AlarmSignal, now_ms: int) -> Decision:
+        rules = self._rules
+        token = input_token(signal)
+        if token in self._resolved_tokens:
+            return Decision()  # redelivery of an input that an already resolved alarm applied
+        alarm_id = self._by_key.get(signal.alarm_key)
+        if alarm_id is None:
+            if signal.action == "clear":
+                return Decision()  # nothing open for this condition: normal after a resolve
+            # `update` without an open alarm opens one: a lost `open` must not hide a condition.
+            new_id = self._new_alarm_id(signal)
+            return self._upsert(t.open_alarm(rules, signal, new_id, token, now_ms))
+        current = self._open[alarm_id]
+        if token in current.applied_ids:
+            return Decision()  # redelivery
+        if signal.action == "clear":
+            return self._upsert(t.clear(rules, current, signal, token, now_ms))
+        if signal.kind == "aware_button":
+            # Every press is a notice: never rate limited, held, filtered or merged.
+            reason = f"Alarm button pressed again: {facts(signal)}"
+            return self._upsert(t.update_now(rules, current, signal, token, now_ms, reason=reason))
+        if current.condition == "cleared":
+            reason = f"Condition returned: {facts(signal)}"
+            return self._upsert(t.update_now(rules, current, signal, token, now_ms, reason=reason))
+        return self._upsert(t.update_limited(rules, current, signal, token, now_ms))
+
+    def _apply_request(self, request: AckRequest | ResolveRequest, now_ms: int) -> Decision:
+        token = input_token(request)
+        current = self._open.get(request.alarm_id)
+        if current is None:
+            if token in self._resolved_tokens:
+                return Decision()  # redelivery of a request that was applied before
+            return Decision(rejection=_unknown(request.alarm_id))
+        if token in current.applied_ids:
+            return Decision()  # redelivery
+        if isinstance(request, AckRequest):
+            return self._upsert(t.acknowledge(self._rules, current, request, token, now_ms))
+        record, notices = t.resolve(current, request, token, now_ms)
+        self._drop(record.alarm_id)
+        self._remember_resolved(record)
+        return Decision(resolved=[record], notices=notices)
+
+    # --- indexes -------------------------------------------------------------------------------
+
+    def _upsert(self, step: t.Step | None) -> Decision:
+        if step is None:
+            return Decision()
+        record, notices = step
+        self._put(record)
+        return Decision(upserts=[record], notices=notices)
+
+    def _new_alarm_id(self, signal: AlarmSignal) -> str:
+        """`alarm_id_for(signal)`, stepping around an id already in use (a reused signal id)."""
+        attempt = 0
+        while True:
+            candidate = derive_alarm_id(signal.signal_id, attempt)
+            if candidate not in self._open and candidate not in self._resolved:
+                return candidate
+            attempt += 1
+
+    def _put(self, record: AlarmRecord) -> None:
+        self._open[record.alarm_id] = record
+        holder = self._by_key.get(record.alarm_key)
+        if holder is None or holder == record.alarm_id:
+            self._by_key[record.alarm_key] = record.alarm_id
+            return
+        # Two open records for one key can only come from loaded data: the oldest one wins.
+        other = self._open[holder]
+        if (record.opened_at, record.alarm_id) < (other.opened_at, other.alarm_id):
+            self._by_key[record.alarm_key] = record.alarm_id
+
+    def _drop(self, alarm_id: str) -> None:
+        record = self._open.pop(alarm_id)
+        if self._by_key.get(record.alarm_key) == alarm_id:
+            del self._by_key[record.alarm_key]
+            rest = [r for r in self._open.values() if r.alarm_key == record.alarm_key]
+            if rest:
+                heir = min(rest, key=lambda r: (r.opened_at, r.alarm_id))
+                self._by_key[record.alarm_key] = heir.alarm_id
+
+    def _remember_resolved(self, record: AlarmRecord) -> None:
+        self._resolved.pop(record.alarm_id, None)
+        self._resolved[record.alarm_id] = record
+        for token in record.applied_ids:
+            self._resolved_tokens[token] = record.alarm_id
+        while len(self._resolved) > RESOLVED_KEPT:
+            oldest_id = next(iter(self._resolved))
+            oldest = self._resolved.pop(oldest_id)
+            for token in oldest.applied_ids:
+                if self._resolved_tokens.get(token) == oldest_id:
+                    del self._resolved_tokens[token]

@@ -1,0 +1,223 @@
+"""Pure transitions of one alarm record: open, update, clear, acknowledge, resolve, fire a timer.
+
+Each takes the current record (never changed) and returns the new record with the notices the
+step sends. Looking records up, deduplicating inputs and indexing them is `AlarmBook`'s job.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from nabij.config import Settings
+from nabij.contract import AckRequest, AlarmKind, AlarmSignal, Notice, QueueName, ResolveRequest
+from services.alarm_gateway.core.notices import build_notices, facts
+from services.alarm_gateway.core.record import APPLIED_IDS_KEPT, AlarmRecord
+
+Notices = list[tuple[QueueName, Notice]]
+Step = tuple[AlarmRecord, Notices]
+NO_NOTICES: Final[Notices] = []
+
+
+def fresh(record: AlarmRecord, token: str | None = None) -> AlarmRecord:
+    """A copy to change (records handed out in a Decision are never mutated afterwards), with
+    `token` appended to its ring of applied input ids."""
+    copy = msgspec.structs.replace(
+        record, queues=list(record.queues), applied_ids=list(record.applied_ids)
+    )
+    if token is not None:
+        copy.applied_ids.append(token)
+        del copy.applied_ids[:-APPLIED_IDS_KEPT]
+    return copy
+
+
+class Rules:
+    """The timing the settings give: acknowledgement timeouts and the update rate limit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.update_interval_ms = max(0, round(settings.gateway.update_min_interval_s * 1000))
+
+    def timeout_ms(self, kind: AlarmKind) -> int:
+        return max(1, round(self.settings.policy(kind).ack_timeout_s * 1000))
+
+    def flush_at(self, record: AlarmRecord) -> int:
+        """When a held-back update may go out: one interval after the last `updated` notice."""
+        anchor = record.last_update_at if record.last_update_at is not None else record.opened_at
+        return anchor + self.update_interval_ms
+
+    def next_due(self, record: AlarmRecord) -> int | None:
+        """The escalation time while unacknowledged, or the flush of a held update if earlier."""
+        times: list[int] = []
+        if record.acknowledged_by is None and record.escalation_due_ms is not None:
+            times.append(record.escalation_due_ms)
+        if record.pending_update:
+            times.append(self.flush_at(record))
+        return min(times) if times else None
+
+    def settle(self, record: AlarmRecord, notices: Notices) -> Step:
+        record.next_due_ms = self.next_due(record)
+        return record, notices
+
+
+def open_alarm(rules: Rules, signal: AlarmSignal, alarm_id: str, token: str, now_ms: int) -> Step:
+    """A new alarm at level 1: `opened` to the policy's queues, escalation one timeout away."""
+    policy = rules.settings.policy(signal.kind)
+    record = AlarmRecord(
+        alarm_id=alarm_id,
+        alarm_key=signal.alarm_key,
+        kind=signal.kind,
+        order_id=signal.order_id,
+        offender_device=signal.offender_device,
+        victim_device=signal.victim_device,
+        priority=policy.priority,
+        level=1,
+        queues=list(dict.fromkeys(policy.queues)),
+        opened_at=now_ms,
+        condition="active",
+        acknowledged_by=None,
+        acknowledged_at=None,
+        next_due_ms=None,
+        last_notice_at=now_ms,
+        notices_sent=0,
+        latest=signal,
+        escalation_due_ms=now_ms + rules.timeout_ms(signal.kind),
+        applied_ids=[token],
+    )
+    return rules.settle(record, build_notices(record, "opened", facts(signal), now_ms))
+
+
+def clear(
+    rules: Rules, current: AlarmRecord, signal: AlarmSignal, token: str, now_ms: int
+) -> Step | None:
+    """The condition passed: `cleared` to every queue told so far. None if already cleared."""
+    if current.condition == "cleared":
+        return None  # already told; a second `cleared` would only add noise
+    record = fresh(current, token)
+    record.condition = "cleared"
+    record.cleared_at = now_ms
+    record.latest = signal
+    record.pending_update = False  # superseded: the cleared notice carries the latest facts
+    # The escalation timer is left running: an unacknowledged alarm always reaches a human, even
+    # when its condition has passed. Only an acknowledgement (or a resolve) stops it.
+    tail = "" if record.acknowledged_by else "; escalation continues until acknowledged"
+    reason = f"Condition cleared: {facts(signal)}{tail}"
+    return rules.settle(record, build_notices(record, "cleared", reason, now_ms))
+
+
+def update_now(
+    rules: Rules,
+    current: AlarmRecord,
+    signal: AlarmSignal,
+    token: str,
+    now_ms: int,
+    *,
+    reason: str,
+) -> Step:
+    """An `updated` notice at once, outside the rate limit (a press, a returned condition).
+
+    An acknowledgement stays in force: the notice itself reaches the desk that acknowledged.
+    """
+    record = fresh(current, token)
+    record.condition = "active"
+    record.latest = signal
+    record.pending_update = False
+    record.last_update_at = now_ms
+    return rules.settle(record, build_notices(record, "updated", reason, now_ms))
+
+
+def update_limited(
+    rules: Rules, current: AlarmRecord, signal: AlarmSignal, token: str, now_ms: int
+) -> Step:
+    """New facts: `updated` unless one went out less than an interval ago; then it is held
+    (`pending_update`) and `fire` sends it when the interval has passed."""
+    record = fresh(current, token)
+    record.latest = signal
+    if record.last_update_at is not None and now_ms < rules.flush_at(record):
+        record.pending_update = True
+        return rules.settle(record, NO_NOTICES.copy())
+    record.pending_update = False
+    record.last_update_at = now_ms
+    notices = build_notices(record, "updated", f"Update: {facts(signal)}", now_ms)
+    return rules.settle(record, notices)
+
+
+def acknowledge(
+    rules: Rules, current: AlarmRecord, request: AckRequest, token: str, now_ms: int
+) -> Step | None:
+    """Escalation stops; `acknowledged` to every queue told so far. None if already acked."""
+    if current.acknowledged_by is not None:
+        return None  # acknowledged already: nothing new to say
+    record = fresh(current, token)
+    record.acknowledged_by = request.by
+    record.acknowledged_at = now_ms
+    record.ack_note = request.note
+    record.escalation_due_ms = None  # a held-back update may still be due
+    notices = build_notices(
+        record,
+        "acknowledged",
+        f"Acknowledged by {request.by}",
+        now_ms,
+        by=request.by,
+        note=request.note,
+    )
+    return rules.settle(record, notices)
+
+
+def resolve(current: AlarmRecord, request: ResolveRequest, token: str, now_ms: int) -> Step:
+    """The alarm is closed (and acknowledged, if it was not): `resolved` to every queue told."""
+    record = fresh(current, token)
+    if record.acknowledged_by is None:
+        record.acknowledged_by = request.by
+        record.acknowledged_at = now_ms
+    record.resolved_by = request.by
+    record.resolved_at = now_ms
+    record.resolve_note = request.note
+    record.escalation_due_ms = None
+    record.pending_update = False
+    record.next_due_ms = None
+    notices = build_notices(
+        record, "resolved", f"Resolved by {request.by}", now_ms, by=request.by, note=request.note
+    )
+    return record, notices
+
+
+def fire(rules: Rules, current: AlarmRecord, now_ms: int) -> Step | None:
+    """What is due at `now_ms`: an escalation or reminder, else a held-back update. None if
+    nothing is due."""
+    if current.next_due_ms is None or current.next_due_ms > now_ms:
+        return None
+    record = fresh(current)
+    escalation_due = record.escalation_due_ms
+    if record.acknowledged_by is None and escalation_due is not None and escalation_due <= now_ms:
+        return rules.settle(record, escalate(rules, record, now_ms))
+    if record.pending_update and rules.flush_at(record) <= now_ms:
+        record.pending_update = False
+        record.last_update_at = now_ms
+        notices = build_notices(record, "updated", f"Update: {facts(record.latest)}", now_ms)
+        return rules.settle(record, notices)
+    record, notices = rules.settle(record, NO_NOTICES.copy())
+    return None if record.next_due_ms == current.next_due_ms else (record, notices)
+
+
+def escalate(rules: Rules, record: AlarmRecord, now_ms: int) -> Notices:
+    """Not acknowledged in time: widen to the escalation queues, or remind the same ones.
+
+    The escalated notice goes to the new queues and to every queue already told, so probation
+    sees that police got it. It carries the latest facts, so a held-back update goes with it.
+    """
+    policy = rules.settings.policy(record.kind)
+    waited_s = max(0, now_ms - record.opened_at) // 1000
+    widen = [q for q in dict.fromkeys(policy.escalate_to) if q not in record.queues]
+    state = "" if record.condition == "active" else " (condition has cleared)"
+    record.level += 1
+    if widen:
+        record.queues.extend(widen)
+        action = f", escalated to {' and '.join(widen)}"
+    else:
+        action = f": reminder, level {record.level}"
+    reason = f"Not acknowledged after {waited_s} s{action}{state}: {facts(record.latest)}"
+    record.pending_update = False
+    record.escalation_due_ms = now_ms + rules.timeout_ms(record.kind)
+    return build_notices(record, "escalated", reason, now_ms)

@@ -1,0 +1,219 @@
+"""The alarm gateway shell: inbox stream in, pure `AlarmBook`, one Redis transaction out.
+
+The gateway is the single writer of alarm records. It reads signals and human requests from its
+inbox with a consumer group; each batch's alarm records, dispatch notices and the `XACK` of the
+batch commit in one `MULTI`, so after a crash an entry is either fully applied or still pending
+(re-read first on start). Escalation due times travel inside the records: whatever fell due while
+the gateway was down fires on its first turn back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import msgspec
+import redis
+import structlog
+from redis.client import Pipeline
+
+from nabij import metrics, streams
+from nabij.commit import Committer, beat
+from nabij.config import Config
+from nabij.contract import ALARM_KINDS, GatewayInput, encode, gateway_input_decoder
+from nabij.health import HealthServer
+from nabij.keys import Keys
+from nabij.redis_io import add_deadletter, connect
+from services.alarm_gateway.core.alarms import (
+    RESOLVED_KEPT,
+    AlarmBook,
+    Decision,
+    record_decoder,
+)
+
+SERVICE = "gateway"
+MAX_BLOCK_MS = 1000
+INPUT_FIELD = b"input"
+log = structlog.get_logger(SERVICE)
+
+
+class GatewayService:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        consumer: str = "gateway-1",
+        health: HealthServer | None = None,
+        clock: Callable[[], int],
+    ) -> None:
+        self._settings = config.settings
+        self._keys = Keys(self._settings.redis.key_prefix)
+        self._consumer = consumer
+        self._clock = clock
+        self._book = AlarmBook(self._settings)
+        self._redis = connect(self._settings.redis.url, retries=0)
+        self._committer = Committer(self._redis, self._keys.commit_counter(SERVICE), log)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._health = health
+        if health is not None:
+            health.add_check("inbox_group", self._ready.is_set)
+            health.add_check("redis", self._redis_ok)
+
+    def _redis_ok(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set."""
+        self._stop = stop
+        self._prepare()
+        self._ready.set()
+        metrics.READY.labels(service=SERVICE).set(1)
+        log.info("gateway_started", open_alarms=len(self._book.open_alarms()))
+        # Entries this consumer read but never acknowledged (a crash mid-batch) come first.
+        self._consume(stop, start_id=b"0")
+        next_beat = 0.0
+        try:
+            while not stop.is_set():
+                if time.monotonic() >= next_beat:
+                    beat(self._redis, self._keys, SERVICE, self._clock(), log)
+                    next_beat = time.monotonic() + 1.0
+                self._fire_due()
+                self._consume(stop, start_id=b">")
+                if self._health is not None:
+                    self._health.heartbeat()
+        finally:
+            metrics.READY.labels(service=SERVICE).set(0)
+            log.info("gateway_stopped")
+
+    def _prepare(self) -> None:
+        try:
+            # From id 0: signals written before the gateway ever ran are not lost.
+            self._redis.xgroup_create(
+                self._keys.gateway_inbox, self._keys.gateway_group, id="0", mkstream=True
+            )
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        open_records = streams.hash_values(self._redis, self._keys.alarms)
+        # The recently resolved let the book recognise their inputs if they are redelivered.
+        resolved = streams.latest(self._redis, self._keys.resolved_alarms, RESOLVED_KEPT)
+        self._book.load(
+            [record_decoder.decode(fields[b"alarm"]) for _id, fields in resolved]
+            + [record_decoder.decode(blob) for blob in open_records]
+        )
+        self._update_gauges()
+
+    def _block_ms(self) -> int:
+        due = self._book.next_due_ms()
+        if due is None:
+            return MAX_BLOCK_MS
+        return max(1, min(MAX_BLOCK_MS, due - self._clock()))
+
+    def _consume(self, stop: threading.Event, *, start_id: bytes) -> None:
+        while not stop.is_set():
+            entries = streams.read_group(
+                self._redis,
+                self._keys.gateway_group,
+                self._consumer,
+                self._keys.gateway_inbox,
+                start_id=start_id,
+                count=self._settings.gateway.batch_max,
+                block_ms=None if start_id == b"0" else self._block_ms(),
+            )
+            if not entries:
+                return
+            self._apply_batch(entries)
+            if start_id == b">":
+                return
+
+    def _apply_batch(self, entries: list[streams.StreamEntry]) -> None:
+        now = self._clock()
+        decisions: list[Decision] = []
+        rejected: list[tuple[bytes, str, str]] = []
+        for _entry_id, fields in entries:
+            raw = fields.get(INPUT_FIELD, b"")
+            try:
+                item: GatewayInput = gateway_input_decoder.decode(raw)
+            except msgspec.MsgspecError as err:
+                rejected.append((raw, "invalid_input", str(err)))
+                continue
+            decision = self._book.apply(item, now)
+            if decision.rejection is not None:
+                rejected.append((raw, "not_applicable", decision.rejection))
+            decisions.append(decision)
+        ids = [entry_id for entry_id, _ in entries]
+        self._committer.commit(
+            lambda pipe: self._write(pipe, decisions, rejected, ids, now), self._stop
+        )
+        self._observe(decisions, rejected)
+
+    def _fire_due(self) -> None:
+        now = self._clock()
+        decisions = [self._book.fire_due(alarm_id, now) for alarm_id in self._book.due(now)]
+        if decisions:
+            self._committer.commit(
+                lambda pipe: self._write(pipe, decisions, [], [], now), self._stop
+            )
+            self._observe(decisions, [])
+
+    def _write(
+        self,
+        pipe: Pipeline,
+        decisions: list[Decision],
+        rejected: list[tuple[bytes, str, str]],
+        acked_ids: list[bytes],
+        now: int,
+    ) -> None:
+        keys = self._keys
+        for decision in decisions:
+            for record in decision.upserts:
+                pipe.hset(keys.alarms, record.alarm_id, encode(record))
+            for record in decision.resolved:
+                pipe.hdel(keys.alarms, record.alarm_id)
+                pipe.xadd(keys.resolved_alarms, {"alarm": encode(record)})
+            for queue_name, notice in decision.notices:
+                pipe.xadd(keys.dispatch(queue_name), {"notice": encode(notice)})
+        for raw, reason, detail in rejected:
+            add_deadletter(
+                pipe,
+                keys,
+                self._settings.redis.deadletter_maxlen,
+                source=SERVICE,
+                reason=reason,
+                detail=detail,
+                topic=keys.gateway_inbox,
+                payload=raw,
+                received_ms=now,
+            )
+        if acked_ids:
+            pipe.xack(keys.gateway_inbox, keys.gateway_group, *acked_ids)
+
+    def _observe(self, decisions: list[Decision], rejected: list[tuple[bytes, str, str]]) -> None:
+        for decision in decisions:
+            for queue_name, notice in decision.notices:
+                metrics.NOTICES.labels(queue=queue_name, kind=notice.kind, event=notice.event).inc()
+                log.info(
+                    "notice",
+                    queue=queue_name,
+                    alarm_id=notice.alarm_id,
+                    notice_event=notice.event,
+                    kind=notice.kind,
+                    level=notice.level,
+                    order_id=notice.order_id,
+                )
+        for _raw, reason, detail in rejected:
+            metrics.MESSAGES_REJECTED.labels(service=SERVICE, reason=reason).inc()
+            log.warning("rejected", reason=reason, detail=detail)
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        counts: dict[str, int] = {}
+        for record in self._book.open_alarms():
+            counts[record.kind] = counts.get(record.kind, 0) + 1
+        for kind in ALARM_KINDS:
+            metrics.OPEN_ALARMS.labels(kind=kind).set(counts.get(kind, 0))

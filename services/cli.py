@@ -1,0 +1,235 @@
+"""`nabij`: the one console script. It only parses arguments and wires parts together."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from nabij.config import Config, ConfigError, load_config, resolve_directory
+from nabij.keys import Keys
+from nabij.logs import configure_logging
+from nabij.redis_io import connect
+from nabij.schemas import export_schemas
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+        return result
+    except ConfigError as err:
+        print(f"invalid configuration ({len(err.problems)} problems):", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nabij", description="Proximity alerting for victims of stalking."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, help_text in (
+        ("proximity", "run the proximity service (fix ingest, distance, hysteresis)"),
+        ("gateway", "run the alarm gateway (routing, escalation, dispatch queues)"),
+        ("run", "run both services in one process"),
+    ):
+        cmd = commands.add_parser(name, help=help_text)
+        _add_config(cmd)
+        cmd.add_argument(
+            "--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz"
+        )
+        cmd.set_defaults(handler=_serve, services=name)
+
+    cmd = commands.add_parser("check-config", help="validate a config directory and exit")
+    cmd.add_argument("directory", nargs="?", default=None)
+    cmd.set_defaults(handler=_check_config)
+
+    cmd = commands.add_parser("simulate", help="drive simulated devices over MQTT")
+    _add_config(cmd)
+    cmd.add_argument("--scenario", required=True, help="scenario name or path to a .toml file")
+    cmd.add_argument("--speed", type=float, default=1.0, help="time acceleration factor")
+    cmd.set_defaults(handler=_simulate)
+
+    for name, help_text in (("ack", "acknowledge an alarm"), ("resolve", "resolve an alarm")):
+        cmd = commands.add_parser(name, help=help_text)
+        _add_config(cmd)
+        cmd.add_argument("alarm_id")
+        cmd.add_argument("--by", required=True, help="who acts (name or badge number)")
+        cmd.add_argument("--note", default=None)
+        cmd.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the gateway")
+        cmd.set_defaults(handler=_operate, action=name)
+
+    cmd = commands.add_parser("alarms", help="list open alarms")
+    _add_config(cmd)
+    cmd.set_defaults(handler=_alarms)
+
+    cmd = commands.add_parser("tail", help="follow a dispatch queue")
+    _add_config(cmd)
+    cmd.add_argument("queue", choices=["probation", "police"])
+    cmd.add_argument("--from-start", action="store_true", help="show the queue from its start")
+    cmd.add_argument("--group", default=None, help="read as this consumer group (each notice once)")
+    cmd.add_argument("--consumer", default="terminal")
+    cmd.add_argument("--no-colour", action="store_true")
+    cmd.set_defaults(handler=_tail)
+
+    cmd = commands.add_parser("demo", help="embedded broker and store, both services, scenarios")
+    cmd.add_argument("--speed", type=float, default=20.0)
+    cmd.set_defaults(handler=_demo)
+
+    cmd = commands.add_parser("export-schemas", help="write JSON Schemas of the wire contract")
+    cmd.add_argument("directory", type=Path, default=Path("docs/schemas"), nargs="?")
+    cmd.set_defaults(handler=_export_schemas)
+    return parser
+
+
+def _add_config(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--config", default=None, help="config directory (default $NABIJ_CONFIG or ./config)"
+    )
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(resolve_directory(args.config, os.environ))
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from nabij.health import HealthServer
+    from services.runner import run_services
+
+    config = _load(args)
+    configure_logging(config.settings.log.level, args.services)
+    health = HealthServer(args.metrics_port) if args.metrics_port is not None else None
+    if health is not None:
+        health.start()
+    wanted = ("proximity", "gateway") if args.services == "run" else (args.services,)
+    try:
+        return run_services(config, wanted, _stop_on_signals(), health)
+    finally:
+        if health is not None:
+            health.stop()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    directory = resolve_directory(args.directory, os.environ)
+    config = load_config(directory)
+    pairs = sum(len(order.victim_devices) for order in config.orders)
+    print(f"{directory}: valid ({len(config.orders)} orders, {pairs} pairs)")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from simulators.runner import ScenarioRun, load_scenario
+
+    config = _load(args)
+    scenario = load_scenario(args.scenario)
+    run = ScenarioRun(
+        scenario,
+        config.settings.mqtt.url,
+        config.settings.mqtt.topic_prefix,
+        speed=args.speed,
+        on_progress=print,
+    )
+    report = run.run(_stop_on_signals())
+    print(report)
+    return 0
+
+
+def _operate(args: argparse.Namespace) -> int:
+    from services.alarm_gateway import operators
+
+    config = _load(args)
+    keys = Keys(config.settings.redis.key_prefix)
+    client = connect(config.settings.redis.url)
+    now_ms = time.time_ns() // 1_000_000
+    request: Callable[..., object]
+    applied: Callable[..., bool]
+    if args.action == "ack":
+        request, applied = operators.request_ack, operators.ack_applied
+    else:
+        request, applied = operators.request_resolve, operators.resolve_applied
+    try:
+        request(client, keys, args.alarm_id, by=args.by, note=args.note, now_ms=now_ms)
+    except operators.OperatorError as err:
+        print(f"nabij {args.action}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    done = "acknowledged" if args.action == "ack" else "resolved"
+    if operators.wait_for(lambda: applied(client, keys, args.alarm_id), args.wait):
+        print(f"{args.alarm_id} {done} by {args.by}")
+    else:
+        print(f"{args.alarm_id}: request queued; the gateway will apply it when it runs")
+    return 0
+
+
+def _alarms(args: argparse.Namespace) -> int:
+    from services.alarm_gateway import operators
+
+    config = _load(args)
+    records = operators.open_alarms(
+        connect(config.settings.redis.url), Keys(config.settings.redis.key_prefix)
+    )
+    if not records:
+        print("no open alarms")
+    for record in records:
+        print(operators.format_alarm(record))
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from services.alarm_gateway import operators
+
+    config = _load(args)
+    stop = _stop_on_signals()
+    colour = sys.stdout.isatty() and not args.no_colour
+    for notice in operators.follow(
+        connect(config.settings.redis.url),
+        Keys(config.settings.redis.key_prefix),
+        args.queue,
+        from_start=args.from_start,
+        group=args.group,
+        consumer=args.consumer,
+        should_stop=stop.is_set,
+    ):
+        print(operators.format_notice(notice, args.queue, colour=colour), flush=True)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+
+    return run_demo(speed=args.speed, stop=_stop_on_signals())
+
+
+def _export_schemas(args: argparse.Namespace) -> int:
+    for path in export_schemas(args.directory):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

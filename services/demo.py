@@ -1,0 +1,163 @@
+"""`nabij demo`: the whole alarm path on one screen, with nothing installed but Python.
+
+Without `NABIJ_MQTT_URL` / `NABIJ_REDIS_URL` it starts an embedded MQTT broker and an embedded
+Redis-protocol store; with them it uses the real ones (under a fresh key and topic prefix, so
+earlier runs do not mix in). Both services run in this process; the `approach` and `aware`
+scenarios drive simulated devices; the dispatch queues are printed as a dispatcher would read them.
+Service logs go to `var/demo/nabij.log`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+import redis
+
+from nabij.config import MQTT_URL_ENV, REDIS_URL_ENV, Config, Order, load_settings
+from nabij.contract import QUEUE_NAMES, QueueName
+from nabij.embedded import EmbeddedBroker, EmbeddedStore
+from nabij.keys import Keys
+from nabij.logs import configure_logging
+from nabij.redis_io import connect
+from services.alarm_gateway import operators
+from services.runner import build_services, wall_clock_ms
+from simulators.runner import ScenarioRun, load_scenario
+
+DEMO_SETTINGS = Path("config/demo/nabij.toml")
+LOG_FILE = Path("var/demo/nabij.log")
+BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
+
+
+def say(text: str) -> None:
+    print(f"{BOLD}== {text}{RESET}", flush=True)
+
+
+def run_demo(*, speed: float, stop: threading.Event) -> int:
+    with ExitStack() as resources:
+        mqtt_url = os.environ.get(MQTT_URL_ENV)
+        redis_url = os.environ.get(REDIS_URL_ENV)
+        if not mqtt_url:
+            broker = resources.enter_context(EmbeddedBroker())
+            mqtt_url = broker.url
+            say(f"embedded MQTT broker on {mqtt_url}")
+        if not redis_url:
+            store = resources.enter_context(EmbeddedStore())
+            redis_url = store.url
+            say(f"embedded Redis-protocol store on {redis_url}")
+        config = _demo_config(mqtt_url, redis_url)
+        LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+        log_stream = resources.enter_context(LOG_FILE.open("a", encoding="utf-8"))
+        configure_logging(config.settings.log.level, "demo", stream=log_stream)
+        return _run(config, speed, stop)
+
+
+def _demo_config(mqtt_url: str, redis_url: str) -> Config:
+    settings = load_settings(DEMO_SETTINGS, {MQTT_URL_ENV: mqtt_url, REDIS_URL_ENV: redis_url})
+    run_id = uuid.uuid4().hex[:6]
+    settings = settings.model_copy(
+        update={
+            "mqtt": settings.mqtt.model_copy(
+                update={
+                    "topic_prefix": f"{settings.mqtt.topic_prefix}/{run_id}",
+                    "client_id": f"{settings.mqtt.client_id}-{run_id}",
+                }
+            ),
+            "redis": settings.redis.model_copy(
+                update={"key_prefix": f"{settings.redis.key_prefix}:{run_id}"}
+            ),
+        }
+    )
+    orders: dict[str, Order] = {}
+    for name in ("approach", "aware"):
+        for order in load_scenario(name).order:
+            orders[order.id] = order
+    return Config(directory=DEMO_SETTINGS.parent, settings=settings, orders=tuple(orders.values()))
+
+
+def _run(config: Config, speed: float, stop: threading.Event) -> int:
+    keys = Keys(config.settings.redis.key_prefix)
+    client = connect(config.settings.redis.url)
+    services = build_services(config, ("proximity", "gateway"), None)
+    threads = [
+        threading.Thread(target=service.run, args=(stop,), name=name, daemon=True)
+        for name, service in services.items()
+    ]
+    for thread in threads:
+        thread.start()
+    if not _wait(lambda: all(client.exists(keys.health(n)) for n in services), 30, stop):
+        print("services did not become ready; see var/demo/nabij.log")
+        stop.set()
+        return 1
+    say(f"proximity and gateway running; logs in {LOG_FILE}")
+    for queue in QUEUE_NAMES:
+        threading.Thread(target=_print_queue, args=(client, keys, queue, stop), daemon=True).start()
+
+    prefix = config.settings.mqtt.topic_prefix
+    url = config.settings.mqtt.url
+    approach = ScenarioRun(load_scenario("approach"), url, prefix, speed=speed)
+    aware = ScenarioRun(load_scenario("aware"), url, prefix, speed=speed)
+    say(
+        f"scenario 'approach' at {speed:g}x: an offender walks towards the victim's home, "
+        "lingers, and leaves"
+    )
+    say("scenario 'aware': another victim presses the alarm button")
+    runs = [
+        threading.Thread(target=run.run, args=(stop,), daemon=True) for run in (approach, aware)
+    ]
+    for run_thread in runs:
+        run_thread.start()
+    for run_thread in runs:
+        while run_thread.is_alive() and not stop.is_set():
+            run_thread.join(timeout=0.5)
+    if stop.is_set():
+        return 130
+    _wait(lambda: False, 3, stop)  # let the last notices arrive
+    _acknowledge_everything(client, keys, stop)
+    say("done")
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    return 0
+
+
+def _acknowledge_everything(client: redis.Redis, keys: Keys, stop: threading.Event) -> None:
+    records = operators.open_alarms(client, keys)
+    say(f"{len(records)} alarms open; the dispatcher acknowledges the unacknowledged ones:")
+    for record in records:
+        print(f"   {operators.format_alarm(record)}")
+        if record.acknowledged_by is None:
+            operators.request_ack(
+                client,
+                keys,
+                record.alarm_id,
+                by="demo-dispatcher",
+                note="seen in the demo",
+                now_ms=wall_clock_ms(),
+            )
+    _wait(lambda: all(r.acknowledged_by for r in operators.open_alarms(client, keys)), 10, stop)
+
+
+def _print_queue(client: redis.Redis, keys: Keys, queue: QueueName, stop: threading.Event) -> None:
+    try:
+        for notice in operators.follow(
+            client, keys, queue, from_start=True, block_ms=200, should_stop=stop.is_set
+        ):
+            print(operators.format_notice(notice, queue, colour=True), flush=True)
+    except redis.RedisError:
+        if not stop.is_set():
+            raise
+
+
+def _wait(check: Callable[[], bool], timeout_s: float, stop: threading.Event) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        if check():
+            return True
+        stop.wait(0.1)
+    return check()

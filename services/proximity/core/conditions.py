@@ -1,0 +1,189 @@
+"""Alarms about one device rather than a pair: button, tamper, battery, presence, silence.
+
+Each is signalled once per order the device belongs to, under a device alarm key. Sequence checks
+are done by the engine before anything here runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from nabij.config import ProximitySettings
+from nabij.contract import AlarmKind, DeviceEvent, Position, SignalAction
+from services.proximity.core.effects import Effects
+from services.proximity.core.signals import device_signal
+from services.proximity.core.state import DeviceState
+from services.proximity.core.topology import Topology
+
+# A battery_low alarm clears only this far above the threshold, so a wavering gauge cannot flap.
+BATTERY_CLEAR_MARGIN_PCT: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class _Cause:
+    """The input behind a signal: `tag` makes its signal id (seq, plus a suffix if seq-less)."""
+
+    tag: str
+    now_ms: int
+    effects: Effects
+
+
+class DeviceConditions:
+    def __init__(
+        self, topology: Topology, devices: dict[str, DeviceState], settings: ProximitySettings
+    ) -> None:
+        self._topology = topology
+        self._devices = devices  # shared with the engine, which `load`s into it
+        self._battery_low_pct = settings.battery_low_pct
+        self._battery_clear_pct = settings.battery_low_pct + BATTERY_CLEAR_MARGIN_PCT
+        self._location_unknown_ms = round(settings.location_unknown_s * 1000)
+
+    def on_fix(
+        self,
+        device: DeviceState,
+        batt: int | None,
+        heard_before: int | None,
+        now_ms: int,
+        effects: Effects,
+    ) -> None:
+        """An accepted fix: the device is located, online, and may report its battery."""
+        if not (
+            device.location_unknown
+            or not device.online
+            or (batt is not None and (batt != device.batt or device.battery_low))
+        ):
+            return  # the common case, kept cheap
+        cause = _Cause(str(device.last_seq), now_ms, effects)
+        if device.location_unknown:
+            device.location_unknown = False
+            silent_s = (cause.now_ms - (heard_before or cause.now_ms)) // 1000
+            reason = f"Offender device {device.device_id} reported a fix again after {silent_s} s."
+            self._signal(device, "location_unknown", "clear", reason, cause, offender_only=True)
+        if not device.online:
+            self._set_online(device, True, "sent a fix", cause)
+        if batt is not None:
+            self._battery(device, batt, cause, reported_low=False)
+
+    def on_event(
+        self, device: DeviceState, event: DeviceEvent, now_ms: int, effects: Effects
+    ) -> None:
+        """An accepted event. Its position moves nothing: only a press carries it, in the signal."""
+        cause = _Cause(str(event.seq), now_ms, effects)
+        role = self._topology.role_names[device.device_id]
+        if event.type == "aware_button":
+            self._aware_press(device, event, cause)
+        elif event.type == "strap_tamper":
+            reason = f"Strap tamper reported by {role} device {device.device_id}."
+            self._signal(device, "strap_tamper", "open", reason, cause)
+        elif event.type == "power_off":
+            if device.online:
+                self._set_online(device, False, "reported power off", cause)
+        elif event.type in ("gnss_lost", "gnss_restored"):
+            # No alarm of its own: location_unknown covers the silence that follows.
+            device.gnss_lost = event.type == "gnss_lost"
+        if event.batt is not None or event.type == "battery_low":
+            reported_low = event.type == "battery_low"
+            self._battery(device, event.batt, cause, reported_low=reported_low)
+
+    def on_status(self, device: DeviceState, online: bool, now_ms: int, effects: Effects) -> None:
+        if online == device.online:
+            return
+        # Status messages carry no seq: a per-device counter keeps their signal ids unique.
+        device.status_changes += 1
+        cause = _Cause(f"{device.last_seq}|status{device.status_changes}", now_ms, effects)
+        self._set_online(device, online, "is back online" if online else "went offline", cause)
+
+    def tick(self, now_ms: int, effects: Effects) -> None:
+        """Open location_unknown for offender devices silent (in server time) beyond the limit."""
+        limit = self._location_unknown_ms
+        for device_id in self._topology.offenders:
+            device = self._devices[device_id]
+            heard = device.last_heard_ms
+            if heard is None or device.location_unknown or now_ms - heard <= limit:
+                continue
+            device.location_unknown = True
+            reason = (
+                f"No fix from offender device {device_id} for {(now_ms - heard) // 1000} s "
+                f"(limit {limit // 1000} s)."
+            )
+            cause = _Cause(f"{device.last_seq}|tick", now_ms, effects)
+            self._signal(device, "location_unknown", "open", reason, cause, offender_only=True)
+
+    def _aware_press(self, device: DeviceState, event: DeviceEvent, cause: _Cause) -> None:
+        device_id = device.device_id
+        pressed_at: Position | None = device.fix
+        if event.lat is not None and event.lon is not None and event.acc is not None:
+            pressed_at = Position(lat=event.lat, lon=event.lon, acc=event.acc, ts=event.ts)
+        for membership in self._topology.memberships[device_id]:
+            if membership.role == "victim":
+                offender = self._devices[membership.offender_device].fix
+                victim = pressed_at
+            else:
+                offender, victim = pressed_at, None
+            reason = f"Aware button pressed on {membership.role} device {device_id}."
+            signal = device_signal(
+                "aware_button",
+                "open",
+                device_id,
+                membership,
+                tag=cause.tag,
+                now_ms=cause.now_ms,
+                reason=reason,
+                offender=offender,
+                victim=victim,
+            )
+            cause.effects.signals.append(signal)
+        cause.effects.changed_devices.add(device_id)
+
+    def _set_online(self, device: DeviceState, online: bool, what: str, cause: _Cause) -> None:
+        device.online = online
+        role = self._topology.role_names[device.device_id]
+        reason = f"{role.capitalize()} device {device.device_id} {what}."
+        action: SignalAction = "clear" if online else "open"
+        self._signal(device, "device_offline", action, reason, cause)
+
+    def _battery(
+        self, device: DeviceState, batt: int | None, cause: _Cause, *, reported_low: bool
+    ) -> None:
+        if batt is not None and batt != device.batt:
+            device.batt = batt
+            cause.effects.changed_devices.add(device.device_id)
+        role = self._topology.role_names[device.device_id]
+        level = "" if batt is None else f" ({batt}%)"
+        low = reported_low or (batt is not None and batt <= self._battery_low_pct)
+        if low and not device.battery_low:
+            device.battery_low = True
+            reason = f"Battery low on {role} device {device.device_id}{level}."
+            self._signal(device, "battery_low", "open", reason, cause)
+        elif device.battery_low and batt is not None and batt > self._battery_clear_pct:
+            device.battery_low = False
+            reason = f"Battery of {role} device {device.device_id} recharged{level}."
+            self._signal(device, "battery_low", "clear", reason, cause)
+
+    def _signal(
+        self,
+        device: DeviceState,
+        kind: AlarmKind,
+        action: SignalAction,
+        reason: str,
+        cause: _Cause,
+        *,
+        offender_only: bool = False,
+    ) -> None:
+        """One signal per order of the device (only those it is offender in, if asked)."""
+        for membership in self._topology.memberships[device.device_id]:
+            if offender_only and membership.role != "offender":
+                continue
+            signal = device_signal(
+                kind,
+                action,
+                device.device_id,
+                membership,
+                tag=cause.tag,
+                now_ms=cause.now_ms,
+                reason=reason,
+                offender=self._devices[membership.offender_device].fix,
+            )
+            cause.effects.signals.append(signal)
+        cause.effects.changed_devices.add(device.device_id)

@@ -1,0 +1,166 @@
+"""Topic + payload -> typed uplinks, or rejections with a machine reason.
+
+Nothing here echoes coordinates: details carry msgspec's messages, which name the field path
+(`$.lat`) and the constraint, never the value of a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+
+from nabij.contract import (
+    MAX_BACKLOG_FIXES,
+    DeviceEvent,
+    DeviceStatus,
+    Fix,
+    Topics,
+    event_decoder,
+    fix_decoder,
+    fix_payload_decoder,
+    status_decoder,
+)
+
+# Safety events are taken even from a device whose clock runs ahead: a panic press or a cut strap
+# must reach an operator, and their ts moves no state (see the engine).
+CLOCK_EXEMPT_EVENTS: Final = frozenset({"aware_button", "strap_tamper"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    """Short machine label: invalid_json, schema, device_mismatch, unknown_device, clock_ahead,
+    unknown_topic, empty_batch, batch_too_large."""
+    detail: str
+    """One human sentence; never contains coordinates."""
+    device_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    device_id: str
+    status: DeviceStatus
+
+
+Uplink = Fix | DeviceEvent | StatusUpdate
+
+
+@dataclass(slots=True)
+class Parsed:
+    uplinks: list[Uplink] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def parse_uplink(  # noqa: PLR0917  (positional signature agreed with the shell)
+    topics: Topics,
+    topic: str,
+    payload: bytes,
+    now_ms: int,
+    is_known: Callable[[str], bool],
+    max_clock_ahead_ms: int,
+) -> Parsed:
+    """Decode one MQTT message. A backlog array keeps its good fixes, sorted by seq."""
+    parsed = Parsed()
+    split = topics.parse(topic)
+    if split is None:
+        parsed.rejections.append(Rejection("unknown_topic", "Not a device topic.", None))
+        return parsed
+    device_id, kind = split
+    if kind not in ("fix", "event", "status"):
+        detail = f"Topic kind {kind!r} is not an uplink."
+        parsed.rejections.append(Rejection("unknown_topic", detail, device_id))
+        return parsed
+    if not is_known(device_id):
+        detail = "Device is not part of any order."
+        parsed.rejections.append(Rejection("unknown_device", detail, device_id))
+        return parsed
+    latest_ok_ms = now_ms + max_clock_ahead_ms
+    if kind == "fix":
+        _parse_fixes(payload, device_id, latest_ok_ms, parsed)
+    elif kind == "event":
+        _parse_event(payload, device_id, latest_ok_ms, parsed)
+    else:
+        try:
+            status = status_decoder.decode(payload)
+        except msgspec.DecodeError as err:
+            parsed.rejections.append(_decode_rejection(err, device_id))
+        else:
+            # Presence is taken whatever its ts says: a retained last will must not be lost.
+            parsed.uplinks.append(StatusUpdate(device_id, status))
+    return parsed
+
+
+def _parse_fixes(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Parsed) -> None:
+    try:
+        decoded = fix_payload_decoder.decode(payload)
+    except msgspec.DecodeError as err:
+        parsed.rejections.append(_decode_rejection(err, device_id))
+        return
+    if isinstance(decoded, Fix):
+        if (rejection := _check(decoded, device_id, latest_ok_ms, "")) is None:
+            parsed.uplinks.append(decoded)
+        else:
+            parsed.rejections.append(rejection)
+        return
+    if not decoded:
+        parsed.rejections.append(Rejection("empty_batch", "Backlog array is empty.", device_id))
+        return
+    if len(decoded) > MAX_BACKLOG_FIXES:
+        detail = f"Backlog array holds {len(decoded)} fixes, at most {MAX_BACKLOG_FIXES} allowed."
+        parsed.rejections.append(Rejection("batch_too_large", detail, device_id))
+        return
+    fixes: list[Fix] = []
+    for index, raw in enumerate(decoded):
+        where = f"Item {index}: "
+        try:
+            fix = fix_decoder.decode(raw)
+        except msgspec.DecodeError as err:
+            parsed.rejections.append(_decode_rejection(err, device_id, where))
+            continue
+        if (rejection := _check(fix, device_id, latest_ok_ms, where)) is None:
+            fixes.append(fix)
+        else:
+            parsed.rejections.append(rejection)
+    fixes.sort(key=_seq_of)
+    parsed.uplinks.extend(fixes)
+
+
+def _parse_event(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Parsed) -> None:
+    try:
+        event = event_decoder.decode(payload)
+    except msgspec.DecodeError as err:
+        parsed.rejections.append(_decode_rejection(err, device_id))
+        return
+    if event.type in CLOCK_EXEMPT_EVENTS:
+        latest_ok_ms = event.ts  # no clock limit for these
+    if (rejection := _check(event, device_id, latest_ok_ms, "")) is None:
+        parsed.uplinks.append(event)
+    else:
+        parsed.rejections.append(rejection)
+
+
+def _check(
+    message: Fix | DeviceEvent, device_id: str, latest_ok_ms: int, where: str
+) -> Rejection | None:
+    if message.device_id != device_id:
+        detail = f"{where}Payload device_id differs from the topic's device."
+        return Rejection("device_mismatch", detail, device_id)
+    if message.ts > latest_ok_ms:
+        ahead_s = (message.ts - latest_ok_ms) // 1000
+        detail = f"{where}Device clock is {ahead_s} s beyond the allowed lead over the server."
+        return Rejection("clock_ahead", detail, device_id)
+    return None
+
+
+def _decode_rejection(err: msgspec.DecodeError, device_id: str, where: str = "") -> Rejection:
+    message = str(err).rstrip(".")
+    if isinstance(err, msgspec.ValidationError):
+        return Rejection("schema", f"{where}Does not match the contract: {message}.", device_id)
+    return Rejection("invalid_json", f"{where}Not valid JSON: {message}.", device_id)
+
+
+def _seq_of(fix: Fix) -> int:
+    return fix.seq

@@ -1,0 +1,294 @@
+"""The proximity service shell: MQTT in, pure core, Redis out, then the MQTT acknowledgement.
+
+paho's network thread only enqueues messages. This thread drains them in batches, runs each batch
+through the pure `ProximityEngine`, commits every changed state, signal and dead letter in one
+Redis `MULTI`, publishes device commands, and only then acknowledges the batch to the broker. A
+crash anywhere before the commit makes the broker redeliver; after it, the committed `seq` makes
+the redelivery a duplicate. Effects happen once.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import paho.mqtt.client as paho
+import redis
+import structlog
+from redis.client import Pipeline
+
+from nabij import metrics, streams
+from nabij.commit import Committer, beat
+from nabij.config import Config
+from nabij.contract import Topics, encode
+from nabij.health import HealthServer
+from nabij.keys import Keys
+from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
+from nabij.redis_io import add_deadletter, connect
+from services.proximity.core.engine import Effects, ProximityEngine
+from services.proximity.core.ingest import Rejection, parse_uplink
+from services.proximity.core.state import DeviceState, PairState
+
+SERVICE = "proximity"
+TICK_INTERVAL_S = 1.0
+_state_encoder = msgspec.msgpack.Encoder()
+_device_decoder = msgspec.msgpack.Decoder(DeviceState)
+_pair_decoder = msgspec.msgpack.Decoder(PairState)
+log = structlog.get_logger(SERVICE)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_ms: int
+    # Acks are only valid on the connection that delivered the message; after a reconnect the
+    # broker redelivers unacked messages under new packet ids.
+    connection: int
+
+
+class ProximityService:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        health: HealthServer | None = None,
+        clock: Callable[[], int],
+    ) -> None:
+        self._config = config
+        self._settings = config.settings
+        self._clock = clock
+        self._keys = Keys(self._settings.redis.key_prefix)
+        self._topics = Topics(self._settings.mqtt.topic_prefix)
+        self._engine = ProximityEngine(config.orders, self._settings.proximity)
+        self._inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
+        self._connection = 0
+        self._subscribed = threading.Event()
+        self._watch = ConnectionWatch()
+        self._redis = connect(self._settings.redis.url, retries=0)
+        self._committer = Committer(self._redis, self._keys.commit_counter(SERVICE), log)
+        self._stop = threading.Event()
+        self._mqtt = make_client(
+            MqttEndpoint.from_url(self._settings.mqtt.url),
+            self._settings.mqtt.client_id,
+            persistent_session=True,
+            manual_ack=True,
+        )
+        self._mqtt.on_connect = self._on_connect
+        self._mqtt.on_disconnect = self._on_disconnect
+        self._mqtt.on_subscribe = self._on_subscribe
+        self._mqtt.on_message = self._on_message
+        self._health = health
+        if health is not None:
+            health.add_check("mqtt_subscribed", self.subscribed)
+            health.add_check("redis", self._redis_ok)
+
+    # --- paho thread ---------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: paho.Client, _u: object, _f: object, rc: object, _p: object
+    ) -> None:
+        if getattr(rc, "is_failure", False):
+            log.warning("mqtt_connect_failed", reason=str(rc))
+            return
+        self._connection += 1
+        self._watch.mark(True)
+        client.subscribe([(topic, 1) for topic in self._topics.subscriptions()])
+        log.info("mqtt_connected", connection=self._connection)
+
+    def _on_subscribe(self, *_args: object) -> None:
+        self._subscribed.set()
+        metrics.READY.labels(service=SERVICE).set(1)
+
+    def _on_disconnect(self, *_args: object) -> None:
+        self._watch.mark(False)
+        self._subscribed.clear()
+        metrics.READY.labels(service=SERVICE).set(0)
+        log.warning("mqtt_disconnected")
+
+    def _on_message(self, _client: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+        self._inbox.put(
+            Received(
+                message.topic,
+                bytes(message.payload),
+                message.mid,
+                message.qos,
+                self._clock(),
+                self._connection,
+            )
+        )
+
+    # --- readiness -----------------------------------------------------------------------
+
+    def subscribed(self) -> bool:
+        return self._watch.connected and self._subscribed.is_set()
+
+    def _redis_ok(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    # --- main loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set; state is restored from Redis first."""
+        self._stop = stop
+        self._restore()
+        endpoint = MqttEndpoint.from_url(self._settings.mqtt.url)
+        self._mqtt.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
+        self._mqtt.loop_start()
+        log.info("proximity_started", orders=len(self._config.orders))
+        next_tick = 0.0
+        try:
+            while not stop.is_set():
+                batch = self._drain(timeout_s=0.2)
+                due = time.monotonic() >= next_tick
+                if batch or due:
+                    self._process(batch, tick=due)
+                if due:
+                    next_tick = time.monotonic() + TICK_INTERVAL_S
+                    if self.subscribed():
+                        beat(self._redis, self._keys, SERVICE, self._clock(), log)
+                if self._health is not None:
+                    self._health.heartbeat()
+        finally:
+            self._mqtt.disconnect()
+            self._mqtt.loop_stop()
+            log.info("proximity_stopped")
+
+    def _drain(self, timeout_s: float) -> list[Received]:
+        try:
+            first = self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return []
+        batch = [first]
+        limit = self._settings.proximity.batch_max
+        while len(batch) < limit:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _process(self, batch: list[Received], *, tick: bool) -> None:
+        now = self._clock()
+        effects = Effects()
+        rejected: list[tuple[Received, Rejection]] = []
+        max_ahead_ms = int(self._settings.proximity.max_clock_ahead_s * 1000)
+        for item in batch:
+            parsed = parse_uplink(
+                self._topics, item.topic, item.payload, now, self._engine.is_known, max_ahead_ms
+            )
+            rejected.extend((item, rejection) for rejection in parsed.rejections)
+            for uplink in parsed.uplinks:
+                metrics.MESSAGES_RECEIVED.labels(service=SERVICE, kind=type(uplink).__name__).inc()
+                self._engine.apply(uplink, now, effects)
+        if tick:
+            self._engine.tick(now, effects)
+        self._commit(effects, rejected)
+        self._publish_commands(effects)
+        self._acknowledge(batch)
+        self._observe(batch, effects, rejected)
+
+    def _commit(self, effects: Effects, rejected: list[tuple[Received, Rejection]]) -> None:
+        if not (effects.changed_devices or effects.changed_pairs or effects.signals or rejected):
+            return
+        self._committer.commit(lambda pipe: self._write(pipe, effects, rejected), self._stop)
+
+    def _write(
+        self, pipe: Pipeline, effects: Effects, rejected: list[tuple[Received, Rejection]]
+    ) -> None:
+        keys = self._keys
+        for device_id in effects.changed_devices:
+            pipe.set(
+                keys.device_state(device_id), _state_encoder.encode(self._engine.device(device_id))
+            )
+        if effects.changed_devices:
+            pipe.sadd(keys.proximity_devices, *effects.changed_devices)
+        for pair_key in effects.changed_pairs:
+            order_id, offender, victim = pair_key
+            state = self._engine.pair(pair_key)
+            pipe.set(keys.pair_state(offender, order_id, victim), _state_encoder.encode(state))
+        for signal in effects.signals:
+            pipe.xadd(keys.gateway_inbox, {"input": encode(signal)})
+        for item, rejection in rejected:
+            add_deadletter(
+                pipe,
+                keys,
+                self._settings.redis.deadletter_maxlen,
+                source=SERVICE,
+                reason=rejection.reason,
+                detail=rejection.detail,
+                topic=item.topic,
+                payload=item.payload,
+                received_ms=item.received_ms,
+            )
+
+    def _publish_commands(self, effects: Effects) -> None:
+        for device_id, command in effects.commands:
+            self._mqtt.publish(self._topics.device(device_id, "cmd"), encode(command), qos=1)
+            metrics.COMMANDS_SENT.labels(type=type(command).__name__).inc()
+
+    def _acknowledge(self, batch: list[Received]) -> None:
+        current = self._connection
+        for item in batch:
+            if item.qos > 0 and item.connection == current:
+                self._mqtt.ack(item.mid, item.qos)
+
+    def _observe(
+        self, batch: list[Received], effects: Effects, rejected: list[tuple[Received, Rejection]]
+    ) -> None:
+        done = self._clock()
+        if batch:
+            metrics.BATCH_SIZE.labels(service=SERVICE).observe(len(batch))
+        latency = metrics.DECISION_LATENCY.labels(service=SERVICE)
+        for item in batch:
+            latency.observe(max(0, done - item.received_ms) / 1000)
+        for signal in effects.signals:
+            metrics.SIGNALS_EMITTED.labels(kind=signal.kind, action=signal.action).inc()
+            log.info(
+                "signal",
+                kind=signal.kind,
+                action=signal.action,
+                order_id=signal.order_id,
+                alarm_key=signal.alarm_key,
+                distance_m=signal.distance_m,
+            )
+        for device_id, reason in effects.ignored:
+            metrics.MESSAGES_IGNORED.labels(service=SERVICE, reason=reason).inc()
+            log.debug("ignored", device_id=device_id, reason=reason)
+        for item, rejection in rejected:
+            metrics.MESSAGES_REJECTED.labels(service=SERVICE, reason=rejection.reason).inc()
+            log.warning(
+                "rejected",
+                reason=rejection.reason,
+                detail=rejection.detail,
+                device_id=rejection.device_id,
+                topic=item.topic,
+            )
+
+    def _restore(self) -> None:
+        """Load every device and pair state this service committed before it stopped."""
+        keys = self._keys
+        device_ids = [d.decode() for d in streams.members(self._redis, keys.proximity_devices)]
+        device_blobs = streams.values(self._redis, [keys.device_state(d) for d in device_ids])
+        pair_keys = [
+            keys.pair_state(order.offender_device, order.id, victim)
+            for order in self._config.orders
+            for victim in order.victim_devices
+        ]
+        pair_blobs = streams.values(self._redis, pair_keys)
+        devices = [_device_decoder.decode(b) for b in device_blobs if b is not None]
+        pairs = [_pair_decoder.decode(b) for b in pair_blobs if b is not None]
+        self._engine.load(
+            [d for d in devices if self._engine.is_known(d.device_id)],
+            pairs,
+        )
+        log.info("state_restored", devices=len(devices), pairs=len(pairs))

@@ -1,0 +1,299 @@
+"""Scenario files: TOML describing orders, simulated devices, scripted events and expected alarms.
+
+The format is documented in `simulators/README.md`. Loading validates everything and reports
+every problem at once, each with its key path (`device[0].route[2].speed_mps: ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nabij.config import Order
+from nabij.contract import (
+    DEVICE_ID_PATTERN,
+    AlarmKind,
+    EventType,
+    NoticeEvent,
+    PositionSource,
+    QueueName,
+)
+from simulators import geo
+from simulators.movement import Route, RouteError, Waypoint
+from simulators.noise import NoiseParams
+
+SCENARIO_PACKAGE: Final = "simulators"
+SCENARIO_DIR: Final = "scenarios"
+MAX_DURATION_S: Final = 7 * 24 * 3600
+Role = Literal["offender", "victim"]
+# Which role's hardware can raise which event: a victim device has the aware button, only an
+# ankle monitor has a strap. A scenario that mixes them up is a typo, not a test.
+ROLE_EVENTS: Final[dict[str, frozenset[str]]] = {
+    "offender": frozenset(
+        {"strap_tamper", "battery_low", "gnss_lost", "gnss_restored", "power_off"}
+    ),
+    "victim": frozenset({"aware_button", "battery_low", "gnss_lost", "gnss_restored", "power_off"}),
+}
+
+
+_ROLE_NAMES: Final = {"offender": "an ankle monitor", "victim": "a victim device"}
+
+
+class ScenarioError(ValueError):
+    """A scenario cannot be loaded; `problems` lists every one found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {problem}" for problem in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WaypointSpec(_Strict):
+    """Either an absolute point (`lat`, `lon`) or a move from the previous waypoint
+    (`bearing_deg`, `distance_m`)."""
+
+    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
+    bearing_deg: Annotated[float, Field(ge=-360, le=360)] | None = None
+    distance_m: Annotated[float, Field(ge=0, le=20_000_000)] | None = None
+    speed_mps: Annotated[float, Field(gt=0, le=350)] | None = None
+    dwell_s: float = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> WaypointSpec:
+        absolute = self.lat is not None or self.lon is not None
+        relative = self.bearing_deg is not None or self.distance_m is not None
+        if absolute and relative:
+            raise ValueError("give lat/lon or bearing_deg/distance_m, not both")
+        if absolute and (self.lat is None or self.lon is None):
+            raise ValueError("lat and lon go together")
+        if relative and (self.bearing_deg is None or self.distance_m is None):
+            raise ValueError("bearing_deg and distance_m go together")
+        if not absolute and not relative:
+            raise ValueError("needs lat/lon or bearing_deg/distance_m")
+        return self
+
+    @property
+    def absolute(self) -> bool:
+        return self.lat is not None
+
+
+class NoiseSpec(_Strict):
+    """GNSS error model of one device; see `simulators.noise`."""
+
+    sigma_m: float = Field(default=3.0, ge=0, le=10_000)
+    correlation_s: float = Field(default=30.0, gt=0)
+    jump_rate_per_h: float = Field(default=0.0, ge=0)
+    jump_m: float = Field(default=150.0, ge=0)
+    jump_duration_s: float = Field(default=20.0, ge=0)
+    acc_scale: float = Field(default=1.0, gt=0)
+    src: PositionSource = "gnss"
+
+    def params(self) -> NoiseParams:
+        return NoiseParams(**self.model_dump())
+
+
+class DeviceSpec(_Strict):
+    id: str = Field(pattern=DEVICE_ID_PATTERN)
+    role: Role
+    interval_s: int = Field(default=60, ge=1, le=3600)
+    route: list[WaypointSpec] = Field(min_length=1)
+    noise: NoiseSpec = NoiseSpec()
+    battery_pct: int = Field(default=100, ge=0, le=100)
+    battery_drain_pct_per_h: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _route_travels(self) -> DeviceSpec:
+        if not self.route[0].absolute:
+            raise ValueError("route[0] must be an absolute point (lat, lon)")
+        try:
+            self.plan()
+        except RouteError as err:
+            raise ValueError(f"route[{err.index}]: {err.reason}") from None
+        return self
+
+    def waypoints(self) -> list[Waypoint]:
+        """The route with every relative move resolved to an absolute point."""
+        out: list[Waypoint] = []
+        lat = lon = 0.0
+        for spec in self.route:
+            if spec.lat is not None and spec.lon is not None:
+                lat, lon = spec.lat, spec.lon
+            else:
+                assert spec.bearing_deg is not None and spec.distance_m is not None
+                lat, lon = geo.destination(lat, lon, spec.bearing_deg, spec.distance_m)
+            out.append(Waypoint(lat, lon, spec.speed_mps, spec.dwell_s))
+        return out
+
+    def plan(self) -> Route:
+        return Route(self.waypoints())
+
+
+class EventSpec(_Strict):
+    """A scripted device event: at `at_s` the device publishes a DeviceEvent of `type`."""
+
+    at_s: float = Field(ge=0)
+    device: str
+    type: EventType
+
+
+class ExpectSpec(_Strict):
+    """Notices nabij should put on a dispatch queue, in scenario time (seconds from start).
+
+    Matches notices of `kind` and `event` (on `queue`, or any queue if omitted) whose `at` lies
+    in [start + after_s, start + before_s]; their count must be within [at_least, at_most].
+    Assumes nobody acknowledges anything during the run. Loaded and validated only, for now.
+    """
+
+    kind: AlarmKind
+    event: NoticeEvent
+    queue: QueueName | None = None
+    after_s: float = Field(default=0.0, ge=0)
+    before_s: float | None = Field(default=None, ge=0)
+    at_least: int = Field(default=1, ge=0)
+    at_most: int | None = Field(default=None, ge=0)
+    note: str = ""
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str = ""
+    duration_s: float = Field(gt=0, le=MAX_DURATION_S)
+    seed: int = 0
+    order: list[Order] = []
+    device: list[DeviceSpec] = Field(min_length=1)
+    event: list[EventSpec] = []
+    expect: list[ExpectSpec] = []
+
+    def device_by_id(self, device_id: str) -> DeviceSpec:
+        for device in self.device:
+            if device.id == device_id:
+                return device
+        raise KeyError(device_id)
+
+    def orders_toml(self) -> str:
+        """The scenario's orders as an `orders.toml` text, to configure nabij for a run."""
+        blocks: list[str] = []
+        for order in self.order:
+            lines = ["[[order]]"]
+            for key, value in order.model_dump(exclude_none=True).items():
+                # JSON scalars and string arrays are valid TOML values.
+                lines.append(f"{key} = {json.dumps(value)}")
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def _cross_check(scenario: Scenario) -> list[str]:
+    """What a single field cannot tell: references between devices, orders and events."""
+    problems: list[str] = []
+    roles: dict[str, str] = {}
+    for i, device in enumerate(scenario.device):
+        if device.id in roles:
+            problems.append(f"device[{i}].id: {device.id!r} appears twice")
+        roles[device.id] = device.role
+
+    def check_role(path: str, device_id: str, role: str) -> None:
+        if device_id not in roles:
+            problems.append(f"{path}: {device_id!r} is not a device of this scenario")
+        elif roles[device_id] != role:
+            problems.append(f"{path}: {device_id!r} has role {roles[device_id]!r}, not {role!r}")
+
+    order_ids: set[str] = set()
+    for i, order in enumerate(scenario.order):
+        if order.id in order_ids:
+            problems.append(f"order[{i}].id: {order.id!r} appears twice")
+        order_ids.add(order.id)
+        check_role(f"order[{i}].offender_device", order.offender_device, "offender")
+        for j, victim in enumerate(order.victim_devices):
+            check_role(f"order[{i}].victim_devices[{j}]", victim, "victim")
+    for i, event in enumerate(scenario.event):
+        if event.at_s > scenario.duration_s:
+            problems.append(f"event[{i}].at_s: {event.at_s} is after duration_s")
+        if event.device not in roles:
+            problems.append(f"event[{i}].device: {event.device!r} is not a device of this scenario")
+        elif event.type not in ROLE_EVENTS[roles[event.device]]:
+            problems.append(
+                f"event[{i}].type: {event.device!r} is {_ROLE_NAMES[roles[event.device]]}, "
+                f"it cannot raise {event.type!r}"
+            )
+    for i, expect in enumerate(scenario.expect):
+        if expect.before_s is not None and expect.before_s < expect.after_s:
+            problems.append(f"expect[{i}].before_s: earlier than after_s")
+        if expect.at_most is not None and expect.at_most < expect.at_least:
+            problems.append(f"expect[{i}].at_most: smaller than at_least")
+    return problems
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    """Parse and validate scenario TOML text; raises ScenarioError listing every problem."""
+    try:
+        raw: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError(source, [f"not valid TOML: {err}"]) from None
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as err:
+        raise ScenarioError(source, [_describe(item) for item in err.errors()]) from None
+    if problems := _cross_check(scenario):
+        raise ScenarioError(source, problems)
+    return scenario
+
+
+def _describe(item: Any) -> str:
+    loc = [part for part in item["loc"] if not _is_union_tag(part)]
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+    message = message.removeprefix("Value error, ")
+    return f"{path or '(top)'}: {message}"
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic names the union member ("float", "constrained-float") inside the location.
+    return isinstance(part, str) and (
+        "[" in part or "-" in part or part in {"float", "int", "str", "none"}
+    )
+
+
+def _packaged() -> dict[str, Path]:
+    directory = resources.files(SCENARIO_PACKAGE) / SCENARIO_DIR
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in directory.iterdir()
+        if entry.name.endswith(".toml")
+    }
+
+
+def list_scenarios() -> list[str]:
+    """Names of the scenarios packaged with the simulators."""
+    return sorted(_packaged())
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A packaged scenario by name (`approach`), or a scenario file by path (`x/y.toml`)."""
+    looks_like_path = name_or_path.endswith(".toml") or "/" in name_or_path or "\\" in name_or_path
+    if looks_like_path:
+        path = Path(name_or_path)
+    else:
+        packaged = _packaged()
+        if name_or_path not in packaged:
+            available = ", ".join(sorted(packaged)) or "none"
+            raise ScenarioError(
+                name_or_path, [f"no packaged scenario of that name (available: {available})"]
+            )
+        path = packaged[name_or_path]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ScenarioError(str(path), [f"cannot read: {err.strerror or err}"]) from None
+    return parse_scenario(text, str(path))

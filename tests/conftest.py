@@ -1,0 +1,88 @@
+"""Shared fixtures: real Mosquitto and Redis processes on free ports, clients, unique prefixes.
+
+Function-scoped servers (`mosquitto`, `redis_server`) belong to one test, which may stop, kill
+or restart them. Session-scoped ones (`mosquitto_session`, `redis_session`) are shared: tests
+using them must keep to their `unique_prefix` and never stop them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import redis
+
+from tests.servers import MissingBinaryError, MosquittoServer, RedisServer
+
+_S = TypeVar("_S", MosquittoServer, RedisServer)
+
+
+def _started(factory: Callable[[], _S]) -> _S:
+    try:
+        server = factory()
+    except MissingBinaryError as err:
+        pytest.fail(str(err), pytrace=False)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
+    """A fresh `mosquitto` owned by this test (persistence in its own tmp dir)."""
+    server = _started(lambda: MosquittoServer(tmp_path / "mosquitto"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh `redis-server` owned by this test (AOF, fsync always, in its own tmp dir)."""
+    server = _started(lambda: RedisServer(tmp_path / "redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
+    """One `mosquitto` shared by the session; use `unique_prefix` topics, never stop it."""
+    server = _started(lambda: MosquittoServer(tmp_path_factory.mktemp("mosquitto")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One `redis-server` shared by the session; use `unique_prefix` keys, never flush it."""
+    server = _started(lambda: RedisServer(tmp_path_factory.mktemp("redis")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A bytes client of this test's `redis_server`, database flushed."""
+    client = redis_server.client()
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def unique_prefix(request: pytest.FixtureRequest) -> str:
+    """A prefix unique to this test run, safe in MQTT topics and Redis keys: `name-<hex>`."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name).strip("-")[:40]
+    return f"{name}-{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,267 @@
+"""A running nabij for integration tests: real Mosquitto, real Redis, real connections.
+
+Services run either in this process (threads, fast) or as `nabij` subprocesses (for kill -9).
+Test devices are plain paho clients publishing contract messages with the times the test chooses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import paho.mqtt.client as paho
+import redis
+
+from nabij.config import Config, load_config
+from nabij.contract import (
+    DeviceCommand,
+    DeviceEvent,
+    Fix,
+    Notice,
+    QueueName,
+    Topics,
+    command_decoder,
+    encode,
+    notice_decoder,
+)
+from nabij.keys import Keys
+from nabij.mqtt import MqttEndpoint, make_client
+from services.runner import Service, build_services, wall_clock_ms
+
+# Amsterdam Centraal; the victim stays here in most tests.
+VICTIM_HOME = (52.37881, 4.90005)
+METRES_PER_DEG_LAT = 111_200.0
+
+
+def north_of(origin: tuple[float, float], metres: float) -> tuple[float, float]:
+    """A point `metres` due north (good to well under 0.1% at these distances)."""
+    return origin[0] + metres / METRES_PER_DEG_LAT, origin[1]
+
+
+def write_config(
+    directory: Path,
+    *,
+    mqtt_url: str,
+    redis_url: str,
+    prefix: str,
+    orders_toml: str,
+    extra_toml: str = "",
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "nabij.toml").write_text(
+        f"""
+[mqtt]
+url = "{mqtt_url}"
+topic_prefix = "{prefix}/v1"
+client_id = "{prefix}-proximity"
+
+[redis]
+url = "{redis_url}"
+key_prefix = "{prefix}"
+
+[proximity]
+max_clock_ahead_s = 3600
+
+[log]
+level = "debug"
+{extra_toml}
+""",
+        encoding="utf-8",
+    )
+    (directory / "orders.toml").write_text(orders_toml, encoding="utf-8")
+    return directory
+
+
+ONE_PAIR = """
+[[order]]
+id = "ORD-T-1"
+offender_device = "ank-1"
+victim_devices = ["vic-1"]
+alarm_m = 500
+pre_alert_m = 1000
+"""
+
+
+@dataclass
+class SimDevice:
+    """A device under the test's control: it publishes exactly what and when the test says."""
+
+    device_id: str
+    client: paho.Client
+    topics: Topics
+    seq: int = 0
+    commands: list[DeviceCommand] = field(default_factory=list)
+
+    def fix(
+        self, ts: int, where: tuple[float, float], acc: float = 5.0, seq: int | None = None
+    ) -> Fix:
+        self.seq = self.seq + 1 if seq is None else seq
+        fix = Fix(self.device_id, self.seq, ts, where[0], where[1], acc, src="gnss")
+        self.publish_raw("fix", encode(fix))
+        return fix
+
+    def backlog(self, fixes: Iterable[Fix]) -> None:
+        self.publish_raw("fix", msgspec.json.encode(list(fixes)))
+
+    def event(self, ts: int, type_: str, **extra: float) -> None:
+        self.seq += 1
+        event = DeviceEvent(self.device_id, self.seq, ts, type_, **extra)  # type: ignore[arg-type]  # type_ is checked by the decoder at nabij's end
+        self.publish_raw("event", encode(event))
+
+    def publish_raw(self, kind: str, payload: bytes, topic: str | None = None) -> None:
+        info = self.client.publish(
+            topic or self.topics.device(self.device_id, kind), payload, qos=1
+        )  # type: ignore[arg-type]  # kind is one of the topic kinds
+        info.wait_for_publish(timeout=10)
+
+
+class Stack:
+    """nabij configured for one test, with helpers to drive devices and read the queues."""
+
+    def __init__(self, config_dir: Path, mqtt_url: str, redis_url: str) -> None:
+        self.config_dir = config_dir
+        self.config: Config = load_config(config_dir, env={})
+        self.keys = Keys(self.config.settings.redis.key_prefix)
+        self.topics = Topics(self.config.settings.mqtt.topic_prefix)
+        self.redis = redis.Redis.from_url(redis_url)
+        self._mqtt_url = mqtt_url
+        self._clients: list[paho.Client] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.services: dict[str, Service] = {}
+
+    # --- services ---------------------------------------------------------------------------
+
+    def start_in_process(self, *names: str, clock: Callable[[], int] = wall_clock_ms) -> None:
+        self._stop.clear()
+        self.services = build_services(self.config, names or ("proximity", "gateway"), None, clock)
+        for name, service in self.services.items():
+            thread = threading.Thread(
+                target=service.run, args=(self._stop,), name=name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self.wait_ready(*self.services)
+
+    def start_process(self, name: str) -> subprocess.Popen[bytes]:
+        log_path = self.config_dir / f"{name}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", name, "--config", str(self.config_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=log_path.open("ab"),
+            env={k: v for k, v in os.environ.items() if not k.startswith("NABIJ_")},
+        )
+        self._processes[name] = process
+        self.wait_ready(name)
+        return process
+
+    def kill_process(self, name: str) -> None:
+        process = self._processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def wait_ready(self, *names: str) -> None:
+        """Each service has written its heartbeat: subscribed to MQTT, consuming its inbox."""
+        for name in names or ("proximity", "gateway"):
+            self.redis.delete(self.keys.health(name))
+        for name in names or ("proximity", "gateway"):
+            wait_until(
+                lambda n=name: self.redis.exists(self.keys.health(n)) == 1,
+                what=f"{name} ready",
+                detail=self.logs,
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        for process in self._processes.values():
+            process.terminate()
+            process.wait(timeout=10)
+        self._processes.clear()
+        for client in self._clients:
+            client.loop_stop()
+            client.disconnect()
+        self.redis.close()
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.config_dir.glob("*.log"))
+
+    # --- devices and queues -----------------------------------------------------------------
+
+    def device(self, device_id: str) -> SimDevice:
+        client = make_client(
+            MqttEndpoint.from_url(self._mqtt_url),
+            f"test-{device_id}-{time.monotonic_ns()}",
+            persistent_session=False,
+        )
+        device = SimDevice(device_id, client, self.topics)
+
+        def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
+            device.commands.append(command_decoder.decode(message.payload))
+
+        client.on_message = on_message
+        endpoint = MqttEndpoint.from_url(self._mqtt_url)
+        client.connect(endpoint.host, endpoint.port)
+        client.loop_start()
+        result, _mid = client.subscribe(self.topics.device(device_id, "cmd"), qos=1)
+        assert result == paho.MQTT_ERR_SUCCESS
+        self._clients.append(client)
+        return device
+
+    def notices(self, queue: QueueName) -> list[Notice]:
+        return [
+            notice_decoder.decode(fields[b"notice"])
+            for _id, fields in self.redis.xrange(self.keys.dispatch(queue))
+        ]
+
+    def wait_notices(
+        self, queue: QueueName, predicate: Callable[[list[Notice]], bool], what: str
+    ) -> list[Notice]:
+        wait_until(
+            lambda: predicate(self.notices(queue)), what=what, detail=lambda: self.notices(queue)
+        )
+        return self.notices(queue)
+
+    def deadletters(self) -> list[dict[bytes, bytes]]:
+        return [fields for _id, fields in self.redis.xrange(self.keys.deadletter)]
+
+    def inbox_settled(self) -> bool:
+        """Every signal the proximity service wrote has been applied by the gateway."""
+        try:
+            groups = self.redis.xinfo_groups(self.keys.gateway_inbox)
+        except redis.ResponseError:
+            return False
+        return all(g["pending"] == 0 and g.get("lag", 0) in (0, None) for g in groups)
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    what: str,
+    timeout_s: float = 30.0,
+    detail: Callable[[], object] | None = None,
+) -> None:
+    """Poll until `check` holds; fail with what we waited for (never a timing assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    if check():
+        return
+    raise AssertionError(f"gave up waiting for {what}" + (f": {detail()!r}" if detail else ""))
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

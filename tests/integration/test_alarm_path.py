@@ -1,0 +1,286 @@
+"""The end-to-end alarm path over a real Mosquitto and a real Redis, services in this process."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import msgspec
+import pytest
+
+from nabij.contract import Fix, Notice, SetInterval, Warn
+from services.alarm_gateway import operators
+from services.proximity.core.state import DeviceState
+from tests.integration.conftest import StackFactory
+from tests.integration.stack import VICTIM_HOME, SimDevice, north_of, now_ms, wait_until
+
+pytestmark = pytest.mark.integration
+
+STEP_MS = 10_000
+
+
+def fast_escalation(ack_timeout_s: float = 1) -> str:
+    return f"""
+[escalation.proximity_alarm]
+priority = 1
+queues = ["probation"]
+ack_timeout_s = {ack_timeout_s}
+escalate_to = ["police"]
+"""
+
+
+class ManualClock:
+    """Server time the test moves by hand (epoch ms), so timeouts need no waiting."""
+
+    def __init__(self, start_ms: int) -> None:
+        self._now = start_ms
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            return self._now
+
+    def advance(self, ms: int) -> None:
+        with self._lock:
+            self._now += ms
+
+
+def walk(offender: SimDevice, victim: SimDevice, start_ts: int, distances_m: list[float]) -> int:
+    """Offender fixes at the given distances north of the stationary victim, one every 10 s."""
+    ts = start_ts
+    for distance in distances_m:
+        victim.fix(ts, VICTIM_HOME)
+        offender.fix(ts, north_of(VICTIM_HOME, distance))
+        ts += STEP_MS
+    return ts
+
+
+def kinds(notices: list[Notice], event: str) -> list[str]:
+    return [n.kind for n in notices if n.event == event]
+
+
+def test_approach_pre_alert_then_alarm_then_police_then_cleared(make_stack: StackFactory) -> None:
+    """Walking in, lingering at 200 m and leaving: pre-alert, alarm, police, then clear."""
+    stack = make_stack(extra_toml=fast_escalation())
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    inbound = [3000 - 100 * i for i in range(29)]  # 3000 .. 200 m
+    ts = walk(offender, victim, now_ms() - 3_600_000, [*inbound, *[200] * 12])
+    police = stack.wait_notices(
+        "police",
+        lambda ns: "proximity_alarm" in kinds(ns, "escalated"),
+        "alarm escalated to police",
+    )
+    walk(offender, victim, ts, [200 + 200 * i for i in range(1, 15)] + [3000] * 8)
+    probation = stack.wait_notices(
+        "probation",
+        lambda ns: {"proximity_alarm", "proximity_pre_alert"} <= set(kinds(ns, "cleared")),
+        "both rings cleared",
+    )
+    opened = kinds(probation, "opened")
+    assert opened == ["proximity_pre_alert", "proximity_alarm"]
+    assert all(n.victim is None for n in probation)
+    escalated = next(n for n in police if n.event == "escalated")
+    assert escalated.level == 2 and escalated.victim is not None
+    assert any(isinstance(c, SetInterval) and c.seconds == 15 for c in offender.commands)
+    assert Warn(level="alarm") in victim.commands
+
+
+def test_wobble_around_alarm_threshold_opens_one_alarm(make_stack: StackFactory) -> None:
+    """Ten minutes at the 500 m threshold with GPS noise under the exit margin: one alarm only."""
+    stack = make_stack()
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    noise = random.Random(20261129)
+    distances = [500 + noise.uniform(-40, 40) for _ in range(12 * 10)]  # every 5 s for 10 min
+    ts = now_ms() - 3_600_000
+    for distance in distances:
+        victim.fix(ts, VICTIM_HOME)
+        offender.fix(ts, north_of(VICTIM_HOME, distance))
+        ts += 5_000
+    offender.event(ts, "strap_tamper")  # a marker: once it arrives, every fix before it has too
+    probation = stack.wait_notices(
+        "probation", lambda ns: "strap_tamper" in kinds(ns, "opened"), "marker processed"
+    )
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    probation = stack.notices("probation")
+    assert kinds(probation, "opened").count("proximity_alarm") == 1
+    alarm_ids = {n.alarm_id for n in probation if n.kind == "proximity_alarm"}
+    assert len(alarm_ids) == 1
+
+
+def test_escalation_to_police_after_ack_timeout(make_stack: StackFactory) -> None:
+    """Unacknowledged, a proximity alarm reaches police once the ack timeout passes."""
+    clock = ManualClock(now_ms())
+    stack = make_stack(extra_toml=fast_escalation(ack_timeout_s=60))
+    stack.start_in_process(clock=clock)
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    walk(offender, victim, clock(), [50])  # under critical_m: opens at once
+    stack.wait_notices("probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "opened")
+    assert stack.notices("police") == []
+    clock.advance(61_000)
+    police = stack.wait_notices("police", bool, "escalation")
+    assert [(n.event, n.kind, n.level) for n in police] == [("escalated", "proximity_alarm", 2)]
+
+
+def test_ack_before_timeout_stops_escalation(make_stack: StackFactory) -> None:
+    """Of two alarms, the acknowledged one never escalates; the other proves the timer ran."""
+    clock = ManualClock(now_ms())
+    orders = """
+[[order]]
+id = "ORD-A"
+offender_device = "ank-1"
+victim_devices = ["vic-1"]
+alarm_m = 500
+
+[[order]]
+id = "ORD-B"
+offender_device = "ank-2"
+victim_devices = ["vic-2"]
+alarm_m = 500
+"""
+    stack = make_stack(orders_toml=orders, extra_toml=fast_escalation(ack_timeout_s=60))
+    stack.start_in_process(clock=clock)
+    walk(stack.device("ank-1"), stack.device("vic-1"), clock(), [50])
+    walk(stack.device("ank-2"), stack.device("vic-2"), clock(), [50])
+    probation = stack.wait_notices(
+        "probation", lambda ns: kinds(ns, "opened").count("proximity_alarm") == 2, "two alarms"
+    )
+    alarm_a = next(
+        n.alarm_id
+        for n in probation
+        if (n.order_id, n.kind, n.event) == ("ORD-A", "proximity_alarm", "opened")
+    )
+    operators.request_ack(
+        stack.redis, stack.keys, alarm_a, by="officer-17", note=None, now_ms=clock()
+    )
+    stack.wait_notices(
+        "probation", lambda ns: "acknowledged" in [n.event for n in ns], "acknowledgement"
+    )
+    clock.advance(120_000)
+    police = stack.wait_notices("police", bool, "the other alarm escalating")
+    assert {n.order_id for n in police} == {"ORD-B"}
+    acked = [n for n in stack.notices("probation") if n.event == "acknowledged"]
+    assert [(n.alarm_id, n.by) for n in acked] == [(alarm_a, "officer-17")]
+
+
+def test_aware_press_reaches_police_at_once(make_stack: StackFactory) -> None:
+    """A press of the aware button is a priority 1 notice to police and probation, even if old."""
+    stack = make_stack()
+    stack.start_in_process()
+    victim = stack.device("vic-1")
+    victim.event(
+        now_ms() - 86_400_000, "aware_button", lat=VICTIM_HOME[0], lon=VICTIM_HOME[1], acc=10.0
+    )
+    police = stack.wait_notices("police", bool, "aware notice")
+    assert [(n.event, n.kind, n.priority, n.level) for n in police] == [
+        ("opened", "aware_button", 1, 1)
+    ]
+    assert police[0].victim is not None
+    probation = stack.wait_notices("probation", bool, "aware notice to probation")
+    assert probation[0].kind == "aware_button" and probation[0].victim is None
+
+
+def test_backlog_array_is_applied_in_seq_order(make_stack: StackFactory) -> None:
+    """A shuffled backlog is applied by seq: the close pass inside it opens the alarm."""
+    stack = make_stack()
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    start = now_ms() - 3_600_000
+    distances = [3000, 2000, 1200, 40, 40, 1500, 2500]
+    backlog = [
+        Fix("ank-1", seq, start + i * STEP_MS, *north_of(VICTIM_HOME, d), 5.0)
+        for i, (seq, d) in enumerate(zip(range(101, 108), distances, strict=True))
+    ]
+    victim.fix(start + 3 * STEP_MS, VICTIM_HOME)
+    random.Random(7).shuffle(backlog)
+    offender.backlog(backlog)
+    offender.seq = 107
+    offender.event(start + 8 * STEP_MS, "strap_tamper")  # marker
+    probation = stack.wait_notices(
+        "probation", lambda ns: "strap_tamper" in kinds(ns, "opened"), "marker processed"
+    )
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    assert "proximity_alarm" in kinds(stack.notices("probation"), "opened"), probation
+    state = msgspec.msgpack.decode(
+        stack.redis.get(stack.keys.device_state("ank-1")), type=DeviceState
+    )
+    assert state.last_seq == 108
+
+
+def test_duplicate_and_out_of_order_fixes_are_ignored(make_stack: StackFactory) -> None:
+    """A lower seq or a repeated seq never moves state, however close the position it claims."""
+    stack = make_stack()
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    ts = now_ms() - 3_600_000
+    victim.fix(ts, VICTIM_HOME)
+    offender.fix(ts, north_of(VICTIM_HOME, 3000), seq=10)
+    offender.fix(ts + 1000, north_of(VICTIM_HOME, 30), seq=9)  # late: older seq
+    offender.fix(ts + 2000, north_of(VICTIM_HOME, 30), seq=10)  # duplicate seq
+    offender.fix(ts + 3000, north_of(VICTIM_HOME, 2900), seq=11)
+    offender.seq = 11
+    offender.event(ts + 4000, "strap_tamper")  # marker
+    stack.wait_notices("probation", lambda ns: "strap_tamper" in kinds(ns, "opened"), "marker")
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    assert not [n for n in stack.notices("probation") if n.kind.startswith("proximity")]
+    state = msgspec.msgpack.decode(
+        stack.redis.get(stack.keys.device_state("ank-1")), type=DeviceState
+    )
+    assert state.last_seq == 12
+
+
+BAD_INPUTS: list[tuple[str, str, bytes]] = [
+    ("invalid_json", "fix", b"{not json"),
+    ("schema", "fix", b'{"device_id": "ank-1", "seq": 1, "ts": 1764403200123, "lat": 52.1}'),
+    (
+        "schema",
+        "fix",
+        b'{"device_id": "ank-1", "seq": 1, "ts": 1764403200123, "lat": 91.0, "lon": 4.9, "acc": 5}',
+    ),
+    (
+        "nan",
+        "fix",
+        b'{"device_id": "ank-1", "seq": 1, "ts": 1764403200123, "lat": NaN, "lon": 4.9, "acc": 5}',
+    ),
+    (
+        "device_mismatch",
+        "fix",
+        b'{"device_id": "ank-9", "seq": 1, "ts": 1764403200123, "lat": 52.1, "lon": 4.9, "acc": 5}',
+    ),
+    (
+        "event_type",
+        "event",
+        b'{"device_id": "ank-1", "seq": 1, "ts": 1764403200123, "type": "self_destruct"}',
+    ),
+    (
+        "clock_ahead",
+        "fix",
+        b'{"device_id": "ank-1", "seq": 1, "ts": 4000000000000, "lat": 52.1, "lon": 4.9, "acc": 5}',
+    ),
+    ("empty_batch", "fix", b"[]"),
+    ("status", "status", b'{"online": "maybe"}'),
+]
+
+
+def test_bad_input_goes_to_deadletter_and_service_keeps_working(make_stack: StackFactory) -> None:
+    """Every kind of bad input is kept with a reason in the dead-letter stream; nothing stops."""
+    stack = make_stack()
+    stack.start_in_process()
+    offender = stack.device("ank-1")
+    for _label, kind, payload in BAD_INPUTS:
+        offender.publish_raw(kind, payload)
+    stranger = stack.device("unknown-7")
+    stranger.fix(now_ms(), VICTIM_HOME)
+    offender.event(now_ms(), "strap_tamper")  # the service still works after all of it
+    stack.wait_notices("probation", lambda ns: "strap_tamper" in kinds(ns, "opened"), "marker")
+    expected = len(BAD_INPUTS) + 1
+    wait_until(
+        lambda: len(stack.deadletters()) >= expected, what="dead letters", detail=stack.deadletters
+    )
+    letters = stack.deadletters()
+    payloads = {fields[b"payload"] for fields in letters}
+    assert {payload for _l, _k, payload in BAD_INPUTS} <= payloads
+    reasons = {fields[b"reason"].decode() for fields in letters}
+    assert {"invalid_json", "device_mismatch", "unknown_device", "clock_ahead"} <= reasons
+    assert all(fields[b"detail"] for fields in letters)

@@ -1,0 +1,93 @@
+"""Services as real `nabij` processes: kill -9 loses nothing, and no victim position leaks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.conftest import StackFactory
+from tests.integration.stack import VICTIM_HOME, north_of, now_ms, wait_until
+from tests.integration.test_alarm_path import fast_escalation, kinds, walk
+
+pytestmark = pytest.mark.integration
+
+
+def test_gateway_kill9_keeps_open_alarm_and_fires_escalation_due_while_down(
+    make_stack: StackFactory,
+) -> None:
+    """An escalation that fell due while the gateway was dead fires once it is back, once."""
+    stack = make_stack(extra_toml=fast_escalation(ack_timeout_s=2))
+    stack.start_process("proximity")
+    stack.start_process("gateway")
+    walk(stack.device("ank-1"), stack.device("vic-1"), now_ms() - 60_000, [50])
+    probation = stack.wait_notices(
+        "probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "alarm opened"
+    )
+    stack.kill_process("gateway")
+    escalation_due = next(n.at for n in probation if n.event == "opened") + 2_000
+    wait_until(lambda: now_ms() > escalation_due + 500, what="escalation to fall due")
+    assert stack.notices("police") == []
+    stack.start_process("gateway")
+    police = stack.wait_notices("police", bool, "escalation after restart")
+    assert police[0].event == "escalated" and police[0].kind == "proximity_alarm"
+    opened = [n for n in stack.notices("probation") if n.event == "opened"]
+    assert [n.kind for n in opened].count("proximity_alarm") == 1
+
+
+def test_proximity_kill9_keeps_pair_state_and_queued_fixes(make_stack: StackFactory) -> None:
+    """After kill -9 the pair is still inside (no second alarm) and fixes sent meanwhile count."""
+    stack = make_stack()
+    stack.start_process("gateway")
+    stack.start_process("proximity")
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    ts = walk(offender, victim, now_ms() - 3_600_000, [50])
+    stack.wait_notices("probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "opened")
+    stack.kill_process("proximity")
+    # Published while proximity is dead: the broker keeps them for its persistent session.
+    ts = walk(offender, victim, ts, [60, 55])
+    walk(offender, victim, ts, [3000] * 9)  # away for 90 s of device time: beyond exit dwell
+    stack.start_process("proximity")
+    probation = stack.wait_notices(
+        "probation", lambda ns: "proximity_alarm" in kinds(ns, "cleared"), "alarm cleared"
+    )
+    assert kinds(probation, "opened").count("proximity_alarm") == 1
+    alarm_ids = {n.alarm_id for n in probation if n.kind == "proximity_alarm"}
+    assert len(alarm_ids) == 1
+
+
+def test_victim_position_never_reaches_probation_offender_or_logs(make_stack: StackFactory) -> None:
+    """Across an approach with escalation and an aware press, the victim's coordinates appear
+    only in police notices: not in probation notices, not on the offender's command topic, and
+    not in any log line of either service."""
+    stack = make_stack(extra_toml=fast_escalation(ack_timeout_s=1))
+    stack.start_process("proximity")
+    stack.start_process("gateway")
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    raw_commands: list[bytes] = []
+    offender.client.message_callback_add(
+        stack.topics.device("ank-1", "cmd"), lambda _c, _u, m: raw_commands.append(m.payload)
+    )
+    ts = walk(offender, victim, now_ms() - 3_600_000, [1500, 900, 600, 400, 300, 300, 300])
+    victim.event(ts, "aware_button", lat=VICTIM_HOME[0], lon=VICTIM_HOME[1], acc=8.0)
+    stack.wait_notices(
+        "police",
+        lambda ns: {"aware_button", "proximity_alarm"} <= {n.kind for n in ns},
+        "aware and escalated alarm at police",
+    )
+    wait_until(lambda: bool(raw_commands), what="commands to the offender's device")
+    time.sleep(0.5)  # let the services flush their last log lines before reading the files
+    victim_digits = ["52.3788", "4.90005"]  # VICTIM_HOME, as any encoder would print it
+    police = stack.notices("police")
+    assert any(n.victim is not None for n in police)
+    for notice in stack.notices("probation"):
+        assert notice.victim is None
+    for payload in raw_commands:
+        assert not any(d.encode() in payload for d in victim_digits), payload
+        assert b"lat" not in payload and b"lon" not in payload
+    logs = stack.logs()
+    assert "signal" in logs and "notice" in logs  # the services did log at debug level
+    for digits in victim_digits:
+        assert digits not in logs
+    offender_near = north_of(VICTIM_HOME, 300)
+    assert f"{offender_near[0]:.4f}" not in logs  # no coordinates at all, in fact

@@ -1,0 +1,44 @@
+"""Device state bookkeeping: the window of seen seqs that tells duplicates from late messages."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.proximity.core.state import SEEN_WINDOW, DeviceState
+
+
+def test_seen_window_remembers_accepted_seqs_and_not_skipped_ones() -> None:
+    """After accepting 0, 1, 3, seq 2 was never seen; 0, 1 and 3 were."""
+    device = DeviceState("d")
+    for seq in (0, 1, 3):
+        device.advance_seq(seq)
+    assert [device.seq_seen(seq) for seq in range(4)] == [True, True, False, True]
+    device.mark_seen(2)
+    assert device.seq_seen(2)
+
+
+def test_seen_window_forgets_beyond_its_width() -> None:
+    """A jump larger than the window forgets older seqs (they then count as out of order)."""
+    device = DeviceState("d")
+    device.advance_seq(0)
+    device.advance_seq(SEEN_WINDOW)
+    assert device.seq_seen(0)
+    device.advance_seq(SEEN_WINDOW + 1)
+    assert not device.seq_seen(0)
+    device.advance_seq(10**12)
+    assert device.seen_below == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 300), max_size=100))
+def test_seen_window_matches_a_plain_set(seqs: list[int]) -> None:
+    """Within the window, `seq_seen` agrees with the set of accepted seqs; the mask stays 64 bit."""
+    device, accepted = DeviceState("d"), set()
+    for seq in seqs:
+        if seq > device.last_seq:
+            device.advance_seq(seq)
+            accepted.add(seq)
+        assert device.seen_below < 2**SEEN_WINDOW
+    for seq in range(max(0, device.last_seq - SEEN_WINDOW), device.last_seq + 1):
+        assert device.seq_seen(seq) == (seq in accepted)

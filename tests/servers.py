@@ -1,0 +1,444 @@
+"""Real `mosquitto` and `redis-server` processes for integration tests, on free ports.
+
+Each server gets its own directory (config, data, log), listens on 127.0.0.1 only and never
+touches the system instances on 1883/6379. `start()` returns once the server answers its protocol
+(an MQTT CONNACK, a Redis PONG), polling every 20 ms; a server that does not come up in time, or
+exits, raises `ServerError` with the tail of its log.
+
+`stop()` ends the process gracefully (SIGTERM: Mosquitto saves its persistence file), `kill()`
+with SIGKILL (nothing saved beyond what the server already wrote), `restart()` starts it again on
+the same port with the same data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import paho.mqtt.client as paho
+import redis
+from paho.mqtt.reasoncodes import ReasonCode
+
+from nabij.mqtt import MqttEndpoint, make_client
+
+READY_TIMEOUT_S: Final = 15.0
+STOP_TIMEOUT_S: Final = 10.0
+POLL_INTERVAL_S: Final = 0.02
+HOST: Final = "127.0.0.1"
+ENSURE_HINT: Final = "run scripts/ensure-servers.sh to install it (Debian package)"
+_PR_SET_PDEATHSIG: Final = 1
+
+
+class ServerError(RuntimeError):
+    """A test server could not be started or stopped."""
+
+
+class MissingBinaryError(ServerError):
+    """The server binary is not installed."""
+
+
+def find_binary(name: str, fallbacks: Sequence[str] = ()) -> str:
+    """Path of `name` on PATH or at one of `fallbacks` (/usr/sbin is often not on PATH)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in fallbacks:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise MissingBinaryError(f"{name} not found on PATH nor at {list(fallbacks)}: {ENSURE_HINT}")
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Linux: the server gets SIGKILL if pytest dies without running its teardown.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class _ServerProcess:
+    """One server process with a config file, a data directory and a log file."""
+
+    name = "server"
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.data_dir = directory / "data"
+        self.log_path = directory / f"{self.name}.log"
+        self.config_path = directory / f"{self.name}.conf"
+        self._fixed_port = port is not None
+        self.port = port if port is not None else free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # --- subclass hooks ------------------------------------------------------------------------
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _config(self) -> str:
+        raise NotImplementedError
+
+    def _answers(self) -> bool:
+        """True once the server answers its protocol on `self.port`."""
+        raise NotImplementedError
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        """Start the process and wait until it answers; a lost port race picks another port."""
+        if self.running:
+            raise ServerError(f"{self.name} already running on port {self.port}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if self._fixed_port else 3
+        for attempt in range(1, attempts + 1):
+            try:
+                self._spawn_and_wait()
+                return
+            except ServerError:
+                if attempt == attempts or "in use" not in self.log_tail():
+                    raise
+                self.port = free_port()
+
+    def stop(self) -> None:
+        """SIGTERM and wait for a clean exit (SIGKILL if it hangs); no-op if not running."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT_S)
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL, like a crash or power cut of the server host."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT_S)
+        self._process = None
+
+    def restart(self) -> None:
+        """Stop (gracefully) if running, then start on the same port with the same data."""
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _spawn_and_wait(self) -> None:
+        self.config_path.write_text(self._config(), encoding="utf-8")
+        with self.log_path.open("ab") as log:
+            log.write(f"--- starting {self.name} on port {self.port}\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509  # only prctl, async-signal-safe enough
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self._process = None
+                raise ServerError(
+                    f"{self.name} exited with {code} on start (port {self.port}):\n"
+                    f"{self.log_tail()}"
+                )
+            if self._answers():
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServerError(
+                    f"{self.name} did not answer on port {self.port} within "
+                    f"{READY_TIMEOUT_S} s:\n{self.log_tail()}"
+                )
+            time.sleep(POLL_INTERVAL_S)
+
+
+class MosquittoServer(_ServerProcess):
+    """`mosquitto` with a persistent store, effectively unbounded queues, anonymous access."""
+
+    name = "mosquitto"
+
+    def __init__(
+        self, directory: Path, port: int | None = None, *, autosave_interval_s: int | None = None
+    ) -> None:
+        super().__init__(directory, port)
+        self.binary = find_binary("mosquitto", ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"])
+        # None: Mosquitto's default (save on clean stop, else every 30 min). Set it to have a
+        # kill() keep what was queued up to that many seconds before.
+        self.autosave_interval_s = autosave_interval_s
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{HOST}:{self.port}"
+
+    @property
+    def persistence_file(self) -> Path:
+        return self.data_dir / "mosquitto.db"
+
+    def _command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config_path)]
+
+    def _config(self) -> str:
+        lines = [
+            f"listener {self.port} {HOST}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.data_dir}/",
+            "persistence_file mosquitto.db",
+            "max_queued_messages 1000000",
+            "max_queued_bytes 0",
+            "max_inflight_messages 0",
+            "message_size_limit 0",
+            "set_tcp_nodelay true",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        ]
+        if self.autosave_interval_s is not None:
+            lines.append(f"autosave_interval {self.autosave_interval_s}")
+        if os.geteuid() == 0:
+            # Run as root, Mosquitto would switch to user `mosquitto`, which cannot write here.
+            lines.append("user root")
+        return "\n".join(lines) + "\n"
+
+    def _answers(self) -> bool:
+        # MQTT 3.1.1 CONNECT, clean session, empty client id; a CONNACK with code 0 means ready.
+        connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
+                sock.sendall(connect)
+                reply = _recv_exactly(sock, 4)
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"\xe0\x00")  # DISCONNECT
+        except OSError:
+            return False
+        return reply == b"\x20\x02\x00\x00"
+
+
+class RedisServer(_ServerProcess):
+    """`redis-server` with an fsync-always append-only file and no RDB snapshots."""
+
+    name = "redis"
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        super().__init__(directory, port)
+        self.binary = find_binary("redis-server", ["/usr/bin/redis-server"])
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        """A new client (bytes replies) for this server."""
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=10, socket_connect_timeout=2)
+
+    def _command(self) -> list[str]:
+        return [self.binary, str(self.config_path)]
+
+    def _config(self) -> str:
+        return (
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    f"bind {HOST}",
+                    f'dir "{self.data_dir}"',
+                    "daemonize no",
+                    'logfile ""',
+                    "appendonly yes",
+                    "appendfsync always",
+                    'save ""',
+                    "protected-mode yes",
+                ]
+            )
+            + "\n"
+        )
+
+    def _answers(self) -> bool:
+        client = redis.Redis(host=HOST, port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            return False
+        finally:
+            client.close()
+
+
+class MqttProbe:
+    """A paho client for tests: blocking connect/subscribe/publish, received messages queued.
+
+    Built with `nabij.mqtt.make_client`, so it is configured as the services' clients are. With
+    `manual_ack=True` nothing is acknowledged until `ack(message)`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        *,
+        persistent_session: bool = False,
+        manual_ack: bool = False,
+        will: tuple[str, bytes] | None = None,
+    ) -> None:
+        self.endpoint = MqttEndpoint.from_url(url)
+        self.client = make_client(
+            self.endpoint,
+            client_id,
+            persistent_session=persistent_session,
+            manual_ack=manual_ack,
+            will=will,
+        )
+        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self._connacks: queue.Queue[tuple[bool, ReasonCode]] = queue.Queue()
+        self._subacks: queue.Queue[int] = queue.Queue()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def connect(self, timeout_s: float = 10.0) -> bool:
+        """Connect and wait for the CONNACK; returns the broker's `session_present` flag."""
+        self.client.connect(self.endpoint.host, self.endpoint.port, keepalive=30)
+        self.client.loop_start()
+        try:
+            session_present, code = self._connacks.get(timeout=timeout_s)
+        except queue.Empty:
+            raise AssertionError(f"no CONNACK within {timeout_s} s") from None
+        if code.is_failure:
+            raise AssertionError(f"connection refused: {code}")
+        return session_present
+
+    def subscribe(self, topic: str, qos: int = 1, timeout_s: float = 10.0) -> None:
+        """Subscribe and wait for the SUBACK."""
+        _, mid = self.client.subscribe(topic, qos=qos)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self._subacks.get(timeout=max(0.0, deadline - time.monotonic())) == mid:
+                    return
+            except queue.Empty:
+                raise AssertionError(f"no SUBACK for {topic!r} within {timeout_s} s") from None
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        timeout_s: float = 10.0,
+    ) -> None:
+        """Publish and, for QoS 1, wait for the broker's PUBACK."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=timeout_s)
+        if not info.is_published():
+            raise AssertionError(f"publish to {topic!r} not acknowledged within {timeout_s} s")
+
+    def next_message(self, timeout_s: float = 10.0) -> paho.MQTTMessage:
+        """The next received message; AssertionError if none arrives within `timeout_s`."""
+        try:
+            return self.messages.get(timeout=timeout_s)
+        except queue.Empty:
+            raise AssertionError(f"no message within {timeout_s} s") from None
+
+    def ack(self, message: paho.MQTTMessage) -> None:
+        """Send the PUBACK of a message received with `manual_ack=True`."""
+        self.client.ack(message.mid, message.qos)
+
+    def disconnect(self) -> None:
+        """A clean DISCONNECT (no last will) and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def drop(self) -> None:
+        """Vanish without DISCONNECT, as a crashed device: the broker publishes the last will."""
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+    def _on_connect(
+        self,
+        _client: paho.Client,
+        _userdata: object,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        _properties: object,
+    ) -> None:
+        self._connacks.put((flags.session_present, reason_code))
+
+    def _on_subscribe(
+        self,
+        _client: paho.Client,
+        _userdata: object,
+        mid: int,
+        _reason_codes: object,
+        _properties: object,
+    ) -> None:
+        self._subacks.put(mid)
+
+    def _on_message(
+        self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage
+    ) -> None:
+        self.messages.put(message)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+__all__ = [
+    "MissingBinaryError",
+    "MosquittoServer",
+    "MqttProbe",
+    "RedisServer",
+    "ServerError",
+    "find_binary",
+    "free_port",
+]

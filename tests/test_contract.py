@@ -1,0 +1,71 @@
+"""The wire contract: schemas in docs/ match the code, and the codecs accept what the docs show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import msgspec
+import pytest
+
+from nabij import contract
+from nabij.schemas import render_schemas
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+DOC_FIX = b'{"device_id": "ank-0001", "seq": 1042, "ts": 1764403200123, "lat": 52.37021, "lon": 4.89517, "acc": 8.0}'
+
+
+def test_exported_schemas_match_the_code() -> None:
+    """docs/schemas/ is exactly what `nabij export-schemas` writes today (run `make schemas`)."""
+    rendered = render_schemas()
+    on_disk = {path.name: path.read_text(encoding="utf-8") for path in SCHEMA_DIR.glob("*.json")}
+    assert on_disk == rendered
+
+
+def test_documented_fix_validates_against_code_and_schema() -> None:
+    """The example in docs/contract.md decodes, and validates against its exported schema."""
+    fix = contract.fix_decoder.decode(DOC_FIX)
+    assert (fix.device_id, fix.seq, fix.acc) == ("ank-0001", 1042, 8.0)
+    schema = msgspec.json.decode((SCHEMA_DIR / "fix.schema.json").read_bytes())
+    jsonschema.validate(msgspec.json.decode(DOC_FIX), schema)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    """Devices may send more than the contract names (OwnTracks-style extras)."""
+    fix = contract.fix_decoder.decode(DOC_FIX[:-1] + b', "_type": "location", "vel": 3}')
+    assert fix.lat == 52.37021
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"device_id": "ank-0001", "seq": 1, "ts": 1764403200123, "lat": NaN, "lon": 4.9, "acc": 5}',
+        b'{"device_id": "ank-0001", "seq": 1, "ts": 1764403200123, "lat": 1e999, "lon": 4.9, "acc": 5}',
+        b'{"device_id": "ank 0001", "seq": 1, "ts": 1764403200123, "lat": 52, "lon": 4.9, "acc": 5}',
+        b'{"device_id": "ank-0001", "seq": -1, "ts": 1764403200123, "lat": 52, "lon": 4.9, "acc": 5}',
+        b'{"device_id": "ank-0001", "seq": 1, "ts": 1764403200, "lat": 52, "lon": 4.9, "acc": 5}',
+    ],
+    ids=["nan", "infinity", "bad-id", "negative-seq", "seconds-not-ms"],
+)
+def test_out_of_range_fixes_are_rejected(payload: bytes) -> None:
+    """NaN, infinity, malformed ids, negative counters and second-resolution times never decode."""
+    with pytest.raises(msgspec.MsgspecError):
+        contract.fix_decoder.decode(payload)
+
+
+def test_commands_carry_no_position() -> None:
+    """No command type has a field that could hold the other party's whereabouts."""
+    for command_type in (contract.SetInterval, contract.Warn):
+        assert not {"lat", "lon", "distance_m", "bearing", "victim", "offender"} & set(
+            command_type.__struct_fields__
+        )
+
+
+def test_topics_round_trip() -> None:
+    """Device topics are built and parsed under one prefix; foreign topics are not ours."""
+    topics = contract.Topics("nabij/v1/")
+    topic = topics.device("vic-0001", "event")
+    assert topic == "nabij/v1/devices/vic-0001/event"
+    assert topics.parse(topic) == ("vic-0001", "event")
+    assert topics.parse("other/devices/vic-0001/event") is None
+    assert topics.parse("nabij/v1/devices/vic-0001/event/extra") is None
