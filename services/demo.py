@@ -10,6 +10,7 @@ Service logs go to `var/demo/nabij.log`.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import uuid
@@ -29,17 +30,30 @@ from services.alarm_gateway import operators
 from services.runner import build_services, wall_clock_ms
 from simulators.runner import ScenarioRun, load_scenario
 
-DEMO_SETTINGS = Path("config/demo/nabij.toml")
+DEMO_SETTINGS = Path(__file__).resolve().parent.parent / "config" / "demo" / "nabij.toml"
 LOG_FILE = Path("var/demo/nabij.log")
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 
 
+_print_lock = threading.Lock()
+
+
+def show(line: str) -> None:
+    """One whole line at a time: two queue followers print side by side."""
+    with _print_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def say(text: str) -> None:
-    print(f"{BOLD}== {text}{RESET}", flush=True)
+    show(f"{BOLD}== {text}{RESET}")
 
 
 def run_demo(*, speed: float, stop: threading.Event) -> int:
     with ExitStack() as resources:
+        LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+        log_stream = resources.enter_context(LOG_FILE.open("a", encoding="utf-8"))
+        configure_logging("info", "demo", stream=log_stream)
         mqtt_url = os.environ.get(MQTT_URL_ENV)
         redis_url = os.environ.get(REDIS_URL_ENV)
         if not mqtt_url:
@@ -51,9 +65,6 @@ def run_demo(*, speed: float, stop: threading.Event) -> int:
             redis_url = store.url
             say(f"embedded Redis-protocol store on {redis_url}")
         config = _demo_config(mqtt_url, redis_url)
-        LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
-        log_stream = resources.enter_context(LOG_FILE.open("a", encoding="utf-8"))
-        configure_logging(config.settings.log.level, "demo", stream=log_stream)
         return _run(config, speed, stop)
 
 
@@ -91,7 +102,7 @@ def _run(config: Config, speed: float, stop: threading.Event) -> int:
     for thread in threads:
         thread.start()
     if not _wait(lambda: all(client.exists(keys.health(n)) for n in services), 30, stop):
-        print("services did not become ready; see var/demo/nabij.log")
+        show(f"services did not become ready; see {LOG_FILE}")
         stop.set()
         return 1
     say(f"proximity and gateway running; logs in {LOG_FILE}")
@@ -100,8 +111,10 @@ def _run(config: Config, speed: float, stop: threading.Event) -> int:
 
     prefix = config.settings.mqtt.topic_prefix
     url = config.settings.mqtt.url
-    approach = ScenarioRun(load_scenario("approach"), url, prefix, speed=speed)
-    aware = ScenarioRun(load_scenario("aware"), url, prefix, speed=speed)
+    approach, aware = (
+        ScenarioRun(load_scenario(name), url, prefix, speed=speed, announce_offline=False)
+        for name in ("approach", "aware")
+    )
     say(
         f"scenario 'approach' at {speed:g}x: an offender walks towards the victim's home, "
         "lingers, and leaves"
@@ -130,7 +143,7 @@ def _acknowledge_everything(client: redis.Redis, keys: Keys, stop: threading.Eve
     records = operators.open_alarms(client, keys)
     say(f"{len(records)} alarms open; the dispatcher acknowledges the unacknowledged ones:")
     for record in records:
-        print(f"   {operators.format_alarm(record)}")
+        show(f"   {operators.format_alarm(record)}")
         if record.acknowledged_by is None:
             operators.request_ack(
                 client,
@@ -148,7 +161,7 @@ def _print_queue(client: redis.Redis, keys: Keys, queue: QueueName, stop: thread
         for notice in operators.follow(
             client, keys, queue, from_start=True, block_ms=200, should_stop=stop.is_set
         ):
-            print(operators.format_notice(notice, queue, colour=True), flush=True)
+            show(operators.format_notice(notice, queue, colour=True))
     except redis.RedisError:
         if not stop.is_set():
             raise

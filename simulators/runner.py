@@ -149,8 +149,12 @@ class ScenarioRun:
         progress_every_s: float = 60.0,
         seq_base: int | None = None,
         link_factory: LinkFactory | None = None,
+        announce_offline: bool = True,
     ) -> None:
         self.scenario = scenario
+        # False keeps devices "online" after the run (no retained offline status), as if they
+        # went on working: what a demo of several scenarios side by side wants.
+        self.announce_offline = announce_offline
         self.mqtt_url = mqtt_url
         self.clock = SimClock(speed, start_ms)
         self.scheduler = Scheduler(self.clock)
@@ -235,7 +239,7 @@ class ScenarioRun:
         assert self._endpoint is not None
         mqtt_links: list[MqttLink] = []
         for firmware in self.devices.values():
-            link = MqttLink(self._endpoint, firmware)
+            link = MqttLink(self._endpoint, firmware, announce_offline=self.announce_offline)
             firmware.link = link
             mqtt_links.append(link)
             link.start()
