@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
-from nabij.config import Config, ConfigError, load_config, resolve_directory
+import simulators.cli
+from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
+from nabij.config import ConfigError, load_config, resolve_directory
 from nabij.keys import Keys
 from nabij.logs import configure_logging
 from nabij.redis_io import connect
 from nabij.schemas import export_schemas
 
+# Packages that bring their own subcommands.
+SUBCOMMAND_PACKAGES = (simulators.cli.register,)
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 
@@ -49,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "run both services in one process"),
     ):
         cmd = commands.add_parser(name, help=help_text)
-        _add_config(cmd)
+        add_config_argument(cmd)
         cmd.add_argument(
             "--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz"
         )
@@ -59,15 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("directory", nargs="?", default=None)
     cmd.set_defaults(handler=_check_config)
 
-    cmd = commands.add_parser("simulate", help="drive simulated devices over MQTT")
-    _add_config(cmd)
-    cmd.add_argument("--scenario", required=True, help="scenario name or path to a .toml file")
-    cmd.add_argument("--speed", type=float, default=1.0, help="time acceleration factor")
-    cmd.set_defaults(handler=_simulate)
-
     for name, help_text in (("ack", "acknowledge an alarm"), ("resolve", "resolve an alarm")):
         cmd = commands.add_parser(name, help=help_text)
-        _add_config(cmd)
+        add_config_argument(cmd)
         cmd.add_argument("alarm_id")
         cmd.add_argument("--by", required=True, help="who acts (name or badge number)")
         cmd.add_argument("--note", default=None)
@@ -75,11 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         cmd.set_defaults(handler=_operate, action=name)
 
     cmd = commands.add_parser("alarms", help="list open alarms")
-    _add_config(cmd)
+    add_config_argument(cmd)
     cmd.set_defaults(handler=_alarms)
 
     cmd = commands.add_parser("tail", help="follow a dispatch queue")
-    _add_config(cmd)
+    add_config_argument(cmd)
     cmd.add_argument("queue", choices=["probation", "police"])
     cmd.add_argument("--from-start", action="store_true", help="show the queue from its start")
     cmd.add_argument("--group", default=None, help="read as this consumer group (each notice once)")
@@ -91,45 +86,27 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--speed", type=float, default=20.0)
     cmd.set_defaults(handler=_demo)
 
+    for register in SUBCOMMAND_PACKAGES:
+        register(commands)
+
     cmd = commands.add_parser("export-schemas", help="write JSON Schemas of the wire contract")
     cmd.add_argument("directory", type=Path, default=Path("docs/schemas"), nargs="?")
     cmd.set_defaults(handler=_export_schemas)
     return parser
 
 
-def _add_config(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument(
-        "--config", default=None, help="config directory (default $NABIJ_CONFIG or ./config)"
-    )
-
-
-def _load(args: argparse.Namespace) -> Config:
-    return load_config(resolve_directory(args.config, os.environ))
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    return stop
-
-
 def _serve(args: argparse.Namespace) -> int:
     from nabij.health import HealthServer
     from services.runner import run_services
 
-    config = _load(args)
+    config = load_from_args(args)
     configure_logging(config.settings.log.level, args.services)
     health = HealthServer(args.metrics_port) if args.metrics_port is not None else None
     if health is not None:
         health.start()
     wanted = ("proximity", "gateway") if args.services == "run" else (args.services,)
     try:
-        return run_services(config, wanted, _stop_on_signals(), health)
+        return run_services(config, wanted, stop_on_signals(), health)
     finally:
         if health is not None:
             health.stop()
@@ -143,27 +120,10 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from simulators.runner import ScenarioRun, load_scenario
-
-    config = _load(args)
-    scenario = load_scenario(args.scenario)
-    run = ScenarioRun(
-        scenario,
-        config.settings.mqtt.url,
-        config.settings.mqtt.topic_prefix,
-        speed=args.speed,
-        on_progress=print,
-    )
-    report = run.run(_stop_on_signals())
-    print(report)
-    return 0
-
-
 def _operate(args: argparse.Namespace) -> int:
     from services.alarm_gateway import operators
 
-    config = _load(args)
+    config = load_from_args(args)
     keys = Keys(config.settings.redis.key_prefix)
     client = connect(config.settings.redis.url)
     now_ms = time.time_ns() // 1_000_000
@@ -189,7 +149,7 @@ def _operate(args: argparse.Namespace) -> int:
 def _alarms(args: argparse.Namespace) -> int:
     from services.alarm_gateway import operators
 
-    config = _load(args)
+    config = load_from_args(args)
     records = operators.open_alarms(
         connect(config.settings.redis.url), Keys(config.settings.redis.key_prefix)
     )
@@ -203,8 +163,8 @@ def _alarms(args: argparse.Namespace) -> int:
 def _tail(args: argparse.Namespace) -> int:
     from services.alarm_gateway import operators
 
-    config = _load(args)
-    stop = _stop_on_signals()
+    config = load_from_args(args)
+    stop = stop_on_signals()
     colour = sys.stdout.isatty() and not args.no_colour
     for notice in operators.follow(
         connect(config.settings.redis.url),
@@ -222,7 +182,7 @@ def _tail(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
-    return run_demo(speed=args.speed, stop=_stop_on_signals())
+    return run_demo(speed=args.speed, stop=stop_on_signals())
 
 
 def _export_schemas(args: argparse.Namespace) -> int:
