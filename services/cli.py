@@ -102,8 +102,6 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_from_args(args)
     configure_logging(config.settings.log.level, args.services)
     health = HealthServer(args.metrics_port) if args.metrics_port is not None else None
-    if health is not None:
-        health.start()
     wanted = ("proximity", "gateway") if args.services == "run" else (args.services,)
     try:
         return run_services(config, wanted, stop_on_signals(), health)

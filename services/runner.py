@@ -59,6 +59,9 @@ def run_services(
         threading.Thread(target=guard, args=(name, service), name=name, daemon=True)
         for name, service in build_services(config, wanted, health).items()
     ]
+    if health is not None:
+        # Only now: the services have registered their readiness checks.
+        health.start()
     for thread in threads:
         thread.start()
     for thread in threads:

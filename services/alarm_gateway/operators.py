@@ -110,28 +110,35 @@ def follow(
     """Yield the notices of one dispatch queue as they arrive.
 
     Without `group` this only watches. With `group` it reads as a member of that consumer group
-    (created on first use) and acknowledges what it has shown, so each notice is seen once.
+    (created on first use), one notice at a time, and acknowledges each once it has been shown
+    and the next is asked for; a console that restarts under the same consumer name first gets
+    back what it had been given but had not finished showing. Each notice is seen once per group.
     """
     stream = keys.dispatch(queue)
-    if group is not None:
-        try:
-            client.xgroup_create(stream, group, id="0" if from_start else "$", mkstream=True)
-        except redis.ResponseError as err:
-            if "BUSYGROUP" not in str(err):
-                raise
-    last_id: bytes | str = "0" if from_start else "$"
+    if group is None:
+        after: bytes | str = "0" if from_start else "$"
+        while not should_stop():
+            batch = streams.read(client, stream, after_id=after, count=100, block_ms=block_ms)
+            for entry_id, fields in batch:
+                after = entry_id
+                yield notice_decoder.decode(fields[b"notice"])
+        return
+    try:
+        client.xgroup_create(stream, group, id="0" if from_start else "$", mkstream=True)
+    except redis.ResponseError as err:
+        if "BUSYGROUP" not in str(err):
+            raise
+    start: bytes | str = "0"  # this consumer's unfinished entries first, then new ones
     while not should_stop():
-        if group is None:
-            batch = streams.read(client, stream, after_id=last_id, count=100, block_ms=block_ms)
-        else:
-            batch = streams.read_group(
-                client, group, consumer, stream, start_id=">", count=100, block_ms=block_ms
-            )
-        for entry_id, fields in batch:
-            last_id = entry_id
-            yield notice_decoder.decode(fields[b"notice"])
-            if group is not None:
-                client.xack(stream, group, entry_id)
+        batch = streams.read_group(
+            client, group, consumer, stream, start_id=start, count=1, block_ms=block_ms
+        )
+        if not batch:
+            start = ">"
+            continue
+        entry_id, fields = batch[0]
+        yield notice_decoder.decode(fields[b"notice"])
+        client.xack(stream, group, entry_id)
 
 
 def format_notice(notice: Notice, queue: QueueName, *, colour: bool) -> str:
