@@ -7,15 +7,25 @@ an escalation policy must never silently fall back to a default).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nabij.contract import ALARM_KINDS, DEVICE_ID_PATTERN, AlarmKind, QueueName
 
@@ -62,6 +72,17 @@ class ProximitySettings(_Strict):
     # A fix whose clock is this far ahead of the server is rejected as bad input.
     max_clock_ahead_s: PositiveSeconds = 300
     batch_max: int = Field(default=2000, ge=1)
+    # A fix implying more than this speed from the device's track is an outlier (GPS jump) ...
+    max_speed_mps: float = Field(default=70, gt=0)
+    # ... until this many consecutive outliers agree with each other: then the device moved.
+    jump_confirm_fixes: int = Field(default=3, ge=2, le=10)
+    # A pre-alert opens early when the predicted closest approach within this horizon falls
+    # inside the alarm ring (0: no prediction).
+    predict_horizon_s: float = Field(default=60, ge=0, le=600)
+    # Exclusion zones: leaving needs the offender this far outside for the exit dwell; this deep
+    # inside opens at once.
+    zone_exit_margin_m: float = Field(default=50, ge=0)
+    zone_deep_m: float = Field(default=50, ge=0)
 
 
 class GatewaySettings(_Strict):
@@ -111,12 +132,127 @@ class Settings(_Strict):
         return self.escalation.get(kind) or DEFAULT_ESCALATION[kind]
 
 
+# --- area bans and exemptions -----------------------------------------------------------------
+
+Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
+Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
+# A GeoJSON position: [lon, lat] (an altitude, if any, is ignored).
+GeoPosition = Annotated[list[float], Field(min_length=2, max_length=3)]
+LinearRing = Annotated[list[GeoPosition], Field(min_length=4)]
+PolygonRings = Annotated[list[LinearRing], Field(min_length=1)]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: Final[tuple[Weekday, ...]] = Weekday.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
+ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+ZONE_NAME_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+DEFAULT_TIMEZONE: Final = "Europe/Amsterdam"
+_RULE: Final = re.compile(r"proximity|zone|zone:[A-Za-z0-9_.-]{1,64}")
+_POLYGON: Final = TypeAdapter(PolygonRings)
+
+
+class PolygonGeometry(_Strict):
+    """A GeoJSON Polygon or MultiPolygon in WGS84 (positions are [lon, lat])."""
+
+    type: Literal["Polygon", "MultiPolygon"]
+    coordinates: list[Any] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> PolygonGeometry:
+        polygons = [self.coordinates] if self.type == "Polygon" else self.coordinates
+        for polygon in polygons:
+            _POLYGON.validate_python(polygon)
+            for ring in polygon:
+                if ring[0][:2] != ring[-1][:2]:
+                    raise ValueError("a polygon ring must end where it starts")
+                for position in ring:
+                    if not (-180.0 <= position[0] <= 180.0 and -90.0 <= position[1] <= 90.0):
+                        raise ValueError("positions are [lon, lat] in WGS84 degrees")
+        return self
+
+    def polygons(self) -> list[list[list[tuple[float, float]]]]:
+        """Every polygon as rings of (lon, lat): the exterior first, then holes."""
+        polygons = [self.coordinates] if self.type == "Polygon" else self.coordinates
+        return [[[(p[0], p[1]) for p in ring] for ring in polygon] for polygon in polygons]
+
+
+class Zone(_Strict):
+    """A fixed exclusion zone: a circle (`lat`, `lon`, `radius_m`) or a polygon (`geojson`)."""
+
+    name: str = Field(pattern=ZONE_NAME_PATTERN)
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    radius_m: float | None = Field(default=None, gt=0, le=100_000)
+    geojson: str | None = Field(default=None, min_length=1)
+    """Path of a GeoJSON file, relative to the config directory; the loader fills `geometry`."""
+    geometry: PolygonGeometry | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Zone:
+        circle = (self.lat, self.lon, self.radius_m)
+        has_circle = any(v is not None for v in circle)
+        has_polygon = self.geojson is not None or self.geometry is not None
+        if has_circle and has_polygon:
+            raise ValueError("a zone is either a circle (lat, lon, radius_m) or geojson, not both")
+        if not has_circle and not has_polygon:
+            raise ValueError("a zone needs lat, lon and radius_m, or geojson")
+        if has_circle and any(v is None for v in circle):
+            raise ValueError("a circular zone needs all of lat, lon and radius_m")
+        return self
+
+
+class Exemption(_Strict):
+    """A weekly window in which some rules of an order are suspended (in the order's timezone).
+
+    `end` before `start` runs past midnight into the next day. `rules`: "proximity" (both rings
+    of every pair), "zone" (every zone) or "zone:NAME". With a `corridor` (GeoJSON path), the
+    exemption holds only while the offender is inside it.
+    """
+
+    days: list[Weekday] = Field(min_length=1)
+    start: ClockTime
+    end: ClockTime
+    rules: list[str] = Field(min_length=1)
+    corridor: str | None = Field(default=None, min_length=1)
+    corridor_geometry: PolygonGeometry | None = None
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_names(cls, rules: list[str]) -> list[str]:
+        for rule in rules:
+            if not _RULE.fullmatch(rule):
+                raise ValueError(f"unknown rule {rule!r}: use proximity, zone or zone:NAME")
+        return rules
+
+    @model_validator(mode="after")
+    def _window(self) -> Exemption:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
+    def minutes(self) -> tuple[int, int]:
+        """Start and end as minutes after local midnight."""
+        sh, sm = self.start.split(":")
+        eh, em = self.end.split(":")
+        return int(sh) * 60 + int(sm), int(eh) * 60 + int(em)
+
+
 class Order(_Strict):
     id: str = Field(min_length=1, max_length=128)
     offender_device: DeviceId
     victim_devices: list[DeviceId] = []
     alarm_m: float = Field(gt=0, le=100_000)
     pre_alert_m: float | None = Field(default=None, gt=0, le=200_000)
+    timezone: str = DEFAULT_TIMEZONE
+    zone: list[Zone] = []
+    exemption: list[Exemption] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {name!r}") from err
+        return name
 
     @model_validator(mode="after")
     def _rings_nest(self) -> Order:
@@ -124,7 +260,18 @@ class Order(_Strict):
             raise ValueError("pre_alert_m must be larger than alarm_m")
         if self.offender_device in self.victim_devices:
             raise ValueError("offender_device cannot also be a victim device")
+        names = [zone.name for zone in self.zone]
+        if len(set(names)) != len(names):
+            raise ValueError("zone names must be unique within an order")
+        for exemption in self.exemption:
+            for rule in exemption.rules:
+                if rule.startswith("zone:") and rule[5:] not in names:
+                    raise ValueError(f"exemption rule {rule!r} names no zone of this order")
         return self
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
 
     @property
     def pre_alert_ring_m(self) -> float:
@@ -182,13 +329,15 @@ def load_config(directory: Path, env: Mapping[str, str] | None = None) -> Config
     """Read and validate both files; environment URL overrides apply on top."""
     problems: list[ConfigProblem] = []
     settings = _load_settings(directory / SETTINGS_FILE, problems)
-    orders = _load_file(OrdersFile, directory / ORDERS_FILE, problems, required=True)
+    orders_path = directory / ORDERS_FILE
+    orders = _load_file(OrdersFile, orders_path, problems, required=True)
+    loaded = () if orders is None else _load_shapes(orders.order, orders_path, problems)
     if problems or settings is None or orders is None:
         raise ConfigError(problems)
     return Config(
         directory=directory,
         settings=apply_env(settings, os.environ if env is None else env),
-        orders=tuple(orders.order),
+        orders=loaded,
     )
 
 
@@ -205,9 +354,10 @@ def validate_orders(raw_orders: Sequence[Mapping[str, Any]], source: str) -> tup
     """Orders from another file (a scenario), validated exactly as `orders.toml` is."""
     problems: list[ConfigProblem] = []
     orders = _validate(OrdersFile, {"order": list(raw_orders)}, Path(source), problems)
+    loaded = () if orders is None else _load_shapes(orders.order, Path(source), problems)
     if problems or orders is None:
         raise ConfigError(problems)
-    return tuple(orders.order)
+    return loaded
 
 
 def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
@@ -259,6 +409,113 @@ def _validate(
             message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
             problems.append(ConfigProblem(path.name, _dotted(loc), _line_of(loc, lines), message))
         return None
+
+
+def _load_shapes(
+    orders: Sequence[Order], path: Path, problems: list[ConfigProblem]
+) -> tuple[Order, ...]:
+    """Read every `geojson` zone and `corridor` file (relative to `path`'s directory) into the
+    order, so the proximity core receives coordinates, never paths."""
+    lines: dict[tuple[str | int, ...], int] = {}
+
+    def read(file: str, where: tuple[str | int, ...]) -> PolygonGeometry | None:
+        geometry, error = _read_polygon(path.parent / file)
+        if error is not None:
+            if not lines:
+                lines.update(_key_lines(path))
+            problems.append(ConfigProblem(path.name, _dotted(where), _line_of(where, lines), error))
+        return geometry
+
+    out: list[Order] = []
+    for oi, order in enumerate(orders):
+        zones = [
+            zone
+            if zone.geojson is None
+            else zone.model_copy(
+                update={"geometry": read(zone.geojson, ("order", oi, "zone", zi, "geojson"))}
+            )
+            for zi, zone in enumerate(order.zone)
+        ]
+        exemptions = [
+            item
+            if item.corridor is None
+            else item.model_copy(
+                update={
+                    "corridor_geometry": read(
+                        item.corridor, ("order", oi, "exemption", ei, "corridor")
+                    )
+                }
+            )
+            for ei, item in enumerate(order.exemption)
+        ]
+        out.append(order.model_copy(update={"zone": zones, "exemption": exemptions}))
+    return tuple(out)
+
+
+def _read_polygon(path: Path) -> tuple[PolygonGeometry | None, str | None]:
+    """A GeoJSON file holding one Polygon or MultiPolygon (bare, as a Feature, or as a
+    FeatureCollection of polygonal features, which are merged); else an error sentence."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"missing file {path}"
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"cannot read {path}: {err}"
+    except json.JSONDecodeError as err:
+        return None, f"{path.name} is not valid JSON: {err}"
+    geometries = _geometries_of(raw)
+    if not geometries:
+        return None, f"{path.name} holds no Polygon or MultiPolygon"
+    polygons: list[Any] = []
+    for item in geometries:
+        if not isinstance(item, dict) or item.get("type") not in ("Polygon", "MultiPolygon"):
+            kind = item.get("type") if isinstance(item, dict) else type(item).__name__
+            return None, f"{path.name}: a {kind} is not a Polygon or MultiPolygon"
+        coordinates = item.get("coordinates")
+        if not isinstance(coordinates, list):
+            return None, f"{path.name}: geometry without coordinates"
+        polygons.extend([coordinates] if item["type"] == "Polygon" else coordinates)
+    raw_geometry: dict[str, Any] = (
+        {"type": "Polygon", "coordinates": polygons[0]}
+        if len(polygons) == 1
+        else {"type": "MultiPolygon", "coordinates": polygons}
+    )
+    try:
+        geometry = PolygonGeometry.model_validate(raw_geometry)
+    except ValidationError as err:
+        first = err.errors()[0]
+        return None, f"{path.name}: not a valid polygon: {first['msg']}"
+    if (problem := _polygon_problem(geometry)) is not None:
+        return None, f"{path.name}: not a valid polygon: {problem}"
+    return geometry, None
+
+
+def _geometries_of(raw: object) -> list[object]:
+    if not isinstance(raw, dict):
+        return []
+    kind = raw.get("type")
+    if kind == "FeatureCollection":
+        features = raw.get("features")
+        if not isinstance(features, list):
+            return []
+        return [g for feature in features for g in _geometries_of(feature)]
+    if kind == "Feature":
+        geometry = raw.get("geometry")
+        return [geometry] if geometry is not None else []
+    return [raw]
+
+
+def _polygon_problem(geometry: PolygonGeometry) -> str | None:
+    """Why shapely finds the polygon invalid (self-intersecting, ...), or None."""
+    import shapely
+    from shapely.validation import explain_validity
+
+    shape = shapely.geometry.shape({"type": geometry.type, "coordinates": geometry.coordinates})
+    if not shape.is_valid:
+        return str(explain_validity(shape))
+    if shape.is_empty or shape.area <= 0:
+        return "it has no area"
+    return None
 
 
 def _is_union_tag(part: object) -> bool:
@@ -331,8 +588,11 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "EscalationPolicy",
+    "Exemption",
     "Order",
+    "PolygonGeometry",
     "Settings",
+    "Zone",
     "apply_env",
     "load_config",
     "load_settings",

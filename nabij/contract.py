@@ -137,6 +137,22 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     queues: list[QueueName] = []
     by: str | None = None
     note: str | None = None
+    zone: str | None = None
+    confidence: (
+        Annotated[
+            float,
+            Meta(
+                ge=0.0, le=1.0, description="Probability that the pair is really inside the ring."
+            ),
+        ]
+        | None
+    ) = None
+    closing_speed_mps: (
+        Annotated[float, Meta(description="Rate at which the distance shrinks, m/s.")] | None
+    ) = None
+    eta_s: (
+        Annotated[float, Meta(ge=0.0, description="Predicted seconds until the alarm ring.")] | None
+    ) = None
 
 
 # --- proximity to alarm gateway (internal, Redis Stream `{prefix}:gateway:inbox`) -----------
@@ -166,6 +182,21 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     offender: Position | None = None
     victim: Position | None = None
     zone: str | None = None
+    confidence: (
+        Annotated[
+            float,
+            Meta(
+                ge=0.0, le=1.0, description="Probability that the pair is really inside the ring."
+            ),
+        ]
+        | None
+    ) = None
+    closing_speed_mps: (
+        Annotated[float, Meta(description="Rate at which the distance shrinks, m/s.")] | None
+    ) = None
+    eta_s: (
+        Annotated[float, Meta(ge=0.0, description="Predicted seconds until the alarm ring.")] | None
+    ) = None
 
 
 class AckRequest(Struct, frozen=True, omit_defaults=True, tag="ack"):

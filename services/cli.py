@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import services.proximity.replay_cli
 import simulators.cli
 from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
 from nabij.config import ConfigError, load_config, resolve_directory
@@ -18,7 +19,7 @@ from nabij.redis_io import connect
 from nabij.schemas import export_schemas
 
 # Packages that bring their own subcommands.
-SUBCOMMAND_PACKAGES = (simulators.cli.register,)
+SUBCOMMAND_PACKAGES = (simulators.cli.register, services.proximity.replay_cli.register)
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 

@@ -29,8 +29,9 @@ from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
 from nabij.redis_io import add_deadletter, connect
+from services.proximity.core.batch import run_batch
 from services.proximity.core.engine import Effects, ProximityEngine
-from services.proximity.core.ingest import Rejection, parse_uplink
+from services.proximity.core.ingest import Rejection
 from services.proximity.core.state import DeviceState, PairState
 
 SERVICE = "proximity"
@@ -178,20 +179,18 @@ class ProximityService:
         return batch
 
     def _process(self, batch: list[Received], *, tick: bool) -> None:
-        now = self._clock()
-        effects = Effects()
-        rejected: list[tuple[Received, Rejection]] = []
         max_ahead_ms = int(self._settings.proximity.max_clock_ahead_s * 1000)
-        for item in batch:
-            parsed = parse_uplink(
-                self._topics, item.topic, item.payload, now, self._engine.is_known, max_ahead_ms
-            )
-            rejected.extend((item, rejection) for rejection in parsed.rejections)
-            for uplink in parsed.uplinks:
-                metrics.MESSAGES_RECEIVED.labels(service=SERVICE, kind=type(uplink).__name__).inc()
-                self._engine.apply(uplink, now, effects)
-        if tick:
-            self._engine.tick(now, effects)
+        result = run_batch(
+            self._engine,
+            self._topics,
+            batch,
+            self._clock(),
+            tick=tick,
+            max_clock_ahead_ms=max_ahead_ms,
+        )
+        for kind in result.uplink_kinds:
+            metrics.MESSAGES_RECEIVED.labels(service=SERVICE, kind=kind).inc()
+        effects, rejected = result.effects, result.rejected
         self._commit(effects, rejected)
         self._publish_commands(effects)
         self._acknowledge(batch)

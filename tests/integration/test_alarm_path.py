@@ -188,15 +188,16 @@ def test_backlog_array_is_applied_in_seq_order(make_stack: StackFactory) -> None
     offender, victim = stack.device("ank-1"), stack.device("vic-1")
     start = now_ms() - 3_600_000
     distances = [3000, 2000, 1200, 40, 40, 1500, 2500]
+    # 30 s apart: a plausible car (under 40 m/s), not a GPS jump the core would set aside.
     backlog = [
-        Fix("ank-1", seq, start + i * STEP_MS, *north_of(VICTIM_HOME, d), 5.0)
+        Fix("ank-1", seq, start + i * 3 * STEP_MS, *north_of(VICTIM_HOME, d), 5.0)
         for i, (seq, d) in enumerate(zip(range(101, 108), distances, strict=True))
     ]
-    victim.fix(start + 3 * STEP_MS, VICTIM_HOME)
+    victim.fix(start + 9 * STEP_MS, VICTIM_HOME)
     random.Random(7).shuffle(backlog)
     offender.backlog(backlog)
     offender.seq = 107
-    offender.event(start + 8 * STEP_MS, "strap_tamper")  # marker
+    offender.event(start + 21 * STEP_MS, "strap_tamper")  # marker
     probation = stack.wait_notices(
         "probation", lambda ns: "strap_tamper" in kinds(ns, "opened"), "marker processed"
     )

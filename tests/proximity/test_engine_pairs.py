@@ -119,12 +119,13 @@ def test_ten_minutes_of_wobble_around_the_alarm_ring_opens_exactly_one_alarm() -
 
 
 def test_critical_distance_opens_both_rings_at_once() -> None:
-    """A jump from far away to under the critical distance (100 m) opens the pre-alert and the
-    alarm ring on that one fix, and warns both devices of the alarm (no pre-alert warning)."""
-    drive = Drive(engine())
+    """A car arriving from 3 km to under the critical distance (100 m) in one fix interval opens
+    the pre-alert and the alarm ring on that one fix, and warns both devices of the alarm (no
+    pre-alert warning)."""
+    drive = Drive(engine(predict_horizon_s=0))
     drive.fix(VICTIM, T0)
     drive.fix(OFFENDER, T0 + S, 3000)
-    step = drive.fix(OFFENDER, T0 + 2 * S, 80)
+    step = drive.fix(OFFENDER, T0 + 61 * S, 80)
     assert [(s.action, s.kind) for s in step.signals] == [
         ("open", "proximity_pre_alert"),
         ("open", "proximity_alarm"),
@@ -223,7 +224,7 @@ def test_a_victim_under_two_orders_is_protected_by_each() -> None:
 
 def test_commands_go_to_the_pair_only_and_never_carry_a_position() -> None:
     """Interval and warn commands reach only the pair's two devices; the victim is never told of
-    a pre-alert; no command carries a coordinate or distance."""
+    a pre-alert (not even a predicted one); no command carries a coordinate or distance."""
     drive = approach_and_leave()
     commands = drive.effects.commands
     assert {target for target, _ in commands} <= {OFFENDER, VICTIM}
@@ -232,9 +233,10 @@ def test_commands_go_to_the_pair_only_and_never_carry_a_position() -> None:
         assert set(body) <= {"type", "seconds", "level"}
         if target == VICTIM:
             assert command != Warn(level="pre_alert")
+    # At 50 m/s the pre-alert opens by prediction, straight from outside: warn, then interval.
     assert commands_to(commands, OFFENDER) == [
-        SetInterval(seconds=15),
         Warn(level="pre_alert"),
+        SetInterval(seconds=15),
         Warn(level="alarm"),
         Warn(level="clear"),
         SetInterval(seconds=60),

@@ -47,6 +47,8 @@ def facts(signal: AlarmSignal) -> str:
     base = " ".join(scrub(signal.reason).split()).rstrip(".;, ")
     if not base:
         base = _DEFAULT_FACTS[signal.kind]
+    if signal.zone is not None and signal.zone not in base:
+        base = f"{base} (zone {signal.zone!r})"
     if signal.distance_m is not None:
         metres = round(signal.distance_m)
         if re.search(rf"(?<![\d.,]){metres} ?m\b", base) is None:
@@ -105,6 +107,10 @@ def build_notices(
             queues=list(targets),
             by=by,
             note=note,
+            zone=latest.zone,
+            confidence=latest.confidence,
+            closing_speed_mps=latest.closing_speed_mps,
+            eta_s=latest.eta_s,
         )
         out.append((queue, notice))
     return out

@@ -2,6 +2,10 @@
 
 The shell feeds it uplinks (from `ingest`) and a tick about every second, then persists exactly
 the states named in `Effects.changed_*` together with the signals, and sends the commands.
+
+A fix passes, in order: the sequence and clock checks, the per-source accuracy floor, the GPS-jump
+filter (`motion`), and then every pair of the device (`pairs`) and, for an offender, his zones
+(`zone_rules`).
 """
 
 from __future__ import annotations
@@ -9,34 +13,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-import msgspec
-
 from nabij.config import Order, ProximitySettings
-from nabij.contract import (
-    DeviceEvent,
-    Fix,
-    Position,
-    SetInterval,
-    SignalAction,
-    Warn,
-    WarnLevel,
-)
+from nabij.contract import DeviceEvent, Fix, Position, SetInterval, Warn, WarnLevel
+from services.proximity.core.accuracy import effective_acc
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
-from services.proximity.core.geo import distance_m
-from services.proximity.core.hysteresis import RingParams, Transition, step
+from services.proximity.core.hysteresis import Transition
 from services.proximity.core.ingest import CLOCK_EXEMPT_EVENTS, Uplink
-from services.proximity.core.signals import Observation, ring_signal
-from services.proximity.core.state import DeviceState, PairKey, PairState, RingState
+from services.proximity.core.motion import TRACK_LEN, classify
+from services.proximity.core.pairs import OPEN_PHASES, PairJudge
+from services.proximity.core.state import DeviceState, PairKey, PairState
 from services.proximity.core.topology import PairSpec, Topology
+from services.proximity.core.zone_rules import ZoneChange, ZoneJudge
 
 __all__ = ["Effects", "ProximityEngine"]
 
-# While a ring is open, an update is sent only when the distance moved by 10% or 50 m (whichever
-# is smaller) since the last one sent: enough for an operator, and it keeps Redis traffic down.
-UPDATE_MIN_FRACTION: Final = 0.1
-UPDATE_MIN_M: Final = 50.0
-_OPEN_PHASES: Final = frozenset({"inside", "exiting"})
+_OPEN_PHASES: Final = OPEN_PHASES
 
 
 class ProximityEngine:
@@ -45,10 +37,15 @@ class ProximityEngine:
         self._pairs_of = topology.pairs_of
         self._alarm_interval_s = settings.alarm_interval_s
         self._normal_interval_s = settings.normal_interval_s
-        self._max_fix_age_ms = round(settings.max_fix_age_s * 1000)
+        self._max_speed_mps = settings.max_speed_mps
+        self._jump_confirm = settings.jump_confirm_fixes
         self._devices = {device: DeviceState(device) for device in topology.memberships}
         self._pairs = {key: PairState(*key) for key in topology.pairs}
         self._conditions = DeviceConditions(topology, self._devices, settings)
+        self._judge = PairJudge(self._devices, self._pairs, settings)
+        self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
+        self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
+        self._zone_offenders = tuple(topology.zones)
 
     # --- state access ------------------------------------------------------------------------
 
@@ -70,6 +67,9 @@ class ProximityEngine:
     def pair(self, key: PairKey) -> PairState:
         return self._pairs[key]
 
+    def pair_keys(self) -> list[PairKey]:
+        return list(self._pairs)
+
     # --- inputs ------------------------------------------------------------------------------
 
     def apply(self, uplink: Uplink, now_ms: int, effects: Effects) -> None:
@@ -82,8 +82,23 @@ class ProximityEngine:
             self._conditions.on_status(device, uplink.status.online, now_ms, effects)
 
     def tick(self, now_ms: int, effects: Effects) -> None:
-        """Time-driven checks: offender silence (location_unknown), on server time."""
+        """Time-driven checks on server time: offender silence (location_unknown), and exemption
+        windows that ended while a pair or an offender was inside."""
         self._conditions.tick(now_ms, effects)
+        for spec in self._exempt_pairs:
+            pair = self._pairs[spec.key]
+            if not pair.exempt or spec.exemptions is None:
+                continue
+            offender = self._devices[spec.offender].fix
+            if spec.exemptions.exempt("proximity", now_ms, offender):
+                continue
+            changes = self._judge.reopen_after_exemption(spec, now_ms, effects)
+            if changes is not None:
+                self._command(spec, changes[0], changes[1], effects)
+        for device_id in self._zone_offenders:
+            device = self._devices[device_id]
+            if device.zones:
+                self._zone_commands(device, self._zones.tick(device, now_ms, effects), effects)
 
     def _on_fix(self, fix: Fix, now_ms: int, effects: Effects) -> None:
         device = self._known(fix.device_id, effects)
@@ -95,13 +110,44 @@ class ProximityEngine:
             return
         device.advance_seq(fix.seq)
         device.last_ts = fix.ts
-        device.fix = Position(lat=fix.lat, lon=fix.lon, acc=fix.acc, ts=fix.ts)
+        effects.changed_devices.add(device.device_id)
+        acc = effective_acc(fix.acc, fix.src)
+        position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=fix.ts)
+        verdict = classify(
+            device.track,
+            device.candidates,
+            position,
+            acc=acc,
+            max_speed_mps=self._max_speed_mps,
+            confirm=self._jump_confirm,
+        )
+        if verdict == "outlier":
+            # A GPS jump: kept as a candidate, counted, and it moves nothing on its own.
+            device.outliers += 1
+            effects.ignored.append((device.device_id, "outlier"))
+            return
+        previous = device.fix
+        if verdict == "relocated":
+            device.track = device.candidates[-TRACK_LEN:]
+            device.candidates = []
+            previous = None  # no straight path from before the move
+        else:
+            device.track.append(position)
+            del device.track[:-TRACK_LEN]
+            if device.candidates:
+                device.candidates = []
+        device.fix = position
         heard_before = device.last_heard_ms
         device.last_heard_ms = now_ms
-        effects.changed_devices.add(device.device_id)
         self._conditions.on_fix(device, fix.batt, heard_before, now_ms, effects)
         for spec in self._pairs_of.get(device.device_id, ()):
-            self._compare(spec, device, fix.seq, now_ms, effects)
+            changes = self._judge.compare(spec, device, fix.seq, now_ms, effects)
+            if changes is not None:
+                self._command(spec, changes[0], changes[1], effects)
+        if self._zones.has_zones(device.device_id):
+            self._zone_commands(
+                device, self._zones.on_fix(device, previous, now_ms, effects), effects
+            )
 
     def _on_event(self, event: DeviceEvent, now_ms: int, effects: Effects) -> None:
         device = self._known(event.device_id, effects)
@@ -140,62 +186,7 @@ class ProximityEngine:
         effects.ignored.append((device.device_id, reason))
         return False
 
-    # --- pairs -------------------------------------------------------------------------------
-
-    def _compare(
-        self, spec: PairSpec, reporter: DeviceState, seq: int, now_ms: int, effects: Effects
-    ) -> None:
-        """Compare the reporter's new fix with its partner's latest, if recent enough."""
-        is_offender = reporter.device_id == spec.offender
-        own = reporter.fix
-        partner = self._devices[spec.victim if is_offender else spec.offender].fix
-        if own is None or partner is None or abs(own.ts - partner.ts) > self._max_fix_age_ms:
-            return
-        offender, victim = (own, partner) if is_offender else (partner, own)
-        distance = distance_m(offender.lat, offender.lon, victim.lat, victim.lon)
-        uncertainty = offender.acc + victim.acc
-        pair = self._pairs[spec.key]
-        t_ms = max(own.ts, pair.last_obs_ts)  # pair time never goes backwards
-        pair.last_obs_ts = t_ms
-        pair.last_distance_m = distance
-        pair.last_uncertainty_m = uncertainty
-        effects.changed_pairs.add(spec.key)
-        obs = Observation(
-            order_id=spec.order_id,
-            offender_device=spec.offender,
-            victim_device=spec.victim,
-            distance_m=distance,
-            uncertainty_m=uncertainty,
-            offender=offender,
-            victim=victim,
-            reporter=reporter.device_id,
-            seq=seq,
-            now_ms=now_ms,
-        )
-        old_pre, old_alarm = pair.pre_alert, pair.alarm
-        pair.pre_alert, pre_change = self._ring(old_pre, spec.pre_alert, obs, t_ms, effects)
-        pair.alarm, alarm_change = self._ring(old_alarm, spec.alarm, obs, t_ms, effects)
-        if pair.pre_alert.phase == old_pre.phase and pair.alarm.phase == old_alarm.phase:
-            return
-        self._command(spec, pre_change, alarm_change, effects)
-
-    def _ring(
-        self, old: RingState, params: RingParams, obs: Observation, t_ms: int, effects: Effects
-    ) -> tuple[RingState, Transition | None]:
-        new, transition = step(old, obs.distance_m, t_ms, params)
-        if transition is not None:
-            # How long the condition held: the dwell served, or zero when it did not apply.
-            held_ms = t_ms - old.since_ts if old.phase in ("entering", "exiting") else 0
-            action: SignalAction = "open" if transition == "opened" else "clear"
-            effects.signals.append(ring_signal(obs, params, action, held_ms))
-        elif new.phase in _OPEN_PHASES and new.reported_m is not None:
-            moved = abs(obs.distance_m - new.reported_m)
-            if moved >= min(UPDATE_MIN_M, UPDATE_MIN_FRACTION * new.reported_m):
-                effects.signals.append(ring_signal(obs, params, "update", 0))
-                new = msgspec.structs.replace(new, reported_m=obs.distance_m)
-        return new, transition
-
-    # --- device commands: levels and intervals only, never a position or a distance ----------
+    # --- device commands: levels and intervals only, never a position, distance or zone ------
 
     def _command(
         self,
@@ -219,29 +210,47 @@ class ProximityEngine:
         self._set_interval(offender, effects)
         self._set_interval(victim, effects)
 
+    def _zone_commands(
+        self, offender: DeviceState, changes: list[ZoneChange], effects: Effects
+    ) -> None:
+        """The offender is told he is in a banned place (a level only: never which, never where)."""
+        if not changes:
+            return
+        transitions = {transition for _, transition in changes}
+        if "opened" in transitions and offender.warned != "alarm":
+            self._warn(offender, "alarm", effects)
+        elif (
+            transitions == {"cleared"}
+            and offender.warned in ("alarm", "pre_alert")
+            and not self._warning_holds(offender)
+        ):
+            self._warn(offender, "clear", effects)
+        self._set_interval(offender, effects)
+
     def _warn(self, device: DeviceState, level: WarnLevel, effects: Effects) -> None:
         device.warned = level
         effects.commands.append((device.device_id, Warn(level=level)))
         effects.changed_devices.add(device.device_id)
 
     def _warning_holds(self, device: DeviceState) -> bool:
-        """Whether an open ring of any pair still warrants a warning to this device."""
+        """Whether an open ring of any pair (or an open zone) still warrants a warning."""
         for spec in self._pairs_of.get(device.device_id, ()):
             pair = self._pairs[spec.key]
             if pair.alarm.phase in _OPEN_PHASES:
                 return True
             if spec.offender == device.device_id and pair.pre_alert.phase in _OPEN_PHASES:
                 return True
-        return False
+        return any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values())
 
     def _set_interval(self, device: DeviceState, effects: Effects) -> None:
-        """Fast fixes while any pair of the device is entering or inside a ring."""
-        near = False
-        for spec in self._pairs_of.get(device.device_id, ()):
-            pair = self._pairs[spec.key]
-            if pair.pre_alert.phase != "outside" or pair.alarm.phase != "outside":
-                near = True
-                break
+        """Fast fixes while any pair or zone of the device is entering or inside."""
+        near = any(zone.ring.phase != "outside" for zone in device.zones.values())
+        if not near:
+            for spec in self._pairs_of.get(device.device_id, ()):
+                pair = self._pairs[spec.key]
+                if pair.pre_alert.phase != "outside" or pair.alarm.phase != "outside":
+                    near = True
+                    break
         wanted = self._alarm_interval_s if near else self._normal_interval_s
         # Nothing asked yet and nothing near: the device keeps its own configured default.
         if wanted == device.interval_s or (device.interval_s is None and not near):

@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 from nabij.config import ProximitySettings
 from nabij.contract import AlarmKind
+from services.proximity.core.accuracy import Reading
 from services.proximity.core.state import RingState
 
 Transition = Literal["opened", "cleared"]
@@ -49,33 +50,44 @@ class RingParams:
 
 
 def step(
-    state: RingState, distance_m: float, t_ms: int, params: RingParams
+    state: RingState, reading: Reading | float, t_ms: int, params: RingParams
 ) -> tuple[RingState, Transition | None]:
     """Advance one ring by one observation at device time `t_ms` (never earlier than the last).
 
+    `reading` is a plain distance (entry and exit decided on it alike) or a `Reading` from the
+    accuracy rule. A reading that is not `fine` never moves the ring outward: it cannot cancel
+    an entry dwell, start an exit or clear; nor can it open at once under the critical distance.
     Returns the same `state` object when nothing changed.
     """
+    if isinstance(reading, Reading):
+        enter_m, exit_m = reading.enter_m, reading.exit_m
+        fine, may_open = reading.fine, reading.may_open
+    else:
+        enter_m = exit_m = reading
+        fine = may_open = True
     phase = state.phase
     if phase in ("outside", "entering"):
-        if distance_m > params.ring_m:
-            if phase == "outside":
+        if enter_m > params.ring_m or not may_open:
+            if phase == "outside" or not fine:
                 return state, None
             return RingState("outside", t_ms), None
         # Within the ring: a critical distance, a zero dwell, or a dwell served opens at once.
         if (
-            distance_m < params.critical_m
+            (fine and enter_m < params.critical_m)
             or params.enter_dwell_ms <= 0
             or (phase == "entering" and t_ms - state.since_ts >= params.enter_dwell_ms)
         ):
-            return RingState("inside", t_ms, distance_m), "opened"
+            return RingState("inside", t_ms, enter_m), "opened"
         if phase == "outside":
             return RingState("entering", t_ms), None
         return state, None
-    if distance_m <= params.exit_m:
+    if exit_m <= params.exit_m:
         if phase == "exiting":
             # Back within the margin: still the same open condition, no new signal.
             return RingState("inside", t_ms, state.reported_m), None
         return state, None
+    if not fine:
+        return state, None  # a poor fix never clears, nor starts the exit dwell
     if params.exit_dwell_ms <= 0 or (
         phase == "exiting" and t_ms - state.since_ts >= params.exit_dwell_ms
     ):

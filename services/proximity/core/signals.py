@@ -43,11 +43,28 @@ class Observation:
     now_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a signal adds beyond the observation: how sure, how fast, and why (if unusual)."""
+
+    confidence: float | None = None
+    closing_speed_mps: float | None = None
+    eta_s: float | None = None
+    cause: str | None = None
+    """Replaces the usual explanation in an `open` reason (a prediction, an ended exemption)."""
+    note: str | None = None
+    """Appended to the reason (e.g. the low confidence of a coarse fix)."""
+
+
+NO_FACTS = Facts()
+
+
 def ring_signal(
     obs: Observation,
     params: RingParams,
     action: SignalAction,
     held_ms: int,
+    facts: Facts = NO_FACTS,
 ) -> AlarmSignal:
     """An open, update or clear of a proximity ring; `held_ms` is how long the condition held."""
     key = pair_alarm_key(params.kind, obs.order_id, obs.offender_device, obs.victim_device)
@@ -55,11 +72,14 @@ def ring_signal(
     parties = f"Offender device {obs.offender_device}"
     victim = f"victim device {obs.victim_device}"
     if action == "open":
-        if held_ms > 0 or obs.distance_m >= params.critical_m:
-            why = f"{ring}) for {held_ms // 1000} s"
+        if facts.cause is not None:
+            reason = f"{parties} {obs.distance_m:.0f} m from {victim} ({ring}): {facts.cause}."
         else:
-            why = f"{ring}, under the critical {params.critical_m:.0f} m)"
-        reason = f"{parties} within {obs.distance_m:.0f} m of {victim} ({why}."
+            if held_ms > 0 or obs.distance_m >= params.critical_m:
+                why = f"{ring}) for {held_ms // 1000} s"
+            else:
+                why = f"{ring}, under the critical {params.critical_m:.0f} m)"
+            reason = f"{parties} within {obs.distance_m:.0f} m of {victim} ({why}."
     elif action == "update":
         reason = f"{parties} now {obs.distance_m:.0f} m from {victim} ({ring})."
     else:
@@ -67,6 +87,8 @@ def ring_signal(
             f"{parties} beyond {params.exit_m:.0f} m of {victim} for {held_ms // 1000} s "
             f"({ring}, exit margin {params.exit_margin_m:.0f} m)."
         )
+    if facts.note is not None:
+        reason = f"{reason[:-1]}; {facts.note}."
     return AlarmSignal(
         signal_id=signal_id(key, action, obs.reporter, str(obs.seq)),
         action=action,
@@ -81,6 +103,61 @@ def ring_signal(
         uncertainty_m=round(obs.uncertainty_m, 1),
         offender=obs.offender,
         victim=obs.victim,
+        confidence=facts.confidence,
+        closing_speed_mps=facts.closing_speed_mps,
+        eta_s=facts.eta_s,
+    )
+
+
+def zone_alarm_key(order_id: str, offender: str, zone: str) -> str:
+    return f"zone_alarm|{order_id}|{offender}|{zone}"
+
+
+def zone_signal(
+    order_id: str,
+    offender_device: str,
+    zone: str,
+    action: SignalAction,
+    *,
+    offender: Position,
+    signed_m: float,
+    params: RingParams,
+    held_ms: int,
+    tag: str,
+    now_ms: int,
+    facts: Facts = NO_FACTS,
+) -> AlarmSignal:
+    """An open or clear of an exclusion zone. Names the zone, never its geometry."""
+    key = zone_alarm_key(order_id, offender_device, zone)
+    who = f"Offender device {offender_device}"
+    where = f"{abs(signed_m):.0f} m {'inside' if signed_m <= 0 else 'outside'}"
+    if action == "open":
+        if facts.cause is not None:
+            why = facts.cause
+        elif held_ms > 0 or signed_m >= params.critical_m:
+            why = f"for {held_ms // 1000} s"
+        else:
+            why = f"deeper than {-params.critical_m:.0f} m"
+        reason = f"{who} entered exclusion zone {zone!r} of order {order_id} ({where}, {why})."
+    else:
+        reason = (
+            f"{who} left exclusion zone {zone!r} of order {order_id}: beyond "
+            f"{params.exit_margin_m:.0f} m for {held_ms // 1000} s (now {where})."
+        )
+    if facts.note is not None:
+        reason = f"{reason[:-1]}; {facts.note}."
+    return AlarmSignal(
+        signal_id=signal_id(key, action, offender_device, tag),
+        action=action,
+        kind="zone_alarm",
+        alarm_key=key,
+        order_id=order_id,
+        offender_device=offender_device,
+        at=now_ms,
+        reason=reason,
+        offender=offender,
+        zone=zone,
+        confidence=facts.confidence,
     )
 
 

@@ -29,6 +29,18 @@ class RingState(msgspec.Struct, frozen=True, omit_defaults=True):
     """Distance last sent in an open or update signal while the ring is open."""
 
 
+class ZoneState(msgspec.Struct, omit_defaults=True):
+    """Where an offender stands relative to one exclusion zone of one order."""
+
+    ring: RingState = msgspec.field(default_factory=RingState)
+    signed_m: float | None = None
+    """Last distance to the zone's boundary, negative inside."""
+    acc: float | None = None
+    """Effective accuracy radius of the fix that gave `signed_m`."""
+    exempt: bool = False
+    """The last evaluation fell in an exemption window (the tick re-checks when it ends)."""
+
+
 class DeviceState(msgspec.Struct):
     device_id: str
     last_seq: int = -1
@@ -50,6 +62,14 @@ class DeviceState(msgspec.Struct):
     """Warn level last sent to the device."""
     status_changes: int = 0
     """Counts presence changes, so signal ids born from status messages (no seq) stay unique."""
+    track: list[Position] = []
+    """The last few accepted fixes, oldest first (the newest is `fix`): velocity, jumps."""
+    candidates: list[Position] = []
+    """Outliers (GPS jumps) in a row that agree with each other; enough of them relocate."""
+    outliers: int = 0
+    """Outliers seen in total (their signal-free inputs still advance `seq`)."""
+    zones: dict[str, ZoneState] = {}
+    """Offender devices: `{order_id}|{zone name}` -> where the device stands to that zone."""
 
     def seq_seen(self, seq: int) -> bool:
         """Whether `seq` (<= last_seq) was accepted before, as far as the window remembers."""
@@ -85,6 +105,8 @@ class PairState(msgspec.Struct):
     """Device time of the newest comparison; never goes backwards."""
     last_distance_m: float | None = None
     last_uncertainty_m: float | None = None
+    exempt: bool = False
+    """The last comparison fell in an exemption window (the tick re-checks when it ends)."""
 
     @property
     def key(self) -> PairKey:

@@ -1,4 +1,4 @@
-"""Who is paired with whom: lookups built once from the orders, read on every fix."""
+"""Who is paired with whom, and which zones bind whom: lookups built once from the orders."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from nabij.config import Order, ProximitySettings
+from nabij.config import Order, ProximitySettings, Zone
+from services.proximity.core.exemptions import Exemptions
 from services.proximity.core.hysteresis import RingParams
 from services.proximity.core.state import PairKey
+from services.proximity.core.zones import ZoneSet
 
 Role = Literal["offender", "victim"]
 
@@ -24,7 +26,7 @@ class Membership:
 
 @dataclass(frozen=True, slots=True)
 class PairSpec:
-    """The fixed part of a pair: who, and the two rings' parameters."""
+    """The fixed part of a pair: who, the two rings' parameters, and the order's exemptions."""
 
     key: PairKey
     order_id: str
@@ -32,6 +34,7 @@ class PairSpec:
     victim: str
     pre_alert: RingParams
     alarm: RingParams
+    exemptions: Exemptions | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +47,30 @@ class Topology:
     offenders: tuple[str, ...]
     role_names: dict[str, Role]
     """For reasons: a device that is offender in any order is called the offender device."""
+    zones: dict[str, ZoneSet]
+    """Offender device -> its exclusion zones (only offenders with zones)."""
+    exemptions: dict[str, Exemptions]
+    """Order id -> its exemption windows (only orders that have some)."""
 
     @classmethod
     def build(cls, orders: Sequence[Order], settings: ProximitySettings) -> Topology:
         pairs: dict[PairKey, PairSpec] = {}
         pairs_of: dict[str, list[PairSpec]] = {}
         memberships: dict[str, dict[Membership, None]] = {}
+        zones_of: dict[str, list[tuple[str, Zone]]] = {}
+        exemptions: dict[str, Exemptions] = {}
         for order in orders:
             offender = order.offender_device
             pre_alert = RingParams.build("proximity_pre_alert", order.pre_alert_ring_m, settings)
             alarm = RingParams.build("proximity_alarm", order.alarm_m, settings)
+            exempt = Exemptions(order) if order.exemption else None
+            if exempt is not None:
+                exemptions[order.id] = exempt
             memberships.setdefault(offender, {})[Membership(order.id, offender, "offender")] = None
+            zones_of.setdefault(offender, []).extend((order.id, zone) for zone in order.zone)
             for victim in dict.fromkeys(order.victim_devices):
                 key = (order.id, offender, victim)
-                spec = PairSpec(key, order.id, offender, victim, pre_alert, alarm)
+                spec = PairSpec(key, order.id, offender, victim, pre_alert, alarm, exempt)
                 pairs[key] = spec
                 pairs_of.setdefault(offender, []).append(spec)
                 pairs_of.setdefault(victim, []).append(spec)
@@ -71,4 +84,10 @@ class Topology:
             role_names={
                 device: "offender" if device in offenders else "victim" for device in memberships
             },
+            zones={
+                device: ZoneSet(device, zones, settings)
+                for device, zones in zones_of.items()
+                if zones
+            },
+            exemptions=exemptions,
         )

@@ -1,0 +1,155 @@
+"""Tracks: GPS-jump rejection, velocity from a device's recent fixes, and time to contact.
+
+A device keeps its last few accepted fixes (`DeviceState.track`). A new fix that would need more
+than `max_speed_mps` from the newest of them (after both fixes' accuracy radii are granted) is
+an *outlier*: it is kept aside as a candidate and changes nothing. When `jump_confirm_fixes`
+candidates in a row agree with each other, the device really moved (a train ride): the
+candidates become its track.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from nabij.contract import Position
+from services.proximity.core.geo import distance_m
+
+TRACK_LEN: Final = 5
+VELOCITY_WINDOW_MS: Final = 90_000
+"""Velocity is taken over the newest fix and the oldest one at most this much older."""
+MIN_VELOCITY_SPAN_MS: Final = 5_000
+MAX_VELOCITY_ACC_M: Final = 50.0
+"""Fixes coarser than this give no velocity (their wander would look like motion)."""
+METRES_PER_DEG: Final = 111_195.0  # mean Earth radius: short local offsets only
+
+Verdict = Literal["accept", "outlier", "relocated"]
+
+
+def consistent(a: Position, b: Position, max_speed_mps: float, acc_a: float, acc_b: float) -> bool:
+    """Whether `b` can follow `a` at no more than `max_speed_mps`, granting both radii."""
+    dt_s = abs(b.ts - a.ts) / 1000.0
+    reach = max_speed_mps * dt_s + acc_a + acc_b
+    # A flat-earth estimate (within 1% at these ranges) settles all but the borderline cases.
+    north, east = offset_m(a, b)
+    flat = math.sqrt(north * north + east * east)
+    if flat * 1.01 <= reach:
+        return True
+    if flat * 0.99 > reach:
+        return False
+    return distance_m(a.lat, a.lon, b.lat, b.lon) <= reach
+
+
+def classify(
+    track: list[Position],
+    candidates: list[Position],
+    fix: Position,
+    *,
+    acc: float,
+    max_speed_mps: float,
+    confirm: int,
+) -> Verdict:
+    """Judge `fix` against the track; updates `candidates` in place when it is an outlier."""
+    if not track:
+        return "accept"
+    last = track[-1]
+    if consistent(last, fix, max_speed_mps, last.acc, acc):
+        return "accept"
+    if candidates and consistent(candidates[-1], fix, max_speed_mps, candidates[-1].acc, acc):
+        candidates.append(fix)
+    else:
+        candidates[:] = [fix]
+    return "relocated" if len(candidates) >= confirm else "outlier"
+
+
+@dataclass(frozen=True, slots=True)
+class Velocity:
+    north_mps: float
+    east_mps: float
+
+
+STILL: Final = Velocity(0.0, 0.0)
+
+
+def velocity(track: list[Position]) -> Velocity | None:
+    """Mean velocity over the recent track; STILL when the motion is within the fixes' own
+    accuracy; None when the track is too short or too coarse to tell."""
+    if len(track) < 2:
+        return None
+    newest = track[-1]
+    if newest.acc > MAX_VELOCITY_ACC_M:
+        return None
+    oldest = None
+    for point in track[:-1]:
+        age = newest.ts - point.ts
+        if age <= VELOCITY_WINDOW_MS and point.acc <= MAX_VELOCITY_ACC_M:
+            oldest = point
+            break
+    if oldest is None or newest.ts - oldest.ts < MIN_VELOCITY_SPAN_MS:
+        return None
+    north, east = offset_m(oldest, newest)
+    if math.hypot(north, east) <= oldest.acc + newest.acc:
+        return STILL
+    dt_s = (newest.ts - oldest.ts) / 1000.0
+    return Velocity(north / dt_s, east / dt_s)
+
+
+def offset_m(a: Position, b: Position) -> tuple[float, float]:
+    """(north, east) metres from `a` to `b`, on a local tangent plane (good for short offsets)."""
+    north = (b.lat - a.lat) * METRES_PER_DEG
+    east = (b.lon - a.lon) * METRES_PER_DEG * math.cos(math.radians((a.lat + b.lat) / 2.0))
+    return north, east
+
+
+@dataclass(frozen=True, slots=True)
+class Approach:
+    """Linear prediction of the pair's motion."""
+
+    closing_speed_mps: float
+    """How fast the distance shrinks now (negative: the two draw apart)."""
+    closest_m: float
+    """Smallest predicted distance within the horizon."""
+    closest_in_s: float
+    eta_s: float | None
+    """Predicted seconds until the distance reaches the alarm ring (0 inside), if it will."""
+
+
+def approach(
+    offender: Position,
+    offender_v: Velocity | None,
+    victim: Position,
+    victim_v: Velocity | None,
+    *,
+    alarm_m: float,
+    horizon_s: float,
+) -> Approach | None:
+    """Predict from both velocities; None when neither device's motion is known."""
+    if offender_v is None and victim_v is None:
+        return None
+    vo = offender_v or STILL
+    vv = victim_v or STILL
+    # Both positions carried to the newer fix's time, so a stale partner fix is not mistaken.
+    t_ms = max(offender.ts, victim.ts)
+    north, east = offset_m(victim, offender)
+    north += (
+        vo.north_mps * (t_ms - offender.ts) / 1000.0 - vv.north_mps * (t_ms - victim.ts) / 1000.0
+    )
+    east += vo.east_mps * (t_ms - offender.ts) / 1000.0 - vv.east_mps * (t_ms - victim.ts) / 1000.0
+    wn, we = vo.north_mps - vv.north_mps, vo.east_mps - vv.east_mps
+    r2 = north * north + east * east
+    w2 = wn * wn + we * we
+    r = math.sqrt(r2)
+    rw = north * wn + east * we
+    closing = -rw / r if r > 0.0 else 0.0
+    if w2 <= 1e-9:
+        return Approach(closing, r, 0.0, 0.0 if r <= alarm_m else None)
+    t_star = min(max(-rw / w2, 0.0), horizon_s)
+    closest = math.hypot(north + wn * t_star, east + we * t_star)
+    eta: float | None
+    if r <= alarm_m:
+        eta = 0.0
+    else:
+        disc = rw * rw - w2 * (r2 - alarm_m * alarm_m)
+        eta = (-rw - math.sqrt(disc)) / w2 if rw < 0.0 and disc >= 0.0 else None
+    return Approach(closing, closest, t_star, eta)

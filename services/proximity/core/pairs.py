@@ -1,0 +1,296 @@
+"""One comparison of a pair: the accuracy rule, the prediction, exemptions, and both rings.
+
+Runs whenever *either* device of the pair reports an accepted fix, so a victim walking towards a
+still offender is judged exactly like the reverse.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from nabij.config import ProximitySettings
+from nabij.contract import Position, SignalAction
+from services.proximity.core.accuracy import (
+    Reading,
+    inside_probability,
+    ring_reading,
+    sigma_m,
+)
+from services.proximity.core.effects import Effects
+from services.proximity.core.geo import distance_m
+from services.proximity.core.hysteresis import RingParams, Transition, step
+from services.proximity.core.motion import Approach, approach, velocity
+from services.proximity.core.signals import Facts, Observation, ring_signal
+from services.proximity.core.state import DeviceState, PairState, RingState
+from services.proximity.core.topology import PairSpec
+
+# While a ring is open, an update is sent only when the distance moved by 10% or 50 m (whichever
+# is smaller) since the last one sent: enough for an operator, and it keeps Redis traffic down.
+UPDATE_MIN_FRACTION: Final = 0.1
+UPDATE_MIN_M: Final = 50.0
+MIN_PREDICT_CLOSING_MPS: Final = 1.0
+"""A prediction opens the pre-alert only for a pair closing at least this fast."""
+OPEN_PHASES: Final = frozenset({"inside", "exiting"})
+_CLOSED_PHASES: Final = frozenset({"outside", "entering"})
+Changes = tuple[Transition | None, Transition | None]
+"""(pre-alert ring, alarm ring)."""
+
+
+class PairJudge:
+    def __init__(
+        self,
+        devices: dict[str, DeviceState],
+        pairs: dict[tuple[str, str, str], PairState],
+        settings: ProximitySettings,
+    ) -> None:
+        self._devices = devices  # shared with the engine
+        self._pairs = pairs
+        self._max_fix_age_ms = round(settings.max_fix_age_s * 1000)
+        self._horizon_s = settings.predict_horizon_s
+        # Beyond this, no prediction within the horizon can reach the alarm ring.
+        self._predict_reach_m = 2 * settings.max_speed_mps * settings.predict_horizon_s
+
+    def compare(
+        self, spec: PairSpec, reporter: DeviceState, seq: int, now_ms: int, effects: Effects
+    ) -> Changes | None:
+        """Compare the reporter's new fix with its partner's latest, if recent enough; returns
+        the rings' transitions, or None when no ring changed phase."""
+        is_offender = reporter.device_id == spec.offender
+        own = reporter.fix
+        partner = self._devices[spec.victim if is_offender else spec.offender].fix
+        if own is None or partner is None or abs(own.ts - partner.ts) > self._max_fix_age_ms:
+            return None
+        offender, victim = (own, partner) if is_offender else (partner, own)
+        distance = distance_m(offender.lat, offender.lon, victim.lat, victim.lon)
+        uncertainty = offender.acc + victim.acc
+        pair = self._pairs[spec.key]
+        t_ms = max(own.ts, pair.last_obs_ts)  # pair time never goes backwards
+        pair.last_obs_ts = t_ms
+        pair.last_distance_m = distance
+        pair.last_uncertainty_m = uncertainty
+        effects.changed_pairs.add(spec.key)
+        exempt = spec.exemptions is not None and spec.exemptions.exempt("proximity", t_ms, offender)
+        pair.exempt = exempt
+        old_pre, old_alarm = pair.pre_alert, pair.alarm
+        pre_ring = spec.pre_alert.ring_m
+        if (
+            old_pre.phase == "outside"
+            and old_alarm.phase == "outside"
+            and (
+                exempt
+                or (
+                    distance - min(uncertainty, pre_ring / 2) > pre_ring
+                    and distance - uncertainty > spec.alarm.ring_m + self._predict_reach_m
+                )
+            )
+        ):
+            return None  # the common case: far apart (or exempt), nothing can change
+        obs = Observation(
+            order_id=spec.order_id,
+            offender_device=spec.offender,
+            victim_device=spec.victim,
+            distance_m=distance,
+            uncertainty_m=uncertainty,
+            offender=offender,
+            victim=victim,
+            reporter=reporter.device_id,
+            seq=seq,
+            now_ms=now_ms,
+        )
+        motion = _Motion(self, spec, offender, victim)
+        pre_reading = ring_reading(distance, uncertainty, pre_ring, pre_alert=True)
+        alarm_reading = ring_reading(distance, uncertainty, spec.alarm.ring_m, pre_alert=False)
+        pair.pre_alert, pre_change = self._ring(
+            old_pre, spec.pre_alert, pre_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
+            effects=effects,
+        )  # fmt: skip
+        pair.alarm, alarm_change = self._ring(
+            old_alarm, spec.alarm, alarm_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
+            effects=effects,
+        )  # fmt: skip
+        if (
+            not exempt
+            and pre_change is None
+            and pair.pre_alert.phase in _CLOSED_PHASES
+            and alarm_reading.fine
+            and self._horizon_s > 0
+        ):
+            pair.pre_alert, pre_change = self._predict(
+                pair.pre_alert, spec, obs=obs, t_ms=t_ms, motion=motion, effects=effects
+            )
+        if pair.pre_alert.phase == old_pre.phase and pair.alarm.phase == old_alarm.phase:
+            return None
+        return pre_change, alarm_change
+
+    def reopen_after_exemption(
+        self, spec: PairSpec, now_ms: int, effects: Effects
+    ) -> Changes | None:
+        """The tick found the pair's exemption over: open what the last comparison is inside."""
+        pair = self._pairs[spec.key]
+        pair.exempt = False
+        effects.changed_pairs.add(spec.key)
+        offender = self._devices[spec.offender]
+        victim = self._devices[spec.victim]
+        distance, uncertainty = pair.last_distance_m, pair.last_uncertainty_m
+        if (
+            distance is None
+            or uncertainty is None
+            or offender.fix is None
+            or victim.fix is None
+            or not self._recent(offender, now_ms)
+            or not self._recent(victim, now_ms)
+        ):
+            return None
+        obs = Observation(
+            order_id=spec.order_id,
+            offender_device=spec.offender,
+            victim_device=spec.victim,
+            distance_m=distance,
+            uncertainty_m=uncertainty,
+            offender=offender.fix,
+            victim=victim.fix,
+            reporter=spec.offender,
+            seq=offender.last_seq,
+            now_ms=now_ms,
+        )
+        changes: list[Transition | None] = []
+        for params, attr in ((spec.pre_alert, "pre_alert"), (spec.alarm, "alarm")):
+            state: RingState = getattr(pair, attr)
+            reading = ring_reading(
+                distance, uncertainty, params.ring_m, pre_alert=attr == "pre_alert"
+            )
+            if (
+                state.phase in _CLOSED_PHASES
+                and reading.may_open
+                and reading.enter_m <= params.ring_m
+            ):
+                facts = self._facts(obs, params, _Motion(self, spec, obs.offender, obs.victim))
+                facts = Facts(
+                    facts.confidence,
+                    facts.closing_speed_mps,
+                    facts.eta_s,
+                    cause="exemption window ended with the pair inside",
+                )
+                signal = ring_signal(obs, params, "open", 0, facts)
+                effects.signals.append(
+                    msgspec.structs.replace(signal, signal_id=f"{signal.signal_id}|exemption-end")
+                )
+                setattr(pair, attr, RingState("inside", pair.last_obs_ts, distance))
+                changes.append("opened")
+            else:
+                changes.append(None)
+        if changes == [None, None]:
+            return None
+        return changes[0], changes[1]
+
+    def _recent(self, device: DeviceState, now_ms: int) -> bool:
+        heard = device.last_heard_ms
+        return heard is not None and now_ms - heard <= self._max_fix_age_ms
+
+    def _ring(
+        self,
+        old: RingState,
+        params: RingParams,
+        reading: Reading,
+        *,
+        obs: Observation,
+        t_ms: int,
+        exempt: bool,
+        motion: _Motion,
+        effects: Effects,
+    ) -> tuple[RingState, Transition | None]:
+        if exempt and old.phase in _CLOSED_PHASES:
+            # Suspended: nothing opens; an open ring still runs, so it can clear.
+            return (old if old.phase == "outside" else RingState("outside", t_ms)), None
+        new, transition = step(old, reading, t_ms, params)
+        if transition is not None:
+            # How long the condition held: the dwell served, or zero when it did not apply.
+            held_ms = t_ms - old.since_ts if old.phase in ("entering", "exiting") else 0
+            action: SignalAction = "open" if transition == "opened" else "clear"
+            facts = self._facts(obs, params, motion)
+            if not reading.fine:
+                facts = Facts(
+                    facts.confidence,
+                    facts.closing_speed_mps,
+                    facts.eta_s,
+                    note=(
+                        f"coarse position (uncertainty {obs.uncertainty_m:.0f} m), "
+                        f"confidence {100 * (facts.confidence or 0):.0f}%"
+                    ),
+                )
+            effects.signals.append(ring_signal(obs, params, action, held_ms, facts))
+            if transition == "opened":
+                new = msgspec.structs.replace(new, reported_m=obs.distance_m)
+        elif new.phase in OPEN_PHASES and new.reported_m is not None:
+            moved = abs(obs.distance_m - new.reported_m)
+            if moved >= min(UPDATE_MIN_M, UPDATE_MIN_FRACTION * new.reported_m):
+                facts = self._facts(obs, params, motion)
+                effects.signals.append(ring_signal(obs, params, "update", 0, facts))
+                new = msgspec.structs.replace(new, reported_m=obs.distance_m)
+        return new, transition
+
+    def _predict(
+        self,
+        state: RingState,
+        spec: PairSpec,
+        *,
+        obs: Observation,
+        t_ms: int,
+        motion: _Motion,
+        effects: Effects,
+    ) -> tuple[RingState, Transition | None]:
+        """Open the pre-alert early when the pair is predicted inside the alarm ring soon."""
+        predicted = motion.get()
+        if (
+            predicted is None
+            or predicted.closing_speed_mps < MIN_PREDICT_CLOSING_MPS
+            or predicted.closest_m > spec.alarm.ring_m
+        ):
+            return state, None
+        facts = self._facts(obs, spec.pre_alert, motion)
+        cause = (
+            f"closing at {predicted.closing_speed_mps:.0f} m/s, predicted within "
+            f"{predicted.closest_m:.0f} m in {predicted.closest_in_s:.0f} s"
+        )
+        facts = Facts(facts.confidence, facts.closing_speed_mps, facts.eta_s, cause=cause)
+        effects.signals.append(ring_signal(obs, spec.pre_alert, "open", 0, facts))
+        return RingState("inside", t_ms, obs.distance_m), "opened"
+
+    def _facts(self, obs: Observation, params: RingParams, motion: _Motion) -> Facts:
+        sigma = sigma_m(obs.offender.acc, obs.victim.acc)
+        confidence = round(inside_probability(obs.distance_m, params.ring_m, sigma), 3)
+        predicted = motion.get()
+        if predicted is None:
+            return Facts(confidence)
+        eta = None if predicted.eta_s is None else round(predicted.eta_s, 1)
+        return Facts(confidence, round(predicted.closing_speed_mps, 1) + 0.0, eta)
+
+
+class _Motion:
+    """The pair's predicted approach, computed at most once per comparison and only if asked."""
+
+    __slots__ = ("_done", "_judge", "_offender", "_spec", "_value", "_victim")
+
+    def __init__(
+        self, judge: PairJudge, spec: PairSpec, offender: Position, victim: Position
+    ) -> None:
+        self._judge, self._spec = judge, spec
+        self._offender, self._victim = offender, victim
+        self._done = False
+        self._value: Approach | None = None
+
+    def get(self) -> Approach | None:
+        if not self._done:
+            self._done = True
+            devices = self._judge._devices
+            self._value = approach(
+                self._offender,
+                velocity(devices[self._spec.offender].track),
+                self._victim,
+                velocity(devices[self._spec.victim].track),
+                alarm_m=self._spec.alarm.ring_m,
+                horizon_s=self._judge._horizon_s,
+            )
+        return self._value

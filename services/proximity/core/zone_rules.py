@@ -1,0 +1,187 @@
+"""Exclusion zones against an offender's accepted fixes: the same hysteresis as the rings.
+
+The distance that a zone's ring machine sees is the signed distance to the zone's boundary
+(negative inside), so the ring is at 0 m, the exit margin lies outside the zone and the critical
+distance ("deep inside") is negative. The accuracy rule applies as for pairs, with the zone's size
+(radius, or equivalent radius of a polygon) in place of the ring. A straight path between two
+consecutive fine fixes that passes through a zone opens it even when neither fix is inside.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from nabij.config import ProximitySettings
+from nabij.contract import Position, SignalAction
+from services.proximity.core.accuracy import Reading, zone_inside_probability
+from services.proximity.core.effects import Effects
+from services.proximity.core.exemptions import Exemptions
+from services.proximity.core.hysteresis import Transition, step
+from services.proximity.core.signals import Facts, zone_signal
+from services.proximity.core.state import DeviceState, RingState, ZoneState
+from services.proximity.core.zones import ZoneSet, ZoneSpec
+
+_CLOSED: Final = frozenset({"outside", "entering"})
+ZoneChange = tuple[ZoneSpec, Transition]
+
+
+class ZoneJudge:
+    def __init__(
+        self,
+        zones: dict[str, ZoneSet],
+        exemptions: dict[str, Exemptions],
+        settings: ProximitySettings,
+    ) -> None:
+        self._zones = zones
+        self._exemptions = exemptions
+        self._max_gap_ms = round(settings.max_fix_age_s * 1000)
+
+    def has_zones(self, device_id: str) -> bool:
+        return device_id in self._zones
+
+    def on_fix(
+        self,
+        device: DeviceState,
+        previous: Position | None,
+        now_ms: int,
+        effects: Effects,
+    ) -> list[ZoneChange]:
+        """Judge the device's newest fix (and its path from `previous`) against its zones."""
+        zone_set = self._zones.get(device.device_id)
+        fix = device.fix
+        if zone_set is None or fix is None:
+            return []
+        if previous is not None and fix.ts - previous.ts > self._max_gap_ms:
+            previous = None  # after a long gap a straight line says nothing
+        lat_min, lat_max, lon_min, lon_max = fix.lat, fix.lat, fix.lon, fix.lon
+        if previous is not None:
+            lat_min, lat_max = min(lat_min, previous.lat), max(lat_max, previous.lat)
+            lon_min, lon_max = min(lon_min, previous.lon), max(lon_max, previous.lon)
+        specs = zone_set.near(lat_min, lon_min, lat_max, lon_max)
+        if device.zones:
+            # Zones not outside must see every fix, near or not, to be able to clear.
+            extra = [
+                s
+                for s in zone_set.specs
+                if s.key in device.zones
+                and (device.zones[s.key].ring.phase != "outside" or device.zones[s.key].exempt)
+                and s not in specs
+            ]
+            specs = specs + extra
+        if not specs:
+            return []
+        projection = zone_set.projection
+        here = projection.xy(fix.lat, fix.lon)
+        there = None if previous is None else projection.xy(previous.lat, previous.lon)
+        changes: list[ZoneChange] = []
+        for spec in specs:
+            old = device.zones.get(spec.key) or ZoneState()
+            shape = spec.shape
+            signed = shape.signed_m(*here)
+            acc = fix.acc
+            fine = acc <= shape.size_m
+            reading = Reading(
+                signed - min(acc, shape.size_m / 2),
+                signed - acc,
+                fine,
+                fine or signed + acc <= 0.0,
+            )
+            exemptions = self._exemptions.get(spec.order_id)
+            exempt = exemptions is not None and exemptions.exempt(spec.name, fix.ts, fix)
+            ring, transition = old.ring, None
+            facts = Facts(round(zone_inside_probability(signed, acc), 3))
+            if exempt and ring.phase in _CLOSED:
+                ring = ring if ring.phase == "outside" else RingState("outside", fix.ts)
+            else:
+                ring, transition = step(old.ring, reading, fix.ts, spec.params)
+                if (
+                    transition is None
+                    and ring.phase in _CLOSED
+                    and there is not None
+                    and previous is not None
+                    and fine
+                    and previous.acc <= shape.size_m
+                    and reading.enter_m > 0.0
+                    and shape.crossed(there, here)
+                ):
+                    ring, transition = RingState("inside", fix.ts), "opened"
+                    gap_s = (fix.ts - previous.ts) // 1000
+                    facts = Facts(
+                        facts.confidence,
+                        cause=f"the path between two fixes {gap_s} s apart crossed it",
+                    )
+            if transition is not None:
+                held_ms = (
+                    fix.ts - old.ring.since_ts if old.ring.phase in ("entering", "exiting") else 0
+                )
+                if facts.cause is None and not fine:
+                    facts = Facts(facts.confidence, note=f"coarse position (±{acc:.0f} m)")
+                action: SignalAction = "open" if transition == "opened" else "clear"
+                effects.signals.append(
+                    zone_signal(
+                        spec.order_id,
+                        spec.offender,
+                        spec.name,
+                        action,
+                        offender=fix,
+                        signed_m=signed,
+                        params=spec.params,
+                        held_ms=held_ms,
+                        tag=str(device.last_seq),
+                        now_ms=now_ms,
+                        facts=facts,
+                    )
+                )
+                changes.append((spec, transition))
+            new = ZoneState(ring, round(signed, 1), acc, exempt)
+            if new != old:
+                device.zones[spec.key] = new
+        return changes
+
+    def tick(self, device: DeviceState, now_ms: int, effects: Effects) -> list[ZoneChange]:
+        """Zones whose exemption ended: open those the offender's last fix is inside."""
+        zone_set = self._zones.get(device.device_id)
+        if zone_set is None or not device.zones:
+            return []
+        changes: list[ZoneChange] = []
+        for spec in zone_set.specs:
+            state = device.zones.get(spec.key)
+            exemptions = self._exemptions.get(spec.order_id)
+            if state is None or not state.exempt or exemptions is None:
+                continue
+            if exemptions.exempt(spec.name, now_ms, device.fix):
+                continue
+            effects.changed_devices.add(device.device_id)
+            ring = state.ring
+            fix = device.fix
+            if (
+                ring.phase in _CLOSED
+                and fix is not None
+                and state.signed_m is not None
+                and state.acc is not None
+                and state.signed_m - min(state.acc, spec.shape.size_m / 2) <= 0.0
+                and (state.acc <= spec.shape.size_m or state.signed_m + state.acc <= 0.0)
+            ):
+                ring = RingState("inside", device.last_ts)
+                facts = Facts(
+                    round(zone_inside_probability(state.signed_m, state.acc), 3),
+                    cause="exemption window ended with the offender inside",
+                )
+                effects.signals.append(
+                    zone_signal(
+                        spec.order_id,
+                        spec.offender,
+                        spec.name,
+                        "open",
+                        offender=fix,
+                        signed_m=state.signed_m,
+                        params=spec.params,
+                        held_ms=0,
+                        tag=f"{device.last_seq}|exemption-end",
+                        now_ms=now_ms,
+                        facts=facts,
+                    )
+                )
+                changes.append((spec, "opened"))
+            device.zones[spec.key] = ZoneState(ring, state.signed_m, state.acc, False)
+        return changes

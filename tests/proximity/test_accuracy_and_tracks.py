@@ -1,0 +1,234 @@
+"""The accuracy rule, the confidence model, the GPS-jump filter and time to contact."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nabij.contract import Fix
+from services.proximity.core.accuracy import (
+    Reading,
+    effective_acc,
+    inside_probability,
+    ring_reading,
+    sigma_m,
+)
+from services.proximity.core.engine import Effects
+from services.proximity.core.hysteresis import RingParams, Transition, step
+from services.proximity.core.motion import approach, velocity
+from services.proximity.core.state import RingState
+from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, fix_at, of_action, opens
+
+S = 1_000
+RING = RingParams("proximity_alarm", 500.0, 50.0, 10_000, 60_000, 100.0)
+
+
+def test_confidence_agrees_with_a_monte_carlo_of_two_gaussian_errors() -> None:
+    """P(inside) from the Rice model matches 200,000 simulated error pairs to within 0.01, from
+    far outside to deep inside, for fine and coarse fixes."""
+    rng = random.Random(5)
+    for distance, acc_o, acc_v in [(450, 5, 5), (520, 30, 10), (0, 1500, 5), (900, 300, 300)]:
+        sigma = sigma_m(acc_o, acc_v)
+        inside = 0
+        trials = 200_000
+        for _ in range(trials):
+            dx, dy = rng.gauss(0, sigma), rng.gauss(0, sigma)
+            inside += (distance + dx) ** 2 + dy**2 <= 500.0**2
+        assert abs(inside_probability(distance, 500.0, sigma) - inside / trials) < 0.01
+
+
+def test_source_floors_raise_claimed_accuracy() -> None:
+    """A cell fix claiming 50 m is taken as 300 m, wifi as at least 20 m; GNSS is believed."""
+    assert effective_acc(50, "cell") == 300
+    assert effective_acc(5, "wifi") == 20
+    assert effective_acc(3, "gnss") == 3
+    assert effective_acc(3, None) == 3
+
+
+def test_a_coarse_reading_opens_at_most_the_pre_alert_and_never_clears() -> None:
+    """A 1,500 m uncertainty next to the victim may open the pre-alert ring but not the alarm
+    ring; once open, no coarse reading ever starts an exit or clears, however far it says."""
+    pre = RingParams("proximity_pre_alert", 1000.0, 100.0, 0, 0, 100.0)
+    state, change = step(RingState(), ring_reading(0.0, 1505.0, 1000.0, pre_alert=True), 0, pre)
+    assert change == "opened"
+    state_a, change_a = step(
+        RingState(), ring_reading(0.0, 1505.0, 500.0, pre_alert=False), 0, RING
+    )
+    assert (state_a.phase, change_a) == ("outside", None)
+    for distance in (3_000.0, 10_000.0, 90_000.0):
+        later, change = step(state, ring_reading(distance, 1505.0, 1000.0, pre_alert=True), 1, pre)
+        assert later is state and change is None
+
+
+def run(readings: list[tuple[Reading, int]], params: RingParams = RING) -> list[Transition]:
+    state, out = RingState(), []
+    for reading, t in readings:
+        state, change = step(state, reading, t, params)
+        if change is not None:
+            out.append(change)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    centre=st.floats(400.0, 600.0),
+    noise=st.lists(st.floats(-24.9, 24.9), min_size=5, max_size=200),
+    accs=st.lists(st.floats(0.0, 200.0), min_size=5, max_size=200),
+)
+def test_no_flapping_under_noise_below_the_exit_margin_whatever_the_accuracy(
+    centre: float, noise: list[float], accs: list[float]
+) -> None:
+    """Distances within +-25 m of any centre (spread under the 50 m margin) and any accuracies:
+    the accuracy-aware ring opens at most once and, once open, never clears (entry uses
+    d - min(U, ring/2), exit d - U: the gap between them is at least the margin)."""
+    readings = [
+        (ring_reading(centre + n, accs[i % len(accs)], 500.0, pre_alert=False), i * 5 * S)
+        for i, n in enumerate(noise)
+    ]
+    transitions = run(readings)
+    assert transitions in ([], ["opened"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    inside=st.lists(st.floats(0.0, 500.0), min_size=4, max_size=60),
+    accs=st.lists(st.floats(0.0, 500.0), min_size=1, max_size=60),
+    gap_s=st.integers(1, 15),
+)
+def test_no_missed_entry_when_truly_inside_longer_than_the_dwell(
+    inside: list[float], accs: list[float], gap_s: int
+) -> None:
+    """A pair truly inside the ring, observed with any accuracy up to the ring's size for longer
+    than the enter dwell, opens the ring: the rule never ignores a plausible approach."""
+    readings = [
+        (ring_reading(d, accs[i % len(accs)], 500.0, pre_alert=False), i * gap_s * S)
+        for i, d in enumerate(inside)
+    ]
+    if readings[-1][1] - readings[0][1] < RING.enter_dwell_ms:
+        return
+    assert run(readings)[:1] == ["opened"]
+
+
+def test_a_five_km_jump_is_an_outlier_and_moves_nothing() -> None:
+    """One fix 5 km away 15 s after the last is ignored as "outlier" (counted), opens nothing and
+    leaves the device's position where it was; the next normal fix is accepted."""
+    drive = Drive(engine())
+    drive.fix(VICTIM, T0, 5000)
+    drive.fix(OFFENDER, T0)
+    before = drive.engine.device(OFFENDER).fix
+    step_effects = drive.fix(OFFENDER, T0 + 15 * S, 4990, acc=8)
+    assert step_effects.ignored == [(OFFENDER, "outlier")]
+    assert step_effects.signals == [] and step_effects.commands == []
+    assert drive.engine.device(OFFENDER).fix == before
+    assert drive.engine.device(OFFENDER).outliers == 1
+    again = drive.fix(OFFENDER, T0 + 30 * S)
+    assert again.ignored == [] and drive.engine.device(OFFENDER).candidates == []
+
+
+def test_three_consistent_fixes_at_a_new_place_relocate_the_device() -> None:
+    """After a 40 km jump, two fixes are outliers; the third, agreeing with them, is accepted as
+    a real move (a train) and the pair is compared at the new place."""
+    drive = Drive(engine(enter_dwell_s=0))
+    drive.fix(VICTIM, T0)
+    drive.fix(OFFENDER, T0, 40_000)
+    verdicts = [drive.fix(OFFENDER, T0 + (60 + 15 * i) * S, 400 - 10 * i) for i in range(3)]
+    assert [v.ignored for v in verdicts] == [[(OFFENDER, "outlier")]] * 2 + [[]]
+    assert [s.kind for s in opens(verdicts[2].signals)] == [
+        "proximity_pre_alert",
+        "proximity_alarm",
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.floats(0, 20_000), st.integers(1, 120)), min_size=1, max_size=40),
+    order=st.randoms(use_true_random=False),
+)
+def test_with_the_jump_filter_state_stays_monotonic_under_reordering(
+    steps: list[tuple[float, int]], order: random.Random
+) -> None:
+    """Shuffled and duplicated fixes, many of them jumps: a device's seq and ts never go down,
+    its accepted position is always one of its fixes no newer than its seq, and an outlier never
+    changes the pair."""
+    fixes: list[Fix] = []
+    t = T0
+    for seq, (distance, gap) in enumerate(steps):
+        t += gap * S
+        fixes.append(fix_at(OFFENDER, seq, t, distance))
+    stream = fixes + fixes[::3]
+    order.shuffle(stream)
+    eng = engine()
+    eng.apply(fix_at(VICTIM, 0, T0), T0, Effects())
+    last = (-1, 0)
+    for fix in stream:
+        effects = Effects()
+        before = eng.pair(("O-1", OFFENDER, VICTIM)).last_obs_ts
+        eng.apply(fix, fix.ts, effects)
+        device = eng.device(OFFENDER)
+        assert (device.last_seq, device.last_ts) >= last
+        last = (device.last_seq, device.last_ts)
+        if device.fix is not None:
+            assert any(
+                (f.lat, f.lon, f.ts) == (device.fix.lat, device.fix.lon, device.fix.ts)
+                and f.seq <= device.last_seq
+                for f in fixes
+            )
+        if (OFFENDER, "outlier") in effects.ignored:
+            assert effects.signals == [] and effects.changed_pairs == set()
+            assert eng.pair(("O-1", OFFENDER, VICTIM)).last_obs_ts == before
+
+
+def test_closing_speed_and_eta_of_a_car_towards_a_still_victim() -> None:
+    """A car at 30 m/s heading straight for a still victim 1,500 m away closes at 30 m/s and
+    reaches the 500 m ring in about 33 s; its closest approach within 60 s is (near) zero."""
+    drive = Drive(engine())
+    drive.fix(VICTIM, T0)
+    drive.fix(VICTIM, T0 + 15 * S)
+    drive.fix(OFFENDER, T0 + 15 * S, 1950)
+    drive.fix(OFFENDER, T0 + 30 * S, 1500)
+    track_o = drive.engine.device(OFFENDER).track
+    track_v = drive.engine.device(VICTIM).track
+    predicted = approach(
+        track_o[-1], velocity(track_o), track_v[-1], velocity(track_v), alarm_m=500, horizon_s=60
+    )
+    assert predicted is not None
+    assert abs(predicted.closing_speed_mps - 30) < 0.5
+    assert predicted.eta_s is not None and abs(predicted.eta_s - 33.3) < 1
+    assert predicted.closest_m < 20
+
+
+def test_a_fast_approach_opens_the_pre_alert_early_with_speed_and_eta() -> None:
+    """Predicted inside the alarm ring within the 60 s horizon: the pre-alert opens while the
+    car is still beyond the 1 km ring, and the signal carries closing speed and eta."""
+    drive = Drive(engine())
+    drive.fix(VICTIM, T0)
+    drive.fix(OFFENDER, T0, 3000)
+    drive.fix(OFFENDER, T0 + 15 * S, 2550)
+    step_effects = drive.fix(OFFENDER, T0 + 30 * S, 2100)
+    pre = of_action(step_effects.signals, "open", "proximity_pre_alert")
+    assert len(pre) == 1 and "predicted" in pre[0].reason
+    assert pre[0].closing_speed_mps is not None and pre[0].closing_speed_mps > 25
+    assert pre[0].eta_s is not None and 50 < pre[0].eta_s < 60
+    assert opens(step_effects.signals, "proximity_alarm") == []
+
+
+def test_victim_and_offender_approach_give_the_same_timeline() -> None:
+    """Both sides are always checked: the victim walking to a still offender opens the same
+    rings at the same times as the offender walking to a still victim."""
+
+    def timeline(mover: str, still: str) -> list[tuple[str, str, int]]:
+        drive = Drive(engine())
+        out = []
+        for i, distance in enumerate(range(2000, 100, -45)):
+            t = T0 + i * 15 * S
+            for step_effects in (
+                drive.fix(still, t),
+                drive.fix(mover, t + 5 * S, float(distance), bearing=45.0),
+            ):
+                out.extend((s.action, s.kind, t) for s in step_effects.signals)
+        return out
+
+    assert timeline(VICTIM, OFFENDER) == timeline(OFFENDER, VICTIM)
+    assert ("open", "proximity_alarm") in {(a, k) for a, k, _ in timeline(VICTIM, OFFENDER)}

@@ -1,0 +1,40 @@
+"""From fixes to dispatch notices through the replay driver: new fields and privacy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nabij.contract import Notice
+from services.proximity.replay import replay
+from services.proximity.tracks import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def notices(name: str) -> list[tuple[str, Notice]]:
+    sc = load_scenario(SCENARIOS / name)
+    timeline = replay(sc.config, sc.records, tail_s=200)
+    return [(line.queue or "", line.notice) for line in timeline.lines if line.notice is not None]
+
+
+def test_zone_notices_name_the_zone_and_carry_no_victim_position() -> None:
+    """A zone alarm's notices name the zone (field and reason), carry the offender's position
+    and a confidence, and no victim position on any queue; it escalates to police unacknowledged."""
+    found = [(q, n) for q, n in notices("zone_cycling_through.toml") if n.kind == "zone_alarm"]
+    assert found
+    for _, notice in found:
+        assert notice.kind == "zone_alarm" and notice.zone == "school"
+        assert "'school'" in notice.reason
+        assert notice.victim is None and notice.offender is not None
+    assert {queue for queue, _ in found} == {"probation", "police"}
+
+
+def test_proximity_notices_carry_confidence_speed_and_eta_and_keep_privacy() -> None:
+    """Proximity notices carry confidence, closing speed and eta; the victim's position goes to
+    police notices only."""
+    found = notices("car_both_moving.toml")
+    opened = [n for _, n in found if n.event == "opened" and n.kind.startswith("proximity")]
+    assert opened and all(n.confidence is not None for n in opened)
+    assert any(n.closing_speed_mps and n.eta_s is not None for n in opened)
+    for queue, notice in found:
+        assert (notice.victim is not None) == (queue == "police")
