@@ -147,10 +147,16 @@ class ProximityService:
         self._mqtt.loop_start()
         log.info("proximity_started", orders=len(self._config.orders))
         next_tick = 0.0
+        caught_up = False
         try:
             while not stop.is_set():
                 batch = self._drain(timeout_s=0.2)
-                due = time.monotonic() >= next_tick
+                # Silence is judged only once the broker has handed over what it queued for us
+                # while we were away; otherwise every restart would report every device silent.
+                caught_up = caught_up or (
+                    self.subscribed() and len(batch) < self._settings.proximity.batch_max
+                )
+                due = caught_up and time.monotonic() >= next_tick
                 if batch or due:
                     self._process(batch, tick=due)
                 if due:
