@@ -1,29 +1,27 @@
 """Simulated device firmware: an ankle monitor and a victim device speaking the wire contract.
 
-`DeviceModel` is the pure part (true route, GNSS error, sequence counter, battery) and builds
-the messages. `Firmware` gives a model a link to publish through and obeys commands; with an
-`MqttLink` each device is a real MQTT client, as the hardware is: client id = device id,
-persistent session, QoS 1, a retained `{"online": false}` last will on its status topic and a
-retained `{"online": true, "ts": ...}` on every (re)connect.
+`Firmware` runs a `DeviceModel` (the pure part: truth, receiver, battery, clock) the way device
+firmware does: a fix every interval, events when something happens (battery low, GNSS lost
+indoors and back, power off), store-and-forward while out of coverage (the backlog goes up as
+fix arrays when the network returns), occasional QoS 1 duplicates, and nabij's commands obeyed
+(`set_interval`, `warn`: the victim device shows the warning, the ankle monitor instructs its
+wearer). Transport is a `Link` (`simulators.link.MqttLink` in real runs).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Final
 
 import msgspec
-import paho.mqtt.client as paho
-from paho.mqtt.reasoncodes import ReasonCode
 
 from nabij.contract import (
+    MAX_BACKLOG_FIXES,
     DeviceCommand,
     DeviceEvent,
-    DeviceStatus,
     EventType,
     Fix,
     SetInterval,
@@ -33,27 +31,35 @@ from nabij.contract import (
     command_decoder,
     encode,
 )
-from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
-from simulators import geo
-from simulators.movement import Route, State
-from simulators.noise import GnssNoise, NoiseParams, NoiseSample
+from simulators.link import DeviceConnectError, Link, MqttLink
+from simulators.model import DeviceModel
+from simulators.positioning import Sky
+
+__all__ = [
+    "FIRMWARE_BY_ROLE",
+    "AnkleMonitor",
+    "Behaviour",
+    "DeviceConnectError",
+    "DeviceModel",
+    "Firmware",
+    "IndoorWindow",
+    "Link",
+    "MqttLink",
+    "ReceivedCommand",
+    "VictimDevice",
+]
 
 log = logging.getLogger(__name__)
 
 Post = Callable[[Callable[[], None]], None]
 """Hands work to the thread that owns the device (the scheduler); default: run it at once."""
 
+# The device re-arms its battery_low event once charged this far above the threshold.
+BATTERY_REARM_PCT: Final = 5
+
 
 def _run_now(work: Callable[[], None]) -> None:
     work()
-
-
-class Link(Protocol):
-    """Where a device's messages go: MQTT for real runs, a list in tests."""
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
-
-    def close(self, timeout_s: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,76 +69,27 @@ class ReceivedCommand:
     command: DeviceCommand
 
 
-class DeviceModel:
-    """One device's truth and its measurements of it; deterministic for a given seed."""
+@dataclass(frozen=True, slots=True)
+class IndoorWindow:
+    from_s: float
+    to_s: float
+    sky: Sky
 
-    def __init__(
-        self,
-        device_id: str,
-        route: Route,
-        noise: NoiseParams,
-        *,
-        seed: int,
-        seq_base: int = 0,
-        battery_pct: float = 100.0,
-        battery_drain_pct_per_h: float = 0.0,
-    ) -> None:
-        self.device_id = device_id
-        self.route = route
-        self.noise = GnssNoise(noise, seed)
-        # One counter for fixes and events: nabij deduplicates redeliveries on it.
-        self.seq = seq_base
-        self.battery_pct = battery_pct
-        self.battery_drain_pct_per_h = battery_drain_pct_per_h
 
-    def _next_seq(self) -> int:
-        seq = self.seq
-        self.seq += 1
-        return seq
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How the device's world and firmware behave beyond its route and noise."""
 
-    def battery_at(self, t_s: float) -> int:
-        level = self.battery_pct - self.battery_drain_pct_per_h * t_s / 3600.0
-        return max(0, min(100, round(level)))
+    indoors: Sequence[IndoorWindow] = ()
+    battery_low_pct: int = 15
+    duplicate_rate: float = 0.0
+    seed: int = 0
 
-    def measure(self, t_s: float) -> tuple[State, NoiseSample, float, float]:
-        """True state, the error drawn for it, and the measured (lat, lon)."""
-        truth = self.route.at(t_s)
-        error = self.noise.sample(t_s)
-        lat, lon = geo.offset(truth.lat, truth.lon, error.east_m, error.north_m)
-        return truth, error, lat, lon
-
-    def fix(self, t_s: float, ts_ms: int) -> Fix:
-        truth, error, lat, lon = self.measure(t_s)
-        moving = truth.speed_mps > 0
-        return Fix(
-            device_id=self.device_id,
-            seq=self._next_seq(),
-            ts=ts_ms,
-            lat=round(lat, 7),
-            lon=round(lon, 7),
-            acc=round(error.acc_m, 1),
-            src=self.noise.params.src,
-            speed=round(truth.speed_mps, 2),
-            # A receiver reports a course only while moving.
-            heading=round(truth.heading_deg, 1) % 360.0
-            if moving and truth.heading_deg is not None
-            else None,
-            batt=self.battery_at(t_s),
-        )
-
-    def event(self, event_type: EventType, t_s: float, ts_ms: int) -> DeviceEvent:
-        """An event carries the position of the moment, as a panic press must."""
-        _, error, lat, lon = self.measure(t_s)
-        return DeviceEvent(
-            device_id=self.device_id,
-            seq=self._next_seq(),
-            ts=ts_ms,
-            type=event_type,
-            lat=round(lat, 7),
-            lon=round(lon, 7),
-            acc=round(error.acc_m, 1),
-            batt=self.battery_at(t_s),
-        )
+    def sky_at(self, t_s: float) -> Sky:
+        for window in self.indoors:
+            if window.from_s <= t_s < window.to_s:
+                return window.sky
+        return "open"
 
 
 class Firmware:
@@ -154,6 +111,7 @@ class Firmware:
         *,
         now_ms: Callable[[], int],
         post: Post = _run_now,
+        behaviour: Behaviour | None = None,
     ) -> None:
         self.model = model
         self.device_id = model.device_id
@@ -161,18 +119,61 @@ class Firmware:
         self.interval_s = interval_s
         self.now_ms = now_ms
         self._post = post
+        self.behaviour = behaviour if behaviour is not None else Behaviour()
+        self._rng = random.Random(self.behaviour.seed)
         self.link: Link | None = None
         self.commands: list[ReceivedCommand] = []
         self.rejected_commands: list[bytes] = []
         self.fixes_sent = 0
+        """Fixes measured and handed to the network (at once, or later from the backlog)."""
         self.events_sent = 0
+        self.duplicates_sent = 0
+        self.backlog_uploads = 0
+        """Fix arrays published after coverage returned."""
+        self.seqs_sent: list[int] = []
+        """Every seq the device published, in order, each once (duplicates not repeated)."""
         self.last_fix: Fix | None = None
         self.warnings: list[WarnLevel] = []
         """Warn levels received, in order."""
         self.shown: list[str] = []
         """What the device showed or told its wearer for each warning."""
+        self.powered = True
+        self.covered = True
+        self._backlog: list[Fix | DeviceEvent] = []
+        self._battery_low_sent = False
+        self._gnss_lost = False
         self.on_interval_change: Callable[[Firmware], None] | None = None
         self.on_command: Callable[[Firmware, DeviceCommand], None] | None = None
+
+    # --- the periodic step ---------------------------------------------------------------------
+
+    def tick(self, t_s: float, true_ms: int) -> bool:
+        """One measurement cycle at `t_s`; False once the device has gone silent for good."""
+        if not self.powered:
+            return False
+        level = self.model.battery.level_at(t_s)
+        if level <= 0.0:
+            self.send_event("power_off", t_s, true_ms)
+            return False
+        self._watch_battery(level, t_s, true_ms)
+        sky = self.behaviour.sky_at(t_s)
+        self._watch_sky(sky, t_s, true_ms)
+        self.send_fix(t_s, true_ms, sky)
+        return True
+
+    def _watch_battery(self, level: float, t_s: float, true_ms: int) -> None:
+        threshold = self.behaviour.battery_low_pct
+        if not self._battery_low_sent and round(level) <= threshold:
+            self._battery_low_sent = True
+            self.send_event("battery_low", t_s, true_ms)
+        elif self._battery_low_sent and level > threshold + BATTERY_REARM_PCT:
+            self._battery_low_sent = False
+
+    def _watch_sky(self, sky: Sky, t_s: float, true_ms: int) -> None:
+        lost = sky != "open"
+        if lost != self._gnss_lost:
+            self._gnss_lost = lost
+            self.send_event("gnss_lost" if lost else "gnss_restored", t_s, true_ms)
 
     # --- uplink -------------------------------------------------------------------------------
 
@@ -181,19 +182,108 @@ class Firmware:
             raise RuntimeError(f"{self.device_id}: no link attached")
         return self.link
 
-    def send_fix(self, t_s: float, ts_ms: int) -> Fix:
-        fix = self.model.fix(t_s, ts_ms)
-        self._link().publish(self.topics.device(self.device_id, "fix"), encode(fix))
+    def send_fix(self, t_s: float, true_ms: int, sky: Sky = "open") -> Fix | None:
+        fix = self.model.fix(t_s, true_ms, sky)
+        if fix is None:
+            return None  # no sky and no fallback: nothing to report
         self.fixes_sent += 1
         self.last_fix = fix
+        self._uplink(fix)
         return fix
 
-    def send_event(self, event_type: EventType, t_s: float, ts_ms: int) -> DeviceEvent:
-        event = self.model.event(event_type, t_s, ts_ms)
-        self._link().publish(self.topics.device(self.device_id, "event"), encode(event))
+    def send_event(self, event_type: EventType, t_s: float, true_ms: int) -> DeviceEvent | None:
+        if not self.powered:
+            return None
+        event = self.model.event(event_type, t_s, true_ms, self.behaviour.sky_at(t_s))
         self.events_sent += 1
-        log.info("%s %s: sent %s", self.role, self.device_id, event_type)
+        log.info("%s %s: sends %s", self.role, self.device_id, event_type)
+        self._uplink(event)
+        if event_type == "power_off":
+            self._power_down()
         return event
+
+    def _uplink(self, message: Fix | DeviceEvent) -> None:
+        self.seqs_sent.append(message.seq)
+        if not self.covered:
+            self._backlog.append(message)  # store and forward
+            return
+        kind = "fix" if isinstance(message, Fix) else "event"
+        self._publish(kind, encode(message))
+
+    def _publish(self, kind: str, payload: bytes) -> None:
+        topic = self.topics.device(self.device_id, kind)  # type: ignore[arg-type]  # fix or event
+        link = self._link()
+        link.publish(topic, payload)
+        if self.behaviour.duplicate_rate and self._rng.random() < self.behaviour.duplicate_rate:
+            # A lost PUBACK: the same message (same seq) goes out again.
+            link.publish(topic, payload)
+            self.duplicates_sent += 1
+
+    # --- network and power ---------------------------------------------------------------------
+
+    def lose_coverage(self) -> None:
+        """No network: keep measuring, keep everything for later."""
+        if not self.covered or not self.powered:
+            return
+        self.covered = False
+        log.info("%s %s: out of coverage", self.role, self.device_id)
+        self._link().drop()
+
+    def regain_coverage(self) -> None:
+        """Network back: reconnect, then upload the backlog in seq order, fixes as arrays."""
+        if self.covered:
+            return
+        self.covered = True
+        if not self.powered:
+            return
+        self._link().resume()
+        backlog, self._backlog = self._backlog, []
+        log.info("%s %s: back in coverage, %d queued", self.role, self.device_id, len(backlog))
+        run: list[Fix] = []
+        for message in backlog:
+            if isinstance(message, Fix):
+                run.append(message)
+                if len(run) == MAX_BACKLOG_FIXES:
+                    self._upload(run)
+                    run = []
+                continue
+            # Events keep their place in seq order: nabij drops what is older than it saw.
+            self._upload(run)
+            run = []
+            self._publish("event", encode(message))
+        self._upload(run)
+
+    def _upload(self, fixes: list[Fix]) -> None:
+        if fixes:
+            self._publish("fix", msgspec.json.encode(fixes))
+            self.backlog_uploads += 1
+
+    def vanish(self) -> None:
+        """Dead without a goodbye (crushed, drowned, jammed): the broker publishes the will."""
+        if not self.powered:
+            return
+        self.powered = False
+        lost = {m.seq for m in self._backlog}
+        self.seqs_sent = [seq for seq in self.seqs_sent if seq not in lost]
+        self._backlog.clear()
+        log.info("%s %s: vanishes", self.role, self.device_id)
+        if self.covered:
+            self._link().drop()
+
+    def revive(self) -> None:
+        """Back after `vanish`: reboots and reconnects; what it measured before is gone."""
+        if self.powered:
+            return
+        self.powered = True
+        log.info("%s %s: reboots", self.role, self.device_id)
+        if self.covered:
+            self._link().resume()
+
+    def _power_down(self) -> None:
+        self.powered = False
+        log.info("%s %s: powers off", self.role, self.device_id)
+        if self.covered:
+            self._link().close(timeout_s=5.0)
 
     # --- downlink -----------------------------------------------------------------------------
 
@@ -259,117 +349,3 @@ class VictimDevice(Firmware):
 
 
 FIRMWARE_BY_ROLE: dict[str, type[Firmware]] = {"offender": AnkleMonitor, "victim": VictimDevice}
-
-
-class DeviceConnectError(RuntimeError):
-    """A device could not connect to the broker in time."""
-
-
-class MqttLink:
-    """One paho client for one device, set up as the hardware would set itself up."""
-
-    def __init__(
-        self,
-        endpoint: MqttEndpoint,
-        firmware: Firmware,
-        *,
-        keepalive_s: int = 30,
-        announce_offline: bool = True,
-    ) -> None:
-        self.endpoint = endpoint
-        self.firmware = firmware
-        self.announce_offline = announce_offline
-        self.keepalive_s = keepalive_s
-        self.watch = ConnectionWatch()
-        self.last_error: str | None = None
-        device_id = firmware.device_id
-        self.status_topic = firmware.topics.device(device_id, "status")
-        self.cmd_topic = firmware.topics.device(device_id, "cmd")
-        self._pending: list[paho.MQTTMessageInfo] = []
-        self._lock = threading.Lock()
-        self.client = make_client(
-            endpoint,
-            device_id,
-            persistent_session=True,
-            will=(self.status_topic, encode(DeviceStatus(online=False))),
-            max_inflight=100,
-        )
-        self.client.on_connect = self._on_connect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-
-    def start(self) -> None:
-        """Connect in the background; paho reconnects by itself after a drop."""
-        self.client.connect_async(self.endpoint.host, self.endpoint.port, self.keepalive_s)
-        self.client.loop_start()
-
-    def wait_connected(self, timeout_s: float) -> bool:
-        return self.watch.wait(timeout_s)
-
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: object,
-        flags: object,
-        reason_code: ReasonCode,
-        properties: object,
-    ) -> None:
-        if reason_code.is_failure:
-            self.last_error = f"broker refused the connection: {reason_code}"
-            return
-        # The persistent session keeps the subscription, but a broker may have lost it.
-        client.subscribe(self.cmd_topic, qos=1)
-        online = DeviceStatus(online=True, ts=self.firmware.now_ms())
-        client.publish(self.status_topic, encode(online), qos=1, retain=True)
-        self.last_error = None
-        self.watch.mark(True)
-
-    def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
-        self.last_error = "cannot reach the broker"
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: object,
-        flags: object,
-        reason_code: ReasonCode,
-        properties: object,
-    ) -> None:
-        self.watch.mark(False)
-
-    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
-        # A persistent session can still hold commands for the same device id under another
-        # topic prefix (an earlier run); they are not for us.
-        if message.topic != self.cmd_topic:
-            log.info("%s: ignoring message on %s", self.firmware.device_id, message.topic)
-            return
-        self.firmware.receive(bytes(message.payload))
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        # While disconnected paho keeps QoS 1 messages and sends them on reconnect, like a
-        # device buffering its fixes.
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        with self._lock:
-            self._pending = [p for p in self._pending if not p.is_published()]
-            self._pending.append(info)
-
-    def close(self, timeout_s: float) -> None:
-        """Flush what is in flight, say goodbye (retained offline status) and disconnect."""
-        deadline = time.monotonic() + timeout_s
-        if self.announce_offline and self.watch.connected:
-            offline = DeviceStatus(online=False, ts=self.firmware.now_ms())
-            self.publish(self.status_topic, encode(offline), retain=True)
-        with self._lock:
-            pending = list(self._pending)
-        for info in pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if not info.is_published():
-                try:
-                    info.wait_for_publish(remaining)
-                except (RuntimeError, ValueError):
-                    break  # not connected any more: nothing more will be flushed
-        self.client.disconnect()
-        self.client.loop_stop()

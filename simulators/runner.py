@@ -1,8 +1,10 @@
 """Run a scenario: every device of it as an MQTT client, on one simulated clock.
 
-`nabij simulate --scenario NAME [--speed N]` and `make demo` call `load_scenario` and
-`ScenarioRun`. Device time is `start_ms` + simulated elapsed time, so at `speed` > 1 devices
-report times ahead of the wall clock by (speed - 1) * elapsed; nabij is configured to accept it.
+`nabij simulate --scenario NAME [--speed N]`, `--check` (`simulators.check`) and `make demo`
+call `load_scenario` and `ScenarioRun`. Device time is `start_ms` + simulated elapsed time, so at
+`speed` > 1 devices report times ahead of the wall clock by (speed - 1) * elapsed; nabij is
+configured to accept it. Coverage gaps and `[[action]]`s are scheduled here; what a device does
+about them is `simulators.firmware`'s business.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from nabij.mqtt import MqttEndpoint
 from simulators import geo
 from simulators.firmware import (
     FIRMWARE_BY_ROLE,
-    DeviceConnectError,
-    DeviceModel,
+    Behaviour,
     Firmware,
-    Link,
-    MqttLink,
+    IndoorWindow,
     ReceivedCommand,
 )
+from simulators.link import DeviceConnectError, Link, MqttLink
+from simulators.model import DeviceModel
 from simulators.noise import derive_seed
 from simulators.scenario import (
+    ActionSpec,
     DeviceSpec,
     EventSpec,
     Scenario,
@@ -58,6 +61,9 @@ class DeviceReport:
     role: str
     fixes_sent: int
     events_sent: int
+    duplicates_sent: int
+    backlog_uploads: int
+    seqs_sent: list[int]
     commands: list[ReceivedCommand]
     interval_s: int
     """Fix interval at the end of the run."""
@@ -68,6 +74,8 @@ class RunReport:
     scenario: str
     speed: float
     start_ms: int
+    wall_start_ms: int
+    """Wall-clock epoch ms at which scenario time 0 happened (maps server times to scenario)."""
     sim_s: float
     """Simulated seconds covered (the scenario duration unless stopped early)."""
     wall_s: float
@@ -120,17 +128,26 @@ def build_firmware(
     seq_base: int,
 ) -> Firmware:
     """The firmware object for one scenario device (an AnkleMonitor or a VictimDevice)."""
+    seed = derive_seed(scenario_seed, spec.id)
     model = DeviceModel(
         spec.id,
         spec.plan(),
         spec.noise.params(),
-        seed=derive_seed(scenario_seed, spec.id),
+        seed=seed,
         seq_base=seq_base,
-        battery_pct=spec.battery_pct,
-        battery_drain_pct_per_h=spec.battery_drain_pct_per_h,
+        battery=spec.battery(),
+        skew=spec.clock.skew(),
+    )
+    behaviour = Behaviour(
+        indoors=tuple(IndoorWindow(w.from_s, w.to_s, w.fallback) for w in spec.indoors),
+        battery_low_pct=spec.battery_low_pct,
+        duplicate_rate=spec.duplicate_rate,
+        seed=derive_seed(seed, "firmware"),
     )
     firmware_class = FIRMWARE_BY_ROLE[spec.role]
-    return firmware_class(model, topics, spec.interval_s, now_ms=now_ms, post=post)
+    return firmware_class(
+        model, topics, spec.interval_s, now_ms=now_ms, post=post, behaviour=behaviour
+    )
 
 
 class ScenarioRun:
@@ -210,6 +227,7 @@ class ScenarioRun:
             scenario=self.scenario.name,
             speed=self.clock.speed,
             start_ms=self.clock.start_ms,
+            wall_start_ms=self.clock.wall_start_ms,
             sim_s=min(self.scheduler.logical_s, self.scenario.duration_s)
             if stopped
             else self.scenario.duration_s,
@@ -222,6 +240,9 @@ class ScenarioRun:
                     role=fw.role,
                     fixes_sent=fw.fixes_sent,
                     events_sent=fw.events_sent,
+                    duplicates_sent=fw.duplicates_sent,
+                    backlog_uploads=fw.backlog_uploads,
+                    seqs_sent=list(fw.seqs_sent),
                     commands=list(fw.commands),
                     interval_s=fw.interval_s,
                 )
@@ -265,16 +286,57 @@ class ScenarioRun:
             self.scheduler.at(0.0, ("fix", device_id), self._fix_action(firmware))
         for index, event in enumerate(self.scenario.event):
             self.scheduler.at(event.at_s, ("event", index), self._event_action(event))
+        for spec in self.scenario.device:
+            firmware = self.devices[spec.id]
+            for index, gap in enumerate(spec.coverage_gaps):
+                self.scheduler.at(gap.from_s, ("gap", spec.id, index), self._gap_action(firmware))
+                self.scheduler.at(gap.to_s, ("regain", spec.id, index), self._regain(firmware))
+        for index, action in enumerate(self.scenario.action):
+            self.scheduler.at(action.at_s, ("action", index), self._vanish_action(action))
+            if action.until_s is not None:
+                self.scheduler.at(action.until_s, ("revive", index), self._revive_action(action))
         if self.on_progress is not None and self.progress_every_s > 0:
             self.scheduler.at(self.progress_every_s, "progress", self._progress_action)
 
     def _fix_action(self, firmware: Firmware) -> Callable[[float], float | None]:
-        def send(t_s: float) -> float:
-            firmware.send_fix(t_s, self.clock.ms_at(t_s))
+        def send(t_s: float) -> float | None:
+            if not firmware.tick(t_s, self.clock.ms_at(t_s)):
+                self._progress(f"[{t_s:7.0f} s] {firmware.device_id} is silent")
+                return None
             self._last_fix_s[firmware.device_id] = t_s
             return t_s + firmware.interval_s
 
         return send
+
+    def _gap_action(self, firmware: Firmware) -> Callable[[float], None]:
+        def lose(t_s: float) -> None:
+            firmware.lose_coverage()
+            self._progress(f"[{t_s:7.0f} s] {firmware.device_id} loses coverage")
+
+        return lose
+
+    def _regain(self, firmware: Firmware) -> Callable[[float], None]:
+        def regain(t_s: float) -> None:
+            firmware.regain_coverage()
+            self._progress(f"[{t_s:7.0f} s] {firmware.device_id} is back in coverage")
+
+        return regain
+
+    def _vanish_action(self, action: ActionSpec) -> Callable[[float], None]:
+        def vanish(t_s: float) -> None:
+            self.devices[action.device].vanish()
+            self._progress(f"[{t_s:7.0f} s] {action.device} vanishes (no goodbye)")
+
+        return vanish
+
+    def _revive_action(self, action: ActionSpec) -> Callable[[float], None]:
+        def revive(t_s: float) -> None:
+            firmware = self.devices[action.device]
+            firmware.revive()
+            self._progress(f"[{t_s:7.0f} s] {action.device} reboots")
+            self.scheduler.at(t_s, ("fix", action.device), self._fix_action(firmware))
+
+        return revive
 
     def _event_action(self, event: EventSpec) -> Callable[[float], None]:
         def send(t_s: float) -> None:

@@ -10,27 +10,26 @@ import json
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nabij.config import Order
-from nabij.contract import (
-    DEVICE_ID_PATTERN,
-    AlarmKind,
-    EventType,
-    NoticeEvent,
-    PositionSource,
-    QueueName,
+from nabij.contract import AlarmKind, EventType, NoticeEvent, QueueName
+from simulators.device_spec import (
+    ChargingSpec,
+    ClockSpec,
+    DeviceSpec,
+    IndoorSpec,
+    NoiseSpec,
+    Role,
+    WaypointSpec,
+    WindowSpec,
 )
-from simulators import geo
-from simulators.movement import Route, RouteError, Waypoint
-from simulators.noise import NoiseParams
 
 SCENARIO_PACKAGE: Final = "simulators"
 SCENARIO_DIR: Final = "scenarios"
 MAX_DURATION_S: Final = 7 * 24 * 3600
-Role = Literal["offender", "victim"]
 # Which role's hardware can raise which event: a victim device has the aware button, only an
 # ankle monitor has a strap. A scenario that mixes them up is a typo, not a test.
 ROLE_EVENTS: Final[dict[str, frozenset[str]]] = {
@@ -53,89 +52,25 @@ class ScenarioError(ValueError):
         super().__init__("\n".join(f"{source}: {problem}" for problem in problems))
 
 
+__all__ = [
+    "ChargingSpec",
+    "ClockSpec",
+    "DeviceSpec",
+    "IndoorSpec",
+    "NoiseSpec",
+    "Role",
+    "Scenario",
+    "ScenarioError",
+    "WaypointSpec",
+    "WindowSpec",
+    "list_scenarios",
+    "load_scenario",
+    "parse_scenario",
+]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WaypointSpec(_Strict):
-    """Either an absolute point (`lat`, `lon`) or a move from the previous waypoint
-    (`bearing_deg`, `distance_m`)."""
-
-    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
-    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
-    bearing_deg: Annotated[float, Field(ge=-360, le=360)] | None = None
-    distance_m: Annotated[float, Field(ge=0, le=20_000_000)] | None = None
-    speed_mps: Annotated[float, Field(gt=0, le=350)] | None = None
-    dwell_s: float = Field(default=0, ge=0)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> WaypointSpec:
-        absolute = self.lat is not None or self.lon is not None
-        relative = self.bearing_deg is not None or self.distance_m is not None
-        if absolute and relative:
-            raise ValueError("give lat/lon or bearing_deg/distance_m, not both")
-        if absolute and (self.lat is None or self.lon is None):
-            raise ValueError("lat and lon go together")
-        if relative and (self.bearing_deg is None or self.distance_m is None):
-            raise ValueError("bearing_deg and distance_m go together")
-        if not absolute and not relative:
-            raise ValueError("needs lat/lon or bearing_deg/distance_m")
-        return self
-
-    @property
-    def absolute(self) -> bool:
-        return self.lat is not None
-
-
-class NoiseSpec(_Strict):
-    """GNSS error model of one device; see `simulators.noise`."""
-
-    sigma_m: float = Field(default=3.0, ge=0, le=10_000)
-    correlation_s: float = Field(default=30.0, gt=0)
-    jump_rate_per_h: float = Field(default=0.0, ge=0)
-    jump_m: float = Field(default=150.0, ge=0)
-    jump_duration_s: float = Field(default=20.0, ge=0)
-    acc_scale: float = Field(default=1.0, gt=0)
-    src: PositionSource = "gnss"
-
-    def params(self) -> NoiseParams:
-        return NoiseParams(**self.model_dump())
-
-
-class DeviceSpec(_Strict):
-    id: str = Field(pattern=DEVICE_ID_PATTERN)
-    role: Role
-    interval_s: int = Field(default=60, ge=1, le=3600)
-    route: list[WaypointSpec] = Field(min_length=1)
-    noise: NoiseSpec = NoiseSpec()
-    battery_pct: int = Field(default=100, ge=0, le=100)
-    battery_drain_pct_per_h: float = Field(default=0.0, ge=0)
-
-    @model_validator(mode="after")
-    def _route_travels(self) -> DeviceSpec:
-        if not self.route[0].absolute:
-            raise ValueError("route[0] must be an absolute point (lat, lon)")
-        try:
-            self.plan()
-        except RouteError as err:
-            raise ValueError(f"route[{err.index}]: {err.reason}") from None
-        return self
-
-    def waypoints(self) -> list[Waypoint]:
-        """The route with every relative move resolved to an absolute point."""
-        out: list[Waypoint] = []
-        lat = lon = 0.0
-        for spec in self.route:
-            if spec.lat is not None and spec.lon is not None:
-                lat, lon = spec.lat, spec.lon
-            else:
-                assert spec.bearing_deg is not None and spec.distance_m is not None
-                lat, lon = geo.destination(lat, lon, spec.bearing_deg, spec.distance_m)
-            out.append(Waypoint(lat, lon, spec.speed_mps, spec.dwell_s))
-        return out
-
-    def plan(self) -> Route:
-        return Route(self.waypoints())
 
 
 class EventSpec(_Strict):
@@ -146,12 +81,24 @@ class EventSpec(_Strict):
     type: EventType
 
 
+class ActionSpec(_Strict):
+    """Something done *to* a device rather than by it: `vanish` cuts its connection without
+    a goodbye (crash, destroyed, jammed), so the broker publishes its last will; the device is
+    dead until `until_s` (then it reboots and reconnects), or for good."""
+
+    at_s: float = Field(ge=0)
+    device: str
+    type: Literal["vanish"]
+    until_s: float | None = Field(default=None, gt=0)
+
+
 class ExpectSpec(_Strict):
     """Notices nabij should put on a dispatch queue, in scenario time (seconds from start).
 
-    Matches notices of `kind` and `event` (on `queue`, or any queue if omitted) whose `at` lies
-    in [start + after_s, start + before_s]; their count must be within [at_least, at_most].
-    Assumes nobody acknowledges anything during the run. Loaded and validated only, for now.
+    Matches notices of `kind` and `event` (on `queue`, or any queue if omitted) for the
+    scenario's orders whose `at`, mapped to scenario time (see `simulators.check`), lies in
+    [after_s, before_s] (`before_s` omitted: the end of the scenario); their count must be
+    within [at_least, at_most]. Assumes nobody acknowledges anything during the run.
     """
 
     kind: AlarmKind
@@ -172,6 +119,7 @@ class Scenario(_Strict):
     order: list[Order] = []
     device: list[DeviceSpec] = Field(min_length=1)
     event: list[EventSpec] = []
+    action: list[ActionSpec] = []
     expect: list[ExpectSpec] = []
 
     def device_by_id(self, device_id: str) -> DeviceSpec:
@@ -225,6 +173,15 @@ def _cross_check(scenario: Scenario) -> list[str]:
                 f"event[{i}].type: {event.device!r} is {_ROLE_NAMES[roles[event.device]]}, "
                 f"it cannot raise {event.type!r}"
             )
+    for i, action in enumerate(scenario.action):
+        if action.at_s > scenario.duration_s:
+            problems.append(f"action[{i}].at_s: {action.at_s} is after duration_s")
+        if action.until_s is not None and action.until_s <= action.at_s:
+            problems.append(f"action[{i}].until_s: not later than at_s")
+        if action.device not in roles:
+            problems.append(
+                f"action[{i}].device: {action.device!r} is not a device of this scenario"
+            )
     for i, expect in enumerate(scenario.expect):
         if expect.before_s is not None and expect.before_s < expect.after_s:
             problems.append(f"expect[{i}].before_s: earlier than after_s")
@@ -233,14 +190,16 @@ def _cross_check(scenario: Scenario) -> list[str]:
     return problems
 
 
-def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
-    """Parse and validate scenario TOML text; raises ScenarioError listing every problem."""
+def parse_scenario(text: str, source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+    """Parse and validate scenario TOML text; raises ScenarioError listing every problem.
+
+    Relative file names in it (`gpx`) are taken from `base_dir` (default: the current one)."""
     try:
         raw: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(source, [f"not valid TOML: {err}"]) from None
     try:
-        scenario = Scenario.model_validate(raw)
+        scenario = Scenario.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as err:
         raise ScenarioError(source, [_describe(item) for item in err.errors()]) from None
     if problems := _cross_check(scenario):
@@ -296,4 +255,4 @@ def load_scenario(name_or_path: str) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ScenarioError(str(path), [f"cannot read: {err.strerror or err}"]) from None
-    return parse_scenario(text, str(path))
+    return parse_scenario(text, str(path), path.parent)

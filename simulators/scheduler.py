@@ -42,12 +42,19 @@ class SimClock:
         if not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a positive finite number, not {speed!r}")
         self.speed = speed
+        self._start_fixed = start_ms is not None
         self.start_ms = wall_clock_ms() if start_ms is None else start_ms
+        self.wall_start_ms = self.start_ms
+        """Wall-clock epoch ms at `start()`: scenario time 0 on the server's clock."""
         self._monotonic = monotonic
         self._wall_start: float | None = None
 
     def start(self) -> None:
         self._wall_start = self._monotonic()
+        self.wall_start_ms = wall_clock_ms()
+        if not self._start_fixed:
+            # Device time starts at the true time of scenario time 0, not at construction.
+            self.start_ms = self.wall_start_ms
 
     @property
     def started(self) -> bool:

@@ -31,11 +31,18 @@ class RecordingLink:
         self.log = log
         self.on_publish = on_publish
         self.closed = False
+        self.dropped = False
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         self.log.append((topic, payload))
         if self.on_publish is not None:
             self.on_publish(self.firmware, topic, payload)
+
+    def drop(self) -> None:
+        self.dropped = True
+
+    def resume(self) -> None:
+        self.dropped = False
 
     def close(self, timeout_s: float) -> None:
         self.closed = True

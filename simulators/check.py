@@ -1,0 +1,213 @@
+"""`--check`: compare the notices nabij produced during a run with the scenario's `[[expect]]`.
+
+Time model. A notice's `at` is nabij's wall clock; expectations are scenario seconds. The run
+records the wall-clock epoch ms at which scenario time 0 happened (`RunReport.wall_start_ms`),
+so a notice happened at scenario time `(at - wall_start_ms) * speed / 1000`. That mapping is
+right for everything nabij decides on device time (rings, dwells: the triggering fix arrives
+when its scenario time comes) *and* for its own timers, provided those run on the scenario's
+clock: nabij configured with its default timers divided by the speed
+(`simulators.timescale`; the check refuses a config that is not). Processing latency is
+stretched by the speed too (50 ms at x100 is 5 scenario seconds), and the proximity service
+checks silence once per wall second (up to `speed` scenario seconds late): expectation windows
+leave room for both.
+
+Only notices of the scenario's orders that were appended after the run started count, so other
+traffic on the same nabij, and earlier runs, do not disturb a check.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+import redis
+
+from nabij import streams
+from nabij.config import Config
+from nabij.contract import QUEUE_NAMES, Notice, QueueName, notice_decoder
+from nabij.keys import Keys
+from simulators.runner import RunReport, ScenarioRun
+from simulators.scenario import ExpectSpec, Scenario
+from simulators.timescale import timescale_problems
+
+
+@dataclass(frozen=True, slots=True)
+class SeenNotice:
+    queue: QueueName
+    notice: Notice
+    scenario_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    index: int
+    expect: ExpectSpec
+    matched: tuple[SeenNotice, ...]
+    window: tuple[float, float]
+
+    @property
+    def ok(self) -> bool:
+        count = len(self.matched)
+        at_most = self.expect.at_most
+        return count >= self.expect.at_least and (at_most is None or count <= at_most)
+
+    def describe(self) -> str:
+        e = self.expect
+        queue = e.queue or "any queue"
+        bounds = f"{e.at_least}" if e.at_most == e.at_least else f"{e.at_least}..{e.at_most or 'n'}"
+        times = ", ".join(f"{n.scenario_s:.0f}" for n in self.matched) or "none"
+        mark = "ok  " if self.ok else "FAIL"
+        note = f"  ({e.note})" if e.note else ""
+        return (
+            f"{mark} expect[{self.index}] {e.kind} {e.event} on {queue} in "
+            f"[{self.window[0]:g}, {self.window[1]:g}] s: want {bounds}, "
+            f"got {len(self.matched)} at {times} s{note}"
+        )
+
+
+@dataclass(slots=True)
+class CheckResult:
+    scenario: str
+    speed: float
+    outcomes: list[Outcome]
+    notices: list[SeenNotice] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.ok else "FAILED"
+        failed = sum(not o.ok for o in self.outcomes)
+        lines = [
+            f"check of scenario {self.scenario} at x{self.speed:g} {verdict}: "
+            f"{len(self.outcomes) - failed}/{len(self.outcomes)} expectations hold"
+        ]
+        lines.extend(f"  {o.describe()}" for o in self.outcomes)
+        lines.append(f"  notices seen ({len(self.notices)}), scenario seconds:")
+        lines.extend(
+            f"    {n.scenario_s:7.0f} s  {n.queue:<9} {n.notice.kind} {n.notice.event} "
+            f"level {n.notice.level} ({n.notice.offender_device})"
+            for n in self.notices
+        )
+        return "\n".join(lines)
+
+
+def to_scenario_s(at_ms: int, wall_start_ms: int, speed: float) -> float:
+    """Scenario seconds of a server-clock epoch ms, for a run started at `wall_start_ms`."""
+    return (at_ms - wall_start_ms) * speed / 1000.0
+
+
+class DispatchWatch:
+    """Reads what the dispatch queues received after `mark()`."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._marks: dict[QueueName, bytes] = {}
+
+    def mark(self) -> None:
+        """Remember the end of each queue now: later reads start after it."""
+        for queue in QUEUE_NAMES:
+            last = streams.latest(self.client, self.keys.dispatch(queue), 1)
+            self._marks[queue] = last[-1][0] if last else b"0-0"
+
+    def since_mark(self) -> list[tuple[QueueName, Notice]]:
+        out: list[tuple[QueueName, Notice]] = []
+        for queue in QUEUE_NAMES:
+            start = b"(" + self._marks.get(queue, b"0-0")
+            entries = cast(
+                list[streams.StreamEntry],
+                self.client.xrange(self.keys.dispatch(queue), min=start),
+            )
+            for _id, fields in entries:
+                out.append((queue, notice_decoder.decode(fields[b"notice"])))
+        return out
+
+
+def evaluate(
+    scenario: Scenario,
+    notices: Sequence[tuple[QueueName, Notice]],
+    wall_start_ms: int,
+    speed: float,
+) -> CheckResult:
+    """Match the scenario's notices (by order id) against each expectation."""
+    order_ids = {order.id for order in scenario.order}
+    seen = sorted(
+        (
+            SeenNotice(queue, notice, to_scenario_s(notice.at, wall_start_ms, speed))
+            for queue, notice in notices
+            if notice.order_id in order_ids
+        ),
+        key=lambda n: (n.scenario_s, n.queue),
+    )
+    outcomes = []
+    for index, expect in enumerate(scenario.expect):
+        window = (
+            expect.after_s,
+            expect.before_s if expect.before_s is not None else scenario.duration_s,
+        )
+        matched = tuple(
+            n
+            for n in seen
+            if n.notice.kind == expect.kind
+            and n.notice.event == expect.event
+            and (expect.queue is None or n.queue == expect.queue)
+            and window[0] <= n.scenario_s <= window[1]
+        )
+        if expect.queue is None:
+            # One step of an alarm goes to every queue told so far: count it once.
+            unique = {
+                (n.notice.alarm_id, n.notice.event, n.notice.level, n.notice.at): n for n in matched
+            }
+            matched = tuple(unique.values())
+        outcomes.append(Outcome(index, expect, matched, window))
+    return CheckResult(scenario.name, speed, outcomes, seen)
+
+
+class TimescaleError(Exception):
+    """nabij's configuration cannot reproduce the scenario's timeline at this speed."""
+
+
+def run_checked(
+    scenario: Scenario,
+    config: Config,
+    *,
+    speed: float,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[str], None] | None = None,
+    settle_s: float = 1.0,
+) -> tuple[RunReport, CheckResult]:
+    """Play `scenario` against the nabij that `config` describes and check its notices.
+
+    Raises TimescaleError (before anything runs) if nabij's timers or orders do not fit."""
+    problems = timescale_problems(config.settings, speed, scenario)
+    configured = {order.id for order in config.orders}
+    problems.extend(
+        f"order {order.id} of the scenario is not in {config.directory}/orders.toml"
+        for order in scenario.order
+        if order.id not in configured
+    )
+    if problems:
+        raise TimescaleError("; ".join(problems))
+    client = redis.Redis.from_url(config.settings.redis.url)
+    try:
+        watch = DispatchWatch(client, Keys(config.settings.redis.key_prefix))
+        watch.mark()
+        run = ScenarioRun(
+            scenario,
+            config.settings.mqtt.url,
+            config.settings.mqtt.topic_prefix,
+            speed=speed,
+            on_progress=on_progress,
+        )
+        report = run.run(stop)
+        # The last fixes of the run are still being processed when the devices stop.
+        time.sleep(settle_s)
+        result = evaluate(scenario, watch.since_mark(), report.wall_start_ms, speed)
+    finally:
+        client.close()
+    return report, result
