@@ -199,24 +199,22 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     ) = None
 
 
-class AckRequest(Struct, frozen=True, omit_defaults=True, tag="ack"):
+class HumanRequest(Struct, frozen=True, omit_defaults=True):
+    """What a person asks of one alarm, from a terminal or a console."""
+
+    request_id: str
+    alarm_id: str
+    by: Annotated[str, Meta(min_length=1, max_length=128)]
+    at: EpochMs
+    note: str | None = None
+
+
+class AckRequest(HumanRequest, frozen=True, omit_defaults=True, tag="ack"):
     """A human acknowledges an alarm: escalation stops."""
 
-    request_id: str
-    alarm_id: str
-    by: Annotated[str, Meta(min_length=1, max_length=128)]
-    at: EpochMs
-    note: str | None = None
 
-
-class ResolveRequest(Struct, frozen=True, omit_defaults=True, tag="resolve"):
+class ResolveRequest(HumanRequest, frozen=True, omit_defaults=True, tag="resolve"):
     """A human closes an alarm: escalation stops and a later repeat opens a new alarm."""
-
-    request_id: str
-    alarm_id: str
-    by: Annotated[str, Meta(min_length=1, max_length=128)]
-    at: EpochMs
-    note: str | None = None
 
 
 GatewayInput = AlarmSignal | AckRequest | ResolveRequest

@@ -88,7 +88,29 @@ def _silence_chatty_loggers() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-class EmbeddedBroker:
+class _Server:
+    """Start on entering a `with` block, stop on leaving it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(_Server):
     """An amqtt MQTT 3.1.1 broker on `127.0.0.1:port` (0: a free port), on its own thread."""
 
     def __init__(self, port: int = 0) -> None:
@@ -168,18 +190,6 @@ class EmbeddedBroker:
         if not loop.is_running():
             loop.close()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def _bound_port(broker: Any) -> int:  # Any: amqtt's untyped Broker
     # amqtt keeps the asyncio.Server of each listener; its socket knows the port it really got.
@@ -193,7 +203,7 @@ def _log_loop_exception(_loop: asyncio.AbstractEventLoop, context: dict[str, Any
     log.warning("embedded MQTT broker error", error=repr(error) if error else context["message"])
 
 
-class EmbeddedStore:
+class EmbeddedStore(_Server):
     """fakeredis's Redis-protocol TCP server on `127.0.0.1:port` (0: a free port)."""
 
     def __init__(self, port: int = 0) -> None:
@@ -237,18 +247,6 @@ class EmbeddedStore:
         server.server_close()  # joins the handler threads
         if thread is not None:
             thread.join(timeout=START_TIMEOUT_S)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 __all__ = ["EmbeddedBroker", "EmbeddedError", "EmbeddedStore"]

@@ -98,7 +98,7 @@ class DeadLetter:
     payload: bytes
     received_ms: int
 
-    def to_fields(self) -> dict[bytes | str, bytes | str]:
+    def to_fields(self) -> dict[FieldT, EncodableT]:
         return {
             "source": self.source,
             "reason": self.reason,
@@ -121,56 +121,28 @@ class DeadLetter:
         )
 
 
-def deadletter_fields(
-    *, source: str, reason: str, detail: str, topic: str, payload: bytes, received_ms: int
-) -> dict[bytes | str, bytes | str]:
-    """The XADD fields of one dead letter (see `DeadLetter`); keyword-only, six look-alikes."""
-    return DeadLetter(
-        source=source,
-        reason=reason,
-        detail=detail,
-        topic=topic,
-        payload=payload,
-        received_ms=received_ms,
-    ).to_fields()
-
-
-def add_deadletter(
-    pipe: Pipeline,
-    keys: Keys,
-    maxlen: int,
-    *,
-    source: str,
-    reason: str,
-    detail: str,
-    topic: str,
-    payload: bytes,
-    received_ms: int,
-) -> None:
+def add_deadletter(pipe: Pipeline, keys: Keys, maxlen: int, letter: DeadLetter) -> None:
     """Queue an XADD of one dead letter on `pipe`, capping the stream at ~`maxlen` entries.
 
     The trim is approximate (`MAXLEN ~`): Redis trims whole radix-tree nodes, which is cheap; the
     stream may hold somewhat more than `maxlen` entries, never fewer once that many arrived.
     """
-    fields: dict[FieldT, EncodableT] = {
-        name: value
-        for name, value in deadletter_fields(
-            source=source,
-            reason=reason,
-            detail=detail,
-            topic=topic,
-            payload=payload,
-            received_ms=received_ms,
-        ).items()
-    }
-    pipe.xadd(keys.deadletter, fields, maxlen=maxlen, approximate=True)
+    pipe.xadd(keys.deadletter, letter.to_fields(), maxlen=maxlen, approximate=True)
+
+
+def answers(client: redis.Redis) -> bool:
+    """Whether Redis answers a PING now (a readiness check)."""
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
 
 
 __all__ = [
     "MAX_BLOCK_MS",
     "DeadLetter",
     "add_deadletter",
+    "answers",
     "connect",
-    "deadletter_fields",
     "wait_until_ready",
 ]

@@ -6,13 +6,14 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import services.proximity.replay_cli
 import simulators.cli
 from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
 from nabij.config import ConfigError, load_config, resolve_directory
+from nabij.contract import AckRequest, ResolveRequest
 from nabij.keys import Keys
 from nabij.logs import configure_logging
 from nabij.redis_io import connect
@@ -126,14 +127,15 @@ def _operate(args: argparse.Namespace) -> int:
     keys = Keys(config.settings.redis.key_prefix)
     client = connect(config.settings.redis.url)
     now_ms = time.time_ns() // 1_000_000
-    request: Callable[..., object]
-    applied: Callable[..., bool]
+    kind: type[AckRequest] | type[ResolveRequest]
     if args.action == "ack":
-        request, applied = operators.request_ack, operators.ack_applied
+        kind, applied = AckRequest, operators.ack_applied
     else:
-        request, applied = operators.request_resolve, operators.resolve_applied
+        kind, applied = ResolveRequest, operators.resolve_applied
     try:
-        request(client, keys, args.alarm_id, by=args.by, note=args.note, now_ms=now_ms)
+        operators.request(
+            client, keys, kind, args.alarm_id, by=args.by, note=args.note, now_ms=now_ms
+        )
     except operators.OperatorError as err:
         print(f"nabij {args.action}: {err}", file=sys.stderr)
         return EXIT_FAILED

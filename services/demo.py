@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 
 from nabij.config import MQTT_URL_ENV, REDIS_URL_ENV, Config, Order, load_settings
-from nabij.contract import QUEUE_NAMES, QueueName
+from nabij.contract import QUEUE_NAMES, AckRequest, QueueName
 from nabij.embedded import EmbeddedBroker, EmbeddedStore
 from nabij.keys import Keys
 from nabij.logs import configure_logging
@@ -145,9 +145,10 @@ def _acknowledge_everything(client: redis.Redis, keys: Keys, stop: threading.Eve
     for record in records:
         show(f"   {operators.format_alarm(record)}")
         if record.acknowledged_by is None:
-            operators.request_ack(
+            operators.request(
                 client,
                 keys,
+                AckRequest,
                 record.alarm_id,
                 by="demo-dispatcher",
                 note="seen in the demo",

@@ -195,12 +195,14 @@ def test_store_transaction_pipeline_applies_all_commands(client: redis.Redis) ->
         pipe,
         keys,
         100,
-        source="proximity",
-        reason="schema",
-        detail="lat out of range",
-        topic="nabij/v1/devices/d1/fix",
-        payload=b'{"lat": 91}',
-        received_ms=1_700_000_000_000,
+        DeadLetter(
+            source="proximity",
+            reason="schema",
+            detail="lat out of range",
+            topic="nabij/v1/devices/d1/fix",
+            payload=b'{"lat": 91}',
+            received_ms=1_700_000_000_000,
+        ),
     )
     results = pipe.execute()
     assert len(results) == 3

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import pytest
 import redis
 
 from nabij.keys import Keys
-from nabij.redis_io import DeadLetter, add_deadletter, connect, deadletter_fields, wait_until_ready
+from nabij.redis_io import DeadLetter, add_deadletter, connect, wait_until_ready
 from tests.servers import RedisServer, free_port
 
 LETTER = DeadLetter(
@@ -23,7 +21,7 @@ LETTER = DeadLetter(
 
 def test_deadletter_fields_round_trip() -> None:
     """The XADD fields carry every attribute; the raw payload stays bytes."""
-    fields = deadletter_fields(**asdict(LETTER))
+    fields = LETTER.to_fields()
     assert fields["payload"] == b"\xff not json"
     assert fields["received_ms"] == "1700000000123"
     as_read = {k.encode() if isinstance(k, str) else k: v for k, v in fields.items()}
@@ -43,7 +41,7 @@ def test_add_deadletter_appends_in_the_pipeline_and_caps_the_stream(
     for batch in range(10):
         pipe = client.pipeline(transaction=True)
         for _ in range(100):
-            add_deadletter(pipe, keys, 100, **asdict(LETTER))
+            add_deadletter(pipe, keys, 100, LETTER)
         pipe.set(f"{unique_prefix}:batch", batch)
         pipe.execute()
     length = client.xlen(keys.deadletter)

@@ -52,20 +52,19 @@ def open_alarms(client: redis.Redis, keys: Keys) -> list[AlarmRecord]:
     return sorted(records, key=lambda r: (r.priority, r.opened_at))
 
 
-def request_ack(
-    client: redis.Redis, keys: Keys, alarm_id: str, *, by: str, note: str | None, now_ms: int
-) -> AckRequest:
+def request(
+    client: redis.Redis,
+    keys: Keys,
+    kind: type[AckRequest] | type[ResolveRequest],
+    alarm_id: str,
+    *,
+    by: str,
+    note: str | None,
+    now_ms: int,
+) -> AckRequest | ResolveRequest:
+    """Append an ack or resolve request for an open alarm to the gateway's inbox."""
     _require_open(client, keys, alarm_id)
-    request = AckRequest(f"ack-{uuid.uuid4().hex}", alarm_id, by, now_ms, note)
-    client.xadd(keys.gateway_inbox, {"input": encode(request)})
-    return request
-
-
-def request_resolve(
-    client: redis.Redis, keys: Keys, alarm_id: str, *, by: str, note: str | None, now_ms: int
-) -> ResolveRequest:
-    _require_open(client, keys, alarm_id)
-    request = ResolveRequest(f"resolve-{uuid.uuid4().hex}", alarm_id, by, now_ms, note)
+    request = kind(f"{kind.__struct_config__.tag}-{uuid.uuid4().hex}", alarm_id, by, now_ms, note)
     client.xadd(keys.gateway_inbox, {"input": encode(request)})
     return request
 

@@ -24,7 +24,7 @@ from nabij.config import Config
 from nabij.contract import ALARM_KINDS, GatewayInput, encode, gateway_input_decoder
 from nabij.health import HealthServer
 from nabij.keys import Keys
-from nabij.redis_io import add_deadletter, connect
+from nabij.redis_io import DeadLetter, add_deadletter, answers, connect
 from services.alarm_gateway.core.alarms import (
     RESOLVED_KEPT,
     AlarmBook,
@@ -59,13 +59,7 @@ class GatewayService:
         self._health = health
         if health is not None:
             health.add_check("inbox_group", self._ready.is_set)
-            health.add_check("redis", self._redis_ok)
-
-    def _redis_ok(self) -> bool:
-        try:
-            return bool(self._redis.ping())
-        except redis.RedisError:
-            return False
+            health.add_check("redis", lambda: answers(self._redis))
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set."""
@@ -183,12 +177,14 @@ class GatewayService:
                 pipe,
                 keys,
                 self._settings.redis.deadletter_maxlen,
-                source=SERVICE,
-                reason=reason,
-                detail=detail,
-                topic=keys.gateway_inbox,
-                payload=raw,
-                received_ms=now,
+                DeadLetter(
+                    source=SERVICE,
+                    reason=reason,
+                    detail=detail,
+                    topic=keys.gateway_inbox,
+                    payload=raw,
+                    received_ms=now,
+                ),
             )
         if acked_ids:
             pipe.xack(keys.gateway_inbox, keys.gateway_group, *acked_ids)

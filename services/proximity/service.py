@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import msgspec
 import paho.mqtt.client as paho
-import redis
 import structlog
 from redis.client import Pipeline
 
@@ -28,7 +27,7 @@ from nabij.contract import Topics, encode
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
-from nabij.redis_io import add_deadletter, connect
+from nabij.redis_io import DeadLetter, add_deadletter, answers, connect
 from services.proximity.core.batch import run_batch
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
@@ -88,7 +87,7 @@ class ProximityService:
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
-            health.add_check("redis", self._redis_ok)
+            health.add_check("redis", lambda: answers(self._redis))
 
     # --- paho thread ---------------------------------------------------------------------
 
@@ -129,12 +128,6 @@ class ProximityService:
 
     def subscribed(self) -> bool:
         return self._watch.connected and self._subscribed.is_set()
-
-    def _redis_ok(self) -> bool:
-        try:
-            return bool(self._redis.ping())
-        except redis.RedisError:
-            return False
 
     # --- main loop -------------------------------------------------------------------------
 
@@ -228,12 +221,14 @@ class ProximityService:
                 pipe,
                 keys,
                 self._settings.redis.deadletter_maxlen,
-                source=SERVICE,
-                reason=rejection.reason,
-                detail=rejection.detail,
-                topic=item.topic,
-                payload=item.payload,
-                received_ms=item.received_ms,
+                DeadLetter(
+                    source=SERVICE,
+                    reason=rejection.reason,
+                    detail=rejection.detail,
+                    topic=item.topic,
+                    payload=item.payload,
+                    received_ms=item.received_ms,
+                ),
             )
 
     def _publish_commands(self, effects: Effects) -> None:

@@ -8,7 +8,7 @@ import threading
 import msgspec
 import pytest
 
-from nabij.contract import Fix, Notice, SetInterval, Warn
+from nabij.contract import AckRequest, Fix, Notice, SetInterval, Warn
 from services.alarm_gateway import operators
 from services.proximity.core.state import DeviceState
 from tests.integration.conftest import StackFactory
@@ -151,8 +151,8 @@ alarm_m = 500
         for n in probation
         if (n.order_id, n.kind, n.event) == ("ORD-A", "proximity_alarm", "opened")
     )
-    operators.request_ack(
-        stack.redis, stack.keys, alarm_a, by="officer-17", note=None, now_ms=clock()
+    operators.request(
+        stack.redis, stack.keys, AckRequest, alarm_a, by="officer-17", note=None, now_ms=clock()
     )
     stack.wait_notices(
         "probation", lambda ns: "acknowledged" in [n.event for n in ns], "acknowledgement"
