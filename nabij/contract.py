@@ -28,6 +28,11 @@ AccuracyM = Annotated[
 ]
 Battery = Annotated[int, Meta(ge=0, le=100, description="Battery charge, percent.")]
 PositionSource = Literal["gnss", "wifi", "cell"]
+Confidence = Annotated[
+    float, Meta(ge=0.0, le=1.0, description="Probability that the pair is really inside the ring.")
+]
+ClosingSpeed = Annotated[float, Meta(description="Rate at which the distance shrinks, m/s.")]
+EtaSeconds = Annotated[float, Meta(ge=0.0, description="Predicted seconds until the alarm ring.")]
 
 EventType = Literal[
     "aware_button", "strap_tamper", "battery_low", "gnss_lost", "gnss_restored", "power_off"
@@ -138,21 +143,9 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     by: str | None = None
     note: str | None = None
     zone: str | None = None
-    confidence: (
-        Annotated[
-            float,
-            Meta(
-                ge=0.0, le=1.0, description="Probability that the pair is really inside the ring."
-            ),
-        ]
-        | None
-    ) = None
-    closing_speed_mps: (
-        Annotated[float, Meta(description="Rate at which the distance shrinks, m/s.")] | None
-    ) = None
-    eta_s: (
-        Annotated[float, Meta(ge=0.0, description="Predicted seconds until the alarm ring.")] | None
-    ) = None
+    confidence: Confidence | None = None
+    closing_speed_mps: ClosingSpeed | None = None
+    eta_s: EtaSeconds | None = None
 
 
 # --- proximity to alarm gateway (internal, Redis Stream `{prefix}:gateway:inbox`) -----------
@@ -182,21 +175,9 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     offender: Position | None = None
     victim: Position | None = None
     zone: str | None = None
-    confidence: (
-        Annotated[
-            float,
-            Meta(
-                ge=0.0, le=1.0, description="Probability that the pair is really inside the ring."
-            ),
-        ]
-        | None
-    ) = None
-    closing_speed_mps: (
-        Annotated[float, Meta(description="Rate at which the distance shrinks, m/s.")] | None
-    ) = None
-    eta_s: (
-        Annotated[float, Meta(ge=0.0, description="Predicted seconds until the alarm ring.")] | None
-    ) = None
+    confidence: Confidence | None = None
+    closing_speed_mps: ClosingSpeed | None = None
+    eta_s: EtaSeconds | None = None
 
 
 class HumanRequest(Struct, frozen=True, omit_defaults=True):
