@@ -1,6 +1,6 @@
 """Micro-benchmark of the pure proximity core: fixes per second through `ProximityEngine.apply`.
 
-Run: `.venv/bin/python scripts/bench_proximity.py`. Three cases, each 200 orders (one offender,
+Run: `.venv/bin/python -m bench.proximity_core`. Three cases, each 200 orders (one offender,
 one victim) fed 100,000 fixes in turn, 15 s apart per device:
 - far: the pair 20 km apart, every order with a home circle and a work polygon 10+ km away;
 - near: the pair wobbling inside the alarm ring (every fix steps both rings);
@@ -9,7 +9,6 @@ one victim) fed 100,000 fixes in turn, 15 s apart per device:
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 
@@ -27,10 +26,6 @@ def offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float
     return lat + north_m / 111_200.0, lon + east_m / (111_200.0 * math.cos(math.radians(lat)))
 
 
-def zones_supported() -> bool:
-    return "zone" in Order.model_fields
-
-
 def orders(zone_east_m: float) -> list[Order]:
     out = []
     for i in range(ORDERS):
@@ -41,27 +36,26 @@ def orders(zone_east_m: float) -> list[Order]:
             "victim_devices": [f"vic-{i}"],
             "alarm_m": 500,
         }
-        if zones_supported():
-            zlat, zlon = offset(lat, lon, 0.0, zone_east_m)
-            w = 0.003
-            raw["zone"] = [
-                {"name": "home", "lat": zlat, "lon": zlon, "radius_m": 300},
-                {
-                    "name": "work",
-                    "geometry": {
-                        "type": "Polygon",
-                        "coordinates": [
-                            [
-                                [zlon + 0.01, zlat],
-                                [zlon + 0.01 + w, zlat],
-                                [zlon + 0.01 + w, zlat + w],
-                                [zlon + 0.01, zlat + w],
-                                [zlon + 0.01, zlat],
-                            ]
-                        ],
-                    },
+        zlat, zlon = offset(lat, lon, 0.0, zone_east_m)
+        w = 0.003
+        raw["zone"] = [
+            {"name": "home", "lat": zlat, "lon": zlon, "radius_m": 300},
+            {
+                "name": "work",
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [
+                        [
+                            [zlon + 0.01, zlat],
+                            [zlon + 0.01 + w, zlat],
+                            [zlon + 0.01 + w, zlat + w],
+                            [zlon + 0.01, zlat + w],
+                            [zlon + 0.01, zlat],
+                        ]
+                    ],
                 },
-            ]
+            },
+        ]
         out.append(Order.model_validate(raw))
     return out
 
@@ -93,7 +87,6 @@ def run(case: str) -> float:
 
 
 def main() -> None:
-    print(f"zones supported: {zones_supported()}  ({inspect.getsourcefile(ProximityEngine)})")
     for case in ("far", "near", "zones"):
         best = max(run(case) for _ in range(3))
         print(f"{case:>6}: {best:,.0f} fixes/s")
