@@ -22,9 +22,10 @@ from nabij import metrics, streams
 from nabij.commit import Committer, beat
 from nabij.config import Config
 from nabij.contract import ALARM_KINDS, GatewayInput, encode, gateway_input_decoder
+from nabij.failures import describe
 from nabij.health import HealthServer
 from nabij.keys import Keys
-from nabij.redis_io import DeadLetter, add_deadletter, answers, connect
+from nabij.redis_io import DeadLetter, add_deadletter, answers, connect, wait_until_ready
 from services.alarm_gateway.core.alarms import (
     RESOLVED_KEPT,
     AlarmBook,
@@ -35,6 +36,7 @@ from services.alarm_gateway.core.alarms import (
 SERVICE = "gateway"
 MAX_BLOCK_MS = 1000
 INPUT_FIELD = b"input"
+REDIS_START_TIMEOUT_S = 60.0
 log = structlog.get_logger(SERVICE)
 
 
@@ -64,6 +66,7 @@ class GatewayService:
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set."""
         self._stop = stop
+        wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
         self._prepare()
         self._ready.set()
         metrics.READY.labels(service=SERVICE).set(1)
@@ -136,7 +139,11 @@ class GatewayService:
             except msgspec.MsgspecError as err:
                 rejected.append((raw, "invalid_input", str(err)))
                 continue
-            decision = self._book.apply(item, now)
+            try:
+                decision = self._book.apply(item, now)
+            except Exception as err:  # a bug must not make this entry a poison pill
+                rejected.append((raw, "internal_error", describe(err)))
+                continue
             if decision.rejection is not None:
                 rejected.append((raw, "not_applicable", decision.rejection))
             decisions.append(decision)

@@ -27,7 +27,7 @@ from nabij.contract import Topics, encode
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
-from nabij.redis_io import DeadLetter, add_deadletter, answers, connect
+from nabij.redis_io import DeadLetter, add_deadletter, answers, connect, wait_until_ready
 from services.proximity.core.batch import run_batch
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
@@ -38,6 +38,7 @@ TICK_INTERVAL_S = 1.0
 _state_encoder = msgspec.msgpack.Encoder()
 _device_decoder = msgspec.msgpack.Decoder(DeviceState)
 _pair_decoder = msgspec.msgpack.Decoder(PairState)
+REDIS_START_TIMEOUT_S = 60.0
 log = structlog.get_logger(SERVICE)
 
 
@@ -134,6 +135,7 @@ class ProximityService:
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; state is restored from Redis first."""
         self._stop = stop
+        wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
         self._restore()
         endpoint = MqttEndpoint.from_url(self._settings.mqtt.url)
         self._mqtt.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)

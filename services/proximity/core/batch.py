@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from nabij.contract import Topics
+from nabij.failures import describe
 from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
 from services.proximity.core.ingest import Rejection, parse_uplink
@@ -52,7 +53,10 @@ def run_batch(
         result.rejected.extend((item, rejection) for rejection in parsed.rejections)
         for uplink in parsed.uplinks:
             result.uplink_kinds.append(type(uplink).__name__)
-            engine.apply(uplink, now_ms, result.effects)
+            try:
+                engine.apply(uplink, now_ms, result.effects)
+            except Exception as err:  # a bug must not make this message a poison pill
+                result.rejected.append((item, Rejection("internal_error", describe(err), None)))
     if tick:
         engine.tick(now_ms, result.effects)
     return result
