@@ -21,7 +21,7 @@ from nabij.keys import Keys
 
 HEARTBEAT_TTL_S: Final = 10
 MAX_BACKOFF_S: Final = 2.0
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+TRANSIENT_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 class CommitAbortedError(Exception):
@@ -56,26 +56,34 @@ class Committer:
                 pipe.execute()
                 self._count = target
                 return
-            except _TRANSIENT as err:
+            except TRANSIENT_REDIS_ERRORS as err:
                 self._log.warning("redis_commit_retry", error=str(err), retry_in_s=delay)
-                if stop.wait(delay):
-                    raise CommitAbortedError("stopping while Redis is unreachable") from err
-                delay = min(delay * 2, MAX_BACKOFF_S)
-                if target is not None and self._landed(target):
+                if target is None:  # not even the counter could be read: nothing was sent
+                    if stop.wait(delay):
+                        raise CommitAbortedError("stopping while Redis is unreachable") from err
+                elif self._landed(target, stop, delay):
                     self._count = target
                     return
+                delay = min(delay * 2, MAX_BACKOFF_S)
 
     def _current(self) -> int:
         if self._count is None:
             self._count = int(self._client.get(self._key) or 0)
         return self._count
 
-    def _landed(self, target: int) -> bool:
-        """Whether the transaction whose reply was lost did reach Redis."""
-        try:
-            return int(self._client.get(self._key) or 0) >= target
-        except _TRANSIENT:
-            return False
+    def _landed(self, target: int, stop: threading.Event, delay: float) -> bool:
+        """Whether the transaction whose reply was lost did reach Redis.
+
+        Asks until Redis answers: sending again while that is unknown could apply it twice.
+        """
+        while True:
+            if stop.wait(delay):
+                raise CommitAbortedError("stopping while Redis is unreachable")
+            try:
+                return int(self._client.get(self._key) or 0) >= target
+            except TRANSIENT_REDIS_ERRORS as err:
+                self._log.warning("redis_commit_probe_failed", error=str(err))
+                delay = min(delay * 2, MAX_BACKOFF_S)
 
 
 def beat(
@@ -88,5 +96,5 @@ def beat(
     """Refresh the service's heartbeat key (expires after `HEARTBEAT_TTL_S` without a beat)."""
     try:
         client.set(keys.health(service), now_ms, ex=HEARTBEAT_TTL_S)
-    except _TRANSIENT as err:
+    except TRANSIENT_REDIS_ERRORS as err:
         log.warning("heartbeat_failed", error=str(err))

@@ -20,7 +20,10 @@ DeviceId = Annotated[str, Meta(pattern=DEVICE_ID_PATTERN, description="Device id
 EpochMs = Annotated[
     int, Meta(ge=946_684_800_000, le=4_102_444_800_000, description="Unix epoch milliseconds, UTC.")
 ]
-Seq = Annotated[int, Meta(ge=0, description="Per-device counter that increases by message.")]
+# Bounded to a signed 64-bit integer: state is stored as msgpack, and no firmware counts further.
+Seq = Annotated[
+    int, Meta(ge=0, le=2**63 - 1, description="Per-device counter that increases by message.")
+]
 Latitude = Annotated[float, Meta(ge=-90.0, le=90.0, description="WGS84 latitude, degrees.")]
 Longitude = Annotated[float, Meta(ge=-180.0, le=180.0, description="WGS84 longitude, degrees.")]
 AccuracyM = Annotated[

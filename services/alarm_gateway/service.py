@@ -19,7 +19,7 @@ import structlog
 from redis.client import Pipeline
 
 from nabij import metrics, streams
-from nabij.commit import Committer, beat
+from nabij.commit import TRANSIENT_REDIS_ERRORS, Committer, beat
 from nabij.config import Config
 from nabij.contract import ALARM_KINDS, GatewayInput, encode, gateway_input_decoder
 from nabij.failures import describe
@@ -72,22 +72,36 @@ class GatewayService:
         metrics.READY.labels(service=SERVICE).set(1)
         log.info("gateway_started", open_alarms=len(self._book.open_alarms()))
         # Entries this consumer read but never acknowledged (a crash mid-batch) come first.
-        self._consume(stop, start_id=b"0")
+        start_id = b"0"
         next_beat = 0.0
+        backoff = 0.05
         try:
             while not stop.is_set():
-                if time.monotonic() >= next_beat:
-                    beat(self._redis, self._keys, SERVICE, self._clock(), log)
-                    next_beat = time.monotonic() + 1.0
-                self._fire_due()
-                self._consume(stop, start_id=b">")
+                try:
+                    if time.monotonic() >= next_beat:
+                        beat(self._redis, self._keys, SERVICE, self._clock(), log)
+                        next_beat = time.monotonic() + 1.0
+                    self._fire_due()
+                    self._consume(stop, start_id=start_id)
+                    start_id, backoff = b">", 0.05
+                except TRANSIENT_REDIS_ERRORS as err:
+                    # Redis restarting: wait for it, then re-read what was pending.
+                    log.warning("redis_unavailable", error=str(err), retry_in_s=backoff)
+                    stop.wait(backoff)
+                    start_id, backoff = b"0", min(backoff * 2, 2.0)
+                except redis.ResponseError as err:
+                    if "NOGROUP" not in str(err):
+                        raise
+                    # Redis came back without our consumer group (no persistence): recreate it.
+                    self._ensure_group()
+                    start_id = b"0"
                 if self._health is not None:
                     self._health.heartbeat()
         finally:
             metrics.READY.labels(service=SERVICE).set(0)
             log.info("gateway_stopped")
 
-    def _prepare(self) -> None:
+    def _ensure_group(self) -> None:
         try:
             # From id 0: signals written before the gateway ever ran are not lost.
             self._redis.xgroup_create(
@@ -96,6 +110,9 @@ class GatewayService:
         except redis.ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
+
+    def _prepare(self) -> None:
+        self._ensure_group()
         open_records = streams.hash_values(self._redis, self._keys.alarms)
         # The recently resolved let the book recognise their inputs if they are redelivered.
         resolved = streams.latest(self._redis, self._keys.resolved_alarms, RESOLVED_KEPT)
@@ -138,6 +155,9 @@ class GatewayService:
                 item: GatewayInput = gateway_input_decoder.decode(raw)
             except msgspec.MsgspecError as err:
                 rejected.append((raw, "invalid_input", str(err)))
+                continue
+            except RecursionError:
+                rejected.append((raw, "invalid_input", "Nested too deeply."))
                 continue
             try:
                 decision = self._book.apply(item, now)
@@ -195,6 +215,9 @@ class GatewayService:
             )
         if acked_ids:
             pipe.xack(keys.gateway_inbox, keys.gateway_group, *acked_ids)
+            # Applied entries are gone from the inbox: it would otherwise grow without end and
+            # keep victim positions that the alarm records and police notices already hold.
+            pipe.xdel(keys.gateway_inbox, *acked_ids)
 
     def _observe(self, decisions: list[Decision], rejected: list[tuple[bytes, str, str]]) -> None:
         for decision in decisions:

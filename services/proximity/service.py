@@ -54,6 +54,36 @@ class Received:
     connection: int
 
 
+MAX_DETAILS_PER_LETTER = 5
+
+
+def deadletters(rejected: list[tuple[Received, Rejection]]) -> list[DeadLetter]:
+    """One dead letter per message, however many of its backlog items were rejected.
+
+    A 1,000-fix backlog with one bad field in every fix must not become 1,000 copies of a
+    100 KB payload in Redis; the letter says how many items failed and why.
+    """
+    by_message: dict[int, tuple[Received, list[Rejection]]] = {}
+    for item, rejection in rejected:
+        by_message.setdefault(id(item), (item, []))[1].append(rejection)
+    letters = []
+    for item, rejections in by_message.values():
+        details = [r.detail for r in rejections[:MAX_DETAILS_PER_LETTER]]
+        if len(rejections) > MAX_DETAILS_PER_LETTER:
+            details.append(f"... {len(rejections) - MAX_DETAILS_PER_LETTER} more rejected items")
+        letters.append(
+            DeadLetter(
+                source=SERVICE,
+                reason=rejections[0].reason,
+                detail=" ".join(details),
+                topic=item.topic,
+                payload=item.payload,
+                received_ms=item.received_ms,
+            )
+        )
+    return letters
+
+
 class ProximityService:
     def __init__(
         self,
@@ -218,20 +248,8 @@ class ProximityService:
             pipe.set(keys.pair_state(offender, order_id, victim), _state_encoder.encode(state))
         for signal in effects.signals:
             pipe.xadd(keys.gateway_inbox, {"input": encode(signal)})
-        for item, rejection in rejected:
-            add_deadletter(
-                pipe,
-                keys,
-                self._settings.redis.deadletter_maxlen,
-                DeadLetter(
-                    source=SERVICE,
-                    reason=rejection.reason,
-                    detail=rejection.detail,
-                    topic=item.topic,
-                    payload=item.payload,
-                    received_ms=item.received_ms,
-                ),
-            )
+        for letter in deadletters(rejected):
+            add_deadletter(pipe, keys, self._settings.redis.deadletter_maxlen, letter)
 
     def _publish_commands(self, effects: Effects) -> None:
         for device_id, command in effects.commands:

@@ -163,3 +163,18 @@ def test_loaded_unacknowledged_record_without_due_time_gets_one() -> None:
     restarted.load([broken])
     loaded = restarted.get(record.alarm_id)
     assert loaded is not None and loaded.next_due_ms == T0 + MINUTE
+
+
+def test_condition_returning_after_ack_escalates_again() -> None:
+    """Acked, cleared, and hours later the offender is back: the same alarm, but the earlier
+    ack does not cover the new approach; unacknowledged, it reaches police again."""
+    book = AlarmBook(settings())
+    alarm_id = book.apply(signal("s1"), T0).upserts[0].alarm_id
+    book.apply(ack("a1", alarm_id), T0 + 10 * SECOND)
+    book.apply(signal("s2", "clear"), T0 + 5 * MINUTE)
+    back = book.apply(signal("s3"), T0 + 180 * MINUTE)
+    assert events_of(back) == {"updated"} and back.upserts[0].alarm_id == alarm_id
+    assert book.due(T0 + 181 * MINUTE) == [alarm_id]
+    escalated = book.fire_due(alarm_id, T0 + 181 * MINUTE)
+    assert events_of(escalated) == {"escalated"}
+    assert "police" in queues_of(escalated)

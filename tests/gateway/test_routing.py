@@ -77,7 +77,10 @@ def test_every_aware_press_is_a_notice() -> None:
     assert events_of(decision) == {"updated"}
     assert "pressed again" in decision.notices[0][1].reason
     record = book.get(alarm_id)
-    assert record is not None and record.acknowledged_by == "op-anna"
+    # A press after the ack is new danger: the ack is withdrawn and escalation re-arms.
+    assert record is not None and record.acknowledged_by is None
+    assert record.next_due_ms == T0 + 20 + 60 * SECOND
+    assert book.due(T0 + 20 + 60 * SECOND) == [alarm_id]
 
 
 def test_wobbling_condition_stays_one_alarm() -> None:
@@ -239,6 +242,16 @@ def test_reasons_never_carry_coordinates() -> None:
     for text in ("52.370216", "4.895168", "52.3730", "4.8920"):
         assert text not in reason
     assert "480 m" in reason
+
+
+def test_operator_notes_never_carry_coordinates() -> None:
+    """A note typed at the desk that quotes a position is scrubbed before any queue gets it."""
+    book = AlarmBook(settings())
+    alarm_id = book.apply(signal("s1"), T0).upserts[0].alarm_id
+    decision = book.apply(ack("a1", alarm_id, note="unit sent to 52.373000, 4.892000"), T0 + 1)
+    note = only_notice(decision, "probation").note
+    assert note is not None and "52.373" not in note and "4.892" not in note
+    assert note.startswith("unit sent to")
 
 
 def test_distance_added_when_reason_lacks_it() -> None:

@@ -169,6 +169,9 @@ class Stack:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
 
+    def processes_alive(self) -> dict[str, bool]:
+        return {name: process.poll() is None for name, process in self._processes.items()}
+
     def wait_ready(self, *names: str) -> None:
         """Each service has written its heartbeat: subscribed to MQTT, consuming its inbox."""
         for name in names or ("proximity", "gateway"):

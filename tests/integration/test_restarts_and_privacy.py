@@ -9,6 +9,7 @@ import pytest
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import VICTIM_HOME, north_of, now_ms, wait_until
 from tests.integration.test_alarm_path import fast_escalation, kinds, walk
+from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +92,22 @@ def test_victim_position_never_reaches_probation_offender_or_logs(make_stack: St
         assert digits not in logs
     offender_near = north_of(VICTIM_HOME, 300)
     assert f"{offender_near[0]:.4f}" not in logs  # no coordinates at all, in fact
+
+
+def test_both_services_ride_out_a_redis_restart(
+    make_stack: StackFactory, redis_server: RedisServer
+) -> None:
+    """Redis (AOF on) restarts under running services: neither dies, the open alarm survives,
+    and a press after the restart reaches police."""
+    stack = make_stack()
+    stack.start_process("proximity")
+    stack.start_process("gateway")
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    walk(offender, victim, now_ms() - 60_000, [50])
+    stack.wait_notices("probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "opened")
+    redis_server.restart()
+    victim.event(now_ms(), "aware_button")
+    stack.wait_notices("police", lambda ns: "aware_button" in kinds(ns, "opened"), "aware press")
+    assert stack.processes_alive() == {"proximity": True, "gateway": True}
+    opened = [n for n in stack.notices("probation") if n.event == "opened"]
+    assert [n.kind for n in opened].count("proximity_alarm") == 1

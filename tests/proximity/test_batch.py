@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 
 from nabij.config import Order, ProximitySettings
@@ -50,3 +51,37 @@ def test_a_bug_on_one_message_rejects_it_and_spares_the_rest(
     assert "ZeroDivisionError" in rejection.detail and "52.37" not in rejection.detail
     assert engine.device("ank-1").last_seq == 1
     assert engine.device("vic-1").last_seq == 3
+
+
+def test_a_backlog_with_many_bad_items_is_one_dead_letter() -> None:
+    """1,000 rejected items of one backlog message become one dead letter holding the payload
+    once, saying how many items failed; each rejection is still there to be counted."""
+    from services.proximity.service import Received, deadletters
+
+    order = Order(id="O-1", offender_device="ank-1", victim_devices=["vic-1"], alarm_m=500)
+    engine = ProximityEngine([order], ProximitySettings())
+    bad = [
+        {**msgspec.json.decode(fix_message("ank-1", n).payload), "heading": 360.0}
+        for n in range(1, 1001)
+    ]
+    payload = msgspec.json.encode(bad)
+    message = Received(TOPICS.device("ank-1", "fix"), payload, 1, 1, T0, 1)
+    result = run_batch(engine, TOPICS, [message], T0, tick=False, max_clock_ahead_ms=60_000)
+    assert len(result.rejected) == 1000
+    (letter,) = deadletters(result.rejected)
+    assert letter.payload == payload and letter.reason == "schema"
+    assert "995 more rejected items" in letter.detail
+
+
+def test_a_press_with_a_broken_clock_or_field_is_still_a_press() -> None:
+    """An aware press stamped ts 0 (clock reset) with an impossible battery value is acted on at
+    server time, and the raw message is still kept as a rejection for inspection."""
+    order = Order(id="O-1", offender_device="ank-1", victim_devices=["vic-1"], alarm_m=500)
+    engine = ProximityEngine([order], ProximitySettings())
+    payload = b'{"device_id": "vic-1", "seq": 7, "ts": 0, "type": "aware_button", "batt": -1}'
+    message = Message(TOPICS.device("vic-1", "event"), payload)
+    result = run_batch(engine, TOPICS, [message], T0, tick=False, max_clock_ahead_ms=60_000)
+    ((_, rejection),) = result.rejected
+    assert rejection.reason == "salvaged"
+    (signal,) = result.effects.signals
+    assert (signal.kind, signal.action, signal.at) == ("aware_button", "open", T0)

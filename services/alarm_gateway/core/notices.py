@@ -105,8 +105,9 @@ def build_notices(
             # PRIVACY: the victim's position goes to the police queue only, never to probation.
             victim=latest.victim if queue in VICTIM_POSITION_QUEUES else None,
             queues=list(targets),
-            by=by,
-            note=note,
+            # Free text a person typed may name a place: scrubbed like the reason.
+            by=None if by is None else scrub(by),
+            note=None if note is None else scrub(note),
             zone=latest.zone,
             confidence=latest.confidence,
             closing_speed_mps=latest.closing_speed_mps,

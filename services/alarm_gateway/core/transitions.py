@@ -117,9 +117,14 @@ def update_now(
 ) -> Step:
     """An `updated` notice at once, outside the rate limit (a press, a returned condition).
 
-    An acknowledgement stays in force: the notice itself reaches the desk that acknowledged.
+    Either is new danger that an earlier acknowledgement did not cover: the acknowledgement is
+    withdrawn and escalation re-arms, so a human must take this one too.
     """
     record = fresh(current, token)
+    if record.acknowledged_by is not None:
+        record.acknowledged_by = None
+        record.acknowledged_at = None
+        record.escalation_due_ms = now_ms + rules.timeout_ms(record.kind)
     record.condition = "active"
     record.latest = signal
     record.pending_update = False

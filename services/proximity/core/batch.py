@@ -47,9 +47,16 @@ def run_batch(
 ) -> BatchResult[M]:
     result: BatchResult[M] = BatchResult()
     for item in batch:
-        parsed = parse_uplink(
-            topics, item.topic, item.payload, now_ms, engine.is_known, max_clock_ahead_ms
-        )
+        try:
+            parsed = parse_uplink(
+                topics, item.topic, item.payload, now_ms, engine.is_known, max_clock_ahead_ms
+            )
+        except RecursionError:  # msgspec's answer to absurdly deep nesting
+            result.rejected.append((item, Rejection("invalid_json", "Nested too deeply.", None)))
+            continue
+        except Exception as err:  # a bug must not make this message a poison pill
+            result.rejected.append((item, Rejection("internal_error", describe(err), None)))
+            continue
         result.rejected.extend((item, rejection) for rejection in parsed.rejections)
         for uplink in parsed.uplinks:
             result.uplink_kinds.append(type(uplink).__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -17,6 +17,7 @@ from nabij.contract import (
     DeviceEvent,
     DeviceStatus,
     Fix,
+    Seq,
     Topics,
     event_decoder,
     fix_decoder,
@@ -81,7 +82,7 @@ def parse_uplink(  # noqa: PLR0917  (positional signature agreed with the shell)
     if kind == "fix":
         _parse_fixes(payload, device_id, latest_ok_ms, parsed)
     elif kind == "event":
-        _parse_event(payload, device_id, latest_ok_ms, parsed)
+        _parse_event(payload, device_id, now_ms, latest_ok_ms, parsed)
     else:
         try:
             status = status_decoder.decode(payload)
@@ -128,9 +129,32 @@ def _parse_fixes(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Pars
     parsed.uplinks.extend(fixes)
 
 
-def _parse_event(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Parsed) -> None:
+class _SafetyEventCore(msgspec.Struct):
+    """What a press or a tamper needs to be acted on; everything else may be broken."""
+
+    device_id: str
+    seq: Seq
+    type: Literal["aware_button", "strap_tamper"]
+
+
+_safety_core_decoder: Final = msgspec.json.Decoder(_SafetyEventCore)
+
+
+def _parse_event(
+    payload: bytes, device_id: str, now_ms: int, latest_ok_ms: int, parsed: Parsed
+) -> None:
     try:
         event = event_decoder.decode(payload)
+    except msgspec.ValidationError as err:
+        invalid = _decode_rejection(err, device_id)
+        if (salvaged := _salvage_safety_event(payload, device_id, now_ms)) is not None:
+            # A press from a device whose clock reset (ts 0) or that sends a broken optional
+            # field is still a press: act on it at server time, and keep the raw for inspection.
+            parsed.uplinks.append(salvaged)
+            detail = f"{invalid.detail} Acted on as {salvaged.type} at server time."
+            invalid = Rejection("salvaged", detail, device_id)
+        parsed.rejections.append(invalid)
+        return
     except msgspec.DecodeError as err:
         parsed.rejections.append(_decode_rejection(err, device_id))
         return
@@ -140,6 +164,16 @@ def _parse_event(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Pars
         parsed.uplinks.append(event)
     else:
         parsed.rejections.append(rejection)
+
+
+def _salvage_safety_event(payload: bytes, device_id: str, now_ms: int) -> DeviceEvent | None:
+    try:
+        core = _safety_core_decoder.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    if core.device_id != device_id:
+        return None
+    return DeviceEvent(device_id=device_id, seq=core.seq, ts=now_ms, type=core.type)
 
 
 def _check(
