@@ -188,14 +188,17 @@ class Stack:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
-        for process in self._processes.values():
-            process.terminate()
-            process.wait(timeout=10)
-        self._processes.clear()
+        self.stop_processes()
         for client in self._clients:
             client.loop_stop()
             client.disconnect()
         self.redis.close()
+
+    def stop_processes(self) -> None:
+        for process in self._processes.values():
+            process.terminate()
+            process.wait(timeout=10)
+        self._processes.clear()
 
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self.config_dir.glob("*.log"))

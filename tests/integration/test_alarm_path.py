@@ -158,7 +158,11 @@ alarm_m = 500
         "probation", lambda ns: "acknowledged" in [n.event for n in ns], "acknowledgement"
     )
     clock.advance(120_000)
-    police = stack.wait_notices("police", bool, "the other alarm escalating")
+    stack.wait_notices("police", bool, "the other alarm escalating")
+    clock.advance(120_000)  # a second timer pass: A had every chance to escalate by now
+    police = stack.wait_notices(
+        "police", lambda ns: any(n.level == 3 for n in ns), "the other alarm reminded"
+    )
     assert {n.order_id for n in police} == {"ORD-B"}
     acked = [n for n in stack.notices("probation") if n.event == "acknowledged"]
     assert [(n.alarm_id, n.by) for n in acked] == [(alarm_a, "officer-17")]
@@ -215,13 +219,14 @@ def test_duplicate_and_out_of_order_fixes_are_ignored(make_stack: StackFactory) 
     stack.start_in_process()
     offender, victim = stack.device("ank-1"), stack.device("vic-1")
     ts = now_ms() - 3_600_000
-    victim.fix(ts, VICTIM_HOME)
-    offender.fix(ts, north_of(VICTIM_HOME, 3000), seq=10)
-    offender.fix(ts + 1000, north_of(VICTIM_HOME, 30), seq=9)  # late: older seq
-    offender.fix(ts + 2000, north_of(VICTIM_HOME, 30), seq=10)  # duplicate seq
-    offender.fix(ts + 3000, north_of(VICTIM_HOME, 2900), seq=11)
+    minute = 60_000
+    # A minute apart, so each claimed move is a plausible speed (< 50 m/s): only seq order
+    # keeps the 30 m fixes out; were they applied, the first would open the alarm at once.
+    for step, (seq, distance) in enumerate([(10, 3000), (9, 30), (10, 30), (11, 2900)]):
+        victim.fix(ts + step * minute, VICTIM_HOME)
+        offender.fix(ts + step * minute, north_of(VICTIM_HOME, distance), seq=seq)
     offender.seq = 11
-    offender.event(ts + 4000, "strap_tamper")  # marker
+    offender.event(ts + 4 * minute, "strap_tamper")  # marker
     stack.wait_notices("probation", lambda ns: "strap_tamper" in kinds(ns, "opened"), "marker")
     wait_until(stack.inbox_settled, what="gateway applied every signal")
     assert not [n for n in stack.notices("probation") if n.kind.startswith("proximity")]

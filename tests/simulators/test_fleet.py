@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
 import tomllib
 from collections import defaultdict
 
@@ -92,7 +93,12 @@ def test_fleet_publishes_contract_fixes_on_every_device_topic(
     try:
         assert subscribed.wait(10)
         report = run_fleet(plan, url, unique_prefix, duration_s=3.0, qos=qos, connections=2)
-        threading.Event().wait(0.5)  # let the broker deliver the last ones
+        deadline = time.monotonic() + 10  # until the broker has delivered the last ones
+        while time.monotonic() < deadline:
+            with lock:
+                if sum(map(len, received.values())) >= 30:
+                    break
+            time.sleep(0.02)
     finally:
         observer.loop_stop()
         observer.disconnect()
