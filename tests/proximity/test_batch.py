@@ -85,3 +85,22 @@ def test_a_press_with_a_broken_clock_or_field_is_still_a_press() -> None:
     assert rejection.reason == "salvaged"
     (signal,) = result.effects.signals
     assert (signal.kind, signal.action, signal.at) == ("aware_button", "open", T0)
+
+
+def test_the_offender_learns_nothing_from_intervals_before_an_alarm_opens() -> None:
+    """An offender probing the pre-alert ring's edge (in for less than the dwell, out again) gets
+    no command at all, while no signal has told an operator anything; the victim's device may
+    speed up to confirm sooner."""
+    from tests.integration.stack import VICTIM_HOME, north_of
+
+    order = Order(
+        id="O-1", offender_device="ank-1", victim_devices=["vic-1"], alarm_m=500, pre_alert_m=1000
+    )
+    engine = ProximityEngine([order], ProximitySettings())
+    effects = Effects()
+    for step, distance in enumerate([1010, 995, 1030, 990, 1040]):
+        ts = T0 + step * 5_000
+        engine.apply(Fix("vic-1", step + 1, ts, *VICTIM_HOME, 5.0), ts, effects)
+        engine.apply(Fix("ank-1", step + 1, ts, *north_of(VICTIM_HOME, distance), 5.0), ts, effects)
+    assert effects.signals == []
+    assert [c for device, c in effects.commands if device == "ank-1"] == []

@@ -243,12 +243,22 @@ class ProximityEngine:
         return any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values())
 
     def _set_interval(self, device: DeviceState, effects: Effects) -> None:
-        """Fast fixes while any pair or zone of the device is entering or inside."""
-        near = any(zone.ring.phase != "outside" for zone in device.zones.values())
+        """Fast fixes while a ring or zone of the device is open.
+
+        Only the victim's device speeds up already while a pair is entering (to confirm the dwell
+        sooner): an offender's device that sped up before any alarm opened would tell him where
+        a ring, or a zone's edge, lies, while no operator had been told anything.
+        """
+        near = any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values())
         if not near:
             for spec in self._pairs_of.get(device.device_id, ()):
                 pair = self._pairs[spec.key]
-                if pair.pre_alert.phase != "outside" or pair.alarm.phase != "outside":
+                phases = (pair.pre_alert.phase, pair.alarm.phase)
+                entering_counts = spec.offender != device.device_id
+                if any(
+                    phase in _OPEN_PHASES or (entering_counts and phase == "entering")
+                    for phase in phases
+                ):
                     near = True
                     break
         wanted = self._alarm_interval_s if near else self._normal_interval_s
