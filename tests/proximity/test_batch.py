@@ -54,8 +54,9 @@ def test_a_bug_on_one_message_rejects_it_and_spares_the_rest(
 
 
 def test_a_backlog_with_many_bad_items_is_one_dead_letter() -> None:
-    """1,000 rejected items of one backlog message become one dead letter holding the payload
-    once, saying how many items failed; each rejection is still there to be counted."""
+    """1,000 backlog fixes with an out-of-range heading keep their positions (the heading is
+    dropped), and the message becomes one dead letter holding the payload once, saying how many
+    items were affected; each item is still there to be counted."""
     from services.proximity.service import Received, deadletters
 
     order = Order(id="O-1", offender_device="ank-1", victim_devices=["vic-1"], alarm_m=500)
@@ -65,11 +66,13 @@ def test_a_backlog_with_many_bad_items_is_one_dead_letter() -> None:
         for n in range(1, 1001)
     ]
     payload = msgspec.json.encode(bad)
-    message = Received(TOPICS.device("ank-1", "fix"), payload, 1, 1, T0, 1)
-    result = run_batch(engine, TOPICS, [message], T0, tick=False, max_clock_ahead_ms=60_000)
+    now = T0 + 2_000_000
+    message = Received(TOPICS.device("ank-1", "fix"), payload, 1, 1, now, 1)
+    result = run_batch(engine, TOPICS, [message], now, tick=False, max_clock_ahead_ms=60_000)
     assert len(result.rejected) == 1000
+    assert engine.device("ank-1").last_seq == 1000
     (letter,) = deadletters(result.rejected)
-    assert letter.payload == payload and letter.reason == "schema"
+    assert letter.payload == payload and letter.reason == "salvaged"
     assert "995 more rejected items" in letter.detail
 
 

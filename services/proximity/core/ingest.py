@@ -14,9 +14,15 @@ import msgspec
 
 from nabij.contract import (
     MAX_BACKLOG_FIXES,
+    AccuracyM,
     DeviceEvent,
+    DeviceId,
     DeviceStatus,
+    EpochMs,
     Fix,
+    Latitude,
+    Longitude,
+    PositionSource,
     Seq,
     Topics,
     event_decoder,
@@ -97,6 +103,11 @@ def parse_uplink(  # noqa: PLR0917  (positional signature agreed with the shell)
 def _parse_fixes(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Parsed) -> None:
     try:
         decoded = fix_payload_decoder.decode(payload)
+    except msgspec.ValidationError as err:
+        if not payload.lstrip().startswith(b"{"):
+            parsed.rejections.append(_decode_rejection(err, device_id))
+            return
+        decoded = [msgspec.Raw(payload)]  # one fix: judged (and salvaged) like an item
     except msgspec.DecodeError as err:
         parsed.rejections.append(_decode_rejection(err, device_id))
         return
@@ -113,13 +124,12 @@ def _parse_fixes(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Pars
         detail = f"Backlog array holds {len(decoded)} fixes, at most {MAX_BACKLOG_FIXES} allowed."
         parsed.rejections.append(Rejection("batch_too_large", detail, device_id))
         return
+    single = len(decoded) == 1 and payload.lstrip().startswith(b"{")
     fixes: list[Fix] = []
     for index, raw in enumerate(decoded):
-        where = f"Item {index}: "
-        try:
-            fix = fix_decoder.decode(raw)
-        except msgspec.DecodeError as err:
-            parsed.rejections.append(_decode_rejection(err, device_id, where))
+        where = "" if single else f"Item {index}: "
+        fix = _decode_fix(raw, device_id, where, parsed)
+        if fix is None:
             continue
         if (rejection := _check(fix, device_id, latest_ok_ms, where)) is None:
             fixes.append(fix)
@@ -127,6 +137,41 @@ def _parse_fixes(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Pars
             parsed.rejections.append(rejection)
     fixes.sort(key=_seq_of)
     parsed.uplinks.extend(fixes)
+
+
+class _FixCore(msgspec.Struct):
+    """What a fix needs to be compared; its optional fields may be broken."""
+
+    device_id: DeviceId
+    seq: Seq
+    ts: EpochMs
+    lat: Latitude
+    lon: Longitude
+    acc: AccuracyM
+    src: PositionSource | None = None
+
+
+_fix_core_decoder: Final = msgspec.json.Decoder(_FixCore)
+
+
+def _decode_fix(raw: bytes | msgspec.Raw, device_id: str, where: str, parsed: Parsed) -> Fix | None:
+    try:
+        return fix_decoder.decode(raw)
+    except msgspec.ValidationError as err:
+        invalid = _decode_rejection(err, device_id, where)
+        try:
+            core = _fix_core_decoder.decode(raw)
+        except msgspec.DecodeError:
+            parsed.rejections.append(invalid)
+            return None
+        # A heading of 360 or a battery of -1 must not cost the position: that would blind
+        # nabij to the device. The fix is kept without its optional fields, and counted.
+        detail = f"{invalid.detail} Position kept; the optional fields were dropped."
+        parsed.rejections.append(Rejection("salvaged", detail, device_id))
+        return Fix(core.device_id, core.seq, core.ts, core.lat, core.lon, core.acc, src=core.src)
+    except msgspec.DecodeError as err:
+        parsed.rejections.append(_decode_rejection(err, device_id, where))
+        return None
 
 
 class _SafetyEventCore(msgspec.Struct):
