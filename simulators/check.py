@@ -115,6 +115,31 @@ class DispatchWatch:
             last = streams.latest(self.client, self.keys.dispatch(queue), 1)
             self._marks[queue] = last[-1][0] if last else b"0-0"
 
+    def settle(self, quiet_s: float, timeout_s: float = 30.0) -> None:
+        """Wait until the proximity service has added no signal to the gateway's inbox for
+        `quiet_s` and the gateway has applied all of them (a loaded machine takes longer than a
+        fixed pause would allow). Escalation reminders may go on; they are not waited for."""
+        deadline = time.monotonic() + timeout_s
+        last_id, quiet_since = b"", time.monotonic()
+        while time.monotonic() < deadline:
+            newest, applied = self._inbox_state()
+            if newest != last_id or not applied:
+                last_id, quiet_since = newest, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return
+            time.sleep(0.05)
+
+    def _inbox_state(self) -> tuple[bytes, bool]:
+        """The id of the newest signal ever added, and whether every signal was applied."""
+        inbox = self.keys.gateway_inbox
+        try:
+            info = cast(dict[str, object], self.client.xinfo_stream(inbox))
+            groups = cast(list[dict[str, object]], self.client.xinfo_groups(inbox))
+        except redis.ResponseError:
+            return b"", True  # no inbox yet: nothing to apply
+        applied = all(g.get("pending") == 0 and g.get("lag") in (0, None) for g in groups)
+        return cast(bytes, info.get("last-generated-id", b"")), applied
+
     def since_mark(self) -> list[tuple[QueueName, Notice]]:
         out: list[tuple[QueueName, Notice]] = []
         for queue in QUEUE_NAMES:
@@ -206,7 +231,7 @@ def run_checked(
         )
         report = run.run(stop)
         # The last fixes of the run are still being processed when the devices stop.
-        time.sleep(settle_s)
+        watch.settle(quiet_s=settle_s)
         result = evaluate(scenario, watch.since_mark(), report.wall_start_ms, speed)
     finally:
         client.close()
