@@ -19,6 +19,7 @@ from nabij.mqtt import MqttEndpoint
 from services.proximity.core.state import DeviceState
 from simulators.check import run_checked
 from simulators.runner import load_scenario
+from tests.integration.stack import wait_until
 from tests.simulators.checked import SPEED, checked_stack
 
 _wire_decoder = msgspec.json.Decoder(Fix | list[Fix])
@@ -76,6 +77,11 @@ class WireTap:
 
 
 @pytest.mark.integration
+def _taken(before: dict[str, float], after: dict[str, float]) -> float:
+    """Fixes and events proximity has taken in since `before`, duplicates included."""
+    return sum(after[key] - before[key] for key in ("fixes", "events"))
+
+
 def test_every_seq_of_a_coverage_gap_reaches_nabij_exactly_once_in_effect(
     tmp_path: Path, mosquitto: object, redis_server: object, unique_prefix: str
 ) -> None:
@@ -91,6 +97,16 @@ def test_every_seq_of_a_coverage_gap_reaches_nabij_exactly_once_in_effect(
     try:
         before = _proximity_counts()
         report, result = run_checked(scenario, load_config(stack.config_dir, env={}), speed=SPEED)
+        sent = sum(len(device.seqs_sent) for device in report.devices.values())
+        # Duplicates at the very end raise no signal; wait until proximity has taken every
+        # message the devices put on the wire (or give up and let the assertions say what's off).
+        wait_until(
+            lambda: (
+                sum(len(seqs) for seqs in tap.seqs.values()) >= sent
+                and _taken(before, _proximity_counts()) >= sum(len(s) for s in tap.seqs.values())
+            ),
+            what="proximity took every message on the wire",
+        )
         after = _proximity_counts()
         state_blob = stack.redis.get(Keys(unique_prefix).device_state("ank-sim-05"))
     finally:
