@@ -60,8 +60,9 @@ WarnLevel = Literal["pre_alert", "alarm", "clear"]
 # --- device to nabij -------------------------------------------------------------------------
 
 
-class Fix(Struct, frozen=True, omit_defaults=True):
-    """One position of one device, as the device measured it."""
+class FixPosition(Struct, frozen=True, omit_defaults=True):
+    """The part of a fix that a comparison needs; a fix whose optional fields are broken is
+    still kept as this."""
 
     device_id: DeviceId
     seq: Seq
@@ -70,6 +71,11 @@ class Fix(Struct, frozen=True, omit_defaults=True):
     lon: Longitude
     acc: AccuracyM
     src: PositionSource | None = None
+
+
+class Fix(FixPosition, frozen=True, omit_defaults=True):
+    """One position of one device, as the device measured it."""
+
     speed: Annotated[float, Meta(ge=0.0, le=350.0, description="Ground speed, m/s.")] | None = None
     heading: Annotated[float, Meta(ge=0.0, lt=360.0, description="Course, degrees.")] | None = None
     batt: Battery | None = None
@@ -237,6 +243,7 @@ class Topics:
 
 fix_payload_decoder: Final = msgspec.json.Decoder(Fix | list[msgspec.Raw])
 fix_decoder: Final = msgspec.json.Decoder(Fix)
+fix_position_decoder: Final = msgspec.json.Decoder(FixPosition)
 event_decoder: Final = msgspec.json.Decoder(DeviceEvent)
 status_decoder: Final = msgspec.json.Decoder(DeviceStatus)
 command_decoder: Final = msgspec.json.Decoder(DeviceCommand)

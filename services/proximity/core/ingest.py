@@ -14,20 +14,15 @@ import msgspec
 
 from nabij.contract import (
     MAX_BACKLOG_FIXES,
-    AccuracyM,
     DeviceEvent,
-    DeviceId,
     DeviceStatus,
-    EpochMs,
     Fix,
-    Latitude,
-    Longitude,
-    PositionSource,
     Seq,
     Topics,
     event_decoder,
     fix_decoder,
     fix_payload_decoder,
+    fix_position_decoder,
     status_decoder,
 )
 
@@ -139,28 +134,13 @@ def _parse_fixes(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Pars
     parsed.uplinks.extend(fixes)
 
 
-class _FixCore(msgspec.Struct):
-    """What a fix needs to be compared; its optional fields may be broken."""
-
-    device_id: DeviceId
-    seq: Seq
-    ts: EpochMs
-    lat: Latitude
-    lon: Longitude
-    acc: AccuracyM
-    src: PositionSource | None = None
-
-
-_fix_core_decoder: Final = msgspec.json.Decoder(_FixCore)
-
-
 def _decode_fix(raw: bytes | msgspec.Raw, device_id: str, where: str, parsed: Parsed) -> Fix | None:
     try:
         return fix_decoder.decode(raw)
     except msgspec.ValidationError as err:
         invalid = _decode_rejection(err, device_id, where)
         try:
-            core = _fix_core_decoder.decode(raw)
+            core = fix_position_decoder.decode(raw)
         except msgspec.DecodeError:
             parsed.rejections.append(invalid)
             return None
