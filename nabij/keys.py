@@ -56,6 +56,11 @@ class Keys:
         return f"{self.prefix}:prox:{{{offender_device}}}:pair:{order_id}:{victim_device}"
 
     @property
+    def command_outbox(self) -> str:
+        """Stream of device commands committed with the state that caused them, until sent."""
+        return f"{self.prefix}:prox:outbox"
+
+    @property
     def proximity_devices(self) -> str:
         """Set of device ids with stored proximity state (for start-up hydration)."""
         return f"{self.prefix}:prox:devices"

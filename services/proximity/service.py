@@ -170,6 +170,7 @@ class ProximityService:
         endpoint = MqttEndpoint.from_url(self._settings.mqtt.url)
         self._mqtt.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
         self._mqtt.loop_start()
+        self._resend_outbox()  # QoS 1: paho sends them once connected
         log.info("proximity_started", orders=len(self._config.orders))
         next_tick = 0.0
         caught_up = False
@@ -228,7 +229,13 @@ class ProximityService:
         self._observe(batch, effects, rejected)
 
     def _commit(self, effects: Effects, rejected: list[tuple[Received, Rejection]]) -> None:
-        if not (effects.changed_devices or effects.changed_pairs or effects.signals or rejected):
+        if not (
+            effects.changed_devices
+            or effects.changed_pairs
+            or effects.signals
+            or rejected
+            or effects.commands
+        ):
             return
         self._committer.commit(lambda pipe: self._write(pipe, effects, rejected), self._stop)
 
@@ -250,6 +257,11 @@ class ProximityService:
             pipe.xadd(keys.gateway_inbox, {"input": encode(signal)})
         for letter in deadletters(rejected):
             add_deadletter(pipe, keys, self._settings.redis.deadletter_maxlen, letter)
+        # The outbox holds exactly the commands of this batch: the previous batch's were
+        # published before this commit. A crash before they go out leaves them for the restart.
+        pipe.xtrim(keys.command_outbox, maxlen=0)
+        for device_id, command in effects.commands:
+            pipe.xadd(keys.command_outbox, {"device": device_id, "command": encode(command)})
 
     def _publish_commands(self, effects: Effects) -> None:
         for device_id, command in effects.commands:
@@ -293,6 +305,13 @@ class ProximityService:
                 device_id=rejection.device_id,
                 topic=item.topic,
             )
+
+    def _resend_outbox(self) -> None:
+        """Publish the commands a crash kept from going out (a repeat is harmless: commands
+        set an interval or a warning level, they do not count)."""
+        for _id, fields in streams.entries(self._redis, self._keys.command_outbox):
+            device_id = fields[b"device"].decode()
+            self._mqtt.publish(self._topics.device(device_id, "cmd"), fields[b"command"], qos=1)
 
     def _restore(self) -> None:
         """Load every device and pair state this service committed before it stopped."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from nabij.contract import Warn, encode
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import VICTIM_HOME, north_of, now_ms, wait_until
 from tests.integration.test_alarm_path import fast_escalation, kinds, walk
@@ -112,3 +113,32 @@ def test_both_services_ride_out_a_redis_restart(
     assert stack.processes_alive() == {"proximity": True, "gateway": True}
     opened = [n for n in stack.notices("probation") if n.event == "opened"]
     assert [n.kind for n in opened].count("proximity_alarm") == 1
+
+
+def test_commands_committed_but_not_sent_before_a_crash_go_out_on_restart(
+    make_stack: StackFactory,
+) -> None:
+    """A kill -9 between committing a batch and publishing its commands: the commands wait in
+    the outbox, committed with the state that caused them, and the restarted service sends them."""
+    stack = make_stack()
+    victim = stack.device("vic-1")
+    # What a crash right after the commit leaves behind.
+    stack.redis.xadd(
+        stack.keys.command_outbox, {"device": "vic-1", "command": encode(Warn(level="alarm"))}
+    )
+    stack.start_process("proximity")
+    wait_until(lambda: Warn(level="alarm") in victim.commands, what="the warning delivered")
+
+
+def test_a_batch_with_commands_leaves_them_in_the_outbox_until_the_next_commit(
+    make_stack: StackFactory,
+) -> None:
+    """Commands are committed to the outbox with their batch (so a crash cannot lose them) and
+    cleared by the next commit, once they have been published."""
+    stack = make_stack()
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    ts = walk(offender, victim, now_ms() - 60_000, [50])
+    wait_until(lambda: Warn(level="alarm") in victim.commands, what="the alarm warning")
+    walk(offender, victim, ts, [60])  # a later batch: its commit clears what was sent
+    wait_until(lambda: stack.redis.xlen(stack.keys.command_outbox) == 0, what="outbox cleared")
