@@ -1,0 +1,173 @@
+"""Orders (`orders.toml`): who must stay away from whom, how far, where, and when not.
+
+The models validate what a file says; `nabij.config` reads the files, GeoJSON zones included.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import Field, TypeAdapter, field_validator, model_validator
+
+from nabij.contract import DEVICE_ID_PATTERN
+from nabij.settings import StrictModel
+
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
+
+Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
+Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
+# A GeoJSON position: [lon, lat] (an altitude, if any, is ignored).
+GeoPosition = Annotated[list[float], Field(min_length=2, max_length=3)]
+LinearRing = Annotated[list[GeoPosition], Field(min_length=4)]
+PolygonRings = Annotated[list[LinearRing], Field(min_length=1)]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: Final[tuple[Weekday, ...]] = Weekday.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
+ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+ZONE_NAME_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+DEFAULT_TIMEZONE: Final = "Europe/Amsterdam"
+_RULE: Final = re.compile(r"proximity|zone|zone:[A-Za-z0-9_.-]{1,64}")
+_POLYGON: Final = TypeAdapter(PolygonRings)
+
+
+class PolygonGeometry(StrictModel):
+    """A GeoJSON Polygon or MultiPolygon in WGS84 (positions are [lon, lat])."""
+
+    type: Literal["Polygon", "MultiPolygon"]
+    coordinates: list[Any] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> PolygonGeometry:
+        polygons = [self.coordinates] if self.type == "Polygon" else self.coordinates
+        for polygon in polygons:
+            _POLYGON.validate_python(polygon)
+            for ring in polygon:
+                if ring[0][:2] != ring[-1][:2]:
+                    raise ValueError("a polygon ring must end where it starts")
+                for position in ring:
+                    if not (-180.0 <= position[0] <= 180.0 and -90.0 <= position[1] <= 90.0):
+                        raise ValueError("positions are [lon, lat] in WGS84 degrees")
+        return self
+
+    def polygons(self) -> list[list[list[tuple[float, float]]]]:
+        """Every polygon as rings of (lon, lat): the exterior first, then holes."""
+        polygons = [self.coordinates] if self.type == "Polygon" else self.coordinates
+        return [[[(p[0], p[1]) for p in ring] for ring in polygon] for polygon in polygons]
+
+
+class Zone(StrictModel):
+    """A fixed exclusion zone: a circle (`lat`, `lon`, `radius_m`) or a polygon (`geojson`)."""
+
+    name: str = Field(pattern=ZONE_NAME_PATTERN)
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    radius_m: float | None = Field(default=None, gt=0, le=100_000)
+    geojson: str | None = Field(default=None, min_length=1)
+    """Path of a GeoJSON file, relative to the config directory; the loader fills `geometry`."""
+    geometry: PolygonGeometry | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Zone:
+        circle = (self.lat, self.lon, self.radius_m)
+        has_circle = any(v is not None for v in circle)
+        has_polygon = self.geojson is not None or self.geometry is not None
+        if has_circle and has_polygon:
+            raise ValueError("a zone is either a circle (lat, lon, radius_m) or geojson, not both")
+        if not has_circle and not has_polygon:
+            raise ValueError("a zone needs lat, lon and radius_m, or geojson")
+        if has_circle and any(v is None for v in circle):
+            raise ValueError("a circular zone needs all of lat, lon and radius_m")
+        return self
+
+
+class Exemption(StrictModel):
+    """A weekly window in which some rules of an order are suspended (in the order's timezone).
+
+    `end` before `start` runs past midnight into the next day. `rules`: "proximity" (both rings
+    of every pair), "zone" (every zone) or "zone:NAME". With a `corridor` (GeoJSON path), the
+    exemption holds only while the offender is inside it.
+    """
+
+    days: list[Weekday] = Field(min_length=1)
+    start: ClockTime
+    end: ClockTime
+    rules: list[str] = Field(min_length=1)
+    corridor: str | None = Field(default=None, min_length=1)
+    corridor_geometry: PolygonGeometry | None = None
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_names(cls, rules: list[str]) -> list[str]:
+        for rule in rules:
+            if not _RULE.fullmatch(rule):
+                raise ValueError(f"unknown rule {rule!r}: use proximity, zone or zone:NAME")
+        return rules
+
+    @model_validator(mode="after")
+    def _window(self) -> Exemption:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
+    def minutes(self) -> tuple[int, int]:
+        """Start and end as minutes after local midnight."""
+        sh, sm = self.start.split(":")
+        eh, em = self.end.split(":")
+        return int(sh) * 60 + int(sm), int(eh) * 60 + int(em)
+
+
+class Order(StrictModel):
+    id: str = Field(min_length=1, max_length=128)
+    offender_device: DeviceId
+    victim_devices: list[DeviceId] = Field(default_factory=list)
+    alarm_m: float = Field(gt=0, le=100_000)
+    pre_alert_m: float | None = Field(default=None, gt=0, le=200_000)
+    timezone: str = DEFAULT_TIMEZONE
+    zone: list[Zone] = Field(default_factory=list)
+    exemption: list[Exemption] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {name!r}") from err
+        return name
+
+    @model_validator(mode="after")
+    def _rings_nest(self) -> Order:
+        if self.pre_alert_m is not None and self.pre_alert_m <= self.alarm_m:
+            raise ValueError("pre_alert_m must be larger than alarm_m")
+        if self.offender_device in self.victim_devices:
+            raise ValueError("offender_device cannot also be a victim device")
+        names = [zone.name for zone in self.zone]
+        if len(set(names)) != len(names):
+            raise ValueError("zone names must be unique within an order")
+        for exemption in self.exemption:
+            for rule in exemption.rules:
+                if rule.startswith("zone:") and rule[5:] not in names:
+                    raise ValueError(f"exemption rule {rule!r} names no zone of this order")
+        return self
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def pre_alert_ring_m(self) -> float:
+        return self.pre_alert_m if self.pre_alert_m is not None else 2 * self.alarm_m
+
+
+class OrdersFile(StrictModel):
+    order: list[Order] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _ids_unique(self) -> OrdersFile:
+        seen: set[str] = set()
+        for order in self.order:
+            if order.id in seen:
+                raise ValueError(f"order id {order.id!r} appears twice")
+            seen.add(order.id)
+        return self
