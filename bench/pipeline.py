@@ -1,12 +1,16 @@
-"""End-to-end throughput of the proximity path: MQTT publish -> proximity -> Redis commit.
+"""End to end through the proximity service: MQTT publish -> proximity -> Redis commit.
 
-Starts its own mosquitto and redis-server (appendonly, fsync every second) on free ports, runs
-`nabij proximity` as a subprocess, and has one publisher process send pre-encoded QoS 1 fixes of
-N pairs as fast as the broker takes them. Reports the rate at which the service applied them
-(from its own `nabij_messages_received_total`) and its decision latency quantiles (from the
-histogram: receipt by the service to committed in Redis).
+Starts its own mosquitto and redis-server (AOF on) on free ports and runs `nabij proximity` as a
+subprocess with its metrics port. Two loads:
+- saturation (default): one publisher process sends pre-encoded QoS 1 fixes of N pairs as fast as
+  the broker takes them; reports the rate the service applied them at.
+- `--rate R`: the fleet generator (`nabij simulate fleet`) publishes R fixes/s open loop for
+  `--duration` seconds; reports the decision latency the service reached at that rate.
+Latency quantiles are the upper bounds of `nabij_decision_latency_seconds` buckets: receipt by
+the service to committed in Redis.
 
-    .venv/bin/python -m bench.pipeline --pairs 1000 --fixes 100000
+    .venv/bin/python -m bench.pipeline --pairs 1000 --fixes 60000 --runs 3
+    .venv/bin/python -m bench.pipeline --rate 5000 --duration 30 --runs 3
 """
 
 from __future__ import annotations
@@ -20,17 +24,22 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
 
 from nabij.contract import Fix, Topics
 from nabij.mqtt import MqttEndpoint, make_client
+from simulators.fleet.generator import run_fleet
+from simulators.fleet.plan import FleetPlan
 from tests.servers import MosquittoServer, RedisServer, free_port
 
 NABIJ = (sys.executable, "-m", "services.cli")
-PREFIX = "bench"
+PREFIX = "bench/v1"
 START_TS = 1_790_000_000_000
+FLEET_INTERVAL_S = 30.0
 
 
 def orders_toml(pairs: int) -> str:
@@ -43,11 +52,11 @@ def orders_toml(pairs: int) -> str:
 
 def payloads(pairs: int, fixes: int) -> list[tuple[str, bytes]]:
     """Fixes of both devices of every pair, far apart (the common case: nothing to alarm)."""
-    topics = Topics(f"{PREFIX}/v1")
+    topics = Topics(PREFIX)
     out = []
     for n in range(fixes):
         pair, round_ = n % pairs, n // pairs
-        role = "ank" if (n // pairs) % 2 == 0 else "vic"
+        role = "ank" if round_ % 2 == 0 else "vic"
         device = f"{role}-{pair}"
         lat = 52.30 + (pair % 100) * 0.001 + (0.05 if role == "vic" else 0.0)
         fix = Fix(device, round_ + 1, START_TS + round_ * 1000, lat, 4.85, 8.0)
@@ -56,8 +65,8 @@ def payloads(pairs: int, fixes: int) -> list[tuple[str, bytes]]:
 
 
 def publish(url: str, messages: list[tuple[str, bytes]]) -> None:
-    client = make_client(MqttEndpoint.from_url(url), "bench-publisher", persistent_session=False)
     endpoint = MqttEndpoint.from_url(url)
+    client = make_client(endpoint, "bench-publisher", persistent_session=False)
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()
     info = None
@@ -97,7 +106,9 @@ def latency_quantile(metrics: str, q: float) -> float:
     return float("inf")
 
 
-def run_once(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
+@contextmanager
+def proximity(orders: str, workdir: Path) -> Iterator[tuple[str, int]]:
+    """A ready `nabij proximity` with its own broker and Redis: yields (mqtt url, metrics port)."""
     mosquitto = MosquittoServer(workdir / "mosquitto")
     redis_server = RedisServer(workdir / "redis")
     mosquitto.start()
@@ -105,48 +116,26 @@ def run_once(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
     config = workdir / "config"
     config.mkdir()
     (config / "nabij.toml").write_text(
-        f'[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "{PREFIX}/v1"\n'
-        f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "{PREFIX}"\n'
+        f'[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "{PREFIX}"\n'
+        f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "bench"\n'
         '[proximity]\nmax_clock_ahead_s = 86400000\n[log]\nlevel = "warning"\n'
     )
-    (config / "orders.toml").write_text(orders_toml(pairs))
+    (config / "orders.toml").write_text(orders)
     port = free_port()
     service = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "proximity",
-            "--config",
-            str(config),
-            "--metrics-port",
-            str(port),
-        ],
+        [*NABIJ, "proximity", "--config", str(config), "--metrics-port", str(port)],
         stderr=(workdir / "proximity.log").open("wb"),
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if "nabij_ready" in scrape(port):
+                if 'nabij_ready{service="proximity"} 1.0' in scrape(port):
                     break
             except OSError:
-                time.sleep(0.1)
-        time.sleep(1)
-        messages = payloads(pairs, fixes)
-        publisher = multiprocessing.Process(target=publish, args=(mosquitto.url, messages))
-        started = time.monotonic()
-        publisher.start()
-        while received(scrape(port)) < fixes and time.monotonic() - started < 300:
-            time.sleep(0.05)
-        elapsed = time.monotonic() - started
-        publisher.join(timeout=60)
-        metrics = scrape(port)
-        return {
-            "fixes_per_s": received(metrics) / elapsed,
-            "p50_ms": latency_quantile(metrics, 0.5) * 1000,
-            "p99_ms": latency_quantile(metrics, 0.99) * 1000,
-        }
+                pass
+            time.sleep(0.1)
+        yield mosquitto.url, port
     finally:
         service.terminate()
         service.wait(timeout=30)
@@ -154,24 +143,60 @@ def run_once(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
         redis_server.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def saturate(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
+    with proximity(orders_toml(pairs), workdir) as (url, port):
+        publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
+        started = time.monotonic()
+        publisher.start()
+        while received(scrape(port)) < fixes and time.monotonic() - started < 300:
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        publisher.join(timeout=60)
+        metrics = scrape(port)
+    return {
+        "fixes_per_s": received(metrics) / elapsed,
+        "p50_ms": latency_quantile(metrics, 0.5) * 1000,
+        "p99_ms": latency_quantile(metrics, 0.99) * 1000,
+    }
+
+
+def at_rate(rate: float, duration_s: float, workdir: Path) -> dict[str, float]:
+    plan = FleetPlan(pairs=max(1, round(rate * FLEET_INTERVAL_S / 2)), interval_s=FLEET_INTERVAL_S)
+    with proximity(plan.orders_toml(), workdir) as (url, port):
+        report = run_fleet(plan, url, PREFIX, duration_s=duration_s, qos=1)
+        deadline = time.monotonic() + 60
+        while received(scrape(port)) < report.stats.sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+        metrics = scrape(port)
+    return {
+        "sent_per_s": report.achieved_rate,
+        "applied": received(metrics),
+        "p50_ms": latency_quantile(metrics, 0.5) * 1000,
+        "p99_ms": latency_quantile(metrics, 0.99) * 1000,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1000)
-    parser.add_argument("--fixes", type=int, default=100_000)
+    parser.add_argument("--fixes", type=int, default=60_000)
+    parser.add_argument("--rate", type=float, default=None, help="open-loop fixes/s (fleet)")
+    parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    one_run: Callable[[Path], dict[str, float]]
+    if args.rate is None:
+        one_run = lambda workdir: saturate(args.pairs, args.fixes, workdir)  # noqa: E731  # a closure over the parsed arguments
+    else:
+        one_run = lambda workdir: at_rate(args.rate, args.duration, workdir)  # noqa: E731  # as above
     results = []
     for i in range(args.runs):
         with tempfile.TemporaryDirectory() as workdir:
-            result = run_once(args.pairs, args.fixes, Path(workdir))
+            result = one_run(Path(workdir))
         print(f"run {i + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in result.items()))
         results.append(result)
-    print(
-        "median: "
-        + ", ".join(
-            f"{key} {statistics.median(r[key] for r in results):,.1f}" for key in results[0]
-        )
-    )
+    medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    print("median: " + ", ".join(f"{k} {v:,.1f}" for k, v in medians.items()))
 
 
 if __name__ == "__main__":

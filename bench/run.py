@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 from bench import fleet, pipeline
 
 if __name__ == "__main__":
     fleet.main([])
-    sys.argv = sys.argv[:1]
-    pipeline.main()
+    pipeline.main([])
+    pipeline.main(["--rate", "5000"])
