@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
+import msgspec
 import pytest
 
 from nabij.contract import Warn, encode
+from services.proximity.core.state import DeviceState
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import VICTIM_HOME, north_of, now_ms, wait_until
 from tests.integration.test_alarm_path import fast_escalation, kinds, walk
@@ -142,3 +146,41 @@ def test_a_batch_with_commands_leaves_them_in_the_outbox_until_the_next_commit(
     wait_until(lambda: Warn(level="alarm") in victim.commands, what="the alarm warning")
     walk(offender, victim, ts, [60])  # a later batch: its commit clears what was sent
     wait_until(lambda: stack.redis.xlen(stack.keys.command_outbox) == 0, what="outbox cleared")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill9_of_both_services_mid_stream_changes_no_outcome(
+    make_stack: StackFactory, seed: int
+) -> None:
+    """While an offender approaches, lingers and leaves, each service is killed -9 at a random
+    moment of the stream and restarted: the outcome is exactly that of a calm run (one
+    pre-alert, one alarm, both cleared once, every notice id unique) and no fix is lost."""
+    stack = make_stack()
+    stack.start_process("gateway")
+    stack.start_process("proximity")
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    distances = [3000 - 150 * i for i in range(18)] + [300] * 10 + [3000] * 12
+    rng = random.Random(seed)
+    kills = {rng.randrange(5, 20): "proximity", rng.randrange(20, 38): "gateway"}
+    ts = now_ms() - 3_600_000
+    for step, distance in enumerate(distances):
+        if step in kills:
+            stack.kill_process(kills[step])
+            stack.start_process(kills[step])
+        ts = walk(offender, victim, ts, [distance])
+    offender.event(ts, "strap_tamper")  # marker: everything before it has been processed
+    stack.wait_notices("probation", lambda ns: "strap_tamper" in kinds(ns, "opened"), "marker")
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    probation = stack.notices("probation")
+    assert sorted(kinds(probation, "opened")) == [
+        "proximity_alarm",
+        "proximity_pre_alert",
+        "strap_tamper",
+    ]
+    assert sorted(kinds(probation, "cleared")) == ["proximity_alarm", "proximity_pre_alert"]
+    every_notice = probation + stack.notices("police")
+    assert len({n.notice_id for n in every_notice}) == len(every_notice)
+    state = msgspec.msgpack.decode(
+        stack.redis.get(stack.keys.device_state("ank-1")), type=DeviceState
+    )
+    assert state.last_seq == offender.seq
