@@ -290,3 +290,20 @@ def test_bad_input_goes_to_deadletter_and_service_keeps_working(make_stack: Stac
     reasons = {fields[b"reason"].decode() for fields in letters}
     assert {"invalid_json", "device_mismatch", "unknown_device", "clock_ahead"} <= reasons
     assert all(fields[b"detail"] for fields in letters)
+
+
+def test_gateway_dead_letters_bad_inbox_entries_and_keeps_working(
+    make_stack: StackFactory,
+) -> None:
+    """Garbage in the gateway's inbox (a broken writer, a poisoned entry) is kept with its reason
+    in the dead-letter stream, acknowledged, and the gateway goes on routing."""
+    stack = make_stack()
+    stack.start_in_process()
+    for raw in (b"{not json", b'{"type": "ack", "alarm_id": 7}', b"[" * 5000 + b"]" * 5000):
+        stack.redis.xadd(stack.keys.gateway_inbox, {"input": raw})
+    stack.device("vic-1").event(now_ms(), "aware_button")
+    stack.wait_notices("police", lambda ns: "aware_button" in kinds(ns, "opened"), "aware press")
+    wait_until(stack.inbox_settled, what="gateway applied every entry")
+    from_gateway = [f for f in stack.deadletters() if f[b"source"] == b"gateway"]
+    assert len(from_gateway) == 3
+    assert {f[b"reason"] for f in from_gateway} == {b"invalid_input"}
