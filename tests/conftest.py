@@ -1,8 +1,7 @@
 """Shared fixtures: real Mosquitto and Redis processes on free ports, clients, unique prefixes.
 
-Function-scoped servers (`mosquitto`, `redis_server`) belong to one test, which may stop, kill
-or restart them. Session-scoped ones (`mosquitto_session`, `redis_session`) are shared: tests
-using them must keep to their `unique_prefix` and never stop them.
+The servers (`mosquitto`, `redis_server`) belong to one test, which may stop, kill or restart
+them.
 """
 
 from __future__ import annotations
@@ -21,53 +20,29 @@ from tests.servers import MissingBinaryError, MosquittoServer, RedisServer
 _S = TypeVar("_S", MosquittoServer, RedisServer)
 
 
-def _started(factory: Callable[[], _S]) -> _S:
+def _serving(factory: Callable[[], _S]) -> Iterator[_S]:
+    """Start a server for one test and stop it afterwards, whatever the test did to it."""
     try:
         server = factory()
     except MissingBinaryError as err:
         pytest.fail(str(err), pytrace=False)
     server.start()
-    return server
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
     """A fresh `mosquitto` owned by this test (persistence in its own tmp dir)."""
-    server = _started(lambda: MosquittoServer(tmp_path / "mosquitto"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serving(lambda: MosquittoServer(tmp_path / "mosquitto"))
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh `redis-server` owned by this test (AOF, fsync always, in its own tmp dir)."""
-    server = _started(lambda: RedisServer(tmp_path / "redis"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def mosquitto_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
-    """One `mosquitto` shared by the session; use `unique_prefix` topics, never stop it."""
-    server = _started(lambda: MosquittoServer(tmp_path_factory.mktemp("mosquitto")))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One `redis-server` shared by the session; use `unique_prefix` keys, never flush it."""
-    server = _started(lambda: RedisServer(tmp_path_factory.mktemp("redis")))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serving(lambda: RedisServer(tmp_path / "redis"))
 
 
 @pytest.fixture

@@ -153,19 +153,3 @@ def test_redis_appendonly_data_survives_kill_and_restart(redis_server: RedisServ
     assert client.hgetall("alarms") == {b"a1": b"open"}
     assert client.xlen("inbox") == 1
     client.close()
-
-
-def test_session_servers_are_shared_and_isolated_by_prefix(
-    mosquitto_session: MosquittoServer, redis_session: RedisServer, unique_prefix: str
-) -> None:
-    """Session-scoped servers run for the whole session; a test keeps to its own prefix."""
-    client = redis_session.client()
-    client.set(f"{unique_prefix}:k", b"v")
-    assert client.get(f"{unique_prefix}:k") == b"v"
-    client.close()
-    probe = MqttProbe(mosquitto_session.url, f"{unique_prefix}-c")
-    probe.connect()
-    probe.subscribe(f"{unique_prefix}/echo")
-    probe.publish(f"{unique_prefix}/echo", b"hi")
-    assert probe.next_message().payload == b"hi"
-    probe.disconnect()

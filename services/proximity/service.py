@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -220,8 +221,9 @@ class ProximityService:
             tick=tick,
             max_clock_ahead_ms=max_ahead_ms,
         )
-        for kind in result.uplink_kinds:
-            metrics.MESSAGES_RECEIVED.labels(service=SERVICE, kind=kind).inc()
+        # One counter update per kind and batch, not per fix: label lookup is the costly part.
+        for kind, count in Counter(result.uplink_kinds).items():
+            metrics.MESSAGES_RECEIVED.labels(service=SERVICE, kind=kind).inc(count)
         effects, rejected = result.effects, result.rejected
         self._commit(effects, rejected)
         self._publish_commands(effects)

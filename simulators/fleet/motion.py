@@ -17,15 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 from simulators.fleet.plan import FleetPlan
-from simulators.noise import ACC_PER_SIGMA
+from simulators.noise import ACC_PER_SIGMA, NoiseParams
 
 METRES_PER_DEG_LAT: Final = 111_320.0
 SPEEDS_MPS: Final = (1.4, 4.5, 11.0)  # walking, cycling, driving in town
-SIGMA_M: Final = 4.0
-CORRELATION_S: Final = 30.0
-JUMP_RATE_PER_H: Final = 1.0
-JUMP_M: Final = 150.0
-JUMP_DURATION_S: Final = 20.0
+# The scenario devices' error model, with the fleet's settings: one set of parameters for both.
+NOISE: Final = NoiseParams(sigma_m=4.0, jump_rate_per_h=1.0)
 MOVING_VICTIMS: Final = 0.3
 MAX_DWELL_S: Final = 1800.0
 
@@ -57,15 +54,15 @@ class FleetMotion:
         self.dwell_left = np.zeros(n)
         self.heading = np.zeros(n)
         self.moving = np.zeros(n, dtype=bool)
-        self.ex = self.rng.normal(0.0, SIGMA_M, n)
-        self.ey = self.rng.normal(0.0, SIGMA_M, n)
+        self.ex = self.rng.normal(0.0, NOISE.sigma_m, n)
+        self.ey = self.rng.normal(0.0, NOISE.sigma_m, n)
         self.jump_left = np.zeros(n)
         self.jx = np.zeros(n)
         self.jy = np.zeros(n)
-        self.acc_m = SIGMA_M * ACC_PER_SIGMA
-        self.phi = math.exp(-self.interval_s / CORRELATION_S)
-        self.innovation = SIGMA_M * math.sqrt(1.0 - self.phi * self.phi)
-        self.jump_p = 1.0 - math.exp(-JUMP_RATE_PER_H * self.interval_s / 3600.0)
+        self.acc_m = NOISE.sigma_m * ACC_PER_SIGMA
+        self.phi = math.exp(-self.interval_s / NOISE.correlation_s)
+        self.innovation = NOISE.sigma_m * math.sqrt(1.0 - self.phi * self.phi)
+        self.jump_p = 1.0 - math.exp(-NOISE.jump_rate_per_h * self.interval_s / 3600.0)
         self.home = home
 
     def _random_points(self, k: int) -> tuple[Floats, Floats]:
@@ -115,7 +112,7 @@ class FleetMotion:
         jumpers = idx[start]
         if jumpers.size:
             angle = self.rng.uniform(0.0, 2 * math.pi, jumpers.size)
-            size = JUMP_M * self.rng.uniform(0.5, 1.5, jumpers.size)
+            size = NOISE.jump_m * self.rng.uniform(0.5, 1.5, jumpers.size)
             self.jx[jumpers] = size * np.sin(angle)
             self.jy[jumpers] = size * np.cos(angle)
-            self.jump_left[jumpers] = JUMP_DURATION_S
+            self.jump_left[jumpers] = NOISE.jump_duration_s

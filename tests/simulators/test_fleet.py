@@ -19,7 +19,7 @@ from nabij.contract import Topics, fix_decoder
 from nabij.mqtt import MqttEndpoint
 from services.cli import _parser
 from simulators.fleet.generator import run_fleet
-from simulators.fleet.motion import CORRELATION_S, SIGMA_M, FleetMotion
+from simulators.fleet.motion import NOISE, FleetMotion
 from simulators.fleet.plan import FleetPlan
 from simulators.noise import ACC_PER_SIGMA
 
@@ -47,12 +47,12 @@ def test_fleet_noise_follows_the_scenario_noise_model() -> None:
         east.append(motion.ex.copy())
         jumps += int(np.count_nonzero(motion.jump_left == 20.0))
     series = np.array(east)
-    assert series.std() == pytest.approx(SIGMA_M, rel=0.05)
+    assert series.std() == pytest.approx(NOISE.sigma_m, rel=0.05)
     lag1 = np.mean([np.corrcoef(series[:-1, d], series[1:, d])[0, 1] for d in range(200)])
-    assert lag1 == pytest.approx(math.exp(-10 / CORRELATION_S), abs=0.03)
+    assert lag1 == pytest.approx(math.exp(-10 / NOISE.correlation_s), abs=0.03)
     hours = plan.devices * 400 * 10 / 3600
     assert jumps / hours == pytest.approx(1.0, rel=0.15)
-    assert motion.acc_m == pytest.approx(SIGMA_M * ACC_PER_SIGMA)
+    assert motion.acc_m == pytest.approx(NOISE.sigma_m * ACC_PER_SIGMA)
 
 
 def test_cli_accepts_the_fleet_form_and_the_scenario_form() -> None:
