@@ -24,6 +24,14 @@ EpochMs = Annotated[
 Seq = Annotated[
     int, Meta(ge=0, le=2**63 - 1, description="Per-device counter that increases by message.")
 ]
+# Firmware picks a new boot id at every start (random, or a boot counter): `seq` restarts with it.
+BootId = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="Identifies one run of the device's firmware; seq counts within it.",
+    ),
+]
 Latitude = Annotated[float, Meta(ge=-90.0, le=90.0, description="WGS84 latitude, degrees.")]
 Longitude = Annotated[float, Meta(ge=-180.0, le=180.0, description="WGS84 longitude, degrees.")]
 AccuracyM = Annotated[
@@ -36,6 +44,9 @@ Confidence = Annotated[
 ]
 ClosingSpeed = Annotated[float, Meta(description="Rate at which the distance shrinks, m/s.")]
 EtaSeconds = Annotated[float, Meta(ge=0.0, description="Predicted seconds until the alarm ring.")]
+LateSeconds = Annotated[
+    int, Meta(ge=0, description="Seconds between when it happened and when nabij learned of it.")
+]
 
 EventType = Literal[
     "aware_button", "strap_tamper", "battery_low", "gnss_lost", "gnss_restored", "power_off"
@@ -49,6 +60,8 @@ AlarmKind = Literal[
     "location_unknown",
     "device_offline",
     "battery_low",
+    "device_fault",
+    "victim_unprotected",
 ]
 ALARM_KINDS: Final[tuple[AlarmKind, ...]] = AlarmKind.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
 NoticeEvent = Literal["opened", "updated", "escalated", "acknowledged", "cleared", "resolved"]
@@ -71,6 +84,7 @@ class FixPosition(Struct, frozen=True, omit_defaults=True):
     lon: Longitude
     acc: AccuracyM
     src: PositionSource | None = None
+    boot: BootId | None = None
 
 
 class Fix(FixPosition, frozen=True, omit_defaults=True):
@@ -92,6 +106,7 @@ class DeviceEvent(Struct, frozen=True, omit_defaults=True):
     lon: Longitude | None = None
     acc: AccuracyM | None = None
     batt: Battery | None = None
+    boot: BootId | None = None
 
 
 class DeviceStatus(Struct, frozen=True, omit_defaults=True):
@@ -155,6 +170,10 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     confidence: Confidence | None = None
     closing_speed_mps: ClosingSpeed | None = None
     eta_s: EtaSeconds | None = None
+    # Set when the condition was found late (in a backlog after a coverage gap): when it really
+    # happened, and how long before nabij learned of it.
+    happened_at: EpochMs | None = None
+    late_s: LateSeconds | None = None
 
 
 # --- proximity to alarm gateway (internal, Redis Stream `{prefix}:gateway:inbox`) -----------
@@ -187,6 +206,8 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     confidence: Confidence | None = None
     closing_speed_mps: ClosingSpeed | None = None
     eta_s: EtaSeconds | None = None
+    happened_at: EpochMs | None = None
+    late_s: LateSeconds | None = None
 
 
 class HumanRequest(Struct, frozen=True, omit_defaults=True):

@@ -94,6 +94,8 @@ DEFAULT_ESCALATION: Final[Mapping[AlarmKind, EscalationPolicy]] = {
     "location_unknown": EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=300),
     "device_offline": EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=300),
     "battery_low": EscalationPolicy(priority=3, queues=["probation"], ack_timeout_s=3600),
+    "device_fault": EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=300),
+    "victim_unprotected": EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=300),
 }
 
 

@@ -30,6 +30,8 @@ _DEFAULT_FACTS: Final[dict[AlarmKind, str]] = {
     "location_unknown": "Position of a device unknown",
     "device_offline": "Device offline",
     "battery_low": "Device battery low",
+    "device_fault": "Device misbehaving (clock, counter or refused messages)",
+    "victim_unprotected": "Victim device not reporting: the victim is not protected",
 }
 
 
@@ -112,6 +114,8 @@ def build_notices(
             confidence=latest.confidence,
             closing_speed_mps=latest.closing_speed_mps,
             eta_s=latest.eta_s,
+            happened_at=latest.happened_at,
+            late_s=latest.late_s,
         )
         out.append((queue, notice))
     return out

@@ -54,7 +54,7 @@ class DeviceConditions:
             or (batt is not None and (batt != device.batt or device.battery_low))
         ):
             return  # the common case, kept cheap
-        cause = _Cause(str(device.last_seq), now_ms, effects)
+        cause = _Cause(device.tag(device.last_seq), now_ms, effects)
         if device.location_unknown:
             device.location_unknown = False
             silent_s = (cause.now_ms - (heard_before or cause.now_ms)) // 1000
@@ -69,7 +69,7 @@ class DeviceConditions:
         self, device: DeviceState, event: DeviceEvent, now_ms: int, effects: Effects
     ) -> None:
         """An accepted event. Its position moves nothing: only a press carries it, in the signal."""
-        cause = _Cause(str(event.seq), now_ms, effects)
+        cause = _Cause(device.tag(event.seq), now_ms, effects)
         role = self._topology.role_names[device.device_id]
         if event.type == "aware_button":
             self._aware_press(device, event, cause)
@@ -91,7 +91,9 @@ class DeviceConditions:
             return
         # Status messages carry no seq: a per-device counter keeps their signal ids unique.
         device.status_changes += 1
-        cause = _Cause(f"{device.last_seq}|status{device.status_changes}", now_ms, effects)
+        cause = _Cause(
+            f"{device.tag(device.last_seq)}|status{device.status_changes}", now_ms, effects
+        )
         self._set_online(device, online, "is back online" if online else "went offline", cause)
 
     def tick(self, now_ms: int, effects: Effects) -> None:
@@ -107,7 +109,7 @@ class DeviceConditions:
                 f"No fix from offender device {device_id} for {(now_ms - heard) // 1000} s "
                 f"(limit {limit // 1000} s)."
             )
-            cause = _Cause(f"{device.last_seq}|tick", now_ms, effects)
+            cause = _Cause(f"{device.tag(device.last_seq)}|tick", now_ms, effects)
             self._signal(device, "location_unknown", "open", reason, cause, offender_only=True)
 
     def _aware_press(self, device: DeviceState, event: DeviceEvent, cause: _Cause) -> None:

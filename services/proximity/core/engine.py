@@ -141,7 +141,7 @@ class ProximityEngine:
         device.last_heard_ms = now_ms
         self._conditions.on_fix(device, fix.batt, heard_before, now_ms, effects)
         for spec in self._pairs_of.get(device.device_id, ()):
-            changes = self._judge.compare(spec, device, fix.seq, now_ms, effects)
+            changes = self._judge.compare(spec, device, device.tag(fix.seq), now_ms, effects)
             if changes is not None:
                 self._command(spec, changes[0], changes[1], effects)
         if self._zones.has_zones(device.device_id):

@@ -148,7 +148,16 @@ def _decode_fix(raw: bytes | msgspec.Raw, device_id: str, where: str, parsed: Pa
         # nabij to the device. The fix is kept without its optional fields, and counted.
         detail = f"{invalid.detail} Position kept; the optional fields were dropped."
         parsed.rejections.append(Rejection("salvaged", detail, device_id))
-        return Fix(core.device_id, core.seq, core.ts, core.lat, core.lon, core.acc, src=core.src)
+        return Fix(
+            core.device_id,
+            core.seq,
+            core.ts,
+            core.lat,
+            core.lon,
+            core.acc,
+            src=core.src,
+            boot=core.boot,
+        )
     except msgspec.DecodeError as err:
         parsed.rejections.append(_decode_rejection(err, device_id, where))
         return None

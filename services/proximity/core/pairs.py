@@ -53,7 +53,7 @@ class PairJudge:
         self._predict_reach_m = 2 * settings.max_speed_mps * settings.predict_horizon_s
 
     def compare(
-        self, spec: PairSpec, reporter: DeviceState, seq: int, now_ms: int, effects: Effects
+        self, spec: PairSpec, reporter: DeviceState, tag: str, now_ms: int, effects: Effects
     ) -> Changes | None:
         """Compare the reporter's new fix with its partner's latest, if recent enough; returns
         the rings' transitions, or None when no ring changed phase."""
@@ -96,7 +96,7 @@ class PairJudge:
             offender=offender,
             victim=victim,
             reporter=reporter.device_id,
-            seq=seq,
+            tag=tag,
             now_ms=now_ms,
         )
         motion = _Motion(self, spec, offender, victim)
@@ -152,7 +152,7 @@ class PairJudge:
             offender=offender.fix,
             victim=victim.fix,
             reporter=spec.offender,
-            seq=offender.last_seq,
+            tag=offender.tag(offender.last_seq),
             now_ms=now_ms,
         )
         changes: list[Transition | None] = []

@@ -39,7 +39,8 @@ class Observation:
     offender: Position
     victim: Position
     reporter: str
-    seq: int
+    tag: str
+    """Names the reporter's input (`DeviceState.tag`) in signal ids."""
     now_ms: int
 
 
@@ -90,7 +91,7 @@ def ring_signal(
     if facts.note is not None:
         reason = f"{reason[:-1]}; {facts.note}."
     return AlarmSignal(
-        signal_id=signal_id(key, action, obs.reporter, str(obs.seq)),
+        signal_id=signal_id(key, action, obs.reporter, obs.tag),
         action=action,
         kind=params.kind,
         alarm_key=key,

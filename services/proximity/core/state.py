@@ -43,6 +43,9 @@ class ZoneState(msgspec.Struct, omit_defaults=True):
 
 class DeviceState(msgspec.Struct):
     device_id: str
+    epoch: int = 0
+    """Restarts of the device's counter so far (a new boot, or a reset taken from old firmware).
+    Signal ids carry it, so a seq reused after a reboot is never taken for a redelivery."""
     last_seq: int = -1
     seen_below: int = 0
     """Bit k set: seq `last_seq - 1 - k` was accepted (see `SEEN_WINDOW`)."""
@@ -70,6 +73,10 @@ class DeviceState(msgspec.Struct):
     """Outliers seen in total (their signal-free inputs still advance `seq`)."""
     zones: dict[str, ZoneState] = {}
     """Offender devices: `{order_id}|{zone name}` -> where the device stands to that zone."""
+
+    def tag(self, seq: int) -> str:
+        """What names input `seq` of this device in signal ids: unique across counter restarts."""
+        return str(seq) if self.epoch == 0 else f"{seq}@{self.epoch}"
 
     def seq_seen(self, seq: int) -> bool:
         """Whether `seq` (<= last_seq) was accepted before, as far as the window remembers."""

@@ -127,7 +127,7 @@ class ZoneJudge:
                         signed_m=signed,
                         params=spec.params,
                         held_ms=held_ms,
-                        tag=str(device.last_seq),
+                        tag=device.tag(device.last_seq),
                         now_ms=now_ms,
                         facts=facts,
                     )
@@ -177,7 +177,7 @@ class ZoneJudge:
                         signed_m=state.signed_m,
                         params=spec.params,
                         held_ms=0,
-                        tag=f"{device.last_seq}|exemption-end",
+                        tag=f"{device.tag(device.last_seq)}|exemption-end",
                         now_ms=now_ms,
                         facts=facts,
                     )
