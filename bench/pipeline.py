@@ -118,7 +118,7 @@ def proximity(orders: str, workdir: Path) -> Iterator[tuple[str, int]]:
     (config / "nabij.toml").write_text(
         f'[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "{PREFIX}"\n'
         f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "bench"\n'
-        '[proximity]\nmax_clock_ahead_s = 86400000\n[log]\nlevel = "warning"\n'
+        '[log]\nlevel = "warning"\n'
     )
     (config / "orders.toml").write_text(orders)
     port = free_port()

@@ -38,6 +38,8 @@ class ProximitySettings(StrictModel):
     enter_dwell_s: float = Field(default=10, ge=0)
     exit_dwell_s: float = Field(default=60, ge=0)
     critical_m: float = Field(default=100, ge=0)
+    # Times below are nabij's (server) time: a device clock never decides freshness or dwell.
+    # A partner position older than this (at the time of the fix it is compared with) is not used.
     max_fix_age_s: PositiveSeconds = 120
     location_unknown_s: PositiveSeconds = 180
     # None: max(50 m, 10% of the ring), per ring.
@@ -46,8 +48,16 @@ class ProximitySettings(StrictModel):
     alarm_interval_s: int = Field(default=15, ge=1, le=3600)
     normal_interval_s: int = Field(default=60, ge=1, le=3600)
     battery_low_pct: int = Field(default=15, ge=0, le=100)
-    # A fix whose clock is this far ahead of the server is rejected as bad input.
-    max_clock_ahead_s: PositiveSeconds = 300
+    # A fix measured longer than this before it arrived is late (a backlog): it is judged at the
+    # time it was measured against where the partner was then, and its alarms say how late.
+    late_after_s: PositiveSeconds = 30
+    # How far back each device's positions are kept to judge a partner's backlog: a coverage gap
+    # up to this long is judged in full.
+    history_s: PositiveSeconds = 900
+    # A device clock this far off nabij's (on live fixes) for `fault_dwell_s` is a device_fault;
+    # so are refused messages (>= 3, none accepted) for as long.
+    clock_fault_s: PositiveSeconds = 60
+    fault_dwell_s: PositiveSeconds = 120
     batch_max: int = Field(default=2000, ge=1)
     # A fix implying more than this speed from the device's track is an outlier (GPS jump) ...
     max_speed_mps: float = Field(default=70, gt=0)

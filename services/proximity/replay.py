@@ -189,12 +189,11 @@ def replay(
     engine = ProximityEngine(config.orders, settings.proximity)
     book = AlarmBook(settings)
     topics = Topics(settings.mqtt.topic_prefix)
-    max_ahead_ms = int(settings.proximity.max_clock_ahead_s * 1000)
     timeline = Timeline()
     next_tick: int | None = None
 
     def batch(items: Sequence[Recorded], now: int, tick: bool) -> None:
-        result = run_batch(engine, topics, items, now, tick=tick, max_clock_ahead_ms=max_ahead_ms)
+        result = run_batch(engine, topics, items, now, tick=tick)
         effects = result.effects
         timeline.messages += len(items)
         timeline.rejected += len(result.rejected)

@@ -212,14 +212,12 @@ class ProximityService:
         return batch
 
     def _process(self, batch: list[Received], *, tick: bool) -> None:
-        max_ahead_ms = int(self._settings.proximity.max_clock_ahead_s * 1000)
         result = run_batch(
             self._engine,
             self._topics,
             batch,
             self._clock(),
             tick=tick,
-            max_clock_ahead_ms=max_ahead_ms,
         )
         # One counter update per kind and batch, not per fix: label lookup is the costly part.
         for kind, count in Counter(result.uplink_kinds).items():

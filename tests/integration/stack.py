@@ -68,7 +68,6 @@ url = "{redis_url}"
 key_prefix = "{prefix}"
 
 [proximity]
-max_clock_ahead_s = 3600
 
 [log]
 level = "debug"

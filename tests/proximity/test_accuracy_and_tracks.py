@@ -149,9 +149,9 @@ def test_three_consistent_fixes_at_a_new_place_relocate_the_device() -> None:
 def test_with_the_jump_filter_state_stays_monotonic_under_reordering(
     steps: list[tuple[float, int]], order: random.Random
 ) -> None:
-    """Shuffled and duplicated fixes, many of them jumps: a device's seq and ts never go down,
-    its accepted position is always one of its fixes no newer than its seq, and an outlier never
-    changes the pair."""
+    """Shuffled and duplicated fixes, many of them jumps: a device's seq never goes down (device
+    time orders nothing beyond it), its accepted position is always one of its fixes no newer than
+    its seq, and an outlier never changes the pair."""
     fixes: list[Fix] = []
     t = T0
     for seq, (distance, gap) in enumerate(steps):
@@ -161,14 +161,14 @@ def test_with_the_jump_filter_state_stays_monotonic_under_reordering(
     order.shuffle(stream)
     eng = engine()
     eng.apply(fix_at(VICTIM, 0, T0), T0, Effects())
-    last = (-1, 0)
+    last_seq = -1
     for fix in stream:
         effects = Effects()
         before = eng.pair(("O-1", OFFENDER, VICTIM)).last_obs_ts
         eng.apply(fix, fix.ts, effects)
         device = eng.device(OFFENDER)
-        assert (device.last_seq, device.last_ts) >= last
-        last = (device.last_seq, device.last_ts)
+        assert device.last_seq >= last_seq
+        last_seq = device.last_seq
         if device.fix is not None:
             assert any(
                 (f.lat, f.lon, f.ts) == (device.fix.lat, device.fix.lon, device.fix.ts)
@@ -176,7 +176,9 @@ def test_with_the_jump_filter_state_stays_monotonic_under_reordering(
                 for f in fixes
             )
         if (OFFENDER, "outlier") in effects.ignored:
-            assert effects.signals == [] and effects.changed_pairs == set()
+            # Out-of-order fixes in a row may raise or clear a device_fault; nothing else moves.
+            assert [s for s in effects.signals if s.kind != "device_fault"] == []
+            assert effects.changed_pairs == set()
             assert eng.pair(("O-1", OFFENDER, VICTIM)).last_obs_ts == before
 
 

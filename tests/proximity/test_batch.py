@@ -45,7 +45,7 @@ def test_a_bug_on_one_message_rejects_it_and_spares_the_rest(
 
     monkeypatch.setattr(engine, "apply", apply)
     batch = [fix_message("ank-1", 1), fix_message("ank-1", 2), fix_message("vic-1", 3)]
-    result = run_batch(engine, TOPICS, batch, T0 + 10_000, tick=False, max_clock_ahead_ms=60_000)
+    result = run_batch(engine, TOPICS, batch, T0 + 10_000, tick=False)
     ((message, rejection),) = result.rejected
     assert message is batch[1] and rejection.reason == "internal_error"
     assert "ZeroDivisionError" in rejection.detail and "52.37" not in rejection.detail
@@ -68,7 +68,7 @@ def test_a_backlog_with_many_bad_items_is_one_dead_letter() -> None:
     payload = msgspec.json.encode(bad)
     now = T0 + 2_000_000
     message = Received(TOPICS.device("ank-1", "fix"), payload, 1, 1, now, 1)
-    result = run_batch(engine, TOPICS, [message], now, tick=False, max_clock_ahead_ms=60_000)
+    result = run_batch(engine, TOPICS, [message], now, tick=False)
     assert len(result.rejected) == 1000
     assert engine.device("ank-1").last_seq == 1000
     (letter,) = deadletters(result.rejected)
@@ -83,7 +83,7 @@ def test_a_press_with_a_broken_clock_or_field_is_still_a_press() -> None:
     engine = ProximityEngine([order], ProximitySettings())
     payload = b'{"device_id": "vic-1", "seq": 7, "ts": 0, "type": "aware_button", "batt": -1}'
     message = Message(TOPICS.device("vic-1", "event"), payload)
-    result = run_batch(engine, TOPICS, [message], T0, tick=False, max_clock_ahead_ms=60_000)
+    result = run_batch(engine, TOPICS, [message], T0, tick=False)
     ((_, rejection),) = result.rejected
     assert rejection.reason == "salvaged"
     (signal,) = result.effects.signals

@@ -38,25 +38,41 @@ def snapshot(eng: ProximityEngine) -> bytes:
 
 
 def test_duplicates_and_late_fixes_are_ignored_and_move_nothing() -> None:
-    """A seq already seen is a duplicate; a lower seq never seen is out_of_order; a higher seq
-    with an older ts is out_of_order too. None of them changes any state."""
+    """A seq already seen is a duplicate and changes nothing at all; a lower seq never seen is
+    out_of_order: it moves no position, pair or alarm, and only counts towards a device fault."""
     eng = engine()
     apply(eng, fix_at(VICTIM, 0, T0), T0)
     for seq in (1, 2, 4):
         apply(eng, fix_at(OFFENDER, seq, T0 + seq * S, 900 - seq), T0 + seq * S)
     before = snapshot(eng)
+    position_before = eng.device(OFFENDER).fix
     for uplink, reason in [
         (fix_at(OFFENDER, 4, T0 + 4 * S, 10), "duplicate"),
         (fix_at(OFFENDER, 2, T0 + 2 * S, 10), "duplicate"),
         (fix_at(OFFENDER, 3, T0 + 3 * S, 10), "out_of_order"),
         (fix_at(OFFENDER, 0, T0, 10), "out_of_order"),
-        (fix_at(OFFENDER, 5, T0 + 3 * S, 10), "out_of_order"),
     ]:
         effects = apply(eng, uplink, T0 + 10 * S)
         assert effects.ignored == [(OFFENDER, reason)]
-        assert (effects.signals, effects.commands) == ([], [])
-        assert (effects.changed_devices, effects.changed_pairs) == (set(), set())
-        assert snapshot(eng) == before
+        assert (effects.signals, effects.commands, effects.changed_pairs) == ([], [], set())
+        if reason == "duplicate":
+            assert effects.changed_devices == set()
+            assert snapshot(eng) == before
+        else:
+            offender = eng.device(OFFENDER)
+            assert (offender.last_seq, offender.fix) == (4, position_before)
+            assert offender.refused_reason == "out_of_order"
+
+
+def test_a_newer_seq_with_an_older_device_time_is_taken() -> None:
+    """Device time orders nothing beyond seq: a newer seq whose clock jumped back is a position
+    like any other, placed at its receive time."""
+    eng = engine()
+    apply(eng, fix_at(OFFENDER, 4, T0 + 4 * S, 900), T0 + 4 * S)
+    effects = apply(eng, fix_at(OFFENDER, 5, T0 - 300 * S, 890), T0 + 10 * S)
+    assert effects.ignored == []
+    offender = eng.device(OFFENDER)
+    assert (offender.last_seq, offender.fix is not None and offender.fix.ts) == (5, T0 + 10 * S)
 
 
 def test_events_share_the_seq_counter_with_fixes() -> None:
@@ -83,13 +99,14 @@ def test_aware_press_is_never_dropped() -> None:
     (press,) = effects.signals
     assert (press.kind, press.action, press.order_id) == ("aware_button", "open", "O-1")
     assert press.alarm_key == f"aware_button|O-1|{VICTIM}"
-    assert press.signal_id == f"aware_button|O-1|{VICTIM}|open|{VICTIM}|11"
+    assert press.signal_id.startswith(f"aware_button|O-1|{VICTIM}|open|{VICTIM}|aware_button-")
     assert press.victim is not None and press.victim.ts == old_press.ts
     assert press.victim.lat == old_press.lat and press.victim.acc == 8.0
     assert press.offender == eng.device(OFFENDER).fix
     late_press = event(VICTIM, 9, T0 + 50 * S, "aware_button")  # sent before fix 10, came after
     effects = apply(eng, late_press, T0 + 62 * S)
-    assert [s.signal_id.split("|")[-1] for s in effects.signals] == ["9"]
+    (second,) = effects.signals
+    assert second.signal_id != press.signal_id
     assert effects.signals[0].victim == eng.device(VICTIM).fix  # no position: latest fix
     for replay in (old_press, late_press):
         effects = apply(eng, replay, T0 + 63 * S)

@@ -137,43 +137,48 @@ def test_critical_distance_opens_both_rings_at_once() -> None:
 
 
 def test_backlog_array_is_applied_in_seq_order() -> None:
-    """A backlog array, sent shuffled, is decoded sorted by seq and replays the approach in
-    order: pre-alert before alarm, pair time ending at the newest fix."""
+    """A backlog array, sent shuffled after a coverage gap, is decoded sorted by seq and replays
+    the approach in order at the times it was measured: pre-alert before alarm, the alarm marked
+    as detected late, pair time ending at the receipt of the newest fix."""
     eng = engine()
     effects = Effects()
+    eng.apply(fix_at(OFFENDER, 0, T0 + 465 * S, 1600), T0 + 465 * S, effects)  # before the gap
     eng.apply(fix_at(VICTIM, 0, T0 + 600 * S), T0 + 600 * S, effects)
     distances = [1500, 1200, 900, 800, 700, 450, 400, 350, 300]
     backlog = [
-        msgspec.to_builtins(fix_at(OFFENDER, seq, T0 + (480 + 15 * seq) * S, d))
-        for seq, d in enumerate(distances)
+        msgspec.to_builtins(fix_at(OFFENDER, seq, T0 + (465 + 15 * seq) * S, d))
+        for seq, d in enumerate(distances, start=1)
     ]
     random.Random(3).shuffle(backlog)
     topics = Topics("nabij/v1")
     now = T0 + 601 * S
     parsed = parse_uplink(
-        topics, topics.device(OFFENDER, "fix"), json.dumps(backlog).encode(), now, eng.is_known,
-        300 * S,
-    )  # fmt: skip
-    assert [u.seq for u in parsed.uplinks if isinstance(u, Fix)] == list(range(len(distances)))
+        topics, topics.device(OFFENDER, "fix"), json.dumps(backlog).encode(), now, eng.is_known
+    )
+    assert [u.seq for u in parsed.uplinks if isinstance(u, Fix)] == list(range(1, 10))
     for uplink in parsed.uplinks:
         eng.apply(uplink, now, effects)
     assert effects.ignored == []
-    assert [s.kind for s in effects.signals if s.action == "open"] == [
-        "proximity_pre_alert",
-        "proximity_alarm",
-    ]
-    assert eng.device(OFFENDER).last_seq == len(distances) - 1
-    assert eng.pair(PAIR).last_obs_ts == T0 + (480 + 15 * 8) * S
+    opened = [s for s in effects.signals if s.action == "open"]
+    assert [s.kind for s in opened] == ["proximity_pre_alert", "proximity_alarm"]
+    alarm = opened[1]
+    assert alarm.happened_at == T0 + (465 + 15 * 7) * S  # 400 m, dwell served since 450 m
+    assert alarm.late_s == 31 and "DETECTED LATE" in alarm.reason
+    assert eng.device(OFFENDER).last_seq == len(distances)
+    assert eng.pair(PAIR).last_obs_ts == now
 
 
 def test_no_comparison_with_a_stale_partner_fix() -> None:
-    """A partner fix older than max_fix_age_s (120 s) is not compared against."""
-    drive = Drive(engine())
-    drive.fix(VICTIM, T0)
-    step = drive.fix(OFFENDER, T0 + 121 * S, 50)
+    """A partner position received more than max_fix_age_s (120 s) before is not compared
+    against, whatever the device clocks say."""
+    eng = engine()
+    eng.apply(fix_at(VICTIM, 0, T0), T0, Effects())
+    step = Effects()
+    eng.apply(fix_at(OFFENDER, 0, T0, 50), T0 + 121 * S, step)  # stamped like the victim's
     assert step.signals == [] and step.changed_pairs == set()
-    step = drive.fix(OFFENDER, T0 + 120 * S + 1, 50)  # newer seq, but ts older: ignored
-    assert step.ignored == [(OFFENDER, "out_of_order")]
+    step = Effects()
+    eng.apply(fix_at(OFFENDER, 1, T0 + 900 * S, 50), T0 + 120 * S, step)  # clock far ahead
+    assert step.changed_pairs == {PAIR}
 
 
 def test_a_victim_fix_triggers_the_comparison_too() -> None:

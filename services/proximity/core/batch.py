@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from nabij.contract import Topics
 from nabij.failures import describe
 from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
 from services.proximity.core.ingest import Rejection, parse_uplink
+
+REFUSALS: Final = frozenset(
+    {"invalid_json", "schema", "device_mismatch", "empty_batch", "batch_too_large"}
+)
+"""Rejections that leave a known device unheard: persisting, they raise its `device_fault`."""
 
 
 class Message(Protocol):
@@ -43,14 +48,11 @@ def run_batch(
     now_ms: int,
     *,
     tick: bool,
-    max_clock_ahead_ms: int,
 ) -> BatchResult[M]:
     result: BatchResult[M] = BatchResult()
     for item in batch:
         try:
-            parsed = parse_uplink(
-                topics, item.topic, item.payload, now_ms, engine.is_known, max_clock_ahead_ms
-            )
+            parsed = parse_uplink(topics, item.topic, item.payload, now_ms, engine.is_known)
         except RecursionError:  # msgspec's answer to absurdly deep nesting
             result.rejected.append((item, Rejection("invalid_json", "Nested too deeply.", None)))
             continue
@@ -58,6 +60,9 @@ def run_batch(
             result.rejected.append((item, Rejection("internal_error", describe(err), None)))
             continue
         result.rejected.extend((item, rejection) for rejection in parsed.rejections)
+        for rejection in parsed.rejections:
+            if rejection.device_id is not None and rejection.reason in REFUSALS:
+                engine.refused(rejection.device_id, rejection.reason, now_ms, result.effects)
         for uplink in parsed.uplinks:
             result.uplink_kinds.append(type(uplink).__name__)
             try:

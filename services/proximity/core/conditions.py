@@ -66,10 +66,17 @@ class DeviceConditions:
             self._battery(device, batt, cause, reported_low=False)
 
     def on_event(
-        self, device: DeviceState, event: DeviceEvent, now_ms: int, effects: Effects
+        self,
+        device: DeviceState,
+        event: DeviceEvent,
+        now_ms: int,
+        effects: Effects,
+        *,
+        tag: str | None = None,
     ) -> None:
-        """An accepted event. Its position moves nothing: only a press carries it, in the signal."""
-        cause = _Cause(device.tag(event.seq), now_ms, effects)
+        """An accepted event. Its position moves nothing: only a press carries it, in the signal.
+        `tag` names it in signal ids when its seq cannot (a safety event)."""
+        cause = _Cause(tag or device.tag(event.seq), now_ms, effects)
         role = self._topology.role_names[device.device_id]
         if event.type == "aware_button":
             self._aware_press(device, event, cause)

@@ -3,9 +3,9 @@
 The shell feeds it uplinks (from `ingest`) and a tick about every second, then persists exactly
 the states named in `Effects.changed_*` together with the signals, and sends the commands.
 
-A fix passes, in order: the sequence and clock checks, the per-source accuracy floor, the GPS-jump
-filter (`motion`), and then every pair of the device (`pairs`) and, for an offender, his zones
-(`zone_rules`).
+A fix passes, in order: the counter check (`sequence`), its placement on nabij's clock
+(`timing`), the per-source accuracy floor, the GPS-jump filter (`motion`), and then every pair of
+the device (`pairs`) and, for an offender, his zones (`zone_rules`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from nabij.contract import DeviceEvent, Fix, Position, SetInterval, Warn, WarnLe
 from services.proximity.core.accuracy import effective_acc
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
+from services.proximity.core.faults import DeviceFaults
 from services.proximity.core.hysteresis import Transition
-from services.proximity.core.ingest import CLOCK_EXEMPT_EVENTS, Uplink
+from services.proximity.core.ingest import SAFETY_EVENTS, Uplink
 from services.proximity.core.motion import TRACK_LEN, classify
 from services.proximity.core.pairs import OPEN_PHASES, PairJudge
+from services.proximity.core.sequence import admit, safety_digest, seen_press, take
 from services.proximity.core.state import DeviceState, PairKey, PairState
+from services.proximity.core.timing import lateness_s, place, remember
 from services.proximity.core.topology import PairSpec, Topology
 from services.proximity.core.zone_rules import ZoneChange, ZoneJudge
 
@@ -41,7 +44,10 @@ class ProximityEngine:
         self._jump_confirm = settings.jump_confirm_fixes
         self._devices = {device: DeviceState(device) for device in topology.memberships}
         self._pairs = {key: PairState(*key) for key in topology.pairs}
+        self._late_ms = round(settings.late_after_s * 1000)
+        self._history_ms = round(settings.history_s * 1000)
         self._conditions = DeviceConditions(topology, self._devices, settings)
+        self._faults = DeviceFaults(topology, self._devices, settings)
         self._judge = PairJudge(self._devices, self._pairs, settings)
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
         self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
@@ -85,6 +91,7 @@ class ProximityEngine:
         """Time-driven checks on server time: offender silence (location_unknown), and exemption
         windows that ended while a pair or an offender was inside."""
         self._conditions.tick(now_ms, effects)
+        self._faults.tick(now_ms, effects)
         for spec in self._exempt_pairs:
             pair = self._pairs[spec.key]
             if not pair.exempt or spec.exemptions is None:
@@ -100,20 +107,28 @@ class ProximityEngine:
             if device.zones:
                 self._zone_commands(device, self._zones.tick(device, now_ms, effects), effects)
 
+    def refused(self, device_id: str, reason: str, now_ms: int, effects: Effects) -> None:
+        """A message of a known device was refused before reaching the core (bad input)."""
+        device = self._devices.get(device_id)
+        if device is not None:
+            self._faults.on_refused(device, reason, now_ms, effects)
+
     def _on_fix(self, fix: Fix, now_ms: int, effects: Effects) -> None:
         device = self._known(fix.device_id, effects)
-        if device is None or not self._fresh_seq(device, fix.seq, effects):
+        if device is None:
             return
-        if fix.ts < device.last_ts:
-            # Newer seq but older clock: never let a position move backwards in time.
-            effects.ignored.append((device.device_id, "out_of_order"))
+        verdict = admit(device, fix.boot, fix.seq, fix.ts)
+        if verdict != "new":
+            self._ignore(device, verdict, now_ms, effects)
             return
-        device.advance_seq(fix.seq)
-        device.last_ts = fix.ts
+        at = place(device, fix.ts, now_ms, late_after_ms=self._late_ms, window_ms=self._history_ms)
+        take(device, verdict, fix.seq, fix.ts)
         effects.changed_devices.add(device.device_id)
+        live = lateness_s(at, now_ms, self._late_ms) is None
+        self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
-        position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=fix.ts)
-        verdict = classify(
+        position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=at)
+        verdict_move = classify(
             device.track,
             device.candidates,
             position,
@@ -121,13 +136,13 @@ class ProximityEngine:
             max_speed_mps=self._max_speed_mps,
             confirm=self._jump_confirm,
         )
-        if verdict == "outlier":
+        if verdict_move == "outlier":
             # A GPS jump: kept as a candidate, counted, and it moves nothing on its own.
             device.outliers += 1
             effects.ignored.append((device.device_id, "outlier"))
             return
         previous = device.fix
-        if verdict == "relocated":
+        if verdict_move == "relocated":
             device.track = device.candidates[-TRACK_LEN:]
             device.candidates = []
             previous = None  # no straight path from before the move
@@ -137,11 +152,15 @@ class ProximityEngine:
             if device.candidates:
                 device.candidates = []
         device.fix = position
+        remember(device, position, now_ms, self._history_ms)
         heard_before = device.last_heard_ms
-        device.last_heard_ms = now_ms
-        self._conditions.on_fix(device, fix.batt, heard_before, now_ms, effects)
+        device.last_heard_ms = max(at, heard_before or at)
+        if live:
+            # A late fix says nothing of now: it neither ends a silence nor reports a battery.
+            self._conditions.on_fix(device, fix.batt, heard_before, now_ms, effects)
+        tag = device.tag(fix.seq)
         for spec in self._pairs_of.get(device.device_id, ()):
-            changes = self._judge.compare(spec, device, device.tag(fix.seq), now_ms, effects)
+            changes = self._judge.compare(spec, device, tag, now_ms, effects)
             if changes is not None:
                 self._command(spec, changes[0], changes[1], effects)
         if self._zones.has_zones(device.device_id):
@@ -153,25 +172,28 @@ class ProximityEngine:
         device = self._known(event.device_id, effects)
         if device is None:
             return
-        if event.type in CLOCK_EXEMPT_EVENTS:
-            # A press or a cut strap is never dropped for its clock or for arriving late: only a
-            # known duplicate is. Its signal id carries its seq, so a replay stays one signal.
-            if event.seq > device.last_seq:
-                device.advance_seq(event.seq)
-            elif device.seq_seen(event.seq):
+        verdict = admit(device, event.boot, event.seq, event.ts)
+        tag = None
+        if event.type in SAFETY_EVENTS:
+            # A press or a cut strap is never dropped for its clock, its counter or for arriving
+            # late: only the very same event again is a repeat (a reboot may reuse its seq).
+            digest = safety_digest(
+                event.boot, event.seq, event.ts, event.type, event.lat, event.lon, event.acc
+            )
+            if seen_press(device, digest):
                 effects.ignored.append((device.device_id, "duplicate"))
                 return
-            else:
-                device.mark_seen(event.seq)
-        elif not self._fresh_seq(device, event.seq, effects):
-            return
-        elif event.ts < device.last_ts:
-            effects.ignored.append((device.device_id, "out_of_order"))
-            return
+            tag = f"{event.type}-{digest}"
+            if verdict in ("new", "out_of_order"):
+                take(device, verdict, event.seq, event.ts)
+        elif verdict == "new":
+            take(device, verdict, event.seq, event.ts)
         else:
-            device.advance_seq(event.seq)
+            self._ignore(device, verdict, now_ms, effects)
+            return
         effects.changed_devices.add(device.device_id)
-        self._conditions.on_event(device, event, now_ms, effects)
+        self._faults.on_accepted(device, live=False, now_ms=now_ms, effects=effects)
+        self._conditions.on_event(device, event, now_ms, effects, tag=tag)
 
     def _known(self, device_id: str, effects: Effects) -> DeviceState | None:
         device = self._devices.get(device_id)
@@ -179,12 +201,11 @@ class ProximityEngine:
             effects.ignored.append((device_id, "unknown_device"))
         return device
 
-    def _fresh_seq(self, device: DeviceState, seq: int, effects: Effects) -> bool:
-        if seq > device.last_seq:
-            return True
-        reason = "duplicate" if device.seq_seen(seq) else "out_of_order"
-        effects.ignored.append((device.device_id, reason))
-        return False
+    def _ignore(self, device: DeviceState, verdict: str, now_ms: int, effects: Effects) -> None:
+        """A repeat is normal (QoS 1); a late or implausible counter counts towards a fault."""
+        effects.ignored.append((device.device_id, verdict))
+        if verdict != "duplicate":
+            self._faults.on_refused(device, verdict, now_ms, effects)
 
     # --- device commands: levels and intervals only, never a position, distance or zone ------
 

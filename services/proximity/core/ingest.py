@@ -26,16 +26,16 @@ from nabij.contract import (
     status_decoder,
 )
 
-# Safety events are taken even from a device whose clock runs ahead: a panic press or a cut strap
-# must reach an operator, and their ts moves no state (see the engine).
-CLOCK_EXEMPT_EVENTS: Final = frozenset({"aware_button", "strap_tamper"})
+# A panic press or a cut strap must reach an operator: salvaged from a broken payload, and never
+# dropped for its clock or its counter (see the engine).
+SAFETY_EVENTS: Final = frozenset({"aware_button", "strap_tamper"})
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: str
-    """Short machine label: invalid_json, schema, device_mismatch, unknown_device, clock_ahead,
-    unknown_topic, empty_batch, batch_too_large."""
+    """Short machine label: invalid_json, schema, device_mismatch, unknown_device, unknown_topic,
+    empty_batch, batch_too_large, salvaged (kept, but something was dropped)."""
     detail: str
     """One human sentence; never contains coordinates."""
     device_id: str | None
@@ -56,15 +56,15 @@ class Parsed:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def parse_uplink(  # noqa: PLR0917  (positional signature agreed with the shell)
+def parse_uplink(
     topics: Topics,
     topic: str,
     payload: bytes,
     now_ms: int,
     is_known: Callable[[str], bool],
-    max_clock_ahead_ms: int,
 ) -> Parsed:
-    """Decode one MQTT message. A backlog array keeps its good fixes, sorted by seq."""
+    """Decode one MQTT message. A backlog array keeps its good fixes, sorted by seq. Device time
+    is not judged here: nabij places messages on its own clock (see `timing`)."""
     parsed = Parsed()
     split = topics.parse(topic)
     if split is None:
@@ -79,11 +79,10 @@ def parse_uplink(  # noqa: PLR0917  (positional signature agreed with the shell)
         detail = "Device is not part of any order."
         parsed.rejections.append(Rejection("unknown_device", detail, device_id))
         return parsed
-    latest_ok_ms = now_ms + max_clock_ahead_ms
     if kind == "fix":
-        _parse_fixes(payload, device_id, latest_ok_ms, parsed)
+        _parse_fixes(payload, device_id, parsed)
     elif kind == "event":
-        _parse_event(payload, device_id, now_ms, latest_ok_ms, parsed)
+        _parse_event(payload, device_id, now_ms, parsed)
     else:
         try:
             status = status_decoder.decode(payload)
@@ -95,7 +94,7 @@ def parse_uplink(  # noqa: PLR0917  (positional signature agreed with the shell)
     return parsed
 
 
-def _parse_fixes(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Parsed) -> None:
+def _parse_fixes(payload: bytes, device_id: str, parsed: Parsed) -> None:
     try:
         decoded = fix_payload_decoder.decode(payload)
     except msgspec.ValidationError as err:
@@ -107,7 +106,7 @@ def _parse_fixes(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Pars
         parsed.rejections.append(_decode_rejection(err, device_id))
         return
     if isinstance(decoded, Fix):
-        if (rejection := _check(decoded, device_id, latest_ok_ms, "")) is None:
+        if (rejection := _check(decoded, device_id, "")) is None:
             parsed.uplinks.append(decoded)
         else:
             parsed.rejections.append(rejection)
@@ -126,7 +125,7 @@ def _parse_fixes(payload: bytes, device_id: str, latest_ok_ms: int, parsed: Pars
         fix = _decode_fix(raw, device_id, where, parsed)
         if fix is None:
             continue
-        if (rejection := _check(fix, device_id, latest_ok_ms, where)) is None:
+        if (rejection := _check(fix, device_id, where)) is None:
             fixes.append(fix)
         else:
             parsed.rejections.append(rejection)
@@ -174,9 +173,7 @@ class _SafetyEventCore(msgspec.Struct):
 _safety_core_decoder: Final = msgspec.json.Decoder(_SafetyEventCore)
 
 
-def _parse_event(
-    payload: bytes, device_id: str, now_ms: int, latest_ok_ms: int, parsed: Parsed
-) -> None:
+def _parse_event(payload: bytes, device_id: str, now_ms: int, parsed: Parsed) -> None:
     try:
         event = event_decoder.decode(payload)
     except msgspec.ValidationError as err:
@@ -192,9 +189,7 @@ def _parse_event(
     except msgspec.DecodeError as err:
         parsed.rejections.append(_decode_rejection(err, device_id))
         return
-    if event.type in CLOCK_EXEMPT_EVENTS:
-        latest_ok_ms = event.ts  # no clock limit for these
-    if (rejection := _check(event, device_id, latest_ok_ms, "")) is None:
+    if (rejection := _check(event, device_id, "")) is None:
         parsed.uplinks.append(event)
     else:
         parsed.rejections.append(rejection)
@@ -210,16 +205,10 @@ def _salvage_safety_event(payload: bytes, device_id: str, now_ms: int) -> Device
     return DeviceEvent(device_id=device_id, seq=core.seq, ts=now_ms, type=core.type)
 
 
-def _check(
-    message: Fix | DeviceEvent, device_id: str, latest_ok_ms: int, where: str
-) -> Rejection | None:
+def _check(message: Fix | DeviceEvent, device_id: str, where: str) -> Rejection | None:
     if message.device_id != device_id:
         detail = f"{where}Payload device_id differs from the topic's device."
         return Rejection("device_mismatch", detail, device_id)
-    if message.ts > latest_ok_ms:
-        ahead_s = (message.ts - latest_ok_ms) // 1000
-        detail = f"{where}Device clock is {ahead_s} s beyond the allowed lead over the server."
-        return Rejection("clock_ahead", detail, device_id)
     return None
 
 

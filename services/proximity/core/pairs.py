@@ -24,6 +24,7 @@ from services.proximity.core.hysteresis import RingParams, Transition, step
 from services.proximity.core.motion import Approach, approach, velocity
 from services.proximity.core.signals import Facts, Observation, ring_signal
 from services.proximity.core.state import DeviceState, PairState, RingState
+from services.proximity.core.timing import lateness_s, position_at
 from services.proximity.core.topology import PairSpec
 
 # While a ring is open, an update is sent only when the distance moved by 10% or 50 m (whichever
@@ -48,6 +49,7 @@ class PairJudge:
         self._devices = devices  # shared with the engine
         self._pairs = pairs
         self._max_fix_age_ms = round(settings.max_fix_age_s * 1000)
+        self._late_ms = round(settings.late_after_s * 1000)
         self._horizon_s = settings.predict_horizon_s
         # Beyond this, no prediction within the horizon can reach the alarm ring.
         self._predict_reach_m = 2 * settings.max_speed_mps * settings.predict_horizon_s
@@ -55,12 +57,16 @@ class PairJudge:
     def compare(
         self, spec: PairSpec, reporter: DeviceState, tag: str, now_ms: int, effects: Effects
     ) -> Changes | None:
-        """Compare the reporter's new fix with its partner's latest, if recent enough; returns
-        the rings' transitions, or None when no ring changed phase."""
+        """Compare the reporter's new fix with where its partner was at that time (its latest
+        position for a live fix, its history for a late one); returns the rings' transitions,
+        or None when no ring changed phase."""
         is_offender = reporter.device_id == spec.offender
         own = reporter.fix
-        partner = self._devices[spec.victim if is_offender else spec.offender].fix
-        if own is None or partner is None or abs(own.ts - partner.ts) > self._max_fix_age_ms:
+        if own is None:
+            return None
+        partner_device = self._devices[spec.victim if is_offender else spec.offender]
+        partner = position_at(partner_device, own.ts, self._max_fix_age_ms)
+        if partner is None:
             return None
         offender, victim = (own, partner) if is_offender else (partner, own)
         distance = distance_m(offender.lat, offender.lon, victim.lat, victim.lon)
@@ -98,6 +104,7 @@ class PairJudge:
             reporter=reporter.device_id,
             tag=tag,
             now_ms=now_ms,
+            late_s=lateness_s(own.ts, now_ms, self._late_ms),
         )
         motion = _Motion(self, spec, offender, victim)
         pre_reading = ring_reading(distance, uncertainty, pre_ring, pre_alert=True)

@@ -42,6 +42,8 @@ class Observation:
     tag: str
     """Names the reporter's input (`DeviceState.tag`) in signal ids."""
     now_ms: int
+    late_s: int | None = None
+    """Set when the reporter's fix is late (a backlog): how long before receipt it was measured."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ def ring_signal(
         )
     if facts.note is not None:
         reason = f"{reason[:-1]}; {facts.note}."
+    measured = obs.offender if obs.reporter == obs.offender_device else obs.victim
     return AlarmSignal(
         signal_id=signal_id(key, action, obs.reporter, obs.tag),
         action=action,
@@ -98,7 +101,6 @@ def ring_signal(
         order_id=obs.order_id,
         offender_device=obs.offender_device,
         at=obs.now_ms,
-        reason=reason,
         victim_device=obs.victim_device,
         distance_m=round(obs.distance_m, 1),
         uncertainty_m=round(obs.uncertainty_m, 1),
@@ -107,7 +109,17 @@ def ring_signal(
         confidence=facts.confidence,
         closing_speed_mps=facts.closing_speed_mps,
         eta_s=facts.eta_s,
+        reason=late_reason(reason, obs.late_s),
+        happened_at=None if obs.late_s is None else measured.ts,
+        late_s=obs.late_s,
     )
+
+
+def late_reason(reason: str, late_s: int | None) -> str:
+    """The reason, saying how late a condition found in a backlog was detected."""
+    if late_s is None:
+        return reason
+    return f"{reason[:-1]}; DETECTED LATE: it happened {late_s} s ago (device out of coverage)."
 
 
 def zone_alarm_key(order_id: str, offender: str, zone: str) -> str:
@@ -127,8 +139,10 @@ def zone_signal(
     tag: str,
     now_ms: int,
     facts: Facts = NO_FACTS,
+    late_s: int | None = None,
 ) -> AlarmSignal:
-    """An open or clear of an exclusion zone. Names the zone, never its geometry."""
+    """An open or clear of an exclusion zone. Names the zone, never its geometry. `late_s`: the
+    offender's fix was late (a backlog)."""
     key = zone_alarm_key(order_id, offender_device, zone)
     who = f"Offender device {offender_device}"
     where = f"{abs(signed_m):.0f} m {'inside' if signed_m <= 0 else 'outside'}"
@@ -155,10 +169,12 @@ def zone_signal(
         order_id=order_id,
         offender_device=offender_device,
         at=now_ms,
-        reason=reason,
+        reason=late_reason(reason, late_s),
         offender=offender,
         zone=zone,
         confidence=facts.confidence,
+        happened_at=None if late_s is None else offender.ts,
+        late_s=late_s,
     )
 
 

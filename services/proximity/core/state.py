@@ -15,7 +15,7 @@ PairKey = tuple[str, str, str]
 # How many sequence numbers below `last_seq` are remembered, to tell a redelivery ("duplicate")
 # from a late message that was never seen ("out_of_order").
 SEEN_WINDOW = 64
-_SEEN_MASK = (1 << SEEN_WINDOW) - 1
+SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -46,14 +46,24 @@ class DeviceState(msgspec.Struct):
     epoch: int = 0
     """Restarts of the device's counter so far (a new boot, or a reset taken from old firmware).
     Signal ids carry it, so a seq reused after a reboot is never taken for a redelivery."""
+    boot: str | None = None
+    """Boot id of the newest accepted message (None: firmware that sends none)."""
+    prior_boots: dict[str, int] = {}
+    """Recently ended boots -> their highest seq: a redelivery from them stays a duplicate."""
     last_seq: int = -1
     seen_below: int = 0
     """Bit k set: seq `last_seq - 1 - k` was accepted (see `SEEN_WINDOW`)."""
     last_ts: int = 0
-    """Device time of the newest accepted fix."""
+    """Device time of the message with the newest accepted seq (orders, never judges)."""
+    strays: int = 0
+    """Messages in a row, increasing, whose seq lies far below the counter (a reset to confirm)."""
+    stray_seq: int = -1
+    clock_offset_ms: int | None = None
+    """Server receive time minus device time, from the newest fix that arrived live."""
     fix: Position | None = None
+    """Newest accepted position; its `ts` is server time (when nabij places its measurement)."""
     last_heard_ms: int | None = None
-    """Server time of the newest accepted fix; silence is measured on it."""
+    """Server time of the newest accepted position; silence is measured on it."""
     online: bool = True
     battery_low: bool = False
     batt: int | None = None
@@ -73,6 +83,19 @@ class DeviceState(msgspec.Struct):
     """Outliers seen in total (their signal-free inputs still advance `seq`)."""
     zones: dict[str, ZoneState] = {}
     """Offender devices: `{order_id}|{zone name}` -> where the device stands to that zone."""
+    history: list[Position] = []
+    """Recent positions on server time, oldest first, thinned (see `history`): a backlog from the
+    partner is judged against where this device was at the time."""
+    presses: list[str] = []
+    """Digests of the newest safety events (press, tamper): only the very same one is a repeat."""
+    faults: list[str] = []
+    """Causes of an open `device_fault` ("clock", "refused")."""
+    clock_off_since_ms: int | None = None
+    """Server time since which the device clock has been off beyond the limit."""
+    refused: int = 0
+    """Messages refused or out of order since the last accepted one."""
+    refused_since_ms: int | None = None
+    refused_reason: str | None = None
 
     def tag(self, seq: int) -> str:
         """What names input `seq` of this device in signal ids: unique across counter restarts."""
@@ -89,7 +112,7 @@ class DeviceState(msgspec.Struct):
         """Accept `seq` (> last_seq) as the newest message of the device."""
         delta = seq - self.last_seq
         # A large jump forgets everything (and avoids building a huge int only to mask it).
-        mask = (self.seen_below << delta) & _SEEN_MASK if delta < SEEN_WINDOW else 0
+        mask = (self.seen_below << delta) & SEEN_MASK if delta < SEEN_WINDOW else 0
         if self.last_seq >= 0 and delta <= SEEN_WINDOW:
             mask |= 1 << (delta - 1)
         self.seen_below = mask

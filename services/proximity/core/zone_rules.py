@@ -19,6 +19,7 @@ from services.proximity.core.exemptions import Exemptions
 from services.proximity.core.hysteresis import Transition, step
 from services.proximity.core.signals import Facts, zone_signal
 from services.proximity.core.state import DeviceState, RingState, ZoneState
+from services.proximity.core.timing import lateness_s
 from services.proximity.core.zones import ZoneSet, ZoneSpec
 
 _CLOSED: Final = frozenset({"outside", "entering"})
@@ -35,6 +36,7 @@ class ZoneJudge:
         self._zones = zones
         self._exemptions = exemptions
         self._max_gap_ms = round(settings.max_fix_age_s * 1000)
+        self._late_ms = round(settings.late_after_s * 1000)
 
     def has_zones(self, device_id: str) -> bool:
         return device_id in self._zones
@@ -130,6 +132,7 @@ class ZoneJudge:
                         tag=device.tag(device.last_seq),
                         now_ms=now_ms,
                         facts=facts,
+                        late_s=lateness_s(fix.ts, now_ms, self._late_ms),
                     )
                 )
                 changes.append((spec, transition))
@@ -162,7 +165,7 @@ class ZoneJudge:
                 and state.signed_m - min(state.acc, spec.shape.size_m / 2) <= 0.0
                 and (state.acc <= spec.shape.size_m or state.signed_m + state.acc <= 0.0)
             ):
-                ring = RingState("inside", device.last_ts)
+                ring = RingState("inside", fix.ts)
                 facts = Facts(
                     round(zone_inside_probability(state.signed_m, state.acc), 3),
                     cause="exemption window ended with the offender inside",

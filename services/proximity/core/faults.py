@@ -1,0 +1,130 @@
+"""`device_fault`: a device that misbehaves in a way that would otherwise show only in a metric.
+
+Two causes, each raised once it has persisted for `fault_dwell_s` of server time:
+- **clock**: live fixes stamped more than `clock_fault_s` off nabij's clock. Protection goes on
+  (positions are placed by receive time), but its reports of when things happened are suspect.
+- **refused**: messages refused (invalid, out of order, an implausible counter) with nothing
+  accepted in between: the device's position is no longer being updated.
+The alarm clears when no cause holds any more (a live fix with a sane clock, an accepted message).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from nabij.config import ProximitySettings
+from nabij.contract import SignalAction
+from services.proximity.core.effects import Effects
+from services.proximity.core.signals import device_signal
+from services.proximity.core.state import DeviceState
+from services.proximity.core.topology import Topology
+
+REFUSED_MIN: Final = 3
+"""A single refused message is an incident for the dead letters; this many in a row a fault."""
+
+
+class DeviceFaults:
+    def __init__(
+        self, topology: Topology, devices: dict[str, DeviceState], settings: ProximitySettings
+    ) -> None:
+        self._topology = topology
+        self._devices = devices  # shared with the engine
+        self._clock_limit_ms = round(settings.clock_fault_s * 1000)
+        self._dwell_ms = round(settings.fault_dwell_s * 1000)
+
+    def on_accepted(
+        self, device: DeviceState, *, live: bool, now_ms: int, effects: Effects
+    ) -> None:
+        """A message was accepted; `live` fixes also tell whether the device clock is off."""
+        device.refused = 0
+        device.refused_since_ms = None
+        if live and device.clock_offset_ms is not None:
+            if abs(device.clock_offset_ms) <= self._clock_limit_ms:
+                device.clock_off_since_ms = None
+            elif device.clock_off_since_ms is None:
+                device.clock_off_since_ms = now_ms
+        if device.faults or device.clock_off_since_ms is not None:
+            self._settle(device, now_ms, effects)
+
+    def on_refused(self, device: DeviceState, reason: str, now_ms: int, effects: Effects) -> None:
+        """A message of the device was refused or ignored as out of order."""
+        device.refused += 1
+        device.refused_reason = reason
+        if device.refused_since_ms is None:
+            device.refused_since_ms = now_ms
+        effects.changed_devices.add(device.device_id)
+        self._settle(device, now_ms, effects)
+
+    def tick(self, now_ms: int, effects: Effects) -> None:
+        """Raise the causes whose dwell has passed since the last message."""
+        for device in self._devices.values():
+            if device.clock_off_since_ms is not None or device.refused_since_ms is not None:
+                self._settle(device, now_ms, effects)
+
+    def _causes(self, device: DeviceState, now_ms: int) -> list[str]:
+        """Causes that hold now: a raised one until its condition is gone, a new one once its
+        dwell has passed."""
+        causes = []
+        off_since = device.clock_off_since_ms
+        if off_since is not None and (
+            "clock" in device.faults or now_ms - off_since >= self._dwell_ms
+        ):
+            causes.append("clock")
+        refused_since = device.refused_since_ms
+        if refused_since is not None and (
+            "refused" in device.faults
+            or (device.refused >= REFUSED_MIN and now_ms - refused_since >= self._dwell_ms)
+        ):
+            causes.append("refused")
+        return causes
+
+    def _settle(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
+        causes = self._causes(device, now_ms)
+        if causes == device.faults:
+            return
+        opening = not device.faults
+        device.faults = causes
+        effects.changed_devices.add(device.device_id)
+        if causes and not opening:
+            return  # still faulty, for another cause: the open alarm stands
+        action: SignalAction = "open" if causes else "clear"
+        reason = self._reason(device, causes, now_ms) if causes else self._cleared(device)
+        tag = f"{device.tag(device.last_seq)}|fault@{now_ms}"
+        for membership in self._topology.memberships[device.device_id]:
+            effects.signals.append(
+                device_signal(
+                    "device_fault",
+                    action,
+                    device.device_id,
+                    membership,
+                    tag=tag,
+                    now_ms=now_ms,
+                    reason=reason,
+                    offender=self._devices[membership.offender_device].fix,
+                )
+            )
+
+    def _reason(self, device: DeviceState, causes: list[str], now_ms: int) -> str:
+        who = (
+            f"{self._topology.role_names[device.device_id].capitalize()} device {device.device_id}"
+        )
+        parts = []
+        if "clock" in causes and device.clock_offset_ms is not None:
+            off_s = abs(device.clock_offset_ms) // 1000
+            way = "behind" if device.clock_offset_ms > 0 else "ahead of"
+            parts.append(
+                f"its clock is {off_s} s {way} nabij's (positions are placed by time of receipt)"
+            )
+        if "refused" in causes and device.refused_since_ms is not None:
+            for_s = (now_ms - device.refused_since_ms) // 1000
+            parts.append(
+                f"{device.refused} messages refused in {for_s} s with none accepted "
+                f"(last: {device.refused_reason}); its position is not being updated"
+            )
+        return f"{who} misbehaves: {'; '.join(parts)}."
+
+    def _cleared(self, device: DeviceState) -> str:
+        who = (
+            f"{self._topology.role_names[device.device_id].capitalize()} device {device.device_id}"
+        )
+        return f"{who} behaves again: clock and messages in order."

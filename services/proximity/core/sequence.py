@@ -1,0 +1,102 @@
+"""Where a message stands in its device's counter: new, a repeat, late, or an implausible jump.
+
+`seq` orders one device's messages within one boot. Firmware that sends a boot id restarts `seq`
+with every new boot; firmware that does not is recognised as reset by the rule in `admit`. A
+counter never blinds a device for good: an implausible jump is refused, and a counter poisoned
+before (by a forged or corrupt message) heals by the same reset rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final, Literal
+
+from services.proximity.core.state import SEEN_MASK, SEEN_WINDOW, DeviceState
+
+Verdict = Literal["new", "duplicate", "out_of_order", "seq_jump"]
+
+MAX_SEQ_JUMP: Final = 1_000_000
+"""A device at one message a second needs 11 days to count this far; a bigger step is refused."""
+RESET_CONFIRM: Final = 3
+"""Messages in a row, increasing, far below the counter that are taken as a counter reset."""
+PRIOR_BOOTS_KEPT: Final = 4
+PRESSES_KEPT: Final = 16
+
+
+def admit(device: DeviceState, boot: str | None, seq: int, ts: int) -> Verdict:
+    """Judge message (`boot`, `seq`, device time `ts`); restarts the counter on a new boot or a
+    recognised reset. "new" messages must then be taken with `take`."""
+    if boot is not None and boot != device.boot:
+        ended_at = device.prior_boots.get(boot)
+        if ended_at is not None and seq <= ended_at:
+            return "duplicate"  # redelivered from a boot that has ended since
+        # A new boot, or an earlier one that goes on (a forged boot id cannot blind the real one).
+        restart(device, boot, resume_at=ended_at)
+        return "new"
+    if seq > device.last_seq:
+        if device.last_seq >= 0 and seq - device.last_seq > MAX_SEQ_JUMP:
+            return "seq_jump"
+        return "new"
+    if device.seq_seen(seq):
+        return "duplicate"
+    if device.last_seq - seq <= SEEN_WINDOW:
+        return "out_of_order"  # within the window and never seen: a late message
+    if _reset(device, seq, ts):
+        restart(device, boot)
+        return "new"
+    return "out_of_order"
+
+
+def _reset(device: DeviceState, seq: int, ts: int) -> bool:
+    """A seq far below the counter is a reset (reboot of old firmware, or a poisoned counter
+    healing) when the device's clock says the message is newer than the newest taken, or when
+    `RESET_CONFIRM` such messages arrive in a row with increasing seqs. A redelivery is neither:
+    it carries an older time, and it was taken before."""
+    if ts > device.last_ts:
+        return True
+    device.strays = device.strays + 1 if seq > device.stray_seq >= 0 else 1
+    device.stray_seq = seq
+    return device.strays >= RESET_CONFIRM
+
+
+def restart(device: DeviceState, boot: str | None, *, resume_at: int | None = None) -> None:
+    """Start the counter afresh (a new epoch), remembering where the ended boot stood; a boot
+    that goes on resumes above `resume_at`, with everything up to it taken as seen."""
+    if device.boot is not None:
+        device.prior_boots[device.boot] = max(
+            device.last_seq, device.prior_boots.get(device.boot, -1)
+        )
+        while len(device.prior_boots) > PRIOR_BOOTS_KEPT:
+            del device.prior_boots[next(iter(device.prior_boots))]
+    device.prior_boots.pop(boot or "", None)
+    device.boot = boot
+    device.epoch += 1
+    device.last_seq = -1 if resume_at is None else resume_at
+    device.seen_below = 0 if resume_at is None else SEEN_MASK
+    device.strays = 0
+    device.stray_seq = -1
+
+
+def take(device: DeviceState, verdict: Verdict, seq: int, ts: int) -> None:
+    """Record an accepted message: a new one moves the counter, a late one is marked seen."""
+    if verdict == "new":
+        device.advance_seq(seq)
+        device.last_ts = ts
+        device.strays = 0
+        device.stray_seq = -1
+    elif verdict == "out_of_order":
+        device.mark_seen(seq)
+
+
+def safety_digest(*parts: object) -> str:
+    """Names one safety event by its whole content: only the very same press is a repeat."""
+    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def seen_press(device: DeviceState, digest: str) -> bool:
+    """Whether this very event was taken before; if not, it is remembered now."""
+    if digest in device.presses:
+        return True
+    device.presses.append(digest)
+    del device.presses[:-PRESSES_KEPT]
+    return False
