@@ -50,12 +50,31 @@ class Reading:
     """False: this reading cannot open this ring at all (a coarse fix and the alarm ring)."""
 
 
+def entry_m(distance_m: float, uncertainty_m: float, size_m: float) -> float:
+    """The distance that decides entry: the measured one less the benefit of the doubt, at most
+    `ENTRY_SHARE` of the ring (or zone) size."""
+    return distance_m - min(uncertainty_m, ENTRY_SHARE * size_m)
+
+
 def ring_reading(
     distance_m: float, uncertainty_m: float, ring_m: float, *, pre_alert: bool
 ) -> Reading:
-    share = min(uncertainty_m, ENTRY_SHARE * ring_m)
     fine = uncertainty_m <= ring_m
-    return Reading(distance_m - share, distance_m - uncertainty_m, fine, fine or pre_alert)
+    return Reading(
+        entry_m(distance_m, uncertainty_m, ring_m),
+        distance_m - uncertainty_m,
+        fine,
+        fine or pre_alert,
+    )
+
+
+def zone_reading(signed_m: float, acc_m: float, size_m: float) -> Reading:
+    """What a zone's ring sees of a fix `signed_m` from its boundary (negative inside): a coarse
+    fix may open the zone only when it is certainly inside."""
+    fine = acc_m <= size_m
+    return Reading(
+        entry_m(signed_m, acc_m, size_m), signed_m - acc_m, fine, fine or signed_m + acc_m <= 0.0
+    )
 
 
 def sigma_m(acc_a: float, acc_b: float) -> float:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from nabij.config import ProximitySettings
 from nabij.contract import AlarmKind, DeviceEvent, Position, SignalAction
+from nabij.settings import ProximitySettings
 from services.proximity.core.effects import Effects
 from services.proximity.core.signals import device_signal
 from services.proximity.core.state import DeviceState

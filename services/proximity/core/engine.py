@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from nabij.config import Order, ProximitySettings
 from nabij.contract import DeviceEvent, Fix, Position, SetInterval, Warn, WarnLevel
+from nabij.orders import Order
+from nabij.settings import ProximitySettings
 from services.proximity.core.accuracy import effective_acc
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects

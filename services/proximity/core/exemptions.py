@@ -13,8 +13,8 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Final
 
-from nabij.config import WEEKDAYS, Order
 from nabij.contract import Position
+from nabij.orders import WEEKDAYS, Order
 from services.proximity.core.zones import Projection, Shape, build_shape, projection_for
 
 PROXIMITY: Final = "proximity"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from nabij.config import ProximitySettings
 from nabij.contract import AlarmKind
+from nabij.settings import ProximitySettings
 from services.proximity.core.accuracy import Reading
 from services.proximity.core.state import RingState
 

@@ -10,10 +10,11 @@ from typing import Final
 
 import msgspec
 
-from nabij.config import ProximitySettings
 from nabij.contract import Position, SignalAction
+from nabij.settings import ProximitySettings
 from services.proximity.core.accuracy import (
     Reading,
+    entry_m,
     inside_probability,
     ring_reading,
     sigma_m,
@@ -87,7 +88,7 @@ class PairJudge:
             and (
                 exempt
                 or (
-                    distance - min(uncertainty, pre_ring / 2) > pre_ring
+                    entry_m(distance, uncertainty, pre_ring) > pre_ring
                     and distance - uncertainty > spec.alarm.ring_m + self._predict_reach_m
                 )
             )

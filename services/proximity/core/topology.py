@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from nabij.config import Order, ProximitySettings, Zone
+from nabij.orders import Order, Zone
+from nabij.settings import ProximitySettings
 from services.proximity.core.exemptions import Exemptions
 from services.proximity.core.hysteresis import RingParams
 from services.proximity.core.state import PairKey

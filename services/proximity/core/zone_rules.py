@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from nabij.config import ProximitySettings
 from nabij.contract import Position, SignalAction
-from services.proximity.core.accuracy import Reading, zone_inside_probability
+from nabij.settings import ProximitySettings
+from services.proximity.core.accuracy import zone_inside_probability, zone_reading
 from services.proximity.core.effects import Effects
 from services.proximity.core.exemptions import Exemptions
 from services.proximity.core.hysteresis import Transition, step
@@ -81,13 +81,8 @@ class ZoneJudge:
             shape = spec.shape
             signed = shape.signed_m(*here)
             acc = fix.acc
-            fine = acc <= shape.size_m
-            reading = Reading(
-                signed - min(acc, shape.size_m / 2),
-                signed - acc,
-                fine,
-                fine or signed + acc <= 0.0,
-            )
+            reading = zone_reading(signed, acc, shape.size_m)
+            fine = reading.fine
             exemptions = self._exemptions.get(spec.order_id)
             exempt = exemptions is not None and exemptions.exempt(spec.name, fix.ts, fix)
             ring, transition = old.ring, None
@@ -162,8 +157,8 @@ class ZoneJudge:
                 and fix is not None
                 and state.signed_m is not None
                 and state.acc is not None
-                and state.signed_m - min(state.acc, spec.shape.size_m / 2) <= 0.0
-                and (state.acc <= spec.shape.size_m or state.signed_m + state.acc <= 0.0)
+                and (reading := zone_reading(state.signed_m, state.acc, spec.shape.size_m)).may_open
+                and reading.enter_m <= 0.0
             ):
                 ring = RingState("inside", fix.ts)
                 facts = Facts(

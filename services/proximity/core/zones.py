@@ -19,7 +19,8 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import LineString, Point, Polygon, box
 
-from nabij.config import PolygonGeometry, ProximitySettings, Zone
+from nabij.orders import PolygonGeometry, Zone
+from nabij.settings import ProximitySettings
 from services.proximity.core.hysteresis import RingParams
 
 RD_NEW: Final = "EPSG:28992"
