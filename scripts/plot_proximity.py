@@ -1,7 +1,7 @@
 """Plot scenarios run through the replay driver: distance over time, rings, states, signals.
 
 Run: `.venv/bin/python scripts/plot_proximity.py [--out docs/img/proximity.png]`. Each panel is
-one scenario file from tests/scenarios, replayed by `services.proximity.replay.replay` (the exact
+one scenario file from tests/scenarios, replayed by `services.replay.timeline.replay` (the exact
 core): the measured distance with its uncertainty band, the rings and their exit thresholds, the
 phases of each ring as shaded bands, and every open and clear as a marker.
 """
@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.proximity.replay import replay  # noqa: E402
 from services.proximity.tracks import load_scenario  # noqa: E402
+from services.replay.timeline import replay  # noqa: E402
 
 PANELS = (
     (

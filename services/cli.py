@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import services.proximity.replay_cli
+import services.replay.cli
 import simulators.cli
 from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
 from nabij.config import ConfigError, load_config, resolve_directory
@@ -20,7 +20,7 @@ from nabij.redis_io import connect
 from nabij.schemas import export_schemas
 
 # Packages that bring their own subcommands.
-SUBCOMMAND_PACKAGES = (simulators.cli.register, services.proximity.replay_cli.register)
+SUBCOMMAND_PACKAGES = (simulators.cli.register, services.replay.cli.register)
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 

@@ -23,7 +23,7 @@ from pyproj import Geod
 
 from nabij.config import Config, ProximitySettings, Settings, validate_orders
 from nabij.contract import Fix, Topics, encode
-from services.proximity.replay import Recorded
+from services.replay.records import Recorded
 
 _GEOD = Geod(ellps="WGS84")
 DEFAULT_START = "2026-01-05T10:00:00+00:00"  # a Monday

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import msgspec
-import pytest
 
 from nabij.config import Order, ProximitySettings
 from nabij.contract import Fix, Topics, encode
-from services.proximity.core.batch import run_batch
+from services.proximity.core.batch import run_batch, run_isolating
 from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
-from services.proximity.core.ingest import Uplink
+from services.proximity.core.state import DeviceState
+from services.proximity.core.topology import PairSpec
 
 TOPICS = Topics("nabij/v1")
 T0 = 1_790_000_000_000
@@ -29,23 +29,31 @@ def fix_message(device: str, seq: int) -> Message:
     return Message(TOPICS.device(device, "fix"), encode(fix))
 
 
-def test_a_bug_on_one_message_rejects_it_and_spares_the_rest(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """An exception inside the engine becomes an `internal_error` rejection naming no values;
-    the batch's other messages are applied."""
+def test_a_bug_on_one_message_rejects_it_and_spares_the_rest() -> None:
+    """An exception half-way through the engine (after the device's counter moved) becomes an
+    `internal_error` rejection naming no values; the engine is rolled back to before the batch
+    and the batch's other messages are applied, so no half-changed state is left to commit."""
     order = Order(id="O-1", offender_device="ank-1", victim_devices=["vic-1"], alarm_m=500)
-    engine = ProximityEngine([order], ProximitySettings())
-    real_apply = engine.apply
+    before = ProximityEngine([order], ProximitySettings())
+    before.apply(Fix("vic-1", 0, T0, 52.37, 4.90, 5.0), T0, Effects())
+    committed = msgspec.msgpack.encode([before.device(d) for d in ("ank-1", "vic-1")])
 
-    def apply(uplink: Uplink, now_ms: int, effects: Effects) -> None:
-        if isinstance(uplink, Fix) and uplink.seq == 2:
+    def rollback() -> ProximityEngine:
+        fresh = ProximityEngine([order], ProximitySettings())
+        fresh.load(msgspec.msgpack.decode(committed, type=list[DeviceState]), [])
+        return fresh
+
+    engine = rollback()
+    real_compare = engine._judge.compare
+
+    def compare(spec: PairSpec, reporter: DeviceState, tag: str, now_ms: int, e: Effects):  # type: ignore[no-untyped-def]  # same signature as PairJudge.compare
+        if reporter.last_seq == 2:
             raise ZeroDivisionError("52.37 4.90")  # a message that quotes a position
-        real_apply(uplink, now_ms, effects)
+        return real_compare(spec, reporter, tag, now_ms, e)
 
-    monkeypatch.setattr(engine, "apply", apply)
+    engine._judge.compare = compare  # type: ignore[method-assign]  # the bug planted for the test
     batch = [fix_message("ank-1", 1), fix_message("ank-1", 2), fix_message("vic-1", 3)]
-    result = run_batch(engine, TOPICS, batch, T0 + 10_000, tick=False)
+    engine, result = run_isolating(engine, rollback, TOPICS, batch, T0 + 10_000, tick=False)
     ((message, rejection),) = result.rejected
     assert message is batch[1] and rejection.reason == "internal_error"
     assert "ZeroDivisionError" in rejection.detail and "52.37" not in rejection.detail

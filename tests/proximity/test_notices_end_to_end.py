@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from nabij.contract import Notice
-from services.proximity.replay import replay
 from services.proximity.tracks import load_scenario
+from services.replay.timeline import replay
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from nabij.config import ConfigError
+from nabij.contract import Fix, encode
 from services.cli import main
-from services.proximity.replay import apply_overrides, decode_lines, encode_line, replay
+from services.proximity.core.effects import Effects
+from services.proximity.core.engine import ProximityEngine
 from services.proximity.tracks import load_scenario
+from services.replay.records import decode_lines, encode_line
+from services.replay.timeline import replay
+from services.replay.whatif import apply_overrides
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 ORDERS = """
@@ -38,20 +45,25 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return capsys.readouterr().out
 
 
+def replay_in_a_process(*args: str) -> subprocess.CompletedProcess[bytes]:
+    code = "import sys; from services.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, "replay", *args], capture_output=True, check=True, timeout=120
+    )
+
+
 def test_the_same_log_replays_to_byte_identical_output(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Replaying one log twice prints the same bytes, in text and in JSON; unreadable lines are
-    skipped and reported on stderr, never fatal."""
+    """Replaying one log in two separate processes prints the same bytes, in text and in JSON
+    (no hash seed, set order or clock leaks in); unreadable lines are skipped and reported on
+    stderr, never fatal."""
     log, config = write_log(tmp_path, "offender_approaches_victim.toml")
-    first = run(capsys, str(log), "--config", str(config))
-    second = run(capsys, str(log), "--config", str(config))
-    assert first == second and "open   proximity_alarm" in first
-    assert run(capsys, str(log), "--config", str(config), "--json") == run(
-        capsys, str(log), "--config", str(config), "--json"
-    )
-    main(["replay", str(log), "--config", str(config)])
-    assert "skipped 1 unreadable lines" in capsys.readouterr().err
+    for extra in ((), ("--json",)):
+        first = replay_in_a_process(str(log), "--config", str(config), *extra)
+        second = replay_in_a_process(str(log), "--config", str(config), *extra)
+        assert first.stdout == second.stdout and b"proximity_alarm" in first.stdout
+        assert b"skipped 1 unreadable lines" in first.stderr
 
 
 def test_set_changes_the_outcome_as_expected(
@@ -74,13 +86,47 @@ def test_set_changes_the_outcome_as_expected(
     assert quicker is not None and quicker < base
 
 
-def test_bad_overrides_are_config_errors_with_their_key() -> None:
-    """An unknown settings key, an unknown order or an invalid value is reported by key."""
+@pytest.mark.parametrize(
+    ("assignment", "path", "says"),
+    [
+        ("proximity.no_such=1", "proximity.no_such", "Extra inputs are not permitted"),
+        ("order.NOPE.alarm_m=3", "order.NOPE.alarm_m", "expected order.ID.KEY"),
+        ("order.O-1.alarm_m=-5", "order.O-1.alarm_m", "greater than 0"),
+    ],
+)
+def test_bad_overrides_are_config_errors_with_their_key(
+    assignment: str, path: str, says: str
+) -> None:
+    """An unknown settings key, an unknown order or an invalid value is one problem, at that
+    key path, saying what is wrong with it."""
     sc = load_scenario(SCENARIOS / "gps_jump.toml")
-    for assignment in ("proximity.no_such=1", "order.NOPE.alarm_m=3", "order.O-1.alarm_m=-5"):
-        with pytest.raises(ConfigError) as err:
-            apply_overrides(sc.config, [assignment])
-        assert assignment.split("=")[0].split(".")[-1] in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(sc.config, [assignment])
+    ((problem),) = err.value.problems
+    assert problem.path == path and says in problem.message
+
+
+def test_a_record_that_trips_a_bug_is_set_aside_and_the_rest_replays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record that raises inside the engine is counted as rejected; the replay starts again
+    without it, so no half-applied state leaks into the rest, which gives its alarms as usual."""
+    sc = load_scenario(SCENARIOS / "offender_approaches_victim.toml")
+    clean = replay(sc.config, sc.records)
+    real_on_fix = ProximityEngine._on_fix
+    poison = sc.records[0].payload
+
+    def on_fix(self: ProximityEngine, fix: Fix, now_ms: int, effects: Effects) -> None:
+        real_on_fix(self, fix, now_ms, effects)
+        if encode(fix) == poison:
+            raise ZeroDivisionError("after the state moved")
+
+    monkeypatch.setattr(ProximityEngine, "_on_fix", on_fix)
+    timeline = replay(sc.config, sc.records)
+    assert timeline.rejected == clean.rejected + 1
+    assert [line.signal for line in timeline.lines if line.signal][-3:] == [
+        line.signal for line in clean.lines if line.signal
+    ][-3:]
 
 
 def test_log_lines_round_trip_text_and_binary_payloads() -> None:

@@ -2,11 +2,16 @@
 
 The proximity shell and the replay driver both call `run_batch`, so a replay runs exactly the
 decisions the service made.
+
+A message that trips a bug part-way through the engine leaves the engine's state half changed
+(a counter moved, a position not): `run_batch` then raises `PoisonedInputError`, and the caller
+rolls its engine back to the state before the batch (the shell reloads what it committed) and
+runs the batch again without that message, which is dead-lettered (`run_isolating`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -41,6 +46,15 @@ class BatchResult(Generic[M]):
     """Type name of every accepted uplink, in order (for the shell's metrics)."""
 
 
+class PoisonedInputError(Exception):
+    """Message `index` of the batch tripped a bug inside the engine: its state is suspect."""
+
+    def __init__(self, index: int, rejection: Rejection) -> None:
+        super().__init__(rejection.detail)
+        self.index = index
+        self.rejection = rejection
+
+
 def run_batch(
     engine: ProximityEngine,
     topics: Topics,
@@ -50,7 +64,7 @@ def run_batch(
     tick: bool,
 ) -> BatchResult[M]:
     result: BatchResult[M] = BatchResult()
-    for item in batch:
+    for index, item in enumerate(batch):
         try:
             parsed = parse_uplink(topics, item.topic, item.payload, now_ms, engine.is_known)
         except RecursionError:  # msgspec's answer to absurdly deep nesting
@@ -68,7 +82,33 @@ def run_batch(
             try:
                 engine.apply(uplink, now_ms, result.effects)
             except Exception as err:  # a bug must not make this message a poison pill
-                result.rejected.append((item, Rejection("internal_error", describe(err), None)))
+                rejection = Rejection("internal_error", describe(err), None)
+                raise PoisonedInputError(index, rejection) from err
     if tick:
         engine.tick(now_ms, result.effects)
     return result
+
+
+def run_isolating(
+    engine: ProximityEngine,
+    rollback: Callable[[], ProximityEngine],
+    topics: Topics,
+    batch: Sequence[M],
+    now_ms: int,
+    *,
+    tick: bool,
+) -> tuple[ProximityEngine, BatchResult[M]]:
+    """`run_batch`, setting aside each message that poisons the engine: `rollback()` returns an
+    engine in the state before the batch. Returns the engine to go on with, and the result (with
+    the poisoned messages among its rejections)."""
+    items = list(batch)
+    poisoned: list[tuple[M, Rejection]] = []
+    while True:
+        try:
+            result = run_batch(engine, topics, items, now_ms, tick=tick)
+        except PoisonedInputError as err:
+            poisoned.append((items.pop(err.index), err.rejection))
+            engine = rollback()
+            continue
+        result.rejected.extend(poisoned)
+        return engine, result

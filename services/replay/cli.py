@@ -40,7 +40,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from services.proximity.replay import apply_overrides, read_log, render, replay
+    from services.replay.records import read_log
+    from services.replay.timeline import render, replay
+    from services.replay.whatif import apply_overrides
 
     config = apply_overrides(load_from_args(args), args.set)
     try:
@@ -58,7 +60,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _record(args: argparse.Namespace) -> int:
     from nabij.contract import Topics
     from nabij.mqtt import MqttEndpoint, make_client
-    from services.proximity.replay import encode_line
+    from services.replay.records import encode_line
 
     config = load_from_args(args)
     stop = stop_on_signals()
