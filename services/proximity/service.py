@@ -29,7 +29,7 @@ from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
 from nabij.redis_io import DeadLetter, add_deadletter, answers, connect, wait_until_ready
-from services.proximity.core.batch import run_batch
+from services.proximity.core.batch import run_isolating
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.state import DeviceState, PairState
@@ -212,12 +212,8 @@ class ProximityService:
         return batch
 
     def _process(self, batch: list[Received], *, tick: bool) -> None:
-        result = run_batch(
-            self._engine,
-            self._topics,
-            batch,
-            self._clock(),
-            tick=tick,
+        self._engine, result = run_isolating(
+            self._engine, self._rollback, self._topics, batch, self._clock(), tick=tick
         )
         # One counter update per kind and batch, not per fix: label lookup is the costly part.
         for kind, count in Counter(result.uplink_kinds).items():
@@ -312,6 +308,13 @@ class ProximityService:
         for _id, fields in streams.entries(self._redis, self._keys.command_outbox):
             device_id = fields[b"device"].decode()
             self._mqtt.publish(self._topics.device(device_id, "cmd"), fields[b"command"], qos=1)
+
+    def _rollback(self) -> ProximityEngine:
+        """An engine as last committed (a bug left the current one half-changed): rebuilt from
+        what Redis holds. Rare, so it may cost a full reload."""
+        self._engine = ProximityEngine(self._config.orders, self._settings.proximity)
+        self._restore()
+        return self._engine
 
     def _restore(self) -> None:
         """Load every device and pair state this service committed before it stopped."""
