@@ -39,6 +39,7 @@ from services.proximity.core.batch import run_batch
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.state import DeviceState, PairState
+from services.proximity.outbox import CommandOutbox
 
 SERVICE = "proximity"
 TICK_INTERVAL_S = 1.0
@@ -129,6 +130,7 @@ class ProximityService:
         self._mqtt.on_disconnect = self._on_disconnect
         self._mqtt.on_subscribe = self._on_subscribe
         self._mqtt.on_message = self._on_message
+        self._outbox = CommandOutbox(self._mqtt, self._topics, self._keys.command_outbox)
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
@@ -251,6 +253,7 @@ class ProximityService:
         )
         if committed:
             self._committer.commit(lambda pipe: self._write(pipe, effects), self._stop)
+            self._outbox.committed()
         letters = deadletters(rejected, self._settings.redis.deadletter_payload_bytes)
         self._deadletters.write(letters)
         if not (committed or letters):
@@ -270,16 +273,10 @@ class ProximityService:
             pipe.set(keys.pair_state(offender, order_id, victim), _state_encoder.encode(state))
         for signal in effects.signals:
             pipe.xadd(keys.gateway_inbox, {"input": encode(signal)})
-        # The outbox holds exactly the commands of this batch: the previous batch's were
-        # published before this commit. A crash before they go out leaves them for the restart.
-        pipe.xtrim(keys.command_outbox, maxlen=0)
-        for device_id, command in effects.commands:
-            pipe.xadd(keys.command_outbox, {"device": device_id, "command": encode(command)})
+        self._outbox.queue(pipe, effects.commands)
 
     def _publish_commands(self, effects: Effects) -> None:
-        for device_id, command in effects.commands:
-            self._mqtt.publish(self._topics.device(device_id, "cmd"), encode(command), qos=1)
-            metrics.COMMANDS_SENT.labels(type=type(command).__name__).inc()
+        self._outbox.publish(effects.commands)
 
     def _acknowledge(self, batch: list[Received]) -> None:
         current = self._connection
@@ -323,11 +320,9 @@ class ProximityService:
         self._deadletters.flush_logs()
 
     def _resend_outbox(self) -> None:
-        """Publish the commands a crash kept from going out (a repeat is harmless: commands
-        set an interval or a warning level, they do not count)."""
-        for _id, fields in streams.entries(self._redis, self._keys.command_outbox):
-            device_id = fields[b"device"].decode()
-            self._mqtt.publish(self._topics.device(device_id, "cmd"), fields[b"command"], qos=1)
+        """Publish the commands a crash kept from reaching the broker (a repeat is harmless:
+        commands set an interval or a warning level, they do not count)."""
+        self._outbox.resend(self._redis)
 
     def _restore(self) -> None:
         """Load every device and pair state this service committed before it stopped."""
