@@ -152,13 +152,18 @@ class ServiceWrites:
         service: str,
         log: structlog.typing.FilteringBoundLogger,
         health: HealthServer | None,
+        writer: str | None = None,
     ) -> ServiceWrites:
         """Wire them for `service` (its `client` made with `retries=0`; see `Committer`), and
-        register the Redis readiness checks on `health`."""
+        register the Redis readiness checks on `health`.
+
+        The commit counter belongs to one writer (`writer`, default the service): two processes
+        sharing a counter would take each other's commits for their own lost replies.
+        """
         memory = MemoryWatch(service, log)
         committer = Committer(
             client,
-            keys.commit_counter(service),
+            keys.commit_counter(writer or service),
             log,
             memory=memory,
             on_wait=health.heartbeat if health is not None else lambda: None,

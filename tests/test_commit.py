@@ -10,8 +10,10 @@ import pytest
 import redis
 import structlog
 
-from nabij.commit import CommitAbortedError, Committer
+from nabij.commit import CommitAbortedError, Committer, ServiceWrites
+from nabij.keys import Keys
 from nabij.redis_io import MemoryWatch, connect
+from nabij.settings import RedisSettings
 from tests.integration.stack import wait_until
 from tests.servers import FILLER_KEY, RedisServer, fill_to_the_cap
 
@@ -161,4 +163,31 @@ def test_recheck_memory_writes_only_after_a_refusal(capped_redis_server: RedisSe
     committer.recheck_memory()
     assert memory.ok()
     assert client.get("commits") == b"1"
+    client.close()
+
+
+@pytest.mark.integration
+def test_each_writer_counts_its_own_commits(redis_server: RedisServer) -> None:
+    """Two gateways (consumers gateway-1 and gateway-2) commit under counters of their own: one
+    never takes the other's commit for its own lost reply."""
+    client = connect(redis_server.url, retries=0)
+    keys = Keys("t")
+    first, second = (
+        ServiceWrites.build(
+            client,
+            keys,
+            RedisSettings(),
+            service="gateway",
+            log=structlog.get_logger(),
+            health=None,
+            writer=f"gateway:{consumer}",
+        )
+        for consumer in ("gateway-1", "gateway-2")
+    )
+    first.committer.commit(lambda pipe: pipe.set("a", 1), threading.Event())
+    second.committer.commit(lambda pipe: pipe.set("b", 1), threading.Event())
+    second.committer.commit(lambda pipe: pipe.set("c", 1), threading.Event())
+    assert client.get(keys.commit_counter("gateway:gateway-1")) == b"1"
+    assert client.get(keys.commit_counter("gateway:gateway-2")) == b"2"
+    assert client.exists(keys.commit_counter("gateway")) == 0
     client.close()

@@ -66,7 +66,13 @@ class GatewayService:
         self._book = AlarmBook(self._settings)
         self._redis = connect(self._settings.redis.url, retries=0)
         writes = ServiceWrites.build(
-            self._redis, self._keys, self._settings.redis, service=SERVICE, log=log, health=health
+            self._redis,
+            self._keys,
+            self._settings.redis,
+            service=SERVICE,
+            log=log,
+            health=health,
+            writer=f"{SERVICE}:{consumer}",  # one counter per consumer of the inbox group
         )
         self._committer, self._deadletters = writes.committer, writes.deadletters
         self._rejections = LogAggregator(log, "rejected")
