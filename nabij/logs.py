@@ -183,14 +183,15 @@ class LogAggregator:
         self._windows: dict[str, _Window] = {}
 
     def record(self, key: str, **sample: object) -> None:
-        """Note one occurrence of `key`; `sample` are its fields (never coordinates)."""
+        """Note one occurrence of `key`; `sample` are its fields (never coordinates). The line's
+        own fields (`reason`, and `count`, `interval_s` in a summary) win over a sample's."""
         now = self._clock()
         window = self._windows.get(key)
         if window is not None and now - window.started >= self._interval_s:
             window = self._close(key, window, now)
         if window is None:
             self._windows[key] = _Window(now)
-            self._log.warning(self._event, reason=key, **_shortened(sample))
+            self._log.warning(self._event, **{**_shortened(sample), "reason": key})
             return
         window.count += 1
         window.sample = sample
@@ -206,13 +207,13 @@ class LogAggregator:
         if window.count == 0:
             del self._windows[key]
             return None
-        self._log.warning(
-            f"{self._event}_summary",
-            reason=key,
-            count=window.count,
-            interval_s=round(now - window.started, 1),
+        summary = {
             **_shortened(window.sample),
-        )
+            "reason": key,
+            "count": window.count,
+            "interval_s": round(now - window.started, 1),
+        }
+        self._log.warning(f"{self._event}_summary", **summary)
         fresh = self._windows[key] = _Window(now)
         return fresh
 

@@ -320,7 +320,7 @@ class DeadLetterWriter:
 
     def _drop(self, reason: str, count: int, err: BaseException) -> None:
         metrics.DEADLETTERS_DROPPED.labels(service=self._service, reason=reason).inc(count)
-        self._dropped.record(reason, count=count, error=str(err))
+        self._dropped.record(reason, letters=count, error=str(err))
 
 
 def answers(client: redis.Redis) -> bool:

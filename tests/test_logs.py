@@ -240,3 +240,19 @@ def test_long_sample_values_are_cut() -> None:
         aggregator.record("unknown_device", topic="t" * 100_000, device_id="d" * 10)
     assert len(lines[0]["topic"]) == SAMPLE_MAX_CHARS
     assert lines[0]["device_id"] == "d" * 10
+
+
+def test_a_sample_cannot_overwrite_the_lines_own_fields() -> None:
+    """A sample field named like the line's own (`reason`, `count`) neither breaks the call nor
+    replaces the aggregator's value."""
+    clock = _Clock()
+    aggregator = LogAggregator(structlog.get_logger(), "dropped", interval_s=10.0, clock=clock)
+    with capture_logs() as lines:
+        for _ in range(3):
+            aggregator.record("redis_oom", reason="sample's", count=99)
+        clock.now += 10.0
+        aggregator.flush()
+    assert [(line["reason"], line["count"]) for line in lines] == [
+        ("redis_oom", 99),
+        ("redis_oom", 2),
+    ]
