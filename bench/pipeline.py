@@ -26,6 +26,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -106,9 +107,17 @@ def latency_quantile(metrics: str, q: float) -> float:
     return float("inf")
 
 
+@dataclass(frozen=True)
+class Running:
+    mqtt_url: str
+    metrics_port: int
+    redis_url: str
+    log: Path
+
+
 @contextmanager
-def proximity(orders: str, workdir: Path) -> Iterator[tuple[str, int]]:
-    """A ready `nabij proximity` with its own broker and Redis: yields (mqtt url, metrics port)."""
+def proximity(orders: str, workdir: Path) -> Iterator[Running]:
+    """A ready `nabij proximity` with its own broker and Redis (AOF on)."""
     mosquitto = MosquittoServer(workdir / "mosquitto")
     redis_server = RedisServer(workdir / "redis")
     mosquitto.start()
@@ -122,9 +131,10 @@ def proximity(orders: str, workdir: Path) -> Iterator[tuple[str, int]]:
     )
     (config / "orders.toml").write_text(orders)
     port = free_port()
+    log = workdir / "proximity.log"
     service = subprocess.Popen(
         [*NABIJ, "proximity", "--config", str(config), "--metrics-port", str(port)],
-        stderr=(workdir / "proximity.log").open("wb"),
+        stderr=log.open("wb"),
     )
     try:
         deadline = time.monotonic() + 120
@@ -135,7 +145,7 @@ def proximity(orders: str, workdir: Path) -> Iterator[tuple[str, int]]:
             except OSError:
                 pass
             time.sleep(0.1)
-        yield mosquitto.url, port
+        yield Running(mosquitto.url, port, redis_server.url, log)
     finally:
         service.terminate()
         service.wait(timeout=30)
@@ -144,7 +154,8 @@ def proximity(orders: str, workdir: Path) -> Iterator[tuple[str, int]]:
 
 
 def saturate(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
-    with proximity(orders_toml(pairs), workdir) as (url, port):
+    with proximity(orders_toml(pairs), workdir) as running:
+        url, port = running.mqtt_url, running.metrics_port
         publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
         started = time.monotonic()
         publisher.start()
@@ -162,8 +173,9 @@ def saturate(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
 
 def at_rate(rate: float, duration_s: float, workdir: Path) -> dict[str, float]:
     plan = FleetPlan(pairs=max(1, round(rate * FLEET_INTERVAL_S / 2)), interval_s=FLEET_INTERVAL_S)
-    with proximity(plan.orders_toml(), workdir) as (url, port):
-        report = run_fleet(plan, url, PREFIX, duration_s=duration_s, qos=1)
+    with proximity(plan.orders_toml(), workdir) as running:
+        port = running.metrics_port
+        report = run_fleet(plan, running.mqtt_url, PREFIX, duration_s=duration_s, qos=1)
         deadline = time.monotonic() + 60
         while received(scrape(port)) < report.stats.sent and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -5,19 +5,28 @@ the connection breaks mid-commit the reply may be lost although Redis applied th
 blindly re-sending would then duplicate notices. Instead the committer reads the counter back:
 if it already shows this commit, it is done; otherwise nothing was applied and it sends again.
 Use it with a client made with `retries=0`, so redis-py does not re-send a transaction itself.
+
+When Redis is out of memory (`maxmemory` reached under `noeviction`) it refuses the transaction
+whole (`EXECABORT`): nothing was applied, so the committer sends it again with backoff until
+memory frees, and reports each refusal to the service's `MemoryWatch` (readiness, metrics, log).
+The caller's input stays unacknowledged meanwhile: nothing is lost, nothing is applied twice.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import redis
 import structlog
 from redis.client import Pipeline
 
+from nabij.health import HealthServer
 from nabij.keys import Keys
+from nabij.redis_io import DeadLetterWriter, MemoryWatch, answers, is_out_of_memory
+from nabij.settings import RedisSettings
 
 HEARTBEAT_TTL_S: Final = 10
 MAX_BACKOFF_S: Final = 2.0
@@ -25,7 +34,8 @@ TRANSIENT_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyL
 
 
 class CommitAbortedError(Exception):
-    """The service is stopping while Redis is unreachable; nothing of this batch was applied."""
+    """The service is stopping while Redis is unreachable or full; nothing of this batch was
+    applied."""
 
 
 class Committer:
@@ -34,16 +44,23 @@ class Committer:
         client: redis.Redis,
         counter_key: str,
         log: structlog.typing.FilteringBoundLogger,
+        *,
+        memory: MemoryWatch,
+        on_wait: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_wait` runs before every backoff wait (a liveness heartbeat: waiting for Redis is
+        the service working as meant, and a restart would not make Redis come back sooner)."""
         self._client = client
         self._key = counter_key
         self._log = log
+        self._memory = memory
+        self._on_wait = on_wait
         self._count: int | None = None
 
     def commit(self, build: Callable[[Pipeline], None], stop: threading.Event) -> None:
         """Apply what `build` queues on a transaction exactly once, retrying through outages.
 
-        Raises `CommitAbortedError` if `stop` is set while Redis is unreachable.
+        Raises `CommitAbortedError` if `stop` is set while Redis is unreachable or refuses writes.
         """
         delay = 0.05
         while True:
@@ -55,16 +72,45 @@ class Committer:
                 pipe.set(self._key, target)
                 pipe.execute()
                 self._count = target
+                self._memory.accepted()
                 return
             except TRANSIENT_REDIS_ERRORS as err:
                 self._log.warning("redis_commit_retry", error=str(err), retry_in_s=delay)
                 if target is None:  # not even the counter could be read: nothing was sent
-                    if stop.wait(delay):
-                        raise CommitAbortedError("stopping while Redis is unreachable") from err
+                    self._wait(stop, delay, err)
                 elif self._landed(target, stop, delay):
                     self._count = target
                     return
-                delay = min(delay * 2, MAX_BACKOFF_S)
+            except redis.ResponseError as err:
+                if not is_out_of_memory(err):
+                    raise
+                # Discarded whole (EXECABORT): nothing applied, the same commit goes again.
+                self._memory.refused("commit", err)
+                self._wait(stop, delay, err)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def recheck_memory(self) -> None:
+        """After a refusal, learn whether Redis takes writes again (else do nothing).
+
+        For a loop turn that wrote nothing else: one write that changes nothing, `SET counter 0
+        NX`, refused like any write while Redis is out of memory and a no-op otherwise (the
+        counter exists once anything was committed; before that, 0 is what an absent counter
+        means). Never retries, never raises for a Redis error.
+        """
+        if self._memory.ok():
+            return
+        try:
+            self._client.set(self._key, 0, nx=True)
+        except redis.RedisError as err:
+            if is_out_of_memory(err):
+                self._memory.refused("probe", err)
+            return
+        self._memory.accepted()
+
+    def _wait(self, stop: threading.Event, delay: float, err: Exception) -> None:
+        self._on_wait()
+        if stop.wait(delay):
+            raise CommitAbortedError("stopping while Redis is unreachable or full") from err
 
     def _current(self) -> int:
         if self._count is None:
@@ -77,6 +123,7 @@ class Committer:
         Asks until Redis answers: sending again while that is unknown could apply it twice.
         """
         while True:
+            self._on_wait()
             if stop.wait(delay):
                 raise CommitAbortedError("stopping while Redis is unreachable")
             try:
@@ -86,6 +133,50 @@ class Committer:
                 delay = min(delay * 2, MAX_BACKOFF_S)
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceWrites:
+    """How a service shell writes to Redis: exactly-once commits, best-effort dead letters, and
+    one `MemoryWatch` that both report to (readiness check `redis_memory:<service>`)."""
+
+    memory: MemoryWatch
+    committer: Committer
+    deadletters: DeadLetterWriter
+
+    @classmethod
+    def build(
+        cls,
+        client: redis.Redis,
+        keys: Keys,
+        settings: RedisSettings,
+        *,
+        service: str,
+        log: structlog.typing.FilteringBoundLogger,
+        health: HealthServer | None,
+        writer: str | None = None,
+    ) -> ServiceWrites:
+        """Wire them for `service` (its `client` made with `retries=0`; see `Committer`), and
+        register the Redis readiness checks on `health`.
+
+        The commit counter belongs to one writer (`writer`, default the service): two processes
+        sharing a counter would take each other's commits for their own lost replies.
+        """
+        memory = MemoryWatch(service, log)
+        committer = Committer(
+            client,
+            keys.commit_counter(writer or service),
+            log,
+            memory=memory,
+            on_wait=health.heartbeat if health is not None else lambda: None,
+        )
+        deadletters = DeadLetterWriter(
+            client, keys, settings, service=service, memory=memory, log=log
+        )
+        if health is not None:
+            health.add_check("redis", lambda: answers(client))
+            health.add_check(f"redis_memory:{service}", memory.ok)
+        return cls(memory, committer, deadletters)
+
+
 def beat(
     client: redis.Redis,
     keys: Keys,
@@ -93,8 +184,12 @@ def beat(
     now_ms: int,
     log: structlog.typing.FilteringBoundLogger,
 ) -> None:
-    """Refresh the service's heartbeat key (expires after `HEARTBEAT_TTL_S` without a beat)."""
+    """Refresh the service's heartbeat key (expires after `HEARTBEAT_TTL_S` without a beat).
+
+    A Redis that is out of memory refuses the beat too: that is logged, never raised (the commit
+    path reports the refusal to readiness and metrics).
+    """
     try:
         client.set(keys.health(service), now_ms, ex=HEARTBEAT_TTL_S)
-    except TRANSIENT_REDIS_ERRORS as err:
+    except (*TRANSIENT_REDIS_ERRORS, redis.exceptions.OutOfMemoryError) as err:
         log.warning("heartbeat_failed", error=str(err))

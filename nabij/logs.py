@@ -8,13 +8,18 @@ Privacy: a log line must never carry a position. `redact_positions` replaces eve
 key named like a coordinate, a position or a party (`lat`, `lon`, `victim`, `position`, ...) and
 every mapping or object that holds `lat`/`lon`, at any depth, with `"[redacted]"`. It runs last
 before rendering, for structlog events and stdlib records alike.
+
+Volume: a log line is never written per bad input. `LogAggregator` logs the first occurrence of a
+reason at once and then one summary line per reason and interval, with the count and a sample.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
 import msgspec
@@ -31,6 +36,10 @@ _COORDINATE_KEYS: Final = frozenset({"lat", "lon", "latitude", "longitude"})
 _LIBRARY_LOGGERS: Final = ("paho", "amqtt", "transitions", "redis", "asyncio")
 _SCALARS: Final = (str, bytes, int, float, bool, type(None))
 _HANDLER_MARK: Final = "_nabij_json_handler"
+DEFAULT_SUMMARY_INTERVAL_S: Final = 10.0
+# A sample is there to recognise the input, not to hold it: long strings (a junk topic, a long
+# decoder message) are cut to this many characters.
+SAMPLE_MAX_CHARS: Final = 256
 
 
 def configure_logging(level: str, service: str, *, stream: TextIO | None = None) -> None:
@@ -137,4 +146,90 @@ def _scrub_mapping(value: Mapping[Any, Any]) -> Any:
     return out
 
 
-__all__ = ["REDACTED", "SENSITIVE_KEYS", "configure_logging", "redact_positions"]
+@dataclass(slots=True)
+class _Window:
+    started: float
+    count: int = 0
+    sample: dict[str, object] = field(default_factory=dict)
+
+
+class LogAggregator:
+    """Warnings about repeated occurrences (rejected input, dropped dead letters), aggregated.
+
+    The first occurrence of a key (a reason) is logged at once, so a single bad message is still
+    seen. Further occurrences within `interval_s` are only counted; when the interval is over, one
+    summary line `<event>_summary` carries the key, how many there were and the fields of the
+    latest as a sample, and a new interval starts. A key that stays quiet for a whole interval
+    starts over: its next occurrence is logged at once again. A flood therefore costs one line
+    per key and interval, whatever its rate.
+
+    Summaries are written when `record` or `flush` notices an interval is over; call `flush` on
+    every turn of the service loop so that the last summary of a burst is not held back. Not
+    thread-safe: one aggregator belongs to one service loop.
+    """
+
+    def __init__(
+        self,
+        log: structlog.typing.FilteringBoundLogger,
+        event: str,
+        *,
+        interval_s: float = DEFAULT_SUMMARY_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._event = event
+        self._interval_s = interval_s
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+
+    def record(self, key: str, **sample: object) -> None:
+        """Note one occurrence of `key`; `sample` are its fields (never coordinates). The line's
+        own fields (`reason`, and `count`, `interval_s` in a summary) win over a sample's."""
+        now = self._clock()
+        window = self._windows.get(key)
+        if window is not None and now - window.started >= self._interval_s:
+            window = self._close(key, window, now)
+        if window is None:
+            self._windows[key] = _Window(now)
+            self._log.warning(self._event, **{**_shortened(sample), "reason": key})
+            return
+        window.count += 1
+        window.sample = sample
+
+    def flush(self, *, final: bool = False) -> None:
+        """Write the summaries whose interval is over (all of them if `final`)."""
+        now = self._clock()
+        for key, window in list(self._windows.items()):
+            if final or now - window.started >= self._interval_s:
+                self._close(key, window, now)
+
+    def _close(self, key: str, window: _Window, now: float) -> _Window | None:
+        if window.count == 0:
+            del self._windows[key]
+            return None
+        summary = {
+            **_shortened(window.sample),
+            "reason": key,
+            "count": window.count,
+            "interval_s": round(now - window.started, 1),
+        }
+        self._log.warning(f"{self._event}_summary", **summary)
+        fresh = self._windows[key] = _Window(now)
+        return fresh
+
+
+def _shortened(sample: Mapping[str, object]) -> dict[str, object]:
+    return {
+        key: value[:SAMPLE_MAX_CHARS] if isinstance(value, str) else value
+        for key, value in sample.items()
+    }
+
+
+__all__ = [
+    "DEFAULT_SUMMARY_INTERVAL_S",
+    "REDACTED",
+    "SENSITIVE_KEYS",
+    "LogAggregator",
+    "configure_logging",
+    "redact_positions",
+]

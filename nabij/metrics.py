@@ -62,6 +62,23 @@ OPEN_ALARMS: Final = Gauge(
     "Alarms not yet resolved, by kind.",
     ["kind"],
 )
+DEADLETTERS_DROPPED: Final = Counter(
+    "nabij_deadletters_dropped",
+    "Dead letters not stored because Redis refused or failed the write, by reason (redis_oom, "
+    "redis_unavailable, redis_error); their input was still acknowledged and counted as rejected.",
+    ["service", "reason"],
+)
+REDIS_OOM_REFUSALS: Final = Counter(
+    "nabij_redis_oom_refusals",
+    "Writes Redis refused for lack of memory (maxmemory reached under noeviction), by service and "
+    "write (commit: retried until it lands; deadletter: dropped; probe).",
+    ["service", "write"],
+)
+REDIS_OUT_OF_MEMORY: Final = Gauge(
+    "nabij_redis_out_of_memory",
+    "1 while Redis refuses this service's writes for lack of memory, else 0.",
+    ["service"],
+)
 READY: Final = Gauge(
     "nabij_ready",
     "1 while the service is ready (connected to MQTT and Redis, state loaded), else 0.",
@@ -72,6 +89,7 @@ __all__ = [
     "BATCH_SIZE",
     "BATCH_SIZE_BUCKETS",
     "COMMANDS_SENT",
+    "DEADLETTERS_DROPPED",
     "DECISION_LATENCY",
     "LATENCY_BUCKETS_S",
     "MESSAGES_IGNORED",
@@ -80,5 +98,7 @@ __all__ = [
     "NOTICES",
     "OPEN_ALARMS",
     "READY",
+    "REDIS_OOM_REFUSALS",
+    "REDIS_OUT_OF_MEMORY",
     "SIGNALS_EMITTED",
 ]

@@ -1,4 +1,5 @@
-"""Redis plumbing shared by services: client construction, start-up wait, dead letters.
+"""Redis plumbing shared by services: client construction, start-up wait, dead letters, and
+noticing that Redis refuses writes for lack of memory.
 
 Clients return bytes (`decode_responses=False`): stream fields and msgpack state are bytes, and
 decoding is the caller's choice at the boundary.
@@ -11,17 +12,24 @@ committed" passes `retries=0` for its commit client and lets the error reach its
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import redis
+import structlog
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
+from nabij import metrics
 from nabij.keys import Keys
+from nabij.logs import LogAggregator
+from nabij.settings import DEADLETTER_DETAIL_MAX_BYTES, DEADLETTER_TOPIC_MAX_BYTES, RedisSettings
 
 DEFAULT_SOCKET_TIMEOUT_S: Final = 10.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
@@ -84,11 +92,13 @@ def wait_until_ready(client: redis.Redis, timeout_s: float, *, interval_s: float
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """One rejected input, kept raw with the reason, as an entry of the `keys.deadletter` stream.
+    """One rejected input, kept with the reason, as an entry of the `keys.deadletter` stream.
 
     `source` is the service that rejected it, `reason` a short machine word (the same word as the
     `nabij_messages_rejected_total{reason}` label), `detail` a human sentence, `topic` where it
-    came from (MQTT topic or stream key), `payload` the bytes as received.
+    came from (MQTT topic or stream key), `payload` the bytes as received, or their first
+    `deadletter_payload_bytes` when longer; `size` is the length of the whole payload and `sha256`
+    its hex digest, so a truncated letter still identifies what was sent.
     """
 
     source: str
@@ -96,7 +106,37 @@ class DeadLetter:
     detail: str
     topic: str
     payload: bytes
+    size: int
+    sha256: str
     received_ms: int
+
+    @classmethod
+    def bounded(
+        cls,
+        *,
+        source: str,
+        reason: str,
+        detail: str,
+        topic: str,
+        payload: bytes,
+        received_ms: int,
+        payload_bytes: int,
+    ) -> DeadLetter:
+        """A letter with every field cut to its bound (`RedisSettings.deadletter_entries`)."""
+        return cls(
+            source=source,
+            reason=reason,
+            detail=_cut(detail, DEADLETTER_DETAIL_MAX_BYTES),
+            topic=_cut(topic, DEADLETTER_TOPIC_MAX_BYTES),
+            payload=payload[:payload_bytes],
+            size=len(payload),
+            sha256=hashlib.sha256(payload).hexdigest(),
+            received_ms=received_ms,
+        )
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.payload) < self.size
 
     def to_fields(self) -> dict[FieldT, EncodableT]:
         return {
@@ -105,20 +145,37 @@ class DeadLetter:
             "detail": self.detail,
             "topic": self.topic,
             "payload": self.payload,
+            "size": str(self.size),
+            "sha256": self.sha256,
             "received_ms": str(self.received_ms),
         }
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> DeadLetter:
-        """Read back a stream entry's fields (as a bytes client returns them)."""
+        """Read back a stream entry's fields (as a bytes client returns them).
+
+        Letters written before `size` and `sha256` existed held the whole payload: both are
+        derived from it.
+        """
+        payload = fields[b"payload"]
         return cls(
             source=fields[b"source"].decode(),
             reason=fields[b"reason"].decode(),
             detail=fields[b"detail"].decode(),
             topic=fields[b"topic"].decode(),
-            payload=fields[b"payload"],
+            payload=payload,
+            size=int(fields.get(b"size", len(payload))),
+            sha256=fields.get(b"sha256", b"").decode() or hashlib.sha256(payload).hexdigest(),
             received_ms=int(fields[b"received_ms"]),
         )
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8, never inside a character."""
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes].decode(errors="ignore")
 
 
 def add_deadletter(pipe: Pipeline, keys: Keys, maxlen: int, letter: DeadLetter) -> None:
@@ -128,6 +185,142 @@ def add_deadletter(pipe: Pipeline, keys: Keys, maxlen: int, letter: DeadLetter) 
     stream may hold somewhat more than `maxlen` entries, never fewer once that many arrived.
     """
     pipe.xadd(keys.deadletter, letter.to_fields(), maxlen=maxlen, approximate=True)
+
+
+# --- Redis out of memory -----------------------------------------------------------------------
+
+
+def is_out_of_memory(err: redis.RedisError) -> bool:
+    """Whether Redis refused a write for lack of memory (`maxmemory` reached, `noeviction`).
+
+    A refused command inside `MULTI` surfaces as `OutOfMemoryError`; a refused `EXEC` (memory
+    ran out between queueing and EXEC) as `ExecAbortError` quoting the OOM. Either way Redis
+    discarded the whole transaction.
+    """
+    if isinstance(err, redis.exceptions.OutOfMemoryError):
+        return True
+    return isinstance(err, redis.exceptions.ExecAbortError) and "maxmemory" in str(err)
+
+
+class MemoryWatch:
+    """Whether Redis takes this service's writes, as the latest write found.
+
+    The service loop reports each write's outcome (`refused`, `accepted`); the `/readyz` check
+    (`ok`, on the HTTP thread) and the `nabij_redis_out_of_memory` gauge show it. Each refusal is
+    counted in `nabij_redis_oom_refusals_total{write}`; the log gets one line when Redis starts
+    refusing and one when it takes writes again, not one per refusal.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        log: structlog.typing.FilteringBoundLogger,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._service = service
+        self._log = log
+        self._clock = clock
+        self._refusing = threading.Event()
+        self._since = 0.0
+        self._refusals = 0
+        metrics.REDIS_OUT_OF_MEMORY.labels(service=service).set(0)
+
+    def ok(self) -> bool:
+        """False while Redis refuses writes for lack of memory."""
+        return not self._refusing.is_set()
+
+    def refused(self, write: str, err: redis.RedisError) -> None:
+        metrics.REDIS_OOM_REFUSALS.labels(service=self._service, write=write).inc()
+        self._refusals += 1
+        if self._refusing.is_set():
+            return
+        self._refusing.set()
+        self._since = self._clock()
+        metrics.REDIS_OUT_OF_MEMORY.labels(service=self._service).set(1)
+        self._log.error(
+            "redis_out_of_memory",
+            write=write,
+            error=str(err),
+            effect="input is held unacknowledged and retried; dead letters are dropped",
+        )
+
+    def accepted(self) -> None:
+        if not self._refusing.is_set():
+            return
+        self._refusing.clear()
+        metrics.REDIS_OUT_OF_MEMORY.labels(service=self._service).set(0)
+        self._log.warning(
+            "redis_memory_recovered",
+            refusals=self._refusals,
+            refusing_for_s=round(self._clock() - self._since, 1),
+        )
+        self._refusals = 0
+
+
+# --- writing dead letters ----------------------------------------------------------------------
+
+
+class DeadLetterWriter:
+    """Stores dead letters best-effort, in a write of their own after the commit of real effects.
+
+    A dead letter must never stand between a signal and Redis: the services commit state, signals
+    and notices first, then hand their letters here. All letters of a batch go in one pipelined
+    round trip (no transaction: each XADD lands or fails alone). A letter Redis refuses (out of
+    memory) or cannot take (connection lost) is dropped: counted in
+    `nabij_deadletters_dropped_total{reason}`, logged in aggregate, and its input is still
+    acknowledged, so junk cannot come back after a restart to refuse again.
+
+    Each letter is bounded (`RedisSettings.deadletter_payload_bytes` of payload, fixed caps on the
+    rest) and the stream is capped at `RedisSettings.deadletter_entries`, so the stream stays
+    within `deadletter_budget_bytes` whatever arrives.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        settings: RedisSettings,
+        *,
+        service: str,
+        memory: MemoryWatch,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._maxlen = settings.deadletter_entries
+        self._service = service
+        self._memory = memory
+        self._dropped = LogAggregator(log, "deadletters_dropped")
+
+    def write(self, letters: Sequence[DeadLetter]) -> None:
+        """Store `letters` if Redis takes them; never raises for a Redis error."""
+        if not letters:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for letter in letters:
+            add_deadletter(pipe, self._keys, self._maxlen, letter)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except redis.RedisError as err:
+            self._drop("redis_unavailable", len(letters), err)
+            return
+        failures = [r for r in results if isinstance(r, Exception)]
+        refused = [e for e in failures if isinstance(e, redis.RedisError) and is_out_of_memory(e)]
+        if refused:
+            self._memory.refused("deadletter", refused[0])
+            self._drop("redis_oom", len(refused), refused[0])
+        elif len(failures) < len(results):
+            self._memory.accepted()
+        if len(failures) > len(refused):
+            self._drop("redis_error", len(failures) - len(refused), failures[0])
+
+    def flush_logs(self) -> None:
+        """Write due summaries of dropped letters (call on every turn of the service loop)."""
+        self._dropped.flush()
+
+    def _drop(self, reason: str, count: int, err: BaseException) -> None:
+        metrics.DEADLETTERS_DROPPED.labels(service=self._service, reason=reason).inc(count)
+        self._dropped.record(reason, letters=count, error=str(err))
 
 
 def answers(client: redis.Redis) -> bool:
@@ -141,8 +334,11 @@ def answers(client: redis.Redis) -> bool:
 __all__ = [
     "MAX_BLOCK_MS",
     "DeadLetter",
+    "DeadLetterWriter",
+    "MemoryWatch",
     "add_deadletter",
     "answers",
     "connect",
+    "is_out_of_memory",
     "wait_until_ready",
 ]

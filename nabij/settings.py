@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nabij.contract import AlarmKind, QueueName
 
@@ -28,10 +28,57 @@ class MqttSettings(StrictModel):
     keepalive_s: int = Field(default=30, ge=5)
 
 
+# What one dead letter may take beside its payload: `nabij.redis_io` cuts `detail` and `topic` to
+# these bounds; the other fields (source, reason, size, sha256, received_ms), the field names and
+# Redis's own cost of an entry (listpack, radix-tree node) come on top. Measured with MEMORY USAGE
+# (tests/test_redis_io.py), a letter with an empty payload and detail and topic at their bounds
+# takes 1,800 bytes: 2,560 holds it with margin. The allocator (jemalloc) rounds every allocation
+# up to its size class, at most 25% more, hence the factor in `deadletter_entry_bytes`.
+DEADLETTER_DETAIL_MAX_BYTES: Final = 1024
+DEADLETTER_TOPIC_MAX_BYTES: Final = 256
+DEADLETTER_ENTRY_OVERHEAD_BYTES: Final = 2560
+MIN_DEADLETTER_ENTRIES: Final = 100
+
+
 class RedisSettings(StrictModel):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field(default="nabij", min_length=1)
-    deadletter_maxlen: int = Field(default=100_000, ge=100)
+    # The dead-letter stream (rejected input, kept for inspection) holds at most this many
+    # entries ...
+    deadletter_maxlen: int = Field(default=100_000, ge=MIN_DEADLETTER_ENTRIES)
+    # ... each with at most this many bytes of the raw payload (its size and sha256 are kept) ...
+    deadletter_payload_bytes: int = Field(default=4096, ge=0, le=1_048_576)
+    # ... and all of them in at most this many bytes of Redis memory (see `deadletter_entries`).
+    deadletter_budget_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+
+    @property
+    def deadletter_entry_bytes(self) -> int:
+        """The most one dead letter can take in Redis: (payload + overhead) x 5/4 (allocator)."""
+        return (self.deadletter_payload_bytes + DEADLETTER_ENTRY_OVERHEAD_BYTES) * 5 // 4
+
+    @property
+    def deadletter_entries(self) -> int:
+        """The stream's effective MAXLEN: the count cap, lowered to what the byte budget holds.
+
+        Defaults: 64 MiB / ((4,096 + 2,560) x 5/4 = 8,320 B) = 8,065 entries (below the count cap
+        of 100,000); measured, such an entry takes 6,650 B.
+        Trimming is approximate (`MAXLEN ~`, whole radix-tree nodes), so the stream may exceed
+        this by less than one node: at most `stream-node-max-bytes` (4 KiB by default) plus one
+        entry, which is negligible beside the budget.
+        """
+        return min(
+            self.deadletter_maxlen, self.deadletter_budget_bytes // self.deadletter_entry_bytes
+        )
+
+    @model_validator(mode="after")
+    def _budget_holds_enough_letters(self) -> RedisSettings:
+        if self.deadletter_budget_bytes // self.deadletter_entry_bytes < MIN_DEADLETTER_ENTRIES:
+            raise ValueError(
+                f"deadletter_budget_bytes must hold at least {MIN_DEADLETTER_ENTRIES} dead letters"
+                f" of {self.deadletter_entry_bytes} bytes ((deadletter_payload_bytes + "
+                f"{DEADLETTER_ENTRY_OVERHEAD_BYTES}) x 5/4)"
+            )
+        return self
 
 
 class ProximitySettings(StrictModel):

@@ -15,7 +15,7 @@ from typing import TypeVar
 import pytest
 import redis
 
-from tests.servers import MissingBinaryError, MosquittoServer, RedisServer
+from tests.servers import CAPPED_REDIS, MissingBinaryError, MosquittoServer, RedisServer
 
 _S = TypeVar("_S", MosquittoServer, RedisServer)
 
@@ -43,6 +43,13 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh `redis-server` owned by this test (AOF, fsync always, in its own tmp dir)."""
     yield from _serving(lambda: RedisServer(tmp_path / "redis"))
+
+
+@pytest.fixture
+def capped_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh `redis-server` (AOF on) with `maxmemory 256mb` and `noeviction`: once full it
+    refuses writes with OOM errors, as production Redis is configured to."""
+    yield from _serving(lambda: RedisServer(tmp_path / "redis", extra_config=CAPPED_REDIS))
 
 
 @pytest.fixture

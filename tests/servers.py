@@ -259,13 +259,19 @@ class MosquittoServer(_ServerProcess):
 
 
 class RedisServer(_ServerProcess):
-    """`redis-server` with an fsync-always append-only file and no RDB snapshots."""
+    """`redis-server` with an fsync-always append-only file and no RDB snapshots.
+
+    `extra_config` lines are appended to its config file, e.g. `maxmemory 256mb`.
+    """
 
     name = "redis"
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, extra_config: Sequence[str] = ()
+    ) -> None:
         super().__init__(directory, port)
         self.binary = find_binary("redis-server", ["/usr/bin/redis-server"])
+        self.extra_config = tuple(extra_config)
 
     @property
     def url(self) -> str:
@@ -291,6 +297,7 @@ class RedisServer(_ServerProcess):
                     "appendfsync always",
                     'save ""',
                     "protected-mode yes",
+                    *self.extra_config,
                 ]
             )
             + "\n"
@@ -304,6 +311,22 @@ class RedisServer(_ServerProcess):
             return False
         finally:
             client.close()
+
+
+# A Redis that refuses writes once full instead of evicting keys: how nabij is meant to run.
+CAPPED_REDIS: Final = ("maxmemory 256mb", "maxmemory-policy noeviction")
+FILLER_KEY: Final = "test:filler"
+
+
+def fill_to_the_cap(client: redis.Redis) -> None:
+    """Take all of Redis's `maxmemory` with one key, so that it refuses every further write.
+
+    SETRANGE past the end makes Redis allocate the string itself: a short command (a short AOF
+    entry too) whatever the size. Deleting `FILLER_KEY` frees the memory again.
+    """
+    maxmemory = int(client.config_get("maxmemory")["maxmemory"])
+    assert maxmemory > 0, "this Redis has no maxmemory"
+    client.setrange(FILLER_KEY, maxmemory, b"x")
 
 
 class MqttProbe:
@@ -434,11 +457,14 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 __all__ = [
+    "CAPPED_REDIS",
+    "FILLER_KEY",
     "MissingBinaryError",
     "MosquittoServer",
     "MqttProbe",
     "RedisServer",
     "ServerError",
+    "fill_to_the_cap",
     "find_binary",
     "free_port",
 ]

@@ -195,13 +195,14 @@ def test_store_transaction_pipeline_applies_all_commands(client: redis.Redis) ->
         pipe,
         keys,
         100,
-        DeadLetter(
+        DeadLetter.bounded(
             source="proximity",
             reason="schema",
             detail="lat out of range",
             topic="nabij/v1/devices/d1/fix",
             payload=b'{"lat": 91}',
             received_ms=1_700_000_000_000,
+            payload_bytes=4096,
         ),
     )
     results = pipe.execute()

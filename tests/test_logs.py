@@ -13,7 +13,13 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from nabij.logs import REDACTED, configure_logging, redact_positions
+from nabij.logs import (
+    REDACTED,
+    SAMPLE_MAX_CHARS,
+    LogAggregator,
+    configure_logging,
+    redact_positions,
+)
 
 
 class _Position(msgspec.Struct, frozen=True):
@@ -166,3 +172,87 @@ def test_unknown_level_is_an_error() -> None:
     """A misspelt level fails loudly instead of logging everything or nothing."""
     with pytest.raises(ValueError, match="verbose"):
         configure_logging("verbose", "proximity")
+
+
+class _Clock:
+    """Monotonic seconds the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_ten_thousand_rejections_give_a_handful_of_lines_with_the_right_counts() -> None:
+    """10,000 rejections of two reasons over 25 s: each reason's first is logged at once, then
+    one summary per reason and 10 s interval carrying the count and a sample; the counts add up
+    to exactly what was recorded."""
+    clock = _Clock()
+    aggregator = LogAggregator(structlog.get_logger(), "rejected", interval_s=10.0, clock=clock)
+    recorded = {"invalid_json": 0, "schema": 0}
+    with capture_logs() as lines:
+        for n in range(10_000):
+            clock.now = 1000.0 + n * 0.0025  # 25 s in all
+            reason = "schema" if n % 4 == 0 else "invalid_json"
+            recorded[reason] += 1
+            aggregator.record(reason, detail=f"junk {n}", topic="nabij/v1/devices/ank-1/fix")
+            aggregator.flush()
+        clock.now += 10.0
+        aggregator.flush()
+
+    firsts = [line for line in lines if line["event"] == "rejected"]
+    summaries = [line for line in lines if line["event"] == "rejected_summary"]
+    assert [(line["reason"], line["detail"]) for line in firsts] == [
+        ("schema", "junk 0"),
+        ("invalid_json", "junk 1"),
+    ]
+    assert len(summaries) == 6  # per reason: 0-10 s, 10-20 s, 20-25 s
+    for reason, total in recorded.items():
+        counted = sum(line["count"] for line in summaries if line["reason"] == reason)
+        assert counted + 1 == total
+    assert all(line["log_level"] == "warning" for line in lines)
+    assert all(line["topic"] == "nabij/v1/devices/ank-1/fix" for line in summaries)
+    assert {line["detail"] for line in summaries} <= {f"junk {n}" for n in range(10_000)}
+
+
+def test_a_single_rejection_is_logged_at_once_and_a_quiet_reason_starts_over() -> None:
+    """One bad message is one line, written at once, with no summary after it; a reason quiet
+    for a whole interval is logged at once again on its next occurrence."""
+    clock = _Clock()
+    aggregator = LogAggregator(structlog.get_logger(), "rejected", interval_s=10.0, clock=clock)
+    with capture_logs() as lines:
+        aggregator.record("schema", detail="first")
+        clock.now += 30.0
+        aggregator.flush()
+        aggregator.record("schema", detail="much later")
+        aggregator.flush(final=True)
+    assert [(line["event"], line["detail"]) for line in lines] == [
+        ("rejected", "first"),
+        ("rejected", "much later"),
+    ]
+
+
+def test_long_sample_values_are_cut() -> None:
+    """A junk topic or detail of any length reaches the log cut to SAMPLE_MAX_CHARS."""
+    aggregator = LogAggregator(structlog.get_logger(), "rejected", clock=_Clock())
+    with capture_logs() as lines:
+        aggregator.record("unknown_device", topic="t" * 100_000, device_id="d" * 10)
+    assert len(lines[0]["topic"]) == SAMPLE_MAX_CHARS
+    assert lines[0]["device_id"] == "d" * 10
+
+
+def test_a_sample_cannot_overwrite_the_lines_own_fields() -> None:
+    """A sample field named like the line's own (`reason`, `count`) neither breaks the call nor
+    replaces the aggregator's value."""
+    clock = _Clock()
+    aggregator = LogAggregator(structlog.get_logger(), "dropped", interval_s=10.0, clock=clock)
+    with capture_logs() as lines:
+        for _ in range(3):
+            aggregator.record("redis_oom", reason="sample's", count=99)
+        clock.now += 10.0
+        aggregator.flush()
+    assert [(line["reason"], line["count"]) for line in lines] == [
+        ("redis_oom", 99),
+        ("redis_oom", 2),
+    ]

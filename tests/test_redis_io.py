@@ -2,21 +2,108 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import prometheus_client
 import pytest
 import redis
+import structlog
 
 from nabij.keys import Keys
-from nabij.redis_io import DeadLetter, add_deadletter, connect, wait_until_ready
-from tests.servers import RedisServer, free_port
+from nabij.redis_io import (
+    DeadLetter,
+    DeadLetterWriter,
+    MemoryWatch,
+    add_deadletter,
+    connect,
+    wait_until_ready,
+)
+from nabij.settings import (
+    DEADLETTER_DETAIL_MAX_BYTES,
+    DEADLETTER_ENTRY_OVERHEAD_BYTES,
+    DEADLETTER_TOPIC_MAX_BYTES,
+    RedisSettings,
+)
+from tests.servers import FILLER_KEY, RedisServer, fill_to_the_cap, free_port
 
-LETTER = DeadLetter(
+LETTER = DeadLetter.bounded(
     source="proximity",
     reason="invalid_json",
     detail="expected a JSON object",
     topic="nabij/v1/devices/ank-1/fix",
     payload=b"\xff not json",
     received_ms=1_700_000_000_123,
+    payload_bytes=4096,
 )
+MIB = 1024 * 1024
+
+
+def _dropped(service: str, reason: str) -> float:
+    value = prometheus_client.REGISTRY.get_sample_value(
+        "nabij_deadletters_dropped_total", {"service": service, "reason": reason}
+    )
+    return value or 0.0
+
+
+def _worst_letter(n: int, payload_bytes: int) -> DeadLetter:
+    """A letter with every field as long as its bound allows."""
+    return DeadLetter.bounded(
+        source="proximity",
+        reason="invalid_json",
+        detail="d" * 10_000,
+        topic="nabij/v1/devices/" + "t" * 10_000,
+        payload=n.to_bytes(8, "big") * (MIB // 8),
+        received_ms=1_700_000_000_123 + n,
+        payload_bytes=payload_bytes,
+    )
+
+
+def test_a_long_payload_is_cut_and_its_size_and_hash_are_kept() -> None:
+    """A 1 MiB payload keeps its first `payload_bytes`, its full size and the sha256 of all of
+    it; detail and topic are cut to their byte bounds without splitting a UTF-8 character."""
+    payload = bytes(range(256)) * 4096
+    letter = DeadLetter.bounded(
+        source="proximity",
+        reason="invalid_json",
+        detail="é" * 5000,
+        topic="nabij/v1/devices/" + "ß" * 5000 + "/fix",
+        payload=payload,
+        received_ms=1,
+        payload_bytes=4096,
+    )
+    assert letter.payload == payload[:4096] and letter.truncated
+    assert letter.size == MIB
+    assert letter.sha256 == hashlib.sha256(payload).hexdigest()
+    # Cut on a character boundary: "é" is 2 bytes, so 1023 of the 1024 allowed are used.
+    assert len(letter.detail.encode()) in (
+        DEADLETTER_DETAIL_MAX_BYTES - 1,
+        DEADLETTER_DETAIL_MAX_BYTES,
+    )
+    assert set(letter.detail) == {"é"}
+    assert len(letter.topic.encode()) <= DEADLETTER_TOPIC_MAX_BYTES
+    assert not LETTER.truncated and LETTER.size == len(LETTER.payload)
+
+
+def test_letters_written_before_size_and_hash_existed_still_read() -> None:
+    """An entry without `size` and `sha256` (an older nabij held the whole payload) reads back
+    with both derived from its payload."""
+    old = {k: v for k, v in LETTER.to_fields().items() if k not in ("size", "sha256")}
+    fields = {
+        str(k).encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in old.items()
+    }
+    assert DeadLetter.from_fields(fields) == LETTER
+
+
+def test_the_byte_budget_lowers_the_count_cap() -> None:
+    """The stream's effective MAXLEN is the budget over the per-entry bound when that is below
+    the count cap, the count cap otherwise; a budget too small for 100 letters is an error."""
+    default = RedisSettings()
+    entry_bytes = (4096 + DEADLETTER_ENTRY_OVERHEAD_BYTES) * 5 // 4
+    assert default.deadletter_entries == 64 * MIB // entry_bytes == 8065
+    roomy = RedisSettings(deadletter_maxlen=1000, deadletter_payload_bytes=0)
+    assert roomy.deadletter_entries == 1000
+    with pytest.raises(ValueError, match="at least 100 dead letters"):
+        RedisSettings(deadletter_payload_bytes=64 * 1024, deadletter_budget_bytes=MIB)
 
 
 def test_deadletter_fields_round_trip() -> None:
@@ -24,6 +111,7 @@ def test_deadletter_fields_round_trip() -> None:
     fields = LETTER.to_fields()
     assert fields["payload"] == b"\xff not json"
     assert fields["received_ms"] == "1700000000123"
+    assert fields["sha256"] == hashlib.sha256(b"\xff not json").hexdigest()
     as_read = {k.encode() if isinstance(k, str) else k: v for k, v in fields.items()}
     encoded = {k: v.encode() if isinstance(v, str) else v for k, v in as_read.items()}
     assert DeadLetter.from_fields(encoded) == LETTER
@@ -48,6 +136,66 @@ def test_add_deadletter_appends_in_the_pipeline_and_caps_the_stream(
     assert 100 <= length < 1000
     ((_, fields),) = client.xrevrange(keys.deadletter, count=1)
     assert DeadLetter.from_fields(fields) == LETTER
+    client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("payload_bytes", [0, 4096, 65536])
+def test_the_stream_stays_within_its_byte_budget(
+    redis_server: RedisServer, unique_prefix: str, payload_bytes: int
+) -> None:
+    """A flood of letters, each as large as its bounds allow, keeps the stream within the
+    configured byte budget (Redis's own MEMORY USAGE of the key), and no entry costs more than
+    the per-entry bound the MAXLEN arithmetic assumes, whatever the payload bound."""
+    entry_bytes = RedisSettings(deadletter_payload_bytes=payload_bytes).deadletter_entry_bytes
+    settings = RedisSettings(
+        deadletter_payload_bytes=payload_bytes,
+        deadletter_budget_bytes=max(MIB, 150 * entry_bytes),
+    )
+    keys = Keys(unique_prefix)
+    client = connect(redis_server.url, retries=0)
+    log = structlog.get_logger()
+    writer = DeadLetterWriter(
+        client, keys, settings, service="proximity", memory=MemoryWatch("proximity", log), log=log
+    )
+    flood = 3 * settings.deadletter_entries
+    for start in range(0, flood, 100):
+        writer.write([_worst_letter(n, payload_bytes) for n in range(start, start + 100)])
+    length = client.xlen(keys.deadletter)
+    usage = int(client.memory_usage(keys.deadletter, samples=0) or 0)
+    assert settings.deadletter_entries <= length <= settings.deadletter_entries + 2
+    assert usage <= settings.deadletter_budget_bytes
+    assert usage / length <= settings.deadletter_entry_bytes
+    ((_, fields),) = client.xrevrange(keys.deadletter, count=1)
+    last = (flood + 99) // 100 * 100 - 1
+    assert DeadLetter.from_fields(fields) == _worst_letter(last, payload_bytes)
+    client.close()
+
+
+@pytest.mark.integration
+def test_letters_a_full_redis_refuses_are_dropped_and_counted(
+    capped_redis_server: RedisServer, unique_prefix: str
+) -> None:
+    """While Redis refuses writes (maxmemory, noeviction) the writer drops the letters without
+    raising, counts them by reason and marks the memory watch not ok; once memory frees, the
+    next letters are stored and the watch is ok again."""
+    keys = Keys(unique_prefix)
+    client = connect(capped_redis_server.url, retries=0)
+    log = structlog.get_logger()
+    memory = MemoryWatch("gateway", log)
+    writer = DeadLetterWriter(
+        client, keys, RedisSettings(), service="gateway", memory=memory, log=log
+    )
+    before = _dropped("gateway", "redis_oom")
+    fill_to_the_cap(client)
+    writer.write([LETTER, LETTER, LETTER])
+    assert _dropped("gateway", "redis_oom") == before + 3
+    assert not memory.ok()
+    assert client.xlen(keys.deadletter) == 0
+    client.delete(FILLER_KEY)
+    writer.write([LETTER])
+    assert memory.ok()
+    assert client.xlen(keys.deadletter) == 1
     client.close()
 
 

@@ -5,12 +5,18 @@ inbox with a consumer group; each batch's alarm records, dispatch notices and th
 batch commit in one `MULTI`, so after a crash an entry is either fully applied or still pending
 (re-read first on start). Escalation due times travel inside the records: whatever fell due while
 the gateway was down fires on its first turn back.
+
+Entries that cannot be applied are acknowledged in that same transaction and dead-lettered in a
+best-effort write after it: a dead letter never stands between a signal and its notices. A full
+Redis (out of memory) is waited out: the transaction is retried until memory frees, the entries
+stay pending meanwhile.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import msgspec
@@ -19,13 +25,14 @@ import structlog
 from redis.client import Pipeline
 
 from nabij import metrics, streams
-from nabij.commit import TRANSIENT_REDIS_ERRORS, Committer, beat
+from nabij.commit import TRANSIENT_REDIS_ERRORS, ServiceWrites, beat
 from nabij.config import Config
 from nabij.contract import ALARM_KINDS, GatewayInput, encode, gateway_input_decoder
 from nabij.failures import describe
 from nabij.health import HealthServer
 from nabij.keys import Keys
-from nabij.redis_io import DeadLetter, add_deadletter, answers, connect, wait_until_ready
+from nabij.logs import LogAggregator
+from nabij.redis_io import DeadLetter, connect, wait_until_ready
 from services.alarm_gateway.core.alarms import (
     RESOLVED_KEPT,
     AlarmBook,
@@ -37,7 +44,10 @@ SERVICE = "gateway"
 MAX_BLOCK_MS = 1000
 INPUT_FIELD = b"input"
 REDIS_START_TIMEOUT_S = 60.0
-log = structlog.get_logger(SERVICE)
+# Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
+log = structlog.get_logger(service=SERVICE)
+# An inbox entry that could not be applied: raw input, reason, detail.
+Rejected = tuple[bytes, str, str]
 
 
 class GatewayService:
@@ -55,13 +65,22 @@ class GatewayService:
         self._clock = clock
         self._book = AlarmBook(self._settings)
         self._redis = connect(self._settings.redis.url, retries=0)
-        self._committer = Committer(self._redis, self._keys.commit_counter(SERVICE), log)
+        writes = ServiceWrites.build(
+            self._redis,
+            self._keys,
+            self._settings.redis,
+            service=SERVICE,
+            log=log,
+            health=health,
+            writer=f"{SERVICE}:{consumer}",  # one counter per consumer of the inbox group
+        )
+        self._committer, self._deadletters = writes.committer, writes.deadletters
+        self._rejections = LogAggregator(log, "rejected")
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._health = health
         if health is not None:
             health.add_check("inbox_group", self._ready.is_set)
-            health.add_check("redis", lambda: answers(self._redis))
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set."""
@@ -148,7 +167,7 @@ class GatewayService:
     def _apply_batch(self, entries: list[streams.StreamEntry]) -> None:
         now = self._clock()
         decisions: list[Decision] = []
-        rejected: list[tuple[bytes, str, str]] = []
+        rejected: list[Rejected] = []
         for _entry_id, fields in entries:
             raw = fields.get(INPUT_FIELD, b"")
             try:
@@ -168,28 +187,38 @@ class GatewayService:
                 rejected.append((raw, "not_applicable", decision.rejection))
             decisions.append(decision)
         ids = [entry_id for entry_id, _ in entries]
-        self._committer.commit(
-            lambda pipe: self._write(pipe, decisions, rejected, ids, now), self._stop
+        # Every entry, applied or rejected, is acknowledged with the decisions; the dead letters
+        # follow in their own best-effort write.
+        self._committer.commit(lambda pipe: self._write(pipe, decisions, ids), self._stop)
+        self._deadletters.write(
+            [
+                DeadLetter.bounded(
+                    source=SERVICE,
+                    reason=reason,
+                    detail=detail,
+                    topic=self._keys.gateway_inbox,
+                    payload=raw,
+                    received_ms=now,
+                    payload_bytes=self._settings.redis.deadletter_payload_bytes,
+                )
+                for raw, reason, detail in rejected
+            ]
         )
         self._observe(decisions, rejected)
 
     def _fire_due(self) -> None:
+        """Escalate what fell due; runs on every turn of the loop."""
         now = self._clock()
         decisions = [self._book.fire_due(alarm_id, now) for alarm_id in self._book.due(now)]
         if decisions:
-            self._committer.commit(
-                lambda pipe: self._write(pipe, decisions, [], [], now), self._stop
-            )
+            self._committer.commit(lambda pipe: self._write(pipe, decisions, []), self._stop)
             self._observe(decisions, [])
+        else:
+            self._committer.recheck_memory()
+        self._rejections.flush()
+        self._deadletters.flush_logs()
 
-    def _write(
-        self,
-        pipe: Pipeline,
-        decisions: list[Decision],
-        rejected: list[tuple[bytes, str, str]],
-        acked_ids: list[bytes],
-        now: int,
-    ) -> None:
+    def _write(self, pipe: Pipeline, decisions: list[Decision], acked_ids: list[bytes]) -> None:
         keys = self._keys
         for decision in decisions:
             for record in decision.upserts:
@@ -199,27 +228,13 @@ class GatewayService:
                 pipe.xadd(keys.resolved_alarms, {"alarm": encode(record)})
             for queue_name, notice in decision.notices:
                 pipe.xadd(keys.dispatch(queue_name), {"notice": encode(notice)})
-        for raw, reason, detail in rejected:
-            add_deadletter(
-                pipe,
-                keys,
-                self._settings.redis.deadletter_maxlen,
-                DeadLetter(
-                    source=SERVICE,
-                    reason=reason,
-                    detail=detail,
-                    topic=keys.gateway_inbox,
-                    payload=raw,
-                    received_ms=now,
-                ),
-            )
         if acked_ids:
             pipe.xack(keys.gateway_inbox, keys.gateway_group, *acked_ids)
             # Applied entries are gone from the inbox: it would otherwise grow without end and
             # keep victim positions that the alarm records and police notices already hold.
             pipe.xdel(keys.gateway_inbox, *acked_ids)
 
-    def _observe(self, decisions: list[Decision], rejected: list[tuple[bytes, str, str]]) -> None:
+    def _observe(self, decisions: list[Decision], rejected: list[Rejected]) -> None:
         for decision in decisions:
             for queue_name, notice in decision.notices:
                 metrics.NOTICES.labels(queue=queue_name, kind=notice.kind, event=notice.event).inc()
@@ -232,9 +247,10 @@ class GatewayService:
                     level=notice.level,
                     order_id=notice.order_id,
                 )
+        for reason, count in Counter(reason for _raw, reason, _detail in rejected).items():
+            metrics.MESSAGES_REJECTED.labels(service=SERVICE, reason=reason).inc(count)
         for _raw, reason, detail in rejected:
-            metrics.MESSAGES_REJECTED.labels(service=SERVICE, reason=reason).inc()
-            log.warning("rejected", reason=reason, detail=detail)
+            self._rejections.record(reason, detail=detail, topic=self._keys.gateway_inbox)
         self._update_gauges()
 
     def _update_gauges(self) -> None:

@@ -1,10 +1,15 @@
 """The proximity service shell: MQTT in, pure core, Redis out, then the MQTT acknowledgement.
 
 paho's network thread only enqueues messages. This thread drains them in batches, runs each batch
-through the pure `ProximityEngine`, commits every changed state, signal and dead letter in one
-Redis `MULTI`, publishes device commands, and only then acknowledges the batch to the broker. A
-crash anywhere before the commit makes the broker redeliver; after it, the committed `seq` makes
-the redelivery a duplicate. Effects happen once.
+through the pure `ProximityEngine`, commits every changed state, signal and device command in one
+Redis `MULTI`, stores the batch's dead letters in a best-effort write after it, publishes device
+commands, and only then acknowledges the batch to the broker. A crash anywhere before the commit
+makes the broker redeliver; after it, the committed `seq` makes the redelivery a duplicate.
+Effects happen once.
+
+A full Redis (out of memory) never stops the service: the commit is retried until memory frees
+while the batch stays unacknowledged, and dead letters Redis refuses are dropped and counted (see
+`nabij.commit` and `nabij.redis_io.DeadLetterWriter`).
 """
 
 from __future__ import annotations
@@ -22,17 +27,19 @@ import structlog
 from redis.client import Pipeline
 
 from nabij import metrics, streams
-from nabij.commit import Committer, beat
+from nabij.commit import ServiceWrites, beat
 from nabij.config import Config
 from nabij.contract import Topics, encode
 from nabij.health import HealthServer
 from nabij.keys import Keys
+from nabij.logs import LogAggregator
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
-from nabij.redis_io import DeadLetter, add_deadletter, answers, connect, wait_until_ready
+from nabij.redis_io import DeadLetter, connect, wait_until_ready
 from services.proximity.core.batch import run_isolating
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.state import DeviceState, PairState
+from services.proximity.outbox import CommandOutbox
 
 SERVICE = "proximity"
 TICK_INTERVAL_S = 1.0
@@ -40,7 +47,8 @@ _state_encoder = msgspec.msgpack.Encoder()
 _device_decoder = msgspec.msgpack.Decoder(DeviceState)
 _pair_decoder = msgspec.msgpack.Decoder(PairState)
 REDIS_START_TIMEOUT_S = 60.0
-log = structlog.get_logger(SERVICE)
+# Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
+log = structlog.get_logger(service=SERVICE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +66,12 @@ class Received:
 MAX_DETAILS_PER_LETTER = 5
 
 
-def deadletters(rejected: list[tuple[Received, Rejection]]) -> list[DeadLetter]:
+def deadletters(rejected: list[tuple[Received, Rejection]], payload_bytes: int) -> list[DeadLetter]:
     """One dead letter per message, however many of its backlog items were rejected.
 
     A 1,000-fix backlog with one bad field in every fix must not become 1,000 copies of a
-    100 KB payload in Redis; the letter says how many items failed and why.
+    100 KB payload in Redis; the letter says how many items failed and why, and keeps the
+    payload only up to the configured bound.
     """
     by_message: dict[int, tuple[Received, list[Rejection]]] = {}
     for item, rejection in rejected:
@@ -73,13 +82,14 @@ def deadletters(rejected: list[tuple[Received, Rejection]]) -> list[DeadLetter]:
         if len(rejections) > MAX_DETAILS_PER_LETTER:
             details.append(f"... {len(rejections) - MAX_DETAILS_PER_LETTER} more rejected items")
         letters.append(
-            DeadLetter(
+            DeadLetter.bounded(
                 source=SERVICE,
                 reason=rejections[0].reason,
                 detail=" ".join(details),
                 topic=item.topic,
                 payload=item.payload,
                 received_ms=item.received_ms,
+                payload_bytes=payload_bytes,
             )
         )
     return letters
@@ -104,7 +114,11 @@ class ProximityService:
         self._subscribed = threading.Event()
         self._watch = ConnectionWatch()
         self._redis = connect(self._settings.redis.url, retries=0)
-        self._committer = Committer(self._redis, self._keys.commit_counter(SERVICE), log)
+        writes = ServiceWrites.build(
+            self._redis, self._keys, self._settings.redis, service=SERVICE, log=log, health=health
+        )
+        self._committer, self._deadletters = writes.committer, writes.deadletters
+        self._rejections = LogAggregator(log, "rejected")
         self._stop = threading.Event()
         self._mqtt = make_client(
             MqttEndpoint.from_url(self._settings.mqtt.url),
@@ -116,10 +130,10 @@ class ProximityService:
         self._mqtt.on_disconnect = self._on_disconnect
         self._mqtt.on_subscribe = self._on_subscribe
         self._mqtt.on_message = self._on_message
+        self._outbox = CommandOutbox(self._mqtt, self._topics, self._keys.command_outbox)
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
-            health.add_check("redis", lambda: answers(self._redis))
 
     # --- paho thread ---------------------------------------------------------------------
 
@@ -225,19 +239,21 @@ class ProximityService:
         self._observe(batch, effects, rejected)
 
     def _commit(self, effects: Effects, rejected: list[tuple[Received, Rejection]]) -> None:
-        if not (
-            effects.changed_devices
-            or effects.changed_pairs
-            or effects.signals
-            or rejected
-            or effects.commands
-        ):
-            return
-        self._committer.commit(lambda pipe: self._write(pipe, effects, rejected), self._stop)
+        """State, signals and commands first, in one transaction that is retried until it lands
+        (through a full Redis too); dead letters after it, best-effort, so junk can never keep a
+        signal out of Redis."""
+        committed = bool(
+            effects.changed_devices or effects.changed_pairs or effects.signals or effects.commands
+        )
+        if committed:
+            self._committer.commit(lambda pipe: self._write(pipe, effects), self._stop)
+            self._outbox.committed()
+        letters = deadletters(rejected, self._settings.redis.deadletter_payload_bytes)
+        self._deadletters.write(letters)
+        if not (committed or letters):
+            self._committer.recheck_memory()
 
-    def _write(
-        self, pipe: Pipeline, effects: Effects, rejected: list[tuple[Received, Rejection]]
-    ) -> None:
+    def _write(self, pipe: Pipeline, effects: Effects) -> None:
         keys = self._keys
         for device_id in effects.changed_devices:
             pipe.set(
@@ -251,18 +267,10 @@ class ProximityService:
             pipe.set(keys.pair_state(offender, order_id, victim), _state_encoder.encode(state))
         for signal in effects.signals:
             pipe.xadd(keys.gateway_inbox, {"input": encode(signal)})
-        for letter in deadletters(rejected):
-            add_deadletter(pipe, keys, self._settings.redis.deadletter_maxlen, letter)
-        # The outbox holds exactly the commands of this batch: the previous batch's were
-        # published before this commit. A crash before they go out leaves them for the restart.
-        pipe.xtrim(keys.command_outbox, maxlen=0)
-        for device_id, command in effects.commands:
-            pipe.xadd(keys.command_outbox, {"device": device_id, "command": encode(command)})
+        self._outbox.queue(pipe, effects.commands)
 
     def _publish_commands(self, effects: Effects) -> None:
-        for device_id, command in effects.commands:
-            self._mqtt.publish(self._topics.device(device_id, "cmd"), encode(command), qos=1)
-            metrics.COMMANDS_SENT.labels(type=type(command).__name__).inc()
+        self._outbox.publish(effects.commands)
 
     def _acknowledge(self, batch: list[Received]) -> None:
         current = self._connection
@@ -292,22 +300,23 @@ class ProximityService:
         for device_id, reason in effects.ignored:
             metrics.MESSAGES_IGNORED.labels(service=SERVICE, reason=reason).inc()
             log.debug("ignored", device_id=device_id, reason=reason)
+        # Counters once per reason and batch; log lines once per reason and interval.
+        for reason, count in Counter(rejection.reason for _item, rejection in rejected).items():
+            metrics.MESSAGES_REJECTED.labels(service=SERVICE, reason=reason).inc(count)
         for item, rejection in rejected:
-            metrics.MESSAGES_REJECTED.labels(service=SERVICE, reason=rejection.reason).inc()
-            log.warning(
-                "rejected",
-                reason=rejection.reason,
+            self._rejections.record(
+                rejection.reason,
                 detail=rejection.detail,
                 device_id=rejection.device_id,
                 topic=item.topic,
             )
+        self._rejections.flush()
+        self._deadletters.flush_logs()
 
     def _resend_outbox(self) -> None:
-        """Publish the commands a crash kept from going out (a repeat is harmless: commands
-        set an interval or a warning level, they do not count)."""
-        for _id, fields in streams.entries(self._redis, self._keys.command_outbox):
-            device_id = fields[b"device"].decode()
-            self._mqtt.publish(self._topics.device(device_id, "cmd"), fields[b"command"], qos=1)
+        """Publish the commands a crash kept from reaching the broker (a repeat is harmless:
+        commands set an interval or a warning level, they do not count)."""
+        self._outbox.resend(self._redis)
 
     def _rollback(self) -> ProximityEngine:
         """An engine as last committed (a bug left the current one half-changed): rebuilt from

@@ -32,6 +32,7 @@ from nabij.contract import (
     encode,
     notice_decoder,
 )
+from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.mqtt import MqttEndpoint, make_client
 from services.runner import Service, build_services, wall_clock_ms
@@ -140,9 +141,17 @@ class Stack:
 
     # --- services ---------------------------------------------------------------------------
 
-    def start_in_process(self, *names: str, clock: Callable[[], int] = wall_clock_ms) -> None:
+    def start_in_process(
+        self,
+        *names: str,
+        clock: Callable[[], int] = wall_clock_ms,
+        health: HealthServer | None = None,
+    ) -> None:
+        """Run the services on threads of this process; `health` gets their readiness checks."""
         self._stop.clear()
-        self.services = build_services(self.config, names or ("proximity", "gateway"), None, clock)
+        self.services = build_services(
+            self.config, names or ("proximity", "gateway"), health, clock
+        )
         for name, service in self.services.items():
             thread = threading.Thread(
                 target=service.run, args=(self._stop,), name=name, daemon=True
@@ -167,6 +176,10 @@ class Stack:
         process = self._processes.pop(name)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
+
+    def threads_alive(self) -> dict[str, bool]:
+        """Whether each in-process service is still running (a service that raised is not)."""
+        return {thread.name: thread.is_alive() for thread in self._threads}
 
     def processes_alive(self) -> dict[str, bool]:
         return {name: process.poll() is None for name, process in self._processes.items()}

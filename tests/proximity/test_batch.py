@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import msgspec
@@ -63,8 +64,9 @@ def test_a_bug_on_one_message_rejects_it_and_spares_the_rest() -> None:
 
 def test_a_backlog_with_many_bad_items_is_one_dead_letter() -> None:
     """1,000 backlog fixes with an out-of-range heading keep their positions (the heading is
-    dropped), and the message becomes one dead letter holding the payload once, saying how many
-    items were affected; each item is still there to be counted."""
+    dropped), and the message becomes one dead letter holding the payload once (its first 4 KiB,
+    with the size and sha256 of all of it), saying how many items were affected; each item is
+    still there to be counted."""
     from services.proximity.service import Received, deadletters
 
     order = Order(id="O-1", offender_device="ank-1", victim_devices=["vic-1"], alarm_m=500)
@@ -79,8 +81,9 @@ def test_a_backlog_with_many_bad_items_is_one_dead_letter() -> None:
     result = run_batch(engine, TOPICS, [message], now, tick=False)
     assert len(result.rejected) == 1000
     assert engine.device("ank-1").last_seq == 1000
-    (letter,) = deadletters(result.rejected)
-    assert letter.payload == payload and letter.reason == "salvaged"
+    (letter,) = deadletters(result.rejected, payload_bytes=4096)
+    assert letter.payload == payload[:4096] and letter.reason == "salvaged"
+    assert (letter.size, letter.sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
     assert "995 more rejected items" in letter.detail
 
 
