@@ -34,7 +34,7 @@ from nabij.contract import (
 )
 from nabij.keys import Keys
 from nabij.mqtt import MqttEndpoint, make_client
-from services.runner import Service, build_services, wall_clock_ms
+from services.runner import Service, build_services
 
 # Amsterdam Centraal; the victim stays here in most tests.
 VICTIM_HOME = (52.37881, 4.90005)
@@ -141,7 +141,8 @@ class Stack:
 
     # --- services ---------------------------------------------------------------------------
 
-    def start_in_process(self, *names: str, clock: Callable[[], int] = wall_clock_ms) -> None:
+    def start_in_process(self, *names: str, clock: Callable[[], int] | None = None) -> None:
+        """The services in threads of this process, on `clock` (default: the config's)."""
         self._stop.clear()
         self.services = build_services(self.config, names or ("proximity", "gateway"), None, clock)
         for name, service in self.services.items():
