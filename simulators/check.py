@@ -1,15 +1,10 @@
 """`--check`: compare the notices nabij produced during a run with the scenario's `[[expect]]`.
 
-Time model. A notice's `at` is nabij's wall clock; expectations are scenario seconds. The run
-records the wall-clock epoch ms at which scenario time 0 happened (`RunReport.wall_start_ms`),
-so a notice happened at scenario time `(at - wall_start_ms) * speed / 1000`. That mapping is
-right for everything nabij decides on device time (rings, dwells: the triggering fix arrives
-when its scenario time comes) *and* for its own timers, provided those run on the scenario's
-clock: nabij configured with its default timers divided by the speed
-(`simulators.timescale`; the check refuses a config that is not). Processing latency is
-stretched by the speed too (50 ms at x100 is 5 scenario seconds), and the proximity service
-checks silence once per wall second (up to `speed` scenario seconds late): expectation windows
-leave room for both.
+Time model. nabij runs on the scenario's clock (settings `[clock]`, see `simulators.timescale`)
+and the run plays on the same one, so a notice's `at` (nabij's clock) is scenario time directly:
+`(at - start_ms) / 1000` seconds, `start_ms` being the clock at scenario time 0
+(`RunReport.start_ms`). Processing latency is stretched by the speed (50 ms at x100 is 5
+scenario seconds): expectation windows leave room for it.
 
 Only notices of the scenario's orders that were appended after the run started count, so other
 traffic on the same nabij, and earlier runs, do not disturb a check.
@@ -96,9 +91,9 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def to_scenario_s(at_ms: int, wall_start_ms: int, speed: float) -> float:
-    """Scenario seconds of a server-clock epoch ms, for a run started at `wall_start_ms`."""
-    return (at_ms - wall_start_ms) * speed / 1000.0
+def to_scenario_s(at_ms: int, start_ms: int) -> float:
+    """Scenario seconds of a nabij-clock epoch ms, for a run whose time 0 was `start_ms`."""
+    return (at_ms - start_ms) / 1000.0
 
 
 class DispatchWatch:
@@ -156,14 +151,14 @@ class DispatchWatch:
 def evaluate(
     scenario: Scenario,
     notices: Sequence[tuple[QueueName, Notice]],
-    wall_start_ms: int,
+    start_ms: int,
     speed: float,
 ) -> CheckResult:
     """Match the scenario's notices (by order id) against each expectation."""
     order_ids = {order.id for order in scenario.order}
     seen = sorted(
         (
-            SeenNotice(queue, notice, to_scenario_s(notice.at, wall_start_ms, speed))
+            SeenNotice(queue, notice, to_scenario_s(notice.at, start_ms))
             for queue, notice in notices
             if notice.order_id in order_ids
         ),
@@ -201,15 +196,16 @@ def run_checked(
     scenario: Scenario,
     config: Config,
     *,
-    speed: float,
+    speed: float | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[str], None] | None = None,
     settle_s: float = 1.0,
 ) -> tuple[RunReport, CheckResult]:
-    """Play `scenario` against the nabij that `config` describes and check its notices.
+    """Play `scenario` against the nabij that `config` describes, on its clock, and check its
+    notices. `speed`, if given, must be that clock's speed.
 
-    Raises TimescaleError (before anything runs) if nabij's timers or orders do not fit."""
-    problems = timescale_problems(config.settings, speed, scenario)
+    Raises TimescaleError (before anything runs) if nabij's clock, timers or orders do not fit."""
+    problems = timescale_problems(config.settings, scenario, speed)
     configured = {order.id for order in config.orders}
     problems.extend(
         f"order {order.id} of the scenario is not in {config.directory}/orders.toml"
@@ -218,6 +214,7 @@ def run_checked(
     )
     if problems:
         raise TimescaleError("; ".join(problems))
+    clock = config.settings.clock
     client = redis.Redis.from_url(config.settings.redis.url)
     try:
         watch = DispatchWatch(client, Keys(config.settings.redis.key_prefix))
@@ -226,13 +223,14 @@ def run_checked(
             scenario,
             config.settings.mqtt.url,
             config.settings.mqtt.topic_prefix,
-            speed=speed,
+            speed=clock.speed,
+            anchor_ms=clock.anchor_ms,
             on_progress=on_progress,
         )
         report = run.run(stop)
         # The last fixes of the run are still being processed when the devices stop.
         watch.settle(quiet_s=settle_s)
-        result = evaluate(scenario, watch.since_mark(), report.wall_start_ms, speed)
+        result = evaluate(scenario, watch.since_mark(), report.start_ms, clock.speed)
     finally:
         client.close()
     return report, result
