@@ -34,6 +34,8 @@ class SeenNotice:
     queue: QueueName
     notice: Notice
     scenario_s: float
+    happened_s: float | None = None
+    """When a late notice says it really happened (`happened_at`), in scenario seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +58,13 @@ class Outcome:
         times = ", ".join(f"{n.scenario_s:.0f}" for n in self.matched) or "none"
         mark = "ok  " if self.ok else "FAIL"
         note = f"  ({e.note})" if e.note else ""
+        happened = ""
+        if e.happened_after_s is not None or e.happened_before_s is not None:
+            low, high = e.happened_after_s or 0.0, e.happened_before_s
+            happened = f", happened in [{low:g}, {'end' if high is None else f'{high:g}'}]"
         return (
             f"{mark} expect[{self.index}] {e.kind} {e.event} on {queue} in "
-            f"[{self.window[0]:g}, {self.window[1]:g}] s: want {bounds}, "
+            f"[{self.window[0]:g}, {self.window[1]:g}] s{happened}: want {bounds}, "
             f"got {len(self.matched)} at {times} s{note}"
         )
 
@@ -158,7 +164,12 @@ def evaluate(
     order_ids = {order.id for order in scenario.order}
     seen = sorted(
         (
-            SeenNotice(queue, notice, to_scenario_s(notice.at, start_ms))
+            SeenNotice(
+                queue,
+                notice,
+                to_scenario_s(notice.at, start_ms),
+                None if notice.happened_at is None else to_scenario_s(notice.happened_at, start_ms),
+            )
             for queue, notice in notices
             if notice.order_id in order_ids
         ),
@@ -177,6 +188,7 @@ def evaluate(
             and n.notice.event == expect.event
             and (expect.queue is None or n.queue == expect.queue)
             and window[0] <= n.scenario_s <= window[1]
+            and _happened_in(n, expect)
         )
         if expect.queue is None:
             # One step of an alarm goes to every queue told so far: count it once.
@@ -186,6 +198,16 @@ def evaluate(
             matched = tuple(unique.values())
         outcomes.append(Outcome(index, expect, matched, window))
     return CheckResult(scenario.name, speed, outcomes, seen)
+
+
+def _happened_in(seen: SeenNotice, expect: ExpectSpec) -> bool:
+    """Whether the notice says it happened in the expectation's `happened_*` window (if any)."""
+    low, high = expect.happened_after_s, expect.happened_before_s
+    if low is None and high is None:
+        return True
+    return seen.happened_s is not None and (
+        (low is None or low <= seen.happened_s) and (high is None or seen.happened_s <= high)
+    )
 
 
 class TimescaleError(Exception):

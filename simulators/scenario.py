@@ -119,6 +119,8 @@ class ExpectSpec(_Strict):
     scenario's orders whose `at`, mapped to scenario time (see `simulators.check`), lies in
     [after_s, before_s] (`before_s` omitted: the end of the scenario); their count must be
     within [at_least, at_most]. Assumes nobody acknowledges anything during the run.
+    `happened_after_s` / `happened_before_s` (either or both) match only notices of something
+    found late (in a backlog) whose `happened_at` lies in that window.
     """
 
     kind: AlarmKind
@@ -128,6 +130,8 @@ class ExpectSpec(_Strict):
     before_s: float | None = Field(default=None, ge=0)
     at_least: int = Field(default=1, ge=0)
     at_most: int | None = Field(default=None, ge=0)
+    happened_after_s: float | None = Field(default=None, ge=0)
+    happened_before_s: float | None = Field(default=None, ge=0)
     note: str = ""
 
 
@@ -207,6 +211,9 @@ def _cross_check(scenario: Scenario) -> list[str]:
             problems.append(f"expect[{i}].before_s: earlier than after_s")
         if expect.at_most is not None and expect.at_most < expect.at_least:
             problems.append(f"expect[{i}].at_most: smaller than at_least")
+        low, high = expect.happened_after_s, expect.happened_before_s
+        if low is not None and high is not None and high < low:
+            problems.append(f"expect[{i}].happened_before_s: earlier than happened_after_s")
     return problems
 
 

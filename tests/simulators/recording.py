@@ -6,7 +6,7 @@ import msgspec
 
 from nabij.contract import DeviceEvent, Fix, event_decoder, fix_decoder
 from simulators.firmware import Firmware
-from simulators.runner import RunReport, ScenarioRun, parse_scenario
+from simulators.runner import RunReport, Scenario, ScenarioRun, parse_scenario
 
 START_MS = 1_780_000_000_000
 batch_decoder = msgspec.json.Decoder(list[Fix])
@@ -68,9 +68,16 @@ def play(
     """Run the two-device scenario BASE with the given device keys and extra tables; returns
     the report and every (device, kind, payload) published, drops and resumes included."""
     text = BASE.format(duration=duration, offender=offender, victim=victim, extra=extra)
+    return record(parse_scenario(text), boot_token=boot_token)
+
+
+def record(
+    scenario: Scenario, *, boot_token: str | None = "t"
+) -> tuple[RunReport, list[tuple[str, str, bytes]]]:
+    """Run `scenario` as fast as possible on recording links (device time from START_MS)."""
     log: list[tuple[str, str, bytes]] = []
     run = ScenarioRun(
-        parse_scenario(text),
+        scenario,
         "mqtt://unused:1",
         "sim/t",
         speed=1e6,

@@ -48,8 +48,11 @@ after_s = 150
 """
 
 
-def notice(event: str, scenario_s: float, *, order: str = "ORD-C") -> Notice:
+def notice(
+    event: str, scenario_s: float, *, order: str = "ORD-C", happened_s: float | None = None
+) -> Notice:
     at = START_MS + round(scenario_s * 1000)
+    happened_at = None if happened_s is None else START_MS + round(happened_s * 1000)
     return Notice(
         notice_id=f"n-{event}-{scenario_s}",
         alarm_id="AL-1",
@@ -61,6 +64,7 @@ def notice(event: str, scenario_s: float, *, order: str = "ORD-C") -> Notice:
         level=1,
         at=at,
         reason="test",
+        happened_at=happened_at,
     )
 
 
@@ -101,6 +105,23 @@ def test_a_missing_or_extra_notice_fails_and_says_which() -> None:
     text = str(result)
     assert "FAILED" in text and "FAIL expect[0] proximity_alarm opened" in text
     assert "got 2 at 500, 600 s" in text
+
+
+def test_a_late_notice_matches_only_when_it_happened_in_the_window() -> None:
+    """`happened_*`: a notice found late counts if its happened_at falls in the window; one
+    without happened_at (found live) or from another time does not."""
+    late = SCENARIO.replace(
+        "after_s = 100\nbefore_s = 200\nat_most = 1",
+        "after_s = 100\nbefore_s = 200\nat_most = 1\nhappened_after_s = 30\nhappened_before_s = 60",
+    )
+    scenario = parse_scenario(late)
+    for happened_s, counted in ((45.0, 1), (None, 0), (80.0, 0)):
+        seen: list[tuple[QueueName, Notice]] = [
+            ("probation", notice("opened", 150, happened_s=happened_s))
+        ]
+        result = evaluate(scenario, seen, START_MS, 1.0)
+        assert len(result.outcomes[0].matched) == counted, happened_s
+    assert "happened in [30, 60]" in str(result)
 
 
 def test_a_checked_config_runs_nabij_on_the_scenario_clock_with_default_timers() -> None:
