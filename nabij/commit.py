@@ -29,6 +29,8 @@ from nabij.redis_io import DeadLetterWriter, MemoryWatch, answers, is_out_of_mem
 from nabij.settings import RedisSettings
 
 HEARTBEAT_TTL_S: Final = 10
+# Wall seconds between heartbeats: liveness is a wall-clock matter, whatever nabij's clock does.
+HEARTBEAT_INTERVAL_S: Final = 1.0
 MAX_BACKOFF_S: Final = 2.0
 TRANSIENT_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 

@@ -27,6 +27,7 @@ from nabij.contract import ALARM_KINDS
 from nabij.orders import WEEKDAYS, Exemption, Order, OrdersFile, PolygonGeometry, Zone
 from nabij.settings import (
     DEFAULT_ESCALATION,
+    ClockSettings,
     EscalationPolicy,
     GatewaySettings,
     MqttSettings,
@@ -288,6 +289,7 @@ __all__ = [
     "ALARM_KINDS",
     "DEFAULT_ESCALATION",
     "WEEKDAYS",
+    "ClockSettings",
     "Config",
     "ConfigError",
     "ConfigProblem",

@@ -10,6 +10,7 @@ from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nabij.clock import Timescale
 from nabij.contract import AlarmKind, QueueName
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -129,6 +130,26 @@ class LogSettings(StrictModel):
     level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 
 
+class ClockSettings(StrictModel):
+    """Simulations only: nabij on a scenario's clock (`nabij simulate --write-config` writes it).
+
+    nabij's clock becomes `anchor_ms + speed * (wall_ms - anchor_ms)`, the mapping the simulated
+    devices stamp with, and every timer runs on it. Never set this in production."""
+
+    speed: float = Field(default=1.0, gt=0, le=10_000)
+    # Epoch ms at which nabij's clock equals the wall clock; required when speed is not 1.
+    anchor_ms: int | None = Field(default=None, ge=946_684_800_000, le=4_102_444_800_000)
+
+    @model_validator(mode="after")
+    def _anchored(self) -> ClockSettings:
+        if self.speed != 1.0 and self.anchor_ms is None:
+            raise ValueError("a clock speed other than 1 needs anchor_ms")
+        return self
+
+    def timescale(self) -> Timescale:
+        return Timescale(self.speed, self.anchor_ms or 0)
+
+
 class EscalationPolicy(StrictModel):
     priority: int = Field(ge=1, le=3)
     queues: list[QueueName] = Field(min_length=1)
@@ -162,6 +183,7 @@ class Settings(StrictModel):
     proximity: ProximitySettings = ProximitySettings()
     gateway: GatewaySettings = GatewaySettings()
     log: LogSettings = LogSettings()
+    clock: ClockSettings = ClockSettings()
     escalation: dict[AlarmKind, EscalationPolicy] = {}
 
     def policy(self, kind: AlarmKind) -> EscalationPolicy:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import services.replay.cli
 import simulators.cli
 from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
+from nabij.clock import scaled_clock
 from nabij.config import ConfigError, load_config, resolve_directory
 from nabij.contract import AckRequest, ResolveRequest
 from nabij.keys import Keys
@@ -126,7 +126,8 @@ def _operate(args: argparse.Namespace) -> int:
     config = load_from_args(args)
     keys = Keys(config.settings.redis.key_prefix)
     client = connect(config.settings.redis.url)
-    now_ms = time.time_ns() // 1_000_000
+    # nabij's clock: a simulation may run it on a scenario's clock.
+    now_ms = scaled_clock(config.settings.clock.timescale())()
     kind: type[AckRequest] | type[ResolveRequest]
     if args.action == "ack":
         kind, applied = AckRequest, operators.ack_applied

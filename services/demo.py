@@ -20,18 +20,27 @@ from pathlib import Path
 
 import redis
 
-from nabij.config import MQTT_URL_ENV, REDIS_URL_ENV, Config, Order, load_settings
+from nabij.clock import scaled_clock, wall_clock_ms
+from nabij.config import (
+    MQTT_URL_ENV,
+    REDIS_URL_ENV,
+    ClockSettings,
+    Config,
+    Order,
+    load_settings,
+)
 from nabij.contract import QUEUE_NAMES, AckRequest, QueueName
 from nabij.embedded import EmbeddedBroker, EmbeddedStore
 from nabij.keys import Keys
 from nabij.logs import configure_logging
 from nabij.redis_io import connect
 from services.alarm_gateway import operators
-from services.runner import build_services, wall_clock_ms
+from services.runner import run_services
 from simulators.runner import ScenarioRun, load_scenario
 
 DEMO_SETTINGS = Path(__file__).resolve().parent.parent / "config" / "demo" / "nabij.toml"
 LOG_FILE = Path("var/demo/nabij.log")
+SERVICES = ("proximity", "gateway")
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
 
 
@@ -64,15 +73,17 @@ def run_demo(*, speed: float, stop: threading.Event) -> int:
             store = resources.enter_context(EmbeddedStore())
             redis_url = store.url
             say(f"embedded Redis-protocol store on {redis_url}")
-        config = _demo_config(mqtt_url, redis_url)
-        return _run(config, speed, stop)
+        config = _demo_config(mqtt_url, redis_url, speed)
+        return _run(config, stop)
 
 
-def _demo_config(mqtt_url: str, redis_url: str) -> Config:
+def _demo_config(mqtt_url: str, redis_url: str, speed: float) -> Config:
+    """The demo settings under a fresh prefix, nabij on the scenarios' clock (x `speed`)."""
     settings = load_settings(DEMO_SETTINGS, {MQTT_URL_ENV: mqtt_url, REDIS_URL_ENV: redis_url})
     run_id = uuid.uuid4().hex[:6]
     settings = settings.model_copy(
         update={
+            "clock": ClockSettings(speed=speed, anchor_ms=wall_clock_ms()),
             "mqtt": settings.mqtt.model_copy(
                 update={
                     "topic_prefix": f"{settings.mqtt.topic_prefix}/{run_id}",
@@ -91,17 +102,15 @@ def _demo_config(mqtt_url: str, redis_url: str) -> Config:
     return Config(directory=DEMO_SETTINGS.parent, settings=settings, orders=tuple(orders.values()))
 
 
-def _run(config: Config, speed: float, stop: threading.Event) -> int:
+def _run(config: Config, stop: threading.Event) -> int:
+    clock = config.settings.clock
     keys = Keys(config.settings.redis.key_prefix)
     client = connect(config.settings.redis.url)
-    services = build_services(config, ("proximity", "gateway"), None)
-    threads = [
-        threading.Thread(target=service.run, args=(stop,), name=name, daemon=True)
-        for name, service in services.items()
-    ]
-    for thread in threads:
-        thread.start()
-    if not _wait(lambda: all(client.exists(keys.health(n)) for n in services), 30, stop):
+    services = threading.Thread(
+        target=run_services, args=(config, SERVICES, stop, None), name="services", daemon=True
+    )
+    services.start()
+    if not _wait(lambda: all(client.exists(keys.health(n)) for n in SERVICES), 30, stop):
         show(f"services did not become ready; see {LOG_FILE}")
         stop.set()
         return 1
@@ -112,11 +121,18 @@ def _run(config: Config, speed: float, stop: threading.Event) -> int:
     prefix = config.settings.mqtt.topic_prefix
     url = config.settings.mqtt.url
     approach, aware = (
-        ScenarioRun(load_scenario(name), url, prefix, speed=speed, announce_offline=False)
+        ScenarioRun(
+            load_scenario(name),
+            url,
+            prefix,
+            speed=clock.speed,
+            anchor_ms=clock.anchor_ms,
+            announce_offline=False,
+        )
         for name in ("approach", "aware")
     )
     say(
-        f"scenario 'approach' at {speed:g}x: an offender walks towards the victim's home, "
+        f"scenario 'approach' at {clock.speed:g}x: an offender walks towards the victim's home, "
         "lingers, and leaves"
     )
     say("scenario 'aware': another victim presses the alarm button")
@@ -131,15 +147,16 @@ def _run(config: Config, speed: float, stop: threading.Event) -> int:
     if stop.is_set():
         return 130
     _wait(lambda: False, 3, stop)  # let the last notices arrive
-    _acknowledge_everything(client, keys, stop)
+    _acknowledge_everything(client, keys, scaled_clock(clock.timescale()), stop)
     say("done")
     stop.set()
-    for thread in threads:
-        thread.join(timeout=10)
+    services.join(timeout=10)
     return 0
 
 
-def _acknowledge_everything(client: redis.Redis, keys: Keys, stop: threading.Event) -> None:
+def _acknowledge_everything(
+    client: redis.Redis, keys: Keys, now_ms: Callable[[], int], stop: threading.Event
+) -> None:
     records = operators.open_alarms(client, keys)
     say(f"{len(records)} alarms open; the dispatcher acknowledges the unacknowledged ones:")
     for record in records:
@@ -152,7 +169,7 @@ def _acknowledge_everything(client: redis.Redis, keys: Keys, stop: threading.Eve
                 record.alarm_id,
                 by="demo-dispatcher",
                 note="seen in the demo",
-                now_ms=wall_clock_ms(),
+                now_ms=now_ms(),
             )
     _wait(lambda: all(r.acknowledged_by for r in operators.open_alarms(client, keys)), 10, stop)
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
 
+from nabij.clock import scaled_clock
 from nabij.config import Config
 from nabij.health import HealthServer
 
@@ -19,20 +19,22 @@ class Service(Protocol):
     def run(self, stop: threading.Event) -> None: ...
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def build_services(
     config: Config,
     wanted: Sequence[str],
     health: HealthServer | None,
-    clock: Callable[[], int] = wall_clock_ms,
+    clock: Callable[[], int] | None = None,
 ) -> dict[str, Service]:
-    """The services named in `wanted`; `clock` (epoch ms) is injectable so tests can replay."""
+    """The services named in `wanted`, on the config's clock (the wall clock unless a simulation
+    set `[clock]`); `clock` (epoch ms) is injectable so tests can replay."""
     from services.alarm_gateway.service import GatewayService
     from services.proximity.service import ProximityService
 
+    settings = config.settings.clock
+    if clock is None:
+        clock = scaled_clock(settings.timescale())
+    if settings.speed != 1.0:
+        log.warning("scenario_clock", speed=settings.speed, anchor_ms=settings.anchor_ms)
     services: dict[str, Service] = {}
     if "proximity" in wanted:
         services["proximity"] = ProximityService(config, health=health, clock=clock)

@@ -1,15 +1,10 @@
 """`--check`: compare the notices nabij produced during a run with the scenario's `[[expect]]`.
 
-Time model. A notice's `at` is nabij's wall clock; expectations are scenario seconds. The run
-records the wall-clock epoch ms at which scenario time 0 happened (`RunReport.wall_start_ms`),
-so a notice happened at scenario time `(at - wall_start_ms) * speed / 1000`. That mapping is
-right for everything nabij decides on device time (rings, dwells: the triggering fix arrives
-when its scenario time comes) *and* for its own timers, provided those run on the scenario's
-clock: nabij configured with its default timers divided by the speed
-(`simulators.timescale`; the check refuses a config that is not). Processing latency is
-stretched by the speed too (50 ms at x100 is 5 scenario seconds), and the proximity service
-checks silence once per wall second (up to `speed` scenario seconds late): expectation windows
-leave room for both.
+Time model. nabij runs on the scenario's clock (settings `[clock]`, see `simulators.timescale`)
+and the run plays on the same one, so a notice's `at` (nabij's clock) is scenario time directly:
+`(at - start_ms) / 1000` seconds, `start_ms` being the clock at scenario time 0
+(`RunReport.start_ms`). Processing latency is stretched by the speed (50 ms at x100 is 5
+scenario seconds): expectation windows leave room for it.
 
 Only notices of the scenario's orders that were appended after the run started count, so other
 traffic on the same nabij, and earlier runs, do not disturb a check.
@@ -39,6 +34,8 @@ class SeenNotice:
     queue: QueueName
     notice: Notice
     scenario_s: float
+    happened_s: float | None = None
+    """When a late notice says it really happened (`happened_at`), in scenario seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +58,13 @@ class Outcome:
         times = ", ".join(f"{n.scenario_s:.0f}" for n in self.matched) or "none"
         mark = "ok  " if self.ok else "FAIL"
         note = f"  ({e.note})" if e.note else ""
+        happened = ""
+        if e.happened_after_s is not None or e.happened_before_s is not None:
+            low, high = e.happened_after_s or 0.0, e.happened_before_s
+            happened = f", happened in [{low:g}, {'end' if high is None else f'{high:g}'}]"
         return (
             f"{mark} expect[{self.index}] {e.kind} {e.event} on {queue} in "
-            f"[{self.window[0]:g}, {self.window[1]:g}] s: want {bounds}, "
+            f"[{self.window[0]:g}, {self.window[1]:g}] s{happened}: want {bounds}, "
             f"got {len(self.matched)} at {times} s{note}"
         )
 
@@ -96,9 +97,9 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def to_scenario_s(at_ms: int, wall_start_ms: int, speed: float) -> float:
-    """Scenario seconds of a server-clock epoch ms, for a run started at `wall_start_ms`."""
-    return (at_ms - wall_start_ms) * speed / 1000.0
+def to_scenario_s(at_ms: int, start_ms: int) -> float:
+    """Scenario seconds of a nabij-clock epoch ms, for a run whose time 0 was `start_ms`."""
+    return (at_ms - start_ms) / 1000.0
 
 
 class DispatchWatch:
@@ -156,14 +157,19 @@ class DispatchWatch:
 def evaluate(
     scenario: Scenario,
     notices: Sequence[tuple[QueueName, Notice]],
-    wall_start_ms: int,
+    start_ms: int,
     speed: float,
 ) -> CheckResult:
     """Match the scenario's notices (by order id) against each expectation."""
     order_ids = {order.id for order in scenario.order}
     seen = sorted(
         (
-            SeenNotice(queue, notice, to_scenario_s(notice.at, wall_start_ms, speed))
+            SeenNotice(
+                queue,
+                notice,
+                to_scenario_s(notice.at, start_ms),
+                None if notice.happened_at is None else to_scenario_s(notice.happened_at, start_ms),
+            )
             for queue, notice in notices
             if notice.order_id in order_ids
         ),
@@ -182,6 +188,7 @@ def evaluate(
             and n.notice.event == expect.event
             and (expect.queue is None or n.queue == expect.queue)
             and window[0] <= n.scenario_s <= window[1]
+            and _happened_in(n, expect)
         )
         if expect.queue is None:
             # One step of an alarm goes to every queue told so far: count it once.
@@ -193,6 +200,16 @@ def evaluate(
     return CheckResult(scenario.name, speed, outcomes, seen)
 
 
+def _happened_in(seen: SeenNotice, expect: ExpectSpec) -> bool:
+    """Whether the notice says it happened in the expectation's `happened_*` window (if any)."""
+    low, high = expect.happened_after_s, expect.happened_before_s
+    if low is None and high is None:
+        return True
+    return seen.happened_s is not None and (
+        (low is None or low <= seen.happened_s) and (high is None or seen.happened_s <= high)
+    )
+
+
 class TimescaleError(Exception):
     """nabij's configuration cannot reproduce the scenario's timeline at this speed."""
 
@@ -201,15 +218,16 @@ def run_checked(
     scenario: Scenario,
     config: Config,
     *,
-    speed: float,
+    speed: float | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[str], None] | None = None,
     settle_s: float = 1.0,
 ) -> tuple[RunReport, CheckResult]:
-    """Play `scenario` against the nabij that `config` describes and check its notices.
+    """Play `scenario` against the nabij that `config` describes, on its clock, and check its
+    notices. `speed`, if given, must be that clock's speed.
 
-    Raises TimescaleError (before anything runs) if nabij's timers or orders do not fit."""
-    problems = timescale_problems(config.settings, speed, scenario)
+    Raises TimescaleError (before anything runs) if nabij's clock, timers or orders do not fit."""
+    problems = timescale_problems(config.settings, scenario, speed)
     configured = {order.id for order in config.orders}
     problems.extend(
         f"order {order.id} of the scenario is not in {config.directory}/orders.toml"
@@ -218,6 +236,7 @@ def run_checked(
     )
     if problems:
         raise TimescaleError("; ".join(problems))
+    clock = config.settings.clock
     client = redis.Redis.from_url(config.settings.redis.url)
     try:
         watch = DispatchWatch(client, Keys(config.settings.redis.key_prefix))
@@ -226,13 +245,14 @@ def run_checked(
             scenario,
             config.settings.mqtt.url,
             config.settings.mqtt.topic_prefix,
-            speed=speed,
+            speed=clock.speed,
+            anchor_ms=clock.anchor_ms,
             on_progress=on_progress,
         )
         report = run.run(stop)
         # The last fixes of the run are still being processed when the devices stop.
         watch.settle(quiet_s=settle_s)
-        result = evaluate(scenario, watch.since_mark(), report.wall_start_ms, speed)
+        result = evaluate(scenario, watch.since_mark(), report.start_ms, clock.speed)
     finally:
         client.close()
     return report, result

@@ -31,7 +31,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_config_argument(cmd)
     cmd.add_argument("--scenario", help="scenario name or path to a .toml file")
-    cmd.add_argument("--speed", type=float, default=1.0, help="time acceleration factor")
+    cmd.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        help="time acceleration factor (default: the config's clock.speed, normally 1)",
+    )
     cmd.add_argument(
         "--check",
         action="store_true",
@@ -40,7 +45,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     cmd.add_argument(
         "--write-config",
         metavar="DIR",
-        help="write nabij.toml (timers scaled to --speed) and orders.toml for the scenario, exit",
+        help="write nabij.toml (nabij on the scenario's clock at --speed) and orders.toml for "
+        "the scenario, exit",
     )
     cmd.add_argument("--list", action="store_true", help="list the packaged scenarios and exit")
     cmd.set_defaults(handler=_simulate)
@@ -77,11 +83,21 @@ def _simulate(args: argparse.Namespace) -> int:
     config = load_from_args(args)
     if args.check:
         return _check(scenario, config, args.speed)
+    clock = config.settings.clock
+    speed = clock.speed if args.speed is None else args.speed
+    if speed != clock.speed:
+        print(
+            f"note: nabij at {config.directory} runs at clock.speed {clock.speed:g}, the devices "
+            f"at x{speed:g}: it will judge their motion and timing {speed / clock.speed:g} times "
+            "too fast (see simulators/README.md, Time)",
+            file=sys.stderr,
+        )
     run = ScenarioRun(
         scenario,
         config.settings.mqtt.url,
         config.settings.mqtt.topic_prefix,
-        speed=args.speed,
+        speed=speed,
+        anchor_ms=clock.anchor_ms if speed == clock.speed else None,
         on_progress=print,
     )
     print(run.run(stop_on_signals()))
@@ -89,17 +105,18 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _write_config(scenario: Scenario, args: argparse.Namespace) -> int:
-    """The current settings (connections, key prefix) with timers for the scenario's clock."""
+    """The current settings (connections, key prefix) with nabij on the scenario's clock."""
     from simulators.timescale import scaled_settings, write_config
 
+    speed = 1.0 if args.speed is None else args.speed
     settings = load_settings(resolve_directory(args.config, os.environ) / SETTINGS_FILE)
-    scaled = scaled_settings(settings, args.speed, scenario.duration_s)
+    scaled = scaled_settings(settings, speed)
     directory = write_config(Path(args.write_config), scaled, scenario)
-    print(f"wrote {directory}: nabij.toml (x{args.speed:g}) and orders.toml for {scenario.name}")
+    print(f"wrote {directory}: nabij.toml (clock x{speed:g}) and orders.toml for {scenario.name}")
     return 0
 
 
-def _check(scenario: Scenario, config: Config, speed: float) -> int:
+def _check(scenario: Scenario, config: Config, speed: float | None) -> int:
     from simulators.check import TimescaleError, run_checked
 
     try:
@@ -107,10 +124,11 @@ def _check(scenario: Scenario, config: Config, speed: float) -> int:
             scenario, config, speed=speed, stop=stop_on_signals(), on_progress=print
         )
     except TimescaleError as err:
+        at = config.settings.clock.speed if speed is None else speed
         print(
-            f"cannot check {scenario.name} at x{speed:g} against {config.directory}: {err}\n"
-            f"nabij's own timers run on the wall clock; run it with the config that "
-            f"`nabij simulate --scenario {scenario.name} --speed {speed:g} --write-config DIR` "
+            f"cannot check {scenario.name} against {config.directory}: {err}\n"
+            "run nabij with the config that "
+            f"`nabij simulate --scenario {scenario.name} --speed {at:g} --write-config DIR` "
             "writes (see simulators/README.md, Time).",
             file=sys.stderr,
         )

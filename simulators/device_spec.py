@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from nabij.contract import DEVICE_ID_PATTERN, PositionSource
 from simulators import geo
 from simulators.battery import Battery, Charging
-from simulators.device_clock import ClockSkew
+from simulators.device_clock import ClockGlitch, ClockSkew
 from simulators.gpx import GpxError, route_from_gpx
 from simulators.movement import Route, RouteError, Waypoint
 from simulators.noise import NoiseParams
@@ -98,12 +98,23 @@ class ChargingSpec(WindowSpec):
     pct_per_h: float = Field(default=60.0, gt=0)
 
 
+class GlitchSpec(Strict):
+    """One fix stamped far off (a GNSS time glitch): the first measured at or after `at_s`."""
+
+    at_s: float = Field(ge=0)
+    offset_s: float = Field(ge=-86_400, le=86_400)
+
+
 class ClockSpec(Strict):
     offset_s: float = Field(default=0.0, ge=-86_400, le=86_400)
     drift_ppm: float = Field(default=0.0, ge=-1000, le=1000)
+    glitches: list[GlitchSpec] = []
 
     def skew(self) -> ClockSkew:
         return ClockSkew(self.offset_s, self.drift_ppm)
+
+    def glitch_list(self) -> list[ClockGlitch]:
+        return [ClockGlitch(g.at_s, g.offset_s) for g in self.glitches]
 
 
 class DeviceSpec(Strict):
@@ -124,6 +135,8 @@ class DeviceSpec(Strict):
     clock: ClockSpec = ClockSpec()
     duplicate_rate: float = Field(default=0.0, ge=0, le=1)
     """Share of messages sent twice, as QoS 1 does when a PUBACK is lost."""
+    boot_id: bool = True
+    """False: old firmware that sends no boot id (its seq still restarts at 0 on every boot)."""
 
     @field_validator("gpx")
     @classmethod

@@ -22,6 +22,7 @@ from nabij.contract import (
     MAX_BACKLOG_FIXES,
     DeviceCommand,
     DeviceEvent,
+    DeviceStatus,
     EventType,
     Fix,
     SetInterval,
@@ -84,6 +85,8 @@ class Behaviour:
     battery_low_pct: int = 15
     duplicate_rate: float = 0.0
     seed: int = 0
+    boot_ids: bool = True
+    """False: old firmware, no boot id on its messages (seq still restarts at every boot)."""
 
     def sky_at(self, t_s: float) -> Sky:
         for window in self.indoors:
@@ -112,6 +115,7 @@ class Firmware:
         now_ms: Callable[[], int],
         post: Post = _run_now,
         behaviour: Behaviour | None = None,
+        boot_token: str = "0",
     ) -> None:
         self.model = model
         self.device_id = model.device_id
@@ -131,7 +135,8 @@ class Firmware:
         self.backlog_uploads = 0
         """Fix arrays published after coverage returned."""
         self.seqs_sent: list[int] = []
-        """Every seq the device published, in order, each once (duplicates not repeated)."""
+        """Every seq the device published, in order, each once (duplicates not repeated); a
+        reboot starts again at 0."""
         self.last_fix: Fix | None = None
         self.warnings: list[WarnLevel] = []
         """Warn levels received, in order."""
@@ -139,6 +144,11 @@ class Firmware:
         """What the device showed or told its wearer for each warning."""
         self.powered = True
         self.covered = True
+        self.silent = False
+        """Connected but sending no fixes (see `silence`)."""
+        self._boot_token = boot_token
+        self.boots = 0
+        self._boot()
         self._backlog: list[Fix | DeviceEvent] = []
         self._battery_low_sent = False
         self._gnss_lost = False
@@ -151,6 +161,8 @@ class Firmware:
         """One measurement cycle at `t_s`; False once the device has gone silent for good."""
         if not self.powered:
             return False
+        if self.silent:
+            return True  # muted, not dead: it measures again once `speak` is called
         level = self.model.battery.level_at(t_s)
         if level <= 0.0:
             self.send_event("power_off", t_s, true_ms)
@@ -271,13 +283,42 @@ class Firmware:
             self._link().drop()
 
     def revive(self) -> None:
-        """Back after `vanish`: reboots and reconnects; what it measured before is gone."""
+        """Back after `vanish`: boots and reconnects; what it measured before is gone."""
         if self.powered:
             return
         self.powered = True
-        log.info("%s %s: reboots", self.role, self.device_id)
+        self._boot()
         if self.covered:
             self._link().resume()
+
+    def reboot(self) -> None:
+        """The firmware restarts while the modem keeps its connection: a new boot, seq from 0.
+        The store-and-forward backlog lives in flash and survives."""
+        if self.powered:
+            self._boot()
+
+    def _boot(self) -> None:
+        """Every start of the firmware picks a new boot id (old firmware has none)."""
+        self.boots += 1
+        boot = f"{self._boot_token}.{self.boots}" if self.behaviour.boot_ids else None
+        self.model.boot_as(boot)
+        log.info("%s %s: boots (%s)", self.role, self.device_id, boot or "no boot id")
+
+    def silence(self) -> None:
+        """Stop sending fixes but stay connected (an app killed by the phone's battery saver)."""
+        self.silent = True
+        log.info("%s %s: falls silent", self.role, self.device_id)
+
+    def speak(self) -> None:
+        """Send fixes again after `silence`."""
+        self.silent = False
+
+    def announce(self, online: bool, true_ms: int) -> None:
+        """A retained presence message as a flapping connection produces: offline as the broker
+        publishes the last will, online as the device announces its reconnect (at `true_ms`)."""
+        status = DeviceStatus(online=True, ts=true_ms) if online else DeviceStatus(online=False)
+        topic = self.topics.device(self.device_id, "status")
+        self._link().publish(topic, encode(status), retain=True)
 
     def _power_down(self) -> None:
         self.powered = False

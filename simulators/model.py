@@ -6,10 +6,12 @@ its receiver makes of that (GNSS, or a network fallback indoors), its battery an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from nabij.contract import DeviceEvent, EventType, Fix
 from simulators import geo
 from simulators.battery import Battery
-from simulators.device_clock import ClockSkew
+from simulators.device_clock import ClockGlitch, ClockSkew
 from simulators.movement import Route, State
 from simulators.noise import NoiseParams
 from simulators.positioning import Reading, Receiver, Sky
@@ -23,18 +25,26 @@ class DeviceModel:
         noise: NoiseParams,
         *,
         seed: int,
-        seq_base: int = 0,
         battery: Battery | None = None,
         skew: ClockSkew | None = None,
+        glitches: Sequence[ClockGlitch] = (),
     ) -> None:
         self.device_id = device_id
         self.route = route
         self.receiver = Receiver(noise, seed)
         self.noise = self.receiver.gnss
-        # One counter for fixes and events: nabij deduplicates redeliveries on it.
-        self.seq = seq_base
+        # One counter for fixes and events, counting within one boot: nabij deduplicates
+        # redeliveries on (boot, seq).
+        self.seq = 0
+        self.boot: str | None = None
         self.battery = battery if battery is not None else Battery(100.0, 0.0)
         self.skew = skew if skew is not None else ClockSkew()
+        self._glitches = sorted(glitches, key=lambda g: g.at_s)
+
+    def boot_as(self, boot: str | None) -> None:
+        """A new run of the firmware: `boot` (None: old firmware without boot ids), seq from 0."""
+        self.boot = boot
+        self.seq = 0
 
     def _next_seq(self) -> int:
         seq = self.seq
@@ -61,10 +71,13 @@ class DeviceModel:
         lat, lon = self._position(truth, reading)
         gnss = reading.src == "gnss" or sky == "open"
         moving = truth.speed_mps > 0
+        ts = self.skew.stamp(true_ms, t_s)
+        if self._glitches and t_s >= self._glitches[0].at_s:
+            ts += round(self._glitches.pop(0).offset_s * 1000.0)
         return Fix(
             device_id=self.device_id,
             seq=self._next_seq(),
-            ts=self.skew.stamp(true_ms, t_s),
+            ts=ts,
             lat=lat,
             lon=lon,
             acc=round(reading.acc_m, 1),
@@ -75,6 +88,7 @@ class DeviceModel:
             if gnss and moving and truth.heading_deg is not None
             else None,
             batt=self.battery_at(t_s),
+            boot=self.boot,
         )
 
     def event(
@@ -95,4 +109,5 @@ class DeviceModel:
             lon=lon,
             acc=acc,
             batt=self.battery_at(t_s),
+            boot=self.boot,
         )

@@ -1,34 +1,30 @@
 """Run a scenario: every device of it as an MQTT client, on one simulated clock.
 
 `nabij simulate --scenario NAME [--speed N]`, `--check` (`simulators.check`) and `make demo`
-call `load_scenario` and `ScenarioRun`. Device time is `start_ms` + simulated elapsed time, so at
-`speed` > 1 devices report times ahead of the wall clock by (speed - 1) * elapsed; nabij is
-configured to accept it. Coverage gaps and `[[action]]`s are scheduled here; what a device does
-about them is `simulators.firmware`'s business.
+call `load_scenario` and `ScenarioRun`. Device time is `start_ms` + simulated elapsed time, and
+`start_ms` is nabij's clock at scenario time 0 when the run shares nabij's anchor (`anchor_ms`,
+see `simulators.scheduler.SimClock`): devices and nabij then agree on the time at any speed.
+Coverage gaps and `[[action]]`s are scheduled here; what a device does about them is
+`simulators.firmware`'s business.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from nabij.contract import DeviceCommand, SetInterval, Topics, Warn
+from nabij.contract import DeviceCommand, Topics
 from nabij.mqtt import MqttEndpoint
 from simulators import geo
-from simulators.firmware import (
-    FIRMWARE_BY_ROLE,
-    Behaviour,
-    Firmware,
-    IndoorWindow,
-    ReceivedCommand,
-)
+from simulators.actions import ActionStep, action_steps
+from simulators.firmware import FIRMWARE_BY_ROLE, Behaviour, Firmware, IndoorWindow
 from simulators.link import DeviceConnectError, Link, MqttLink
 from simulators.model import DeviceModel
 from simulators.noise import derive_seed
+from simulators.report import DeviceReport, RunReport, describe_command
 from simulators.scenario import (
-    ActionSpec,
     DeviceSpec,
     EventSpec,
     Scenario,
@@ -37,7 +33,7 @@ from simulators.scenario import (
     load_scenario,
     parse_scenario,
 )
-from simulators.scheduler import Scheduler, SimClock, wall_clock_ms
+from simulators.scheduler import Scheduler, SimClock
 
 __all__ = [
     "DeviceConnectError",
@@ -55,69 +51,6 @@ __all__ = [
 LinkFactory = Callable[[Firmware], Link]
 
 
-@dataclass(slots=True)
-class DeviceReport:
-    device_id: str
-    role: str
-    fixes_sent: int
-    events_sent: int
-    duplicates_sent: int
-    backlog_uploads: int
-    seqs_sent: list[int]
-    commands: list[ReceivedCommand]
-    interval_s: int
-    """Fix interval at the end of the run."""
-
-
-@dataclass(slots=True)
-class RunReport:
-    scenario: str
-    speed: float
-    start_ms: int
-    wall_start_ms: int
-    """Wall-clock epoch ms at which scenario time 0 happened (maps server times to scenario)."""
-    sim_s: float
-    """Simulated seconds covered (the scenario duration unless stopped early)."""
-    wall_s: float
-    max_lag_s: float
-    """Largest delay, in simulated seconds, between an action's due time and its run."""
-    stopped_early: bool
-    devices: dict[str, DeviceReport] = field(default_factory=dict)
-
-    @property
-    def fixes_sent(self) -> dict[str, int]:
-        return {k: d.fixes_sent for k, d in self.devices.items()}
-
-    @property
-    def events_sent(self) -> dict[str, int]:
-        return {k: d.events_sent for k, d in self.devices.items()}
-
-    @property
-    def commands_received(self) -> dict[str, list[DeviceCommand]]:
-        return {k: [c.command for c in d.commands] for k, d in self.devices.items()}
-
-    def __str__(self) -> str:
-        how = "stopped early" if self.stopped_early else "done"
-        lines = [
-            f"scenario {self.scenario} {how}: {self.sim_s:.0f} s simulated in {self.wall_s:.1f} s "
-            f"(x{self.speed:g}, max lag {self.max_lag_s:.1f} s)"
-        ]
-        for d in self.devices.values():
-            commands = ", ".join(_describe_command(c.command) for c in d.commands) or "none"
-            lines.append(
-                f"  {d.device_id} ({d.role}): {d.fixes_sent} fixes, {d.events_sent} events, "
-                f"interval {d.interval_s} s, commands: {commands}"
-            )
-        return "\n".join(lines)
-
-
-def _describe_command(command: DeviceCommand) -> str:
-    if isinstance(command, SetInterval):
-        return f"set_interval {command.seconds}"
-    assert isinstance(command, Warn)
-    return f"warn {command.level}"
-
-
 def build_firmware(
     spec: DeviceSpec,
     scenario_seed: int,
@@ -125,7 +58,7 @@ def build_firmware(
     *,
     now_ms: Callable[[], int],
     post: Callable[[Callable[[], None]], None],
-    seq_base: int,
+    boot_token: str,
 ) -> Firmware:
     """The firmware object for one scenario device (an AnkleMonitor or a VictimDevice)."""
     seed = derive_seed(scenario_seed, spec.id)
@@ -134,19 +67,26 @@ def build_firmware(
         spec.plan(),
         spec.noise.params(),
         seed=seed,
-        seq_base=seq_base,
         battery=spec.battery(),
         skew=spec.clock.skew(),
+        glitches=spec.clock.glitch_list(),
     )
     behaviour = Behaviour(
         indoors=tuple(IndoorWindow(w.from_s, w.to_s, w.fallback) for w in spec.indoors),
         battery_low_pct=spec.battery_low_pct,
         duplicate_rate=spec.duplicate_rate,
         seed=derive_seed(seed, "firmware"),
+        boot_ids=spec.boot_id,
     )
     firmware_class = FIRMWARE_BY_ROLE[spec.role]
     return firmware_class(
-        model, topics, spec.interval_s, now_ms=now_ms, post=post, behaviour=behaviour
+        model,
+        topics,
+        spec.interval_s,
+        now_ms=now_ms,
+        post=post,
+        behaviour=behaviour,
+        boot_token=boot_token,
     )
 
 
@@ -160,11 +100,12 @@ class ScenarioRun:
         topic_prefix: str,
         *,
         speed: float = 1.0,
+        anchor_ms: int | None = None,
         start_ms: int | None = None,
         on_progress: Callable[[str], None] | None = None,
         connect_timeout_s: float = 10.0,
         progress_every_s: float = 60.0,
-        seq_base: int | None = None,
+        boot_token: str | None = None,
         link_factory: LinkFactory | None = None,
         announce_offline: bool = True,
     ) -> None:
@@ -173,7 +114,7 @@ class ScenarioRun:
         # went on working: what a demo of several scenarios side by side wants.
         self.announce_offline = announce_offline
         self.mqtt_url = mqtt_url
-        self.clock = SimClock(speed, start_ms)
+        self.clock = SimClock(speed, start_ms, anchor_ms=anchor_ms)
         self.scheduler = Scheduler(self.clock)
         self.topics = Topics(topic_prefix)
         self.on_progress = on_progress
@@ -182,10 +123,9 @@ class ScenarioRun:
         # Fail on a bad URL now, not after building everything.
         self._endpoint = MqttEndpoint.from_url(mqtt_url) if link_factory is None else None
         self._link_factory = link_factory
-        # nabij drops a seq it has seen: a later run must continue above an earlier one, as
-        # real firmware keeps its counter across reboots. Wall-clock ms grows faster than any
-        # run can send messages.
-        base = wall_clock_ms() if seq_base is None else seq_base
+        # Every run is a new start of every device's firmware: boot ids fresh for this run (a
+        # later run against the same nabij is not a replay), seq from 0. Fixed in tests.
+        token = secrets.token_hex(4) if boot_token is None else boot_token
         self.devices: dict[str, Firmware] = {}
         for spec in scenario.device:
             firmware = build_firmware(
@@ -194,7 +134,7 @@ class ScenarioRun:
                 self.topics,
                 now_ms=self.clock.now_ms,
                 post=self.scheduler.post,
-                seq_base=base,
+                boot_token=token,
             )
             firmware.on_interval_change = self._interval_changed
             firmware.on_command = self._command_applied
@@ -227,7 +167,6 @@ class ScenarioRun:
             scenario=self.scenario.name,
             speed=self.clock.speed,
             start_ms=self.clock.start_ms,
-            wall_start_ms=self.clock.wall_start_ms,
             sim_s=min(self.scheduler.logical_s, self.scenario.duration_s)
             if stopped
             else self.scenario.duration_s,
@@ -292,9 +231,9 @@ class ScenarioRun:
                 self.scheduler.at(gap.from_s, ("gap", spec.id, index), self._gap_action(firmware))
                 self.scheduler.at(gap.to_s, ("regain", spec.id, index), self._regain(firmware))
         for index, action in enumerate(self.scenario.action):
-            self.scheduler.at(action.at_s, ("action", index), self._vanish_action(action))
-            if action.until_s is not None:
-                self.scheduler.at(action.until_s, ("revive", index), self._revive_action(action))
+            firmware = self.devices[action.device]
+            for k, step in enumerate(action_steps(action)):
+                self.scheduler.at(step.at_s, ("action", index, k), self._step(firmware, step))
         if self.on_progress is not None and self.progress_every_s > 0:
             self.scheduler.at(self.progress_every_s, "progress", self._progress_action)
 
@@ -322,21 +261,16 @@ class ScenarioRun:
 
         return regain
 
-    def _vanish_action(self, action: ActionSpec) -> Callable[[float], None]:
-        def vanish(t_s: float) -> None:
-            self.devices[action.device].vanish()
-            self._progress(f"[{t_s:7.0f} s] {action.device} vanishes (no goodbye)")
+    def _step(self, firmware: Firmware, step: ActionStep) -> Callable[[float], None]:
+        def run(t_s: float) -> None:
+            was_powered = firmware.powered
+            step.apply_to(firmware, self.clock.ms_at(t_s))
+            self._progress(f"[{t_s:7.0f} s] {firmware.device_id} {step.says}")
+            if firmware.powered and not was_powered:
+                # Back from the dead: its fix rhythm starts again now.
+                self.scheduler.at(t_s, ("fix", firmware.device_id), self._fix_action(firmware))
 
-        return vanish
-
-    def _revive_action(self, action: ActionSpec) -> Callable[[float], None]:
-        def revive(t_s: float) -> None:
-            firmware = self.devices[action.device]
-            firmware.revive()
-            self._progress(f"[{t_s:7.0f} s] {action.device} reboots")
-            self.scheduler.at(t_s, ("fix", action.device), self._fix_action(firmware))
-
-        return revive
+        return run
 
     def _event_action(self, event: EventSpec) -> Callable[[float], None]:
         def send(t_s: float) -> None:
@@ -373,7 +307,7 @@ class ScenarioRun:
     def _command_applied(self, firmware: Firmware, command: DeviceCommand) -> None:
         self._progress(
             f"[{self.clock.elapsed_s():7.0f} s] {firmware.device_id} received "
-            f"{_describe_command(command)}"
+            f"{describe_command(command)}"
         )
 
     def _progress(self, line: str) -> None:

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nabij.config import Order
 from nabij.contract import AlarmKind, EventType, NoticeEvent, QueueName
@@ -81,15 +81,35 @@ class EventSpec(_Strict):
     type: EventType
 
 
+ActionType = Literal["vanish", "reboot", "flap", "silence"]
+
+
 class ActionSpec(_Strict):
-    """Something done *to* a device rather than by it: `vanish` cuts its connection without
-    a goodbye (crash, destroyed, jammed), so the broker publishes its last will; the device is
-    dead until `until_s` (then it reboots and reconnects), or for good."""
+    """Something that happens to a device rather than a message it sends:
+    - `vanish`: its connection dies without a goodbye (crash, destroyed, jammed), so the broker
+      publishes its last will; dead until `until_s` (then it boots again), or for good;
+    - `reboot`: its firmware restarts (watchdog, update) while the modem keeps the connection:
+      a new boot id and seq from 0;
+    - `flap`: presence flaps `times` times between `at_s` and `until_s` (offline as the broker's
+      last will, online as the device's reconnect announcement, both retained);
+    - `silence`: it stays connected but sends no fixes until `until_s`, or for good (an app
+      killed by the phone's battery saver)."""
 
     at_s: float = Field(ge=0)
     device: str
-    type: Literal["vanish"]
+    type: ActionType
     until_s: float | None = Field(default=None, gt=0)
+    times: int = Field(default=1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _fits_its_type(self) -> ActionSpec:
+        if self.type == "reboot" and self.until_s is not None:
+            raise ValueError("a reboot takes no until_s (vanish with until_s: down for a while)")
+        if self.type == "flap" and self.until_s is None:
+            raise ValueError("flap needs until_s: the flaps are spread over [at_s, until_s)")
+        if self.type != "flap" and "times" in self.model_fields_set:
+            raise ValueError("times is for flap only")
+        return self
 
 
 class ExpectSpec(_Strict):
@@ -99,6 +119,8 @@ class ExpectSpec(_Strict):
     scenario's orders whose `at`, mapped to scenario time (see `simulators.check`), lies in
     [after_s, before_s] (`before_s` omitted: the end of the scenario); their count must be
     within [at_least, at_most]. Assumes nobody acknowledges anything during the run.
+    `happened_after_s` / `happened_before_s` (either or both) match only notices of something
+    found late (in a backlog) whose `happened_at` lies in that window.
     """
 
     kind: AlarmKind
@@ -108,6 +130,8 @@ class ExpectSpec(_Strict):
     before_s: float | None = Field(default=None, ge=0)
     at_least: int = Field(default=1, ge=0)
     at_most: int | None = Field(default=None, ge=0)
+    happened_after_s: float | None = Field(default=None, ge=0)
+    happened_before_s: float | None = Field(default=None, ge=0)
     note: str = ""
 
 
@@ -187,6 +211,9 @@ def _cross_check(scenario: Scenario) -> list[str]:
             problems.append(f"expect[{i}].before_s: earlier than after_s")
         if expect.at_most is not None and expect.at_most < expect.at_least:
             problems.append(f"expect[{i}].at_most: smaller than at_least")
+        low, high = expect.happened_after_s, expect.happened_before_s
+        if low is not None and high is not None and high < low:
+            problems.append(f"expect[{i}].happened_before_s: earlier than happened_after_s")
     return problems
 
 

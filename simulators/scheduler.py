@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Final
 
+from nabij.clock import Timescale, wall_clock_ms
+
 Action = Callable[[float], float | None]
 """Runs at its due simulated time (seconds); returns the next due time, or None to stop."""
 
@@ -25,36 +27,40 @@ Action = Callable[[float], float | None]
 _MAX_WAIT_S: Final = 0.2
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class SimClock:
-    """Maps simulated seconds since the start to wall time and to device epoch milliseconds."""
+    """Maps simulated seconds since the start to wall time and to device epoch milliseconds.
+
+    Device time is nabij's clock on the scenario's timescale (`nabij.clock.Timescale`): at
+    scenario time 0 it is `timescale.at(wall ms of the start)`, and it advances `speed` ms per
+    wall ms from there, so a nabij configured with the same speed and anchor reads the same time
+    the devices stamp. Without an anchor the run's start is the anchor (device time starts at the
+    true time); `start_ms` fixes device time at scenario time 0 outright (tests)."""
 
     def __init__(
         self,
         speed: float = 1.0,
         start_ms: int | None = None,
         *,
+        anchor_ms: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
-        if not (speed > 0 and math.isfinite(speed)):
-            raise ValueError(f"speed must be a positive finite number, not {speed!r}")
-        self.speed = speed
+        # Anchored at the start when no anchor is given (see `start`).
+        self.timescale: Final = Timescale(speed, 0 if anchor_ms is None else anchor_ms)
+        self.speed: Final = speed
+        self._anchored = anchor_ms is not None
         self._start_fixed = start_ms is not None
-        self.start_ms = wall_clock_ms() if start_ms is None else start_ms
-        self.wall_start_ms = self.start_ms
-        """Wall-clock epoch ms at `start()`: scenario time 0 on the server's clock."""
+        self.start_ms = wall_ms() if start_ms is None else start_ms
+        """Device epoch ms at scenario time 0 (nabij's clock then, with an anchor)."""
         self._monotonic = monotonic
+        self._wall_ms = wall_ms
         self._wall_start: float | None = None
 
     def start(self) -> None:
         self._wall_start = self._monotonic()
-        self.wall_start_ms = wall_clock_ms()
+        wall_start_ms = self._wall_ms()
         if not self._start_fixed:
-            # Device time starts at the true time of scenario time 0, not at construction.
-            self.start_ms = self.wall_start_ms
+            self.start_ms = self.timescale.at(wall_start_ms) if self._anchored else wall_start_ms
 
     @property
     def started(self) -> bool:

@@ -1,13 +1,13 @@
-"""Running nabij on a scenario's clock: its wall-clock timers divided by the speed.
+"""Running nabij on a scenario's clock, for a sped-up simulation that nabij judges correctly.
 
-Devices stamp scenario time (`speed` times faster than the wall), but nabij measures some things
-on its own clock: acknowledgement timeouts (escalation), offender silence (`location_unknown_s`)
-and the `updated` rate limit. Scenario expectations are written against nabij's *default*
-timers in scenario seconds, so a checked run needs nabij configured with each default divided by
-the speed, and `max_clock_ahead_s` large enough for device time to run ahead of the wall clock.
+Devices stamp scenario time, `speed` times faster than the wall. nabij judges freshness, dwells,
+silence, velocities and escalation on its own clock, so a checked run puts nabij on the same
+accelerated clock: settings `[clock]` with the speed and an anchor (`nabij.clock.Timescale`), and
+the simulator reads the same two numbers from the config. Then every timer runs in scenario
+seconds as it is configured, and expectations are written against nabij's *default* timers.
+
 `scaled_settings` makes such settings, `timescale_problems` says how a config falls short, and
 `write_config` writes a config directory for a scenario (`nabij simulate --write-config DIR`).
-Device-time settings (dwells, `max_fix_age_s`) need no change: they run on device time already.
 """
 
 from __future__ import annotations
@@ -17,65 +17,65 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from nabij.config import DEFAULT_ESCALATION, ORDERS_FILE, SETTINGS_FILE, Settings
+from nabij.clock import wall_clock_ms
+from nabij.config import DEFAULT_ESCALATION, ORDERS_FILE, SETTINGS_FILE, ClockSettings, Settings
 from nabij.contract import ALARM_KINDS
 from simulators.scenario import Scenario
 
 _DEFAULTS: Final = Settings()
-# Relative tolerance when comparing a configured timer with the one a speed needs.
+# Relative tolerance when comparing a configured timer with the default the expectations assume.
 TOLERANCE: Final = 0.01
-# Headroom on top of how far device time runs ahead, for a slow start or a settle wait.
-AHEAD_MARGIN_S: Final = 600.0
 
 
-def required_clock_ahead_s(speed: float, duration_s: float) -> float:
-    """How far ahead of the wall clock device time gets by the end of a run."""
-    return max(0.0, (speed - 1.0) * duration_s)
-
-
-def scaled_settings(base: Settings, speed: float, duration_s: float) -> Settings:
-    """`base` with nabij's server-time defaults divided by `speed` (connections untouched)."""
+def scaled_settings(base: Settings, speed: float, anchor_ms: int | None = None) -> Settings:
+    """`base` on the scenario's clock (`speed`, anchored at `anchor_ms`, default now), with the
+    default timers the expectations assume (connections untouched)."""
+    clock = ClockSettings(
+        speed=speed, anchor_ms=wall_clock_ms() if anchor_ms is None else anchor_ms
+    )
     proximity = base.proximity.model_copy(
-        update={
-            "location_unknown_s": _DEFAULTS.proximity.location_unknown_s / speed,
-        }
+        update={"location_unknown_s": _DEFAULTS.proximity.location_unknown_s}
     )
     gateway = base.gateway.model_copy(
-        update={"update_min_interval_s": _DEFAULTS.gateway.update_min_interval_s / speed}
+        update={"update_min_interval_s": _DEFAULTS.gateway.update_min_interval_s}
     )
-    escalation = {
-        kind: policy.model_copy(update={"ack_timeout_s": policy.ack_timeout_s / speed})
-        for kind, policy in DEFAULT_ESCALATION.items()
-    }
     return base.model_copy(
-        update={"proximity": proximity, "gateway": gateway, "escalation": escalation}
+        update={
+            "clock": clock,
+            "proximity": proximity,
+            "gateway": gateway,
+            "escalation": {},  # every kind on its default policy
+        }
     )
 
 
-def timescale_problems(settings: Settings, speed: float, scenario: Scenario) -> list[str]:
-    """Why `settings` cannot reproduce `scenario`'s expectations at `speed` (empty: they can)."""
-    want = scaled_settings(settings, speed, scenario.duration_s)
+def timescale_problems(settings: Settings, scenario: Scenario, speed: float | None) -> list[str]:
+    """Why `settings` cannot reproduce `scenario`'s expectations (empty: they can). `speed`, if
+    asked for, must be the clock speed the settings run nabij at."""
     problems: list[str] = []
+    clock = settings.clock
+    if speed is not None and speed != clock.speed:
+        problems.append(f"clock.speed = {clock.speed:g}, but --speed {speed:g} was asked for")
 
-    def compare(key: str, have: float, need: float) -> None:
-        if abs(have - need) > TOLERANCE * need:
-            problems.append(f"{key} = {have:g}, needs {need:g} at --speed {speed:g}")
+    def compare(key: str, have: float, want: float) -> None:
+        if abs(have - want) > TOLERANCE * want:
+            problems.append(f"{key} = {have:g}, the expectations assume the default {want:g}")
 
     compare(
         "proximity.location_unknown_s",
         settings.proximity.location_unknown_s,
-        want.proximity.location_unknown_s,
+        _DEFAULTS.proximity.location_unknown_s,
     )
     compare(
         "gateway.update_min_interval_s",
         settings.gateway.update_min_interval_s,
-        want.gateway.update_min_interval_s,
+        _DEFAULTS.gateway.update_min_interval_s,
     )
     for kind in sorted({e.kind for e in scenario.expect}):
         compare(
             f"escalation.{kind}.ack_timeout_s",
             settings.policy(kind).ack_timeout_s,
-            want.policy(kind).ack_timeout_s,
+            DEFAULT_ESCALATION[kind].ack_timeout_s,
         )
     return problems
 

@@ -14,6 +14,7 @@ stay pending meanwhile.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ import structlog
 from redis.client import Pipeline
 
 from nabij import metrics, streams
-from nabij.commit import TRANSIENT_REDIS_ERRORS, ServiceWrites, beat
+from nabij.commit import HEARTBEAT_INTERVAL_S, TRANSIENT_REDIS_ERRORS, ServiceWrites, beat
 from nabij.config import Config
 from nabij.contract import ALARM_KINDS, GatewayInput, encode, gateway_input_decoder
 from nabij.failures import describe
@@ -63,6 +64,8 @@ class GatewayService:
         self._keys = Keys(self._settings.redis.key_prefix)
         self._consumer = consumer
         self._clock = clock
+        # Waits on the wall for what falls due on nabij's clock (faster in a simulation).
+        self._timescale = self._settings.clock.timescale()
         self._book = AlarmBook(self._settings)
         self._redis = connect(self._settings.redis.url, retries=0)
         writes = ServiceWrites.build(
@@ -99,7 +102,7 @@ class GatewayService:
                 try:
                     if time.monotonic() >= next_beat:
                         beat(self._redis, self._keys, SERVICE, self._clock(), log)
-                        next_beat = time.monotonic() + 1.0
+                        next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
                     self._fire_due()
                     self._consume(stop, start_id=start_id)
                     start_id, backoff = b">", 0.05
@@ -142,10 +145,12 @@ class GatewayService:
         self._update_gauges()
 
     def _block_ms(self) -> int:
+        """Wall ms to wait for inbox entries before the next escalation falls due."""
         due = self._book.next_due_ms()
         if due is None:
             return MAX_BLOCK_MS
-        return max(1, min(MAX_BLOCK_MS, due - self._clock()))
+        wall_ms = math.ceil(self._timescale.wall_s(due - self._clock()))
+        return max(1, min(MAX_BLOCK_MS, wall_ms))
 
     def _consume(self, stop: threading.Event, *, start_id: bytes) -> None:
         while not stop.is_set():

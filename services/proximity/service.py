@@ -27,7 +27,7 @@ import structlog
 from redis.client import Pipeline
 
 from nabij import metrics, streams
-from nabij.commit import ServiceWrites, beat
+from nabij.commit import HEARTBEAT_INTERVAL_S, ServiceWrites, beat
 from nabij.config import Config
 from nabij.contract import Topics, encode
 from nabij.health import HealthServer
@@ -42,7 +42,12 @@ from services.proximity.core.state import DeviceState, PairState
 from services.proximity.outbox import CommandOutbox
 
 SERVICE = "proximity"
+# Seconds of nabij's clock between silence checks; on the wall that is divided by the clock's
+# speed (a simulation), but never more often than MIN_TICK_WALL_S.
 TICK_INTERVAL_S = 1.0
+MIN_TICK_WALL_S = 0.01
+# Longest wall wait for MQTT messages before the loop looks at its timers again.
+DRAIN_WAIT_S = 0.2
 _state_encoder = msgspec.msgpack.Encoder()
 _device_decoder = msgspec.msgpack.Decoder(DeviceState)
 _pair_decoder = msgspec.msgpack.Decoder(PairState)
@@ -187,11 +192,12 @@ class ProximityService:
         self._mqtt.loop_start()
         self._resend_outbox()  # QoS 1: paho sends them once connected
         log.info("proximity_started", orders=len(self._config.orders))
-        next_tick = 0.0
+        tick_wall_s = max(self._settings.clock.timescale().wall_s(TICK_INTERVAL_S), MIN_TICK_WALL_S)
+        next_tick = next_beat = 0.0
         caught_up = False
         try:
             while not stop.is_set():
-                batch = self._drain(timeout_s=0.2)
+                batch = self._drain(timeout_s=min(DRAIN_WAIT_S, tick_wall_s))
                 # Silence is judged only once the broker has handed over what it queued for us
                 # while we were away; otherwise every restart would report every device silent.
                 caught_up = caught_up or (
@@ -201,9 +207,10 @@ class ProximityService:
                 if batch or due:
                     self._process(batch, tick=due)
                 if due:
-                    next_tick = time.monotonic() + TICK_INTERVAL_S
-                    if self.subscribed():
+                    next_tick = time.monotonic() + tick_wall_s
+                    if self.subscribed() and time.monotonic() >= next_beat:
                         beat(self._redis, self._keys, SERVICE, self._clock(), log)
+                        next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
                 if self._health is not None:
                     self._health.heartbeat()
         finally:

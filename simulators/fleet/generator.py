@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import os
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -99,7 +100,7 @@ class ShardGenerator:
         shards: int = 1,
         qos: int = 1,
         connections: int = 1,
-        seq_base: int = 0,
+        boot: str = "0",
         client_prefix: str = "nabij-fleet",
     ) -> None:
         self.plan = plan
@@ -112,7 +113,8 @@ class ShardGenerator:
         self.topic_fields = [topic_field(self.topics.device(d, "fix")) for d in ids]
         self.batt = self.motion.rng.integers(20, 101, self.m).tolist()
         self.acc = f"{self.motion.acc_m:.1f}"
-        self.seq_base = seq_base
+        # Every device of the run shares one boot id; seq counts from 0 within it.
+        self.boot = boot
         self.conns = [
             PublishConnection(endpoint, f"{client_prefix}-{shard}-{c}-{os.getpid()}", qos=qos)
             for c in range(connections)
@@ -164,11 +166,11 @@ class ShardGenerator:
         ns = np.arange(first, upto, dtype=np.int64)
         local = ns % self.m
         lat, lon, speed, heading = self.motion.step(self.indices[local])
-        seqs = (self.seq_base + ns // self.m).tolist()
+        seqs = (ns // self.m).tolist()
         stamps = (t0_ms + np.round(ns * step * 1000.0)).astype(np.int64).tolist()
         n_conns = len(self.conns)
         batches: list[list[bytes]] = [[] for _ in range(n_conns)]
-        ids, fields, batt, acc = self.ids, self.topic_fields, self.batt, self.acc
+        ids, fields, batt, acc, boot = self.ids, self.topic_fields, self.batt, self.acc, self.boot
         for i, seq, ts, la, lo, sp, hd in zip(
             local.tolist(),
             seqs,
@@ -183,7 +185,7 @@ class ShardGenerator:
             payload = (
                 f'{{"device_id":"{ids[i]}","seq":{seq},"ts":{ts},"lat":{la:.7f},'
                 f'"lon":{lo:.7f},"acc":{acc},"src":"gnss","speed":{sp:.2f}{course},'
-                f'"batt":{batt[i]}}}'
+                f'"batt":{batt[i]},"boot":"{boot}"}}'
             ).encode()
             # A device always uses the same connection: its fixes stay in order.
             conn = i % n_conns
@@ -210,7 +212,7 @@ class FleetJob:
     duration_s: float
     qos: int
     connections: int
-    seq_base: int
+    boot: str
 
     def generator(self, shard: int = 0, shards: int = 1) -> ShardGenerator:
         return ShardGenerator(
@@ -221,7 +223,7 @@ class FleetJob:
             shards=shards,
             qos=self.qos,
             connections=self.connections,
-            seq_base=self.seq_base,
+            boot=self.boot,
         )
 
 
@@ -248,10 +250,8 @@ def run_fleet(
     on_progress: Callable[[str], None] | None = None,
 ) -> FleetReport:
     """Publish the fleet's fixes for `duration_s`; several processes share the devices."""
-    # seq continues above any earlier run, as in scenarios.
-    job = FleetJob(
-        plan, mqtt_url, topic_prefix, duration_s, qos, connections, time.time_ns() // 1_000_000
-    )
+    # A new boot id per run, as in scenarios: a later run is not a replay of this one.
+    job = FleetJob(plan, mqtt_url, topic_prefix, duration_s, qos, connections, secrets.token_hex(4))
     report = FleetReport(plan, duration_s, qos, processes, connections, FleetStats())
     if processes == 1:
         report.stats = job.generator().run(duration_s, stop, on_progress)

@@ -35,7 +35,7 @@ from nabij.contract import (
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.mqtt import MqttEndpoint, make_client
-from services.runner import Service, build_services, wall_clock_ms
+from services.runner import Service, build_services
 
 # Amsterdam Centraal; the victim stays here in most tests.
 VICTIM_HOME = (52.37881, 4.90005)
@@ -144,10 +144,11 @@ class Stack:
     def start_in_process(
         self,
         *names: str,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] | None = None,
         health: HealthServer | None = None,
     ) -> None:
-        """Run the services on threads of this process; `health` gets their readiness checks."""
+        """Run the services on threads of this process, on `clock` (default: the config's);
+        `health` gets their readiness checks."""
         self._stop.clear()
         self.services = build_services(
             self.config, names or ("proximity", "gateway"), health, clock

@@ -17,14 +17,14 @@ SPEED = 100.0
 def checked_stack(
     tmp_path: Path, scenario: Scenario, mqtt_url: str, redis_url: str, prefix: str
 ) -> Stack:
-    """nabij configured on the scenario's clock (timers / speed), running in this process."""
+    """nabij on the scenario's clock at SPEED (settings `[clock]`), running in this process."""
     base = Settings.model_validate(
         {
             "mqtt": {"url": mqtt_url, "topic_prefix": f"{prefix}/v1", "client_id": f"{prefix}-p"},
             "redis": {"url": redis_url, "key_prefix": prefix},
         }
     )
-    settings = scaled_settings(base, SPEED, scenario.duration_s)
+    settings = scaled_settings(base, SPEED)
     config_dir = write_config(tmp_path / "config", settings, scenario)
     stack = Stack(config_dir, mqtt_url, redis_url)
     stack.start_in_process()

@@ -76,12 +76,12 @@ class WireTap:
         self.client.disconnect()
 
 
-@pytest.mark.integration
 def _taken(before: dict[str, float], after: dict[str, float]) -> float:
     """Fixes and events proximity has taken in since `before`, duplicates included."""
     return sum(after[key] - before[key] for key in ("fixes", "events"))
 
 
+@pytest.mark.integration
 def test_every_seq_of_a_coverage_gap_reaches_nabij_exactly_once_in_effect(
     tmp_path: Path, mosquitto: object, redis_server: object, unique_prefix: str
 ) -> None:

@@ -2,93 +2,10 @@
 
 from __future__ import annotations
 
-import msgspec
 import pytest
 
-from nabij.contract import MAX_BACKLOG_FIXES, DeviceEvent, Fix, event_decoder, fix_decoder
-from simulators.firmware import Firmware
-from simulators.runner import RunReport, ScenarioRun, parse_scenario
-
-START_MS = 1_780_000_000_000
-_batch_decoder = msgspec.json.Decoder(list[Fix])
-
-BASE = """
-name = "t"
-duration_s = {duration}
-seed = 9
-[[order]]
-id = "ORD-T"
-offender_device = "ank-t"
-victim_devices = ["vic-t"]
-alarm_m = 500
-[[device]]
-id = "ank-t"
-role = "offender"
-interval_s = 10
-route = [{{ lat = 52.40, lon = 4.90 }}]
-{offender}
-[[device]]
-id = "vic-t"
-role = "victim"
-interval_s = 10
-route = [{{ lat = 52.37, lon = 4.89 }}]
-{victim}
-{extra}
-"""
-
-
-class Wire:
-    """A link that records publishes, drops and resumes, in order."""
-
-    def __init__(self, firmware: Firmware, log: list[tuple[str, str, bytes]]) -> None:
-        self.device_id = firmware.device_id
-        self.log = log
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        self.log.append((self.device_id, topic.rsplit("/", 1)[1], payload))
-
-    def drop(self) -> None:
-        self.log.append((self.device_id, "drop", b""))
-
-    def resume(self) -> None:
-        self.log.append((self.device_id, "resume", b""))
-
-    def close(self, timeout_s: float) -> None:
-        self.log.append((self.device_id, "close", b""))
-
-
-def play(
-    duration: float, offender: str = "", victim: str = "", extra: str = ""
-) -> tuple[RunReport, list[tuple[str, str, bytes]]]:
-    text = BASE.format(duration=duration, offender=offender, victim=victim, extra=extra)
-    log: list[tuple[str, str, bytes]] = []
-    run = ScenarioRun(
-        parse_scenario(text),
-        "mqtt://unused:1",
-        "sim/t",
-        speed=1e6,
-        start_ms=START_MS,
-        seq_base=0,
-        link_factory=lambda fw: Wire(fw, log),
-    )
-    return run.run(), log
-
-
-def messages(log: list[tuple[str, str, bytes]], device: str) -> list[Fix | DeviceEvent]:
-    out: list[Fix | DeviceEvent] = []
-    for device_id, kind, payload in log:
-        if device_id != device:
-            continue
-        if kind == "fix":
-            decoded = msgspec.json.decode(payload)
-            out.extend(
-                _batch_decoder.decode(payload)
-                if isinstance(decoded, list)
-                else [fix_decoder.decode(payload)]
-            )
-        elif kind == "event":
-            out.append(event_decoder.decode(payload))
-    return out
+from nabij.contract import MAX_BACKLOG_FIXES, DeviceEvent, Fix
+from tests.simulators.recording import START_MS, batch_decoder, messages, play
 
 
 def test_coverage_gap_buffers_and_uploads_the_backlog_as_arrays_in_seq_order() -> None:
@@ -105,7 +22,7 @@ def test_coverage_gap_buffers_and_uploads_the_backlog_as_arrays_in_seq_order() -
     assert not {"fix", "event"} & set(kinds[drop + 1 : resume])
     after = mine[resume + 1 : resume + 4]
     assert [k for k, _ in after] == ["fix", "event", "fix"]  # array, tamper, array
-    first, second = (_batch_decoder.decode(p) for k, p in after if k == "fix")
+    first, second = (batch_decoder.decode(p) for k, p in after if k == "fix")
     assert [f.ts for f in first] == [START_MS + t * 1000 for t in range(100, 201, 10)]
     assert len(second) == 19  # 210 .. 390 s: at 400 s coverage is back first
     seqs = [m.seq for m in messages(log, "ank-t")]
@@ -118,7 +35,7 @@ def test_a_long_gap_is_uploaded_in_arrays_of_at_most_1000_fixes() -> None:
     """The contract caps a backlog array at 1000 fixes: a longer backlog is split."""
     _, log = play(30_000, offender="coverage_gaps = [{ from_s = 10, to_s = 25_000 }]")
     arrays = [
-        _batch_decoder.decode(p)
+        batch_decoder.decode(p)
         for d, k, p in log
         if d == "ank-t" and k == "fix" and p.startswith(b"[")
     ]

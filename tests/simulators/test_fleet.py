@@ -70,8 +70,9 @@ def test_cli_accepts_the_fleet_form_and_the_scenario_form() -> None:
 def test_fleet_publishes_contract_fixes_on_every_device_topic(
     mosquitto: object, unique_prefix: str, qos: int
 ) -> None:
-    """At a modest rate every device publishes valid fixes on its own topic, its seq rising by
-    one per fix and its `ts` one interval apart, with the device id of the topic."""
+    """At a modest rate every device publishes valid fixes on its own topic, its seq counting
+    from 0 under the run's boot id and its `ts` one interval apart, with the device id of the
+    topic."""
     url: str = mosquitto.url  # type: ignore[attr-defined]  # fixture from tests/servers.py
     topics = Topics(unique_prefix)
     plan = FleetPlan(pairs=5, interval_s=1.0)
@@ -106,12 +107,15 @@ def test_fleet_publishes_contract_fixes_on_every_device_topic(
     if qos == 1:
         assert report.stats.acked == 30
     expected = {topics.device(plan.device_id(i), "fix") for i in range(plan.devices)}
+    boots = {fix_decoder.decode(p).boot for payloads in received.values() for p in payloads}
+    assert len(boots) == 1  # one start of the whole fleet
     assert set(received) == expected
     for topic, payloads in received.items():
         fixes = [fix_decoder.decode(p) for p in payloads]
         assert len(fixes) == 3
         assert {f.device_id for f in fixes} == {topics.parse(topic)[0]}  # type: ignore[index]
-        assert [b.seq - a.seq for a, b in itertools.pairwise(fixes)] == [1, 1]
+        assert [f.seq for f in fixes] == [0, 1, 2]
+        assert fixes[0].boot is not None and {f.boot for f in fixes} == boots
         assert [b.ts - a.ts for a, b in itertools.pairwise(fixes)] == [1000, 1000]
         # Inside the Amsterdam box, give or take the GNSS error.
         assert all(52.28 <= f.lat <= 52.43 and 4.75 <= f.lon <= 5.01 for f in fixes)

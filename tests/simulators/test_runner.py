@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from nabij.clock import Timescale
 from nabij.contract import DeviceEvent, Fix, SetInterval, Warn, encode, event_decoder, fix_decoder
 from simulators.firmware import Firmware
 from simulators.runner import ScenarioRun, load_scenario
@@ -69,7 +70,7 @@ def _run(
         "sim/test",
         speed=speed,
         start_ms=START_MS,
-        seq_base=0,
+        boot_token="t",
         link_factory=factory,
         on_progress=on_progress,
         progress_every_s=progress_every_s,
@@ -188,6 +189,22 @@ def test_sim_clock_runs_ahead_of_wall_time_by_the_speed_factor() -> None:
     assert clock.now_ms() == START_MS + 30_000
     with pytest.raises(ValueError):
         SimClock(0.0)
+
+
+@pytest.mark.parametrize("speed", [1.0, 7.5, 100.0])
+def test_devices_stamp_what_nabij_on_the_same_anchor_reads(speed: float) -> None:
+    """A run anchored where nabij's clock is stamps scenario time 0 with nabij's time at the
+    start, and later moments with nabij's time at those moments: the two clocks agree."""
+    anchor = START_MS - 3_600_000  # the config was written an hour before the run
+    nabij = Timescale(speed, anchor)
+    wall_ms, mono = [START_MS], [50.0]
+    clock = SimClock(speed, anchor_ms=anchor, monotonic=lambda: mono[0], wall_ms=lambda: wall_ms[0])
+    clock.start()
+    assert clock.start_ms == nabij.at(START_MS)
+    for step_ms in (1, 250, 60_000):
+        wall_ms[0] += step_ms
+        mono[0] += step_ms / 1000
+        assert abs(clock.now_ms() - nabij.at(wall_ms[0])) <= 1  # rounding only
 
 
 def test_a_run_cannot_be_replayed() -> None:
