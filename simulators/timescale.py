@@ -1,13 +1,14 @@
 """Running nabij on a scenario's clock: its wall-clock timers divided by the speed.
 
 Devices stamp scenario time (`speed` times faster than the wall), but nabij measures some things
-on its own clock: acknowledgement timeouts (escalation), offender silence (`location_unknown_s`)
-and the `updated` rate limit. Scenario expectations are written against nabij's *default*
-timers in scenario seconds, so a checked run needs nabij configured with each default divided by
-the speed, and `max_clock_ahead_s` large enough for device time to run ahead of the wall clock.
+on its own clock: acknowledgement timeouts (escalation), silence and presence
+(`SERVER_TIME_PROXIMITY`) and the `updated` rate limit. Scenario expectations are written
+against nabij's *default* timers in scenario seconds, so a checked run needs nabij configured
+with each default divided by the speed, and `max_clock_ahead_s` large enough for device time
+to run ahead of the wall clock.
 `scaled_settings` makes such settings, `timescale_problems` says how a config falls short, and
 `write_config` writes a config directory for a scenario (`nabij simulate --write-config DIR`).
-Device-time settings (dwells, `max_fix_age_s`) need no change: they run on device time already.
+Device-time settings (ring dwells, `max_fix_age_s`) need no change: they run on device time already.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from nabij.contract import ALARM_KINDS
 from simulators.scenario import Scenario
 
 _DEFAULTS: Final = Settings()
+# Proximity settings on nabij's clock (checked by its tick), not on device time.
+SERVER_TIME_PROXIMITY: Final = (
+    "location_unknown_s",
+    "offline_dwell_s",
+    "online_dwell_s",
+    "flap_window_s",
+    "victim_silence_s",
+)
 # Relative tolerance when comparing a configured timer with the one a speed needs.
 TOLERANCE: Final = 0.01
 # Headroom on top of how far device time runs ahead, for a slow start or a settle wait.
@@ -37,7 +46,7 @@ def scaled_settings(base: Settings, speed: float, duration_s: float) -> Settings
     """`base` with nabij's server-time defaults divided by `speed` (connections untouched)."""
     proximity = base.proximity.model_copy(
         update={
-            "location_unknown_s": _DEFAULTS.proximity.location_unknown_s / speed,
+            **{key: getattr(_DEFAULTS.proximity, key) / speed for key in SERVER_TIME_PROXIMITY},
             "max_clock_ahead_s": max(
                 base.proximity.max_clock_ahead_s,
                 required_clock_ahead_s(speed, duration_s) + AHEAD_MARGIN_S,
@@ -65,11 +74,12 @@ def timescale_problems(settings: Settings, speed: float, scenario: Scenario) -> 
         if abs(have - need) > TOLERANCE * need:
             problems.append(f"{key} = {have:g}, needs {need:g} at --speed {speed:g}")
 
-    compare(
-        "proximity.location_unknown_s",
-        settings.proximity.location_unknown_s,
-        want.proximity.location_unknown_s,
-    )
+    for key in SERVER_TIME_PROXIMITY:
+        compare(
+            f"proximity.{key}",
+            getattr(settings.proximity, key),
+            getattr(want.proximity, key),
+        )
     compare(
         "gateway.update_min_interval_s",
         settings.gateway.update_min_interval_s,

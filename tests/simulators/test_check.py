@@ -102,10 +102,14 @@ def test_a_missing_or_extra_notice_fails_and_says_which() -> None:
 
 
 def test_timers_are_scaled_by_the_speed_and_a_wall_clock_config_is_refused() -> None:
-    """Scaled settings satisfy the check; nabij's defaults at x30 are refused, by key."""
+    """Scaled settings satisfy the check (every server-time timer, presence and silence
+    included); nabij's defaults at x30 are refused, by key."""
     scenario = load_scenario("approach")
     scaled = scaled_settings(Settings(), 30.0, scenario.duration_s)
     assert scaled.proximity.location_unknown_s == pytest.approx(6.0)
+    presence = scaled.proximity
+    assert (presence.offline_dwell_s, presence.online_dwell_s) == pytest.approx((2.0, 4.0))
+    assert (presence.flap_window_s, presence.victim_silence_s) == pytest.approx((20.0, 10.0))
     assert scaled.policy("proximity_alarm").ack_timeout_s == pytest.approx(2.0)
     assert scaled.policy("proximity_alarm").escalate_to == ["police"]
     assert scaled.proximity.max_clock_ahead_s >= 29 * scenario.duration_s
@@ -113,6 +117,7 @@ def test_timers_are_scaled_by_the_speed_and_a_wall_clock_config_is_refused() -> 
     problems = timescale_problems(Settings(), 30.0, scenario)
     assert any(p.startswith("escalation.proximity_alarm.ack_timeout_s = 60") for p in problems)
     assert any(p.startswith("proximity.max_clock_ahead_s") for p in problems)
+    assert any(p.startswith("proximity.victim_silence_s = 300") for p in problems)
     assert timescale_problems(Settings(), 1.0, scenario) == []
 
 
