@@ -15,7 +15,12 @@ from typing import Final
 from nabij.config import ProximitySettings
 from nabij.contract import AlarmKind, DeviceEvent, Position, SignalAction
 from services.proximity.core.effects import Effects
-from services.proximity.core.presence import Presence, describe_causes, protection_causes
+from services.proximity.core.presence import (
+    Presence,
+    Verdict,
+    describe_causes,
+    protection_causes,
+)
 from services.proximity.core.signals import device_signal
 from services.proximity.core.state import DeviceState
 from services.proximity.core.topology import Role, Topology
@@ -131,33 +136,34 @@ class DeviceConditions:
             )
             cause = _Cause(f"{device.tag(device.last_seq)}|tick", now_ms, effects)
             self._signal(device, "location_unknown", "open", reason, cause, role="offender")
-        for device in self._devices.values():
-            # Presence needs a look only while the device's word and the alarm disagree (offline
-            # without the alarm, or online with it); protection only for some victim devices.
-            if device.online != device.offline_open and not self._may_be_unprotected(
-                device, now_ms
-            ):
-                continue  # the common case, kept cheap
+        # In a tick a victim's causes change only when her silence begins or device_offline
+        # opens or clears (the others change with inputs); anything else is skipped cheaply.
+        cutoff = now_ms - self._victim_silence_ms  # heard before it: silent
+        victims = self._victims
+        for device_id, device in self._devices.items():
+            if device.online != device.offline_open:  # presence settled: word and alarm agree
+                heard = device.last_heard_ms
+                if (
+                    heard is None
+                    or heard >= cutoff
+                    or device_id not in victims
+                    or "silent" in device.unprotected
+                ):
+                    continue
             self._tick_device(device, now_ms, effects)
-
-    def _may_be_unprotected(self, device: DeviceState, now_ms: int) -> bool:
-        """A victim device whose protection may have changed (cheap: no cause built)."""
-        if device.unprotected or device.battery_low:
-            return device.device_id in self._victims
-        heard = device.last_heard_ms
-        silent = heard is not None and now_ms - heard > self._victim_silence_ms
-        return silent and device.device_id in self._victims
 
     def _tick_device(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         if self._presence.adopt_legacy(device, now_ms):
             effects.changed_devices.add(device.device_id)
+        verdict = self._presence.judge(device, now_ms)
+        if verdict is None and not self._protection_changed(device, now_ms):
+            return  # a device offline within its dwell, or a victim whose causes hold as they were
         # No input is behind a tick: a per-device counter names its signals.
         cause = _Cause(f"{device.tag(device.last_seq)}|tick{device.tick_signals}", now_ms, effects)
-        before = len(effects.signals)
-        self._judge_presence(device, cause, changed=False)
+        device.tick_signals += 1
+        if verdict is not None:
+            self._open_or_clear(device, verdict, cause)
         self._protection(device, cause)
-        if len(effects.signals) > before:
-            device.tick_signals += 1
 
     def _aware_press(self, device: DeviceState, event: DeviceEvent, cause: _Cause) -> None:
         device_id = device.device_id
@@ -185,18 +191,24 @@ class DeviceConditions:
             cause.effects.signals.append(signal)
         cause.effects.changed_devices.add(device_id)
 
-    def _judge_presence(self, device: DeviceState, cause: _Cause, *, changed: bool = True) -> None:
-        """Open or clear device_offline if the debounced presence says so (`changed`: the
-        input just moved the device's raw presence, which is state to persist)."""
-        if changed:
-            cause.effects.changed_devices.add(device.device_id)
+    def _judge_presence(self, device: DeviceState, cause: _Cause) -> None:
+        """After an input moved the device's raw presence (state to persist): open or clear
+        device_offline if the debounced presence says so already (flapping, or a dwell of 0)."""
+        cause.effects.changed_devices.add(device.device_id)
         verdict = self._presence.judge(device, cause.now_ms)
-        if verdict is None:
-            return
+        if verdict is not None:
+            self._open_or_clear(device, verdict, cause)
+
+    def _open_or_clear(self, device: DeviceState, verdict: Verdict, cause: _Cause) -> None:
         device.offline_open = verdict.action == "open"
         role = self._topology.role_names[device.device_id]
         reason = f"{role.capitalize()} device {device.device_id}: {verdict.why}."
         self._signal(device, "device_offline", verdict.action, reason, cause)
+
+    def _protection_changed(self, device: DeviceState, now_ms: int) -> bool:
+        if device.device_id not in self._victims:
+            return False
+        return protection_causes(device, now_ms, self._victim_silence_ms) != device.unprotected
 
     def _protection(self, device: DeviceState, cause: _Cause) -> None:
         """Open, update (the causes changed) or clear victim_unprotected for a victim device."""

@@ -83,24 +83,27 @@ class Presence:
 
     def judge(self, device: DeviceState, now_ms: int) -> Verdict | None:
         """Whether device_offline opens or clears at `now_ms`; None if it stays as it is."""
-        recent = self._recent(device.drops_ms, now_ms)
+        drops = device.drops_ms
         if not device.offline_open:
-            if device.online or not device.drops_ms:
+            if device.online or not drops:
                 return None
-            if len(recent) > self.flap_drops:
-                span_s = (now_ms - recent[0]) // 1000
-                return Verdict("open", f"connection unstable: {len(recent)} drops in {span_s} s")
-            offline_ms = now_ms - device.drops_ms[-1]
+            if len(drops) > self.flap_drops:
+                recent = self._recent(drops, now_ms)
+                if len(recent) > self.flap_drops:
+                    span_s = (now_ms - recent[0]) // 1000
+                    why = f"connection unstable: {len(recent)} drops in {span_s} s"
+                    return Verdict("open", why)
+            offline_ms = now_ms - drops[-1]
             if offline_ms < self.offline_dwell_ms:
                 return None
             how = "reported power off" if device.powered_off else "reported offline"
             limit_s = self.offline_dwell_ms // 1000
             return Verdict("open", f"offline for {offline_ms // 1000} s ({how}; limit {limit_s} s)")
-        if not device.online or len(recent) > 1:
+        if not device.online:
             return None
         # `came_online` always sets it; a missing value starts the dwell now.
         since = now_ms if device.online_since_ms is None else device.online_since_ms
-        if now_ms - since < self.online_dwell_ms:
+        if now_ms - since < self.online_dwell_ms or len(self._recent(drops, now_ms)) > 1:
             return None
         return Verdict("clear", f"back online for {(now_ms - since) // 1000} s, connection steady")
 
