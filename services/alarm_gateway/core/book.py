@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from nabij.config import Settings
 from nabij.contract import AckRequest, AlarmSignal, GatewayInput, ResolveRequest
+from nabij.settings import Settings
 from services.alarm_gateway.core import transitions as t
 from services.alarm_gateway.core.notices import facts
 from services.alarm_gateway.core.record import AlarmRecord, Decision, derive_alarm_id

@@ -10,8 +10,8 @@ from typing import Final
 
 import msgspec
 
-from nabij.config import Settings
 from nabij.contract import AckRequest, AlarmKind, AlarmSignal, Notice, QueueName, ResolveRequest
+from nabij.settings import Settings
 from services.alarm_gateway.core.notices import build_notices, facts
 from services.alarm_gateway.core.record import APPLIED_IDS_KEPT, AlarmRecord
 

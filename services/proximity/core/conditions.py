@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from nabij.config import ProximitySettings
 from nabij.contract import AlarmKind, DeviceEvent, Position, SignalAction
+from nabij.settings import ProximitySettings
 from services.proximity.core.effects import Effects
 from services.proximity.core.presence import (
     Presence,

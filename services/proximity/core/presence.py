@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from nabij.config import ProximitySettings
 from nabij.contract import SignalAction
+from nabij.settings import ProximitySettings
 from services.proximity.core.state import DeviceState
 
 ProtectionCause = Literal["silent", "offline", "battery_low"]
