@@ -21,6 +21,7 @@ from nabij.contract import (
     Position,
     QueueName,
     ResolveRequest,
+    SignalAction,
     encode,
     notice_decoder,
 )
@@ -33,7 +34,7 @@ from services.alarm_gateway.core.alarms import (
     build_notices,
     decode_record,
 )
-from tests.gateway.factories import T0
+from tests.gateway.factories import T0, signal
 
 KEYS = ("key-a", "key-b", "key-c")
 
@@ -256,19 +257,9 @@ def test_flapping_after_an_ack_is_rate_limited_and_withdraws_the_ack_at_most_onc
     pool: list[AlarmSignal] = []
     run = Run(config=config, pool=pool, book=AlarmBook(config))
 
-    def flap(action: str) -> AlarmSignal:
-        pool.append(
-            AlarmSignal(
-                signal_id=f"flap-{len(pool)}",
-                action=action,  # type: ignore[arg-type]  # one of the three actions
-                kind=kind,
-                alarm_key="key-flap",
-                order_id="ORD-1",
-                offender_device="ank-1",
-                at=T0,
-                reason=f"Device ank-1 {action} ({len(pool)})",
-            )
-        )
+    def flap(action: SignalAction) -> AlarmSignal:
+        reason = f"Device ank-1 {action} ({len(pool)})"
+        pool.append(signal(f"flap-{len(pool)}", action, kind=kind, key="key-flap", reason=reason))
         return pool[-1]
 
     alarm_id = run.apply(flap("open")).upserts[0].alarm_id
@@ -290,7 +281,7 @@ def test_flapping_after_an_ack_is_rate_limited_and_withdraws_the_ack_at_most_onc
         assert record is not None
         acked = record.acknowledged_by is not None
         if op in ("open", "update", "clear"):
-            observe(run.apply(flap(op)), acked)
+            observe(run.apply(flap(op)), acked)  # type: ignore[arg-type]  # one of the actions
         elif op == "tick":
             for due_id in run.book.due(run.now):
                 decision = run.book.fire_due(due_id, run.now)
