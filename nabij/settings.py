@@ -118,6 +118,26 @@ class ProximitySettings(StrictModel):
     # inside opens at once.
     zone_exit_margin_m: float = Field(default=50, ge=0)
     zone_deep_m: float = Field(default=50, ge=0)
+    # Presence (server time, checked every tick; docs/proximity.md section 9). device_offline
+    # opens when a device has been offline (status online:false, last will, power_off) this long:
+    # the broker publishes a will only after the link is already gone, and a reconnect after a
+    # cell handover or a broker restart takes seconds, so a minute hides those and still tells
+    # the operator well before an offender's location_unknown (180 s).
+    offline_dwell_s: float = Field(default=60, ge=0)
+    # It clears only after the device has been online (status online or an accepted fix)
+    # continuously this long: two fixes at the normal 60 s interval, so a device that drops again
+    # at once never produces a clear and a reopen.
+    online_dwell_s: float = Field(default=120, ge=0)
+    # More than this many drops within flap_window_s open device_offline at once ("connection
+    # unstable"), without the dwell: a link that drops every half minute is never offline for a
+    # whole dwell, and is exactly what a shielded or failing device looks like.
+    flap_drops: int = Field(default=3, ge=1, le=100)
+    flap_window_s: PositiveSeconds = 600
+    # A victim device with no accepted fix (server time) for this long leaves its victim
+    # unprotected: five missed fixes at the normal 60 s interval. Longer than the offender's
+    # location_unknown_s because a victim indoors loses GNSS far more often than she is at risk,
+    # and the victim device already speeds up to 15 s while an offender is near.
+    victim_silence_s: PositiveSeconds = 300
 
 
 class GatewaySettings(StrictModel):

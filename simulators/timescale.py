@@ -23,6 +23,14 @@ from nabij.contract import ALARM_KINDS
 from simulators.scenario import Scenario
 
 _DEFAULTS: Final = Settings()
+# Proximity timers whose defaults the scenario expectations are written against.
+TIMERS_ASSUMED: Final = (
+    "location_unknown_s",
+    "offline_dwell_s",
+    "online_dwell_s",
+    "flap_window_s",
+    "victim_silence_s",
+)
 # Relative tolerance when comparing a configured timer with the default the expectations assume.
 TOLERANCE: Final = 0.01
 
@@ -34,7 +42,7 @@ def scaled_settings(base: Settings, speed: float, anchor_ms: int | None = None) 
         speed=speed, anchor_ms=wall_clock_ms() if anchor_ms is None else anchor_ms
     )
     proximity = base.proximity.model_copy(
-        update={"location_unknown_s": _DEFAULTS.proximity.location_unknown_s}
+        update={key: getattr(_DEFAULTS.proximity, key) for key in TIMERS_ASSUMED}
     )
     gateway = base.gateway.model_copy(
         update={"update_min_interval_s": _DEFAULTS.gateway.update_min_interval_s}
@@ -61,11 +69,10 @@ def timescale_problems(settings: Settings, scenario: Scenario, speed: float | No
         if abs(have - want) > TOLERANCE * want:
             problems.append(f"{key} = {have:g}, the expectations assume the default {want:g}")
 
-    compare(
-        "proximity.location_unknown_s",
-        settings.proximity.location_unknown_s,
-        _DEFAULTS.proximity.location_unknown_s,
-    )
+    for key in TIMERS_ASSUMED:
+        compare(
+            f"proximity.{key}", getattr(settings.proximity, key), getattr(_DEFAULTS.proximity, key)
+        )
     compare(
         "gateway.update_min_interval_s",
         settings.gateway.update_min_interval_s,

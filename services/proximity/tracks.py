@@ -3,7 +3,9 @@
 A scenario (TOML) places everything in metres east and north of an `origin`, so tracks read like
 a sketch: `path = [[t_s, east_m, north_m], ...]` moves a device linearly between waypoints (and
 holds it after the last); `gaps = [[from_s, to_s]]` silences it (a tunnel); `[[device.fix]]`
-adds one-off fixes (a cell fix, a GPS jump). Zones and
+adds one-off fixes (a cell fix, a GPS jump; `batt` optional); `[[device.event]]` adds events
+(`t_s`, `type`, optional `batt`), numbered with the fixes; `status = [[t_s, online], ...]` adds
+presence messages (no seq). Zones and
 corridors may use `at = [east, north]` + `radius_m`, or `polygon = [[east, north], ...]`.
 `[[expect]]` lists the alarm timeline the scenario must produce (see tests/scenarios).
 """
@@ -22,7 +24,7 @@ from typing import Any
 from pyproj import Geod
 
 from nabij.config import Config, ProximitySettings, Settings, validate_orders
-from nabij.contract import Fix, Topics, encode
+from nabij.contract import DeviceEvent, DeviceStatus, Fix, TopicKind, Topics, encode
 from services.replay.records import Recorded
 
 _GEOD = Geod(ellps="WGS84")
@@ -72,12 +74,12 @@ def load_scenario(path: Path) -> Scenario:
     orders = validate_orders([_order(o, origin) for o in raw.get("order", [])], str(path))
     config = Config(directory=path.parent, settings=settings, orders=orders)
     topics = Topics(settings.mqtt.topic_prefix)
-    fixes: list[Fix] = []
+    uplinks: list[_Uplink] = []
     for device in raw.get("device", []):
-        fixes.extend(_fixes(device, origin, start_ms, float(raw["duration_s"])))
-    fixes.sort(key=lambda f: (f.ts, f.device_id))
+        uplinks.extend(_uplinks(device, origin, start_ms, float(raw["duration_s"])))
+    uplinks.sort(key=lambda u: (u.ts, u.device))
     records = [
-        Recorded(topics.device(f.device_id, "fix"), encode(f), f.ts + LATENCY_MS) for f in fixes
+        Recorded(topics.device(u.device, u.kind), u.payload, u.ts + LATENCY_MS) for u in uplinks
     ]
     records.sort(key=lambda r: r.received_ms)
     expected = [
@@ -134,9 +136,18 @@ def _order(raw: dict[str, Any], origin: tuple[float, float]) -> dict[str, Any]:
     return order
 
 
-def _fixes(
+@dataclass(frozen=True, slots=True)
+class _Uplink:
+    ts: int
+    device: str
+    kind: TopicKind
+    payload: bytes
+
+
+def _uplinks(
     raw: dict[str, Any], origin: tuple[float, float], start_ms: int, duration_s: float
-) -> list[Fix]:
+) -> list[_Uplink]:
+    """A device's fixes and events (one seq counter, in time order) and its status messages."""
     device = raw["id"]
     every_s = float(raw.get("every_s", 15))
     rng = random.Random(raw.get("seed", 1))
@@ -150,9 +161,16 @@ def _fixes(
             times.append((t, {}))
         t += every_s
     times.extend((float(extra["t_s"]), extra) for extra in raw.get("fix", []))
+    times.extend((float(item["t_s"]), {"event": item}) for item in raw.get("event", []))
     times.sort(key=lambda item: item[0])
-    out: list[Fix] = []
+    out: list[_Uplink] = []
     for seq, (t_s, extra) in enumerate(times):
+        ts = start_ms + round(t_s * 1000)
+        if "event" in extra:
+            kind, batt = extra["event"]["type"], extra["event"].get("batt")
+            message = DeviceEvent(device_id=device, seq=seq, ts=ts, type=kind, batt=batt)
+            out.append(_Uplink(ts, device, "event", encode(message)))
+            continue
         if "at" in extra:
             east, north = extra["at"]
         else:
@@ -163,17 +181,20 @@ def _fixes(
                 east += radius * math.sin(angle)
                 north += radius * math.cos(angle)
         lat, lon = offset(origin, east, north)
-        out.append(
-            Fix(
-                device_id=device,
-                seq=seq,
-                ts=start_ms + round(t_s * 1000),
-                lat=round(lat, 7),
-                lon=round(lon, 7),
-                acc=float(extra.get("acc", raw.get("acc", 5.0))),
-                src=extra.get("src", raw.get("src")),
-            )
+        fix = Fix(
+            device_id=device,
+            seq=seq,
+            ts=ts,
+            lat=round(lat, 7),
+            lon=round(lon, 7),
+            acc=float(extra.get("acc", raw.get("acc", 5.0))),
+            src=extra.get("src", raw.get("src")),
+            batt=extra.get("batt"),
         )
+        out.append(_Uplink(ts, device, "fix", encode(fix)))
+    for t_s, online in raw.get("status", []):
+        ts = start_ms + round(float(t_s) * 1000)
+        out.append(_Uplink(ts, device, "status", encode(DeviceStatus(online=online, ts=ts))))
     return out
 
 

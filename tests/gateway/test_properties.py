@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from nabij.contract import (
     Position,
     QueueName,
     ResolveRequest,
+    SignalAction,
     encode,
     notice_decoder,
 )
@@ -32,7 +34,7 @@ from services.alarm_gateway.core.alarms import (
     build_notices,
     decode_record,
 )
-from tests.gateway.factories import T0
+from tests.gateway.factories import T0, signal
 
 KEYS = ("key-a", "key-b", "key-c")
 
@@ -219,6 +221,82 @@ def _restart(run: Run) -> AlarmBook:
     assert book.open_alarms() == run.book.open_alarms()
     assert book.next_due_ms() == run.book.next_due_ms()
     return book
+
+
+flap_ops = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["open", "update", "clear", "clear"]), gaps),
+        st.tuples(st.sampled_from(["tick", "ack", "restart"]), gaps),
+    ),
+    min_size=5,
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    interval_s=st.sampled_from([0, 5, 30, 600]),
+    ack_timeout_s=st.sampled_from([1, 30, 300]),
+    kind=st.sampled_from([k for k in ALARM_KINDS if k != "aware_button"]),
+    steps=flap_ops,
+)
+def test_flapping_after_an_ack_is_rate_limited_and_withdraws_the_ack_at_most_once_per_interval(
+    interval_s: int, ack_timeout_s: int, kind: AlarmKind, steps: list[tuple[str, int]]
+) -> None:
+    """Any sequence of open/update/clear signals of one key (each a new input), timer turns,
+    re-acknowledgements and restarts, after an acknowledged alarm: it stays one alarm; two
+    withdrawals of the acknowledgement are at least an update interval apart (so flapping
+    within an interval withdraws it at most once); every `cleared` notice, and every `updated`
+    but a real return right after a told clear, comes at least an interval after the previous
+    `updated`/`cleared` notice (so at most two in any interval)."""
+    policy = EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=ack_timeout_s)
+    config = Settings(
+        gateway=GatewaySettings(update_min_interval_s=interval_s), escalation={kind: policy}
+    )
+    interval = interval_s * 1000
+    pool: list[AlarmSignal] = []
+    run = Run(config=config, pool=pool, book=AlarmBook(config))
+
+    def flap(action: SignalAction) -> AlarmSignal:
+        reason = f"Device ank-1 {action} ({len(pool)})"
+        pool.append(signal(f"flap-{len(pool)}", action, kind=kind, key="key-flap", reason=reason))
+        return pool[-1]
+
+    alarm_id = run.apply(flap("open")).upserts[0].alarm_id
+    run.apply(AckRequest(request_id="ack-0", alarm_id=alarm_id, by="op", at=T0))
+    withdrawals: list[int] = []
+    told: list[tuple[int, str]] = []  # (at, event) of every updated/cleared notice
+
+    def observe(decision: Decision, acked_before: bool) -> None:
+        events = {(n.at, n.event) for _, n in decision.notices}
+        told.extend(sorted(e for e in events if e[1] in ("updated", "cleared")))
+        record = run.book.get(alarm_id)
+        assert record is not None, "one alarm for the whole sequence"
+        if acked_before and record.acknowledged_by is None:
+            withdrawals.append(run.now)
+
+    for n, (op, dt) in enumerate(steps):
+        run.now += dt
+        record = run.book.get(alarm_id)
+        assert record is not None
+        acked = record.acknowledged_by is not None
+        if op in ("open", "update", "clear"):
+            observe(run.apply(flap(op)), acked)  # type: ignore[arg-type]  # one of the actions
+        elif op == "tick":
+            for due_id in run.book.due(run.now):
+                decision = run.book.fire_due(due_id, run.now)
+                run.check(decision)
+                observe(decision, acked)
+        elif op == "ack":
+            request = AckRequest(request_id=f"ack-{n + 1}", alarm_id=alarm_id, by="op", at=T0)
+            observe(run.apply(request), acked)
+        else:
+            run.book = _restart(run)
+    for earlier, later in itertools.pairwise(withdrawals):
+        assert later - earlier >= interval, withdrawals
+    for (before, before_event), (at, event) in itertools.pairwise(told):
+        real_return = event == "updated" and before_event == "cleared"
+        assert at - before >= interval or real_return, told
 
 
 def test_records_in_decisions_are_never_mutated_later() -> None:

@@ -83,22 +83,68 @@ def test_every_aware_press_is_a_notice() -> None:
     assert book.due(T0 + 20 + 60 * SECOND) == [alarm_id]
 
 
-def test_wobbling_condition_stays_one_alarm() -> None:
-    """open/clear/open/clear ... of one key over 10 minutes is one alarm id; each return of the
-    condition is an immediate `updated` (not rate limited) saying the condition returned."""
+def test_wobbling_condition_stays_one_alarm_and_its_notices_are_rate_limited() -> None:
+    """open/clear/open/clear ... of one key every 30 s over 10 minutes is one alarm id. The first
+    clear is told at once and the return after it is a real return (an immediate `updated`);
+    from then on clears and returns fall within the 600 s interval and are held, so nothing is
+    sent until the interval passes: then one notice tells the latest state (here: cleared)."""
     book = AlarmBook(settings(update_min_interval_s=600))
     ids: set[str] = set()
+    events: list[tuple[int, str]] = []
     for step in range(20):
         now = T0 + step * 30 * SECOND
         action: SignalAction = "open" if step % 2 == 0 else "clear"
         decision = book.apply(signal(f"w{step}", action), now)
         ids.update(record.alarm_id for record in decision.upserts)
-        expected = {0: "opened"}.get(step, "updated" if action == "open" else "cleared")
-        assert events_of(decision) == {expected}, step
-        if step and action == "open":
+        events.extend((step, notice.event) for _, notice in decision.notices)
+        if step == 2:
             assert "Condition returned" in decision.notices[0][1].reason
-    assert len(ids) == 1
-    assert len(book.open_alarms()) == 1
+    assert events == [(0, "opened"), (1, "cleared"), (2, "updated")]
+    assert len(ids) == 1 and len(book.open_alarms()) == 1
+    [record] = book.open_alarms()
+    assert record.condition == "cleared" and record.pending_update
+    book.apply(ack("a1", record.alarm_id), T0 + 600 * SECOND)  # no escalation in the way
+    assert book.fire_due(record.alarm_id, T0 + 659 * SECOND).notices == []
+    flushed = book.fire_due(record.alarm_id, T0 + 660 * SECOND)
+    assert events_of(flushed) == {"cleared"}
+
+
+def test_a_return_before_the_clear_was_told_keeps_the_acknowledgement() -> None:
+    """A clear held by the rate limit was never told, so the condition coming back is only an
+    update: the acknowledgement stays, nothing is notified at once, and the flush tells the
+    latest (active) facts as an `updated`."""
+    book = AlarmBook(settings(update_min_interval_s=30))
+    alarm_id = book.apply(signal("s1"), T0).upserts[0].alarm_id
+    book.apply(signal("s2", "update"), T0 + SECOND)  # an update goes out: the clock starts
+    book.apply(ack("a1", alarm_id), T0 + 2 * SECOND)
+    held_clear = book.apply(signal("s3", "clear"), T0 + 3 * SECOND)
+    assert held_clear.notices == [] and held_clear.upserts[0].pending_update
+    back = book.apply(signal("s4", "open", distance_m=200.0), T0 + 4 * SECOND)
+    assert back.notices == []
+    record = back.upserts[0]
+    assert (record.condition, record.acknowledged_by) == ("active", "op-anna")
+    flushed = book.fire_due(alarm_id, T0 + 31 * SECOND)
+    assert [(n.event, n.distance_m) for _, n in flushed.notices] == [("updated", 200.0)]
+    assert flushed.upserts[0].acknowledged_by == "op-anna"
+
+
+def test_a_real_return_after_a_told_clear_withdraws_the_acknowledgement() -> None:
+    """Once the queues were told the condition cleared, its return is notified at once and
+    withdraws the acknowledgement (escalation re-arms); the next clear is then held for an
+    interval, so a second return inside it withdraws nothing."""
+    book = AlarmBook(settings(update_min_interval_s=30))
+    alarm_id = book.apply(signal("s1"), T0).upserts[0].alarm_id
+    book.apply(ack("a1", alarm_id), T0 + SECOND)
+    cleared = book.apply(signal("s2", "clear"), T0 + 2 * SECOND)
+    assert events_of(cleared) == {"cleared"}
+    back = book.apply(signal("s3", "open"), T0 + 3 * SECOND)
+    assert events_of(back) == {"updated"}
+    assert back.upserts[0].acknowledged_by is None
+    assert back.upserts[0].next_due_ms == T0 + 3 * SECOND + MINUTE
+    book.apply(ack("a2", alarm_id), T0 + 4 * SECOND)
+    assert book.apply(signal("s4", "clear"), T0 + 5 * SECOND).notices == []
+    again = book.apply(signal("s5", "open"), T0 + 6 * SECOND)
+    assert again.notices == [] and again.upserts[0].acknowledged_by == "op-anna"
 
 
 def test_updates_are_rate_limited_and_held_update_is_flushed() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from nabij.config import ProximitySettings
 from nabij.contract import DeviceStatus
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import StatusUpdate, Uplink
@@ -77,7 +78,7 @@ def test_a_newer_seq_with_an_older_device_time_is_taken() -> None:
 
 def test_events_share_the_seq_counter_with_fixes() -> None:
     """An event with a seq at or below the last fix's seq is ignored like a fix would be."""
-    eng = engine()
+    eng = engine(offline_dwell_s=0)
     apply(eng, fix_at(OFFENDER, 5, T0), T0)
     effects = apply(eng, event(OFFENDER, 5, T0, "power_off"), T0)
     assert effects.ignored == [(OFFENDER, "duplicate")] and effects.signals == []
@@ -152,7 +153,7 @@ def test_battery_low_opens_once_and_clears_ten_points_above_the_threshold() -> N
     drive.fix(VICTIM, T0 + 2 * S, batt=25)
     assert of_action(drive.effects.signals, "clear", "battery_low") == []
     step = drive.fix(VICTIM, T0 + 3 * S, batt=26)
-    signals = drive.effects.signals
+    signals = [s for s in drive.effects.signals if s.kind == "battery_low"]
     assert [(s.action, s.victim_device) for s in signals] == [
         ("open", VICTIM),
         ("clear", VICTIM),
@@ -173,10 +174,11 @@ def test_gnss_events_are_recorded_without_an_alarm() -> None:
     assert step.changed_devices == {OFFENDER}
 
 
-def test_status_offline_and_online_open_and_clear_device_offline() -> None:
-    """online:false opens device_offline in every order of the device, a repeat changes nothing,
-    online:true clears it; a second outage gets new signal ids."""
-    eng = engine(TWO_ORDERS)
+def test_without_dwells_status_offline_and_online_open_and_clear_device_offline_at_once() -> None:
+    """With both presence dwells at 0, online:false opens device_offline in every order of the
+    device at once, a repeat changes nothing, online:true clears it; a second outage gets new
+    signal ids."""
+    eng = ProximityEngine(TWO_ORDERS, ProximitySettings(offline_dwell_s=0, online_dwell_s=0))
     offline = StatusUpdate(OFFENDER, DeviceStatus(online=False))
     online = StatusUpdate(OFFENDER, DeviceStatus(online=True))
     first = apply(eng, offline, T0)
@@ -191,18 +193,22 @@ def test_status_offline_and_online_open_and_clear_device_offline() -> None:
     assert len(ids) == 6
 
 
-def test_power_off_opens_device_offline_and_a_fix_clears_it() -> None:
-    """power_off opens device_offline; the next accepted fix shows the device is back."""
-    drive = Drive(engine())
+def test_without_dwells_power_off_opens_device_offline_and_a_fix_clears_it() -> None:
+    """With both presence dwells at 0, power_off opens device_offline; the next accepted fix
+    shows the device is back."""
+    drive = Drive(engine(offline_dwell_s=0, online_dwell_s=0))
     drive.event(VICTIM, T0, "power_off")
     assert not drive.engine.device(VICTIM).online
     step = drive.fix(VICTIM, T0 + 60 * S)
-    assert [(s.action, s.kind) for s in step.signals] == [("clear", "device_offline")]
+    assert [(s.action, s.kind) for s in step.signals if s.kind == "device_offline"] == [
+        ("clear", "device_offline")
+    ]
 
 
 def test_location_unknown_opens_on_tick_after_silence_and_a_fix_clears_it() -> None:
     """An offender silent (server time) beyond location_unknown_s opens location_unknown once per
-    order at a tick; the next fix clears it. A silent victim or a never-heard device does not."""
+    order at a tick; the next fix clears it. A silent victim or a never-heard device does not
+    (the victim's silence is victim_unprotected, tested in test_presence.py)."""
     eng = engine(TWO_ORDERS)
     apply(eng, fix_at(OFFENDER, 0, T0), T0)
     apply(eng, fix_at(VICTIM, 0, T0), T0)
@@ -218,7 +224,7 @@ def test_location_unknown_opens_on_tick_after_silence_and_a_fix_clears_it() -> N
     assert effects.changed_devices == {OFFENDER}
     again = Effects()
     eng.tick(T0 + 400 * S, again)
-    assert again.signals == []
+    assert [s for s in again.signals if s.kind != "victim_unprotected"] == []
     cleared = apply(eng, fix_at(OFFENDER, 1, T0 + 401 * S), T0 + 401 * S)
     assert [(s.action, s.kind) for s in opens(cleared.signals)] == []
     assert [(s.action, s.order_id) for s in cleared.signals] == [("clear", "O-1"), ("clear", "O-2")]

@@ -126,7 +126,10 @@ class AlarmBook:
             # Every press is a notice: never rate limited, held, filtered or merged.
             reason = f"Alarm button pressed again: {facts(signal)}"
             return self._upsert(t.update_now(rules, current, signal, token, now_ms, reason=reason))
-        if current.condition == "cleared":
+        if t.told_cleared(current):
+            # A real return: the queues were told the condition ended, and it is back. That is
+            # news the acknowledgement did not cover. A return before the clear was told is
+            # not: the queues never heard it end, so it is an update like any other.
             reason = f"Condition returned: {facts(signal)}"
             return self._upsert(t.update_now(rules, current, signal, token, now_ms, reason=reason))
         return self._upsert(t.update_limited(rules, current, signal, token, now_ms))

@@ -91,19 +91,22 @@ def open_alarm(rules: Rules, signal: AlarmSignal, alarm_id: str, token: str, now
 def clear(
     rules: Rules, current: AlarmRecord, signal: AlarmSignal, token: str, now_ms: int
 ) -> Step | None:
-    """The condition passed: `cleared` to every queue told so far. None if already cleared."""
+    """The condition passed: `cleared` to every queue told so far, under the update rate limit.
+
+    Within an interval of the last `updated`/`cleared` notice the clear is held
+    (`pending_update`) and `fire` tells it when the interval has passed; a return before then is
+    no return at all for the queues (they were never told it ended). None if already cleared.
+    """
     if current.condition == "cleared":
         return None  # already told; a second `cleared` would only add noise
     record = fresh(current, token)
     record.condition = "cleared"
     record.cleared_at = now_ms
     record.latest = signal
-    record.pending_update = False  # superseded: the cleared notice carries the latest facts
-    # The escalation timer is left running: an unacknowledged alarm always reaches a human, even
-    # when its condition has passed. Only an acknowledgement (or a resolve) stops it.
-    tail = "" if record.acknowledged_by else "; escalation continues until acknowledged"
-    reason = f"Condition cleared: {facts(signal)}{tail}"
-    return rules.settle(record, build_notices(record, "cleared", reason, now_ms))
+    if held(rules, record, now_ms):
+        record.pending_update = True
+        return rules.settle(record, NO_NOTICES.copy())
+    return rules.settle(record, _tell(record, now_ms))
 
 
 def update_now(
@@ -115,10 +118,13 @@ def update_now(
     *,
     reason: str,
 ) -> Step:
-    """An `updated` notice at once, outside the rate limit (a press, a returned condition).
+    """An `updated` notice at once, outside the rate limit: a press, or a real return (the
+    condition back after the queues were told it cleared; see `told_cleared`).
 
     Either is new danger that an earlier acknowledgement did not cover: the acknowledgement is
-    withdrawn and escalation re-arms, so a human must take this one too.
+    withdrawn and escalation re-arms, so a human must take this one too. A real return can
+    follow a told clear at once, but a told clear is itself rate limited: withdrawals of one
+    alarm's acknowledgement are at least an update interval apart.
     """
     record = fresh(current, token)
     if record.acknowledged_by is not None:
@@ -135,17 +141,38 @@ def update_now(
 def update_limited(
     rules: Rules, current: AlarmRecord, signal: AlarmSignal, token: str, now_ms: int
 ) -> Step:
-    """New facts: `updated` unless one went out less than an interval ago; then it is held
+    """New facts (or a condition back before its clear was told): `updated` unless an
+    `updated`/`cleared` notice went out less than an interval ago; then it is held
     (`pending_update`) and `fire` sends it when the interval has passed."""
     record = fresh(current, token)
     record.latest = signal
-    if record.last_update_at is not None and now_ms < rules.flush_at(record):
+    record.condition = "active"
+    if held(rules, record, now_ms):
         record.pending_update = True
         return rules.settle(record, NO_NOTICES.copy())
+    return rules.settle(record, _tell(record, now_ms))
+
+
+def told_cleared(record: AlarmRecord) -> bool:
+    """Whether the queues were told the condition ended (a clear held back is not told yet; an
+    escalation tells it too, in its reason)."""
+    return record.condition == "cleared" and not record.pending_update
+
+
+def held(rules: Rules, record: AlarmRecord, now_ms: int) -> bool:
+    """Whether the rate limit holds a notice back: one went out less than an interval ago."""
+    return record.last_update_at is not None and now_ms < rules.flush_at(record)
+
+
+def _tell(record: AlarmRecord, now_ms: int) -> Notices:
+    """The record's condition and latest facts, now: `cleared` or `updated` (rate limited)."""
     record.pending_update = False
     record.last_update_at = now_ms
-    notices = build_notices(record, "updated", f"Update: {facts(signal)}", now_ms)
-    return rules.settle(record, notices)
+    if record.condition == "cleared":
+        tail = "" if record.acknowledged_by else "; escalation continues until acknowledged"
+        reason = f"Condition cleared: {facts(record.latest)}{tail}"
+        return build_notices(record, "cleared", reason, now_ms)
+    return build_notices(record, "updated", f"Update: {facts(record.latest)}", now_ms)
 
 
 def acknowledge(
@@ -198,10 +225,7 @@ def fire(rules: Rules, current: AlarmRecord, now_ms: int) -> Step | None:
     if record.acknowledged_by is None and escalation_due is not None and escalation_due <= now_ms:
         return rules.settle(record, escalate(rules, record, now_ms))
     if record.pending_update and rules.flush_at(record) <= now_ms:
-        record.pending_update = False
-        record.last_update_at = now_ms
-        notices = build_notices(record, "updated", f"Update: {facts(record.latest)}", now_ms)
-        return rules.settle(record, notices)
+        return rules.settle(record, _tell(record, now_ms))
     record, notices = rules.settle(record, NO_NOTICES.copy())
     return None if record.next_due_ms == current.next_due_ms else (record, notices)
 
@@ -210,7 +234,9 @@ def escalate(rules: Rules, record: AlarmRecord, now_ms: int) -> Notices:
     """Not acknowledged in time: widen to the escalation queues, or remind the same ones.
 
     The escalated notice goes to the new queues and to every queue already told, so probation
-    sees that police got it. It carries the latest facts, so a held-back update goes with it.
+    sees that police got it. It carries the latest facts, so a held-back update goes with it; a
+    held-back clear stays held (its reason says the condition cleared, but the `cleared` notice
+    keeps to the rate limit, so a return after it is still no real return).
     """
     policy = rules.settings.policy(record.kind)
     waited_s = max(0, now_ms - record.opened_at) // 1000
@@ -223,6 +249,7 @@ def escalate(rules: Rules, record: AlarmRecord, now_ms: int) -> Notices:
     else:
         action = f": reminder, level {record.level}"
     reason = f"Not acknowledged after {waited_s} s{action}{state}: {facts(record.latest)}"
-    record.pending_update = False
+    if record.condition == "active":
+        record.pending_update = False
     record.escalation_due_ms = now_ms + rules.timeout_ms(record.kind)
     return build_notices(record, "escalated", reason, now_ms)

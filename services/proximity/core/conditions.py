@@ -1,7 +1,10 @@
-"""Alarms about one device rather than a pair: button, tamper, battery, presence, silence.
+"""Alarms about one device rather than a pair: button, tamper, battery, presence, silence, and
+whether a victim device can protect its victim.
 
-Each is signalled once per order the device belongs to, under a device alarm key. Sequence checks
-are done by the engine before anything here runs.
+Each is signalled once per order the device belongs to (victim_unprotected: per order it is a
+victim in), under a device alarm key. Sequence checks are done by the engine before anything here
+runs. Presence is debounced (`presence.py`): inputs record what the device says, and the tick
+decides on server time when device_offline opens or clears.
 """
 
 from __future__ import annotations
@@ -12,9 +15,15 @@ from typing import Final
 from nabij.contract import AlarmKind, DeviceEvent, Position, SignalAction
 from nabij.settings import ProximitySettings
 from services.proximity.core.effects import Effects
+from services.proximity.core.presence import (
+    Presence,
+    Verdict,
+    describe_causes,
+    protection_causes,
+)
 from services.proximity.core.signals import device_signal
 from services.proximity.core.state import DeviceState
-from services.proximity.core.topology import Topology
+from services.proximity.core.topology import Role, Topology
 
 # A battery_low alarm clears only this far above the threshold, so a wavering gauge cannot flap.
 BATTERY_CLEAR_MARGIN_PCT: Final = 10
@@ -38,6 +47,13 @@ class DeviceConditions:
         self._battery_low_pct = settings.battery_low_pct
         self._battery_clear_pct = settings.battery_low_pct + BATTERY_CLEAR_MARGIN_PCT
         self._location_unknown_ms = round(settings.location_unknown_s * 1000)
+        self._presence = Presence.build(settings)
+        self._victim_silence_ms = round(settings.victim_silence_s * 1000)
+        self._victims = frozenset(
+            device
+            for device, memberships in topology.memberships.items()
+            if any(m.role == "victim" for m in memberships)
+        )
 
     def on_fix(
         self,
@@ -51,6 +67,7 @@ class DeviceConditions:
         if not (
             device.location_unknown
             or not device.online
+            or device.unprotected
             or (batt is not None and (batt != device.batt or device.battery_low))
         ):
             return  # the common case, kept cheap
@@ -59,11 +76,12 @@ class DeviceConditions:
             device.location_unknown = False
             silent_s = (cause.now_ms - (heard_before or cause.now_ms)) // 1000
             reason = f"Offender device {device.device_id} reported a fix again after {silent_s} s."
-            self._signal(device, "location_unknown", "clear", reason, cause, offender_only=True)
-        if not device.online:
-            self._set_online(device, True, "sent a fix", cause)
+            self._signal(device, "location_unknown", "clear", reason, cause, role="offender")
+        if self._presence.came_online(device, now_ms):
+            self._judge_presence(device, cause)
         if batt is not None:
             self._battery(device, batt, cause, reported_low=False)
+        self._protection(device, cause)
 
     def on_event(
         self,
@@ -84,14 +102,15 @@ class DeviceConditions:
             reason = f"Strap tamper reported by {role} device {device.device_id}."
             self._signal(device, "strap_tamper", "open", reason, cause)
         elif event.type == "power_off":
-            if device.online:
-                self._set_online(device, False, "reported power off", cause)
+            if self._presence.went_offline(device, now_ms, powered_off=True):
+                self._judge_presence(device, cause)
         elif event.type in ("gnss_lost", "gnss_restored"):
             # No alarm of its own: location_unknown covers the silence that follows.
             device.gnss_lost = event.type == "gnss_lost"
         if event.batt is not None or event.type == "battery_low":
             reported_low = event.type == "battery_low"
             self._battery(device, event.batt, cause, reported_low=reported_low)
+        self._protection(device, cause)
 
     def on_status(self, device: DeviceState, online: bool, now_ms: int, effects: Effects) -> None:
         if online == device.online:
@@ -101,10 +120,16 @@ class DeviceConditions:
         cause = _Cause(
             f"{device.tag(device.last_seq)}|status{device.status_changes}", now_ms, effects
         )
-        self._set_online(device, online, "is back online" if online else "went offline", cause)
+        if online:
+            self._presence.came_online(device, now_ms)
+        else:
+            self._presence.went_offline(device, now_ms, powered_off=False)
+        self._judge_presence(device, cause)
+        self._protection(device, cause)
 
     def tick(self, now_ms: int, effects: Effects) -> None:
-        """Open location_unknown for offender devices silent (in server time) beyond the limit."""
+        """On server time: location_unknown for offender devices silent beyond the limit; the
+        debounced device_offline; victim devices that cannot protect their victim."""
         limit = self._location_unknown_ms
         for device_id in self._topology.offenders:
             device = self._devices[device_id]
@@ -117,7 +142,35 @@ class DeviceConditions:
                 f"(limit {limit // 1000} s)."
             )
             cause = _Cause(f"{device.tag(device.last_seq)}|tick", now_ms, effects)
-            self._signal(device, "location_unknown", "open", reason, cause, offender_only=True)
+            self._signal(device, "location_unknown", "open", reason, cause, role="offender")
+        # In a tick a victim's causes change only when her silence begins or device_offline
+        # opens or clears (the others change with inputs); anything else is skipped cheaply.
+        cutoff = now_ms - self._victim_silence_ms  # heard before it: silent
+        victims = self._victims
+        for device_id, device in self._devices.items():
+            if device.online != device.offline_open:  # presence settled: word and alarm agree
+                heard = device.last_heard_ms
+                if (
+                    heard is None
+                    or heard >= cutoff
+                    or device_id not in victims
+                    or "silent" in device.unprotected
+                ):
+                    continue
+            self._tick_device(device, now_ms, effects)
+
+    def _tick_device(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
+        if self._presence.adopt_legacy(device, now_ms):
+            effects.changed_devices.add(device.device_id)
+        verdict = self._presence.judge(device, now_ms)
+        if verdict is None and not self._protection_changed(device, now_ms):
+            return  # a device offline within its dwell, or a victim whose causes hold as they were
+        # No input is behind a tick: a per-device counter names its signals.
+        cause = _Cause(f"{device.tag(device.last_seq)}|tick{device.tick_signals}", now_ms, effects)
+        device.tick_signals += 1
+        if verdict is not None:
+            self._open_or_clear(device, verdict, cause)
+        self._protection(device, cause)
 
     def _aware_press(self, device: DeviceState, event: DeviceEvent, cause: _Cause) -> None:
         device_id = device.device_id
@@ -145,12 +198,43 @@ class DeviceConditions:
             cause.effects.signals.append(signal)
         cause.effects.changed_devices.add(device_id)
 
-    def _set_online(self, device: DeviceState, online: bool, what: str, cause: _Cause) -> None:
-        device.online = online
+    def _judge_presence(self, device: DeviceState, cause: _Cause) -> None:
+        """After an input moved the device's raw presence (state to persist): open or clear
+        device_offline if the debounced presence says so already (flapping, or a dwell of 0)."""
+        cause.effects.changed_devices.add(device.device_id)
+        verdict = self._presence.judge(device, cause.now_ms)
+        if verdict is not None:
+            self._open_or_clear(device, verdict, cause)
+
+    def _open_or_clear(self, device: DeviceState, verdict: Verdict, cause: _Cause) -> None:
+        device.offline_open = verdict.action == "open"
         role = self._topology.role_names[device.device_id]
-        reason = f"{role.capitalize()} device {device.device_id} {what}."
-        action: SignalAction = "clear" if online else "open"
-        self._signal(device, "device_offline", action, reason, cause)
+        reason = f"{role.capitalize()} device {device.device_id}: {verdict.why}."
+        self._signal(device, "device_offline", verdict.action, reason, cause)
+
+    def _protection_changed(self, device: DeviceState, now_ms: int) -> bool:
+        if device.device_id not in self._victims:
+            return False
+        return protection_causes(device, now_ms, self._victim_silence_ms) != device.unprotected
+
+    def _protection(self, device: DeviceState, cause: _Cause) -> None:
+        """Open, update (the causes changed) or clear victim_unprotected for a victim device."""
+        if device.device_id not in self._victims:
+            return
+        causes = protection_causes(device, cause.now_ms, self._victim_silence_ms)
+        if causes == device.unprotected:
+            return
+        action: SignalAction = "clear" if not causes else "update" if device.unprotected else "open"
+        device.unprotected = list(causes)
+        if causes:
+            why = describe_causes(device, causes, cause.now_ms, self._victim_silence_ms)
+            reason = f"Victim device {device.device_id} cannot protect its victim: {why}."
+        else:
+            reason = (
+                f"Victim device {device.device_id} protects its victim again: reporting, online, "
+                "battery not low."
+            )
+        self._signal(device, "victim_unprotected", action, reason, cause, role="victim")
 
     def _battery(
         self, device: DeviceState, batt: int | None, cause: _Cause, *, reported_low: bool
@@ -178,11 +262,11 @@ class DeviceConditions:
         reason: str,
         cause: _Cause,
         *,
-        offender_only: bool = False,
+        role: Role | None = None,
     ) -> None:
-        """One signal per order of the device (only those it is offender in, if asked)."""
+        """One signal per order of the device (only those it has `role` in, if given)."""
         for membership in self._topology.memberships[device.device_id]:
-            if offender_only and membership.role != "offender":
+            if role is not None and membership.role != role:
                 continue
             signal = device_signal(
                 kind,

@@ -65,6 +65,8 @@ class DeviceState(msgspec.Struct):
     last_heard_ms: int | None = None
     """Server time of the newest accepted position; silence is measured on it."""
     online: bool = True
+    """What the device last said of its presence (status, power_off, a fix). The debounced
+    device_offline alarm is `offline_open` (see `presence.py`)."""
     battery_low: bool = False
     batt: int | None = None
     location_unknown: bool = False
@@ -96,6 +98,21 @@ class DeviceState(msgspec.Struct):
     """Messages refused or out of order since the last accepted one."""
     refused_since_ms: int | None = None
     refused_reason: str | None = None
+    # --- presence debounced, and the victim's protection (`presence.py`, `conditions.py`) ---
+    offline_open: bool = False
+    """device_offline is open: offline beyond the dwell, or the connection unstable."""
+    online_since_ms: int | None = None
+    """Server time since which the device has been online without a drop (set on return)."""
+    drops_ms: list[int] = []
+    """Server times of the latest drops (online -> offline), oldest first; the newest is when
+    the current offline stretch began. At most `flap_drops + 1`, within the flap window."""
+    powered_off: bool = False
+    """The current offline stretch began with a power_off event (said in the reason)."""
+    unprotected: list[str] = []
+    """Victim devices: the causes of the open victim_unprotected alarm (empty: none open)."""
+    tick_signals: int = 0
+    """Ticks that signalled about this device, so their signal ids (no input behind them) stay
+    unique and a replay after a crash gives the same ids."""
 
     def tag(self, seq: int) -> str:
         """What names input `seq` of this device in signal ids: unique across counter restarts."""
