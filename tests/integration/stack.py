@@ -15,11 +15,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 import paho.mqtt.client as paho
 import redis
 
+from nabij.clock import Timescale
 from nabij.config import Config, load_config
 from nabij.contract import (
     DeviceCommand,
@@ -35,6 +37,7 @@ from nabij.contract import (
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.mqtt import MqttEndpoint, make_client
+from services.proximity.core.state import DeviceState
 from services.runner import Service, build_services
 
 # Amsterdam Centraal; the victim stays here in most tests.
@@ -47,6 +50,53 @@ def north_of(origin: tuple[float, float], metres: float) -> tuple[float, float]:
     return origin[0] + metres / METRES_PER_DEG_LAT, origin[1]
 
 
+TEST_SPEED = 20.0
+"""nabij's clock in integration tests runs this many times faster than the wall (`[clock]`), and
+the test devices stamp and pace their messages on it: a 10 s fix interval takes 0.5 s."""
+
+
+class TestClock(Protocol):
+    """nabij's clock as a test drives it: devices `advance_to` a message's time before sending."""
+
+    def __call__(self) -> int: ...
+
+    def advance_to(self, t_ms: int) -> None: ...
+
+
+class PacedClock:
+    """The stack's scaled clock; `advance_to` waits on the wall until it reads `t_ms`."""
+
+    def __init__(self, timescale: Timescale) -> None:
+        self._timescale = timescale
+
+    def __call__(self) -> int:
+        return self._timescale.at(now_ms())
+
+    def advance_to(self, t_ms: int) -> None:
+        while (ahead_ms := t_ms - self()) > 0:
+            time.sleep(self._timescale.wall_s(ahead_ms / 1000))
+
+
+class ManualClock:
+    """Server time the test moves by hand (epoch ms), so timeouts need no waiting."""
+
+    def __init__(self, start_ms: int) -> None:
+        self._now = start_ms
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            return self._now
+
+    def advance(self, ms: int) -> None:
+        with self._lock:
+            self._now += ms
+
+    def advance_to(self, t_ms: int) -> None:
+        with self._lock:
+            self._now = max(self._now, t_ms)
+
+
 def write_config(
     directory: Path,
     *,
@@ -55,10 +105,16 @@ def write_config(
     prefix: str,
     orders_toml: str,
     extra_toml: str = "",
+    speed: float = TEST_SPEED,
 ) -> Path:
+    """A config for a test stack, on a clock `speed` times the wall (anchored now)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "nabij.toml").write_text(
         f"""
+[clock]
+speed = {speed}
+anchor_ms = {now_ms()}
+
 [mqtt]
 url = "{mqtt_url}"
 topic_prefix = "{prefix}/v1"
@@ -97,24 +153,52 @@ class SimDevice:
     device_id: str
     client: paho.Client
     topics: Topics
+    clock: TestClock
     seq: int = 0
+    boot: str | None = None
+    skew_ms: int = 0
+    """How far this device's clock is off nabij's (stamped on, never waited for)."""
     commands: list[DeviceCommand] = field(default_factory=list)
 
     def fix(
         self, ts: int, where: tuple[float, float], acc: float = 5.0, seq: int | None = None
     ) -> Fix:
+        """Sent when nabij's clock reads `ts`, stamped `ts` plus the device's clock skew."""
+        self.clock.advance_to(ts)
         self.seq = self.seq + 1 if seq is None else seq
-        fix = Fix(self.device_id, self.seq, ts, where[0], where[1], acc, src="gnss")
+        fix = Fix(
+            self.device_id, self.seq, ts + self.skew_ms, where[0], where[1], acc, src="gnss",
+            boot=self.boot,
+        )  # fmt: skip
         self.publish_raw("fix", encode(fix))
         return fix
 
     def backlog(self, fixes: Iterable[Fix]) -> None:
+        """Stored fixes sent now, as one array (their times are when they were measured)."""
         self.publish_raw("fix", msgspec.json.encode(list(fixes)))
 
-    def event(self, ts: int, type_: str, **extra: float) -> None:
+    def stored_fix(self, ts: int, where: tuple[float, float], acc: float = 5.0) -> Fix:
+        """A fix measured at `ts` while out of coverage: counted, not sent (see `backlog`)."""
         self.seq += 1
-        event = DeviceEvent(self.device_id, self.seq, ts, type_, **extra)  # type: ignore[arg-type]  # type_ is checked by the decoder at nabij's end
+        return Fix(
+            self.device_id, self.seq, ts + self.skew_ms, where[0], where[1], acc, src="gnss",
+            boot=self.boot,
+        )  # fmt: skip
+
+    def event(self, ts: int, type_: str, **extra: float) -> None:
+        """Sent when nabij's clock reads `ts` (a time in the past is sent at once)."""
+        self.clock.advance_to(ts)
+        self.seq += 1
+        event = DeviceEvent(
+            self.device_id, self.seq, ts + self.skew_ms, type_,  # type: ignore[arg-type]  # type_ is checked by the decoder at nabij's end
+            boot=self.boot, **extra,  # type: ignore[arg-type]  # as above
+        )  # fmt: skip
         self.publish_raw("event", encode(event))
+
+    def reboot(self, boot: str | None) -> None:
+        """The counter starts again, under a new boot id (None: old firmware sends none)."""
+        self.boot = boot
+        self.seq = -1
 
     def publish_raw(self, kind: str, payload: bytes, topic: str | None = None) -> None:
         info = self.client.publish(
@@ -138,20 +222,24 @@ class Stack:
         self._threads: list[threading.Thread] = []
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self.services: dict[str, Service] = {}
+        self.clock: TestClock = PacedClock(self.config.settings.clock.timescale())
+        """nabij's clock: the services run on it, the devices stamp and pace by it."""
 
     # --- services ---------------------------------------------------------------------------
 
     def start_in_process(
         self,
         *names: str,
-        clock: Callable[[], int] | None = None,
+        clock: TestClock | None = None,
         health: HealthServer | None = None,
     ) -> None:
-        """Run the services on threads of this process, on `clock` (default: the config's);
-        `health` gets their readiness checks."""
+        """Run the services on threads of this process, on `clock` (default: the config's, which
+        the devices then pace by); `health` gets their readiness checks."""
+        if clock is not None:
+            self.clock = clock
         self._stop.clear()
         self.services = build_services(
-            self.config, names or ("proximity", "gateway"), health, clock
+            self.config, names or ("proximity", "gateway"), health, self.clock
         )
         for name, service in self.services.items():
             thread = threading.Thread(
@@ -224,7 +312,7 @@ class Stack:
             f"test-{device_id}-{time.monotonic_ns()}",
             persistent_session=False,
         )
-        device = SimDevice(device_id, client, self.topics)
+        device = SimDevice(device_id, client, self.topics, self.clock)
 
         def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
             device.commands.append(command_decoder.decode(message.payload))
@@ -251,6 +339,20 @@ class Stack:
             lambda: predicate(self.notices(queue)), what=what, detail=lambda: self.notices(queue)
         )
         return self.notices(queue)
+
+    def device_state(self, device_id: str) -> DeviceState | None:
+        """The device's state as the proximity service last committed it."""
+        blob = self.redis.get(self.keys.device_state(device_id))
+        return None if blob is None else msgspec.msgpack.decode(blob, type=DeviceState)
+
+    def wait_committed(self, device: SimDevice) -> None:
+        """Until the proximity service has committed the device's latest message."""
+
+        def taken() -> bool:
+            state = self.device_state(device.device_id)
+            return state is not None and (state.boot, state.last_seq) == (device.boot, device.seq)
+
+        wait_until(taken, what=f"{device.device_id} seq {device.seq} committed")
 
     def deadletters(self) -> list[dict[bytes, bytes]]:
         return [fields for _id, fields in self.redis.xrange(self.keys.deadletter)]

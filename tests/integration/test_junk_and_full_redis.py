@@ -18,7 +18,7 @@ import pytest
 from nabij.health import HealthServer
 from nabij.redis_io import DeadLetter
 from tests.integration.conftest import StackFactory
-from tests.integration.stack import now_ms, wait_until
+from tests.integration.stack import wait_until
 from tests.integration.test_alarm_path import kinds
 from tests.servers import FILLER_KEY, RedisServer, fill_to_the_cap
 
@@ -78,7 +78,7 @@ def test_a_flood_of_1_mb_junk_leaves_redis_small_and_a_press_still_reaches_polic
     offender = stack.device("ank-1")
     for payload in payloads:
         offender.publish_raw("fix", payload)
-    stack.device("vic-1").event(now_ms(), "aware_button")
+    stack.device("vic-1").event(stack.clock(), "aware_button")
 
     stack.wait_notices("police", lambda ns: "aware_button" in kinds(ns, "opened"), "the press")
     wait_until(
@@ -128,7 +128,7 @@ def test_a_full_redis_holds_the_press_until_memory_frees_and_nothing_is_lost(
             ),
             what="the junk dropped and counted",
         )
-        stack.device("vic-1").event(now_ms(), "aware_button")
+        stack.device("vic-1").event(stack.clock(), "aware_button")
         wait_until(
             lambda: (
                 _sample("nabij_redis_oom_refusals_total", service="proximity", write="commit")

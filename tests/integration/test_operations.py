@@ -13,7 +13,7 @@ import pytest
 from services.alarm_gateway import operators
 from services.cli import main
 from tests.integration.conftest import StackFactory
-from tests.integration.stack import VICTIM_HOME, now_ms, wait_until
+from tests.integration.stack import VICTIM_HOME, wait_until
 from tests.integration.test_alarm_path import kinds, walk
 from tests.servers import free_port
 
@@ -46,7 +46,7 @@ def test_run_serves_readiness_health_and_metrics(make_stack: StackFactory) -> No
         wait_until(lambda: http_get(f"{base}/readyz")[0] == 200, what="ready", detail=stack.logs)
         assert http_get(f"{base}/healthz")[0] == 200
         victim = stack.device("vic-1")
-        victim.fix(now_ms(), VICTIM_HOME)
+        victim.fix(stack.clock(), VICTIM_HOME)
         victim.publish_raw("fix", b"{broken")
         wait_until(
             lambda: 'reason="invalid_json"' in http_get(f"{base}/metrics")[1],
@@ -67,7 +67,7 @@ def test_alarms_ack_and_resolve_from_the_command_line(
     """A dispatcher lists an open alarm, acknowledges it, resolves it, and it is gone."""
     stack = make_stack()
     stack.start_in_process()
-    walk(stack.device("ank-1"), stack.device("vic-1"), now_ms() - 60_000, [50])
+    walk(stack.device("ank-1"), stack.device("vic-1"), stack.clock(), [50])
     probation = stack.wait_notices(
         "probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "alarm opened"
     )
@@ -96,7 +96,7 @@ def test_a_consumer_group_sees_each_notice_once(make_stack: StackFactory) -> Non
     stack.start_in_process()
     victim = stack.device("vic-1")
     for i in range(6):
-        victim.event(now_ms() - i, "aware_button")
+        victim.event(stack.clock() - i, "aware_button")
     everything = [
         n.notice_id for n in stack.wait_notices("police", lambda ns: len(ns) >= 6, "six notices")
     ]

@@ -19,13 +19,13 @@ from services.proximity.core.state import DeviceState
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import (
     VICTIM_HOME,
+    ManualClock,
     SimDevice,
     Stack,
     north_of,
     now_ms,
     wait_until,
 )
-from tests.integration.test_alarm_path import ManualClock
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from nabij.contract import Warn, encode
 from services.proximity.core.state import DeviceState
 from tests.integration.conftest import StackFactory
-from tests.integration.stack import VICTIM_HOME, north_of, now_ms, wait_until
+from tests.integration.stack import VICTIM_HOME, north_of, wait_until
 from tests.integration.test_alarm_path import fast_escalation, kinds, walk
 from tests.servers import RedisServer
 
@@ -26,13 +26,13 @@ def test_gateway_kill9_keeps_open_alarm_and_fires_escalation_due_while_down(
     stack = make_stack(extra_toml=fast_escalation(ack_timeout_s=ACK_TIMEOUT_S))
     stack.start_process("proximity")
     stack.start_process("gateway")
-    walk(stack.device("ank-1"), stack.device("vic-1"), now_ms() - 60_000, [50])
+    walk(stack.device("ank-1"), stack.device("vic-1"), stack.clock(), [50])
     probation = stack.wait_notices(
         "probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "alarm opened"
     )
     stack.kill_process("gateway")
     escalation_due = next(n.at for n in probation if n.event == "opened") + ACK_TIMEOUT_S * 1000
-    wait_until(lambda: now_ms() > escalation_due + 500, what="escalation to fall due")
+    wait_until(lambda: stack.clock() > escalation_due + 500, what="escalation to fall due")
     assert stack.notices("police") == []
     stack.start_process("gateway")
     police = stack.wait_notices("police", bool, "escalation after restart")
@@ -48,7 +48,7 @@ def test_proximity_kill9_keeps_pair_state_and_queued_fixes(make_stack: StackFact
     stack.start_process("gateway")
     stack.start_process("proximity")
     offender, victim = stack.device("ank-1"), stack.device("vic-1")
-    ts = walk(offender, victim, now_ms() - 3_600_000, [50])
+    ts = walk(offender, victim, stack.clock(), [50])
     stack.wait_notices("probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "opened")
     stack.kill_process("proximity")
     # Published while proximity is dead: the broker keeps them for its persistent session.
@@ -75,7 +75,7 @@ def test_victim_position_never_reaches_probation_offender_or_logs(make_stack: St
     offender.client.message_callback_add(
         stack.topics.device("ank-1", "cmd"), lambda _c, _u, m: raw_commands.append(m.payload)
     )
-    ts = walk(offender, victim, now_ms() - 3_600_000, [1500, 900, 600, 400, 300, 300, 300])
+    ts = walk(offender, victim, stack.clock(), [1500, 900, 600, 400, 300, 300, 300])
     victim.event(ts, "aware_button", lat=VICTIM_HOME[0], lon=VICTIM_HOME[1], acc=8.0)
     stack.wait_notices(
         "police",
@@ -109,10 +109,10 @@ def test_both_services_ride_out_a_redis_restart(
     stack.start_process("proximity")
     stack.start_process("gateway")
     offender, victim = stack.device("ank-1"), stack.device("vic-1")
-    walk(offender, victim, now_ms() - 60_000, [50])
+    walk(offender, victim, stack.clock(), [50])
     stack.wait_notices("probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "opened")
     redis_server.restart()
-    victim.event(now_ms(), "aware_button")
+    victim.event(stack.clock(), "aware_button")
     stack.wait_notices("police", lambda ns: "aware_button" in kinds(ns, "opened"), "aware press")
     assert stack.processes_alive() == {"proximity": True, "gateway": True}
     opened = [n for n in stack.notices("probation") if n.event == "opened"]
@@ -142,7 +142,7 @@ def test_a_batch_with_commands_leaves_them_in_the_outbox_until_the_next_commit(
     stack = make_stack()
     stack.start_in_process()
     offender, victim = stack.device("ank-1"), stack.device("vic-1")
-    ts = walk(offender, victim, now_ms() - 60_000, [50])
+    ts = walk(offender, victim, stack.clock(), [50])
     wait_until(lambda: Warn(level="alarm") in victim.commands, what="the alarm warning")
     walk(offender, victim, ts, [60])  # a later batch: its commit clears what was sent
     wait_until(lambda: stack.redis.xlen(stack.keys.command_outbox) == 0, what="outbox cleared")
@@ -162,7 +162,7 @@ def test_kill9_of_both_services_mid_stream_changes_no_outcome(
     distances = [3000 - 150 * i for i in range(18)] + [300] * 10 + [3000] * 12
     rng = random.Random(seed)
     kills = {rng.randrange(5, 20): "proximity", rng.randrange(20, 38): "gateway"}
-    ts = now_ms() - 3_600_000
+    ts = stack.clock()
     for step, distance in enumerate(distances):
         if step in kills:
             stack.kill_process(kills[step])

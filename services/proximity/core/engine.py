@@ -173,7 +173,7 @@ class ProximityEngine:
         device = self._known(event.device_id, effects)
         if device is None:
             return
-        verdict = admit(device, event.boot, event.seq, event.ts)
+        verdict = admit(device, event.boot, event.seq, event.ts)  # a new boot restarts the counter
         tag = None
         if event.type in SAFETY_EVENTS:
             # A press or a cut strap is never dropped for its clock, its counter or for arriving
@@ -184,9 +184,8 @@ class ProximityEngine:
             if seen_press(device, digest):
                 effects.ignored.append((device.device_id, "duplicate"))
                 return
+            # It moves no counter either: it may come on the fast lane, ahead of earlier fixes.
             tag = f"{event.type}-{digest}"
-            if verdict in ("new", "out_of_order"):
-                take(device, verdict, event.seq, event.ts)
         elif verdict == "new":
             take(device, verdict, event.seq, event.ts)
         else:

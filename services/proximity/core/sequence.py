@@ -37,23 +37,24 @@ def admit(device: DeviceState, boot: str | None, seq: int, ts: int) -> Verdict:
         if device.last_seq >= 0 and seq - device.last_seq > MAX_SEQ_JUMP:
             return "seq_jump"
         return "new"
+    if ts > device.last_ts:
+        # An old seq with a newer time than anything taken is no redelivery (that carries the
+        # time it had): the counter was reset (a reboot of firmware that sends no boot id).
+        restart(device, boot)
+        return "new"
     if device.seq_seen(seq):
         return "duplicate"
     if device.last_seq - seq <= SEEN_WINDOW:
         return "out_of_order"  # within the window and never seen: a late message
-    if _reset(device, seq, ts):
+    if _stray_run(device, seq):
         restart(device, boot)
         return "new"
     return "out_of_order"
 
 
-def _reset(device: DeviceState, seq: int, ts: int) -> bool:
-    """A seq far below the counter is a reset (reboot of old firmware, or a poisoned counter
-    healing) when the device's clock says the message is newer than the newest taken, or when
-    `RESET_CONFIRM` such messages arrive in a row with increasing seqs. A redelivery is neither:
-    it carries an older time, and it was taken before."""
-    if ts > device.last_ts:
-        return True
+def _stray_run(device: DeviceState, seq: int) -> bool:
+    """`RESET_CONFIRM` messages in a row, increasing, far below the counter: a reset, even when
+    the device time of the counter's top cannot be trusted (a forged or glitched message)."""
     device.strays = device.strays + 1 if seq > device.stray_seq >= 0 else 1
     device.stray_seq = seq
     return device.strays >= RESET_CONFIRM
