@@ -20,6 +20,7 @@ from tests.integration.stack import (
     Stack,
     north_of,
     now_ms,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -84,6 +85,8 @@ def test_a_wrong_clock_alarms_at_the_same_time_as_a_right_one(
             devices[f"ank-{pair}"].skew_ms += 290_000 if glitched else 0
             step(stack, devices[f"ank-{pair}"], t + 1000, distance)
             devices[f"ank-{pair}"].skew_ms -= 290_000 if glitched else 0
+        # A notice's `at` is the gateway's clock when it applies the signal: let it catch up.
+        wait_until(stack.inbox_settled, what="gateway applied every signal")
     probation = stack.wait_notices(
         "probation",
         lambda ns: len(opened(ns, "proximity_alarm")) == 2,
