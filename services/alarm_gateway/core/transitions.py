@@ -223,7 +223,10 @@ def fire(rules: Rules, current: AlarmRecord, now_ms: int) -> Step | None:
     record = fresh(current)
     escalation_due = record.escalation_due_ms
     if record.acknowledged_by is None and escalation_due is not None and escalation_due <= now_ms:
-        return rules.settle(record, escalate(rules, record, now_ms))
+        notices = escalate(rules, record, now_ms)
+        if record.pending_update and rules.flush_at(record) <= now_ms:
+            notices += _tell(record, now_ms)  # a held clear due as well: one turn tells both
+        return rules.settle(record, notices)
     if record.pending_update and rules.flush_at(record) <= now_ms:
         return rules.settle(record, _tell(record, now_ms))
     record, notices = rules.settle(record, NO_NOTICES.copy())

@@ -52,7 +52,9 @@ class DeviceFaults:
         device.refused_reason = reason
         if device.refused_since_ms is None:
             device.refused_since_ms = now_ms
-        effects.changed_devices.add(device.device_id)
+        # Soft state: written with the device's next change, never a commit of its own, so junk
+        # costs no state write (and cannot block on a full Redis); a restart only restarts the
+        # count. Raising the fault changes the device (`_settle`).
         self._settle(device, now_ms, effects)
 
     def tick(self, now_ms: int, effects: Effects) -> None:

@@ -17,6 +17,9 @@ Verdict = Literal["new", "duplicate", "out_of_order", "seq_jump"]
 
 MAX_SEQ_JUMP: Final = 1_000_000
 """A device at one message a second needs 11 days to count this far; a bigger step is refused."""
+RESTART_SEQ_MAX: Final = 3
+"""A seq this low, with a newer device time than the newest message taken, is a restarted
+counter (firmware counts from 0 or 1 after a reboot); a higher one is merely out of order."""
 RESET_CONFIRM: Final = 3
 """Messages in a row, increasing, far below the counter that are taken as a counter reset."""
 PRIOR_BOOTS_KEPT: Final = 4
@@ -37,14 +40,15 @@ def admit(device: DeviceState, boot: str | None, seq: int, ts: int) -> Verdict:
         if device.last_seq >= 0 and seq - device.last_seq > MAX_SEQ_JUMP:
             return "seq_jump"
         return "new"
-    if ts > device.last_ts:
-        # An old seq with a newer time than anything taken is no redelivery (that carries the
-        # time it had): the counter was reset (a reboot of firmware that sends no boot id).
+    far_below = device.last_seq - seq > SEEN_WINDOW
+    if ts > device.last_ts and (seq <= RESTART_SEQ_MAX or far_below):
+        # A counter that starts again (or fell far) with a newer time than anything taken is
+        # no redelivery (that carries the time it had): a reboot of firmware without boot ids.
         restart(device, boot)
         return "new"
     if device.seq_seen(seq):
         return "duplicate"
-    if device.last_seq - seq <= SEEN_WINDOW:
+    if not far_below:
         return "out_of_order"  # within the window and never seen: a late message
     if _stray_run(device, seq):
         restart(device, boot)
