@@ -5,14 +5,8 @@ from __future__ import annotations
 
 from nabij.contract import DeviceEvent, Fix, fix_decoder
 from simulators import geo
-from simulators.runner import list_scenarios, load_scenario
+from simulators.runner import load_scenario
 from tests.simulators.recording import START_MS, messages, record
-from tests.simulators.test_scenarios_checked import WAITING_FOR
-
-
-def test_every_scenario_waited_for_is_packaged() -> None:
-    """The xfail list names real scenarios only (a renamed one would silently run unmarked)."""
-    assert set(WAITING_FOR) <= set(list_scenarios())
 
 
 def test_the_press_after_a_reboot_reuses_a_seq_the_device_sent_before() -> None:
