@@ -156,11 +156,13 @@ class ProximityEngine:
         if event.type in CLOCK_EXEMPT_EVENTS:
             # A press or a cut strap is never dropped for its clock or for arriving late: only a
             # known duplicate is. Its signal id carries its seq, so a replay stays one signal.
-            if event.seq > device.last_seq:
-                device.advance_seq(event.seq)
-            elif device.seq_seen(event.seq):
+            # It moves no seq: it comes on the fast connection too, and may overtake its device's
+            # earlier fixes and events, which must not become out of order because of it.
+            if device.seq_seen(event.seq):
                 effects.ignored.append((device.device_id, "duplicate"))
                 return
+            if event.seq > device.last_seq:
+                device.take_ahead(event.seq)
             else:
                 device.mark_seen(event.seq)
         elif not self._fresh_seq(device, event.seq, effects):

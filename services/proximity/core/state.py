@@ -16,6 +16,8 @@ PairKey = tuple[str, str, str]
 # from a late message that was never seen ("out_of_order").
 SEEN_WINDOW = 64
 _SEEN_MASK = (1 << SEEN_WINDOW) - 1
+# How many safety events above `last_seq` are remembered (a device presses rarely).
+SEEN_AHEAD_MAX = 16
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -49,6 +51,9 @@ class DeviceState(msgspec.Struct):
     last_seq: int = -1
     seen_below: int = 0
     """Bit k set: seq `last_seq - 1 - k` was accepted (see `SEEN_WINDOW`)."""
+    seen_ahead: list[int] = []
+    """Seqs above `last_seq` of safety events already taken (they move no seq: a press that
+    overtook its device's earlier messages must not make them out of order)."""
     last_ts: int = 0
     """Device time of the newest accepted fix."""
     fix: Position | None = None
@@ -79,8 +84,8 @@ class DeviceState(msgspec.Struct):
         return str(seq) if self.epoch == 0 else f"{seq}@{self.epoch}"
 
     def seq_seen(self, seq: int) -> bool:
-        """Whether `seq` (<= last_seq) was accepted before, as far as the window remembers."""
-        if seq == self.last_seq:
+        """Whether `seq` was accepted before, as far as the window remembers."""
+        if seq == self.last_seq or seq in self.seen_ahead:
             return True
         offset = self.last_seq - 1 - seq
         return 0 <= offset < SEEN_WINDOW and bool(self.seen_below >> offset & 1)
@@ -94,6 +99,15 @@ class DeviceState(msgspec.Struct):
             mask |= 1 << (delta - 1)
         self.seen_below = mask
         self.last_seq = seq
+        if self.seen_ahead:
+            passed = [s for s in self.seen_ahead if s <= seq]
+            self.seen_ahead = [s for s in self.seen_ahead if s > seq]
+            for taken in passed:
+                self.mark_seen(taken)
+
+    def take_ahead(self, seq: int) -> None:
+        """Remember `seq` (> last_seq) as taken without moving `last_seq` (the newest few)."""
+        self.seen_ahead = sorted([*self.seen_ahead, seq])[-SEEN_AHEAD_MAX:]
 
     def mark_seen(self, seq: int) -> None:
         """Remember a late `seq` (< last_seq) that was taken without moving the state."""
