@@ -34,6 +34,7 @@ from nabij.contract import (
 )
 from nabij.keys import Keys
 from nabij.mqtt import MqttEndpoint, make_client
+from services.proximity.core.state import DeviceState
 from services.runner import Service, build_services, wall_clock_ms
 
 # Amsterdam Centraal; the victim stays here in most tests.
@@ -238,6 +239,20 @@ class Stack:
             lambda: predicate(self.notices(queue)), what=what, detail=lambda: self.notices(queue)
         )
         return self.notices(queue)
+
+    def device_state(self, device_id: str) -> DeviceState | None:
+        blob = self.redis.get(self.keys.device_state(device_id))
+        return None if blob is None else msgspec.msgpack.decode(blob, type=DeviceState)
+
+    def wait_applied(self, device_id: str, seq: int) -> None:
+        """The device's fixes and events up to `seq` are committed. (A press or tamper is no
+        marker for this: it comes on the fast connection too and may overtake them.)"""
+
+        def applied() -> bool:
+            state = self.device_state(device_id)
+            return state is not None and state.last_seq >= seq
+
+        wait_until(applied, what=f"{device_id} applied up to seq {seq}")
 
     def deadletters(self) -> list[dict[bytes, bytes]]:
         return [fields for _id, fields in self.redis.xrange(self.keys.deadletter)]
