@@ -26,6 +26,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -106,9 +107,16 @@ def latency_quantile(metrics: str, q: float) -> float:
     return float("inf")
 
 
+@dataclass(frozen=True)
+class Running:
+    mqtt_url: str
+    redis_url: str
+    metrics_port: int
+
+
 @contextmanager
-def proximity(orders: str, workdir: Path) -> Iterator[tuple[str, int]]:
-    """A ready `nabij proximity` with its own broker and Redis: yields (mqtt url, metrics port)."""
+def proximity(orders: str, workdir: Path, command: str = "proximity") -> Iterator[Running]:
+    """A ready `nabij proximity` (or `nabij run`: both services) with its own broker and Redis."""
     mosquitto = MosquittoServer(workdir / "mosquitto")
     redis_server = RedisServer(workdir / "redis")
     mosquitto.start()
@@ -123,19 +131,21 @@ def proximity(orders: str, workdir: Path) -> Iterator[tuple[str, int]]:
     (config / "orders.toml").write_text(orders)
     port = free_port()
     service = subprocess.Popen(
-        [*NABIJ, "proximity", "--config", str(config), "--metrics-port", str(port)],
-        stderr=(workdir / "proximity.log").open("wb"),
+        [*NABIJ, command, "--config", str(config), "--metrics-port", str(port)],
+        stderr=(workdir / f"{command}.log").open("wb"),
     )
+    wanted = ["proximity", "gateway"] if command == "run" else [command]
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if 'nabij_ready{service="proximity"} 1.0' in scrape(port):
+                metrics = scrape(port)
+                if all(f'nabij_ready{{service="{name}"}} 1.0' in metrics for name in wanted):
                     break
             except OSError:
                 pass
             time.sleep(0.1)
-        yield mosquitto.url, port
+        yield Running(mosquitto.url, redis_server.url, port)
     finally:
         service.terminate()
         service.wait(timeout=30)
@@ -144,8 +154,11 @@ def proximity(orders: str, workdir: Path) -> Iterator[tuple[str, int]]:
 
 
 def saturate(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
-    with proximity(orders_toml(pairs), workdir) as (url, port):
-        publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
+    with proximity(orders_toml(pairs), workdir) as running:
+        port = running.metrics_port
+        publisher = multiprocessing.Process(
+            target=publish, args=(running.mqtt_url, payloads(pairs, fixes))
+        )
         started = time.monotonic()
         publisher.start()
         while received(scrape(port)) < fixes and time.monotonic() - started < 300:
@@ -162,8 +175,9 @@ def saturate(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
 
 def at_rate(rate: float, duration_s: float, workdir: Path) -> dict[str, float]:
     plan = FleetPlan(pairs=max(1, round(rate * FLEET_INTERVAL_S / 2)), interval_s=FLEET_INTERVAL_S)
-    with proximity(plan.orders_toml(), workdir) as (url, port):
-        report = run_fleet(plan, url, PREFIX, duration_s=duration_s, qos=1)
+    with proximity(plan.orders_toml(), workdir) as running:
+        port = running.metrics_port
+        report = run_fleet(plan, running.mqtt_url, PREFIX, duration_s=duration_s, qos=1)
         deadline = time.monotonic() + 60
         while received(scrape(port)) < report.stats.sent and time.monotonic() < deadline:
             time.sleep(0.05)

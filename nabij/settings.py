@@ -54,6 +54,8 @@ class ProximitySettings(StrictModel):
     # surplus is refused as `flood` (only surplus that is not JSON while catching up on the
     # broker's backlog after a restart).
     device_queue_max: int = Field(default=256, ge=1)
+    # ... and once that burst is spent, this many messages a second (token bucket). Live only.
+    device_rate_max: float = Field(default=20, gt=0)
     # Per lane (fast, bulk): beyond these the MQTT reader stops reading and the broker holds the
     # rest (backpressure). 20,000 is ten default batches.
     lane_max: int = Field(default=20_000, ge=1)

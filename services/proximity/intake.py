@@ -86,7 +86,10 @@ def safety_event_of(payload: bytes, device_id: str) -> bool:
 
 
 _WHY: Final = {
-    "flood": "more than {max} messages of this device were waiting (proximity.device_queue_max)",
+    "flood": (
+        "the device sent faster than proximity.device_rate_max a second beyond a burst of "
+        "{max}, or had {max} messages waiting (proximity.device_queue_max)"
+    ),
     "unknown_device": "the device is in no order",
     "unknown_topic": "the topic is not a device uplink",
 }
@@ -167,6 +170,7 @@ class Intake:
                     verdict = queue.verdict(
                         device_id,
                         len(message.payload),
+                        now,
                         live=caught_up,
                         plausible=lambda m=message: plausible(m.payload),  # type: ignore[misc]
                     )

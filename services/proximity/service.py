@@ -95,7 +95,12 @@ class ProximityService:
         self._intake = Intake(
             self._topics,
             self._engine.is_known,
-            LaneLimits(ingest.device_queue_max, ingest.lane_max, ingest.lane_max_bytes),
+            LaneLimits(
+                ingest.device_queue_max,
+                ingest.lane_max,
+                ingest.lane_max_bytes,
+                ingest.device_rate_max,
+            ),
             clock,
             report_every_ms=int(ingest.refusal_report_s * 1000),
         )

@@ -5,9 +5,10 @@ a device with 10,000 messages waiting gets no more turns than one with a single 
 on one device's topic cannot push another device's fixes back.
 
 Two bounds, two answers:
-- per device (`device_max`): beyond it a device's surplus is refused (`flood`), acknowledged and
-  counted, and dead-lettered once per burst. Refusal, not backpressure: holding the connection
-  for one device would hold every other device's messages behind it on the same TCP stream.
+- per device (`device_max` waiting, and `device_rate` a second beyond a burst of `device_max`):
+  beyond either a device's surplus is refused (`flood`), acknowledged and counted, and
+  dead-lettered once per burst. Refusal, not backpressure: holding the connection for one device
+  would hold every other device's messages behind it on the same TCP stream.
   While a connection is still catching up on what the broker held for it (before its catch-up
   marker is back), only surplus that is not even JSON is refused: a backlog after a restart is a
   burst of valid messages that well-behaved devices sent over minutes or hours.
@@ -32,6 +33,8 @@ class LaneLimits:
     device_max: int
     lane_max: int
     lane_max_bytes: int
+    device_rate: float = float("inf")
+    """Messages a second a device may sustain once its burst allowance (`device_max`) is spent."""
 
 
 class FairLane(Generic[T]):
@@ -42,6 +45,8 @@ class FairLane(Generic[T]):
         self._queues: dict[str, deque[tuple[T, int]]] = {}
         self._ring: deque[str] = deque()
         """Keys with something queued, in the order of their next turn."""
+        self._allowance: dict[str, tuple[float, int]] = {}
+        """Per key: messages it may still send at once, and when that was worked out (ms)."""
         self.count = 0
         self.bytes = 0
 
@@ -52,17 +57,36 @@ class FairLane(Generic[T]):
         queue = self._queues.get(key)
         return len(queue) if queue is not None else 0
 
-    def verdict(self, key: str, size: int, *, live: bool, plausible: Callable[[], bool]) -> Verdict:
-        """Whether a message of `size` bytes for `key` may join now. `plausible` is asked only
-        for surplus while catching up (it may cost a decode)."""
+    def verdict(
+        self, key: str, size: int, now_ms: int, *, live: bool, plausible: Callable[[], bool]
+    ) -> Verdict:
+        """Whether a message of `size` bytes for `key` may join now. Live, a device is held to
+        its bounds; catching up on a backlog, only its surplus that is not `plausible` is
+        refused (asked only then: it may cost a decode)."""
         limits = self._limits
-        if self.depth(key) >= limits.device_max and (live or not plausible()):
+        full = self.depth(key) >= limits.device_max
+        if live and (full or not self._spend(key, now_ms)):
+            return "refuse"
+        if full and not live and not plausible():
             return "refuse"
         if self.count and (
             self.count >= limits.lane_max or self.bytes + size > limits.lane_max_bytes
         ):
             return "wait"
         return "admit"
+
+    def _spend(self, key: str, now_ms: int) -> bool:
+        """Take one message from the key's allowance (a token bucket holding `device_max`)."""
+        limits = self._limits
+        allowance, since = self._allowance.get(key, (float(limits.device_max), now_ms))
+        allowance = min(
+            float(limits.device_max), allowance + (now_ms - since) * limits.device_rate / 1000
+        )
+        if allowance < 1:
+            self._allowance[key] = (allowance, now_ms)
+            return False
+        self._allowance[key] = (allowance - 1, now_ms)
+        return True
 
     def push(self, key: str, item: T, size: int) -> None:
         queue = self._queues.get(key)
