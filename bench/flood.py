@@ -90,7 +90,8 @@ def one_run(junk: int, kind: str, press_after_s: float, workdir: Path) -> dict[s
         # Nothing is in the dispatch queues before the press: read them from their start.
         streams = {keys.dispatch("police"): b"0-0", keys.dispatch("probation"): b"0-0"}
         hostile = multiprocessing.Process(
-            target=flood, args=(running.mqtt_url, topics.device("ank-0", kind), junk)  # type: ignore[arg-type]  # as above
+            target=flood,
+            args=(running.mqtt_url, topics.device("ank-0", kind), junk),  # type: ignore[arg-type]  # as above
         )
         flood_started = time.monotonic()
         if junk:
