@@ -223,7 +223,7 @@ class Subscriber:
                 data = link.read()
                 if data:
                     publishes = self._controls(link, reader.feed(data))
-                    self._deliver(link, connection, self._markers(link, publishes, token))
+                    self._deliver_read(link, connection, publishes, token)
                 link.keepalive(self._keepalive_s)
                 waited_s = self._clock() - connected_at
                 if not (self.caught_up or warned) and waited_s > MARKER_WARN_AFTER_S:
@@ -256,19 +256,21 @@ class Subscriber:
             self._log.warning("mqtt_catch_up_marker_refused", topic=self._marker_topic)
         self.subscribed = True
 
-    def _markers(self, link: _Link, publishes: list[Publish], token: bytes) -> list[Publish]:
-        if self._marker_topic is None:
-            return publishes
-        rest = []
-        for message in publishes:
+    def _deliver_read(
+        self, link: _Link, connection: int, publishes: list[Publish], token: bytes
+    ) -> None:
+        """Deliver a read; what came before this connection's marker is still backlog."""
+        start = 0
+        for index, message in enumerate(publishes):
             if message.topic != self._marker_topic:
-                rest.append(message)
                 continue
+            self._deliver(link, connection, publishes[start:index])
+            start = index + 1
             link.send(packets.acks([(message.mid, message.qos)]))
             if message.payload == token and not self.caught_up:
                 self.caught_up = True
-                self._log.info("mqtt_caught_up", connection=self.connection)
-        return rest
+                self._log.info("mqtt_caught_up", connection=connection)
+        self._deliver(link, connection, publishes[start:])
 
     def _deliver(self, link: _Link, connection: int, messages: list[Publish]) -> None:
         """Hand a read to the sink; while it has no room, keep acking and pinging (the socket is
