@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import re
-import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import redis
 
-from bench.pipeline import PREFIX, proximity, scrape
+from bench.pipeline import PREFIX, proximity, report_runs, scrape
 from nabij.contract import DeviceEvent, Fix, Topics, encode, notice_decoder
 from nabij.keys import Keys
 from nabij.mqtt import MqttEndpoint, make_client
@@ -151,14 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--press-after", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    results = []
-    for i in range(args.runs):
-        with tempfile.TemporaryDirectory() as workdir:
-            result = one_run(args.junk, args.topic, args.press_after, Path(workdir))
-        print(f"run {i + 1}: " + ", ".join(f"{k} {v:,.3f}" for k, v in result.items()))
-        results.append(result)
-    medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
-    print("median: " + ", ".join(f"{k} {v:,.3f}" for k, v in medians.items()))
+    report_runs(
+        args.runs,
+        lambda workdir: one_run(args.junk, args.topic, args.press_after, workdir),
+        digits=3,
+    )
 
 
 if __name__ == "__main__":

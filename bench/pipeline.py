@@ -203,14 +203,19 @@ def main(argv: list[str] | None = None) -> None:
         one_run = lambda workdir: saturate(args.pairs, args.fixes, workdir)  # noqa: E731  # a closure over the parsed arguments
     else:
         one_run = lambda workdir: at_rate(args.rate, args.duration, workdir)  # noqa: E731  # as above
+    report_runs(args.runs, one_run)
+
+
+def report_runs(runs: int, one_run: Callable[[Path], dict[str, float]], digits: int = 1) -> None:
+    """Run `runs` times, each in a fresh directory; print every run and the medians."""
     results = []
-    for i in range(args.runs):
+    for i in range(runs):
         with tempfile.TemporaryDirectory() as workdir:
             result = one_run(Path(workdir))
-        print(f"run {i + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in result.items()))
+        print(f"run {i + 1}: " + ", ".join(f"{k} {v:,.{digits}f}" for k, v in result.items()))
         results.append(result)
     medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
-    print("median: " + ", ".join(f"{k} {v:,.1f}" for k, v in medians.items()))
+    print("median: " + ", ".join(f"{k} {v:,.{digits}f}" for k, v in medians.items()))
 
 
 if __name__ == "__main__":

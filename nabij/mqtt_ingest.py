@@ -171,27 +171,12 @@ class Subscriber:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if endpoint.tls:
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=endpoint.host)
-            sock.sendall(
-                packets.connect(
-                    self.client_id,
-                    clean_session=False,
-                    keepalive_s=self._keepalive_s,
-                    username=endpoint.username,
-                    password=endpoint.password,
-                )
+            handshake(
+                sock, self.client_id, endpoint, clean_session=False, keepalive_s=self._keepalive_s
             )
-            reply = b""
-            while len(reply) < 4:
-                chunk = sock.recv(4 - len(reply))
-                if not chunk:
-                    raise MqttConnectionError("broker closed the connection during CONNECT")
-                reply += chunk
         except BaseException:
             sock.close()
             raise
-        if reply[0] >> 4 != packets.CONNACK or reply[3] != 0:
-            sock.close()
-            raise MqttConnectionError(f"broker refused the connection (CONNACK code {reply[3]})")
         sock.settimeout(SEND_TIMEOUT_S)
         return sock
 
@@ -295,6 +280,34 @@ class Subscriber:
                 batches.append(packets.acks(received))
         if batches:
             link.send(b"".join(batches))
+
+
+def handshake(
+    sock: socket.socket,
+    client_id: str,
+    endpoint: MqttEndpoint,
+    *,
+    clean_session: bool,
+    keepalive_s: int,
+) -> None:
+    """CONNECT on a fresh socket and wait for a CONNACK that accepts it."""
+    sock.sendall(
+        packets.connect(
+            client_id,
+            clean_session=clean_session,
+            keepalive_s=keepalive_s,
+            username=endpoint.username,
+            password=endpoint.password,
+        )
+    )
+    reply = b""
+    while len(reply) < 4:
+        chunk = sock.recv(4 - len(reply))
+        if not chunk:
+            raise MqttConnectionError("broker closed the connection during CONNECT")
+        reply += chunk
+    if reply[0] >> 4 != packets.CONNACK or reply[3] != 0:
+        raise MqttConnectionError(f"broker refused the connection (CONNACK code {reply[3]})")
 
 
 class _Link:

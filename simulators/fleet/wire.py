@@ -17,6 +17,7 @@ from typing import Final
 
 from nabij import mqtt_packets
 from nabij.mqtt import MqttEndpoint
+from nabij.mqtt_ingest import MqttConnectionError, handshake
 
 CONNECT_TIMEOUT_S: Final = 10.0
 
@@ -43,23 +44,12 @@ class PublishConnection:
 
     def _connect(self, client_id: str, endpoint: MqttEndpoint) -> None:
         # Clean session: a load generator keeps nothing at the broker.
-        self.sock.sendall(
-            mqtt_packets.connect(
-                client_id,
-                clean_session=True,
-                keepalive_s=self.keepalive_s,
-                username=endpoint.username,
-                password=endpoint.password,
+        try:
+            handshake(
+                self.sock, client_id, endpoint, clean_session=True, keepalive_s=self.keepalive_s
             )
-        )
-        reply = b""
-        while len(reply) < 4:
-            chunk = self.sock.recv(4 - len(reply))
-            if not chunk:
-                raise WireError("broker closed the connection during CONNECT")
-            reply += chunk
-        if reply[0] >> 4 != mqtt_packets.CONNACK or reply[3] != 0:
-            raise WireError(f"broker refused the connection (CONNACK code {reply[3]})")
+        except MqttConnectionError as err:
+            raise WireError(str(err)) from err
 
     def packet(self, topic: bytes, payload: bytes) -> bytes:
         """One PUBLISH packet; `topic` already length-prefixed (see `topic_field`)."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bench.flood import JUNK, flood
+from bench.flood import JUNK, flood, orders
 from nabij.contract import Notice
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import VICTIM_HOME, north_of, now_ms, wait_until
@@ -21,19 +21,6 @@ from tests.integration.stack import VICTIM_HOME, north_of, now_ms, wait_until
 pytestmark = pytest.mark.integration
 
 FLOOD_COUNT = 1_000_000
-TWO_PAIRS = """
-[[order]]
-id = "ORD-T-0"
-offender_device = "ank-0"
-victim_devices = ["vic-0"]
-alarm_m = 500
-
-[[order]]
-id = "ORD-T-1"
-offender_device = "ank-1"
-victim_devices = ["vic-1"]
-alarm_m = 500
-"""
 
 
 def opened(kind: str) -> Callable[[list[Notice]], bool]:
@@ -48,7 +35,7 @@ def test_a_press_and_an_approach_get_through_a_junk_flood(
     the police queue and another pair's approach opens its proximity_alarm; the flood is
     refused in bursts (a few dead letters, not one per message) and the flooded device's own
     later fix is still applied once the flood is over."""
-    stack = make_stack(TWO_PAIRS)
+    stack = make_stack(orders())  # the benchmark's: ank-0 is flooded, ank-1 approaches vic-1
     stack.start_in_process()
     offender, victim, flooded = stack.device("ank-1"), stack.device("vic-1"), stack.device("ank-0")
     start = now_ms()
