@@ -116,8 +116,9 @@ class Running:
 
 
 @contextmanager
-def proximity(orders: str, workdir: Path) -> Iterator[Running]:
-    """A ready `nabij proximity` with its own broker and Redis (AOF on)."""
+def proximity(orders: str, workdir: Path, command: str = "proximity") -> Iterator[Running]:
+    """A ready `nabij proximity` (or `nabij run`: both services) with its own broker and Redis
+    (AOF on)."""
     mosquitto = MosquittoServer(workdir / "mosquitto")
     redis_server = RedisServer(workdir / "redis")
     mosquitto.start()
@@ -131,16 +132,18 @@ def proximity(orders: str, workdir: Path) -> Iterator[Running]:
     )
     (config / "orders.toml").write_text(orders)
     port = free_port()
-    log = workdir / "proximity.log"
+    log = workdir / f"{command}.log"
     service = subprocess.Popen(
-        [*NABIJ, "proximity", "--config", str(config), "--metrics-port", str(port)],
+        [*NABIJ, command, "--config", str(config), "--metrics-port", str(port)],
         stderr=log.open("wb"),
     )
+    wanted = ["proximity", "gateway"] if command == "run" else [command]
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if 'nabij_ready{service="proximity"} 1.0' in scrape(port):
+                metrics = scrape(port)
+                if all(f'nabij_ready{{service="{name}"}} 1.0' in metrics for name in wanted):
                     break
             except OSError:
                 pass
@@ -201,14 +204,19 @@ def main(argv: list[str] | None = None) -> None:
         one_run = lambda workdir: saturate(args.pairs, args.fixes, workdir)  # noqa: E731  # a closure over the parsed arguments
     else:
         one_run = lambda workdir: at_rate(args.rate, args.duration, workdir)  # noqa: E731  # as above
+    report_runs(args.runs, one_run)
+
+
+def report_runs(runs: int, one_run: Callable[[Path], dict[str, float]], digits: int = 1) -> None:
+    """Run `runs` times, each in a fresh directory; print every run and the medians."""
     results = []
-    for i in range(args.runs):
+    for i in range(runs):
         with tempfile.TemporaryDirectory() as workdir:
             result = one_run(Path(workdir))
-        print(f"run {i + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in result.items()))
+        print(f"run {i + 1}: " + ", ".join(f"{k} {v:,.{digits}f}" for k, v in result.items()))
         results.append(result)
     medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
-    print("median: " + ", ".join(f"{k} {v:,.1f}" for k, v in medians.items()))
+    print("median: " + ", ".join(f"{k} {v:,.{digits}f}" for k, v in medians.items()))
 
 
 if __name__ == "__main__":

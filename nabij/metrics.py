@@ -25,6 +25,17 @@ MESSAGES_REJECTED: Final = Counter(
     "Input messages rejected as invalid and dead-lettered, by reason.",
     ["service", "reason"],
 )
+MESSAGES_REFUSED: Final = Counter(
+    "nabij_messages_refused",
+    "Input messages refused at intake, before any parsing (unknown_topic, unknown_device, "
+    "flood), by lane; each burst of them is also one dead letter.",
+    ["service", "lane", "reason"],
+)
+INGEST_QUEUED: Final = Gauge(
+    "nabij_ingest_queued",
+    "Messages received and waiting for the service's thread, by lane (fast, bulk).",
+    ["service", "lane"],
+)
 MESSAGES_IGNORED: Final = Counter(
     "nabij_messages_ignored",
     "Valid input messages with no effect (duplicate, stale, out of order), by reason.",
@@ -91,9 +102,11 @@ __all__ = [
     "COMMANDS_SENT",
     "DEADLETTERS_DROPPED",
     "DECISION_LATENCY",
+    "INGEST_QUEUED",
     "LATENCY_BUCKETS_S",
     "MESSAGES_IGNORED",
     "MESSAGES_RECEIVED",
+    "MESSAGES_REFUSED",
     "MESSAGES_REJECTED",
     "NOTICES",
     "OPEN_ALARMS",

@@ -107,6 +107,19 @@ class ProximitySettings(StrictModel):
     clock_fault_s: PositiveSeconds = 60
     fault_dwell_s: PositiveSeconds = 120
     batch_max: int = Field(default=2000, ge=1)
+    # Ingest bounds (see services/proximity/core/lanes.py). Per device: a real device sends a few
+    # messages a second and, while nabij keeps up, has fewer than 5 waiting; beyond this many its
+    # surplus is refused as `flood` (only surplus that is not JSON while catching up on the
+    # broker's backlog after a restart).
+    device_queue_max: int = Field(default=256, ge=1)
+    # ... and once that burst is spent, this many messages a second (token bucket). Live only.
+    device_rate_max: float = Field(default=20, gt=0)
+    # Per lane (fast, bulk): beyond these the MQTT reader stops reading and the broker holds the
+    # rest (backpressure). 20,000 is ten default batches.
+    lane_max: int = Field(default=20_000, ge=1)
+    lane_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # A flood still going on is dead-lettered once per this many seconds (one letter per burst).
+    refusal_report_s: PositiveSeconds = 10
     # A fix implying more than this speed from the device's track is an outlier (GPS jump) ...
     max_speed_mps: float = Field(default=70, gt=0)
     # ... until this many consecutive outliers agree with each other: then the device moved.

@@ -1,11 +1,13 @@
 """The proximity service shell: MQTT in, pure core, Redis out, then the MQTT acknowledgement.
 
-paho's network thread only enqueues messages. This thread drains them in batches, runs each batch
-through the pure `ProximityEngine`, commits every changed state, signal and device command in one
-Redis `MULTI`, stores the batch's dead letters in a best-effort write after it, publishes device
-commands, and only then acknowledges the batch to the broker. A crash anywhere before the commit
-makes the broker redeliver; after it, the committed `seq` makes the redelivery a duplicate.
-Effects happen once.
+Two MQTT readers (`nabij.mqtt_ingest`: the bulk connection with every uplink, the fast one with
+the event topics for presses and tampers) put messages into bounded, per-device lanes
+(`intake.py`). This thread drains them in batches, fast lane first, runs each batch through the
+pure `ProximityEngine`, commits every changed state, signal and device command in one Redis
+`MULTI`, stores the batch's dead letters in a best-effort write after it, publishes device
+commands (on a third, publish-only connection), and only then acknowledges the batch to the
+broker. A crash anywhere before the commit makes the broker redeliver; after it, the committed
+`seq` makes the redelivery a duplicate. Effects happen once.
 
 A full Redis (out of memory) never stops the service: the commit is retried until memory frees
 while the batch stays unacknowledged, and dead letters Redis refuses are dropped and counted (see
@@ -14,12 +16,11 @@ while the batch stays unacknowledged, and dead letters Redis refuses are dropped
 
 from __future__ import annotations
 
-import queue
+import itertools
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import msgspec
 import paho.mqtt.client as paho
@@ -27,18 +28,21 @@ import structlog
 from redis.client import Pipeline
 
 from nabij import metrics, streams
-from nabij.commit import HEARTBEAT_INTERVAL_S, ServiceWrites, beat
+from nabij.commit import HEARTBEAT_INTERVAL_S, CommitAbortedError, ServiceWrites, beat
 from nabij.config import Config
 from nabij.contract import Topics, encode
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.logs import LogAggregator
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
+from nabij.mqtt_ingest import Subscriber
 from nabij.redis_io import DeadLetter, connect, wait_until_ready
 from services.proximity.core.batch import run_isolating
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
+from services.proximity.core.lanes import LaneLimits
 from services.proximity.core.state import DeviceState, PairState
+from services.proximity.intake import Intake, Received
 from services.proximity.outbox import CommandOutbox
 
 SERVICE = "proximity"
@@ -54,18 +58,6 @@ _pair_decoder = msgspec.msgpack.Decoder(PairState)
 REDIS_START_TIMEOUT_S = 60.0
 # Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
 log = structlog.get_logger(service=SERVICE)
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    received_ms: int
-    # Acks are only valid on the connection that delivered the message; after a reconnect the
-    # broker redelivers unacked messages under new packet ids.
-    connection: int
 
 
 MAX_DETAILS_PER_LETTER = 5
@@ -114,9 +106,19 @@ class ProximityService:
         self._keys = Keys(self._settings.redis.key_prefix)
         self._topics = Topics(self._settings.mqtt.topic_prefix)
         self._engine = ProximityEngine(config.orders, self._settings.proximity)
-        self._inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
-        self._connection = 0
-        self._subscribed = threading.Event()
+        ingest = self._settings.proximity
+        self._intake = Intake(
+            self._topics,
+            self._engine.is_known,
+            LaneLimits(
+                ingest.device_queue_max,
+                ingest.lane_max,
+                ingest.lane_max_bytes,
+                ingest.device_rate_max,
+            ),
+            clock,
+            report_every_ms=int(ingest.refusal_report_s * 1000),
+        )
         self._watch = ConnectionWatch()
         self._redis = connect(self._settings.redis.url, retries=0)
         writes = ServiceWrites.build(
@@ -125,60 +127,63 @@ class ProximityService:
         self._committer, self._deadletters = writes.committer, writes.deadletters
         self._rejections = LogAggregator(log, "rejected")
         self._stop = threading.Event()
-        self._mqtt = make_client(
-            MqttEndpoint.from_url(self._settings.mqtt.url),
-            self._settings.mqtt.client_id,
-            persistent_session=True,
-            manual_ack=True,
+        mqtt = self._settings.mqtt
+        endpoint = MqttEndpoint.from_url(mqtt.url)
+        connection_ids = itertools.count(1)
+        # The bulk reader keeps the configured client id: its persistent session is the one
+        # earlier versions used, with whatever the broker queued for it.
+        self._bulk = Subscriber(
+            endpoint,
+            mqtt.client_id,
+            self._topics.subscriptions(),
+            self._intake.bulk,
+            keepalive_s=mqtt.keepalive_s,
+            connection_ids=connection_ids,
+            marker_topic=self._marker_topic(mqtt.client_id),
         )
+        fast_id = f"{mqtt.client_id}-fast"
+        self._fast = Subscriber(
+            endpoint,
+            fast_id,
+            [self._topics.device("+", "event")],
+            self._intake.fast,
+            keepalive_s=mqtt.keepalive_s,
+            connection_ids=connection_ids,
+            marker_topic=self._marker_topic(fast_id),
+        )
+        self._readers = (self._bulk, self._fast)
+        # Commands go out on a publish-only connection: paho keeps QoS 1 publishes and sends
+        # them again after a reconnect.
+        self._mqtt = make_client(endpoint, f"{mqtt.client_id}-cmd", persistent_session=True)
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
-        self._mqtt.on_subscribe = self._on_subscribe
-        self._mqtt.on_message = self._on_message
         self._outbox = CommandOutbox(self._mqtt, self._topics, self._keys.command_outbox)
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
 
-    # --- paho thread ---------------------------------------------------------------------
+    def _marker_topic(self, client_id: str) -> str:
+        return f"{self._topics.prefix}/service/{client_id}/caught-up"
+
+    # --- paho thread (command connection) --------------------------------------------------
 
     def _on_connect(
-        self, client: paho.Client, _u: object, _f: object, rc: object, _p: object
+        self, _client: paho.Client, _u: object, _f: object, rc: object, _p: object
     ) -> None:
         if getattr(rc, "is_failure", False):
             log.warning("mqtt_connect_failed", reason=str(rc))
             return
-        self._connection += 1
         self._watch.mark(True)
-        client.subscribe([(topic, 1) for topic in self._topics.subscriptions()])
-        log.info("mqtt_connected", connection=self._connection)
-
-    def _on_subscribe(self, *_args: object) -> None:
-        self._subscribed.set()
-        metrics.READY.labels(service=SERVICE).set(1)
+        log.info("mqtt_command_connection_up")
 
     def _on_disconnect(self, *_args: object) -> None:
         self._watch.mark(False)
-        self._subscribed.clear()
-        metrics.READY.labels(service=SERVICE).set(0)
-        log.warning("mqtt_disconnected")
-
-    def _on_message(self, _client: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
-        self._inbox.put(
-            Received(
-                message.topic,
-                bytes(message.payload),
-                message.mid,
-                message.qos,
-                self._clock(),
-                self._connection,
-            )
-        )
+        log.warning("mqtt_command_connection_down")
 
     # --- readiness -----------------------------------------------------------------------
 
     def subscribed(self) -> bool:
-        return self._watch.connected and self._subscribed.is_set()
+        return self._watch.connected and all(reader.subscribed for reader in self._readers)
 
     # --- main loop -------------------------------------------------------------------------
 
@@ -190,6 +195,8 @@ class ProximityService:
         endpoint = MqttEndpoint.from_url(self._settings.mqtt.url)
         self._mqtt.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
         self._mqtt.loop_start()
+        for reader in self._readers:
+            reader.start()
         self._resend_outbox()  # QoS 1: paho sends them once connected
         log.info("proximity_started", orders=len(self._config.orders))
         tick_wall_s = max(self._settings.clock.timescale().wall_s(TICK_INTERVAL_S), MIN_TICK_WALL_S)
@@ -198,48 +205,53 @@ class ProximityService:
         try:
             while not stop.is_set():
                 batch = self._drain(timeout_s=min(DRAIN_WAIT_S, tick_wall_s))
+                refused = self._intake.letters(self._clock())
                 # Silence is judged only once the broker has handed over what it queued for us
                 # while we were away; otherwise every restart would report every device silent.
                 caught_up = caught_up or (
                     self.subscribed() and len(batch) < self._settings.proximity.batch_max
                 )
                 due = caught_up and time.monotonic() >= next_tick
-                if batch or due:
-                    self._process(batch, tick=due)
+                if batch or due or refused:
+                    self._process(batch, tick=due, refused=refused)
                 if due:
                     next_tick = time.monotonic() + tick_wall_s
                     if self.subscribed() and time.monotonic() >= next_beat:
                         beat(self._redis, self._keys, SERVICE, self._clock(), log)
                         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
+                metrics.READY.labels(service=SERVICE).set(1 if self.subscribed() else 0)
                 if self._health is not None:
                     self._health.heartbeat()
         finally:
+            for reader in self._readers:
+                reader.stop()
+            if refused := self._intake.letters(self._clock(), final=True):
+                try:
+                    self._process([], tick=False, refused=refused)
+                except CommitAbortedError:
+                    log.warning("refusal_letters_lost", letters=len(refused))
+            metrics.READY.labels(service=SERVICE).set(0)
             self._mqtt.disconnect()
             self._mqtt.loop_stop()
             log.info("proximity_stopped")
 
     def _drain(self, timeout_s: float) -> list[Received]:
-        try:
-            first = self._inbox.get(timeout=timeout_s)
-        except queue.Empty:
-            return []
-        batch = [first]
-        limit = self._settings.proximity.batch_max
-        while len(batch) < limit:
-            try:
-                batch.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        return self._intake.drain(timeout_s, self._settings.proximity.batch_max)
 
-    def _process(self, batch: list[Received], *, tick: bool) -> None:
+    def _process(
+        self,
+        batch: list[Received],
+        *,
+        tick: bool,
+        refused: list[tuple[Received, Rejection]] | None = None,
+    ) -> None:
         self._engine, result = run_isolating(
             self._engine, self._rollback, self._topics, batch, self._clock(), tick=tick
         )
         # One counter update per kind and batch, not per fix: label lookup is the costly part.
         for kind, count in Counter(result.uplink_kinds).items():
             metrics.MESSAGES_RECEIVED.labels(service=SERVICE, kind=kind).inc(count)
-        effects, rejected = result.effects, result.rejected
+        effects, rejected = result.effects, result.rejected + (refused or [])
         self._commit(effects, rejected)
         self._publish_commands(effects)
         self._acknowledge(batch)
@@ -280,10 +292,14 @@ class ProximityService:
         self._outbox.publish(effects.commands)
 
     def _acknowledge(self, batch: list[Received]) -> None:
-        current = self._connection
+        """One write per connection; a reader drops acks of a connection that is gone."""
+        received: dict[int, list[tuple[int, int]]] = {}
         for item in batch:
-            if item.qos > 0 and item.connection == current:
-                self._mqtt.ack(item.mid, item.qos)
+            if item.qos > 0:
+                received.setdefault(item.connection, []).append((item.mid, item.qos))
+        for reader in self._readers:
+            if mids := received.get(reader.connection):
+                reader.ack(reader.connection, mids)
 
     def _observe(
         self, batch: list[Received], effects: Effects, rejected: list[tuple[Received, Rejection]]

@@ -11,35 +11,19 @@ per-message delivery reports). It speaks only what it needs: CONNECT/CONNACK, PU
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from collections.abc import Iterable
 from typing import Final
 
+from nabij import mqtt_packets
 from nabij.mqtt import MqttEndpoint
+from nabij.mqtt_ingest import MqttConnectionError, handshake
 
 CONNECT_TIMEOUT_S: Final = 10.0
-_PUBACK: Final = 4
-_PINGRESP: Final = 13
-_CONNACK: Final = 2
 
 
 class WireError(RuntimeError):
     """The broker refused or dropped the connection."""
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
 
 
 class PublishConnection:
@@ -59,37 +43,19 @@ class PublishConnection:
         self.sock.setblocking(False)
 
     def _connect(self, client_id: str, endpoint: MqttEndpoint) -> None:
-        flags = 0x02  # clean session: a load generator keeps nothing at the broker
-        payload = _utf8(client_id)
-        if endpoint.username:
-            flags |= 0x80
-            payload += _utf8(endpoint.username)
-            if endpoint.password is not None:
-                flags |= 0x40
-                payload += _utf8(endpoint.password)
-        body = _utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", self.keepalive_s) + payload
-        self.sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
-        reply = b""
-        while len(reply) < 4:
-            chunk = self.sock.recv(4 - len(reply))
-            if not chunk:
-                raise WireError("broker closed the connection during CONNECT")
-            reply += chunk
-        if reply[0] >> 4 != _CONNACK or reply[3] != 0:
-            raise WireError(f"broker refused the connection (CONNACK code {reply[3]})")
+        # Clean session: a load generator keeps nothing at the broker.
+        try:
+            handshake(
+                self.sock, client_id, endpoint, clean_session=True, keepalive_s=self.keepalive_s
+            )
+        except MqttConnectionError as err:
+            raise WireError(str(err)) from err
 
     def packet(self, topic: bytes, payload: bytes) -> bytes:
         """One PUBLISH packet; `topic` already length-prefixed (see `topic_field`)."""
-        if self.qos == 0:
-            return b"\x30" + _remaining_length(len(topic) + len(payload)) + topic + payload
-        self._packet_id = self._packet_id % 65535 + 1
-        return (
-            b"\x32"
-            + _remaining_length(len(topic) + 2 + len(payload))
-            + topic
-            + struct.pack("!H", self._packet_id)
-            + payload
-        )
+        if self.qos:
+            self._packet_id = self._packet_id % 65535 + 1
+        return mqtt_packets.publish(topic, payload, qos=self.qos, packet_id=self._packet_id)
 
     def send(self, packets: Iterable[bytes], count: int) -> None:
         """Write a batch (blocking until the kernel took it all) and count PUBACKs."""
@@ -127,7 +93,7 @@ class PublishConnection:
             length = data[pos + 1]  # PUBACK and PINGRESP are short: one length byte
             if len(data) - pos < 2 + length:
                 break
-            if kind == _PUBACK:
+            if kind == mqtt_packets.PUBACK:
                 self.acked += 1
             pos += 2 + length
         self._inbox = data[pos:]
@@ -154,4 +120,4 @@ class PublishConnection:
 
 def topic_field(topic: str) -> bytes:
     """A topic as it goes into a PUBLISH packet (length-prefixed UTF-8)."""
-    return _utf8(topic)
+    return mqtt_packets.utf8(topic)

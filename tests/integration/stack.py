@@ -216,7 +216,7 @@ class Stack:
         self.keys = Keys(self.config.settings.redis.key_prefix)
         self.topics = Topics(self.config.settings.mqtt.topic_prefix)
         self.redis = redis.Redis.from_url(redis_url)
-        self._mqtt_url = mqtt_url
+        self.mqtt_url = self._mqtt_url = mqtt_url
         self._clients: list[paho.Client] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

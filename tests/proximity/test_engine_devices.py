@@ -113,7 +113,24 @@ def test_aware_press_is_never_dropped() -> None:
     for replay in (old_press, late_press):
         effects = apply(eng, replay, T0 + 63 * S)
         assert effects.ignored == [(VICTIM, "duplicate")] and effects.signals == []
-    assert eng.device(VICTIM).last_seq == 10  # a press moves no counter (it may come early)
+    assert eng.device(VICTIM).last_seq == 10  # a press moves no seq
+
+
+def test_a_press_that_overtakes_its_devices_fixes_leaves_them_in_order() -> None:
+    """A press read on the fast connection before the victim's earlier fixes (still on the bulk
+    connection) opens at once; those fixes are then applied, not dropped as out of order; the
+    press's copy from the bulk connection is a duplicate, before and after later fixes."""
+    eng = engine()
+    apply(eng, fix_at(VICTIM, 10, T0), T0)
+    press = event(VICTIM, 13, T0 + 3 * S, "aware_button")
+    assert [s.kind for s in apply(eng, press, T0 + 3 * S).signals] == ["aware_button"]
+    for seq in (11, 12):
+        effects = apply(eng, fix_at(VICTIM, seq, T0 + (seq - 10) * S), T0 + 4 * S)
+        assert effects.ignored == [] and eng.device(VICTIM).last_seq == seq
+    assert apply(eng, press, T0 + 4 * S).ignored == [(VICTIM, "duplicate")]
+    apply(eng, fix_at(VICTIM, 14, T0 + 5 * S), T0 + 5 * S)
+    effects = apply(eng, press, T0 + 6 * S)
+    assert effects.ignored == [(VICTIM, "duplicate")] and effects.signals == []
 
 
 def test_aware_press_opens_one_signal_per_order_of_the_device() -> None:

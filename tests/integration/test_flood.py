@@ -1,0 +1,70 @@
+"""A junk flood on one device's topic blinds nabij to nothing else (no timing asserted).
+
+The flood is the incident's: 1,000,000 junk messages of 42 bytes, published by
+`simulators.fleet.wire` from another process as fast as the broker takes them (about 30,000 QoS 1
+messages/s relayed to the service on this 2-core machine: 30-55 s a test). The delays are
+measured by `bench/flood.py` (docs/benchmarks.md), not here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+
+import pytest
+
+from bench.flood import JUNK, flood, orders
+from nabij.contract import Notice
+from tests.integration.conftest import StackFactory
+from tests.integration.stack import VICTIM_HOME, north_of, now_ms, wait_until
+
+pytestmark = pytest.mark.integration
+
+FLOOD_COUNT = 1_000_000
+
+
+def opened(kind: str) -> Callable[[list[Notice]], bool]:
+    return lambda notices: any(n.kind == kind and n.event == "opened" for n in notices)
+
+
+@pytest.mark.parametrize("topic_kind", ["fix", "event"])
+def test_a_press_and_an_approach_get_through_a_junk_flood(
+    make_stack: StackFactory, topic_kind: str
+) -> None:
+    """While one client floods ank-0's fix (or event) topic with junk, a victim's press reaches
+    the police queue and another pair's approach opens its proximity_alarm; the flood is
+    refused in bursts (a few dead letters, not one per message) and the flooded device's own
+    later fix is still applied once the flood is over."""
+    stack = make_stack(orders())  # the benchmark's: ank-0 is flooded, ank-1 approaches vic-1
+    stack.start_in_process()
+    offender, victim, flooded = stack.device("ank-1"), stack.device("vic-1"), stack.device("ank-0")
+    start = now_ms()
+    victim.fix(start - 5_000, VICTIM_HOME)
+    offender.fix(start - 60_000, north_of(VICTIM_HOME, 3000))
+    stack.wait_applied("ank-1", offender.seq)
+    hostile = multiprocessing.get_context("spawn").Process(
+        target=flood,
+        args=(stack.mqtt_url, stack.topics.device("ank-0", topic_kind), FLOOD_COUNT),  # type: ignore[arg-type]  # a topic kind
+    )
+    hostile.start()
+    try:
+        wait_until(
+            lambda: stack.redis.xlen(stack.keys.deadletter) > 0, what="the flood reaching nabij"
+        )
+        victim.event(now_ms(), "aware_button")
+        offender.fix(now_ms(), north_of(VICTIM_HOME, 40))
+        stack.wait_notices("police", opened("aware_button"), "press at police")
+        stack.wait_notices("probation", opened("proximity_alarm"), "approach alarm")
+    finally:
+        hostile.join(timeout=300)
+    assert hostile.exitcode == 0
+    flooded.fix(now_ms(), north_of(VICTIM_HOME, 5000), seq=1)
+    stack.wait_applied("ank-0", 1)
+
+    def floods() -> list[dict[bytes, bytes]]:
+        return [fields for fields in stack.deadletters() if fields[b"reason"] == b"flood"]
+
+    wait_until(lambda: bool(floods()), what="the flood's dead letters")
+    assert all(fields[b"payload"] == JUNK for fields in floods())
+    letters = stack.deadletters()
+    assert len(letters) < FLOOD_COUNT / 10

@@ -1,0 +1,94 @@
+"""Intake: what each connection's reads become (queued, refused, left to the other lane)."""
+
+from __future__ import annotations
+
+from nabij.contract import DeviceEvent, Fix, Topics, encode
+from nabij.mqtt_packets import Publish
+from services.proximity.core.lanes import LaneLimits
+from services.proximity.intake import Intake
+
+TOPICS = Topics("nabij/v1")
+KNOWN = {"ank-1", "vic-1"}
+T0 = 1_790_000_000_000
+
+
+def intake(limits: LaneLimits | None = None) -> Intake:
+    limits = limits or LaneLimits(device_max=100, lane_max=1000, lane_max_bytes=10**6)
+    return Intake(TOPICS, KNOWN.__contains__, limits, lambda: T0, report_every_ms=10_000)
+
+
+def fix(device: str, seq: int, mid: int) -> Publish:
+    payload = encode(Fix(device, seq, T0, 52.37, 4.90, 5.0))
+    return Publish(TOPICS.device(device, "fix"), payload, 1, mid)
+
+
+def event(device: str, type_: str, mid: int, payload_device: str | None = None) -> Publish:
+    payload = encode(DeviceEvent(payload_device or device, 7, T0, type_))  # type: ignore[arg-type]  # type_ is one of the event types
+    return Publish(TOPICS.device(device, "event"), payload, 1, mid)
+
+
+def test_the_bulk_lane_queues_known_devices_and_refuses_the_rest_in_bursts() -> None:
+    """Uplinks of devices in an order are queued in arrival order; a device in no order and a
+    topic that is no device uplink are acknowledged at once and become one dead letter per
+    reason, with the count and the first message's topic and payload."""
+    lanes = intake()
+    junk = Publish("nabij/v1/other/thing", b"junk", 1, 5)
+    messages = [fix("ank-1", 1, 1), fix("stranger", 1, 2), fix("stranger", 2, 3), junk]
+    messages.append(event("vic-1", "battery_low", 4))
+    delivery = lanes.bulk.deliver(1, messages, True, 0)
+    assert delivery.rest == [] and [m.mid for m in delivery.ack_now] == [2, 3, 5]
+    assert [(r.mid, r.connection) for r in lanes.drain(0, 10)] == [(1, 1), (4, 1)]
+    letters = {rejection.reason: (item, rejection) for item, rejection in lanes.letters(T0 + 1000)}
+    assert set(letters) == {"unknown_device", "unknown_topic"}
+    item, rejection = letters["unknown_device"]
+    assert item.topic == TOPICS.device("stranger", "fix") and item.payload == messages[1].payload
+    assert rejection.detail.startswith("2 message(s) refused at intake")
+    assert item.qos == 0  # a letter is acknowledged by nobody
+
+
+def test_the_fast_lane_keeps_only_safety_events_of_known_devices() -> None:
+    """On the fast connection a press or a tamper of a known device (whose payload names the
+    topic's device) is queued; any other event, junk, and unknown devices are acknowledged at
+    once and left to their copy on the bulk connection: not refused, not dead-lettered."""
+    lanes = intake()
+    messages = [
+        event("vic-1", "aware_button", 1),
+        event("vic-1", "battery_low", 2),
+        Publish(TOPICS.device("vic-1", "event"), b"\x00junk", 1, 3),
+        event("stranger", "aware_button", 4),
+        event("vic-1", "aware_button", 5, payload_device="ank-1"),
+        event("ank-1", "strap_tamper", 6),
+    ]
+    delivery = lanes.fast.deliver(2, messages, True, 0)
+    assert [m.mid for m in delivery.ack_now] == [2, 3, 4, 5]
+    assert [r.mid for r in lanes.drain(0, 10)] == [1, 6]
+    assert lanes.letters(T0 + 60_000, final=True) == []
+
+
+def test_a_batch_takes_the_fast_lane_first_then_the_bulk_lane_round_robin() -> None:
+    """Presses queued after a device's backlog still come first; the bulk lane gives each
+    device one turn per round, so the flooded device's messages do not come before others'."""
+    lanes = intake()
+    lanes.bulk.deliver(1, [fix("ank-1", n, n) for n in range(1, 6)], True, 0)
+    lanes.bulk.deliver(1, [fix("vic-1", 1, 10)], True, 0)
+    lanes.fast.deliver(2, [event("vic-1", "aware_button", 20)], True, 0)
+    assert [r.mid for r in lanes.drain(0, 4)] == [20, 1, 10, 2]
+    assert [r.mid for r in lanes.drain(0, 10)] == [3, 4, 5]
+
+
+def test_a_live_flood_is_refused_beyond_the_bound_and_a_full_lane_holds_the_reader() -> None:
+    """Live, a device's messages beyond its bound are refused (acked, one `flood` letter);
+    while catching up valid surplus is kept; when the lane itself is full the rest of the read
+    is handed back, unacknowledged, to be offered again once a batch made room."""
+    lanes = intake(LaneLimits(device_max=2, lane_max=4, lane_max_bytes=10**6))
+    delivery = lanes.bulk.deliver(1, [fix("ank-1", n, n) for n in range(1, 5)], True, 0)
+    assert [m.mid for m in delivery.ack_now] == [3, 4] and delivery.rest == []
+    ((_, flood),) = lanes.letters(T0 + 1000)
+    assert flood.reason == "flood" and flood.device_id == "ank-1"
+    backlog = [fix("vic-1", n, 10 + n) for n in range(1, 5)]
+    delivery = lanes.bulk.deliver(1, backlog, False, 0)
+    assert delivery.ack_now == [] and [m.mid for m in delivery.rest] == [13, 14]
+    assert len(lanes.drain(0, 3)) == 3
+    delivery = lanes.bulk.deliver(1, delivery.rest, False, 0)
+    assert delivery.ack_now == [] and delivery.rest == []
+    assert [r.mid for r in lanes.drain(0, 10)] == [12, 13, 14]  # vic-1 in its order

@@ -1,0 +1,119 @@
+"""The ingest subscriber and its packet reader: what it reads, acknowledges and gets again."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+
+from nabij import mqtt_packets as packets
+from nabij.mqtt import MqttEndpoint
+from nabij.mqtt_ingest import Delivery, Subscriber
+from nabij.mqtt_packets import Control, MqttProtocolError, PacketReader, Publish
+from tests.integration.stack import wait_until
+from tests.servers import MosquittoServer, MqttProbe
+
+
+def test_the_reader_cuts_packets_however_the_stream_is_split() -> None:
+    """QoS 0 and 1 publishes (one with a 3-byte remaining length) and control packets come out
+    whole and in order, fed at once or byte by byte."""
+    big = bytes(range(256)) * 80
+    stream = (
+        packets.publish(packets.utf8("a/b"), b"zero", qos=0)
+        + packets.publish(packets.utf8("a/c"), big, qos=1, packet_id=513)
+        + b"\xd0\x00"  # PINGRESP
+        + b"\x90\x03\x00\x01\x01"  # SUBACK
+        + packets.publish(packets.utf8("a/d"), b"", qos=1, packet_id=7)
+    )
+    expected = [
+        Publish("a/b", b"zero", 0, 0),
+        Publish("a/c", big, 1, 513),
+        Control(packets.PINGRESP, b""),
+        Control(packets.SUBACK, b"\x00\x01\x01"),
+        Publish("a/d", b"", 1, 7),
+    ]
+    assert PacketReader().feed(stream) == expected
+    reader = PacketReader()
+    assert [p for i in range(len(stream)) for p in reader.feed(stream[i : i + 1])] == expected
+
+
+def test_broken_packets_are_protocol_errors() -> None:
+    """A remaining length over four bytes, or a topic longer than its packet, is refused."""
+    with pytest.raises(MqttProtocolError):
+        PacketReader().feed(b"\x30\xff\xff\xff\xff\x01")
+    with pytest.raises(MqttProtocolError):
+        PacketReader().feed(b"\x32\x04\x00\x09ab")
+
+
+def test_acks_are_puback_for_qos1_pubrec_for_qos2_and_nothing_for_qos0() -> None:
+    """One buffer acknowledges a whole batch."""
+    assert packets.acks([(1, 1), (2, 0), (258, 2)]) == b"\x40\x02\x00\x01\x50\x02\x01\x02"
+
+
+class Recorder:
+    """A sink that keeps everything and notes whether the backlog had been read by then."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[int, Publish, bool]] = []
+        self.lock = threading.Lock()
+
+    def deliver(
+        self, connection: int, messages: list[Publish], caught_up: bool, timeout_s: float
+    ) -> Delivery:
+        with self.lock:
+            self.got.extend((connection, m, caught_up) for m in messages)
+        return Delivery()
+
+
+@pytest.mark.integration
+def test_a_persistent_session_gets_its_backlog_before_the_marker_and_unacked_messages_again(
+    tmp_path: Path,
+) -> None:
+    """Messages published while the subscriber was away arrive before its catch-up marker;
+    those it acknowledged are gone after a reconnect, the others come again (new packet ids),
+    and the marker is never handed to the sink."""
+    broker = MosquittoServer(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        endpoint, ids = MqttEndpoint.from_url(broker.url), itertools.count(1)
+
+        def subscriber(sink: Recorder) -> Subscriber:
+            return Subscriber(
+                endpoint,
+                "ingest-test",
+                ["t/+/fix"],
+                sink,
+                keepalive_s=10,
+                connection_ids=ids,
+                marker_topic="t/service/ingest-test/caught-up",
+            )
+
+        first = subscriber(Recorder())
+        first.start()
+        wait_until(lambda: first.caught_up, what="first connection caught up")
+        first.stop()
+        device = MqttProbe(broker.url, "device")
+        device.connect()
+        for n in range(50):
+            device.publish(f"t/dev-{n % 5}/fix", str(n).encode())
+        sink = Recorder()
+        second = subscriber(sink)
+        second.start()
+        wait_until(lambda: second.caught_up and len(sink.got) >= 50, what="backlog read")
+        assert [int(m.payload) for _c, m, _u in sink.got] == list(range(50))
+        assert not any(caught_up for _c, _m, caught_up in sink.got)
+        connection = second.connection
+        second.ack(connection, [(m.mid, m.qos) for _c, m, _u in sink.got[:30]])
+        second.stop()
+        again = Recorder()
+        third = subscriber(again)
+        third.start()
+        wait_until(lambda: third.caught_up, what="third connection caught up")
+        third.stop()
+        device.disconnect()
+        assert [int(m.payload) for _c, m, _u in again.got] == list(range(30, 50))
+        assert {c for c, _m, _u in again.got} == {third.connection or 3}
+    finally:
+        broker.stop()
