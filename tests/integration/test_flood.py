@@ -16,7 +16,7 @@ import pytest
 from bench.flood import JUNK, flood, orders
 from nabij.contract import Notice
 from tests.integration.conftest import StackFactory
-from tests.integration.stack import VICTIM_HOME, north_of, now_ms, wait_until
+from tests.integration.stack import VICTIM_HOME, north_of, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +38,9 @@ def test_a_press_and_an_approach_get_through_a_junk_flood(
     stack = make_stack(orders())  # the benchmark's: ank-0 is flooded, ank-1 approaches vic-1
     stack.start_in_process()
     offender, victim, flooded = stack.device("ank-1"), stack.device("vic-1"), stack.device("ank-0")
-    start = now_ms()
-    victim.fix(start - 5_000, VICTIM_HOME)
-    offender.fix(start - 60_000, north_of(VICTIM_HOME, 3000))
+    start = stack.clock()
+    victim.fix(start, VICTIM_HOME)
+    offender.fix(start, north_of(VICTIM_HOME, 600))
     stack.wait_applied("ank-1", offender.seq)
     hostile = multiprocessing.get_context("spawn").Process(
         target=flood,
@@ -51,14 +51,15 @@ def test_a_press_and_an_approach_get_through_a_junk_flood(
         wait_until(
             lambda: stack.redis.xlen(stack.keys.deadletter) > 0, what="the flood reaching nabij"
         )
-        victim.event(now_ms(), "aware_button")
-        offender.fix(now_ms(), north_of(VICTIM_HOME, 40))
+        victim.event(stack.clock(), "aware_button")
+        victim.fix(stack.clock(), VICTIM_HOME)
+        offender.fix(stack.clock(), north_of(VICTIM_HOME, 40))
         stack.wait_notices("police", opened("aware_button"), "press at police")
         stack.wait_notices("probation", opened("proximity_alarm"), "approach alarm")
     finally:
         hostile.join(timeout=300)
     assert hostile.exitcode == 0
-    flooded.fix(now_ms(), north_of(VICTIM_HOME, 5000), seq=1)
+    flooded.fix(stack.clock(), north_of(VICTIM_HOME, 5000), seq=1)
     stack.wait_applied("ank-0", 1)
 
     def floods() -> list[dict[bytes, bytes]]:
