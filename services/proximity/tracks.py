@@ -8,6 +8,11 @@ adds one-off fixes (a cell fix, a GPS jump; `batt` optional); `[[device.event]]`
 presence messages (no seq). Zones and
 corridors may use `at = [east, north]` + `radius_m`, or `polygon = [[east, north], ...]`.
 `[[expect]]` lists the alarm timeline the scenario must produce (see tests/scenarios).
+Faulty devices: `clock_s = -150` stamps every message 150 s off (received on true time);
+`glitches = [[t_s, ahead_s]]` stamps one fix that far ahead; `reboots = [t_s]` restarts the
+counter at 0 (with a new `boot` id when `boot_ids = true`, none otherwise, as old firmware);
+`backlog_gaps = [[from_s, to_s]]` keeps the fixes measured then and sends them as one array at
+`to_s` (a coverage gap with store-and-forward).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from pyproj import Geod
 
 from nabij.config import Config, ProximitySettings, Settings, validate_orders
@@ -77,9 +83,10 @@ def load_scenario(path: Path) -> Scenario:
     uplinks: list[_Uplink] = []
     for device in raw.get("device", []):
         uplinks.extend(_uplinks(device, origin, start_ms, float(raw["duration_s"])))
-    uplinks.sort(key=lambda u: (u.ts, u.device))
+    uplinks.sort(key=lambda u: (u.sent_ms, u.device))
     records = [
-        Recorded(topics.device(u.device, u.kind), u.payload, u.ts + LATENCY_MS) for u in uplinks
+        Recorded(topics.device(u.device, u.kind), u.payload, u.sent_ms + LATENCY_MS)
+        for u in uplinks
     ]
     records.sort(key=lambda r: r.received_ms)
     expected = [
@@ -142,6 +149,8 @@ class _Uplink:
     device: str
     kind: TopicKind
     payload: bytes
+    sent_ms: int
+    """True time at which the device sends it (a backlog goes when coverage returns)."""
 
 
 def _uplinks(
@@ -164,23 +173,26 @@ def _uplinks(
     times.extend((float(item["t_s"]), {"event": item}) for item in raw.get("event", []))
     times.sort(key=lambda item: item[0])
     out: list[_Uplink] = []
-    for seq, (t_s, extra) in enumerate(times):
-        ts = start_ms + round(t_s * 1000)
+    clock_ms = round(float(raw.get("clock_s", 0)) * 1000)
+    glitches = {float(t): round(float(ahead) * 1000) for t, ahead in raw.get("glitches", [])}
+    reboots = sorted(float(t) for t in raw.get("reboots", []))
+    backlog_gaps = [(float(a), float(b)) for a, b in raw.get("backlog_gaps", [])]
+    boot_ids = bool(raw.get("boot_ids", False))
+    seq, boots_done = -1, 0
+    stored: dict[float, list[Fix]] = {}
+    for t_s, extra in times:
+        while boots_done < len(reboots) and reboots[boots_done] <= t_s:
+            boots_done, seq = boots_done + 1, -1
+        seq += 1
+        boot = f"boot-{boots_done}" if boot_ids else None
+        true_ms = start_ms + round(t_s * 1000)
+        ts = true_ms + clock_ms + glitches.get(t_s, 0)
         if "event" in extra:
             kind, batt = extra["event"]["type"], extra["event"].get("batt")
-            message = DeviceEvent(device_id=device, seq=seq, ts=ts, type=kind, batt=batt)
-            out.append(_Uplink(ts, device, "event", encode(message)))
+            message = DeviceEvent(device_id=device, seq=seq, ts=ts, type=kind, batt=batt, boot=boot)
+            out.append(_Uplink(ts, device, "event", encode(message), true_ms))
             continue
-        if "at" in extra:
-            east, north = extra["at"]
-        else:
-            east, north = _where(path, t_s)
-            if noise > 0:
-                radius = noise * math.sqrt(rng.random())
-                angle = rng.uniform(0, 2 * math.pi)
-                east += radius * math.sin(angle)
-                north += radius * math.cos(angle)
-        lat, lon = offset(origin, east, north)
+        lat, lon = offset(origin, *_position(extra, path, t_s, noise, rng))
         fix = Fix(
             device_id=device,
             seq=seq,
@@ -190,12 +202,40 @@ def _uplinks(
             acc=float(extra.get("acc", raw.get("acc", 5.0))),
             src=extra.get("src", raw.get("src")),
             batt=extra.get("batt"),
+            boot=boot,
         )
-        out.append(_Uplink(ts, device, "fix", encode(fix)))
+        gap_end = next((b for a, b in backlog_gaps if a <= t_s < b), None)
+        if gap_end is None:
+            out.append(_Uplink(ts, device, "fix", encode(fix), true_ms))
+        else:
+            stored.setdefault(gap_end, []).append(fix)
+    for gap_end, fixes in stored.items():
+        sent_ms = start_ms + round(gap_end * 1000) - 1  # the backlog goes before any newer fix
+        out.append(_Uplink(sent_ms, device, "fix", msgspec.json.encode(fixes), sent_ms))
     for t_s, online in raw.get("status", []):
         ts = start_ms + round(float(t_s) * 1000)
-        out.append(_Uplink(ts, device, "status", encode(DeviceStatus(online=online, ts=ts))))
+        out.append(_Uplink(ts, device, "status", encode(DeviceStatus(online=online, ts=ts)), ts))
     return out
+
+
+def _position(
+    extra: dict[str, Any],
+    path: list[tuple[float, float, float]],
+    t_s: float,
+    noise: float,
+    rng: random.Random,
+) -> tuple[float, float]:
+    """(east, north) of a fix: a one-off's own `at`, else the path's, with uniform noise."""
+    if "at" in extra:
+        east, north = extra["at"]
+        return float(east), float(north)
+    east, north = _where(path, t_s)
+    if noise > 0:
+        radius = noise * math.sqrt(rng.random())
+        angle = rng.uniform(0, 2 * math.pi)
+        east += radius * math.sin(angle)
+        north += radius * math.cos(angle)
+    return east, north
 
 
 def _where(path: list[tuple[float, float, float]], t_s: float) -> tuple[float, float]:

@@ -58,3 +58,16 @@ def test_scenario_gives_its_expected_timeline(path: Path) -> None:
     assert len(got) == len(scenario.expected), report
     for expected, (at_s, signal) in zip(scenario.expected, got, strict=True):
         assert matches(expected, at_s, signal), f"{expected} vs {at_s}\n{report}"
+
+
+def test_the_breach_in_a_coverage_gap_is_marked_as_found_late() -> None:
+    """breach_in_coverage_gap: the alarm that opens when the backlog arrives says when the
+    breach really happened (inside the gap, at 40 m) and how late it was found."""
+    scenario = load_scenario(HERE / "breach_in_coverage_gap.toml")
+    (alarm,) = [
+        s for _, s in timeline(scenario) if s.kind == "proximity_alarm" and s.action == "open"
+    ]
+    assert alarm.happened_at is not None and alarm.late_s is not None
+    assert 60 <= (alarm.happened_at - scenario.start_ms) / 1000 <= 200
+    assert alarm.late_s == (alarm.at - alarm.happened_at) // 1000
+    assert "DETECTED LATE" in alarm.reason
