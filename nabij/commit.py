@@ -23,6 +23,7 @@ import redis
 import structlog
 from redis.client import Pipeline
 
+from nabij.failures import NabijError
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.redis_io import DeadLetterWriter, MemoryWatch, answers, is_out_of_memory
@@ -35,7 +36,7 @@ MAX_BACKOFF_S: Final = 2.0
 TRANSIENT_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
-class CommitAbortedError(Exception):
+class CommitAbortedError(NabijError):
     """The service is stopping while Redis is unreachable or full; nothing of this batch was
     applied."""
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from nabij.contract import ALARM_KINDS
+from nabij.failures import NabijError
 from nabij.orders import WEEKDAYS, Exemption, Order, OrdersFile, PolygonGeometry, Zone
 from nabij.settings import (
     DEFAULT_ESCALATION,
@@ -67,7 +68,7 @@ class ConfigProblem:
         return f"{where}: {self.path or '(top)'}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(NabijError):
     """The configuration is invalid; `problems` lists every one found."""
 
     def __init__(self, problems: Sequence[ConfigProblem]) -> None:

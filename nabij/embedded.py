@@ -38,6 +38,8 @@ from amqtt.broker import Broker
 from amqtt.plugins.base import BaseAuthPlugin
 from fakeredis import TcpFakeServer
 
+from nabij.failures import NabijError
+
 HOST: Final = "127.0.0.1"
 START_TIMEOUT_S: Final = 10.0
 _CHATTY_LOGGERS: Final = ("amqtt", "transitions", "fakeredis")
@@ -45,7 +47,7 @@ _CHATTY_LOGGERS: Final = ("amqtt", "transitions", "fakeredis")
 log = structlog.get_logger(__name__)
 
 
-class EmbeddedError(RuntimeError):
+class EmbeddedError(NabijError, RuntimeError):
     """An embedded server failed to start or stop."""
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import traceback
 
 
+class NabijError(Exception):
+    """The root of nabij's own errors: a caller that must not crash catches this one."""
+
+
 def describe(err: BaseException) -> str:
     frames = traceback.extract_tb(err.__traceback__)
     where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""

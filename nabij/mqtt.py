@@ -16,10 +16,12 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from nabij.failures import NabijError
+
 DEFAULT_PORT = 1883
 
 
-class MqttUrlError(ValueError):
+class MqttUrlError(NabijError, ValueError):
     """The MQTT URL cannot be used."""
 
 

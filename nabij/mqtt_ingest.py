@@ -36,6 +36,7 @@ from typing import Final, Protocol
 import structlog
 
 from nabij import mqtt_packets as packets
+from nabij.failures import NabijError
 from nabij.mqtt import MqttEndpoint
 from nabij.mqtt_packets import Control, MqttProtocolError, Publish
 
@@ -53,7 +54,7 @@ _MARKER_ID: Final = 2
 log = structlog.get_logger(__name__)
 
 
-class MqttConnectionError(Exception):
+class MqttConnectionError(NabijError):
     """The broker refused, dropped or stopped answering the connection."""
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from nabij.failures import NabijError
+
 CONNECT: Final = 1
 CONNACK: Final = 2
 PUBLISH: Final = 3
@@ -31,7 +33,7 @@ SUBACK_FAILURE: Final = 0x80
 _MAX_LENGTH_BYTES: Final = 4
 
 
-class MqttProtocolError(Exception):
+class MqttProtocolError(NabijError):
     """The peer sent bytes that are not MQTT 3.1.1 as this client speaks it."""
 
 

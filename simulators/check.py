@@ -23,6 +23,7 @@ import redis
 from nabij import streams
 from nabij.config import Config
 from nabij.contract import QUEUE_NAMES, Notice, QueueName, notice_decoder
+from nabij.failures import NabijError
 from nabij.keys import Keys
 from simulators.runner import RunReport, ScenarioRun
 from simulators.scenario import ExpectSpec, Scenario
@@ -210,7 +211,7 @@ def _happened_in(seen: SeenNotice, expect: ExpectSpec) -> bool:
     )
 
 
-class TimescaleError(Exception):
+class TimescaleError(NabijError):
     """nabij's configuration cannot reproduce the scenario's timeline at this speed."""
 
 

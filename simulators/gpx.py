@@ -18,6 +18,7 @@ from typing import Final
 import gpxpy
 import gpxpy.gpx
 
+from nabij.failures import NabijError
 from simulators import geo
 from simulators.movement import Route, Waypoint
 
@@ -25,7 +26,7 @@ from simulators.movement import Route, Waypoint
 SAME_PLACE_M: Final = 0.5
 
 
-class GpxError(ValueError):
+class GpxError(NabijError, ValueError):
     """The GPX file cannot be replayed."""
 
 

@@ -18,6 +18,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from nabij.contract import DeviceStatus, encode
+from nabij.failures import NabijError
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class Link(Protocol):
     def close(self, timeout_s: float) -> None: ...
 
 
-class DeviceConnectError(RuntimeError):
+class DeviceConnectError(NabijError, RuntimeError):
     """A device could not connect to the broker in time."""
 
 

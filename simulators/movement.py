@@ -10,10 +10,11 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nabij.failures import NabijError
 from simulators import geo
 
 
-class RouteError(ValueError):
+class RouteError(NabijError, ValueError):
     """The waypoints do not describe a route that can be travelled; `index` is the waypoint."""
 
     def __init__(self, index: int, reason: str) -> None:

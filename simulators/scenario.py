@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nabij.config import Order
 from nabij.contract import AlarmKind, EventType, NoticeEvent, QueueName
+from nabij.failures import NabijError
 from simulators.device_spec import (
     ChargingSpec,
     ClockSpec,
@@ -43,7 +44,7 @@ ROLE_EVENTS: Final[dict[str, frozenset[str]]] = {
 _ROLE_NAMES: Final = {"offender": "an ankle monitor", "victim": "a victim device"}
 
 
-class ScenarioError(ValueError):
+class ScenarioError(NabijError, ValueError):
     """A scenario cannot be loaded; `problems` lists every one found."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

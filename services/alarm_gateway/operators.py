@@ -23,6 +23,7 @@ from nabij.contract import (
     encode,
     notice_decoder,
 )
+from nabij.failures import NabijError
 from nabij.keys import Keys
 from services.alarm_gateway.core.alarms import AlarmRecord, record_decoder
 
@@ -37,7 +38,7 @@ _EVENT_COLOURS = {
 _RESET = "\033[0m"
 
 
-class OperatorError(Exception):
+class OperatorError(NabijError):
     """A request a human made cannot be carried out; the message says why."""
 
 

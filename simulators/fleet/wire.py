@@ -16,13 +16,14 @@ from collections.abc import Iterable
 from typing import Final
 
 from nabij import mqtt_packets
+from nabij.failures import NabijError
 from nabij.mqtt import MqttEndpoint
 from nabij.mqtt_ingest import MqttConnectionError, handshake
 
 CONNECT_TIMEOUT_S: Final = 10.0
 
 
-class WireError(RuntimeError):
+class WireError(NabijError, RuntimeError):
     """The broker refused or dropped the connection."""
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
 from nabij.contract import Topics
-from nabij.failures import describe
+from nabij.failures import NabijError, describe
 from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
 from services.proximity.core.ingest import Rejection, parse_uplink
@@ -46,7 +46,7 @@ class BatchResult(Generic[M]):
     """Type name of every accepted uplink, in order (for the shell's metrics)."""
 
 
-class PoisonedInputError(Exception):
+class PoisonedInputError(NabijError):
     """Message `index` of the batch tripped a bug inside the engine: its state is suspect."""
 
     def __init__(self, index: int, rejection: Rejection) -> None:
