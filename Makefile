@@ -22,10 +22,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -n 2 -m "not integration"
 
 schemas: $(STAMP)
 	$(BIN)/nabij export-schemas docs/schemas
