@@ -18,4 +18,4 @@ class Effects:
     changed_devices: set[str] = field(default_factory=set)
     changed_pairs: set[PairKey] = field(default_factory=set)
     ignored: list[tuple[str, str]] = field(default_factory=list)
-    """(device_id, reason): "duplicate", "out_of_order" or "unknown_device"."""
+    """(device_id, reason): duplicate, out_of_order, seq_jump, outlier or unknown_device."""
