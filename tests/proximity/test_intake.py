@@ -92,3 +92,18 @@ def test_a_live_flood_is_refused_beyond_the_bound_and_a_full_lane_holds_the_read
     delivery = lanes.bulk.deliver(1, delivery.rest, False, 0)
     assert delivery.ack_now == [] and delivery.rest == []
     assert [r.mid for r in lanes.drain(0, 10)] == [12, 13, 14]  # vic-1 in its order
+
+
+def test_a_flooding_device_does_not_starve_another_devices_fixes() -> None:
+    """A read of 5,000 valid-looking fixes of ank-1 with one fix of vic-1 at its very end: the
+    flood beyond its bound is refused, and vic-1's fix is in the first batch, second in it."""
+    lanes = intake()
+    flood = [fix("ank-1", n, n % 60_000 + 1) for n in range(5000)]
+    delivery = lanes.bulk.deliver(1, [*flood, fix("vic-1", 1, 65_000)], True, 0)
+    assert len(delivery.ack_now) == 5000 - 100 and delivery.rest == []
+    first = lanes.drain(0, 10)
+    assert [r.topic for r in first[:3]] == [
+        TOPICS.device("ank-1", "fix"),
+        TOPICS.device("vic-1", "fix"),
+        TOPICS.device("ank-1", "fix"),
+    ]
