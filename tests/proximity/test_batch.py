@@ -47,10 +47,10 @@ def test_a_bug_on_one_message_rejects_it_and_spares_the_rest() -> None:
     engine = rollback()
     real_compare = engine._judge.compare
 
-    def compare(spec: PairSpec, reporter: DeviceState, tag: str, now_ms: int, e: Effects):  # type: ignore[no-untyped-def]  # same signature as PairJudge.compare
+    def compare(spec: PairSpec, reporter: DeviceState, seq: int, now_ms: int, e: Effects):  # type: ignore[no-untyped-def]  # same signature as PairJudge.compare
         if reporter.last_seq == 2:
             raise ZeroDivisionError("52.37 4.90")  # a message that quotes a position
-        return real_compare(spec, reporter, tag, now_ms, e)
+        return real_compare(spec, reporter, seq, now_ms, e)
 
     engine._judge.compare = compare  # type: ignore[method-assign]  # the bug planted for the test
     batch = [fix_message("ank-1", 1), fix_message("ank-1", 2), fix_message("vic-1", 3)]

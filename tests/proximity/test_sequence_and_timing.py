@@ -52,7 +52,7 @@ def test_each_message_of_each_boot_is_taken_once(
             for b, s, ts in stream:
                 verdict = admit(device, b, s, ts)
                 if verdict == "new":
-                    take(device, verdict, s, ts)
+                    take(device, s, ts)
                     assert (b, s) not in taken, f"{(b, s)} taken twice"
                     taken.add((b, s))
     assert taken == {(b, s) for b, s, _ in sent}
@@ -87,7 +87,7 @@ def test_live_fixes_land_at_their_receipt_whatever_the_clock(
         at = place(
             device, measured - offset_s * S, received, late_after_ms=LATE_MS, window_ms=WINDOW_MS
         )
-        take(device, "new", i, measured - offset_s * S)
+        take(device, i, measured - offset_s * S)
         assert received - 5_000 <= at <= received
         assert lateness_s(at, received, LATE_MS) is None
 
@@ -99,7 +99,7 @@ def test_a_backlog_lands_when_it_was_measured() -> None:
     for i in range(3):
         now = T0 + i * 15 * S
         place(device, now - 150 * S, now, late_after_ms=LATE_MS, window_ms=WINDOW_MS)
-        take(device, "new", i, now - 150 * S)
+        take(device, i, now - 150 * S)
         device.fix = Position(lat=0.0, lon=0.0, acc=5.0, ts=now)
     arrival = T0 + 400 * S
     placed = []
@@ -107,7 +107,7 @@ def test_a_backlog_lands_when_it_was_measured() -> None:
         at = place(
             device, T0 + true_s * S - 150 * S, arrival, late_after_ms=LATE_MS, window_ms=WINDOW_MS
         )
-        take(device, "new", i, T0 + true_s * S - 150 * S)
+        take(device, i, T0 + true_s * S - 150 * S)
         placed.append(at)
     assert placed == [T0 + t * S for t in range(60, 330, 30)]
     assert all(lateness_s(at, arrival, LATE_MS) for at in placed)

@@ -123,7 +123,7 @@ class ProximityEngine:
             self._ignore(device, verdict, now_ms, effects)
             return
         at = place(device, fix.ts, now_ms, late_after_ms=self._late_ms, window_ms=self._history_ms)
-        take(device, verdict, fix.seq, fix.ts)
+        take(device, fix.seq, fix.ts)
         effects.changed_devices.add(device.device_id)
         live = lateness_s(at, now_ms, self._late_ms) is None
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
@@ -159,9 +159,8 @@ class ProximityEngine:
         if live:
             # A late fix says nothing of now: it neither ends a silence nor reports a battery.
             self._conditions.on_fix(device, fix.batt, heard_before, now_ms, effects)
-        tag = device.tag(fix.seq)
         for spec in self._pairs_of.get(device.device_id, ()):
-            changes = self._judge.compare(spec, device, tag, now_ms, effects)
+            changes = self._judge.compare(spec, device, fix.seq, now_ms, effects)
             if changes is not None:
                 self._command(spec, changes[0], changes[1], effects)
         if self._zones.has_zones(device.device_id):
@@ -187,7 +186,7 @@ class ProximityEngine:
             # It moves no counter either: it may come on the fast lane, ahead of earlier fixes.
             tag = f"{event.type}-{digest}"
         elif verdict == "new":
-            take(device, verdict, event.seq, event.ts)
+            take(device, event.seq, event.ts)
         else:
             self._ignore(device, verdict, now_ms, effects)
             return

@@ -56,7 +56,7 @@ class PairJudge:
         self._predict_reach_m = 2 * settings.max_speed_mps * settings.predict_horizon_s
 
     def compare(
-        self, spec: PairSpec, reporter: DeviceState, tag: str, now_ms: int, effects: Effects
+        self, spec: PairSpec, reporter: DeviceState, seq: int, now_ms: int, effects: Effects
     ) -> Changes | None:
         """Compare the reporter's new fix with where its partner was at that time (its latest
         position for a live fix, its history for a late one); returns the rings' transitions,
@@ -103,7 +103,7 @@ class PairJudge:
             offender=offender,
             victim=victim,
             reporter=reporter.device_id,
-            tag=tag,
+            tag=reporter.tag(seq),  # formatted only past the far-apart shortcut
             now_ms=now_ms,
             late_s=lateness_s(own.ts, now_ms, self._late_ms),
         )

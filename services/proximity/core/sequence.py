@@ -82,15 +82,12 @@ def restart(device: DeviceState, boot: str | None, *, resume_at: int | None = No
     device.stray_seq = -1
 
 
-def take(device: DeviceState, verdict: Verdict, seq: int, ts: int) -> None:
-    """Record an accepted message: a new one moves the counter, a late one is marked seen."""
-    if verdict == "new":
-        device.advance_seq(seq)
-        device.last_ts = ts
-        device.strays = 0
-        device.stray_seq = -1
-    elif verdict == "out_of_order":
-        device.mark_seen(seq)
+def take(device: DeviceState, seq: int, ts: int) -> None:
+    """Record a "new" message: it moves the counter."""
+    device.advance_seq(seq)
+    device.last_ts = ts
+    device.strays = 0
+    device.stray_seq = -1
 
 
 def safety_digest(*parts: object) -> str:
