@@ -210,14 +210,59 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     late_s: LateSeconds | None = None
 
 
-class HumanRequest(Struct, frozen=True, omit_defaults=True):
-    """What a person asks of one alarm, from a terminal or a console."""
+# Operator text is shown on terminals and consoles: no control characters of any kind (C0, DEL,
+# C1), no line or paragraph separators, no bidirectional overrides, marks or isolates, so a name or
+# note can never forge a line or reorder what is shown around it. `(?!\n)` after `$`: Python's `$`
+# also matches before a final newline.
+_OPERATOR_TEXT_CHAR: Final = r"[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+OPERATOR_NAME_MAX: Final = 128
+OPERATOR_NOTE_MAX: Final = 1000
+SAFE_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$(?!\n)"
+OperatorName = Annotated[
+    str,
+    Meta(
+        pattern=rf"^(?=\s*\S){_OPERATOR_TEXT_CHAR}+$(?!\n)",
+        min_length=1,
+        max_length=OPERATOR_NAME_MAX,
+        description="Who acts: a name or badge number, not blank, no control characters.",
+    ),
+]
+OperatorNote = Annotated[
+    str,
+    Meta(
+        pattern=rf"^{_OPERATOR_TEXT_CHAR}*$(?!\n)",
+        max_length=OPERATOR_NOTE_MAX,
+        description="Free text from the operator, one line, no control characters.",
+    ),
+]
+RequestId = Annotated[
+    str, Meta(pattern=SAFE_ID_PATTERN, description="Unique id of one request; names its outcome.")
+]
+AlarmId = Annotated[str, Meta(pattern=SAFE_ID_PATTERN, description="Id of an alarm (`AL-...`).")]
+# Where a request came from: `cli` (an administrator on the host names who acts with `--by`) or
+# `console` (the console server sets `by` from the logged-in session, never from the client).
+RequestVia = Literal["cli", "console"]
+OPERATOR_FIELD_RULES: Final = {
+    "by": f"`by` must be a name of 1-{OPERATOR_NAME_MAX} characters, not blank, with no control "
+    "characters",
+    "note": f"`note` must be at most {OPERATOR_NOTE_MAX} characters on one line, with no control "
+    "characters",
+    "request_id": "`request_id` must be 1-64 letters, digits, `_` or `-`",
+    "alarm_id": "`alarm_id` must be 1-64 letters, digits, `_` or `-`",
+}
 
-    request_id: str
-    alarm_id: str
-    by: Annotated[str, Meta(min_length=1, max_length=128)]
+
+class HumanRequest(Struct, frozen=True, omit_defaults=True):
+    """What a person asks of one alarm, from a terminal or a console (stream
+    `{prefix}:gateway:requests`, which only the CLI's and the console's Redis users may append to).
+    """
+
+    request_id: RequestId
+    alarm_id: AlarmId
+    by: OperatorName
+    via: RequestVia
     at: EpochMs
-    note: str | None = None
+    note: OperatorNote | None = None
 
 
 class AckRequest(HumanRequest, frozen=True, omit_defaults=True, tag="ack"):
@@ -226,6 +271,33 @@ class AckRequest(HumanRequest, frozen=True, omit_defaults=True, tag="ack"):
 
 class ResolveRequest(HumanRequest, frozen=True, omit_defaults=True, tag="resolve"):
     """A human closes an alarm: escalation stops and a later repeat opens a new alarm."""
+
+
+OutcomeStatus = Literal["applied", "already_acknowledged", "no_such_alarm", "refused"]
+
+
+class RequestOutcome(Struct, frozen=True, omit_defaults=True):
+    """What the gateway did with one human request (`{prefix}:gateway:outcome:{request_id}`,
+    kept an hour), written in the transaction that applied it, so the tool that asked can tell
+    the operator the truth: who holds the acknowledgement, or why nothing happened."""
+
+    request_id: RequestId
+    status: OutcomeStatus
+    at: EpochMs
+    detail: str
+    alarm_id: str | None = None
+    # Who holds the acknowledgement now, and since when (applied or already acknowledged).
+    acknowledged_by: str | None = None
+    acknowledged_at: EpochMs | None = None
+
+
+def explain_request_error(err: msgspec.ValidationError) -> str:
+    """A refused request's reason, in the operator's terms where the field is one of theirs."""
+    message = str(err)
+    for field, rule in OPERATOR_FIELD_RULES.items():
+        if message.endswith(f"at `$.{field}`"):
+            return rule
+    return message
 
 
 GatewayInput = AlarmSignal | AckRequest | ResolveRequest
@@ -270,6 +342,7 @@ status_decoder: Final = msgspec.json.Decoder(DeviceStatus)
 command_decoder: Final = msgspec.json.Decoder(DeviceCommand)
 notice_decoder: Final = msgspec.json.Decoder(Notice)
 gateway_input_decoder: Final = msgspec.json.Decoder(GatewayInput)
+outcome_decoder: Final = msgspec.json.Decoder(RequestOutcome)
 encoder: Final = msgspec.json.Encoder()
 
 
@@ -286,4 +359,5 @@ SCHEMA_TYPES: Final[dict[str, object]] = {
     "command": DeviceCommand,
     "notice": Notice,
     "gateway_input": GatewayInput,
+    "request_outcome": RequestOutcome,
 }

@@ -32,12 +32,14 @@ log = structlog.get_logger(__name__)
 
 
 class HealthServer:
-    """Serves /metrics, /healthz and /readyz on `host:port` (port 0: any free port)."""
+    """Serves /metrics, /healthz and /readyz on `host:port` (port 0: any free port); loopback
+    unless told otherwise (`[health] bind`): metrics name alarm kinds and rates, not for the
+    network at large."""
 
     def __init__(
         self,
         port: int,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
         registry: CollectorRegistry = prometheus_client.REGISTRY,
         *,
         stale_after_s: float = DEFAULT_STALE_AFTER_S,

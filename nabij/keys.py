@@ -27,8 +27,23 @@ class Keys:
 
     @property
     def gateway_inbox(self) -> str:
-        """Stream of alarm signals and human requests (ack, resolve) for the gateway."""
+        """Stream of alarm signals from the proximity service to the gateway."""
         return f"{self.prefix}:gateway:inbox"
+
+    @property
+    def human_requests(self) -> str:
+        """Stream of human requests (ack, resolve) for the gateway, apart from the signals so
+        that only the CLI's and the console's Redis users may append to it."""
+        return f"{self.prefix}:gateway:requests"
+
+    def request_outcome(self, request_id: str) -> str:
+        """What the gateway did with one human request (JSON `RequestOutcome`), kept an hour."""
+        return f"{self.prefix}:gateway:outcome:{request_id}"
+
+    @property
+    def police_facts(self) -> str:
+        """Hash alarm_id -> the victim's facts of that alarm: police-role reads only."""
+        return f"{self.prefix}:gateway:police"
 
     @property
     def gateway_group(self) -> str:

@@ -13,9 +13,10 @@ committed" passes `retries=0` for its commit client and lets the error reach its
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,9 +28,16 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from nabij import metrics
+from nabij.config import SETTINGS_FILE, ConfigError, ConfigProblem
 from nabij.keys import Keys
 from nabij.logs import LogAggregator
-from nabij.settings import DEADLETTER_DETAIL_MAX_BYTES, DEADLETTER_TOPIC_MAX_BYTES, RedisSettings
+from nabij.settings import (
+    DEADLETTER_DETAIL_MAX_BYTES,
+    DEADLETTER_TOPIC_MAX_BYTES,
+    RedisRole,
+    RedisSettings,
+    RedisUser,
+)
 
 DEFAULT_SOCKET_TIMEOUT_S: Final = 10.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
@@ -47,8 +55,11 @@ def connect(
     health_check_interval_s: int = DEFAULT_HEALTH_CHECK_INTERVAL_S,
     retries: int = DEFAULT_RETRIES,
     client_name: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
 ) -> redis.Redis:
-    """A sync client for `url` (`redis://[:pass@]host:port/db` or `rediss://`); lazy, no I/O yet.
+    """A sync client for `url` (`redis://[user:pass@]host:port/db` or `rediss://`); lazy, no I/O
+    yet. `username` and `password` apply when the URL carries none.
 
     Connection errors and timeouts are retried `retries` times with exponential backoff
     (8 ms doubling, capped at 1 s); a connection idle for `health_check_interval_s` is pinged
@@ -64,7 +75,45 @@ def connect(
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.008), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         client_name=client_name,
+        username=username,
+        password=password,
     )
+
+
+def connect_as(
+    settings: RedisSettings,
+    role: RedisRole,
+    *,
+    env: Mapping[str, str] | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> redis.Redis:
+    """A client for `role`: as its own ACL user when `settings.users` names one, else with the
+    plain URL (development)."""
+    user = settings.users.get(role)
+    if user is None:
+        return connect(settings.url, retries=retries)
+    password = read_password(role, user, os.environ if env is None else env)
+    return connect(settings.url, retries=retries, username=user.username, password=password)
+
+
+def read_password(role: RedisRole, user: RedisUser, env: Mapping[str, str]) -> str:
+    """The password of `role`'s user, from its file or environment variable (one trailing newline
+    of a file is not part of it). Raises `ConfigError` naming the setting when it is missing."""
+    setting = f"redis.users.{role}"
+    if user.password_env is not None:
+        password = env.get(user.password_env)
+        if password:
+            return password
+        problem = f"environment variable {user.password_env} is not set"
+        setting += ".password_env"
+    else:
+        assert user.password_file is not None  # the settings hold exactly one source
+        try:
+            return user.password_file.read_text(encoding="utf-8").removesuffix("\n")
+        except OSError as err:
+            problem = f"cannot read {user.password_file}: {err.strerror}"
+            setting += ".password_file"
+    raise ConfigError([ConfigProblem(SETTINGS_FILE, setting, None, problem)])
 
 
 def wait_until_ready(client: redis.Redis, timeout_s: float, *, interval_s: float = 0.05) -> None:
@@ -339,6 +388,8 @@ __all__ = [
     "add_deadletter",
     "answers",
     "connect",
+    "connect_as",
     "is_out_of_memory",
+    "read_password",
     "wait_until_ready",
 ]

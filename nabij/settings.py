@@ -6,7 +6,8 @@ Loaded by `nabij.config`; everything here is a plain value once loaded.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Final
+from pathlib import Path
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -41,9 +42,33 @@ DEADLETTER_ENTRY_OVERHEAD_BYTES: Final = 2560
 MIN_DEADLETTER_ENTRIES: Final = 100
 
 
+# Each component connects to Redis as its own ACL user (`nabij redis-acl` writes their rules):
+# the services, the operators' tools by role (probation, police) and the console (issue 9).
+RedisRole = Literal["proximity", "gateway", "probation", "police", "console"]
+REDIS_ROLES: Final[tuple[RedisRole, ...]] = RedisRole.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
+
+
+class RedisUser(StrictModel):
+    """One component's Redis ACL user. Its password comes from a file or an environment
+    variable, never from the config itself (nor a command line)."""
+
+    username: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    password_file: Path | None = None
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> RedisUser:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("set exactly one of password_file and password_env")
+        return self
+
+
 class RedisSettings(StrictModel):
+    # Without credentials for a component (`users`), it connects with this URL as it is: fine for
+    # development, where the URL may also carry `user:password@`.
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field(default="nabij", min_length=1)
+    users: dict[RedisRole, RedisUser] = {}
     # The dead-letter stream (rejected input, kept for inspection) holds at most this many
     # entries ...
     deadletter_maxlen: int = Field(default=100_000, ge=MIN_DEADLETTER_ENTRIES)
@@ -159,6 +184,12 @@ class GatewaySettings(StrictModel):
     batch_max: int = Field(default=500, ge=1)
 
 
+class HealthSettings(StrictModel):
+    # /metrics, /healthz and /readyz answer on this address only: loopback unless a probe or a
+    # Prometheus on another host needs them (then name that interface, never 0.0.0.0 blindly).
+    bind: str = "127.0.0.1"
+
+
 class LogSettings(StrictModel):
     level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 
@@ -216,6 +247,7 @@ class Settings(StrictModel):
     proximity: ProximitySettings = ProximitySettings()
     gateway: GatewaySettings = GatewaySettings()
     log: LogSettings = LogSettings()
+    health: HealthSettings = HealthSettings()
     clock: ClockSettings = ClockSettings()
     escalation: dict[AlarmKind, EscalationPolicy] = {}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import cast
 
 import redis
+from redis.typing import KeyT, StreamIdT
 
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
@@ -26,6 +27,25 @@ def read_group(
     """XREADGROUP of one stream: `start_id` `>` for new entries, `0` for this consumer's pending."""
     reply = client.xreadgroup(group, consumer, {stream: start_id}, count=count, block=block_ms)
     return _entries_of(reply)
+
+
+def read_groups(
+    client: redis.Redis,
+    group: str,
+    consumer: str,
+    start_ids: dict[str, bytes],
+    *,
+    count: int,
+    block_ms: int | None,
+) -> list[tuple[str, StreamEntry]]:
+    """XREADGROUP of several streams at once (up to `count` entries from each), every entry
+    with the stream it came from, in the order of `start_ids`."""
+    wanted: dict[KeyT, StreamIdT] = {stream: start for stream, start in start_ids.items()}
+    reply = client.xreadgroup(group, consumer, wanted, count=count, block=block_ms)
+    if not reply:
+        return []
+    by_stream = dict(cast(list[tuple[bytes, list[StreamEntry]]], reply))
+    return [(stream, entry) for stream in start_ids for entry in by_stream.get(stream.encode(), [])]
 
 
 def read(

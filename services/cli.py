@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
+
+import redis
 
 import services.replay.cli
 import simulators.cli
 from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
 from nabij.clock import scaled_clock
-from nabij.config import ConfigError, load_config, resolve_directory
+from nabij.config import Config, ConfigError, load_config, resolve_directory
 from nabij.contract import AckRequest, ResolveRequest
 from nabij.keys import Keys
 from nabij.logs import configure_logging
-from nabij.redis_io import connect
+from nabij.redis_io import connect_as, read_password
 from nabij.schemas import export_schemas
+from nabij.settings import REDIS_ROLES, RedisRole
+
+OperatorRole = Literal["probation", "police"]
 
 # Packages that bring their own subcommands.
 SUBCOMMAND_PACKAGES = (simulators.cli.register, services.replay.cli.register)
 EXIT_CONFIG = 2
-EXIT_FAILED = 1
+# `ack` and `resolve`: applied (0), not applied (1: the gateway said why), refused before sending
+# (2, as a usage error), no answer from the gateway in time (3: the request waits in the stream).
+EXIT_NOT_APPLIED = 1
+EXIT_INVALID = 2
+EXIT_NO_ANSWER = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,10 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--by", required=True, help="who acts (name or badge number)")
         cmd.add_argument("--note", default=None)
         cmd.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the gateway")
+        _add_role_argument(cmd)
         cmd.set_defaults(handler=_operate, action=name)
 
     cmd = commands.add_parser("alarms", help="list open alarms")
     add_config_argument(cmd)
+    _add_role_argument(cmd)
     cmd.set_defaults(handler=_alarms)
 
     cmd = commands.add_parser("tail", help="follow a dispatch queue")
@@ -82,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--group", default=None, help="read as this consumer group (each notice once)")
     cmd.add_argument("--consumer", default="terminal")
     cmd.add_argument("--no-colour", action="store_true")
+    _add_role_argument(cmd, default=None)
     cmd.set_defaults(handler=_tail)
 
     cmd = commands.add_parser("demo", help="embedded broker and store, both services, scenarios")
@@ -90,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
 
     for register in SUBCOMMAND_PACKAGES:
         register(commands)
+
+    cmd = commands.add_parser("redis-acl", help="print the Redis ACL file of nabij's users")
+    add_config_argument(cmd)
+    cmd.set_defaults(handler=_redis_acl)
 
     cmd = commands.add_parser("export-schemas", help="write JSON Schemas of the wire contract")
     cmd.add_argument("directory", type=Path, default=Path("docs/schemas"), nargs="?")
@@ -103,7 +121,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = load_from_args(args)
     configure_logging(config.settings.log.level, args.services)
-    health = HealthServer(args.metrics_port) if args.metrics_port is not None else None
+    health = (
+        HealthServer(args.metrics_port, host=config.settings.health.bind)
+        if args.metrics_port is not None
+        else None
+    )
     wanted = ("proximity", "gateway") if args.services == "run" else (args.services,)
     try:
         return run_services(config, wanted, stop_on_signals(), health)
@@ -120,41 +142,54 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_role_argument(cmd: argparse.ArgumentParser, default: str | None = "probation") -> None:
+    cmd.add_argument(
+        "--role",
+        choices=["probation", "police"],
+        default=default,
+        help="whose Redis user to connect as (`redis.users`; default: "
+        + (default or "the queue's")
+        + ")",
+    )
+
+
+def _operator_client(config: Config, role: OperatorRole) -> tuple[redis.Redis, Keys]:
+    return connect_as(config.settings.redis, role), Keys(config.settings.redis.key_prefix)
+
+
 def _operate(args: argparse.Namespace) -> int:
     from services.alarm_gateway import operators
 
     config = load_from_args(args)
-    keys = Keys(config.settings.redis.key_prefix)
-    client = connect(config.settings.redis.url)
+    client, keys = _operator_client(config, args.role)
     # nabij's clock: a simulation may run it on a scenario's clock.
     now_ms = scaled_clock(config.settings.clock.timescale())()
-    kind: type[AckRequest] | type[ResolveRequest]
-    if args.action == "ack":
-        kind, applied = AckRequest, operators.ack_applied
-    else:
-        kind, applied = ResolveRequest, operators.resolve_applied
+    kind = AckRequest if args.action == "ack" else ResolveRequest
+    by = args.by.strip()
     try:
-        operators.request(
-            client, keys, kind, args.alarm_id, by=args.by, note=args.note, now_ms=now_ms
+        sent = operators.request(
+            client, keys, kind, args.alarm_id, by=by, note=args.note, now_ms=now_ms
         )
     except operators.OperatorError as err:
-        print(f"nabij {args.action}: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    done = "acknowledged" if args.action == "ack" else "resolved"
-    if operators.wait_for(lambda: applied(client, keys, args.alarm_id), args.wait):
-        print(f"{args.alarm_id} {done} by {args.by}")
-    else:
-        print(f"{args.alarm_id}: request queued; the gateway will apply it when it runs")
-    return 0
+        print(f"nabij {args.action}: refused, nothing sent: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    outcome = operators.wait_outcome(client, keys, sent.request_id, args.wait)
+    if outcome is None:
+        print(
+            f"{operators.safe(args.alarm_id)}: no answer from the gateway within {args.wait:g} s;"
+            " the request waits in its stream and is applied when the gateway runs"
+        )
+        return EXIT_NO_ANSWER
+    told = operators.tell(sent, outcome)
+    print(told.message, file=sys.stdout if told.applied else sys.stderr)
+    return 0 if told.applied else EXIT_NOT_APPLIED
 
 
 def _alarms(args: argparse.Namespace) -> int:
     from services.alarm_gateway import operators
 
     config = load_from_args(args)
-    records = operators.open_alarms(
-        connect(config.settings.redis.url), Keys(config.settings.redis.key_prefix)
-    )
+    records = operators.open_alarms(*_operator_client(config, args.role))
     if not records:
         print("no open alarms")
     for record in records:
@@ -168,9 +203,10 @@ def _tail(args: argparse.Namespace) -> int:
     config = load_from_args(args)
     stop = stop_on_signals()
     colour = sys.stdout.isatty() and not args.no_colour
+    client, keys = _operator_client(config, args.role or args.queue)
     for notice in operators.follow(
-        connect(config.settings.redis.url),
-        Keys(config.settings.redis.key_prefix),
+        client,
+        keys,
         args.queue,
         from_start=args.from_start,
         group=args.group,
@@ -178,6 +214,22 @@ def _tail(args: argparse.Namespace) -> int:
         should_stop=stop.is_set,
     ):
         print(operators.format_notice(notice, args.queue, colour=colour), flush=True)
+    return 0
+
+
+def _redis_acl(args: argparse.Namespace) -> int:
+    from nabij.redis_acl import acl_file, default_username
+
+    settings = load_from_args(args).settings.redis
+    users: dict[RedisRole, tuple[str, str | None]] = {}
+    for role in REDIS_ROLES:
+        user = settings.users.get(role)
+        if user is None:
+            users[role] = (default_username(role), None)
+            continue
+        password = read_password(role, user, os.environ)
+        users[role] = (user.username, hashlib.sha256(password.encode()).hexdigest())
+    print(acl_file(settings.key_prefix, users), end="")
     return 0
 
 

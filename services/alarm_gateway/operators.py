@@ -1,17 +1,21 @@
 """What a dispatcher or probation officer does from a terminal: list, follow, acknowledge, resolve.
 
 Humans never write alarm records themselves: `ack` and `resolve` append a request to the gateway's
-inbox (the gateway is the single writer) and then wait briefly to show the outcome.
+request stream (the gateway is the single writer) and then wait for the outcome the gateway
+writes, to tell what really happened. Everything shown is rendered with `safe`: text from Redis
+never reaches the terminal as control characters.
 """
 
 from __future__ import annotations
 
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
 import redis
 
 from nabij import streams
@@ -19,9 +23,13 @@ from nabij.contract import (
     AckRequest,
     Notice,
     QueueName,
+    RequestOutcome,
+    RequestVia,
     ResolveRequest,
     encode,
+    explain_request_error,
     notice_decoder,
+    outcome_decoder,
 )
 from nabij.failures import NabijError
 from nabij.keys import Keys
@@ -39,11 +47,13 @@ _RESET = "\033[0m"
 
 
 class OperatorError(NabijError):
-    """A request a human made cannot be carried out; the message says why."""
+    """A request a human made cannot be sent; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """What the gateway did with a request, told as the operator should read it."""
+
     applied: bool
     message: str
 
@@ -62,38 +72,73 @@ def request(
     by: str,
     note: str | None,
     now_ms: int,
+    via: RequestVia = "cli",
 ) -> AckRequest | ResolveRequest:
-    """Append an ack or resolve request for an open alarm to the gateway's inbox."""
-    _require_open(client, keys, alarm_id)
-    request = kind(f"{kind.__struct_config__.tag}-{uuid.uuid4().hex}", alarm_id, by, now_ms, note)
-    client.xadd(keys.gateway_inbox, {"input": encode(request)})
+    """Append an ack or resolve request to the gateway's request stream.
+
+    Raises `OperatorError` with the rule broken when `by`, `note` or `alarm_id` is not what the
+    contract takes: nothing is sent then (the gateway would refuse it anyway).
+    """
+    fields = {
+        "request_id": f"{kind.__struct_config__.tag}-{uuid.uuid4().hex}",
+        "alarm_id": alarm_id,
+        "by": by,
+        "via": via,
+        "at": now_ms,
+        "note": note,
+    }
+    try:
+        request = msgspec.convert(fields, kind)
+    except msgspec.ValidationError as err:
+        raise OperatorError(explain_request_error(err)) from err
+    client.xadd(keys.human_requests, {"input": encode(request)})
     return request
 
 
-def _require_open(client: redis.Redis, keys: Keys, alarm_id: str) -> None:
-    if not client.hexists(keys.alarms, alarm_id):
-        raise OperatorError(f"no open alarm {alarm_id} (run `nabij alarms` to list them)")
-
-
-def wait_for(
-    check: Callable[[], bool], timeout_s: float, sleep: Callable[[float], None] = time.sleep
-) -> bool:
-    """Poll `check` until it holds or the timeout passes."""
+def wait_outcome(
+    client: redis.Redis,
+    keys: Keys,
+    request_id: str,
+    timeout_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RequestOutcome | None:
+    """The gateway's outcome of a request, polled until it comes or the timeout passes."""
+    key = keys.request_outcome(request_id)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
+    while True:
+        blob = client.get(key)
+        if blob is not None:
+            return outcome_decoder.decode(blob)
+        if time.monotonic() >= deadline:
+            return None
         sleep(0.1)
-    return check()
 
 
-def ack_applied(client: redis.Redis, keys: Keys, alarm_id: str) -> bool:
-    blob = client.hget(keys.alarms, alarm_id)
-    return blob is None or record_decoder.decode(blob).acknowledged_by is not None
-
-
-def resolve_applied(client: redis.Redis, keys: Keys, alarm_id: str) -> bool:
-    return not client.hexists(keys.alarms, alarm_id)
+def tell(sent: AckRequest | ResolveRequest, outcome: RequestOutcome) -> Outcome:
+    """The truth about one request: done, by whom, or why not."""
+    alarm = sent.alarm_id
+    if outcome.status == "applied":
+        done = "acknowledged" if isinstance(sent, AckRequest) else "resolved"
+        by = outcome.acknowledged_by if isinstance(sent, AckRequest) else sent.by
+        return Outcome(True, safe(f"{alarm} {done} by {by}"))
+    if outcome.status == "already_acknowledged":
+        since = _clock(outcome.acknowledged_at) if outcome.acknowledged_at else "?"
+        return Outcome(
+            False,
+            safe(
+                f"{alarm} not acknowledged by {sent.by}: already acknowledged by "
+                f"{outcome.acknowledged_by} at {since}Z"
+            ),
+        )
+    if outcome.status == "no_such_alarm":
+        return Outcome(
+            False,
+            safe(
+                f"{alarm}: no open alarm has this id (never opened, or resolved already; "
+                "`nabij alarms` lists them)"
+            ),
+        )
+    return Outcome(False, safe(f"{alarm}: refused by the gateway: {outcome.detail}"))
 
 
 def follow(
@@ -141,9 +186,29 @@ def follow(
         client.xack(stream, group, entry_id)
 
 
+# Shown escaped: controls (C0, DEL, C1), format characters (bidi overrides, zero widths), line and
+# paragraph separators, surrogates, private use and unassigned code points.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def safe(text: str) -> str:
+    """`text` with every character that could move the cursor, forge a line or reorder what is
+    shown written as a Python escape (`\\n`, `\\x1b`, `\\u202e`)."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c) in _UNSAFE_CATEGORIES
+        else c
+        for c in text
+    )
+
+
+def _clock(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000, tz=UTC).strftime("%H:%M:%S")
+
+
 def format_notice(notice: Notice, queue: QueueName, *, colour: bool) -> str:
-    """One line a dispatcher can read at a glance."""
-    clock = datetime.fromtimestamp(notice.at / 1000, tz=UTC).strftime("%H:%M:%S")
+    """One line a dispatcher can read at a glance; every field from Redis rendered `safe`."""
+    clock = _clock(notice.at)
     event = notice.event.upper()
     if colour:
         event = f"{_EVENT_COLOURS.get(notice.event, '')}{event:<12}{_RESET}"
@@ -153,10 +218,11 @@ def format_notice(notice: Notice, queue: QueueName, *, colour: bool) -> str:
         f" / {notice.victim_device}" if notice.victim_device else ""
     )
     extra = f" by {notice.by}" if notice.by else ""
-    return (
-        f"{clock} [{queue:<9}] {event} P{notice.priority} L{notice.level} {notice.kind:<19} "
+    details = safe(
+        f"P{notice.priority} L{notice.level} {notice.kind:<19} "
         f"{notice.order_id} {parties}  {notice.alarm_id}{extra}  {notice.reason}"
     )
+    return f"{clock} [{queue:<9}] {event} {details}"
 
 
 def format_alarm(record: AlarmRecord) -> str:
@@ -164,7 +230,7 @@ def format_alarm(record: AlarmRecord) -> str:
     state = (
         f"acknowledged by {record.acknowledged_by}" if record.acknowledged_by else "unacknowledged"
     )
-    return (
+    return safe(
         f"{record.alarm_id}  P{record.priority} L{record.level}  {record.kind:<19} "
         f"{record.order_id}  opened {opened}Z  {record.condition}, {state}  "
         f"queues: {','.join(record.queues)}"

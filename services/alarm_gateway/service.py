@@ -1,9 +1,12 @@
-"""The alarm gateway shell: inbox stream in, pure `AlarmBook`, one Redis transaction out.
+"""The alarm gateway shell: inbox streams in, pure `AlarmBook`, one Redis transaction out.
 
-The gateway is the single writer of alarm records. It reads signals and human requests from its
-inbox with a consumer group; each batch's alarm records, dispatch notices and the `XACK` of the
-batch commit in one `MULTI`, so after a crash an entry is either fully applied or still pending
-(re-read first on start). Escalation due times travel inside the records: whatever fell due while
+The gateway is the single writer of alarm records. It reads signals (the proximity service's
+inbox) and human requests (their own stream, which only the CLI's and the console's Redis users
+may append to) with one consumer group over both streams; each batch's alarm records, dispatch
+notices, request outcomes and the `XACK` of the batch commit in one `MULTI`, so after a crash an
+entry is either fully applied or still pending (re-read first on start). Each stream takes only its
+own kind of input: a human request on the signal inbox, or a signal on the request stream, is
+refused. Escalation due times travel inside the records: whatever fell due while
 the gateway was down fires on its first turn back.
 
 Entries that cannot be applied are acknowledged in that same transaction and dead-lettered in a
@@ -19,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Final
 
 import msgspec
 import redis
@@ -28,12 +32,22 @@ from redis.client import Pipeline
 from nabij import metrics, streams
 from nabij.commit import HEARTBEAT_INTERVAL_S, TRANSIENT_REDIS_ERRORS, ServiceWrites, beat
 from nabij.config import Config
-from nabij.contract import ALARM_KINDS, GatewayInput, encode, gateway_input_decoder
+from nabij.contract import (
+    ALARM_KINDS,
+    AlarmSignal,
+    GatewayInput,
+    HumanRequest,
+    RequestId,
+    RequestOutcome,
+    encode,
+    explain_request_error,
+    gateway_input_decoder,
+)
 from nabij.failures import describe
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.logs import LogAggregator
-from nabij.redis_io import DeadLetter, connect, wait_until_ready
+from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
 from services.alarm_gateway.core.alarms import (
     RESOLVED_KEPT,
     AlarmBook,
@@ -41,14 +55,26 @@ from services.alarm_gateway.core.alarms import (
     record_decoder,
 )
 
-SERVICE = "gateway"
+SERVICE: Final = "gateway"
 MAX_BLOCK_MS = 1000
 INPUT_FIELD = b"input"
 REDIS_START_TIMEOUT_S = 60.0
+# Long enough for the tool that asked to read it, even after a gateway restart; short enough that
+# outcomes never pile up.
+OUTCOME_TTL_S = 3600
 # Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
 log = structlog.get_logger(service=SERVICE)
 # An inbox entry that could not be applied: raw input, reason, detail.
-Rejected = tuple[bytes, str, str]
+Rejected = tuple[bytes, str, str, str]  # raw input, reason, detail, stream
+
+
+class _Addressed(msgspec.Struct):
+    """The one field of a refused request needed to tell its sender why."""
+
+    request_id: RequestId
+
+
+_addressed_decoder = msgspec.json.Decoder(_Addressed)
 
 
 class GatewayService:
@@ -67,7 +93,12 @@ class GatewayService:
         # Waits on the wall for what falls due on nabij's clock (faster in a simulation).
         self._timescale = self._settings.clock.timescale()
         self._book = AlarmBook(self._settings)
-        self._redis = connect(self._settings.redis.url, retries=0)
+        self._redis = connect_as(self._settings.redis, SERVICE, retries=0)
+        # Which kind of input each stream takes, in the order a batch applies them.
+        self._inputs: dict[str, type[AlarmSignal] | type[HumanRequest]] = {
+            self._keys.gateway_inbox: AlarmSignal,
+            self._keys.human_requests: HumanRequest,
+        }
         writes = ServiceWrites.build(
             self._redis,
             self._keys,
@@ -124,14 +155,13 @@ class GatewayService:
             log.info("gateway_stopped")
 
     def _ensure_group(self) -> None:
-        try:
-            # From id 0: signals written before the gateway ever ran are not lost.
-            self._redis.xgroup_create(
-                self._keys.gateway_inbox, self._keys.gateway_group, id="0", mkstream=True
-            )
-        except redis.ResponseError as err:
-            if "BUSYGROUP" not in str(err):
-                raise
+        for stream in self._inputs:
+            try:
+                # From id 0: input written before the gateway ever ran is not lost.
+                self._redis.xgroup_create(stream, self._keys.gateway_group, id="0", mkstream=True)
+            except redis.ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
 
     def _prepare(self) -> None:
         self._ensure_group()
@@ -154,12 +184,11 @@ class GatewayService:
 
     def _consume(self, stop: threading.Event, *, start_id: bytes) -> None:
         while not stop.is_set():
-            entries = streams.read_group(
+            entries = streams.read_groups(
                 self._redis,
                 self._keys.gateway_group,
                 self._consumer,
-                self._keys.gateway_inbox,
-                start_id=start_id,
+                dict.fromkeys(self._inputs, start_id),
                 count=self._settings.gateway.batch_max,
                 block_ms=None if start_id == b"0" else self._block_ms(),
             )
@@ -169,61 +198,78 @@ class GatewayService:
             if start_id == b">":
                 return
 
-    def _apply_batch(self, entries: list[streams.StreamEntry]) -> None:
+    def _apply_batch(self, entries: list[tuple[str, streams.StreamEntry]]) -> None:
         now = self._clock()
         decisions: list[Decision] = []
         rejected: list[Rejected] = []
-        for _entry_id, fields in entries:
+        acked: dict[str, list[bytes]] = {}
+        for stream, (entry_id, fields) in entries:
+            acked.setdefault(stream, []).append(entry_id)
             raw = fields.get(INPUT_FIELD, b"")
-            try:
-                item: GatewayInput = gateway_input_decoder.decode(raw)
-            except msgspec.MsgspecError as err:
-                rejected.append((raw, "invalid_input", str(err)))
+            decoded = self._decode(stream, raw)
+            if isinstance(decoded, tuple):
+                reason, detail = decoded
+                rejected.append((raw, reason, detail, stream))
+                if stream == self._keys.human_requests:
+                    decisions.append(_refused(raw, detail, now))
                 continue
-            except RecursionError:
-                rejected.append((raw, "invalid_input", "Nested too deeply."))
-                continue
             try:
-                decision = self._book.apply(item, now)
+                decision = self._book.apply(decoded, now)
             except Exception as err:  # a bug must not make this entry a poison pill
-                rejected.append((raw, "internal_error", describe(err)))
+                rejected.append((raw, "internal_error", describe(err), stream))
                 continue
             if decision.rejection is not None:
-                rejected.append((raw, "not_applicable", decision.rejection))
+                rejected.append((raw, "not_applicable", decision.rejection, stream))
             decisions.append(decision)
-        ids = [entry_id for entry_id, _ in entries]
         # Every entry, applied or rejected, is acknowledged with the decisions; the dead letters
         # follow in their own best-effort write.
-        self._committer.commit(lambda pipe: self._write(pipe, decisions, ids), self._stop)
+        self._committer.commit(lambda pipe: self._write(pipe, decisions, acked), self._stop)
         self._deadletters.write(
             [
                 DeadLetter.bounded(
                     source=SERVICE,
                     reason=reason,
                     detail=detail,
-                    topic=self._keys.gateway_inbox,
+                    topic=stream,
                     payload=raw,
                     received_ms=now,
                     payload_bytes=self._settings.redis.deadletter_payload_bytes,
                 )
-                for raw, reason, detail in rejected
+                for raw, reason, detail, stream in rejected
             ]
         )
         self._observe(decisions, rejected)
+
+    def _decode(self, stream: str, raw: bytes) -> GatewayInput | tuple[str, str]:
+        """The input of one entry, or why it is refused: (reason, detail)."""
+        try:
+            item: GatewayInput = gateway_input_decoder.decode(raw)
+        except msgspec.ValidationError as err:
+            return "invalid_input", explain_request_error(err)
+        except msgspec.MsgspecError as err:
+            return "invalid_input", str(err)
+        except RecursionError:
+            return "invalid_input", "Nested too deeply."
+        if not isinstance(item, self._inputs[stream]):
+            home = next(key for key, kind in self._inputs.items() if isinstance(item, kind))
+            return "wrong_stream", f"{type(item).__name__} is taken only from {home}"
+        return item
 
     def _fire_due(self) -> None:
         """Escalate what fell due; runs on every turn of the loop."""
         now = self._clock()
         decisions = [self._book.fire_due(alarm_id, now) for alarm_id in self._book.due(now)]
         if decisions:
-            self._committer.commit(lambda pipe: self._write(pipe, decisions, []), self._stop)
+            self._committer.commit(lambda pipe: self._write(pipe, decisions, {}), self._stop)
             self._observe(decisions, [])
         else:
             self._committer.recheck_memory()
         self._rejections.flush()
         self._deadletters.flush_logs()
 
-    def _write(self, pipe: Pipeline, decisions: list[Decision], acked_ids: list[bytes]) -> None:
+    def _write(
+        self, pipe: Pipeline, decisions: list[Decision], acked: dict[str, list[bytes]]
+    ) -> None:
         keys = self._keys
         for decision in decisions:
             for record in decision.upserts:
@@ -233,11 +279,16 @@ class GatewayService:
                 pipe.xadd(keys.resolved_alarms, {"alarm": encode(record)})
             for queue_name, notice in decision.notices:
                 pipe.xadd(keys.dispatch(queue_name), {"notice": encode(notice)})
-        if acked_ids:
-            pipe.xack(keys.gateway_inbox, keys.gateway_group, *acked_ids)
+            if decision.outcome is not None:
+                outcome = decision.outcome
+                pipe.set(
+                    keys.request_outcome(outcome.request_id), encode(outcome), ex=OUTCOME_TTL_S
+                )
+        for stream, ids in acked.items():
+            pipe.xack(stream, keys.gateway_group, *ids)
             # Applied entries are gone from the inbox: it would otherwise grow without end and
             # keep victim positions that the alarm records and police notices already hold.
-            pipe.xdel(keys.gateway_inbox, *acked_ids)
+            pipe.xdel(stream, *ids)
 
     def _observe(self, decisions: list[Decision], rejected: list[Rejected]) -> None:
         for decision in decisions:
@@ -252,10 +303,10 @@ class GatewayService:
                     level=notice.level,
                     order_id=notice.order_id,
                 )
-        for reason, count in Counter(reason for _raw, reason, _detail in rejected).items():
+        for reason, count in Counter(reason for _raw, reason, _detail, _s in rejected).items():
             metrics.MESSAGES_REJECTED.labels(service=SERVICE, reason=reason).inc(count)
-        for _raw, reason, detail in rejected:
-            self._rejections.record(reason, detail=detail, topic=self._keys.gateway_inbox)
+        for _raw, reason, detail, stream in rejected:
+            self._rejections.record(reason, detail=detail, topic=stream)
         self._update_gauges()
 
     def _update_gauges(self) -> None:
@@ -264,3 +315,14 @@ class GatewayService:
             counts[record.kind] = counts.get(record.kind, 0) + 1
         for kind in ALARM_KINDS:
             metrics.OPEN_ALARMS.labels(kind=kind).set(counts.get(kind, 0))
+
+
+def _refused(raw: bytes, detail: str, now_ms: int) -> Decision:
+    """Tell the sender of a refused request why, if it can be told (its id is readable)."""
+    try:
+        request_id = _addressed_decoder.decode(raw).request_id
+    except (msgspec.MsgspecError, RecursionError):
+        return Decision()
+    return Decision(
+        outcome=RequestOutcome(request_id=request_id, status="refused", at=now_ms, detail=detail)
+    )

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Final
 
 import msgspec
 import paho.mqtt.client as paho
@@ -36,7 +37,7 @@ from nabij.keys import Keys
 from nabij.logs import LogAggregator
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
 from nabij.mqtt_ingest import Subscriber
-from nabij.redis_io import DeadLetter, connect, wait_until_ready
+from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
 from services.proximity.core.batch import run_isolating
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
@@ -45,7 +46,7 @@ from services.proximity.core.state import DeviceState, PairState
 from services.proximity.intake import Intake, Received
 from services.proximity.outbox import CommandOutbox
 
-SERVICE = "proximity"
+SERVICE: Final = "proximity"
 # Seconds of nabij's clock between silence checks; on the wall that is divided by the clock's
 # speed (a simulation), but never more often than MIN_TICK_WALL_S.
 TICK_INTERVAL_S = 1.0
@@ -120,7 +121,7 @@ class ProximityService:
             report_every_ms=int(ingest.refusal_report_s * 1000),
         )
         self._watch = ConnectionWatch()
-        self._redis = connect(self._settings.redis.url, retries=0)
+        self._redis = connect_as(self._settings.redis, SERVICE, retries=0)
         writes = ServiceWrites.build(
             self._redis, self._keys, self._settings.redis, service=SERVICE, log=log, health=health
         )

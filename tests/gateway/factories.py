@@ -74,11 +74,13 @@ def signal(
 def ack(
     request_id: str, alarm_id: str, *, by: str = "op-anna", note: str | None = None
 ) -> AckRequest:
-    return AckRequest(request_id=request_id, alarm_id=alarm_id, by=by, at=T0, note=note)
+    return AckRequest(request_id=request_id, alarm_id=alarm_id, by=by, via="cli", at=T0, note=note)
 
 
 def resolve(request_id: str, alarm_id: str, *, by: str = "op-anna") -> ResolveRequest:
-    return ResolveRequest(request_id=request_id, alarm_id=alarm_id, by=by, at=T0, note="done")
+    return ResolveRequest(
+        request_id=request_id, alarm_id=alarm_id, by=by, via="cli", at=T0, note="done"
+    )
 
 
 def queues_of(decision: Decision) -> list[QueueName]:

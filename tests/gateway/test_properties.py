@@ -199,7 +199,7 @@ def test_any_input_sequence_keeps_the_invariants(
                 alarms = run.book.open_alarms()
                 target = alarms[index % len(alarms)].alarm_id if alarms else "AL-none"
                 kind = AckRequest if op == "ack" else ResolveRequest
-                request = kind(request_id=request_id, alarm_id=target, by="op", at=T0)
+                request = kind(request_id=request_id, alarm_id=target, by="op", via="cli", at=T0)
                 run.requests[request_id] = request
             run.apply(request)
         elif op == "tick":
@@ -263,7 +263,7 @@ def test_flapping_after_an_ack_is_rate_limited_and_withdraws_the_ack_at_most_onc
         return pool[-1]
 
     alarm_id = run.apply(flap("open")).upserts[0].alarm_id
-    run.apply(AckRequest(request_id="ack-0", alarm_id=alarm_id, by="op", at=T0))
+    run.apply(AckRequest(request_id="ack-0", alarm_id=alarm_id, by="op", via="cli", at=T0))
     withdrawals: list[int] = []
     told: list[tuple[int, str]] = []  # (at, event) of every updated/cleared notice
 
@@ -288,7 +288,9 @@ def test_flapping_after_an_ack_is_rate_limited_and_withdraws_the_ack_at_most_onc
                 run.check(decision)
                 observe(decision, acked)
         elif op == "ack":
-            request = AckRequest(request_id=f"ack-{n + 1}", alarm_id=alarm_id, by="op", at=T0)
+            request = AckRequest(
+                request_id=f"ack-{n + 1}", alarm_id=alarm_id, by="op", via="cli", at=T0
+            )
             observe(run.apply(request), acked)
         else:
             run.book = _restart(run)

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from nabij.contract import AckRequest, AlarmSignal, GatewayInput, ResolveRequest
+from nabij.contract import (
+    AckRequest,
+    AlarmSignal,
+    GatewayInput,
+    OutcomeStatus,
+    RequestOutcome,
+    ResolveRequest,
+)
 from nabij.settings import Settings
 from services.alarm_gateway.core import transitions as t
 from services.alarm_gateway.core.notices import facts
@@ -32,6 +39,24 @@ def input_token(item: GatewayInput) -> str:
 
 def _unknown(alarm_id: str) -> str:
     return f"unknown alarm {alarm_id!r}: no open alarm has this id (never opened or resolved)"
+
+
+def _outcome(
+    request: AckRequest | ResolveRequest,
+    status: OutcomeStatus,
+    detail: str,
+    now_ms: int,
+    record: AlarmRecord | None = None,
+) -> RequestOutcome:
+    return RequestOutcome(
+        request_id=request.request_id,
+        status=status,
+        at=now_ms,
+        detail=detail,
+        alarm_id=request.alarm_id,
+        acknowledged_by=record.acknowledged_by if record else None,
+        acknowledged_at=record.acknowledged_at if record else None,
+    )
 
 
 class AlarmBook:
@@ -140,15 +165,26 @@ class AlarmBook:
         if current is None:
             if token in self._resolved_tokens:
                 return Decision()  # redelivery of a request that was applied before
-            return Decision(rejection=_unknown(request.alarm_id))
+            reason = _unknown(request.alarm_id)
+            return Decision(
+                rejection=reason, outcome=_outcome(request, "no_such_alarm", reason, now_ms)
+            )
         if token in current.applied_ids:
             return Decision()  # redelivery
         if isinstance(request, AckRequest):
-            return self._upsert(t.acknowledge(self._rules, current, request, token, now_ms))
+            step = t.acknowledge(self._rules, current, request, token, now_ms)
+            if step is None:
+                detail = f"already acknowledged by {current.acknowledged_by}"
+                held = _outcome(request, "already_acknowledged", detail, now_ms, current)
+                return Decision(outcome=held)
+            decision = self._upsert(step)
+            decision.outcome = _outcome(request, "applied", "acknowledged", now_ms, step[0])
+            return decision
         record, notices = t.resolve(current, request, token, now_ms)
         self._drop(record.alarm_id)
         self._remember_resolved(record)
-        return Decision(resolved=[record], notices=notices)
+        outcome = _outcome(request, "applied", "resolved", now_ms, record)
+        return Decision(resolved=[record], notices=notices, outcome=outcome)
 
     # --- indexes -------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from nabij.contract import AlarmKind, AlarmSignal, Notice, QueueName
+from nabij.contract import AlarmKind, AlarmSignal, Notice, QueueName, RequestOutcome
 
 APPLIED_IDS_KEPT: Final = 64
 """How many applied input ids a record remembers, to drop redelivered inputs."""
@@ -64,6 +64,7 @@ class Decision:
     resolved: list[AlarmRecord] = field(default_factory=list)  # removed from the open set
     notices: list[tuple[QueueName, Notice]] = field(default_factory=list)
     rejection: str | None = None  # human reason when the input cannot apply
+    outcome: RequestOutcome | None = None  # what a human request got, told to whoever asked
 
 
 def alarm_id_for(signal: AlarmSignal) -> str:
