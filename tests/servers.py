@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import queue
+import secrets
 import shutil
 import signal
 import socket
@@ -261,25 +262,46 @@ class MosquittoServer(_ServerProcess):
 class RedisServer(_ServerProcess):
     """`redis-server` with an fsync-always append-only file and no RDB snapshots.
 
-    `extra_config` lines are appended to its config file, e.g. `maxmemory 256mb`.
+    `extra_config` lines are appended to its config file, e.g. `maxmemory 256mb`. With
+    `acl_rules` (the text of an ACL file, e.g. `nabij redis-acl`'s) the server loads them as its
+    ACL file, plus a test administrator that `client()` and `admin_url` use.
     """
 
     name = "redis"
+    ADMIN_USER: Final = "test-admin"
 
     def __init__(
-        self, directory: Path, port: int | None = None, *, extra_config: Sequence[str] = ()
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        extra_config: Sequence[str] = (),
+        acl_rules: str | None = None,
     ) -> None:
         super().__init__(directory, port)
         self.binary = find_binary("redis-server", ["/usr/bin/redis-server"])
         self.extra_config = tuple(extra_config)
+        self.acl_rules = acl_rules
+        self._admin_password = secrets.token_hex(16)
 
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
+    @property
+    def admin_url(self) -> str:
+        """The URL with the administrator's credentials when an ACL is loaded, else `url`."""
+        if self.acl_rules is None:
+            return self.url
+        return f"redis://{self.ADMIN_USER}:{self._admin_password}@{HOST}:{self.port}/0"
+
     def client(self) -> redis.Redis:
-        """A new client (bytes replies) for this server."""
-        return redis.Redis(host=HOST, port=self.port, socket_timeout=10, socket_connect_timeout=2)
+        """A new client (bytes replies) for this server, as the administrator under an ACL."""
+        return redis.Redis.from_url(self.admin_url, socket_timeout=10, socket_connect_timeout=2)
+
+    @property
+    def acl_path(self) -> Path:
+        return self.directory / "users.acl"
 
     def _command(self) -> list[str]:
         return [self.binary, str(self.config_path)]
@@ -297,14 +319,22 @@ class RedisServer(_ServerProcess):
                     "appendfsync always",
                     'save ""',
                     "protected-mode yes",
+                    *self._acl_config(),
                     *self.extra_config,
                 ]
             )
             + "\n"
         )
 
+    def _acl_config(self) -> list[str]:
+        if self.acl_rules is None:
+            return []
+        admin = f"user {self.ADMIN_USER} on >{self._admin_password} ~* &* +@all\n"
+        self.acl_path.write_text(self.acl_rules + admin, encoding="utf-8")
+        return [f'aclfile "{self.acl_path}"']
+
     def _answers(self) -> bool:
-        client = redis.Redis(host=HOST, port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis.from_url(self.admin_url, socket_timeout=1, socket_connect_timeout=1)
         try:
             return bool(client.ping())
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):

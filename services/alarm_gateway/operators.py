@@ -228,7 +228,9 @@ def format_notice(notice: Notice, queue: QueueName, *, colour: bool) -> str:
 def format_alarm(record: AlarmRecord) -> str:
     opened = datetime.fromtimestamp(record.opened_at / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     state = (
-        f"acknowledged by {record.acknowledged_by}" if record.acknowledged_by else "unacknowledged"
+        f"acknowledged by {record.acknowledged_by} ({record.acknowledged_via or '?'})"
+        if record.acknowledged_by
+        else "unacknowledged"
     )
     return safe(
         f"{record.alarm_id}  P{record.priority} L{record.level}  {record.kind:<19} "

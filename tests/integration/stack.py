@@ -7,6 +7,7 @@ Test devices are plain paho clients publishing contract messages with the times 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,6 +38,8 @@ from nabij.contract import (
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.mqtt import MqttEndpoint, make_client
+from nabij.redis_acl import default_username
+from nabij.settings import REDIS_ROLES, RedisRole
 from services.proximity.core.state import DeviceState
 from services.runner import Service, build_services
 
@@ -134,6 +137,23 @@ level = "debug"
     )
     (directory / "orders.toml").write_text(orders_toml, encoding="utf-8")
     return directory
+
+
+def redis_users_toml(secrets_dir: Path) -> tuple[str, dict[RedisRole, str]]:
+    """`[redis.users.*]` sections giving every component its own Redis user, each password in a
+    file of its own under `secrets_dir`; returns the TOML and the passwords."""
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    passwords: dict[RedisRole, str] = {}
+    sections: list[str] = []
+    for role in REDIS_ROLES:
+        passwords[role] = secrets.token_hex(16)
+        password_file = secrets_dir / f"redis-{role}"
+        password_file.write_text(passwords[role] + "\n", encoding="utf-8")
+        sections.append(
+            f'[redis.users.{role}]\nusername = "{default_username(role)}"\n'
+            f'password_file = "{password_file}"\n'
+        )
+    return "\n".join(sections), passwords
 
 
 ONE_PAIR = """

@@ -13,7 +13,14 @@ from typing import Final, Literal
 
 import msgspec
 
-from nabij.contract import AlarmKind, AlarmSignal, Notice, QueueName, RequestOutcome
+from nabij.contract import (
+    AlarmKind,
+    AlarmSignal,
+    Notice,
+    QueueName,
+    RequestOutcome,
+    RequestVia,
+)
 
 APPLIED_IDS_KEPT: Final = 64
 """How many applied input ids a record remembers, to drop redelivered inputs."""
@@ -54,6 +61,9 @@ class AlarmRecord(msgspec.Struct):
     resolved_at: int | None = None
     resolved_by: str | None = None
     resolve_note: str | None = None
+    # Through what the acknowledgement and the resolution came (`cli`, `console`).
+    acknowledged_via: RequestVia | None = None
+    resolved_via: RequestVia | None = None
 
 
 @dataclass(slots=True)

@@ -184,6 +184,7 @@ def acknowledge(
     record = fresh(current, token)
     record.acknowledged_by = request.by
     record.acknowledged_at = now_ms
+    record.acknowledged_via = request.via
     record.ack_note = request.note
     record.escalation_due_ms = None  # a held-back update may still be due
     notices = build_notices(
@@ -203,7 +204,9 @@ def resolve(current: AlarmRecord, request: ResolveRequest, token: str, now_ms: i
     if record.acknowledged_by is None:
         record.acknowledged_by = request.by
         record.acknowledged_at = now_ms
+        record.acknowledged_via = request.via
     record.resolved_by = request.by
+    record.resolved_via = request.via
     record.resolved_at = now_ms
     record.resolve_note = request.note
     record.escalation_due_ms = None
