@@ -74,3 +74,57 @@ def test_topics_round_trip() -> None:
     assert topics.parse(topic) == ("vic-0001", "event")
     assert topics.parse("other/devices/vic-0001/event") is None
     assert topics.parse("nabij/v1/devices/vic-0001/event/extra") is None
+
+
+_REQUEST = {
+    "type": "ack",
+    "request_id": "ack-1",
+    "alarm_id": "AL-1",
+    "by": "officer 17",
+    "via": "cli",
+    "at": 1764403200123,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("by", ""),
+        ("by", "   "),
+        ("by", "officer\n"),
+        ("by", "officer\n12:00:00 RESOLVED"),
+        ("by", "officer\r"),
+        ("by", "\x1b[31mofficer"),
+        ("by", "officer\x7f"),
+        ("by", "officer\x85"),
+        ("by", "officer\u2028"),
+        ("by", "officer\u202e71"),
+        ("by", "officer\u2067"),
+        ("by", "x" * 129),
+        ("note", "line\nline"),
+        ("note", "\x1b]0;title\x07"),
+        ("note", "x" * 1001),
+        ("request_id", "ack-1:evil"),
+        ("alarm_id", "AL-1\n"),
+    ],
+)
+def test_operator_text_with_control_characters_is_refused_by_code_and_schema(
+    field: str, value: str
+) -> None:
+    """The decoder refuses it naming the rule broken, and the exported schema refuses it too
+    (a console validating with the schema draws the same line)."""
+    raw = msgspec.json.encode({**_REQUEST, field: value})
+    with pytest.raises(msgspec.ValidationError) as refused:
+        contract.gateway_input_decoder.decode(raw)
+    assert contract.explain_request_error(refused.value) == contract.OPERATOR_FIELD_RULES[field]
+    schema = msgspec.json.decode((SCHEMA_DIR / "gateway_input.schema.json").read_bytes())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(msgspec.json.decode(raw), schema)
+
+
+def test_ordinary_operator_text_is_accepted() -> None:
+    """Names and notes in any script, with inner spaces and punctuation, pass."""
+    raw = msgspec.json.encode({**_REQUEST, "by": "Ünal Öztürk (badge 17)", "note": "Ok — ga"})
+    request = contract.gateway_input_decoder.decode(raw)
+    assert isinstance(request, contract.AckRequest)
+    assert (request.by, request.via) == ("Ünal Öztürk (badge 17)", "cli")

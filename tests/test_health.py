@@ -149,3 +149,34 @@ def test_project_metrics_are_registered_with_their_labels() -> None:
     ]
     assert buckets[:3] == ["0.001", "0.0025", "0.005"]
     assert buckets[-2:] == ["1.0", "+Inf"]
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5):
+            return True
+    except urllib.error.URLError:
+        return False
+
+
+def test_binds_loopback_only_by_default(registry: CollectorRegistry) -> None:
+    """Unless told otherwise the endpoints answer on 127.0.0.1 and on no other address (here
+    127.0.0.2, another loopback address that a 0.0.0.0 bind would answer on too)."""
+    health = HealthServer(0, registry=registry)
+    health.start()
+    try:
+        assert _answers("127.0.0.1", health.port)
+        assert not _answers("127.0.0.2", health.port)
+    finally:
+        health.stop()
+
+
+def test_binds_the_address_it_is_given(registry: CollectorRegistry) -> None:
+    """`host` (from `[health] bind`) is where the endpoints answer, and only there."""
+    health = HealthServer(0, host="127.0.0.2", registry=registry)
+    health.start()
+    try:
+        assert _answers("127.0.0.2", health.port)
+        assert not _answers("127.0.0.1", health.port)
+    finally:
+        health.stop()

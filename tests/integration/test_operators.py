@@ -33,7 +33,8 @@ from tests.integration.stack import (
     write_config,
 )
 from tests.integration.test_alarm_path import kinds, walk
-from tests.servers import HOST, MosquittoServer, RedisServer
+from tests.integration.test_operations import http_get
+from tests.servers import HOST, MosquittoServer, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 NABIJ = (sys.executable, "-m", "services.cli")
@@ -321,3 +322,33 @@ def _record_with(alarm_id: str, *, by: str) -> AlarmRecord:
     [record] = AlarmBook(Settings()).apply(factories.signal("sig-1"), factories.T0).upserts
     record.alarm_id, record.acknowledged_by, record.order_id = alarm_id, by, f"ORD{INJECTED}"
     return record
+
+
+def test_metrics_and_health_answer_only_on_the_configured_address(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`nabij gateway --metrics-port` serves on `[health] bind` and on no other address."""
+    config_dir = write_config(
+        tmp_path / "config",
+        mqtt_url="mqtt://127.0.0.1:1",
+        redis_url=redis_server.url,
+        prefix="health",
+        orders_toml=ONE_PAIR,
+        extra_toml='[health]\nbind = "127.0.0.2"\n',
+    )
+    port = free_port()
+    gateway = subprocess.Popen(
+        [*NABIJ, "gateway", "--config", str(config_dir), "--metrics-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "gateway.log").open("ab"),
+    )
+    try:
+        wait_until(
+            lambda: http_get(f"http://127.0.0.2:{port}/readyz")[0] == 200,
+            what="ready on 127.0.0.2",
+            detail=(tmp_path / "gateway.log").read_text,
+        )
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 0  # nothing listens there
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=10)
