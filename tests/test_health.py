@@ -159,24 +159,24 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def test_binds_loopback_only_by_default(registry: CollectorRegistry) -> None:
-    """Unless told otherwise the endpoints answer on 127.0.0.1 and on no other address (here
-    127.0.0.2, another loopback address that a 0.0.0.0 bind would answer on too)."""
-    health = HealthServer(0, registry=registry)
+@pytest.mark.parametrize(
+    ("host", "answering", "silent"),
+    [(None, "127.0.0.1", "127.0.0.2"), ("127.0.0.2", "127.0.0.2", "127.0.0.1")],
+)
+def test_answers_only_on_the_address_it_binds(
+    registry: CollectorRegistry, host: str | None, answering: str, silent: str
+) -> None:
+    """By default the endpoints answer on 127.0.0.1 and on no other address (127.0.0.2 is
+    another loopback address that a 0.0.0.0 bind would answer on too); given `host` (from
+    `[health] bind`), there and only there."""
+    health = (
+        HealthServer(0, registry=registry)
+        if host is None
+        else HealthServer(0, host=host, registry=registry)
+    )
     health.start()
     try:
-        assert _answers("127.0.0.1", health.port)
-        assert not _answers("127.0.0.2", health.port)
-    finally:
-        health.stop()
-
-
-def test_binds_the_address_it_is_given(registry: CollectorRegistry) -> None:
-    """`host` (from `[health] bind`) is where the endpoints answer, and only there."""
-    health = HealthServer(0, host="127.0.0.2", registry=registry)
-    health.start()
-    try:
-        assert _answers("127.0.0.2", health.port)
-        assert not _answers("127.0.0.1", health.port)
+        assert _answers(answering, health.port)
+        assert not _answers(silent, health.port)
     finally:
         health.stop()

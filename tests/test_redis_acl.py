@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import tomllib
 from fnmatch import fnmatchcase
+from pathlib import Path
 
 import pytest
 
 from nabij.keys import Keys
-from nabij.redis_acl import ANY, Grant, acl_file, glob_escape, grants
-from nabij.settings import REDIS_ROLES, RedisRole
+from nabij.redis_acl import ANY, Grant, acl_file, default_username, glob_escape, grants
+from nabij.settings import REDIS_ROLES, RedisRole, Settings
 
 PREFIX = "nabij"
 KEYS = Keys(PREFIX)
@@ -103,3 +105,18 @@ def test_the_file_switches_off_the_default_user_and_users_without_a_password() -
     assert f"on #{'ab' * 32}" in by_user["nabij-gateway"]
     assert " off " in by_user["nabij-console"]
     assert all(line.startswith("user ") for line in lines)  # ACL files take no comments
+
+
+def test_the_shipped_example_is_what_the_generator_writes() -> None:
+    """config/redis/users.acl.example is `nabij redis-acl` for the default config (every user
+    off until it has a password); regenerate it when the grants change."""
+    example = Path(__file__).resolve().parent.parent / "config" / "redis" / "users.acl.example"
+    users = {role: (default_username(role), None) for role in REDIS_ROLES}
+    assert example.read_text(encoding="utf-8") == acl_file(PREFIX, users)
+
+
+def test_the_example_users_load_as_settings() -> None:
+    """The example `[redis.users.*]` sections are valid settings for every role."""
+    example = Path(__file__).resolve().parent.parent / "config" / "redis" / "users.toml.example"
+    settings = Settings.model_validate(tomllib.loads(example.read_text(encoding="utf-8")))
+    assert set(settings.redis.users) == set(REDIS_ROLES)

@@ -64,8 +64,8 @@ REDIS_START_TIMEOUT_S = 60.0
 OUTCOME_TTL_S = 3600
 # Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
 log = structlog.get_logger(service=SERVICE)
-# An inbox entry that could not be applied: raw input, reason, detail.
-Rejected = tuple[bytes, str, str, str]  # raw input, reason, detail, stream
+# An entry that could not be applied: raw input, reason, detail, the stream it came from.
+Rejected = tuple[bytes, str, str, str]
 
 
 class _Addressed(msgspec.Struct):

@@ -83,6 +83,23 @@ def resolve(request_id: str, alarm_id: str, *, by: str = "op-anna") -> ResolveRe
     )
 
 
+def notice(**fields: Any) -> Notice:
+    """A notice as the gateway sends one, with `fields` replaced."""
+    base: dict[str, Any] = {
+        "notice_id": "n1",
+        "alarm_id": "AL-1",
+        "event": "acknowledged",
+        "kind": "strap_tamper",
+        "priority": 1,
+        "order_id": "ORD-1",
+        "offender_device": "ank-1",
+        "level": 1,
+        "at": T0,
+        "reason": "Acknowledged by op-anna",
+    }
+    return Notice(**(base | fields))
+
+
 def queues_of(decision: Decision) -> list[QueueName]:
     return [queue for queue, _ in decision.notices]
 

@@ -7,9 +7,10 @@ import unicodedata
 
 import pytest
 
-from nabij.contract import Notice, RequestOutcome
+from nabij.contract import RequestOutcome
 from services.alarm_gateway.core.alarms import AlarmBook
 from services.alarm_gateway.operators import format_notice, safe, tell
+from tests.gateway import factories
 from tests.gateway.factories import SECOND, T0, ack, resolve, settings, signal
 
 
@@ -104,16 +105,9 @@ def test_safe_escapes_every_control_and_bidi_character(text: str, shown: str) ->
 def test_a_notice_is_one_line_whatever_its_fields_hold() -> None:
     """Control characters in any text field of a notice never reach the line raw."""
     injected = "\n12:00:00 [police   ] RESOLVED\r\x1b]0;x\x07\u202e"
-    notice = Notice(
-        notice_id="n1",
+    notice = factories.notice(
         alarm_id=f"AL-1{injected}",
-        event="resolved",
-        kind="strap_tamper",
-        priority=1,
         order_id=f"ORD{injected}",
-        offender_device="ank-1",
-        level=1,
-        at=T0,
         reason=f"Resolved{injected}",
         by=f"officer{injected}",
     )

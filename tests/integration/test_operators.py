@@ -17,7 +17,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from nabij.contract import AlarmSignal, Notice, encode, outcome_decoder
+from nabij.contract import encode, outcome_decoder
 from nabij.redis_acl import default_username
 from nabij.settings import RedisRole, Settings
 from services.alarm_gateway.core.alarms import AlarmBook
@@ -38,6 +38,7 @@ from tests.servers import HOST, MosquittoServer, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 NABIJ = (sys.executable, "-m", "services.cli")
+NO_BROKER = "mqtt://127.0.0.1:1"  # never connected to: these tests need Redis only
 
 
 @dataclass
@@ -170,16 +171,7 @@ def test_the_gateway_refuses_forged_requests_written_straight_to_redis(secured: 
     stack, keys = secured.stack, secured.stack.keys
     stack.start_in_process("gateway")
     at = now_ms()
-    signal = AlarmSignal(
-        signal_id="sig-1",
-        action="open",
-        kind="strap_tamper",
-        alarm_key="strap_tamper:ORD-T-1:ank-1",
-        order_id="ORD-T-1",
-        offender_device="ank-1",
-        at=at,
-        reason="Strap opened",
-    )
+    signal = factories.signal("sig-1", kind="strap_tamper", at=at, distance_m=None)
     secured.client("proximity").xadd(keys.gateway_inbox, {"input": encode(signal)})
     [opened] = stack.wait_notices("probation", bool, "alarm opened")
 
@@ -213,20 +205,29 @@ def test_the_gateway_refuses_forged_requests_written_straight_to_redis(secured: 
     assert _denials(stack.redis) == []
 
 
+def _redis_only_stack(
+    redis_server: RedisServer, tmp_path: Path, prefix: str, extra_toml: str = ""
+) -> Stack:
+    """A configured nabij for what needs Redis and no broker (the CLI, one service process)."""
+    config_dir = write_config(
+        tmp_path / "config",
+        mqtt_url=NO_BROKER,
+        redis_url=redis_server.url,
+        prefix=prefix,
+        orders_toml=ONE_PAIR,
+        extra_toml=extra_toml,
+    )
+    return Stack(config_dir, NO_BROKER, redis_server.url)
+
+
 def test_the_cli_refuses_bad_text_itself_and_says_when_nobody_answered(
     redis_server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An empty or blank `--by`, or control characters in `--by` or `--note`, are refused before
     anything is sent (exit 2, the rule printed); with no gateway running, a valid request says
     it got no answer (exit 3) instead of claiming success."""
-    config_dir = write_config(
-        tmp_path / "config",
-        mqtt_url="mqtt://127.0.0.1:1",
-        redis_url=redis_server.url,
-        prefix="cli",
-        orders_toml=ONE_PAIR,
-    )
-    stack = Stack(config_dir, "mqtt://127.0.0.1:1", redis_server.url)
+    stack = _redis_only_stack(redis_server, tmp_path, "cli")
+    config_dir = stack.config_dir
     config = ["--config", str(config_dir)]
     for argv in (
         ["ack", "AL-1", "--by", ""],
@@ -260,24 +261,13 @@ def test_tail_and_alarms_show_injected_text_escaped(
     """Notices and records written straight into Redis with newlines, carriage returns, terminal
     escapes and bidi overrides in every text field print one line each, with no raw control
     character."""
-    config_dir = write_config(
-        tmp_path / "config",
-        mqtt_url="mqtt://127.0.0.1:1",
-        redis_url=redis_server.url,
-        prefix="tail",
-        orders_toml=ONE_PAIR,
-    )
-    stack = Stack(config_dir, "mqtt://127.0.0.1:1", redis_server.url)
+    stack = _redis_only_stack(redis_server, tmp_path, "tail")
+    config_dir = stack.config_dir
     notices = [
-        Notice(
+        factories.notice(
             notice_id=f"n-{i}{INJECTED}",
             alarm_id=f"AL-{i}{INJECTED}",
-            event="acknowledged",
-            kind="strap_tamper",
-            priority=1,
             order_id=f"ORD{INJECTED}",
-            offender_device="ank-1",
-            level=1,
             at=now_ms(),
             reason=f"Acknowledged{INJECTED}",
             by=f"officer{INJECTED}",
@@ -328,14 +318,10 @@ def test_metrics_and_health_answer_only_on_the_configured_address(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """`nabij gateway --metrics-port` serves on `[health] bind` and on no other address."""
-    config_dir = write_config(
-        tmp_path / "config",
-        mqtt_url="mqtt://127.0.0.1:1",
-        redis_url=redis_server.url,
-        prefix="health",
-        orders_toml=ONE_PAIR,
-        extra_toml='[health]\nbind = "127.0.0.2"\n',
+    stack = _redis_only_stack(
+        redis_server, tmp_path, "health", extra_toml='[health]\nbind = "127.0.0.2"\n'
     )
+    config_dir = stack.config_dir
     port = free_port()
     gateway = subprocess.Popen(
         [*NABIJ, "gateway", "--config", str(config_dir), "--metrics-port", str(port)],
@@ -352,3 +338,4 @@ def test_metrics_and_health_answer_only_on_the_configured_address(
     finally:
         gateway.terminate()
         gateway.wait(timeout=10)
+        stack.stop()
