@@ -43,6 +43,17 @@ class Keys:
         return f"{self.prefix}:gateway:alarms"
 
     @property
+    def police_facts(self) -> str:
+        """POLICE ONLY. Hash alarm_id -> the alarm's exact facts (JSON): both positions, exact
+        distance, uncertainty, confidence, closing speed, time to contact, full reason.
+
+        Only the gateway (which writes it in the same transaction as the record) and police-role
+        users may read it; alarm records and resolved records hold none of it. Entries of
+        resolved alarms are deleted after `privacy.police_facts_retention_s`.
+        """
+        return f"{self.prefix}:gateway:police"
+
+    @property
     def resolved_alarms(self) -> str:
         """Stream of resolved alarm records, kept for history and export."""
         return f"{self.prefix}:gateway:resolved"
