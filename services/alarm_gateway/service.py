@@ -166,7 +166,8 @@ class GatewayService:
     def _trim(self) -> None:
         """Delete what is past its retention (docs/privacy.md), in one transaction."""
         keys = self._keys
-        trim = plan_trim(self._settings.privacy, self._clock(), self._police_facts())
+        wall_ms = round(time.time() * 1000)  # stream ids are Redis's wall time
+        trim = plan_trim(self._settings.privacy, self._clock(), wall_ms, self._police_facts())
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.xtrim(keys.dispatch("police"), minid=trim.police_queue_min_id, approximate=False)
             pipe.xtrim(keys.resolved_alarms, minid=trim.resolved_min_id, approximate=False)

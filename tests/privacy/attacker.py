@@ -54,8 +54,9 @@ class Annulus:
 @dataclass(slots=True)
 class Verdict:
     annuli: list[Annulus]
-    estimate: tuple[float, float] | None
-    """The attacker's best guess of her position (None: no idea at all)."""
+    estimates: list[tuple[float, float]]
+    """The attacker's guesses of her position: least squares and the feasible region's centroid
+    (or, with no annulus, where he was seen); the test scores the better one."""
     feasible_diameter_m: float
     """How far apart two points consistent with everything read can be (search square: 8.5 km)."""
 
@@ -137,8 +138,7 @@ def attack(
     evidence = gather(documents, project, rings_m)
     annuli = _annuli(evidence)
     if evidence.leaks:
-        east, north = evidence.leaks[0]
-        return Verdict(annuli, (east, north), 0.0)
+        return Verdict(annuli, [evidence.leaks[0]], 0.0)
     centres = [(a.east, a.north) for a in annuli] or [s[1:3] for s in evidence.sightings]
     cx, cy = np.mean(np.array(centres), axis=0) if centres else (0.0, 0.0)
     axis = np.arange(-SEARCH_HALF_M, SEARCH_HALF_M + GRID_M, GRID_M)
@@ -147,20 +147,18 @@ def attack(
     for a in annuli:
         d = np.hypot(xs - a.east, ys - a.north)
         inside &= (d >= a.min_m) & (d <= a.max_m)
-    diameter = _diameter(xs[inside], ys[inside])
+    verdict = Verdict(annuli, [], _diameter(xs[inside], ys[inside]))
     finite = [a for a in annuli if math.isfinite(a.max_m)]
     if len(finite) >= 3:
-        return Verdict(annuli, _least_squares(finite, xs, ys), diameter)
+        verdict.estimates.append(_least_squares(finite, xs, ys))
     if inside.any() and annuli:
-        return Verdict(annuli, (float(xs[inside].mean()), float(ys[inside].mean())), diameter)
-    if centres:  # nothing to trilaterate: he tends to be near her, so guess where he was seen
-        return Verdict(annuli, (float(cx), float(cy)), diameter)
-    return Verdict(annuli, None, diameter)
+        verdict.estimates.append((float(xs[inside].mean()), float(ys[inside].mean())))
+    if not annuli and centres:  # nothing to go by: he tends to be near her, guess where he was
+        verdict.estimates.append((float(cx), float(cy)))
+    return verdict
 
 
-def _least_squares(
-    annuli: list[Annulus], xs: np.ndarray, ys: np.ndarray
-) -> tuple[float, float]:
+def _least_squares(annuli: list[Annulus], xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
     """The point whose distances best fit the annuli's mid radii: grid, then a 1 m refinement."""
 
     def cost(px: np.ndarray, py: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from nabij.contract import AlarmSignal, Notice, QueueName, encode
-from services.alarm_gateway.core.alarms import AlarmBook, AlarmRecord, distance_band, encode_record
+from services.alarm_gateway.core.alarms import AlarmBook, distance_band, encode_record
 from services.proximity.tracks import Scenario, load_scenario
 from services.replay.timeline import replay
 from tests.privacy.attacker import Projection, Verdict, attack
@@ -59,8 +59,8 @@ def readings() -> Readings:
             out.commands.append((line.at, _json(encode(line.command))))
     book = AlarmBook(scenario.config.settings)
     start, end = min(signals), max(signals) + TAIL_S * 1000
-    for now in range(start, end + 1000, 1000):
-        decisions = [book.apply(s, now) for t in range(now - 999, now + 1) for s in signals.get(t, [])]
+    for now in sorted({*signals, *range(start, end, 1000)}):
+        decisions = [book.apply(s, now) for s in signals.get(now, [])]
         decisions += [book.fire_due(alarm_id, now) for alarm_id in book.due(now)]
         for decision in decisions:
             for record in (*decision.upserts, *decision.resolved):
@@ -79,10 +79,11 @@ def _keep(out: Readings, queue: QueueName, notice: Notice) -> None:
 
 
 def _error_m(readings: Readings, verdict: Verdict, project: Projection) -> float:
-    if verdict.estimate is None:
-        return math.inf
     truth = project(*readings.scenario.origin)  # the victim stands at the origin
-    return math.hypot(verdict.estimate[0] - truth[0], verdict.estimate[1] - truth[1])
+    return min(
+        (math.hypot(east - truth[0], north - truth[1]) for east, north in verdict.estimates),
+        default=math.inf,
+    )
 
 
 def _projection(readings: Readings) -> Projection:
@@ -111,8 +112,10 @@ def test_the_scenario_reaches_every_victim_relative_alarm(readings: Readings) ->
     """The approach really happens: both rings open twice, she presses, the offender's battery
     and strap alarms fire while he is near her, probation hears bands and police the metres."""
     kinds = [(n.kind, n.event) for n in readings.probation_notices]
-    assert kinds.count(("proximity_alarm", "opened")) == 2
-    assert kinds.count(("proximity_pre_alert", "opened")) == 2
+    for kind in ("proximity_pre_alert", "proximity_alarm"):
+        assert (kind, "opened") in kinds and (kind, "cleared") in kinds
+        returned = [n for n in readings.probation_notices if n.kind == kind]
+        assert any(n.reason.startswith("Condition returned") for n in returned)
     for kind in ("aware_button", "battery_low", "strap_tamper"):
         assert (kind, "opened") in kinds
     assert any(n.distance_band is not None for n in readings.probation_notices)
@@ -148,9 +151,30 @@ def test_the_same_attacker_finds_her_from_exact_distances(readings: Readings) ->
 
 def test_bands_alone_are_not_enough_while_his_position_is_shown(readings: Readings) -> None:
     """Why the offender's position is withheld too: bands with his exact position (annuli from
-    several sides) still narrow her down to well inside the band she was in (250 m wide)."""
+        several sides) still narrow her down to well inside the band she was in (250 m wide); here
+    to 15 m, the feasible region 67 m across."""
     project = _projection(readings)
     banded = [(n.at, _bands_with_exact_offender(n)) for n in readings.police]
     verdict = attack(banded, project, RINGS_M)
-    print("bands+exact offender:", _error_m(readings, verdict, project), verdict.feasible_diameter_m)
     assert _error_m(readings, verdict, project) < 250
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="OPEN (docs/privacy.md, residual 1): ring warnings are decided on her exact position",
+)
+def test_the_offender_cannot_locate_her_from_his_own_track_and_warnings(readings: Readings) -> None:
+    """The offender knows his own track, and each `warn` tells him he is inside a ring of her:
+    every warning is a disk around where he was. Two approaches from different sides already
+    put her within ~30 m (feasible region ~260 m across). Closing this needs the warnings
+    decided on a coarsened position of hers in the proximity engine; until then this test
+    fails on purpose (strict xfail: it turns red the day the leak is closed, to be unmarked)."""
+    project = _projection(readings)
+    own_track = []
+    for record in readings.scenario.records:
+        if record.topic.endswith("/ank-0001/fix"):
+            fix = _json(record.payload)
+            seen = {"lat": fix["lat"], "lon": fix["lon"], "acc": fix["acc"]}
+            own_track.append((record.received_ms, {"offender": {**seen, "ts": record.received_ms}}))
+    verdict = attack(own_track + readings.commands, project, RINGS_M)
+    assert _error_m(readings, verdict, project) > 500
