@@ -6,7 +6,7 @@ step sends. Looking records up, deduplicating inputs and indexing them is `Alarm
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -191,16 +191,7 @@ def acknowledge(
     record.acknowledged_at = now_ms
     record.ack_note = request.note
     record.escalation_due_ms = None  # a held-back update may still be due
-    notices = build_notices(
-        record,
-        "acknowledged",
-        now_ms,
-        lead=f"Acknowledged by {request.by}",
-        with_situation=False,
-        by=request.by,
-        note=request.note,
-    )
-    return rules.settle(record, notices)
+    return rules.settle(record, _told_by(record, "acknowledged", request, now_ms))
 
 
 def resolve(current: AlarmRecord, request: ResolveRequest, token: str, now_ms: int) -> Step:
@@ -218,16 +209,20 @@ def resolve(current: AlarmRecord, request: ResolveRequest, token: str, now_ms: i
     if record.police is not None:
         # Retention of the police facts counts from here (`core.retention`).
         record.police = msgspec.structs.replace(record.police, resolved_at=now_ms)
-    notices = build_notices(
-        record,
-        "resolved",
-        now_ms,
-        lead=f"Resolved by {request.by}",
-        with_situation=False,
-        by=request.by,
-        note=request.note,
+    return record, _told_by(record, "resolved", request, now_ms)
+
+
+def _told_by(
+    record: AlarmRecord,
+    event: Literal["acknowledged", "resolved"],
+    request: AckRequest | ResolveRequest,
+    now_ms: int,
+) -> Notices:
+    """A person's act, to every queue told so far: who did it and their note, no facts."""
+    lead = f"{event.capitalize()} by {request.by}"
+    return build_notices(
+        record, event, now_ms, lead=lead, with_situation=False, by=request.by, note=request.note
     )
-    return record, notices
 
 
 def fire(rules: Rules, current: AlarmRecord, now_ms: int) -> Step | None:
