@@ -6,6 +6,8 @@ where she is:
 - a *range*: how far he was from her at a time: an exact `distance_m` (± `uncertainty_m`), a
   `distance_band`, or a `warn` command (inside the ring of its level: ring radii are order
   data the attacker knows);
+- a *crossing* (timing): when an alarm's band changes from one notice to the next, he crossed
+  the edge between them in that interval: a range of that edge ± how far he can have moved;
 - a *direct leak*: any other object with lat/lon (a victim position): game over at once.
 
 A range becomes an annulus around the offender: around the sighting in the same document, else
@@ -90,7 +92,8 @@ def gather(
 ) -> _Evidence:
     """Every sighting, range and leak in `documents` ((time read, decoded JSON) pairs)."""
     evidence = _Evidence([], [], [])
-    for read_at, document in documents:
+    last_band: dict[str, tuple[int, float, float]] = {}  # alarm id -> at, min_m, max_m
+    for read_at, document in sorted(documents, key=lambda d: d[0]):
         for obj in _objects(document):
             at = int(obj.get("at", read_at))
             own: tuple[float, float, float] | None = None
@@ -109,8 +112,16 @@ def gather(
                 evidence.ranges.append((at, max(0.0, d - spread), d + spread, own))
             elif isinstance(obj.get("distance_band"), dict):
                 band = obj["distance_band"]
-                top = band.get("max_m")
-                evidence.ranges.append((at, band["min_m"], math.inf if top is None else top, own))
+                low, top = band["min_m"], band.get("max_m")
+                high = math.inf if top is None else top
+                evidence.ranges.append((at, low, high, own))
+                before = last_band.get(str(obj.get("alarm_id")))
+                edge = None if before is None else {before[1], before[2]} & {low, high}
+                if before is not None and edge and (before[1], before[2]) != (low, high):
+                    moved = OFFENDER_SPEED_MPS * (at - before[0]) / 1000
+                    crossed = edge.pop()
+                    evidence.ranges.append((at, crossed - moved, crossed + moved, own))
+                last_band[str(obj.get("alarm_id"))] = (at, low, high)
             elif obj.get("type") == "warn" and obj.get("level") in rings_m:
                 evidence.ranges.append((read_at, 0.0, rings_m[obj["level"]], own))
     return evidence

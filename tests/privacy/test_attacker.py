@@ -109,8 +109,9 @@ EDGES = [100.0, 250.0, 500.0, 1000.0, 2000.0]
 
 
 def test_the_scenario_reaches_every_victim_relative_alarm(readings: Readings) -> None:
-    """The approach really happens: both rings open twice, she presses, the offender's battery
-    and strap alarms fire while he is near her, probation hears bands and police the metres."""
+    """The approach really happens: both rings open, clear and return, she presses, his strap
+    alarm opens far from her (probation sees where he is) and returns with his battery alarm
+    while he is near her (probation does not); probation hears bands and police the metres."""
     kinds = [(n.kind, n.event) for n in readings.probation_notices]
     for kind in ("proximity_pre_alert", "proximity_alarm"):
         assert (kind, "opened") in kinds and (kind, "cleared") in kinds
@@ -118,6 +119,10 @@ def test_the_scenario_reaches_every_victim_relative_alarm(readings: Readings) ->
         assert any(n.reason.startswith("Condition returned") for n in returned)
     for kind in ("aware_button", "battery_low", "strap_tamper"):
         assert (kind, "opened") in kinds
+    device_kinds = ("battery_low", "strap_tamper")
+    device_alarms = [n for n in readings.probation_notices if n.kind in device_kinds]
+    assert device_alarms[0].kind == "strap_tamper" and device_alarms[0].offender is not None
+    assert any(n.kind == "battery_low" and n.offender is None for n in device_alarms)
     assert any(n.distance_band is not None for n in readings.probation_notices)
     assert sum(n.distance_m is not None for n in readings.police) >= 5
     for notice in readings.probation_notices:
@@ -127,9 +132,9 @@ def test_the_scenario_reaches_every_victim_relative_alarm(readings: Readings) ->
 def test_probation_cannot_locate_her_closer_than_the_band(readings: Readings) -> None:
     """Everything the probation role reads (its notices, the stored records, the offender's
     commands): the attacker finds no offender position while any alarm about her whereabouts is
-    open, so no band gets a centre. Its feasible region is still the whole 6 km search square
-    (points 8 km apart) and its best guess is further from her than the widest band she was in
-    (500 m): it learns nothing better than "somewhere near where he was last seen"."""
+    open, so no band (nor band crossing, nor warning) gets a centre. Its feasible region is still
+    the whole 6 km search square (points 8 km apart) and its best guess (where he was seen, far
+    from her) is further from her than the widest band she was in (500 m); measured 2.1 km."""
     project = _projection(readings)
     everything = readings.probation + readings.records + readings.commands
     verdict = attack(everything, project, RINGS_M)
@@ -141,7 +146,7 @@ def test_probation_cannot_locate_her_closer_than_the_band(readings: Readings) ->
 def test_the_same_attacker_finds_her_from_exact_distances(readings: Readings) -> None:
     """The test can fail: on the police queue, or on probation notices as they were before (the
     offender's position and the exact distance, no victim field), the same attacker locates
-    her within 5 m (least squares over the exact ranges)."""
+    her within 5 m (measured 2.3 m; the feasible region 22 m across)."""
     project = _projection(readings)
     old = [(n.at, _as_probation_was(n)) for n in readings.police]
     verdict = attack(old, project, RINGS_M)
@@ -151,8 +156,8 @@ def test_the_same_attacker_finds_her_from_exact_distances(readings: Readings) ->
 
 def test_bands_alone_are_not_enough_while_his_position_is_shown(readings: Readings) -> None:
     """Why the offender's position is withheld too: bands with his exact position (annuli from
-        several sides) still narrow her down to well inside the band she was in (250 m wide); here
-    to 15 m, the feasible region 67 m across."""
+    several sides, and the band crossings' timing) still narrow her down to well inside the
+    band she was in (250 m wide); measured: 17 m, the feasible region 58 m across."""
     project = _projection(readings)
     banded = [(n.at, _bands_with_exact_offender(n)) for n in readings.police]
     verdict = attack(banded, project, RINGS_M)
