@@ -165,13 +165,12 @@ class AlarmBook:
 
     def _shield(self, notices: t.Notices) -> t.Notices:
         """PRIVACY: while an alarm about the victim's whereabouts is open in an order, no
-        probation notice of that order (battery, tamper, presence...) carries the offender's
-        position: he may be within a ring of her, and the band would make it an annulus."""
+        probation notice of that order (battery, tamper, zone, presence...) carries the
+        offender's position or a confidence: he may be within a ring of her, and a band would
+        make his position an annulus around her."""
         return [
-            (queue, msgspec.structs.replace(notice, offender=None))
-            if queue not in VICTIM_POSITION_QUEUES
-            and notice.offender is not None
-            and notice.order_id in self._near
+            (queue, msgspec.structs.replace(notice, offender=None, confidence=None))
+            if queue not in VICTIM_POSITION_QUEUES and notice.order_id in self._near
             else (queue, notice)
             for queue, notice in notices
         ]
