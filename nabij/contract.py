@@ -144,8 +144,23 @@ class Position(Struct, frozen=True, omit_defaults=True):
     ts: EpochMs
 
 
+class DistanceBand(Struct, frozen=True, omit_defaults=True):
+    """How far apart offender and victim are, as a band of configured edges (never metres)."""
+
+    min_m: Annotated[float, Meta(ge=0.0, description="Lower edge, metres (inclusive).")]
+    max_m: Annotated[
+        float | None, Meta(description="Upper edge, metres (exclusive); absent: beyond the last.")
+    ] = None
+
+
 class Notice(Struct, frozen=True, omit_defaults=True):
-    """One entry of a dispatch queue (field `notice` of a Redis Stream entry)."""
+    """One entry of a dispatch queue (field `notice` of a Redis Stream entry).
+
+    PRIVACY (docs/privacy.md): the exact figures (`distance_m`, `uncertainty_m`, `confidence`,
+    `closing_speed_mps`, `eta_s`, `victim`) reach the police queue only. Probation hears the
+    `distance_band` and whether the offender is `approaching`, and the `offender` position only
+    while no alarm about the victim's whereabouts is open in the order.
+    """
 
     notice_id: str
     alarm_id: str
@@ -174,6 +189,8 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     # happened, and how long before nabij learned of it.
     happened_at: EpochMs | None = None
     late_s: LateSeconds | None = None
+    distance_band: DistanceBand | None = None
+    approaching: bool | None = None
 
 
 # --- proximity to alarm gateway (internal, Redis Stream `{prefix}:gateway:inbox`) -----------

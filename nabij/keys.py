@@ -41,11 +41,6 @@ class Keys:
         return f"{self.prefix}:gateway:outcome:{request_id}"
 
     @property
-    def police_facts(self) -> str:
-        """Hash alarm_id -> the victim's facts of that alarm: police-role reads only."""
-        return f"{self.prefix}:gateway:police"
-
-    @property
     def gateway_group(self) -> str:
         return "gateway"
 
@@ -56,6 +51,17 @@ class Keys:
         A record carries its own escalation due time, so timers survive any restart with it.
         """
         return f"{self.prefix}:gateway:alarms"
+
+    @property
+    def police_facts(self) -> str:
+        """POLICE ONLY. Hash alarm_id -> the alarm's exact facts (JSON): both positions, exact
+        distance, uncertainty, confidence, closing speed, time to contact, full reason.
+
+        Only the gateway (which writes it in the same transaction as the record) and police-role
+        users may read it; alarm records and resolved records hold none of it. Entries of
+        resolved alarms are deleted after `privacy.police_facts_retention_s`.
+        """
+        return f"{self.prefix}:gateway:police"
 
     @property
     def resolved_alarms(self) -> str:

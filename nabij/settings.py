@@ -5,6 +5,7 @@ Loaded by `nabij.config`; everything here is a plain value once loaded.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -190,6 +191,34 @@ class HealthSettings(StrictModel):
     bind: str = "127.0.0.1"
 
 
+class PrivacySettings(StrictModel):
+    """What the probation role is told instead of exact figures, and how long victim data lives.
+
+    See docs/privacy.md for the promise these numbers keep."""
+
+    # Edges of the distance bands in probation notices: a distance d is told as the band between
+    # the two edges around it ([0, first) below the first edge, [last, none) beyond the last).
+    # The defaults put an edge on the default rings (alarm 500 m, pre-alert 2 x 500 m).
+    probation_distance_bands_m: list[float] = Field(
+        default=[100.0, 250.0, 500.0, 1000.0, 2000.0], min_length=1
+    )
+    # Police facts (positions, exact distance, closing speed, time to contact) of a resolved
+    # alarm are deleted this long after it was resolved; an open alarm keeps them while open.
+    police_facts_retention_s: PositiveSeconds = 7 * 86_400
+    # Entries of the police dispatch queue (they carry the victim's position) older than this
+    # are trimmed.
+    police_queue_retention_s: PositiveSeconds = 7 * 86_400
+    # Resolved alarm records (no positions: history for probation and export).
+    resolved_retention_s: PositiveSeconds = 365 * 86_400
+
+    @model_validator(mode="after")
+    def _bands_increase(self) -> PrivacySettings:
+        edges = self.probation_distance_bands_m
+        if edges[0] <= 0 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError("probation_distance_bands_m must be positive and strictly increasing")
+        return self
+
+
 class LogSettings(StrictModel):
     level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 
@@ -248,6 +277,7 @@ class Settings(StrictModel):
     gateway: GatewaySettings = GatewaySettings()
     log: LogSettings = LogSettings()
     health: HealthSettings = HealthSettings()
+    privacy: PrivacySettings = PrivacySettings()
     clock: ClockSettings = ClockSettings()
     escalation: dict[AlarmKind, EscalationPolicy] = {}
 

@@ -83,4 +83,10 @@ def values(client: redis.Redis, keys: list[str]) -> list[bytes | None]:
 
 
 def hash_values(client: redis.Redis, key: str) -> list[bytes]:
-    return list(cast(dict[bytes, bytes], client.hgetall(key)).values())
+    return list(hash_items(client, key).values())
+
+
+def hash_items(client: redis.Redis, key: str) -> dict[str, bytes]:
+    """A hash as field name -> value."""
+    raw = cast(dict[bytes, bytes], client.hgetall(key))
+    return {field.decode(): value for field, value in raw.items()}

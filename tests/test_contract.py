@@ -10,8 +10,10 @@ import pytest
 
 from nabij import contract
 from nabij.schemas import render_schemas
+from tests import roles
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+COMMAND_TYPES = (contract.SetInterval, contract.Warn)
 DOC_FIX = (
     b'{"device_id": "ank-0001", "seq": 1042, "ts": 1764403200123,'
     b' "lat": 52.37021, "lon": 4.89517, "acc": 8.0}'
@@ -58,12 +60,23 @@ def test_out_of_range_fixes_are_rejected(field: str, raw: str) -> None:
         contract.fix_decoder.decode(text.replace('"__RAW__"', raw))
 
 
-def test_commands_carry_no_position() -> None:
-    """No command type has a field that could hold the other party's whereabouts."""
-    for command_type in (contract.SetInterval, contract.Warn):
-        assert not {"lat", "lon", "distance_m", "bearing", "victim", "offender"} & set(
-            command_type.__struct_fields__
-        )
+def test_role_field_sets_are_exact() -> None:
+    """The police notice is every Notice field; the probation notice the listed subset, and the
+    exact figures are exactly the rest; each command carries only its one field. A field added
+    to the contract fails here until it is given to a role on purpose (tests/roles.py)."""
+    assert set(contract.Notice.__struct_fields__) == roles.POLICE_NOTICE_FIELDS
+    assert not roles.PROBATION_NOTICE_FIELDS & roles.POLICE_ONLY_NOTICE_FIELDS
+    commands = {c.__struct_config__.tag: set(c.__struct_fields__) for c in COMMAND_TYPES}
+    assert commands == roles.COMMAND_FIELDS
+
+
+@pytest.mark.parametrize(
+    "command", [contract.SetInterval(seconds=15), contract.Warn(level="alarm")], ids=str
+)
+def test_encoded_commands_carry_their_field_and_type_only(command: contract.DeviceCommand) -> None:
+    """On the wire a command is its type tag and its one field: nothing to locate anyone by."""
+    wire = msgspec.json.decode(contract.encode(command))
+    assert set(wire) == {"type"} | roles.COMMAND_FIELDS[wire["type"]]
 
 
 def test_topics_round_trip() -> None:

@@ -52,8 +52,13 @@ from services.alarm_gateway.core.alarms import (
     RESOLVED_KEPT,
     AlarmBook,
     Decision,
+    PoliceFacts,
+    encode_police_facts,
+    encode_record,
+    police_facts_decoder,
     record_decoder,
 )
+from services.alarm_gateway.core.retention import plan_trim
 
 SERVICE: Final = "gateway"
 MAX_BLOCK_MS = 1000
@@ -62,6 +67,8 @@ REDIS_START_TIMEOUT_S = 60.0
 # Long enough for the tool that asked to read it, even after a gateway restart; short enough that
 # outcomes never pile up.
 OUTCOME_TTL_S = 3600
+# How often (wall seconds) retention limits are applied: limits are days, a minute is plenty.
+RETENTION_CHECK_S = 60.0
 # Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
 log = structlog.get_logger(service=SERVICE)
 # An entry that could not be applied: raw input, reason, detail, the stream it came from.
@@ -126,7 +133,7 @@ class GatewayService:
         log.info("gateway_started", open_alarms=len(self._book.open_alarms()))
         # Entries this consumer read but never acknowledged (a crash mid-batch) come first.
         start_id = b"0"
-        next_beat = 0.0
+        next_beat = next_trim = 0.0
         backoff = 0.05
         try:
             while not stop.is_set():
@@ -134,6 +141,9 @@ class GatewayService:
                     if time.monotonic() >= next_beat:
                         beat(self._redis, self._keys, SERVICE, self._clock(), log)
                         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
+                    if time.monotonic() >= next_trim:
+                        self._trim()
+                        next_trim = time.monotonic() + RETENTION_CHECK_S
                     self._fire_due()
                     self._consume(stop, start_id=start_id)
                     start_id, backoff = b">", 0.05
@@ -165,14 +175,37 @@ class GatewayService:
 
     def _prepare(self) -> None:
         self._ensure_group()
-        open_records = streams.hash_values(self._redis, self._keys.alarms)
+        open_records = [
+            record_decoder.decode(blob)
+            for blob in streams.hash_values(self._redis, self._keys.alarms)
+        ]
+        police = self._police_facts()
+        for record in open_records:
+            record.police = police.get(record.alarm_id)
         # The recently resolved let the book recognise their inputs if they are redelivered.
         resolved = streams.latest(self._redis, self._keys.resolved_alarms, RESOLVED_KEPT)
         self._book.load(
-            [record_decoder.decode(fields[b"alarm"]) for _id, fields in resolved]
-            + [record_decoder.decode(blob) for blob in open_records]
+            [record_decoder.decode(fields[b"alarm"]) for _id, fields in resolved] + open_records
         )
         self._update_gauges()
+
+    def _police_facts(self) -> dict[str, PoliceFacts]:
+        raw = streams.hash_items(self._redis, self._keys.police_facts)
+        return {alarm_id: police_facts_decoder.decode(blob) for alarm_id, blob in raw.items()}
+
+    def _trim(self) -> None:
+        """Delete what is past its retention (docs/privacy.md), in one transaction."""
+        keys = self._keys
+        wall_ms = round(time.time() * 1000)  # stream ids are Redis's wall time
+        trim = plan_trim(self._settings.privacy, self._clock(), wall_ms, self._police_facts())
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xtrim(keys.dispatch("police"), minid=trim.police_queue_min_id, approximate=False)
+            pipe.xtrim(keys.resolved_alarms, minid=trim.resolved_min_id, approximate=False)
+            if trim.expired_police_facts:
+                pipe.hdel(keys.police_facts, *trim.expired_police_facts)
+            pipe.execute()
+        if trim.expired_police_facts:
+            log.info("police_facts_expired", alarms=len(trim.expired_police_facts))
 
     def _block_ms(self) -> int:
         """Wall ms to wait for inbox entries before the next escalation falls due."""
@@ -272,11 +305,16 @@ class GatewayService:
     ) -> None:
         keys = self._keys
         for decision in decisions:
+            for record in decision.upserts + decision.resolved:
+                # PRIVACY: the record where probation reads, the exact facts police-only.
+                if record.police is not None:
+                    police = encode_police_facts(record.police)
+                    pipe.hset(keys.police_facts, record.alarm_id, police)
             for record in decision.upserts:
-                pipe.hset(keys.alarms, record.alarm_id, encode(record))
+                pipe.hset(keys.alarms, record.alarm_id, encode_record(record))
             for record in decision.resolved:
                 pipe.hdel(keys.alarms, record.alarm_id)
-                pipe.xadd(keys.resolved_alarms, {"alarm": encode(record)})
+                pipe.xadd(keys.resolved_alarms, {"alarm": encode_record(record)})
             for queue_name, notice in decision.notices:
                 pipe.xadd(keys.dispatch(queue_name), {"notice": encode(notice)})
             if decision.outcome is not None:

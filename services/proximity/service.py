@@ -319,7 +319,6 @@ class ProximityService:
                 action=signal.action,
                 order_id=signal.order_id,
                 alarm_key=signal.alarm_key,
-                distance_m=signal.distance_m,
             )
         for device_id, reason in effects.ignored:
             metrics.MESSAGES_IGNORED.labels(service=SERVICE, reason=reason).inc()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nabij.contract import SignalAction, encode, notice_decoder
+from nabij.contract import DistanceBand, SignalAction, encode, notice_decoder
 from services.alarm_gateway.core.alarms import AlarmBook, alarm_id_for
 from tests.gateway.factories import (
     MINUTE,
@@ -33,11 +33,13 @@ def test_open_notifies_first_queues_at_level_one() -> None:
     assert notice.alarm_id == alarm_id_for(signal("s1"))
     assert notice.notice_id == f"{notice.alarm_id}-00001-probation"
     assert notice.queues == ["probation"]
-    assert notice.distance_m == 480.0
-    assert notice.offender is not None
-    assert "480 m" in notice.reason and "500 m" in notice.reason
+    # PRIVACY: probation hears the band, never metres nor where the offender (near her) is.
+    assert notice.distance_band == DistanceBand(min_m=250, max_m=500)
+    assert notice.distance_m is None and notice.offender is None and notice.victim is None
+    assert "480 m" not in notice.reason and "250-500 m apart" in notice.reason
     assert notice_decoder.decode(encode(notice)) == notice  # valid against the contract
     [record] = decision.upserts
+    assert record.police is not None and record.police.distance_m == 480.0
     assert record.level == 1
     assert record.next_due_ms == T0 + MINUTE
     assert book.open_alarms() == [record]
@@ -124,7 +126,8 @@ def test_a_return_before_the_clear_was_told_keeps_the_acknowledgement() -> None:
     record = back.upserts[0]
     assert (record.condition, record.acknowledged_by) == ("active", "op-anna")
     flushed = book.fire_due(alarm_id, T0 + 31 * SECOND)
-    assert [(n.event, n.distance_m) for _, n in flushed.notices] == [("updated", 200.0)]
+    band = DistanceBand(min_m=100, max_m=250)
+    assert [(n.event, n.distance_band) for _, n in flushed.notices] == [("updated", band)]
     assert flushed.upserts[0].acknowledged_by == "op-anna"
 
 
@@ -168,7 +171,9 @@ def test_updates_are_rate_limited_and_held_update_is_flushed() -> None:
     assert book.due(T0 + 30 * SECOND) == [alarm_id]
     flushed = book.fire_due(alarm_id, T0 + 30 * SECOND)
     assert events_of(flushed) == {"updated"}
-    assert flushed.notices[0][1].distance_m == 200.0
+    assert flushed.notices[0][1].distance_band == DistanceBand(min_m=100, max_m=250)
+    police = flushed.upserts[0].police
+    assert police is not None and police.distance_m == 200.0
     assert not flushed.upserts[0].pending_update
     assert flushed.upserts[0].next_due_ms == T0 + MINUTE
 
@@ -280,14 +285,16 @@ def test_reack_is_a_quiet_no_op() -> None:
 
 
 def test_reasons_never_carry_coordinates() -> None:
-    """Even when the incoming reason text contains coordinates, no notice reason repeats them."""
+    """Even when the incoming reason text contains coordinates, no notice reason repeats them;
+    police keep the metres, probation (whose text for a device kind is the signal's) does not."""
     book = AlarmBook(settings())
     leaky = "Offender at 52.370216, 4.895168 within 480 m of victim at 52.3730 4.8920"
-    decision = book.apply(signal("s1", reason=leaky), T0)
-    reason = decision.notices[0][1].reason
-    for text in ("52.370216", "4.895168", "52.3730", "4.8920"):
-        assert text not in reason
-    assert "480 m" in reason
+    decision = book.apply(signal("s1", kind="aware_button", reason=leaky), T0)
+    for _queue, notice in decision.notices:
+        for text in ("52.370216", "4.895168", "52.3730", "4.8920"):
+            assert text not in notice.reason
+    assert "480 m" in only_notice(decision, "police").reason
+    assert "480 m" not in only_notice(decision, "probation").reason
 
 
 def test_operator_notes_never_carry_coordinates() -> None:
@@ -301,10 +308,11 @@ def test_operator_notes_never_carry_coordinates() -> None:
 
 
 def test_distance_added_when_reason_lacks_it() -> None:
-    """A proximity notice always states the distance, added when the reason text omits it."""
+    """A police notice always states the distance, added when the reason text omits it."""
     book = AlarmBook(settings())
-    decision = book.apply(signal("s1", reason="Offender near victim", distance_m=431.6), T0)
-    assert "432 m" in decision.notices[0][1].reason
+    near = signal("s1", kind="aware_button", reason="Offender near victim", distance_m=431.6)
+    decision = book.apply(near, T0)
+    assert "432 m" in only_notice(decision, "police").reason
 
 
 def test_open_alarms_sorted_by_priority_then_age() -> None:

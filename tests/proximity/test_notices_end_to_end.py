@@ -7,6 +7,7 @@ from pathlib import Path
 from nabij.contract import Notice
 from services.proximity.tracks import load_scenario
 from services.replay.timeline import replay
+from tests.roles import assert_probation_safe
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -35,11 +36,17 @@ def test_zone_notices_name_the_zone_and_carry_no_victim_position() -> None:
 
 
 def test_proximity_notices_carry_confidence_speed_and_eta_and_keep_privacy() -> None:
-    """Proximity notices carry confidence, closing speed and eta; the victim's position goes to
-    police notices only."""
+    """Police proximity notices carry confidence, closing speed, eta and the victim's position;
+    probation ones a distance band and `approaching` instead, and no position at all."""
     found = notices("car_both_moving.toml")
-    opened = [n for _, n in found if n.event == "opened" and n.kind.startswith("proximity")]
-    assert opened and all(n.confidence is not None for n in opened)
-    assert any(n.closing_speed_mps and n.eta_s is not None for n in opened)
+    proximity = [(q, n) for q, n in found if n.kind.startswith("proximity")]
+    police = [n for q, n in proximity if q == "police"]
+    probation = [n for q, n in proximity if q == "probation"]
+    assert police and all(n.confidence is not None for n in police)
+    assert any(n.closing_speed_mps and n.eta_s is not None for n in police)
+    assert probation and all(n.distance_band is not None for n in probation)
+    assert any(n.approaching for n in probation)
+    for notice in probation:
+        assert_probation_safe(notice)
     for queue, notice in found:
         assert (notice.victim is not None) == (queue == "police")

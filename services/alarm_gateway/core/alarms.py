@@ -9,14 +9,24 @@
 from __future__ import annotations
 
 from services.alarm_gateway.core.book import RESOLVED_KEPT, AlarmBook
-from services.alarm_gateway.core.notices import VICTIM_POSITION_QUEUES, build_notices, facts, scrub
+from services.alarm_gateway.core.notices import (
+    VICTIM_POSITION_QUEUES,
+    about_victim,
+    build_notices,
+    distance_band,
+    scrub,
+)
 from services.alarm_gateway.core.record import (
     APPLIED_IDS_KEPT,
     AlarmRecord,
     Decision,
+    PoliceFacts,
+    SafeFacts,
     alarm_id_for,
     decode_record,
+    encode_police_facts,
     encode_record,
+    police_facts_decoder,
     record_decoder,
 )
 
@@ -27,11 +37,16 @@ __all__ = [
     "AlarmBook",
     "AlarmRecord",
     "Decision",
+    "PoliceFacts",
+    "SafeFacts",
+    "about_victim",
     "alarm_id_for",
     "build_notices",
     "decode_record",
+    "distance_band",
+    "encode_police_facts",
     "encode_record",
-    "facts",
+    "police_facts_decoder",
     "record_decoder",
     "scrub",
 ]

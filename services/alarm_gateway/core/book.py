@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import msgspec
+
 from nabij.contract import (
     AckRequest,
     AlarmSignal,
@@ -21,7 +23,7 @@ from nabij.contract import (
 )
 from nabij.settings import Settings
 from services.alarm_gateway.core import transitions as t
-from services.alarm_gateway.core.notices import facts
+from services.alarm_gateway.core.notices import VICTIM_POSITION_QUEUES, about_victim
 from services.alarm_gateway.core.record import AlarmRecord, Decision, derive_alarm_id
 
 RESOLVED_KEPT = 1024
@@ -66,6 +68,8 @@ class AlarmBook:
         self._rules = t.Rules(settings)
         self._open: dict[str, AlarmRecord] = {}
         self._by_key: dict[str, str] = {}
+        # Orders with an open alarm about the victim's whereabouts, and those alarms' ids.
+        self._near: dict[str, set[str]] = {}
         # Recently resolved alarms (oldest first) and the input ids they had applied.
         self._resolved: dict[str, AlarmRecord] = {}
         self._resolved_tokens: dict[str, str] = {}
@@ -149,14 +153,14 @@ class AlarmBook:
             return self._upsert(t.clear(rules, current, signal, token, now_ms))
         if signal.kind == "aware_button":
             # Every press is a notice: never rate limited, held, filtered or merged.
-            reason = f"Alarm button pressed again: {facts(signal)}"
-            return self._upsert(t.update_now(rules, current, signal, token, now_ms, reason=reason))
+            lead = "Alarm button pressed again"
+            return self._upsert(t.update_now(rules, current, signal, token, now_ms, lead=lead))
         if t.told_cleared(current):
             # A real return: the queues were told the condition ended, and it is back. That is
             # news the acknowledgement did not cover. A return before the clear was told is
             # not: the queues never heard it end, so it is an update like any other.
-            reason = f"Condition returned: {facts(signal)}"
-            return self._upsert(t.update_now(rules, current, signal, token, now_ms, reason=reason))
+            lead = "Condition returned"
+            return self._upsert(t.update_now(rules, current, signal, token, now_ms, lead=lead))
         return self._upsert(t.update_limited(rules, current, signal, token, now_ms))
 
     def _apply_request(self, request: AckRequest | ResolveRequest, now_ms: int) -> Decision:
@@ -184,7 +188,7 @@ class AlarmBook:
         self._drop(record.alarm_id)
         self._remember_resolved(record)
         outcome = _outcome(request, "applied", "resolved", now_ms, record)
-        return Decision(resolved=[record], notices=notices, outcome=outcome)
+        return Decision(resolved=[record], notices=self._shield(notices), outcome=outcome)
 
     # --- indexes -------------------------------------------------------------------------------
 
@@ -193,7 +197,19 @@ class AlarmBook:
             return Decision()
         record, notices = step
         self._put(record)
-        return Decision(upserts=[record], notices=notices)
+        return Decision(upserts=[record], notices=self._shield(notices))
+
+    def _shield(self, notices: t.Notices) -> t.Notices:
+        """PRIVACY: while an alarm about the victim's whereabouts is open in an order, no
+        probation notice of that order (battery, tamper, zone, presence...) carries the
+        offender's position or a confidence: he may be within a ring of her, and a band would
+        make his position an annulus around her."""
+        return [
+            (queue, msgspec.structs.replace(notice, offender=None, confidence=None))
+            if queue not in VICTIM_POSITION_QUEUES and notice.order_id in self._near
+            else (queue, notice)
+            for queue, notice in notices
+        ]
 
     def _new_alarm_id(self, signal: AlarmSignal) -> str:
         """`alarm_id_for(signal)`, stepping around an id already in use (a reused signal id)."""
@@ -206,6 +222,8 @@ class AlarmBook:
 
     def _put(self, record: AlarmRecord) -> None:
         self._open[record.alarm_id] = record
+        if about_victim(record.kind, record.victim_device):
+            self._near.setdefault(record.order_id, set()).add(record.alarm_id)
         holder = self._by_key.get(record.alarm_key)
         if holder is None or holder == record.alarm_id:
             self._by_key[record.alarm_key] = record.alarm_id
@@ -217,6 +235,10 @@ class AlarmBook:
 
     def _drop(self, alarm_id: str) -> None:
         record = self._open.pop(alarm_id)
+        near = self._near.get(record.order_id, set())
+        near.discard(alarm_id)
+        if not near:
+            self._near.pop(record.order_id, None)
         if self._by_key.get(record.alarm_key) == alarm_id:
             del self._by_key[record.alarm_key]
             rest = [r for r in self._open.values() if r.alarm_key == record.alarm_key]

@@ -3,6 +3,10 @@
 An alarm is one condition (one `alarm_key`) from the moment it opens until a human resolves it. Its
 record is the only state the gateway keeps: it is stored as JSON in the Redis hash of open alarms
 and carries its own escalation due time, so a restart loses no timer.
+
+PRIVACY: a stored record holds only what the probation role may read (`SafeFacts`). The exact
+figures and every position (`PoliceFacts`) ride along in memory as `AlarmRecord.police` and are
+stored apart, in the police-only hash (`Keys.police_facts`): `encode_record` never writes them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ import msgspec
 from nabij.contract import (
     AlarmKind,
     AlarmSignal,
+    ClosingSpeed,
+    Confidence,
+    DistanceBand,
+    EtaSeconds,
     Notice,
+    Position,
     QueueName,
     RequestOutcome,
     RequestVia,
@@ -28,7 +37,35 @@ APPLIED_IDS_KEPT: Final = 64
 Condition = Literal["active", "cleared"]
 
 
-class AlarmRecord(msgspec.Struct):
+class SafeFacts(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The latest facts of an alarm that the probation role may read: no position, no metres."""
+
+    band: DistanceBand | None = None
+    approaching: bool | None = None
+    zone: str | None = None
+    status: str | None = None
+    """The signal's reason for kinds that describe a device (battery, presence, button): those
+    texts state no distance. Proximity and zone reasons do, and are never copied here."""
+    happened_at: int | None = None
+    late_s: int | None = None
+
+
+class PoliceFacts(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The latest exact facts of an alarm: police only (stored in `Keys.police_facts`)."""
+
+    reason: str
+    distance_m: float | None = None
+    uncertainty_m: float | None = None
+    offender: Position | None = None
+    victim: Position | None = None
+    confidence: Confidence | None = None
+    closing_speed_mps: ClosingSpeed | None = None
+    eta_s: EtaSeconds | None = None
+    resolved_at: int | None = None
+    """Set when the alarm is resolved: retention counts from here."""
+
+
+class AlarmRecord(msgspec.Struct, omit_defaults=True):
     """One alarm, open or (in `Decision.resolved`) just resolved.
 
     The gateway core never mutates a record it has handed out: every transition builds a new one,
@@ -51,7 +88,7 @@ class AlarmRecord(msgspec.Struct):
     next_due_ms: int | None  # earliest of escalation_due_ms (if unacknowledged) and update flush
     last_notice_at: int
     notices_sent: int  # events notified so far; numbers the notice ids
-    latest: AlarmSignal  # latest facts (positions, distance) for later notices
+    latest: SafeFacts  # latest probation-safe facts, for later notices
     pending_update: bool = False  # an update held back by the rate limit
     escalation_due_ms: int | None = None  # next escalation or reminder; None once acknowledged
     last_update_at: int | None = None  # when the last `updated` notice went out (rate limit)
@@ -64,6 +101,8 @@ class AlarmRecord(msgspec.Struct):
     # Through what the acknowledgement and the resolution came (`cli`, `console`).
     acknowledged_via: RequestVia | None = None
     resolved_via: RequestVia | None = None
+    # In memory only: `encode_record` leaves it out; the shell stores it in the police-only hash.
+    police: PoliceFacts | None = None
 
 
 @dataclass(slots=True)
@@ -90,10 +129,16 @@ def derive_alarm_id(signal_id: str, attempt: int) -> str:
 
 record_encoder: Final = msgspec.json.Encoder()
 record_decoder: Final = msgspec.json.Decoder(AlarmRecord)
+police_facts_decoder: Final = msgspec.json.Decoder(PoliceFacts)
 
 
 def encode_record(record: AlarmRecord) -> bytes:
-    return record_encoder.encode(record)
+    """The record as stored where the probation role reads: without its police facts."""
+    return record_encoder.encode(msgspec.structs.replace(record, police=None))
+
+
+def encode_police_facts(facts: PoliceFacts) -> bytes:
+    return record_encoder.encode(facts)
 
 
 def decode_record(blob: bytes | str) -> AlarmRecord:

@@ -6,14 +6,14 @@ step sends. Looking records up, deduplicating inputs and indexing them is `Alarm
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
 from nabij.contract import AckRequest, AlarmKind, AlarmSignal, Notice, QueueName, ResolveRequest
 from nabij.settings import Settings
-from services.alarm_gateway.core.notices import build_notices, facts
-from services.alarm_gateway.core.record import APPLIED_IDS_KEPT, AlarmRecord
+from services.alarm_gateway.core.notices import build_notices, split_facts
+from services.alarm_gateway.core.record import APPLIED_IDS_KEPT, AlarmRecord, SafeFacts
 
 Notices = list[tuple[QueueName, Notice]]
 Step = tuple[AlarmRecord, Notices]
@@ -38,6 +38,7 @@ class Rules:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.update_interval_ms = max(0, round(settings.gateway.update_min_interval_s * 1000))
+        self.band_edges = settings.privacy.probation_distance_bands_m
 
     def timeout_ms(self, kind: AlarmKind) -> int:
         return max(1, round(self.settings.policy(kind).ack_timeout_s * 1000))
@@ -55,6 +56,10 @@ class Rules:
         if record.pending_update:
             times.append(self.flush_at(record))
         return min(times) if times else None
+
+    def take(self, record: AlarmRecord, signal: AlarmSignal) -> None:
+        """`signal`'s facts as `record`'s latest: safe ones stored, exact ones police-only."""
+        record.latest, record.police = split_facts(signal, self.band_edges)
 
     def settle(self, record: AlarmRecord, notices: Notices) -> Step:
         record.next_due_ms = self.next_due(record)
@@ -81,11 +86,12 @@ def open_alarm(rules: Rules, signal: AlarmSignal, alarm_id: str, token: str, now
         next_due_ms=None,
         last_notice_at=now_ms,
         notices_sent=0,
-        latest=signal,
+        latest=SafeFacts(),
         escalation_due_ms=now_ms + rules.timeout_ms(signal.kind),
         applied_ids=[token],
     )
-    return rules.settle(record, build_notices(record, "opened", facts(signal), now_ms))
+    rules.take(record, signal)
+    return rules.settle(record, build_notices(record, "opened", now_ms))
 
 
 def clear(
@@ -102,7 +108,7 @@ def clear(
     record = fresh(current, token)
     record.condition = "cleared"
     record.cleared_at = now_ms
-    record.latest = signal
+    rules.take(record, signal)
     if held(rules, record, now_ms):
         record.pending_update = True
         return rules.settle(record, NO_NOTICES.copy())
@@ -116,7 +122,7 @@ def update_now(
     token: str,
     now_ms: int,
     *,
-    reason: str,
+    lead: str,
 ) -> Step:
     """An `updated` notice at once, outside the rate limit: a press, or a real return (the
     condition back after the queues were told it cleared; see `told_cleared`).
@@ -132,10 +138,10 @@ def update_now(
         record.acknowledged_at = None
         record.escalation_due_ms = now_ms + rules.timeout_ms(record.kind)
     record.condition = "active"
-    record.latest = signal
+    rules.take(record, signal)
     record.pending_update = False
     record.last_update_at = now_ms
-    return rules.settle(record, build_notices(record, "updated", reason, now_ms))
+    return rules.settle(record, build_notices(record, "updated", now_ms, lead=lead))
 
 
 def update_limited(
@@ -145,7 +151,7 @@ def update_limited(
     `updated`/`cleared` notice went out less than an interval ago; then it is held
     (`pending_update`) and `fire` sends it when the interval has passed."""
     record = fresh(current, token)
-    record.latest = signal
+    rules.take(record, signal)
     record.condition = "active"
     if held(rules, record, now_ms):
         record.pending_update = True
@@ -170,9 +176,8 @@ def _tell(record: AlarmRecord, now_ms: int) -> Notices:
     record.last_update_at = now_ms
     if record.condition == "cleared":
         tail = "" if record.acknowledged_by else "; escalation continues until acknowledged"
-        reason = f"Condition cleared: {facts(record.latest)}{tail}"
-        return build_notices(record, "cleared", reason, now_ms)
-    return build_notices(record, "updated", f"Update: {facts(record.latest)}", now_ms)
+        return build_notices(record, "cleared", now_ms, lead="Condition cleared", tail=tail)
+    return build_notices(record, "updated", now_ms, lead="Update")
 
 
 def acknowledge(
@@ -187,15 +192,7 @@ def acknowledge(
     record.acknowledged_via = request.via
     record.ack_note = request.note
     record.escalation_due_ms = None  # a held-back update may still be due
-    notices = build_notices(
-        record,
-        "acknowledged",
-        f"Acknowledged by {request.by}",
-        now_ms,
-        by=request.by,
-        note=request.note,
-    )
-    return rules.settle(record, notices)
+    return rules.settle(record, _told_by(record, "acknowledged", request, now_ms))
 
 
 def resolve(current: AlarmRecord, request: ResolveRequest, token: str, now_ms: int) -> Step:
@@ -212,10 +209,23 @@ def resolve(current: AlarmRecord, request: ResolveRequest, token: str, now_ms: i
     record.escalation_due_ms = None
     record.pending_update = False
     record.next_due_ms = None
-    notices = build_notices(
-        record, "resolved", f"Resolved by {request.by}", now_ms, by=request.by, note=request.note
+    if record.police is not None:
+        # Retention of the police facts counts from here (`core.retention`).
+        record.police = msgspec.structs.replace(record.police, resolved_at=now_ms)
+    return record, _told_by(record, "resolved", request, now_ms)
+
+
+def _told_by(
+    record: AlarmRecord,
+    event: Literal["acknowledged", "resolved"],
+    request: AckRequest | ResolveRequest,
+    now_ms: int,
+) -> Notices:
+    """A person's act, to every queue told so far: who did it and their note, no facts."""
+    lead = f"{event.capitalize()} by {request.by}"
+    return build_notices(
+        record, event, now_ms, lead=lead, with_situation=False, by=request.by, note=request.note
     )
-    return record, notices
 
 
 def fire(rules: Rules, current: AlarmRecord, now_ms: int) -> Step | None:
@@ -254,8 +264,8 @@ def escalate(rules: Rules, record: AlarmRecord, now_ms: int) -> Notices:
         action = f", escalated to {' and '.join(widen)}"
     else:
         action = f": reminder, level {record.level}"
-    reason = f"Not acknowledged after {waited_s} s{action}{state}: {facts(record.latest)}"
+    lead = f"Not acknowledged after {waited_s} s{action}{state}"
     if record.condition == "active":
         record.pending_update = False
     record.escalation_due_ms = now_ms + rules.timeout_ms(record.kind)
-    return build_notices(record, "escalated", reason, now_ms)
+    return build_notices(record, "escalated", now_ms, lead=lead)
