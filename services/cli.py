@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import services.devices
 import services.replay.cli
 import simulators.cli
 from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
@@ -20,7 +21,11 @@ from nabij.redis_io import connect
 from nabij.schemas import export_schemas
 
 # Packages that bring their own subcommands.
-SUBCOMMAND_PACKAGES = (simulators.cli.register, services.replay.cli.register)
+SUBCOMMAND_PACKAGES = (
+    simulators.cli.register,
+    services.replay.cli.register,
+    services.devices.register,
+)
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
 
