@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from nabij.settings import MqttSettings
 
 DEFAULT_PORT = 1883
+MQTT311_QUERY = "protocol=3.1.1"
+"""`mqtt://host:port?protocol=3.1.1`: a broker that cannot speak MQTT 5 (the embedded demo
+broker); a denied publish is then acknowledged as if delivered."""
 PASSWORD_ENV = "NABIJ_MQTT_PASSWORD"
 SESSION_EXPIRY_S = 7 * 24 * 3600
 """How long the broker keeps a persistent session (subscriptions, queued QoS 1 messages) of a
@@ -54,6 +57,7 @@ class MqttEndpoint:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    mqtt5: bool = True
     ca_file: Path | None = None
     """Trusted CA for the broker's certificate (None: the system's)."""
     cert_file: Path | None = None
@@ -63,10 +67,12 @@ class MqttEndpoint:
 
     @classmethod
     def from_url(cls, url: str) -> MqttEndpoint:
-        """`mqtt://[user:pass@]host[:port]` or `mqtts://...` (TLS)."""
+        """`mqtt://[user:pass@]host[:port][?protocol=3.1.1]` or `mqtts://...` (TLS)."""
         parts = urlsplit(url)
         if parts.scheme not in {"mqtt", "mqtts", "tcp", "ssl"}:
             raise MqttUrlError(f"unsupported MQTT URL scheme {parts.scheme!r} in {url!r}")
+        if parts.query not in {"", MQTT311_QUERY}:
+            raise MqttUrlError(f"unsupported MQTT URL query {parts.query!r} in {url!r}")
         if not parts.hostname:
             raise MqttUrlError(f"no host in MQTT URL {url!r}")
         tls = parts.scheme in {"mqtts", "ssl"}
@@ -76,6 +82,7 @@ class MqttEndpoint:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=tls,
+            mqtt5=parts.query != MQTT311_QUERY,
         )
 
     @classmethod
@@ -136,17 +143,21 @@ def read_secret(path: Path) -> str:
 
 
 class _Client(paho.Client):
-    """paho's client with this connection's MQTT 5 session rules on every connect.
+    """paho's client with this connection's MQTT 5 session rules on every connect (`mqtt5`
+    False: MQTT 3.1.1, for a broker that cannot speak 5).
 
     A persistent session is never cleaned (not even on the first connect: a restarted service
     must find what the broker queued while it was away) and outlives a disconnect by
     `SESSION_EXPIRY_S`; any other session starts clean and ends with the connection."""
 
-    def __init__(
-        self, *, persistent_session: bool, **kwargs: Any
-    ) -> None:  # Any: paho's own keyword arguments, passed through
-        super().__init__(**kwargs)
+    # Any: paho's own keyword arguments, passed through.
+    def __init__(self, *, persistent_session: bool, mqtt5: bool, **kwargs: Any) -> None:
+        if mqtt5:
+            super().__init__(protocol=paho.MQTTv5, **kwargs)
+        else:  # 3.1.1 has no session expiry: the clean-session flag decides
+            super().__init__(protocol=paho.MQTTv311, clean_session=not persistent_session, **kwargs)
         self._persistent = persistent_session
+        self._mqtt5 = mqtt5
 
     def connect_async(  # noqa: PLR0917  # paho's signature: connect() passes these by position
         self,
@@ -158,7 +169,7 @@ class _Client(paho.Client):
         clean_start: paho.CleanStartOption = paho.MQTT_CLEAN_START_FIRST_ONLY,
         properties: Properties | None = None,
     ) -> None:
-        if clean_start == paho.MQTT_CLEAN_START_FIRST_ONLY:  # the caller left it to us
+        if self._mqtt5 and clean_start == paho.MQTT_CLEAN_START_FIRST_ONLY:  # left to us
             clean_start = not self._persistent
             if self._persistent and properties is None:
                 properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
@@ -185,9 +196,9 @@ def make_client(
     """
     client = _Client(
         persistent_session=persistent_session,
+        mqtt5=endpoint.mqtt5,
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=paho.MQTTv5,
         manual_ack=manual_ack,
     )
     if endpoint.username:

@@ -266,10 +266,21 @@ class MosquittoServer(_ServerProcess):
         that has taken effect; returns the password."""
         name = username.removeprefix(SERVICE_PREFIX) if service else username
         self._device("add", name, "--secrets", str(self.secrets_dir), service=service)
-        password = read_secret(self.secrets_dir / f"{username}.password")
+        password = read_secret(self.secret_file(username))
         self._passwords[username] = password
         self._reload_until(lambda: self._connack(username, password) == 0)
         return password
+
+    def service_identity_toml(self, service: str) -> str:
+        """`[mqtt]` lines for a nabij service's own user (provisioned now): username and
+        password_file, as an operator configures them."""
+        username = SERVICE_PREFIX + service
+        if username not in self._passwords:
+            self.provision(username, service=True)
+        return f'username = "{username}"\npassword_file = "{self.secret_file(username)}"\n'
+
+    def secret_file(self, username: str) -> Path:
+        return self.secrets_dir / f"{username}.password"
 
     def certificate(self, username: str, *, service: bool = False) -> tuple[Path, Path]:
         """A client certificate (CN = `username`) from `nabij device add --cert`: (cert, key)."""
@@ -278,7 +289,7 @@ class MosquittoServer(_ServerProcess):
             "add", name, "--secrets", str(self.secrets_dir), "--cert", *self._ca_args(),
             service=service,
         )  # fmt: skip
-        self._passwords[username] = read_secret(self.secrets_dir / f"{username}.password")
+        self._passwords[username] = read_secret(self.secret_file(username))
         return self.secrets_dir / f"{username}.crt", self.secrets_dir / f"{username}.key"
 
     def revoke(self, username: str) -> None:
