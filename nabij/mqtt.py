@@ -116,8 +116,15 @@ class MqttEndpoint:
             key_file=mqtt.key_file,
         )
 
-    def with_identity(self, username: str, password: str | None) -> MqttEndpoint:
-        return replace(self, username=username, password=password)
+    def for_device(self, device_id: str, credentials: Path) -> MqttEndpoint:
+        """This endpoint under a device's own identity, from a directory as `nabij device add
+        --secrets DIR` writes it: `ID.password`, and on TLS `ID.crt` + `ID.key` if issued."""
+        certificate = credentials / f"{device_id}.crt"
+        if self.tls and certificate.exists():
+            return replace(self, cert_file=certificate, key_file=credentials / f"{device_id}.key")
+        return replace(
+            self, username=device_id, password=read_secret(credentials / f"{device_id}.password")
+        )
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies the broker against `ca_file` (or the system's CAs) and its host name."""
