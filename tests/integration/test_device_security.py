@@ -14,9 +14,11 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client import REGISTRY
 
 from nabij.contract import encode
 from nabij.mqtt import MqttEndpoint, make_client
+from simulators.runner import ScenarioRun, parse_scenario
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import (
     ONE_PAIR,
@@ -28,6 +30,7 @@ from tests.integration.stack import (
     write_config,
 )
 from tests.servers import MosquittoServer, MqttProbe, RedisServer
+from tests.simulators.test_integration import SHORT
 
 pytestmark = pytest.mark.integration
 
@@ -233,3 +236,72 @@ def test_an_open_development_broker_takes_a_url_without_credentials(
             stack.stop()
     finally:
         broker.stop()
+
+
+def test_a_command_the_broker_refuses_is_counted_logged_and_not_retried(
+    tmp_path: Path,
+    mosquitto: MosquittoServer,
+    redis_server: RedisServer,
+    unique_prefix: str,
+) -> None:
+    """The proximity service under an identity that may read uplinks but not write commands
+    (the recorder's): each command comes back PUBACK 135, is counted with its reason, and leaves
+    the outbox (resending would be refused forever) instead of passing as delivered."""
+    config_dir = write_config(
+        tmp_path / "config",
+        mqtt_url=mosquitto.open_url,
+        redis_url=redis_server.url,
+        prefix=unique_prefix,
+        orders_toml=ONE_PAIR,
+        mqtt_toml=mosquitto.service_identity_toml("recorder"),
+    )
+    stack = Stack(config_dir, mosquitto.url, redis_server.url, device_url=mosquitto.url_for)
+    refused = {"reason": "not_authorized"}
+    before = REGISTRY.get_sample_value("nabij_commands_refused_total", refused) or 0.0
+    try:
+        stack.start_in_process()
+        offender, victim = stack.device("ank-1"), stack.device("vic-1")
+        approach(offender, victim, stack.clock())
+        alarm_opened(stack)
+        wait_until(
+            lambda: (
+                (REGISTRY.get_sample_value("nabij_commands_refused_total", refused) or 0) > before
+            ),
+            what="refused commands counted",
+        )
+        ts = stack.clock()
+        victim.fix(ts, VICTIM_HOME)  # one more commit trims what the broker answered
+        stack.wait_committed(victim)
+        wait_until(lambda: stack.redis.xlen(stack.keys.command_outbox) == 0, what="outbox emptied")
+        assert offender.commands == [] and victim.commands == []
+    finally:
+        stack.stop()
+
+
+def test_simulated_devices_connect_over_tls_each_with_its_own_certificate(
+    mosquitto: MosquittoServer, unique_prefix: str
+) -> None:
+    """`ScenarioRun` with a credentials directory as `nabij device add --cert` writes it: every
+    device connects on the TLS listener under its own certificate, and everything it sends
+    arrives (which the ACL allows only under its own id)."""
+    prefix = f"{unique_prefix}/v1"
+    scenario = parse_scenario(SHORT)
+    for spec in scenario.device:
+        mosquitto.certificate(spec.id)
+    observer = MqttProbe(mosquitto.url, "observer")
+    observer.connect()
+    observer.subscribe(f"{prefix}/devices/+/fix")
+    run = ScenarioRun(
+        scenario,
+        mosquitto.tls_url,
+        prefix,
+        speed=20.0,
+        credentials=mosquitto.secrets_dir,
+        ca_file=mosquitto.ca_cert,
+    )
+    report = run.run()
+    sent = sum(report.fixes_sent.values())
+    topics = [observer.next_message().topic for _ in range(sent)]
+    assert {t.split("/")[-2] for t in topics} == {spec.id for spec in scenario.device}
+    assert all(count > 0 for count in report.fixes_sent.values())
+    observer.disconnect()
