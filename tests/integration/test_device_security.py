@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -82,6 +83,29 @@ def alarm_opened(stack: Stack) -> None:
         lambda ns: any(n.kind == "proximity_alarm" and n.event == "opened" for n in ns),
         "proximity alarm opened",
     )
+
+
+def one_pair_stack(
+    tmp_path: Path,
+    mqtt_url: str,
+    redis_server: RedisServer,
+    prefix: str,
+    *,
+    mqtt_toml: str = "",
+    test_url: str | None = None,
+    device_url: Callable[[str], str] | None = None,
+) -> Stack:
+    """A stack whose services connect to `mqtt_url` with `mqtt_toml` in `[mqtt]`; the test's
+    own helpers use `test_url` (default: `mqtt_url`)."""
+    config_dir = write_config(
+        tmp_path / "config",
+        mqtt_url=mqtt_url,
+        redis_url=redis_server.url,
+        prefix=prefix,
+        orders_toml=ONE_PAIR,
+        mqtt_toml=mqtt_toml,
+    )
+    return Stack(config_dir, test_url or mqtt_url, redis_server.url, device_url=device_url)
 
 
 def test_a_device_cannot_publish_as_another(
@@ -172,18 +196,14 @@ def test_the_alarm_path_over_tls_with_client_certificates_and_a_revoked_certific
     CN is its user name (no password): an approach opens a proximity alarm. The offender's
     certificate, revoked into the CRL and reloaded, no longer gets through the handshake."""
     service_cert, service_key = mosquitto.certificate("nabij.proximity", service=True)
-    config_dir = write_config(
-        tmp_path / "config",
-        mqtt_url=mosquitto.tls_url,
-        redis_url=redis_server.url,
-        prefix=unique_prefix,
-        orders_toml=ONE_PAIR,
-        mqtt_toml=(
-            f'ca_file = "{mosquitto.ca_cert}"\n'
-            f'cert_file = "{service_cert}"\nkey_file = "{service_key}"\n'
-        ),
+    tls_toml = (
+        f'ca_file = "{mosquitto.ca_cert}"\n'
+        f'cert_file = "{service_cert}"\nkey_file = "{service_key}"\n'
     )
-    stack = Stack(config_dir, mosquitto.url, redis_server.url)
+    stack = one_pair_stack(
+        tmp_path, mosquitto.tls_url, redis_server, unique_prefix, mqtt_toml=tls_toml,
+        test_url=mosquitto.url,
+    )  # fmt: skip
     try:
         stack.start_in_process()
         tls = MqttEndpoint.from_settings(stack.config.settings.mqtt, env={})
@@ -219,14 +239,7 @@ def test_an_open_development_broker_takes_a_url_without_credentials(
     broker = MosquittoServer(tmp_path / "open-mosquitto", secure=False)
     broker.start()
     try:
-        config_dir = write_config(
-            tmp_path / "config",
-            mqtt_url=broker.url,
-            redis_url=redis_server.url,
-            prefix=unique_prefix,
-            orders_toml=ONE_PAIR,
-        )
-        stack = Stack(config_dir, broker.url, redis_server.url)
+        stack = one_pair_stack(tmp_path, broker.url, redis_server, unique_prefix)
         assert MqttEndpoint.from_url(broker.url).username is None
         try:
             stack.start_in_process()
@@ -247,15 +260,11 @@ def test_a_command_the_broker_refuses_is_counted_logged_and_not_retried(
     """The proximity service under an identity that may read uplinks but not write commands
     (the recorder's): each command comes back PUBACK 135, is counted with its reason, and leaves
     the outbox (resending would be refused forever) instead of passing as delivered."""
-    config_dir = write_config(
-        tmp_path / "config",
-        mqtt_url=mosquitto.open_url,
-        redis_url=redis_server.url,
-        prefix=unique_prefix,
-        orders_toml=ONE_PAIR,
-        mqtt_toml=mosquitto.service_identity_toml("recorder"),
-    )
-    stack = Stack(config_dir, mosquitto.url, redis_server.url, device_url=mosquitto.url_for)
+    stack = one_pair_stack(
+        tmp_path, mosquitto.open_url, redis_server, unique_prefix,
+        mqtt_toml=mosquitto.service_identity_toml("recorder"), test_url=mosquitto.url,
+        device_url=mosquitto.url_for,
+    )  # fmt: skip
     refused = {"reason": "not_authorized"}
     before = REGISTRY.get_sample_value("nabij_commands_refused_total", refused) or 0.0
     try:
