@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -196,3 +198,45 @@ def test_a_reader_the_acl_withholds_everything_from_is_not_ready_and_says_so(
     finally:
         reader.stop()
         broker.stop()
+
+
+def test_a_suback_failure_is_refused_loudly_and_never_ready() -> None:
+    """Brokers that check subscriptions (unlike Mosquitto 2.0's acl_file, e.g. its dynamic
+    security plugin) answer SUBACK 0x80: the reader does not call itself subscribed, logs an
+    error, counts `subscription_refused` and reconnects. The broker here is a scripted socket:
+    no Mosquitto configuration refuses a SUBSCRIBE with the ACL nabij ships."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def refuse_every_subscription() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(1024)  # CONNECT
+                    conn.sendall(b"\x20\x02\x00\x00")
+                    subscribe = conn.recv(1024)
+                    packet_id = subscribe[2:4]
+                    conn.sendall(b"\x90\x03" + packet_id + b"\x80")
+                    conn.recv(1024)  # until the reader hangs up
+
+    threading.Thread(target=refuse_every_subscription, daemon=True).start()
+    client_id = "suback-refused"
+    before = _refusals(client_id, "subscription_refused")
+    reader = Subscriber(
+        MqttEndpoint.from_url(f"mqtt://127.0.0.1:{port}"), client_id, ["t/+/fix"], Recorder(),
+        keepalive_s=10, connection_ids=itertools.count(1),
+    )  # fmt: skip
+    try:
+        with capture_logs() as logs:
+            reader.start()
+            wait_until(
+                lambda: _refusals(client_id, "subscription_refused") > before,
+                what="refused subscription counted",
+            )
+        assert not reader.subscribed
+        refused = [e for e in logs if e["event"] == "mqtt_refused"]
+        assert refused[0]["log_level"] == "error" and "t/+/fix" in refused[0]["detail"]
+    finally:
+        reader.stop()
+        listener.close()
