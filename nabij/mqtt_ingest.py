@@ -244,7 +244,8 @@ class Subscriber:
                     self._refused(
                         "marker_missing",
                         f"catch-up marker on {self._marker_topic} not back after {waited_s:.0f} s:"
-                        " the broker may withhold this client's messages (ACL, identity)",
+                        " the broker withholds this client's messages (ACL, identity), or a"
+                        " backlog that large is still being read",
                     )
             with contextlib.suppress(OSError):
                 self._flush_acks(link, connection)
