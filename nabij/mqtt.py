@@ -21,7 +21,7 @@ import os
 import ssl
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -55,7 +55,7 @@ class MqttEndpoint:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line or traceback
     tls: bool = False
     mqtt5: bool = True
     ca_file: Path | None = None
@@ -95,12 +95,8 @@ class MqttEndpoint:
         else from the URL. TLS files need an `mqtts://` URL: a certificate must never be
         configured for a connection that would then go out in clear text."""
         endpoint = cls.from_url(mqtt.url)
-        tls_files = {
-            "ca_file": mqtt.ca_file,
-            "cert_file": mqtt.cert_file,
-            "key_file": mqtt.key_file,
-        }
-        if not endpoint.tls and any(path is not None for path in tls_files.values()):
+        tls_files = (mqtt.ca_file, mqtt.cert_file, mqtt.key_file)
+        if not endpoint.tls and any(path is not None for path in tls_files):
             raise MqttUrlError(
                 f"[mqtt] ca_file, cert_file and key_file need an mqtts:// URL, not {mqtt.url!r}"
             )
