@@ -314,3 +314,26 @@ def test_simulated_devices_connect_over_tls_each_with_its_own_certificate(
     assert {t.split("/")[-2] for t in topics} == {spec.id for spec in scenario.device}
     assert all(count > 0 for count in report.fixes_sent.values())
     observer.disconnect()
+
+
+def test_the_recorders_identity_reads_every_uplink_and_writes_nothing(
+    mosquitto: MosquittoServer, unique_prefix: str
+) -> None:
+    """`nabij.recorder` (what `nabij record` connects as) receives any device's fix, and its
+    attempt to command a device is refused with PUBACK 135."""
+    topics = f"{unique_prefix}/v1/devices"
+    mosquitto.service_identity_toml("recorder")
+    recorder = Client(MqttEndpoint.from_url(mosquitto.url_for("nabij.recorder")), "recorder")
+    assert recorder.connect() == 0
+    recorder.client.subscribe(f"{topics}/+/fix", qos=1)
+    device = MqttProbe(mosquitto.url_for("ank-1"), "ank-1")
+    device.connect()
+
+    def fix_arrives() -> bool:
+        device.publish(f"{topics}/ank-1/fix", b"{}")  # again until the subscription is in place
+        return bool(recorder.messages)
+
+    wait_until(fix_arrives, what="the recorder receiving the device's fix")
+    assert recorder.publish(f"{topics}/ank-1/cmd", b"{}").value == NOT_AUTHORISED
+    device.disconnect()
+    recorder.close()
