@@ -39,6 +39,7 @@ from amqtt.plugins.base import BaseAuthPlugin
 from fakeredis import TcpFakeServer
 
 from nabij.failures import NabijError
+from nabij.mqtt import MQTT311_QUERY
 
 HOST: Final = "127.0.0.1"
 START_TIMEOUT_S: Final = 10.0
@@ -130,7 +131,8 @@ class EmbeddedBroker(_Server):
 
     @property
     def url(self) -> str:
-        return f"mqtt://{HOST}:{self.port}"
+        """amqtt speaks MQTT 3.1.1 only, and admits anyone (a demo broker, never production)."""
+        return f"mqtt://{HOST}:{self.port}?{MQTT311_QUERY}"
 
     def start(self) -> None:
         """Start the loop thread and the broker; returns once it accepts connections."""

@@ -56,6 +56,11 @@ COMMANDS_SENT: Final = Counter(
     "Commands published to devices, by command type.",
     ["type"],
 )
+COMMANDS_REFUSED: Final = Counter(
+    "nabij_commands_refused_total",
+    "Device commands the broker refused (MQTT 5 PUBACK >= 0x80), by reason: dropped, not retried.",
+    ["reason"],
+)
 DECISION_LATENCY: Final = Histogram(
     "nabij_decision_latency_seconds",
     "Time from taking a batch to having committed its effects, per batch.",
@@ -90,6 +95,13 @@ REDIS_OUT_OF_MEMORY: Final = Gauge(
     "1 while Redis refuses this service's writes for lack of memory, else 0.",
     ["service"],
 )
+MQTT_REFUSED: Final = Counter(
+    "nabij_mqtt_refused_total",
+    "What the broker refused a nabij client, by client id and reason (connect_refused: bad or"
+    " revoked credentials; subscription_refused: SUBACK failure; marker_missing: the catch-up"
+    " marker never came back, so the ACL lets nothing through).",
+    ["client", "reason"],
+)
 READY: Final = Gauge(
     "nabij_ready",
     "1 while the service is ready (connected to MQTT and Redis, state loaded), else 0.",
@@ -99,6 +111,7 @@ READY: Final = Gauge(
 __all__ = [
     "BATCH_SIZE",
     "BATCH_SIZE_BUCKETS",
+    "COMMANDS_REFUSED",
     "COMMANDS_SENT",
     "DEADLETTERS_DROPPED",
     "DECISION_LATENCY",
@@ -108,6 +121,7 @@ __all__ = [
     "MESSAGES_RECEIVED",
     "MESSAGES_REFUSED",
     "MESSAGES_REJECTED",
+    "MQTT_REFUSED",
     "NOTICES",
     "OPEN_ALARMS",
     "READY",

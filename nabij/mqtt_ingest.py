@@ -17,6 +17,17 @@ Catch-up marker: after subscribing, the subscriber publishes a token to a topic 
 also subscribes to. The broker queues it behind everything it held for this session, so when the
 token comes back, the backlog of the time away has been read: from then on the traffic is live.
 (`caught_up`; without the marker topic, or if the broker's ACL drops it, it stays False.)
+
+Refusals are loud (logged as errors, counted in `nabij_mqtt_refused_total`, readiness false): a
+CONNACK that refuses the credentials, a SUBACK failure, and a marker that has not come back within
+`marker_timeout_s`. The last one matters most: Mosquitto 2.0's acl_file grants every SUBSCRIBE
+and silently withholds the messages the ACL does not let this user read, so a reader under the
+wrong identity would be deaf; its marker, under the same ACL section as its subscriptions, never
+returns, and `subscribed` drops to False until it does.
+
+Why MQTT 3.1.1 still: this client only subscribes; what MQTT 5 would add (reason codes on a
+denied publish) concerns its one publish, the marker, whose non-arrival it detects as above.
+The services' publishes (device commands) go through paho on MQTT 5.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from typing import Final, Protocol
 
 import structlog
 
+from nabij import metrics
 from nabij import mqtt_packets as packets
 from nabij.failures import NabijError
 from nabij.mqtt import MqttEndpoint
@@ -47,7 +59,8 @@ MIN_BACKOFF_S: Final = 1.0
 MAX_BACKOFF_S: Final = 30.0
 WAIT_SLICE_S: Final = 0.1
 """How long a full sink is waited on before the acks and keepalive are seen to again."""
-MARKER_WARN_AFTER_S: Final = 300.0
+MARKER_TIMEOUT_S: Final = 300.0
+"""A marker not back by then: not a long backlog any more, but an ACL that drops our messages."""
 _SUBSCRIBE_ID: Final = 1
 _MARKER_ID: Final = 2
 
@@ -56,6 +69,14 @@ log = structlog.get_logger(__name__)
 
 class MqttConnectionError(NabijError):
     """The broker refused, dropped or stopped answering the connection."""
+
+
+class MqttRefusedError(MqttConnectionError):
+    """The broker said no (credentials, subscription): retrying alone will not fix it."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -88,6 +109,7 @@ class Subscriber:
         keepalive_s: int,
         connection_ids: Iterator[int],
         marker_topic: str | None = None,
+        marker_timeout_s: float = MARKER_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._endpoint = endpoint
@@ -96,6 +118,7 @@ class Subscriber:
         if marker_topic is not None:
             self._filters.append((marker_topic, 1))
         self._marker_topic = marker_topic
+        self._marker_timeout_s = marker_timeout_s
         self._sink = sink
         self._keepalive_s = keepalive_s
         self._ids = connection_ids
@@ -150,6 +173,8 @@ class Subscriber:
                 sock = self._open()
                 backoff = MIN_BACKOFF_S
                 self._serve(sock)
+            except MqttRefusedError as err:
+                self._refused(err.reason, str(err), retry_in_s=backoff)
             except (OSError, MqttConnectionError, MqttProtocolError) as err:
                 self._log.warning("mqtt_connection_lost", error=str(err), retry_in_s=backoff)
             except Exception:  # a bug in a sink must not end ingest silently: log, reconnect
@@ -171,7 +196,7 @@ class Subscriber:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if endpoint.tls:
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=endpoint.host)
+                sock = endpoint.ssl_context().wrap_socket(sock, server_hostname=endpoint.host)
             handshake(
                 sock, self.client_id, endpoint, clean_session=False, keepalive_s=self._keepalive_s
             )
@@ -201,7 +226,7 @@ class Subscriber:
         selector.register(sock, selectors.EVENT_READ)
         selector.register(self._wake_r, selectors.EVENT_READ)
         connected_at = self._clock()
-        warned = False
+        reported = False
         try:
             while not self._stop.is_set():
                 selector.select(timeout=0 if link.buffered else 1.0)
@@ -212,9 +237,16 @@ class Subscriber:
                     self._deliver_read(link, connection, publishes, token)
                 link.keepalive(self._keepalive_s)
                 waited_s = self._clock() - connected_at
-                if not (self.caught_up or warned) and waited_s > MARKER_WARN_AFTER_S:
-                    warned = True
-                    self._log.warning("mqtt_catch_up_marker_missing", topic=self._marker_topic)
+                overdue = self._marker_topic is not None and waited_s > self._marker_timeout_s
+                if overdue and not (self.caught_up or reported):
+                    reported = True
+                    self.subscribed = False
+                    self._refused(
+                        "marker_missing",
+                        f"catch-up marker on {self._marker_topic} not back after {waited_s:.0f} s:"
+                        " the broker withholds this client's messages (ACL, identity), or a"
+                        " backlog that large is still being read",
+                    )
             with contextlib.suppress(OSError):
                 self._flush_acks(link, connection)
                 link.send(packets.DISCONNECT_PACKET)
@@ -232,14 +264,15 @@ class Subscriber:
                 link.send(packets.pubcomp(int.from_bytes(packet.body[:2], "big")))
         return publishes
 
+    def _refused(self, reason: str, detail: str, **extra: float) -> None:
+        metrics.MQTT_REFUSED.labels(client=self.client_id, reason=reason).inc()
+        self._log.error("mqtt_refused", reason=reason, detail=detail, **extra)
+
     def _on_suback(self, body: bytes) -> None:
         codes = body[2:]
-        wanted = len(self._filters) - (self._marker_topic is not None)
-        failed = [self._filters[i][0] for i, c in enumerate(codes) if c == packets.SUBACK_FAILURE]
-        if any(code == packets.SUBACK_FAILURE for code in codes[:wanted]):
-            raise MqttConnectionError(f"broker refused subscriptions {failed}")
+        failed = [self._filters[i][0] for i, c in enumerate(codes) if c >= packets.SUBACK_FAILURE]
         if failed:
-            self._log.warning("mqtt_catch_up_marker_refused", topic=self._marker_topic)
+            raise MqttRefusedError("subscription_refused", f"broker refused subscriptions {failed}")
         self.subscribed = True
 
     def _deliver_read(
@@ -254,7 +287,7 @@ class Subscriber:
             start = index + 1
             link.send(packets.acks([(message.mid, message.qos)]))
             if message.payload == token and not self.caught_up:
-                self.caught_up = True
+                self.caught_up = self.subscribed = True
                 self._log.info("mqtt_caught_up", connection=connection)
         self._deliver(link, connection, publishes[start:])
 
@@ -307,8 +340,22 @@ def handshake(
         if not chunk:
             raise MqttConnectionError("broker closed the connection during CONNECT")
         reply += chunk
-    if reply[0] >> 4 != packets.CONNACK or reply[3] != 0:
-        raise MqttConnectionError(f"broker refused the connection (CONNACK code {reply[3]})")
+    if reply[0] >> 4 != packets.CONNACK:
+        raise MqttConnectionError(f"broker answered CONNECT with packet type {reply[0] >> 4}")
+    if reply[3] != 0:
+        meaning = _CONNACK_REFUSALS.get(reply[3], "unknown reason")
+        raise MqttRefusedError(
+            "connect_refused", f"broker refused the connection: {meaning} (CONNACK {reply[3]})"
+        )
+
+
+_CONNACK_REFUSALS: Final = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
 
 
 class _Link:

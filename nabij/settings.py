@@ -29,6 +29,16 @@ class MqttSettings(StrictModel):
     topic_prefix: str = Field(default="nabij/v1", pattern=r"^[^#+]+$")
     client_id: str = "nabij-proximity"
     keepalive_s: int = Field(default=30, ge=5)
+    # The broker identity (`nabij device add --service NAME` provisions `nabij.NAME`); None: the
+    # URL's, if any. The password is never in this file: `NABIJ_MQTT_PASSWORD`, else the first
+    # line of `password_file` (mode 0600, as `nabij device add` writes it).
+    username: str | None = None
+    password_file: Path | None = None
+    # TLS (with an mqtts:// URL): the CA that signed the broker's certificate, and this client's
+    # certificate and key for a listener that takes the certificate's CN as the username.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 # What one dead letter may take beside its payload: `nabij.redis_io` cuts `detail` and `topic` to

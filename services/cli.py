@@ -12,6 +12,7 @@ from typing import Literal
 
 import redis
 
+import services.devices
 import services.replay.cli
 import simulators.cli
 from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
@@ -27,7 +28,11 @@ from nabij.settings import REDIS_ROLES, RedisRole
 OperatorRole = Literal["probation", "police"]
 
 # Packages that bring their own subcommands.
-SUBCOMMAND_PACKAGES = (simulators.cli.register, services.replay.cli.register)
+SUBCOMMAND_PACKAGES = (
+    simulators.cli.register,
+    services.replay.cli.register,
+    services.devices.register,
+)
 EXIT_CONFIG = 2
 # `ack` and `resolve`: applied (0), not applied (1: the gateway said why), refused before sending
 # (2, as a usage error), no answer from the gateway in time (3: the request waits in the stream).

@@ -49,6 +49,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "the scenario, exit",
     )
     cmd.add_argument("--list", action="store_true", help="list the packaged scenarios and exit")
+    cmd.add_argument(
+        "--credentials",
+        type=Path,
+        metavar="DIR",
+        help="each device connects under its own identity: DIR/ID.password (and DIR/ID.crt, "
+        "ID.key on TLS) as `nabij device add --secrets DIR` writes them",
+    )
     cmd.set_defaults(handler=_simulate)
     modes = cmd.add_subparsers(dest="mode", metavar="MODE")
     fleet = modes.add_parser("fleet", help="N pairs around Amsterdam at an open-loop rate")
@@ -99,6 +106,8 @@ def _simulate(args: argparse.Namespace) -> int:
         speed=speed,
         anchor_ms=clock.anchor_ms if speed == clock.speed else None,
         on_progress=print,
+        credentials=args.credentials,
+        ca_file=config.settings.mqtt.ca_file,
     )
     print(run.run(stop_on_signals()))
     return 0

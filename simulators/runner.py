@@ -14,6 +14,8 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 from nabij.contract import DeviceCommand, Topics
 from nabij.mqtt import MqttEndpoint
@@ -108,7 +110,11 @@ class ScenarioRun:
         boot_token: str | None = None,
         link_factory: LinkFactory | None = None,
         announce_offline: bool = True,
+        credentials: Path | None = None,
+        ca_file: Path | None = None,
     ) -> None:
+        """`credentials`: each device connects under its own identity from this directory
+        (`MqttEndpoint.for_device`), else with the URL's; `ca_file` verifies a TLS broker."""
         self.scenario = scenario
         # False keeps devices "online" after the run (no retained offline status), as if they
         # went on working: what a demo of several scenarios side by side wants.
@@ -121,7 +127,12 @@ class ScenarioRun:
         self.connect_timeout_s = connect_timeout_s
         self.progress_every_s = progress_every_s
         # Fail on a bad URL now, not after building everything.
-        self._endpoint = MqttEndpoint.from_url(mqtt_url) if link_factory is None else None
+        self._endpoint = (
+            replace(MqttEndpoint.from_url(mqtt_url), ca_file=ca_file)
+            if link_factory is None
+            else None
+        )
+        self._credentials = credentials
         self._link_factory = link_factory
         # Every run is a new start of every device's firmware: boot ids fresh for this run (a
         # later run against the same nabij is not a replay), seq from 0. Fixed in tests.
@@ -199,7 +210,10 @@ class ScenarioRun:
         assert self._endpoint is not None
         mqtt_links: list[MqttLink] = []
         for firmware in self.devices.values():
-            link = MqttLink(self._endpoint, firmware, announce_offline=self.announce_offline)
+            endpoint = self._endpoint
+            if self._credentials is not None:
+                endpoint = endpoint.for_device(firmware.device_id, self._credentials)
+            link = MqttLink(endpoint, firmware, announce_offline=self.announce_offline)
             firmware.link = link
             mqtt_links.append(link)
             link.start()

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -23,15 +24,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
+from urllib.parse import quote
 
 import paho.mqtt.client as paho
 import redis
 from paho.mqtt.reasoncodes import ReasonCode
 
-from nabij.mqtt import MqttEndpoint, make_client
+from nabij import mqtt_packets as packets
+from nabij.broker_auth import SERVICE_PREFIX, hash_password, with_user
+from nabij.mqtt import MqttEndpoint, make_client, read_secret
+from services.cli import main as cli_main
 
 READY_TIMEOUT_S: Final = 15.0
 STOP_TIMEOUT_S: Final = 10.0
@@ -39,6 +44,10 @@ POLL_INTERVAL_S: Final = 0.02
 HOST: Final = "127.0.0.1"
 ENSURE_HINT: Final = "run scripts/ensure-servers.sh to install it (Debian package)"
 _PR_SET_PDEATHSIG: Final = 1
+SHIPPED_MOSQUITTO_CONF: Final = Path(__file__).parents[1] / "config" / "mosquitto" / "nabij.conf"
+SHIPPED_BROKER_DIR: Final = "/etc/mosquitto/nabij/"
+TEST_TOPIC_PREFIX: Final = "+/v1"
+"""The ACL's prefix in tests: any `<unique prefix>/v1`, as the stack configures topics."""
 
 
 class ServerError(RuntimeError):
@@ -194,34 +203,142 @@ class _ServerProcess:
 
 
 class MosquittoServer(_ServerProcess):
-    """`mosquitto` with a persistent store, effectively unbounded queues, anonymous access."""
+    """`mosquitto` with a persistent store and effectively unbounded queues.
+
+    `secure` (the default): the shipped `config/mosquitto/nabij.conf`, its paths pointed at this
+    server's broker directory, which `nabij device init` fills with a throwaway CA, the broker's
+    certificate, the ACL (rendered for any `<name>/v1` prefix, so each test's unique prefix
+    works) and a password file; its three listeners (password, TLS with client certificates, TLS
+    with passwords) on free ports. `url` then carries the credentials of a test observer that
+    may read and write everything (an ACL section appended for tests only); devices and services
+    get their own with `provision`. `secure=False`: an open development broker, anonymous access.
+    """
 
     name = "mosquitto"
+    OBSERVER: Final = "test.observer"
 
     def __init__(
-        self, directory: Path, port: int | None = None, *, autosave_interval_s: int | None = None
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        autosave_interval_s: int | None = None,
+        secure: bool = True,
     ) -> None:
         super().__init__(directory, port)
         self.binary = find_binary("mosquitto", ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"])
         # None: Mosquitto's default (save on clean stop, else every 30 min). Set it to have a
         # kill() keep what was queued up to that many seconds before.
         self.autosave_interval_s = autosave_interval_s
+        self.secure = secure
+        self.broker_dir = directory / "broker"
+        self.secrets_dir = directory / "secrets"
+        self.ca_cert, self.ca_key = directory / "ca.crt", directory / "ca.key"
+        self.tls_port, self.tls_password_port = free_port(), free_port()
+        self._passwords = {self.OBSERVER: os.urandom(12).hex()}
+
+    @property
+    def open_url(self) -> str:
+        """No credentials: refused by a secure broker, the development path on an open one."""
+        return f"mqtt://{HOST}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"mqtt://{HOST}:{self.port}"
+        if not self.secure:
+            return self.open_url
+        return self.url_for(self.OBSERVER)
+
+    def url_for(self, username: str) -> str:
+        """A URL with `username`'s credentials (provisioned on first use)."""
+        password = self._passwords.get(username) or self.provision(username)
+        return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{HOST}:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        """The client-certificate listener (`certificate(...)` for the files)."""
+        return f"mqtts://{HOST}:{self.tls_port}"
 
     @property
     def persistence_file(self) -> Path:
         return self.data_dir / "mosquitto.db"
 
+    def provision(self, username: str, *, service: bool = False) -> str:
+        """`nabij device add` (a device id, or with `service` a service name), then a reload
+        that has taken effect; returns the password."""
+        name = username.removeprefix(SERVICE_PREFIX) if service else username
+        self._device("add", name, "--secrets", str(self.secrets_dir), service=service)
+        password = read_secret(self.secret_file(username))
+        self._passwords[username] = password
+        self._reload_until(lambda: self._connack(username, password) == 0)
+        return password
+
+    def service_identity_toml(self, service: str) -> str:
+        """`[mqtt]` lines for a nabij service's own user (provisioned now): username and
+        password_file, as an operator configures them."""
+        username = SERVICE_PREFIX + service
+        if username not in self._passwords:
+            self.provision(username, service=True)
+        return f'username = "{username}"\npassword_file = "{self.secret_file(username)}"\n'
+
+    def secret_file(self, username: str) -> Path:
+        return self.secrets_dir / f"{username}.password"
+
+    def certificate(self, username: str, *, service: bool = False) -> tuple[Path, Path]:
+        """A client certificate (CN = `username`) from `nabij device add --cert`: (cert, key)."""
+        name = username.removeprefix(SERVICE_PREFIX) if service else username
+        self._device(
+            "add", name, "--secrets", str(self.secrets_dir), "--cert", *self._ca_args(),
+            service=service,
+        )  # fmt: skip
+        self._passwords[username] = read_secret(self.secret_file(username))
+        return self.secrets_dir / f"{username}.crt", self.secrets_dir / f"{username}.key"
+
+    def revoke(self, username: str) -> None:
+        """`nabij device revoke` with the broker's pid file: SIGHUP, so it takes effect."""
+        password = self._passwords.pop(username)
+        self._device("revoke", username, *self._ca_args(), "--pid-file", str(self._pid_file()))
+        self._reload_until(lambda: self._connack(username, password) != 0, signal_it=False)
+
+    def _device(self, action: str, name: str, *extra: str, service: bool = False) -> None:
+        flags = ["--service"] if service else []
+        code = cli_main(
+            ["device", action, name, *flags, "--broker-dir", str(self.broker_dir), *extra]
+        )
+        if code != 0:
+            raise ServerError(f"nabij device {action} {name} failed ({code})")
+
+    def _ca_args(self) -> list[str]:
+        return ["--ca-cert", str(self.ca_cert), "--ca-key", str(self.ca_key)]
+
+    def _pid_file(self) -> Path:
+        path = self.directory / "mosquitto.pid"
+        path.write_text(f"{self.pid}\n", encoding="utf-8")
+        return path
+
+    def _reload_until(self, done: Callable[[], bool], *, signal_it: bool = True) -> None:
+        if not self.running:
+            return
+        if signal_it:
+            os.kill(self._require_pid(), signal.SIGHUP)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not done():
+            if time.monotonic() > deadline:
+                raise ServerError(f"mosquitto did not reload within {READY_TIMEOUT_S} s")
+            time.sleep(POLL_INTERVAL_S)
+
+    def _require_pid(self) -> int:
+        if self.pid is None:
+            raise ServerError("mosquitto is not running")
+        return self.pid
+
     def _command(self) -> list[str]:
         return [self.binary, "-c", str(self.config_path)]
 
     def _config(self) -> str:
-        lines = [
-            f"listener {self.port} {HOST}",
-            "allow_anonymous true",
+        lines = self._secure_config() if self.secure else [
+            f"listener {self.port} {HOST}", "allow_anonymous true",
+        ]  # fmt: skip
+        lines += [
             "persistence true",
             f"persistence_location {self.data_dir}/",
             "persistence_file mosquitto.db",
@@ -237,26 +354,65 @@ class MosquittoServer(_ServerProcess):
             "log_type information",
             "connection_messages true",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            f"autosave_interval {self.autosave_interval_s or 1800}",
         ]
-        if self.autosave_interval_s is not None:
-            lines.append(f"autosave_interval {self.autosave_interval_s}")
         if os.geteuid() == 0:
             # Run as root, Mosquitto would switch to user `mosquitto`, which cannot write here.
             lines.append("user root")
         return "\n".join(lines) + "\n"
 
-    def _answers(self) -> bool:
-        # MQTT 3.1.1 CONNECT, clean session, empty client id; a CONNACK with code 0 means ready.
-        connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+    def _secure_config(self) -> list[str]:
+        """The shipped config on this server's ports and broker directory; the test lines that
+        follow override its tuning (later settings win)."""
+        if not (self.broker_dir / "acl").exists():
+            self._device_init()
+        shipped = SHIPPED_MOSQUITTO_CONF.read_text(encoding="utf-8")
+        listeners = {
+            "listener 1883 127.0.0.1": f"listener {self.port} {HOST}",
+            "listener 8883": f"listener {self.tls_port} {HOST}",
+            "listener 8884": f"listener {self.tls_password_port} {HOST}",
+        }
+        for shipped_line, test_line in listeners.items():
+            assert re.search(f"^{shipped_line}$", shipped, re.M), f"{shipped_line!r} not shipped"
+            shipped = re.sub(f"^{shipped_line}$", test_line, shipped, flags=re.M)
+        shipped = shipped.replace(SHIPPED_BROKER_DIR, f"{self.broker_dir}/")
+        return [line for line in shipped.splitlines() if not line.startswith("autosave_interval")]
+
+    def _device_init(self) -> None:
+        code = cli_main(
+            [
+                "device", "init", "--broker-dir", str(self.broker_dir), *self._ca_args(),
+                "--topic-prefix", TEST_TOPIC_PREFIX, "--server-name", HOST,
+            ]
+        )  # fmt: skip
+        if code != 0:
+            raise ServerError(f"nabij device init failed ({code})")
+        with (self.broker_dir / "acl").open("a", encoding="utf-8") as acl:
+            acl.write(f"\n# Tests only: an observer that sees everything.\nuser {self.OBSERVER}\n")
+            acl.write("topic readwrite #\n")
+        hashed = hash_password(self._passwords[self.OBSERVER], os.urandom(12))
+        passwd = self.broker_dir / "passwd"
+        passwd.write_text(with_user(passwd.read_text(), self.OBSERVER, hashed), encoding="utf-8")
+
+    def _connack(self, username: str | None, password: str | None) -> int | None:
+        """The CONNACK code an MQTT 3.1.1 CONNECT with these credentials gets (None: no answer)."""
         try:
             with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
-                sock.sendall(connect)
+                sock.sendall(
+                    packets.connect(
+                        "", clean_session=True, keepalive_s=60, username=username,
+                        password=password,
+                    )
+                )  # fmt: skip
                 reply = _recv_exactly(sock, 4)
                 with contextlib.suppress(OSError):
-                    sock.sendall(b"\xe0\x00")  # DISCONNECT
+                    sock.sendall(packets.DISCONNECT_PACKET)
         except OSError:
-            return False
-        return reply == b"\x20\x02\x00\x00"
+            return None
+        return reply[3] if len(reply) == 4 and reply[0] == 0x20 else None
+
+    def _answers(self) -> bool:
+        return self._connack(None, None) is not None
 
 
 class RedisServer(_ServerProcess):

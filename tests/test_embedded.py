@@ -57,8 +57,9 @@ def topic() -> str:
 
 
 def test_broker_url_points_at_a_free_local_port(broker: EmbeddedBroker) -> None:
-    """`.url` is mqtt://127.0.0.1:<port it really bound>, not 1883."""
-    assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+    """`.url` is mqtt://127.0.0.1:<port it really bound>, not 1883, and asks for MQTT 3.1.1
+    (amqtt cannot speak 5)."""
+    assert broker.url == f"mqtt://127.0.0.1:{broker.port}?protocol=3.1.1"
     assert broker.port != 1883
 
 

@@ -1,4 +1,5 @@
-"""The shipped Mosquitto settings admit every valid message and refuse far larger junk."""
+"""The shipped Mosquitto settings: every valid message fits, far larger junk does not, nobody is
+anonymous, and every file they name is one `nabij device init` writes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from nabij.contract import MAX_BACKLOG_FIXES, Fix
+from services.cli import main
 
 CONF = Path(__file__).parents[1] / "config" / "mosquitto" / "nabij.conf"
 
@@ -38,3 +40,23 @@ def test_the_largest_valid_backlog_fits_with_margin() -> None:
     worst = len(msgspec.json.encode([longest] * MAX_BACKLOG_FIXES))
     limit = _message_size_limit()
     assert worst * 1.25 <= limit < 1_000_000
+
+
+def test_nobody_is_anonymous_and_every_file_the_config_names_is_one_nabij_device_init_writes(
+    tmp_path: Path,
+) -> None:
+    """The shipped config refuses anonymous clients on every listener, and Mosquitto (which will
+    not start with a missing file) finds each file it names once `nabij device init` has run."""
+    text = CONF.read_text(encoding="utf-8")
+    assert re.search(r"^allow_anonymous false$", text, re.M)
+    assert re.search(r"^per_listener_settings false$", text, re.M)
+    named = set(re.findall(r"^\w+ (/etc/mosquitto/nabij/\S+)$", text, re.M))
+    assert {"password_file", "acl_file", "crlfile"} <= set(re.findall(r"^(\w+) /etc/", text, re.M))
+    broker = tmp_path / "broker"
+    code = main(
+        ["device", "init", "--broker-dir", str(broker), "--ca-cert", str(tmp_path / "ca.crt"),
+         "--ca-key", str(tmp_path / "ca.key")]
+    )  # fmt: skip
+    assert code == 0
+    for path in named:
+        assert (broker / Path(path).name).is_file(), path

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from nabij import mqtt_packets as packets
 from nabij.mqtt import MqttEndpoint
@@ -117,3 +122,121 @@ def test_a_persistent_session_gets_its_backlog_before_the_marker_and_unacked_mes
         assert {c for c, _m, _u in again.got} == {third.connection or 3}
     finally:
         broker.stop()
+
+
+def _refusals(client_id: str, reason: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "nabij_mqtt_refused_total", {"client": client_id, "reason": reason}
+    )
+    return value or 0.0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("password", [None, "wrong"])
+def test_refused_credentials_keep_the_reader_unsubscribed_logged_and_counted(
+    tmp_path: Path, password: str | None
+) -> None:
+    """Against the shipped secure config, a reader without credentials or with a wrong password
+    is refused at CONNECT: never subscribed (readiness false), an error logged and counted, and
+    it keeps retrying (credentials may be fixed by a broker reload)."""
+    broker = MosquittoServer(tmp_path / "mosquitto")
+    broker.start()
+    client_id = f"refused-{password}"
+    before = _refusals(client_id, "connect_refused")
+    endpoint = MqttEndpoint.from_url(broker.open_url)
+    if password is not None:
+        endpoint = replace(endpoint, username="nabij.proximity", password=password)
+    reader = Subscriber(
+        endpoint, client_id, ["t/+/fix"], Recorder(), keepalive_s=10,
+        connection_ids=itertools.count(1),
+    )  # fmt: skip
+    try:
+        with capture_logs() as logs:
+            reader.start()
+            wait_until(
+                lambda: _refusals(client_id, "connect_refused") > before, what="refusal counted"
+            )
+        assert not reader.subscribed
+        refused = [entry for entry in logs if entry["event"] == "mqtt_refused"]
+        assert refused and refused[0]["log_level"] == "error"
+        assert "not authorised" in refused[0]["detail"]
+    finally:
+        reader.stop()
+        broker.stop()
+
+
+@pytest.mark.integration
+def test_a_reader_the_acl_withholds_everything_from_is_not_ready_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """Mosquitto 2.0's acl_file grants every SUBSCRIBE and silently withholds what the user may
+    not read: a reader connected under a device's identity (no right to others' fixes nor to
+    the service's marker topic) gets SUBACK success, but its marker never comes back, so it
+    turns unready, logs an error and counts `marker_missing`, and receives nothing."""
+    broker = MosquittoServer(tmp_path / "mosquitto")
+    broker.start()
+    prefix = "acl/v1"
+    client_id = "deaf-reader"
+    recorder = Recorder()
+    endpoint = MqttEndpoint.from_url(broker.url_for("ank-9"))
+    reader = Subscriber(
+        endpoint, client_id, [f"{prefix}/devices/+/fix"], recorder, keepalive_s=10,
+        connection_ids=itertools.count(1), marker_topic=f"{prefix}/service/{client_id}/caught-up",
+        marker_timeout_s=1.0,
+    )  # fmt: skip
+    before = _refusals(client_id, "marker_missing")
+    try:
+        reader.start()
+        wait_until(lambda: reader.connection != 0, what="connected")
+        device = MqttProbe(broker.url_for("ank-1"), "ank-1")
+        device.connect()
+        device.publish(f"{prefix}/devices/ank-1/fix", b"{}")
+        wait_until(lambda: _refusals(client_id, "marker_missing") > before, what="marker missing")
+        assert not reader.subscribed and not reader.caught_up
+        assert recorder.got == []
+        device.disconnect()
+    finally:
+        reader.stop()
+        broker.stop()
+
+
+def test_a_suback_failure_is_refused_loudly_and_never_ready() -> None:
+    """Brokers that check subscriptions (unlike Mosquitto 2.0's acl_file, e.g. its dynamic
+    security plugin) answer SUBACK 0x80: the reader does not call itself subscribed, logs an
+    error, counts `subscription_refused` and reconnects. The broker here is a scripted socket:
+    no Mosquitto configuration refuses a SUBSCRIBE with the ACL nabij ships."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def refuse_every_subscription() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(1024)  # CONNECT
+                    conn.sendall(b"\x20\x02\x00\x00")
+                    subscribe = conn.recv(1024)
+                    packet_id = subscribe[2:4]
+                    conn.sendall(b"\x90\x03" + packet_id + b"\x80")
+                    conn.recv(1024)  # until the reader hangs up
+
+    threading.Thread(target=refuse_every_subscription, daemon=True).start()
+    client_id = "suback-refused"
+    before = _refusals(client_id, "subscription_refused")
+    reader = Subscriber(
+        MqttEndpoint.from_url(f"mqtt://127.0.0.1:{port}"), client_id, ["t/+/fix"], Recorder(),
+        keepalive_s=10, connection_ids=itertools.count(1),
+    )  # fmt: skip
+    try:
+        with capture_logs() as logs:
+            reader.start()
+            wait_until(
+                lambda: _refusals(client_id, "subscription_refused") > before,
+                what="refused subscription counted",
+            )
+        assert not reader.subscribed
+        refused = [e for e in logs if e["event"] == "mqtt_refused"]
+        assert refused[0]["log_level"] == "error" and "t/+/fix" in refused[0]["detail"]
+    finally:
+        reader.stop()
+        listener.close()

@@ -21,10 +21,12 @@ def _port_open(port: int) -> bool:
 
 
 def test_mosquitto_fixture_starts_and_stops(mosquitto: MosquittoServer) -> None:
-    """`mosquitto` answers MQTT on its own port (not 1883) and is gone after stop()."""
+    """`mosquitto` answers MQTT on its own port (not 1883), with the test observer's credentials
+    in its URL (it runs the shipped secure config), and is gone after stop()."""
     assert mosquitto.running
     assert mosquitto.port != 1883
-    assert mosquitto.url == f"mqtt://127.0.0.1:{mosquitto.port}"
+    assert mosquitto.open_url == f"mqtt://127.0.0.1:{mosquitto.port}"
+    assert mosquitto.url.startswith(f"mqtt://{MosquittoServer.OBSERVER}:")
     probe = MqttProbe(mosquitto.url, "fixture-check")
     probe.connect()
     probe.disconnect()

@@ -12,6 +12,11 @@ stream is oldest first and this service is its only writer, so the outbox knows 
 trims only the acknowledged prefix (a PUBACK out of order waits for the older ones).
 `MQTTMessageInfo.is_published()` cannot say this: it raises for a message published while
 disconnected, although paho sends that one on reconnection.
+
+A command the broker refuses (MQTT 5 PUBACK with a reason code >= 0x80, e.g. 135 when the ACL
+does not let this service write the device's `cmd` topic) is logged, counted in
+`nabij_commands_refused_total` and leaves the outbox like an acknowledged one: resending it would
+be refused the same way, forever.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from collections import deque
 
 import paho.mqtt.client as paho
 import redis
+import structlog
+from paho.mqtt.reasoncodes import ReasonCode
 from redis.client import Pipeline
 
 from nabij import metrics, streams
 from nabij.contract import DeviceCommand, Topics, encode
+
+log = structlog.get_logger(service="proximity")
 
 
 class CommandOutbox:
@@ -36,6 +45,8 @@ class CommandOutbox:
         # Message ids of the stream's entries, oldest first: one per entry, always.
         self._unconfirmed: deque[int] = deque()
         self._acked: set[int] = set()
+        self._devices: dict[int, str] = {}
+        """The device of each command not yet acknowledged, to say whose command was refused."""
         self._lock = threading.Lock()
         self._trimming = 0
         client.on_publish = self._on_publish
@@ -74,6 +85,7 @@ class CommandOutbox:
         info = self._client.publish(self._topics.device(device_id, "cmd"), payload, qos=1)
         with self._lock:
             self._unconfirmed.append(info.mid)
+            self._devices[info.mid] = device_id
 
     def _acknowledged_prefix(self) -> int:
         with self._lock:
@@ -85,7 +97,12 @@ class CommandOutbox:
             return done
 
     def _on_publish(
-        self, _client: paho.Client, _u: object, mid: int, _rc: object, _p: object
+        self, _client: paho.Client, _u: object, mid: int, reason: ReasonCode, _p: object
     ) -> None:
         with self._lock:
             self._acked.add(mid)
+            device_id = self._devices.pop(mid, None)
+        if reason.is_failure:
+            label = reason.getName().lower().replace(" ", "_")
+            metrics.COMMANDS_REFUSED.labels(reason=label).inc()
+            log.error("command_refused", device_id=device_id, reason=label, code=reason.value)

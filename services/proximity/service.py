@@ -129,7 +129,7 @@ class ProximityService:
         self._rejections = LogAggregator(log, "rejected")
         self._stop = threading.Event()
         mqtt = self._settings.mqtt
-        endpoint = MqttEndpoint.from_url(mqtt.url)
+        endpoint = self._endpoint = MqttEndpoint.from_settings(mqtt)
         connection_ids = itertools.count(1)
         # The bulk reader keeps the configured client id: its persistent session is the one
         # earlier versions used, with whatever the broker queued for it.
@@ -172,7 +172,9 @@ class ProximityService:
         self, _client: paho.Client, _u: object, _f: object, rc: object, _p: object
     ) -> None:
         if getattr(rc, "is_failure", False):
-            log.warning("mqtt_connect_failed", reason=str(rc))
+            client_id = f"{self._settings.mqtt.client_id}-cmd"
+            metrics.MQTT_REFUSED.labels(client=client_id, reason="connect_refused").inc()
+            log.error("mqtt_refused", client_id=client_id, reason="connect_refused", detail=str(rc))
             return
         self._watch.mark(True)
         log.info("mqtt_command_connection_up")
@@ -193,7 +195,7 @@ class ProximityService:
         self._stop = stop
         wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
         self._restore()
-        endpoint = MqttEndpoint.from_url(self._settings.mqtt.url)
+        endpoint = self._endpoint
         self._mqtt.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
         self._mqtt.loop_start()
         for reader in self._readers:

@@ -65,7 +65,7 @@ def _record(args: argparse.Namespace) -> int:
     config = load_from_args(args)
     stop = stop_on_signals()
     topics = Topics(config.settings.mqtt.topic_prefix)
-    endpoint = MqttEndpoint.from_url(config.settings.mqtt.url)
+    endpoint = MqttEndpoint.from_settings(config.settings.mqtt)
     client = make_client(endpoint, f"nabij-record-{os.getpid()}", persistent_session=False)
     lock = threading.Lock()
     written = 0

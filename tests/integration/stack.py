@@ -108,9 +108,11 @@ def write_config(
     prefix: str,
     orders_toml: str,
     extra_toml: str = "",
+    mqtt_toml: str = "",
     speed: float = TEST_SPEED,
 ) -> Path:
-    """A config for a test stack, on a clock `speed` times the wall (anchored now)."""
+    """A config for a test stack, on a clock `speed` times the wall (anchored now); `mqtt_toml`
+    goes into `[mqtt]` (the services' broker identity)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "nabij.toml").write_text(
         f"""
@@ -122,6 +124,7 @@ anchor_ms = {now_ms()}
 url = "{mqtt_url}"
 topic_prefix = "{prefix}/v1"
 client_id = "{prefix}-proximity"
+{mqtt_toml}
 
 [redis]
 url = "{redis_url}"
@@ -230,13 +233,23 @@ class SimDevice:
 class Stack:
     """nabij configured for one test, with helpers to drive devices and read the queues."""
 
-    def __init__(self, config_dir: Path, mqtt_url: str, redis_url: str) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        mqtt_url: str,
+        redis_url: str,
+        *,
+        device_url: Callable[[str], str] | None = None,
+    ) -> None:
+        """`mqtt_url` is the test's own (an observer's, on a secure broker); `device_url(id)`
+        the URL a device connects with, with its own credentials (default: `mqtt_url`)."""
         self.config_dir = config_dir
         self.config: Config = load_config(config_dir, env={})
         self.keys = Keys(self.config.settings.redis.key_prefix)
         self.topics = Topics(self.config.settings.mqtt.topic_prefix)
         self.redis = redis.Redis.from_url(redis_url)
-        self.mqtt_url = self._mqtt_url = mqtt_url
+        self.mqtt_url = mqtt_url
+        self._device_url = device_url or (lambda _device_id: mqtt_url)
         self._clients: list[paho.Client] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -326,11 +339,12 @@ class Stack:
 
     # --- devices and queues -----------------------------------------------------------------
 
-    def device(self, device_id: str) -> SimDevice:
+    def device(self, device_id: str, endpoint: MqttEndpoint | None = None) -> SimDevice:
+        """A device connected under its own identity (or `endpoint`'s), subscribed to its
+        commands."""
+        endpoint = endpoint or MqttEndpoint.from_url(self._device_url(device_id))
         client = make_client(
-            MqttEndpoint.from_url(self._mqtt_url),
-            f"test-{device_id}-{time.monotonic_ns()}",
-            persistent_session=False,
+            endpoint, f"test-{device_id}-{time.monotonic_ns()}", persistent_session=False
         )
         device = SimDevice(device_id, client, self.topics, self.clock)
 
@@ -338,7 +352,6 @@ class Stack:
             device.commands.append(command_decoder.decode(message.payload))
 
         client.on_message = on_message
-        endpoint = MqttEndpoint.from_url(self._mqtt_url)
         client.connect(endpoint.host, endpoint.port)
         client.loop_start()
         result, _mid = client.subscribe(self.topics.device(device_id, "cmd"), qos=1)

@@ -55,6 +55,7 @@ class WireTap:
         )
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_args: self._subscribed.set()
+        self.client.username_pw_set(endpoint.username, endpoint.password)  # the test observer
         self.client.connect(endpoint.host, endpoint.port)
         self.client.subscribe([(topics.device("+", "fix"), 1), (topics.device("+", "event"), 1)])
         self.client.loop_start()

@@ -88,6 +88,7 @@ def test_fleet_publishes_contract_fixes_on_every_device_topic(
     observer = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="obs")
     observer.on_message = on_message
     observer.on_subscribe = lambda *_a: subscribed.set()
+    observer.username_pw_set(endpoint.username, endpoint.password)  # the test broker's observer
     observer.connect(endpoint.host, endpoint.port)
     observer.subscribe(topics.device("+", "fix"), qos=1)
     observer.loop_start()

@@ -77,6 +77,7 @@ def test_devices_publish_obey_commands_and_announce_presence(
     observer = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="observer")
     observer.on_message = on_message
     observer.on_subscribe = lambda *args: subscribed.set()
+    observer.username_pw_set(endpoint.username, endpoint.password)  # the test broker's observer
     observer.connect(endpoint.host, endpoint.port)
     observer.subscribe([(topics.device("+", k), 1) for k in ("fix", "event", "status")])
     observer.loop_start()
