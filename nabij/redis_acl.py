@@ -98,7 +98,7 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
 
 def acl_file(prefix: str, users: Mapping[RedisRole, tuple[str, str | None]]) -> str:
     """The ACL file: for each role (username, SHA-256 hex of its password or None)."""
-    # Redis ACL files take no comments: docs/security-operators.md explains the file.
+    # Redis ACL files take no comments: docs/security.md explains the file.
     lines = ["user default off resetchannels -@all"]
     for role, role_grants in grants(prefix).items():
         username, password_sha256 = users[role]
