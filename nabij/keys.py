@@ -90,6 +90,16 @@ class Keys:
         """Counter bumped in every commit of a service: tells a lost reply from a lost write."""
         return f"{self.prefix}:commits:{service}"
 
+    @property
+    def operators(self) -> str:
+        """Hash operator name -> {role, argon2 hash} (JSON): who may log in to the console."""
+        return f"{self.prefix}:console:operators"
+
+    def console_session(self, token_hash: str) -> str:
+        """One console session (JSON), by the SHA-256 of its cookie: a leaked key name or dump
+        gives no usable cookie."""
+        return f"{self.prefix}:console:session:{token_hash}"
+
     def health(self, service: str) -> str:
         """Heartbeat key a service refreshes; its TTL tells whether the service is alive."""
         return f"{self.prefix}:health:{service}"

@@ -91,8 +91,16 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
         ],
         "probation": operator("probation"),
         "police": police,
-        # Issue 9: the console serves both roles and filters by its logged-in operator's role.
-        "console": police,
+        # The console serves both roles and filters by its logged-in operator's role
+        # (services/console). It also keeps the operators (`nabij operator` connects as it) and
+        # the sessions, reads the gateway's heartbeat and the devices' last contact.
+        "console": [
+            *police,
+            Grant(("hget", "hset", "hdel"), (keys.operators,)),
+            Grant(("get", "set", "del"), (keys.console_session(ANY),)),
+            Grant(("exists",), (keys.health("gateway"),), "R"),
+            Grant(("get",), (keys.device_state(ANY),), "R"),
+        ],
     }
 
 

@@ -229,6 +229,23 @@ class PrivacySettings(StrictModel):
         return self
 
 
+class ConsoleSettings(StrictModel):
+    """The dispatcher console (`nabij console`, docs/console.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65_535)
+    # A session ends this long after login, on nabij's clock; the operator logs in again.
+    session_ttl_s: PositiveSeconds = 8 * 3600
+    # Failed logins per operator name and per client address within the window before refusing.
+    login_attempts: int = Field(default=5, ge=1)
+    login_window_s: PositiveSeconds = 300
+    # Secure cookies travel over HTTPS only (and http://127.0.0.1, which browsers trust); off
+    # only behind a TLS-terminating proxy that speaks plain HTTP to the console on another host.
+    secure_cookies: bool = True
+    # How long an acknowledge or resolve waits for the gateway's outcome before saying "queued".
+    outcome_wait_s: PositiveSeconds = 5
+
+
 class LogSettings(StrictModel):
     level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
 
@@ -288,6 +305,7 @@ class Settings(StrictModel):
     log: LogSettings = LogSettings()
     health: HealthSettings = HealthSettings()
     privacy: PrivacySettings = PrivacySettings()
+    console: ConsoleSettings = ConsoleSettings()
     clock: ClockSettings = ClockSettings()
     escalation: dict[AlarmKind, EscalationPolicy] = {}
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The integration tests start their own mosquitto and redis-server on free ports; this makes sure
-# the binaries exist, installing Debian's packages when they are missing and we are allowed to.
+# The integration tests start their own mosquitto and redis-server on free ports and drive
+# chromium; this makes sure the binaries exist, installing Debian's packages when they are
+# missing and we are allowed to.
 set -euo pipefail
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The console's browser tests drive Debian's chromium through playwright (no browser download).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing ${missing[*]} (Debian packages) for the integration tests" >&2
 sudo_cmd=""

@@ -12,6 +12,7 @@ from typing import Literal
 
 import redis
 
+import services.console.cli
 import services.devices
 import services.replay.cli
 import simulators.cli
@@ -32,6 +33,7 @@ SUBCOMMAND_PACKAGES = (
     simulators.cli.register,
     services.replay.cli.register,
     services.devices.register,
+    services.console.cli.register,
 )
 EXIT_CONFIG = 2
 # `ack` and `resolve`: applied (0), not applied (1: the gateway said why), refused before sending
