@@ -16,7 +16,8 @@ from typing import Final, Literal
 import msgspec
 
 from nabij.contract import Notice, Position, QueueName
-from services.alarm_gateway.core.alarms import AlarmRecord, PoliceFacts
+from services.alarm_gateway.core.alarms import AlarmRecord, PoliceFacts, about_victim, scrub
+from services.alarm_gateway.core.notices import without_lengths
 
 Role = Literal["probation", "police"]
 ROLES: Final[tuple[Role, ...]] = ("probation", "police")
@@ -37,11 +38,21 @@ def visible(record: AlarmRecord, role: Role) -> bool:
 
 
 def notice_for(notice: Notice, role: Role) -> Notice:
-    """`notice` as `role` may read it: for probation, without any police-only field, whatever
-    queue it came from (the probation queue already carries none: this is the second line)."""
-    if role == "police":
+    """`notice` as `role` may read it. The probation queue's notices already are; a police notice
+    (one with any police-only field) handed here for probation by mistake loses those fields,
+    the offender's position on an alarm about her whereabouts, and every length and coordinate
+    in its reason: the second line of defence."""
+    wire = msgspec.structs.asdict(notice)
+    if role == "police" or not any(wire[name] is not None for name in POLICE_ONLY_NOTICE_FIELDS):
         return notice
-    return msgspec.structs.replace(notice, **{name: None for name in POLICE_ONLY_NOTICE_FIELDS})
+    whereabouts = about_victim(notice.kind, notice.victim_device)
+    return msgspec.structs.replace(
+        notice,
+        **{name: None for name in POLICE_ONLY_NOTICE_FIELDS},
+        reason=without_lengths(scrub(notice.reason)),
+        offender=None if whereabouts else notice.offender,
+        confidence=None if whereabouts else notice.confidence,
+    )
 
 
 class BoardAlarm(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -166,17 +177,18 @@ def alarm_detail(
         zone=latest.zone,
         status=latest.status,
     )
-    if role != "police" or police is None:
+    if role != "police":
         return detail
+    facts = police or PoliceFacts(reason="")
     victims = [n.victim for n in timeline if n.victim is not None]
-    victim = police.victim or (victims[-1] if victims else None)
+    victim = facts.victim or (victims[-1] if victims else None)
     return msgspec.structs.replace(
         detail,
         track=Track(offender=offender, victim=victim, rings_m=list(rings_m) if victim else []),
-        distance_m=police.distance_m,
-        uncertainty_m=police.uncertainty_m,
-        confidence=police.confidence,
-        eta_s=police.eta_s,
+        distance_m=facts.distance_m,
+        uncertainty_m=facts.uncertainty_m,
+        confidence=facts.confidence,
+        eta_s=facts.eta_s,
     )
 
 
