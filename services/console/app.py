@@ -24,12 +24,13 @@ from typing import Annotated, Any, Final
 import msgspec
 import redis
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from nabij.contract import AckRequest, AlarmId, ResolveRequest
+from nabij.contract import AckRequest, ResolveRequest
 from nabij.keys import Keys
 from nabij.orders import Order
 from nabij.settings import ConsoleSettings
@@ -41,6 +42,8 @@ from services.console.reading import Reader
 HERE: Final = Path(__file__).resolve().parent
 COOKIE: Final = "nabij_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
+# The contract's alarm id rule, for FastAPI to check (and document) on every path that takes one.
+AlarmId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class LoginBody(BaseModel):

@@ -1,0 +1,201 @@
+"""The console's API on real Redis (and, where alarms are needed, the real services): logins,
+CSRF, sessions, a restart, and PRIVACY: everything a probation operator can fetch."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import msgspec
+import pytest
+from fastapi.routing import APIRoute
+
+from nabij.settings import ConsoleSettings
+from services.alarm_gateway.core.alarms import police_facts_decoder
+from services.console.app import events
+from services.console.core import Session
+from tests.integration.conftest import StackFactory
+from tests.integration.console import (
+    POLICE,
+    PROBATION,
+    VICTIM_DIGITS,
+    add_operators,
+    approach_with_press,
+    console_app,
+    logged_in,
+)
+from tests.integration.stack import ManualClock, Stack, now_ms, wait_until
+from tests.integration.test_alarm_path import fast_escalation
+
+pytestmark = pytest.mark.integration
+ACTIONS = [("/api/alarms/AL-1/ack", {}), ("/api/alarms/AL-1/resolve", {"note": "x"}),
+           ("/api/logout", {})]  # fmt: skip
+STRICT = ConsoleSettings(login_attempts=3, login_window_s=60, session_ttl_s=600)
+
+
+def _quiet_stack(make_stack: StackFactory) -> Stack:
+    """A stack with operators but no services running: enough for the console's own rules."""
+    stack = make_stack()
+    add_operators(stack)
+    return stack
+
+
+def test_failed_logins_are_rate_limited_per_name_until_the_window_passes(
+    make_stack: StackFactory,
+) -> None:
+    """After 3 wrong passwords, even the right one is refused (429, Retry-After) until the
+    window has passed on the console's clock; then it logs in."""
+    stack = _quiet_stack(make_stack)
+    clock = ManualClock(now_ms())
+    client, _ = logged_in(console_app(stack, clock, STRICT), POLICE)  # another name: unaffected
+    for _ in range(3):
+        wrong = client.post("/api/login", json={"name": PROBATION[0], "password": "guess"})
+        assert wrong.status_code == 401
+    right = {"name": PROBATION[0], "password": PROBATION[1]}
+    refused = client.post("/api/login", json=right)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    clock.advance(60_000)
+    assert client.post("/api/login", json=right).status_code == 200
+
+
+def test_state_changes_without_the_csrf_token_are_refused_and_do_nothing(
+    make_stack: StackFactory,
+) -> None:
+    """Acknowledge, resolve and logout without `X-CSRF-Token`, or with another session's token:
+    403, no request reaches the gateway's stream, the session still works."""
+    stack = _quiet_stack(make_stack)
+    app = console_app(stack)
+    client, token = logged_in(app, PROBATION)
+    _other, other_token = logged_in(app, POLICE)
+    for headers in ({}, {"X-CSRF-Token": other_token}, {"X-CSRF-Token": ""}):
+        for path, body in ACTIONS:
+            answer = client.post(path, json=body, headers=headers)
+            assert answer.status_code == 403, (path, headers, answer.text)
+    assert stack.redis.xlen(stack.keys.human_requests) == 0
+    assert client.get("/api/alarms").status_code == 200
+    assert client.post("/api/logout", headers={"X-CSRF-Token": token}).status_code == 200
+    assert client.get("/api/alarms").status_code == 401
+
+
+def test_an_expired_session_is_refused_and_pages_send_to_the_login(
+    make_stack: StackFactory,
+) -> None:
+    """Past `session_ttl_s` on the console's clock the API answers 401 and a page redirects to
+    the login page, which says the session expired."""
+    stack = _quiet_stack(make_stack)
+    clock = ManualClock(now_ms())
+    client, _ = logged_in(console_app(stack, clock, STRICT), PROBATION)
+    assert client.get("/api/alarms").status_code == 200
+    clock.advance(600_000)
+    assert client.get("/api/alarms").status_code == 401
+    page = client.get("/board", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/login?expired=1"
+    assert "session expired" in client.get("/login?expired=1").text
+
+
+def test_invalid_input_is_refused_with_a_reason(make_stack: StackFactory) -> None:
+    """A malformed alarm id, a resolve without a note, a control character in a note: 422 with
+    the rule, nothing sent."""
+    stack = _quiet_stack(make_stack)
+    client, token = logged_in(console_app(stack), PROBATION)
+    csrf = {"X-CSRF-Token": token}
+    assert client.get("/api/alarms/AL%0Aforged").status_code == 422
+    assert client.post("/api/alarms/AL-1/resolve", json={}, headers=csrf).status_code == 422
+    control = client.post("/api/alarms/AL-1/ack", json={"note": "ok\x1b[2J"}, headers=csrf)
+    assert control.status_code in (404, 422), control.text
+    assert client.post("/api/login", json={"name": ""}).status_code == 422
+    assert stack.redis.xlen(stack.keys.human_requests) == 0
+
+
+def _probation_sees(stack: Stack) -> list[str]:
+    """Every byte the console answers a probation operator on every route, for every alarm id
+    there is (its own, police-only ones, made-up ones), and the live updates during the approach."""
+    app = console_app(stack)
+    client, token = logged_in(app, PROBATION)
+    ids = {n.alarm_id for q in ("probation", "police") for n in stack.notices(q)} | {"AL-none"}
+    answers: list[str] = []
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        if path in ("/api/events", "/static") or not isinstance(route, APIRoute):
+            continue
+        for alarm_id in ids if "{alarm_id}" in path else [""]:
+            url = path.replace("{alarm_id}", alarm_id)
+            if "GET" in route.methods:
+                answers.append(client.get(url).text)
+            if "POST" in route.methods and path != "/api/logout":
+                reply = client.post(url, json={"note": "checked"}, headers={"X-CSRF-Token": token})
+                answers.append(reply.text)
+    return answers
+
+
+def test_probation_finds_no_victim_position_or_exact_distance_anywhere(
+    make_stack: StackFactory,
+) -> None:
+    """PRIVACY: after an approach with her press (alarms at both queues, her position in the
+    police facts), a probation operator fetches every page and API route for every alarm id, and
+    follows the live updates: no victim coordinate, no exact distance, no offender position on
+    alarms about her whereabouts. A police operator gets her position on the same alarms."""
+    stack = make_stack(extra_toml=fast_escalation(ack_timeout_s=20))
+    add_operators(stack)
+    stack.start_in_process()
+    live: list[str] = []
+    stop = threading.Event()
+    reader = console_app(stack).state.console.reader
+    follower = threading.Thread(
+        target=lambda: live.extend(
+            events(reader, Session("p", "probation", "x", 2**62), stop.is_set)
+        )
+    )
+    follower.start()
+    approach_with_press(stack)
+    wait_until(lambda: len(live) > 3, what="live updates")
+    stop.set()
+    follower.join(timeout=10)
+
+    answers = _probation_sees(stack) + live
+    exact = [police_facts_decoder.decode(b) for b in stack.redis.hvals(stack.keys.police_facts)]
+    secrets = [*VICTIM_DIGITS] + [repr(f.distance_m) for f in exact if f.distance_m]
+    assert len(secrets) > 2
+    for text in answers:
+        assert not any(secret in text for secret in secrets), text[:400]
+        assert "distance_m" not in text and '"victim":{' not in text
+    police, _ = logged_in(console_app(stack), POLICE)
+    pressed = next(n.alarm_id for n in stack.notices("police") if n.kind == "aware_button")
+    seen = police.get(f"/api/alarms/{pressed}").json()
+    assert seen["track"]["victim"]["lat"] == pytest.approx(52.37881)
+    assert all(d in police.get(f"/alarms/{pressed}").text for d in VICTIM_DIGITS)
+    probation, _ = logged_in(console_app(stack), PROBATION)
+    alarm = next(n.alarm_id for n in stack.notices("probation") if n.kind == "proximity_alarm")
+    assert probation.get(f"/api/alarms/{alarm}").json()["track"] == {"offender": []}
+
+
+def test_a_console_restart_keeps_the_board_complete_and_acks_wait_for_the_gateway(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """The board is rebuilt from Redis: a new console shows every open alarm of the queue. An
+    acknowledgement while the gateway is down is queued (202) and applied when it returns."""
+    stack = make_stack(extra_toml=fast_escalation(ack_timeout_s=20))
+    add_operators(stack)
+    stack.start_process("proximity")
+    stack.start_process("gateway")
+    approach_with_press(stack)
+    records = {
+        r["alarm_id"] for r in map(msgspec.json.decode, stack.redis.hvals(stack.keys.alarms))
+        if "probation" in r["queues"]
+    }  # fmt: skip
+    before, _ = logged_in(console_app(stack), PROBATION)
+    shown = {a["alarm_id"] for a in before.get("/api/alarms").json()["alarms"]}
+    assert shown == records and len(shown) >= 3
+    stack.kill_process("gateway")
+    after, token = logged_in(console_app(stack), PROBATION)  # the console restarted
+    assert {a["alarm_id"] for a in after.get("/api/alarms").json()["alarms"]} == shown
+    alarm = next(n.alarm_id for n in stack.notices("probation") if n.kind == "proximity_alarm")
+    queued = after.post(f"/api/alarms/{alarm}/ack", json={}, headers={"X-CSRF-Token": token})
+    assert queued.status_code == 202 and queued.json()["status"] == "queued"
+    stack.start_process("gateway")
+    wait_until(
+        lambda: (
+            after.get(f"/api/alarms/{alarm}").json()["alarm"].get("acknowledged_by") == PROBATION[0]
+        ),
+        what="the queued acknowledgement applied",
+    )
