@@ -116,7 +116,8 @@ const nabij = (() => {
       document.getElementById("outcome").textContent = await post(`/api/alarms/${encodeURIComponent(id)}/resolve`, { note });
     });
     const data = JSON.parse(document.getElementById("map-data").textContent);
-    const map = L.map("map", { attributionControl: false });
+    // A view first: circles in metres need the map's projection before they are added.
+    const map = L.map("map", { attributionControl: false }).setView([52.37, 4.9], 12);
     const layers = [];
     const track = data.track.offender.map((p) => [p.lat, p.lon]);
     if (track.length) {
@@ -134,7 +135,7 @@ const nabij = (() => {
     });
     layers.forEach((l) => l.addTo(map));
     const group = L.featureGroup(layers);
-    if (layers.length) map.fitBounds(group.getBounds().pad(0.2)); else map.setView([52.37, 4.9], 12);
+    if (layers.length) map.fitBounds(group.getBounds().pad(0.2));
   }
   times(document);
   return { board, alarm };
