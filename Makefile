@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/nabij demo
+	$(BIN)/nabij demo --console-stays
 
 test: $(STAMP)
 	bash scripts/ensure-servers.sh

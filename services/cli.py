@@ -107,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
 
     cmd = commands.add_parser("demo", help="embedded broker and store, both services, scenarios")
     cmd.add_argument("--speed", type=float, default=20.0)
+    cmd.add_argument(
+        "--console-stays", action="store_true", help="keep the console up after the scenarios"
+    )
     cmd.set_defaults(handler=_demo)
 
     for register in SUBCOMMAND_PACKAGES:
@@ -243,7 +246,7 @@ def _redis_acl(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
-    return run_demo(speed=args.speed, stop=stop_on_signals())
+    return run_demo(speed=args.speed, stop=stop_on_signals(), console_stays=args.console_stays)
 
 
 def _export_schemas(args: argparse.Namespace) -> int:

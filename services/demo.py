@@ -10,6 +10,8 @@ Service logs go to `var/demo/nabij.log`.
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import sys
 import threading
 import time
@@ -19,6 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import redis
+import uvicorn
 
 from nabij.clock import scaled_clock, wall_clock_ms
 from nabij.config import (
@@ -35,6 +38,8 @@ from nabij.keys import Keys
 from nabij.logs import configure_logging
 from nabij.redis_io import connect
 from services.alarm_gateway import operators
+from services.console.identity import Operators
+from services.console.server import console_server, start_on_thread
 from services.runner import run_services
 from simulators.runner import ScenarioRun, load_scenario
 
@@ -58,7 +63,7 @@ def say(text: str) -> None:
     show(f"{BOLD}== {text}{RESET}")
 
 
-def run_demo(*, speed: float, stop: threading.Event) -> int:
+def run_demo(*, speed: float, stop: threading.Event, console_stays: bool = False) -> int:
     with ExitStack() as resources:
         LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
         log_stream = resources.enter_context(LOG_FILE.open("a", encoding="utf-8"))
@@ -74,7 +79,14 @@ def run_demo(*, speed: float, stop: threading.Event) -> int:
             redis_url = store.url
             say(f"embedded Redis-protocol store on {redis_url}")
         config = _demo_config(mqtt_url, redis_url, speed)
-        return _run(config, stop)
+        console = _start_console(config)
+        resources.callback(setattr, console, "should_exit", True)
+        result = _run(config, stop)
+        if console_stays and result == 0:
+            say("the console stays up until Ctrl-C")
+            stop.clear()
+            stop.wait()
+        return result
 
 
 def _demo_config(mqtt_url: str, redis_url: str, speed: float) -> Config:
@@ -100,6 +112,34 @@ def _demo_config(mqtt_url: str, redis_url: str, speed: float) -> Config:
         for order in load_scenario(name).order:
             orders[order.id] = order
     return Config(directory=DEMO_SETTINGS.parent, settings=settings, orders=tuple(orders.values()))
+
+
+def _start_console(config: Config) -> uvicorn.Server:
+    """The dispatcher console on the demo's store, with one demo operator per role."""
+    settings = config.settings
+    client = connect(settings.redis.url)
+    people = Operators(client, Keys(settings.redis.key_prefix))
+    logins = []
+    for role in ("probation", "police"):
+        name, password = f"{role}-demo", secrets.token_urlsafe(9)
+        people.add(name, role, password)
+        logins.append(f"{role}: {name} / {password}")
+    port = settings.console.port if port_free(settings.console.port) else 0
+    server = console_server(config, scaled_clock(settings.clock.timescale()), port=port,
+                            client=client)  # fmt: skip
+    start_on_thread(server)
+    bound = server.servers[0].sockets[0].getsockname()
+    say(f"dispatcher console on http://{bound[0]}:{bound[1]}/ (log in as {'; '.join(logins)})")
+    return server
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _run(config: Config, stop: threading.Event) -> int:

@@ -13,7 +13,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def test_demo_shows_escalation_and_aware_press(tmp_path: Path) -> None:
     """The approach goes pre-alert, alarm, police; the aware press reaches police at once;
-    the dispatcher's acknowledgements come back; the scenario that ends first raises no silence
+    the dispatcher's acknowledgements come back; the console starts with a login per role; the
+    scenario that ends first raises no silence
     alarm; nothing leaves the embedded broker and store."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NABIJ_")}
     result = subprocess.run(
@@ -44,4 +45,6 @@ def test_demo_shows_escalation_and_aware_press(tmp_path: Path) -> None:
     assert aware < police
     assert first(r"ACKNOWLEDGED .* by demo-dispatcher") > police
     assert "embedded MQTT broker" in out and "embedded Redis-protocol store" in out
+    console = first(r"dispatcher console on http://127\.0\.0\.1:\d+/ \(log in as probation: ")
+    assert "police: police-demo / " in lines[console]
     assert (tmp_path / "var" / "demo" / "nabij.log").stat().st_size > 0
