@@ -90,8 +90,16 @@ def console_of(request: Request) -> Console:
     return console
 
 
+def session_of(console: Console, token: str | None) -> Session | None:
+    """The live session of `token`: not expired, its operator not removed nor given another role."""
+    session = console.sessions.get(token)
+    if session is None or console.people.role(session.name) != session.role:
+        return None
+    return session
+
+
 def current(request: Request) -> Session:
-    session = console_of(request).sessions.get(request.cookies.get(COOKIE))
+    session = session_of(console_of(request), request.cookies.get(COOKIE))
     if session is None:
         raise NotLoggedInError
     return session
@@ -307,7 +315,7 @@ def api_status(_session: Operator, console: Ctx) -> JSONResponse:
 @api.get("/events", summary="Server-sent events: notices reaching the operator's queue")
 def api_events(request: Request, session: Operator, console: Ctx) -> StreamingResponse:
     token = request.cookies.get(COOKIE)
-    expired = lambda: console.sessions.get(token) is None  # noqa: E731  # read per step
+    expired = lambda: session_of(console, token) is None  # noqa: E731  # read per step
     return StreamingResponse(
         events(console.reader, session, expired), media_type="text/event-stream"
     )

@@ -73,10 +73,18 @@ class Operators:
     def remove(self, name: str) -> bool:
         return bool(self._client.hdel(self._key, name))
 
+    def _stored(self, name: str) -> StoredOperator | None:
+        blob = self._client.hget(self._key, name) if len(name) <= 128 else None
+        return None if blob is None else _operator_decoder.decode(blob)
+
+    def role(self, name: str) -> Role | None:
+        """The operator's role now (None: removed)."""
+        stored = self._stored(name)
+        return None if stored is None else stored.role
+
     def verify(self, name: str, password: str) -> Role | None:
         """The operator's role if `password` is theirs, else None."""
-        blob = self._client.hget(self._key, name) if len(name) <= 128 else None
-        stored = None if blob is None else _operator_decoder.decode(blob)
+        stored = self._stored(name)
         try:
             _hasher.verify(_decoy_hash() if stored is None else stored.password_hash, password)
         except (VerificationError, InvalidHashError):

@@ -10,10 +10,13 @@ import msgspec
 import pytest
 from fastapi.routing import APIRoute
 
+from nabij.redis_io import connect_as
 from nabij.settings import ConsoleSettings
 from services.alarm_gateway.core.alarms import police_facts_decoder
-from services.console.app import events
+from services.cli import main
+from services.console.app import create_app, events
 from services.console.core import Session
+from services.console.identity import Operators
 from tests.integration.conftest import StackFactory
 from tests.integration.console import (
     POLICE,
@@ -25,7 +28,9 @@ from tests.integration.console import (
     logged_in,
 )
 from tests.integration.stack import ManualClock, Stack, now_ms, wait_until
-from tests.integration.test_alarm_path import fast_escalation
+from tests.integration.test_alarm_path import fast_escalation, kinds, walk
+from tests.integration.test_operators import Secured, _denials
+from tests.integration.test_operators import secured as secured_stack
 
 pytestmark = pytest.mark.integration
 ACTIONS = [("/api/alarms/AL-1/ack", {}), ("/api/alarms/AL-1/resolve", {"note": "x"}),
@@ -81,7 +86,7 @@ def test_an_expired_session_is_refused_and_pages_send_to_the_login(
     make_stack: StackFactory,
 ) -> None:
     """Past `session_ttl_s` on the console's clock the API answers 401 and a page redirects to
-    the login page, which says the session expired."""
+    the login page, which says the session expired. Removing an operator ends their session."""
     stack = _quiet_stack(make_stack)
     clock = ManualClock(now_ms())
     client, _ = logged_in(console_app(stack, clock, STRICT), PROBATION)
@@ -91,6 +96,9 @@ def test_an_expired_session_is_refused_and_pages_send_to_the_login(
     page = client.get("/board", follow_redirects=False)
     assert page.status_code == 303 and page.headers["location"] == "/login?expired=1"
     assert "session expired" in client.get("/login?expired=1").text
+    police, _ = logged_in(console_app(stack, clock, STRICT), POLICE)
+    Operators(stack.redis, stack.keys).remove(POLICE[0])
+    assert police.get("/api/alarms").status_code == 401  # a removed operator's session ends
 
 
 def test_invalid_input_is_refused_with_a_reason(make_stack: StackFactory) -> None:
@@ -199,3 +207,43 @@ def test_a_console_restart_keeps_the_board_complete_and_acks_wait_for_the_gatewa
         ),
         what="the queued acknowledgement applied",
     )
+
+
+secured = secured_stack  # each component as its own Redis user (tests/integration/test_operators)
+
+
+def test_the_console_works_as_its_own_redis_user_with_operators_from_the_cli(
+    secured: Secured, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`nabij operator add` (password from a file) and `remove`, then the console connected as
+    the `console` Redis user: login, board, alarm page, orders page, an acknowledgement applied
+    by the gateway, and Redis denies none of its commands."""
+    stack = secured.stack
+    password_file = tmp_path / "pw"
+    password_file.write_text("a long enough password\n", encoding="utf-8")
+    config = ["--config", str(stack.config_dir)]
+    assert main(["operator", "add", "Desk 3", "--role", "probation",
+                 "--password-file", str(password_file), *config]) == 0  # fmt: skip
+    short = tmp_path / "short"
+    short.write_text("short\n", encoding="utf-8")
+    assert main(["operator", "add", "Desk 4", "--role", "police", "--password-file", str(short),
+                 *config]) == 2  # fmt: skip
+    assert "at least 12 characters" in capsys.readouterr().err
+    stack.start_in_process()
+    walk(stack.device("ank-1"), stack.device("vic-1"), stack.clock(), [50])
+    stack.wait_notices("probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "alarm")
+    as_console = connect_as(stack.config.settings.redis, "console")
+    app = create_app(as_console, stack.keys, stack.config.orders, stack.config.settings.console,
+                     stack.clock)  # fmt: skip
+    client, token = logged_in(app, ("Desk 3", "a long enough password"))
+    [alarm] = [a for a in client.get("/api/alarms").json()["alarms"] if a["level"] >= 1][:1]
+    for page in ("/board", f"/alarms/{alarm['alarm_id']}", "/orders", "/api/orders"):
+        assert client.get(page).status_code == 200, page
+    acked = client.post(f"/api/alarms/{alarm['alarm_id']}/ack", json={"note": "on it"},
+                        headers={"X-CSRF-Token": token})  # fmt: skip
+    assert acked.json() == {"status": "applied",
+                            "message": f"{alarm['alarm_id']} acknowledged by Desk 3"}  # fmt: skip
+    assert _denials(stack.redis) == []
+    assert main(["operator", "remove", "Desk 3", *config]) == 0
+    assert main(["operator", "remove", "Desk 3", *config]) == 1
+    assert client.get("/api/alarms").status_code == 401
