@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 
 from nabij.redis_io import connect_as
 from nabij.settings import ConsoleSettings
-from services.alarm_gateway.core.alarms import police_facts_decoder
+from services.alarm_gateway.core.alarms import encode_record, police_facts_decoder
 from services.cli import main
 from services.console.app import create_app, events
 from services.console.core import Session
@@ -29,7 +29,7 @@ from tests.integration.console import (
 )
 from tests.integration.stack import ManualClock, Stack, now_ms, wait_until
 from tests.integration.test_alarm_path import fast_escalation, kinds, walk
-from tests.integration.test_operators import Secured, _denials
+from tests.integration.test_operators import Secured, _denials, _record_with
 from tests.integration.test_operators import secured as secured_stack
 
 pytestmark = pytest.mark.integration
@@ -247,3 +247,17 @@ def test_the_console_works_as_its_own_redis_user_with_operators_from_the_cli(
     assert main(["operator", "remove", "Desk 3", *config]) == 0
     assert main(["operator", "remove", "Desk 3", *config]) == 1
     assert client.get("/api/alarms").status_code == 401
+
+
+def test_text_from_redis_is_escaped_in_every_page(make_stack: StackFactory) -> None:
+    """An alarm record whose order id and acknowledger hold markup (as a hostile writer might
+    store): the board and alarm page show it as text, never as markup."""
+    stack = _quiet_stack(make_stack)
+    markup = "<img src=x onerror=alert(1)>"
+    record = _record_with("AL-markup", by=markup)
+    record.order_id, record.queues = markup, ["probation"]
+    stack.redis.hset(stack.keys.alarms, "AL-markup", encode_record(record))
+    client, _ = logged_in(console_app(stack), PROBATION)
+    for page in ("/board", "/board/rows", "/alarms/AL-markup"):
+        text = client.get(page).text
+        assert markup not in text and "&lt;img src=x onerror=alert(1)&gt;" in text, page
