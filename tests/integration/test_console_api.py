@@ -261,3 +261,27 @@ def test_text_from_redis_is_escaped_in_every_page(make_stack: StackFactory) -> N
     for page in ("/board", "/board/rows", "/alarms/AL-markup"):
         text = client.get(page).text
         assert markup not in text and "&lt;img src=x onerror=alert(1)&gt;" in text, page
+
+
+def test_a_notice_that_does_not_parse_is_told_not_hidden(make_stack: StackFactory) -> None:
+    """Junk in the probation queue: the alarm page says a notice could not be read, the live
+    stream reports it as a fault and carries on with the next notice."""
+    stack = _quiet_stack(make_stack)
+    record = _record_with("AL-1", by="officer 1")
+    record.order_id, record.queues = "ORD-T-1", ["probation"]
+    stack.redis.hset(stack.keys.alarms, "AL-1", encode_record(record))
+    queue = stack.keys.dispatch("probation")
+    client, _ = logged_in(console_app(stack), PROBATION)
+    live: list[str] = []
+    stop = threading.Event()
+    reader = console_app(stack).state.console.reader
+    session = Session("p", "probation", "x", 2**62)
+    follower = threading.Thread(target=lambda: live.extend(events(reader, session, stop.is_set)))
+    follower.start()
+    wait_until(lambda: any("event: status" in chunk for chunk in live), what="stream open")
+    stack.redis.xadd(queue, {"notice": b"{not json"})
+    stack.redis.xadd(queue, {"wrong": b"field"})
+    wait_until(lambda: sum("event: fault" in chunk for chunk in live) == 2, what="two faults")
+    stop.set()
+    follower.join(timeout=10)
+    assert "2 notice(s) in the queue could not be read" in client.get("/alarms/AL-1").text
