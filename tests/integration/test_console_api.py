@@ -31,6 +31,7 @@ from tests.integration.stack import ManualClock, Stack, now_ms, wait_until
 from tests.integration.test_alarm_path import fast_escalation, kinds, walk
 from tests.integration.test_operators import Secured, _denials, _record_with
 from tests.integration.test_operators import secured as secured_stack
+from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
 ACTIONS = [("/api/alarms/AL-1/ack", {}), ("/api/alarms/AL-1/resolve", {"note": "x"}),
@@ -285,3 +286,30 @@ def test_a_notice_that_does_not_parse_is_told_not_hidden(make_stack: StackFactor
     stop.set()
     follower.join(timeout=10)
     assert "2 notice(s) in the queue could not be read" in client.get("/alarms/AL-1").text
+
+
+def test_a_redis_restart_is_told_and_the_console_recovers_by_itself(
+    make_stack: StackFactory, redis_server: RedisServer
+) -> None:
+    """Redis goes away under the console: the API answers 503 with a plain reason, the live
+    stream says Redis is unreachable; once Redis is back both work again, session intact."""
+    stack = _quiet_stack(make_stack)
+    app = console_app(stack)
+    client, _ = logged_in(app, PROBATION)
+    live: list[str] = []
+    stop = threading.Event()
+    session = Session("p", "probation", "x", 2**62)
+    reader = app.state.console.reader
+    follower = threading.Thread(target=lambda: live.extend(events(reader, session, stop.is_set)))
+    follower.start()
+    wait_until(lambda: any('"redis": true' in chunk for chunk in live), what="stream open")
+    redis_server.stop()
+    down = client.get("/api/alarms")
+    assert down.status_code == 503 and "Redis cannot be reached" in down.json()["detail"]
+    wait_until(lambda: any('"redis": false' in chunk for chunk in live), what="outage told")
+    redis_server.start()
+    wait_until(lambda: client.get("/api/alarms").status_code == 200, what="API back")
+    told = len(live)
+    wait_until(lambda: any('"redis": true' in c for c in live[told - 1 :]), what="stream back")
+    stop.set()
+    follower.join(timeout=10)
