@@ -73,7 +73,8 @@ def test_dispatchers_take_an_approach_alarm_in_the_browser(
     make_stack: StackFactory, browser: Browser
 ) -> None:
     """Probation sees the alarm appear without reloading (banner), acknowledges it with a double
-    click: one acknowledgement, with her name, on both queues, and no escalation after it.
+    click: one acknowledgement, with her name, on both queues, and no escalation after it; then
+    the pre-alert from the keyboard.
     Police see the victim's position on the alarm page; nothing probation's browser received
     holds her coordinates."""
     stack = make_stack(extra_toml=fast_escalation(ack_timeout_s=ACK_TIMEOUT_S))
@@ -111,6 +112,15 @@ def test_dispatchers_take_an_approach_alarm_in_the_browser(
         acks = [n for n in of_alarm(stack, queue, alarm_id) if n.event == "acknowledged"]
         assert [n.by for n in acks] == [PROBATION[0]], (queue, events)
         assert "escalated" not in events[events.index("acknowledged") :], (queue, events)
+
+    # The keyboard: next, next (the pre-alert, below its alarm), acknowledge; the banner goes.
+    pre_alert = next(
+        n.alarm_id for n in stack.notices("probation") if n.kind == "proximity_pre_alert"
+    )
+    for key in ("j", "j", "a"):
+        board.keyboard.press(key)
+    expect(board.locator("#outcome")).to_contain_text(f"{pre_alert} acknowledged by {PROBATION[0]}")
+    expect(board.locator("#banner")).to_be_hidden()
 
     police_saw: list[str] = []
     police = log_in(browser, console.url, POLICE, police_saw)
