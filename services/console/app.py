@@ -129,7 +129,7 @@ def create_app(
     app = FastAPI(
         title="nabij dispatcher console",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # FastAPI's docs page loads Swagger UI from a CDN: nothing external here
         redoc_url=None,
     )
     app.state.console = Console(
