@@ -15,7 +15,6 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +81,7 @@ class Console:
     people: Operators
     sessions: Sessions
     throttle: Throttle
-    failures: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    failures: dict[str, list[int]] = field(default_factory=dict)
 
 
 def console_of(request: Request) -> Console:
@@ -175,7 +174,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 def login(body: LoginBody, request: Request, console: Ctx) -> JSONResponse:
     now, throttle, failures = console.clock(), console.throttle, console.failures
     who = [f"name:{body.name}", f"addr:{request.client.host if request.client else '?'}"]
-    wait_ms = max(throttle.blocked_for_ms(failures[k], now) for k in who)
+    wait_ms = max(throttle.blocked_for_ms(failures.get(k, []), now) for k in who)
     if wait_ms > 0:
         return JSONResponse(
             {"detail": "too many failed logins; try again later"},
@@ -184,8 +183,10 @@ def login(body: LoginBody, request: Request, console: Ctx) -> JSONResponse:
         )
     role = console.people.verify(body.name, body.password)
     if role is None:
+        for key in [k for k in failures if not throttle.recent(failures[k], now)]:
+            del failures[key]  # forget what no longer counts: guessed names cannot fill memory
         for key in who:
-            failures[key] = [*throttle.recent(failures[key], now), now]
+            failures[key] = [*throttle.recent(failures.get(key, []), now), now]
         return JSONResponse({"detail": "unknown name or wrong password"}, 401)
     token, session = console.sessions.open(body.name, role)
     response = JSONResponse({"name": session.name, "role": role, "csrf_token": session.csrf_token})
