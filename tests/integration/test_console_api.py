@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
 
 from nabij.redis_io import connect_as
 from nabij.settings import ConsoleSettings
@@ -313,3 +314,42 @@ def test_a_redis_restart_is_told_and_the_console_recovers_by_itself(
     wait_until(lambda: any('"redis": true' in c for c in live[told - 1 :]), what="stream back")
     stop.set()
     follower.join(timeout=10)
+
+
+def test_two_operators_acknowledging_at_once_give_one_acknowledgement(
+    make_stack: StackFactory,
+) -> None:
+    """Two probation operators press Acknowledge on the same alarm at the same moment: the
+    gateway applies one; the other is told who holds it; one `acknowledged` notice."""
+    stack = make_stack()
+    add_operators(stack)
+    Operators(stack.redis, stack.keys).add("Officer Bakker", "probation", "second password 3")
+    stack.start_in_process()
+    walk(stack.device("ank-1"), stack.device("vic-1"), stack.clock(), [50])
+    notices = stack.wait_notices(
+        "probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "alarm"
+    )
+    alarm = next(n.alarm_id for n in notices if n.kind == "proximity_alarm")
+    app = console_app(stack)
+    desks = [logged_in(app, PROBATION), logged_in(app, ("Officer Bakker", "second password 3"))]
+    answers: list[dict[str, str]] = []
+    start = threading.Barrier(2)
+
+    def press(client: TestClient, token: str) -> None:
+        start.wait()
+        reply = client.post(f"/api/alarms/{alarm}/ack", json={}, headers={"X-CSRF-Token": token})
+        answers.append(reply.json())
+
+    pressing = [threading.Thread(target=press, args=desk) for desk in desks]
+    for thread in pressing:
+        thread.start()
+    for thread in pressing:
+        thread.join(timeout=30)
+    assert sorted(a["status"] for a in answers) == ["already_acknowledged", "applied"], answers
+    [applied] = [a for a in answers if a["status"] == "applied"]
+    holder = applied["message"].rsplit(" by ", 1)[1]
+    [refused] = [a for a in answers if a["status"] != "applied"]
+    assert f"already acknowledged by {holder}" in refused["message"]
+    stack.wait_notices("probation", lambda ns: "acknowledged" in [n.event for n in ns], "ack")
+    acks = [n for n in stack.notices("probation") if n.event == "acknowledged"]
+    assert [n.by for n in acks if n.alarm_id == alarm] == [holder]
