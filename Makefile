@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit integration schemas bench clean
+.PHONY: install demo test lint typecheck unit integration schemas screenshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -n 2 -m "not integration"
+
+# Refreshes docs/img/console-*.png from the browser test (a plain test run leaves them alone).
+screenshots: $(STAMP)
+	NABIJ_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/pytest -p no:cacheprovider tests/integration/test_console_browser.py
 
 schemas: $(STAMP)
 	$(BIN)/nabij export-schemas docs/schemas
