@@ -72,5 +72,6 @@ def cell_reading(
 def beyond(distance_m: float, uncertainty_m: float, ring: RingParams, error_m: float) -> bool:
     """Whether her cell's centre is certainly beyond the offender's `ring`, known from the exact
     `distance_m` alone (the centre lies within `error_m` of her): the far-apart shortcut then
-    skips the cell's geodesic, and the ring, outside, would not have moved anyway."""
+    skips the cell's geodesic, and the ring, outside, would not have moved anyway. It implies
+    that she is beyond the real ring too (`ring` is the larger, its entry margin no smaller)."""
     return entry_m(distance_m - error_m, uncertainty_m, ring.ring_m) > ring.ring_m

@@ -14,7 +14,6 @@ from nabij.contract import Position, SignalAction
 from nabij.settings import ProximitySettings
 from services.proximity.core.accuracy import (
     Reading,
-    entry_m,
     inside_probability,
     ring_reading,
     sigma_m,
@@ -102,10 +101,10 @@ class PairJudge:
             and (
                 exempt
                 or (
-                    entry_m(distance, uncertainty, pre_ring) > pre_ring
+                    # Her cell beyond his pre-alert ring: so is she beyond hers, and beyond both
+                    # alarm rings (a pre-alert ring is always the larger).
+                    beyond(distance, uncertainty, spec.offender_pre_alert, self._snap_error_m)
                     and distance - uncertainty > spec.alarm.ring_m + self._predict_reach_m
-                    and beyond(distance, uncertainty, spec.offender_pre_alert, self._snap_error_m)
-                    and beyond(distance, uncertainty, spec.offender_alarm, self._snap_error_m)
                 )
             )
         ):
