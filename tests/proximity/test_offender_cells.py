@@ -24,19 +24,23 @@ PAIR = ("O-1", OFFENDER, VICTIM)
 GRID = SnapGrid(PrivacySettings().offender_grid_m)
 CENTRE = GRID.centre(*DAM)
 
-# One step of a stream: (whose fix, seconds since the previous step, metres from her cell's
-# centre, bearing, accuracy). Accuracies include ones too coarse for the alarm ring.
-steps = st.lists(
-    st.tuples(
-        st.sampled_from([OFFENDER, VICTIM]),
-        st.integers(1, 30),
-        st.floats(0.0, 1_600.0),
-        st.floats(0.0, 360.0),
-        st.sampled_from([5.0, 40.0, 300.0]),
-    ),
-    min_size=1,
-    max_size=60,
-)
+
+def streams(max_m: float) -> st.SearchStrategy[list[tuple[str, int, float, float, float]]]:
+    """Fixes of both devices: (whose, seconds since the previous one, metres from the centre of
+    her cell, bearing, accuracy), accuracies including ones too coarse for the alarm ring."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from([OFFENDER, VICTIM]),
+            st.integers(1, 30),
+            st.floats(0.0, max_m),
+            st.floats(0.0, 360.0),
+            st.sampled_from([5.0, 40.0, 300.0]),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+
+
 in_cell = st.tuples(st.floats(0.01, 0.99), st.floats(0.01, 0.99))
 
 
@@ -70,7 +74,7 @@ def _offender_commands(
 
 
 @settings(max_examples=150, deadline=None)
-@given(stream=steps, first=in_cell, second=in_cell)
+@given(stream=streams(1_600.0), first=in_cell, second=in_cell)
 def test_her_two_positions_in_one_cell_give_him_the_same_commands(
     stream: list[tuple[str, int, float, float, float]],
     first: tuple[float, float],
@@ -103,19 +107,7 @@ def test_her_position_in_the_cell_matters_with_a_1_m_grid() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    walk=st.lists(
-        st.tuples(
-            st.sampled_from([OFFENDER, VICTIM]),
-            st.integers(1, 30),
-            st.floats(0.0, 1_200.0),
-            st.floats(0.0, 360.0),
-            st.sampled_from([5.0, 40.0, 300.0]),
-        ),
-        min_size=1,
-        max_size=60,
-    )
-)
+@given(walk=streams(1_200.0))
 def test_every_real_alarm_finds_him_warned(
     walk: list[tuple[str, int, float, float, float]],
 ) -> None:
@@ -127,7 +119,7 @@ def test_every_real_alarm_finds_him_warned(
     now, seqs = T0, {OFFENDER: 0, VICTIM: 0}
     for device, gap_s, metres, bearing, acc in walk:
         now += gap_s * S
-        lat, lon = point_at(metres, bearing, DAM)
+        lat, lon = point_at(metres, bearing, CENTRE)
         effects = Effects()
         eng.apply(Fix(device, seqs[device], now, lat, lon, acc), now, effects)
         seqs[device] += 1
