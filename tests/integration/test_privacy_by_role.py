@@ -57,9 +57,10 @@ def _approach(stack: Stack, raw_commands: list[bytes]) -> None:
 
 def _resolve(stack: Stack, kind: str) -> str:
     alarm_id = next(n.alarm_id for n in stack.notices("probation") if n.kind == kind)
-    operators.request(stack.redis, stack.keys, ResolveRequest, alarm_id, by="officer 7",
-                      note=None, now_ms=stack.clock())  # fmt: skip
-    wait_until(lambda: operators.resolve_applied(stack.redis, stack.keys, alarm_id), what=kind)
+    sent = operators.request(stack.redis, stack.keys, ResolveRequest, alarm_id, by="officer 7",
+                             note=None, now_ms=stack.clock())  # fmt: skip
+    outcome = operators.wait_outcome(stack.redis, stack.keys, sent.request_id, timeout_s=30)
+    assert outcome is not None and outcome.status == "applied", outcome
     return alarm_id
 
 
