@@ -220,6 +220,10 @@ class PrivacySettings(StrictModel):
     police_queue_retention_s: PositiveSeconds = 7 * 86_400
     # Resolved alarm records (no positions: history for probation and export).
     resolved_retention_s: PositiveSeconds = 365 * 86_400
+    # Side of the grid cells the victim's position is snapped to before anything sent to the
+    # offender's device is decided: his warnings and fix interval cannot place her closer than
+    # this. His rings grow by half the cell's diagonal (so he is warned earlier, never later).
+    offender_grid_m: float = Field(default=250.0, gt=0, le=5000)
 
     @model_validator(mode="after")
     def _bands_increase(self) -> PrivacySettings:

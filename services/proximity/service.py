@@ -106,7 +106,9 @@ class ProximityService:
         self._clock = clock
         self._keys = Keys(self._settings.redis.key_prefix)
         self._topics = Topics(self._settings.mqtt.topic_prefix)
-        self._engine = ProximityEngine(config.orders, self._settings.proximity)
+        self._engine = ProximityEngine(
+            config.orders, self._settings.proximity, self._settings.privacy
+        )
         ingest = self._settings.proximity
         self._intake = Intake(
             self._topics,
@@ -346,7 +348,9 @@ class ProximityService:
     def _rollback(self) -> ProximityEngine:
         """An engine as last committed (a bug left the current one half-changed): rebuilt from
         what Redis holds. Rare, so it may cost a full reload."""
-        self._engine = ProximityEngine(self._config.orders, self._settings.proximity)
+        self._engine = ProximityEngine(
+            self._config.orders, self._settings.proximity, self._settings.privacy
+        )
         self._restore()
         return self._engine
 

@@ -102,7 +102,7 @@ class _Replay:
         skip: set[int],
     ) -> None:
         settings = config.settings
-        self.engine = ProximityEngine(config.orders, settings.proximity)
+        self.engine = ProximityEngine(config.orders, settings.proximity, settings.privacy)
         self.book = AlarmBook(settings)
         self.topics = Topics(settings.mqtt.topic_prefix)
         self.timeline = Timeline(rejected=len(skip))

@@ -1,9 +1,12 @@
 """PRIVACY, the acceptance test: an attacker holding everything the probation role can read does
 not locate the victim closer than the band; the same attacker on the exact figures (the police
-queue, or probation notices as they were) finds her within metres. See docs/privacy.md."""
+queue, or probation notices as they were) finds her within metres. The offender, from his own
+track and his device's commands, cannot tell her positions within one grid cell apart; on
+warnings judged on her exact position he could. See docs/privacy.md."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +16,11 @@ import msgspec
 import pytest
 
 from nabij.contract import AlarmSignal, Notice, QueueName, encode
+from nabij.settings import PrivacySettings
 from services.alarm_gateway.core.alarms import AlarmBook, distance_band, encode_record
-from services.proximity.tracks import Scenario, load_scenario
+from services.proximity.core.cells import METRES_PER_DEGREE, SnapGrid
+from services.proximity.core.geo import distance_m
+from services.proximity.tracks import Scenario, load_scenario, offset
 from services.replay.timeline import replay
 from tests.privacy.attacker import Projection, Verdict, attack
 from tests.roles import assert_probation_safe
@@ -79,7 +85,11 @@ def _keep(out: Readings, queue: QueueName, notice: Notice) -> None:
 
 
 def _error_m(readings: Readings, verdict: Verdict, project: Projection) -> float:
-    truth = project(*readings.scenario.origin)  # the victim stands at the origin
+    return _miss_m(verdict, project(*readings.scenario.origin))  # she stands at the origin
+
+
+def _miss_m(verdict: Verdict, truth: tuple[float, float]) -> float:
+    """How far the attacker's better guess is from her."""
     return min(
         (math.hypot(east - truth[0], north - truth[1]) for east, north in verdict.estimates),
         default=math.inf,
@@ -164,22 +174,105 @@ def test_bands_alone_are_not_enough_while_his_position_is_shown(readings: Readin
     assert _error_m(readings, verdict, project) < 250
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OPEN (docs/privacy.md, residual 1): ring warnings are decided on her exact position",
-)
-def test_the_offender_cannot_locate_her_from_his_own_track_and_warnings(readings: Readings) -> None:
-    """The offender knows his own track, and each `warn` tells him he is inside a ring of her:
-    every warning is a disk around where he was. Two approaches from different sides already
-    put her within ~30 m (feasible region ~260 m across). Closing this needs the warnings
-    decided on a coarsened position of hers in the proximity engine; until then this test
-    fails on purpose (strict xfail: it turns red the day the leak is closed, to be unmarked)."""
-    project = _projection(readings)
-    own_track = []
-    for record in readings.scenario.records:
-        if record.topic.endswith("/ank-0001/fix"):
+_STILL_AT_ORIGIN = "path = [[0, 0, 0]]"
+
+
+def _offender_view(
+    tmp_path: Path, victim_at: tuple[float, float], grid_m: float
+) -> tuple[Scenario, list[Document]]:
+    """The scenario with her standing `victim_at` (metres east, north of the origin), replayed
+    with `offender_grid_m` = `grid_m`: everything the offender has, his own fixes and every
+    command his device received (when, and what)."""
+    text = SCENARIO.read_text(encoding="utf-8")
+    assert _STILL_AT_ORIGIN in text
+    moved = tmp_path / f"victim_{victim_at[0]:.0f}_{victim_at[1]:.0f}_{grid_m:.0f}.toml"
+    moved.write_text(
+        text.replace(_STILL_AT_ORIGIN, f"path = [[0, {victim_at[0]}, {victim_at[1]}]]")
+    )
+    scenario = load_scenario(moved)
+    privacy = PrivacySettings(offender_grid_m=grid_m)
+    settings = scenario.config.settings.model_copy(update={"privacy": privacy})
+    config = dataclasses.replace(scenario.config, settings=settings)
+    offender = config.orders[0].offender_device
+    seen: list[Document] = []
+    for record in scenario.records:
+        if record.topic.endswith(f"/{offender}/fix"):
             fix = _json(record.payload)
-            seen = {"lat": fix["lat"], "lon": fix["lon"], "acc": fix["acc"]}
-            own_track.append((record.received_ms, {"offender": {**seen, "ts": record.received_ms}}))
-    verdict = attack(own_track + readings.commands, project, RINGS_M)
-    assert _error_m(readings, verdict, project) > 500
+            own = {
+                "lat": fix["lat"],
+                "lon": fix["lon"],
+                "acc": fix["acc"],
+                "ts": record.received_ms,
+            }
+            seen.append((record.received_ms, {"offender": own}))
+    for line in replay(config, scenario.records, tail_s=TAIL_S).lines:
+        if line.command is not None and line.device == offender:
+            seen.append((line.at, _json(encode(line.command))))
+    return scenario, seen
+
+
+def _victim_fixes(scenario: Scenario) -> set[tuple[float, float]]:
+    victim = scenario.config.orders[0].victim_devices[0]
+    fixes = [_json(r.payload) for r in scenario.records if r.topic.endswith(f"/{victim}/fix")]
+    return {(fix["lat"], fix["lon"]) for fix in fixes}
+
+
+def _attack_error_m(
+    scenario: Scenario, seen: list[Document], victim_at: tuple[float, float]
+) -> float:
+    lat, lon = scenario.origin
+    project = Projection(round(lat, 2), round(lon, 2))
+    return _miss_m(attack(seen, project, RINGS_M), project(*offset(scenario.origin, *victim_at)))
+
+
+def _commands(seen: list[Document]) -> list[Document]:
+    return [document for document in seen if "offender" not in document[1]]
+
+
+def _opposite_corners(
+    origin: tuple[float, float], grid: SnapGrid
+) -> tuple[tuple[float, float], ...]:
+    """Two points of her grid cell, 90% of the way from its centre to opposite corners, as
+    metres east and north of the origin (a local flat frame: metres off over these 200 m)."""
+    lat0, lon0 = origin
+    lat_c, lon_c = grid.centre(lat0, lon0)
+    north_c = (lat_c - lat0) * METRES_PER_DEGREE
+    east_c = (lon_c - lon0) * METRES_PER_DEGREE * math.cos(math.radians(lat0))
+    half = 0.9 * grid.cell_m / 2
+    return (east_c - half, north_c - half), (east_c + half, north_c + half)
+
+
+def test_the_offender_cannot_locate_her_closer_than_her_grid_cell(tmp_path: Path) -> None:
+    """The offender knows his own track and every command his device gets. With her at two
+    opposite corners of one grid cell (90% of the way out: 318 m apart for the default 250 m
+    cell), he gets the very same commands at the very same times: nothing he can compute tells
+    the two apart, so his best estimate is at least 159 m from her (half their distance) for
+    one of them, whatever his method. The attacker of the probation test (rings known, not the
+    grid) is 322 m from her at the origin (measured; one who knows the grid: 153 m)."""
+    grid = SnapGrid(PrivacySettings().offender_grid_m)
+    origin = load_scenario(SCENARIO).origin
+    views = []
+    for corner in _opposite_corners(origin, grid):
+        scenario, seen = _offender_view(tmp_path, corner, grid.cell_m)
+        (her,) = _victim_fixes(scenario)
+        assert grid.centre(*her) == grid.centre(*origin)  # the same cell
+        views.append((her, _commands(seen)))
+    (first, commands), (second, other_commands) = views
+    assert any(c[1]["type"] == "warn" and c[1]["level"] == "alarm" for c in commands)
+    assert commands == other_commands
+    apart_m = distance_m(*first, *second)
+    assert apart_m > 0.9 * grid.cell_m * math.sqrt(2) * 0.99
+    scenario, seen = _offender_view(tmp_path, (0.0, 0.0), grid.cell_m)
+    assert _attack_error_m(scenario, seen, (0.0, 0.0)) > grid.cell_m
+
+
+def test_the_same_attacker_finds_her_from_warnings_on_her_exact_position(tmp_path: Path) -> None:
+    """The test can fail: with a 1 m grid (warnings judged, in effect, on her exact position, as
+    they were), the same attacker on his own track and warnings locates her within 60 m
+    (measured 31 m: two approaches from different sides), and her two corners give him
+    different commands."""
+    scenario, seen = _offender_view(tmp_path, (0.0, 0.0), 1.0)
+    assert _attack_error_m(scenario, seen, (0.0, 0.0)) < 60
+    corners = _opposite_corners(scenario.origin, SnapGrid(PrivacySettings().offender_grid_m))
+    commands = [_commands(_offender_view(tmp_path, corner, 1.0)[1]) for corner in corners]
+    assert commands[0] != commands[1]

@@ -9,7 +9,9 @@ import msgspec
 
 from nabij.config import Order, ProximitySettings
 from nabij.contract import Fix, Topics, encode
+from nabij.settings import PrivacySettings
 from services.proximity.core.batch import run_batch, run_isolating
+from services.proximity.core.cells import SnapGrid
 from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
 from services.proximity.core.state import DeviceState
@@ -102,19 +104,22 @@ def test_a_press_with_a_broken_clock_or_field_is_still_a_press() -> None:
 
 
 def test_the_offender_learns_nothing_from_intervals_before_an_alarm_opens() -> None:
-    """An offender probing the pre-alert ring's edge (in for less than the dwell, out again) gets
-    no command at all, while no signal has told an operator anything; the victim's device may
-    speed up to confirm sooner."""
+    """An offender probing the edge of his pre-alert ring (the order's, grown by the snap error,
+    around her grid cell's centre: `cells`), in for less than the dwell and out again, gets no
+    command at all, while no signal has told an operator anything."""
     from tests.integration.stack import VICTIM_HOME, north_of
 
     order = Order(
         id="O-1", offender_device="ank-1", victim_devices=["vic-1"], alarm_m=500, pre_alert_m=1000
     )
     engine = ProximityEngine([order], ProximitySettings())
+    grid = SnapGrid(PrivacySettings().offender_grid_m)
+    edge = 1000 + grid.worst_error_m
     effects = Effects()
-    for step, distance in enumerate([1010, 995, 1030, 990, 1040]):
+    for step, offset in enumerate([15, -5, 40, -10, 50]):
         ts = T0 + step * 5_000
+        him = north_of(grid.centre(*VICTIM_HOME), edge + offset)
         engine.apply(Fix("vic-1", step + 1, ts, *VICTIM_HOME, 5.0), ts, effects)
-        engine.apply(Fix("ank-1", step + 1, ts, *north_of(VICTIM_HOME, distance), 5.0), ts, effects)
+        engine.apply(Fix("ank-1", step + 1, ts, *him, 5.0), ts, effects)
     assert effects.signals == []
     assert [c for device, c in effects.commands if device == "ank-1"] == []

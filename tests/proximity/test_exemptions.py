@@ -6,9 +6,20 @@ import datetime as dt
 from typing import Any
 
 from nabij.config import Order
+from nabij.contract import SetInterval, Warn
 from services.proximity.core.engine import Effects
 from services.proximity.core.exemptions import Exemptions
-from tests.proximity import DAM, OFFENDER, T0, VICTIM, Drive, engine, fix_at, opens
+from tests.proximity import (
+    DAM,
+    OFFENDER,
+    T0,
+    VICTIM,
+    Drive,
+    commands_to,
+    engine,
+    fix_at,
+    opens,
+)
 
 S = 1_000
 AMS = dt.timezone(dt.timedelta(hours=1))  # Amsterdam in January (CET)
@@ -69,6 +80,9 @@ def test_an_exemption_suspends_the_rings_and_its_end_opens_them_on_the_tick() ->
     eng.tick(end + 200, effects)
     assert [s.kind for s in opens(effects.signals)] == ["proximity_pre_alert", "proximity_alarm"]
     assert all("exemption" in s.reason for s in effects.signals)
+    # His own rings (judged on her grid cell) were suspended alike and reopen with hers.
+    assert commands_to(drive.effects.commands, OFFENDER) == []
+    assert commands_to(effects.commands, OFFENDER) == [Warn(level="alarm"), SetInterval(seconds=15)]
 
 
 def test_a_corridor_exemption_holds_only_inside_the_corridor() -> None:

@@ -15,15 +15,15 @@ from typing import Final
 
 from nabij.contract import DeviceEvent, Fix, Position, SetInterval, Warn, WarnLevel
 from nabij.orders import Order
-from nabij.settings import ProximitySettings
+from nabij.settings import PrivacySettings, ProximitySettings
 from services.proximity.core.accuracy import effective_acc
+from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
 from services.proximity.core.faults import DeviceFaults
-from services.proximity.core.hysteresis import Transition
 from services.proximity.core.ingest import SAFETY_EVENTS, Uplink
 from services.proximity.core.motion import TRACK_LEN, classify
-from services.proximity.core.pairs import OPEN_PHASES, PairJudge
+from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
 from services.proximity.core.sequence import admit, safety_digest, seen_press, take
 from services.proximity.core.state import DeviceState, PairKey, PairState
 from services.proximity.core.timing import lateness_s, place, remember
@@ -33,11 +33,18 @@ from services.proximity.core.zone_rules import ZoneChange, ZoneJudge
 __all__ = ["Effects", "ProximityEngine"]
 
 _OPEN_PHASES: Final = OPEN_PHASES
+_DEFAULT_PRIVACY: Final = PrivacySettings()
 
 
 class ProximityEngine:
-    def __init__(self, orders: Sequence[Order], settings: ProximitySettings) -> None:
-        self._topology = topology = Topology.build(orders, settings)
+    def __init__(
+        self,
+        orders: Sequence[Order],
+        settings: ProximitySettings,
+        privacy: PrivacySettings = _DEFAULT_PRIVACY,
+    ) -> None:
+        grid = SnapGrid(privacy.offender_grid_m)
+        self._topology = topology = Topology.build(orders, settings, grid)
         self._pairs_of = topology.pairs_of
         self._alarm_interval_s = settings.alarm_interval_s
         self._normal_interval_s = settings.normal_interval_s
@@ -49,7 +56,7 @@ class ProximityEngine:
         self._history_ms = round(settings.history_s * 1000)
         self._conditions = DeviceConditions(topology, self._devices, settings)
         self._faults = DeviceFaults(topology, self._devices, settings)
-        self._judge = PairJudge(self._devices, self._pairs, settings)
+        self._judge = PairJudge(self._devices, self._pairs, settings, grid)
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
         self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
         self._zone_offenders = tuple(topology.zones)
@@ -102,7 +109,7 @@ class ProximityEngine:
                 continue
             changes = self._judge.reopen_after_exemption(spec, now_ms, effects)
             if changes is not None:
-                self._command(spec, changes[0], changes[1], effects)
+                self._command(spec, changes, effects)
         for device_id in self._zone_offenders:
             device = self._devices[device_id]
             if device.zones:
@@ -162,7 +169,7 @@ class ProximityEngine:
         for spec in self._pairs_of.get(device.device_id, ()):
             changes = self._judge.compare(spec, device, fix.seq, now_ms, effects)
             if changes is not None:
-                self._command(spec, changes[0], changes[1], effects)
+                self._command(spec, changes, effects)
         if self._zones.has_zones(device.device_id):
             self._zone_commands(
                 device, self._zones.on_fix(device, previous, now_ms, effects), effects
@@ -208,25 +215,25 @@ class ProximityEngine:
 
     # --- device commands: levels and intervals only, never a position, distance or zone ------
 
-    def _command(
-        self,
-        spec: PairSpec,
-        pre_change: Transition | None,
-        alarm_change: Transition | None,
-        effects: Effects,
-    ) -> None:
+    def _command(self, spec: PairSpec, changes: Changes, effects: Effects) -> None:
+        """Her device follows her rings; his follows his own, judged on her grid cell (`cells`):
+        nothing he is sent, nor when, depends on where in that cell she is."""
         offender = self._devices[spec.offender]
         victim = self._devices[spec.victim]
-        if alarm_change == "opened":
-            self._warn(offender, "alarm", effects)
+        if changes.alarm == "opened":
             self._warn(victim, "alarm", effects)
-        elif pre_change == "opened" and offender.warned != "alarm":
+        if changes.offender_alarm == "opened":
+            self._warn(offender, "alarm", effects)
+        elif changes.offender_pre_alert == "opened" and offender.warned != "alarm":
             # French practice: at pre-alert only the offender is told to turn back.
             self._warn(offender, "pre_alert", effects)
-        if "cleared" in (pre_change, alarm_change):
-            for device in (offender, victim):
-                if device.warned in ("alarm", "pre_alert") and not self._warning_holds(device):
-                    self._warn(device, "clear", effects)
+        for device, cleared in (
+            (offender, "cleared" in (changes.offender_pre_alert, changes.offender_alarm)),
+            (victim, "cleared" in (changes.pre_alert, changes.alarm)),
+        ):
+            warned = device.warned in ("alarm", "pre_alert")
+            if cleared and warned and not self._warning_holds(device):
+                self._warn(device, "clear", effects)
         self._set_interval(offender, effects)
         self._set_interval(victim, effects)
 
@@ -253,33 +260,38 @@ class ProximityEngine:
         effects.changed_devices.add(device.device_id)
 
     def _warning_holds(self, device: DeviceState) -> bool:
-        """Whether an open ring of any pair (or an open zone) still warrants a warning."""
+        """Whether an open ring of any pair (or an open zone) still warrants a warning: for an
+        offender his own rings, for a victim the alarm ring."""
+        if any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values()):
+            return True
         for spec in self._pairs_of.get(device.device_id, ()):
             pair = self._pairs[spec.key]
-            if pair.alarm.phase in _OPEN_PHASES:
+            if spec.offender == device.device_id:
+                if _offender_near(pair):
+                    return True
+            elif pair.alarm.phase in _OPEN_PHASES:
                 return True
-            if spec.offender == device.device_id and pair.pre_alert.phase in _OPEN_PHASES:
-                return True
-        return any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values())
+        return False
 
     def _set_interval(self, device: DeviceState, effects: Effects) -> None:
         """Fast fixes while a ring or zone of the device is open.
 
         Only the victim's device speeds up already while a pair is entering (to confirm the dwell
-        sooner): an offender's device that sped up before any alarm opened would tell him where
-        a ring, or a zone's edge, lies, while no operator had been told anything.
+        sooner): an offender's device that sped up before any warning would tell him where a
+        ring, or a zone's edge, lies. His follows his own rings only (`cells`), never hers.
         """
         near = any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values())
         if not near:
             for spec in self._pairs_of.get(device.device_id, ()):
                 pair = self._pairs[spec.key]
-                phases = (pair.pre_alert.phase, pair.alarm.phase)
-                entering_counts = spec.offender != device.device_id
-                if any(
-                    phase in _OPEN_PHASES or (entering_counts and phase == "entering")
-                    for phase in phases
-                ):
-                    near = True
+                if spec.offender == device.device_id:
+                    near = _offender_near(pair)
+                else:
+                    near = any(
+                        phase in _OPEN_PHASES or phase == "entering"
+                        for phase in (pair.pre_alert.phase, pair.alarm.phase)
+                    )
+                if near:
                     break
         wanted = self._alarm_interval_s if near else self._normal_interval_s
         # Nothing asked yet and nothing near: the device keeps its own configured default.
@@ -288,3 +300,10 @@ class ProximityEngine:
         device.interval_s = wanted
         effects.commands.append((device.device_id, SetInterval(seconds=wanted)))
         effects.changed_devices.add(device.device_id)
+
+
+def _offender_near(pair: PairState) -> bool:
+    """His own rings (judged on her grid cell) hold a warning."""
+    return (
+        pair.offender_pre_alert.phase in _OPEN_PHASES or pair.offender_alarm.phase in _OPEN_PHASES
+    )

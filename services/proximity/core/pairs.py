@@ -6,7 +6,7 @@ still offender is judged exactly like the reverse.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -14,11 +14,11 @@ from nabij.contract import Position, SignalAction
 from nabij.settings import ProximitySettings
 from services.proximity.core.accuracy import (
     Reading,
-    entry_m,
     inside_probability,
     ring_reading,
     sigma_m,
 )
+from services.proximity.core.cells import SnapGrid, beyond, cell_reading
 from services.proximity.core.effects import Effects
 from services.proximity.core.geo import distance_m
 from services.proximity.core.hysteresis import RingParams, Transition, step
@@ -36,8 +36,15 @@ MIN_PREDICT_CLOSING_MPS: Final = 1.0
 """A prediction opens the pre-alert only for a pair closing at least this fast."""
 OPEN_PHASES: Final = frozenset({"inside", "exiting"})
 _CLOSED_PHASES: Final = frozenset({"outside", "entering"})
-Changes = tuple[Transition | None, Transition | None]
-"""(pre-alert ring, alarm ring)."""
+
+
+class Changes(NamedTuple):
+    """What one comparison changed: her rings (signals, her device) and his (his device)."""
+
+    pre_alert: Transition | None
+    alarm: Transition | None
+    offender_pre_alert: Transition | None
+    offender_alarm: Transition | None
 
 
 class PairJudge:
@@ -46,8 +53,11 @@ class PairJudge:
         devices: dict[str, DeviceState],
         pairs: dict[tuple[str, str, str], PairState],
         settings: ProximitySettings,
+        grid: SnapGrid,
     ) -> None:
         self._devices = devices  # shared with the engine
+        self._grid = grid
+        self._snap_error_m = grid.worst_error_m
         self._pairs = pairs
         self._max_fix_age_ms = round(settings.max_fix_age_s * 1000)
         self._late_ms = round(settings.late_after_s * 1000)
@@ -60,7 +70,7 @@ class PairJudge:
     ) -> Changes | None:
         """Compare the reporter's new fix with where its partner was at that time (its latest
         position for a live fix, its history for a late one); returns the rings' transitions,
-        or None when no ring changed phase."""
+        or None when no ring (hers or his) changed phase."""
         is_offender = reporter.device_id == spec.offender
         own = reporter.fix
         if own is None:
@@ -81,14 +91,19 @@ class PairJudge:
         exempt = spec.exemptions is not None and spec.exemptions.exempt("proximity", t_ms, offender)
         pair.exempt = exempt
         old_pre, old_alarm = pair.pre_alert, pair.alarm
+        old_his_pre, old_his_alarm = pair.offender_pre_alert, pair.offender_alarm
         pre_ring = spec.pre_alert.ring_m
         if (
             old_pre.phase == "outside"
             and old_alarm.phase == "outside"
+            and old_his_pre.phase == "outside"
+            and old_his_alarm.phase == "outside"
             and (
                 exempt
                 or (
-                    entry_m(distance, uncertainty, pre_ring) > pre_ring
+                    # Her cell beyond his pre-alert ring: so is she beyond hers, and beyond both
+                    # alarm rings (a pre-alert ring is always the larger).
+                    beyond(distance, uncertainty, spec.offender_pre_alert, self._snap_error_m)
                     and distance - uncertainty > spec.alarm.ring_m + self._predict_reach_m
                 )
             )
@@ -128,9 +143,27 @@ class PairJudge:
             pair.pre_alert, pre_change = self._predict(
                 pair.pre_alert, spec, obs=obs, t_ms=t_ms, motion=motion, effects=effects
             )
-        if pair.pre_alert.phase == old_pre.phase and pair.alarm.phase == old_alarm.phase:
+        cell_m = self._cell_distance(offender, victim)
+        pair.offender_pre_alert, his_pre_change = _offender_step(
+            old_his_pre, spec.offender_pre_alert, spec.pre_alert,
+            cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
+        )  # fmt: skip
+        pair.offender_alarm, his_alarm_change = _offender_step(
+            old_his_alarm, spec.offender_alarm, spec.alarm,
+            cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
+        )  # fmt: skip
+        if (
+            pair.pre_alert.phase == old_pre.phase
+            and pair.alarm.phase == old_alarm.phase
+            and pair.offender_pre_alert.phase == old_his_pre.phase
+            and pair.offender_alarm.phase == old_his_alarm.phase
+        ):
             return None
-        return pre_change, alarm_change
+        return Changes(pre_change, alarm_change, his_pre_change, his_alarm_change)
+
+    def _cell_distance(self, offender: Position, victim: Position) -> float:
+        """From him to the centre of her grid cell: all his rings ever see of where she is."""
+        return distance_m(offender.lat, offender.lon, *self._grid.centre(victim.lat, victim.lon))
 
     def reopen_after_exemption(
         self, spec: PairSpec, now_ms: int, effects: Effects
@@ -169,11 +202,7 @@ class PairJudge:
             reading = ring_reading(
                 distance, uncertainty, params.ring_m, pre_alert=attr == "pre_alert"
             )
-            if (
-                state.phase in _CLOSED_PHASES
-                and reading.may_open
-                and reading.enter_m <= params.ring_m
-            ):
+            if _reopens(state, reading, params):
                 facts = self._facts(obs, params, _Motion(self, spec, obs.offender, obs.victim))
                 facts = Facts(
                     facts.confidence,
@@ -189,9 +218,21 @@ class PairJudge:
                 changes.append("opened")
             else:
                 changes.append(None)
-        if changes == [None, None]:
+        cell_m = self._cell_distance(offender.fix, victim.fix)
+        for his, real, attr in (
+            (spec.offender_pre_alert, spec.pre_alert, "offender_pre_alert"),
+            (spec.offender_alarm, spec.alarm, "offender_alarm"),
+        ):
+            state = getattr(pair, attr)
+            reading = cell_reading(cell_m, uncertainty, his, real)
+            if _reopens(state, reading, his):
+                setattr(pair, attr, RingState("inside", pair.last_obs_ts, reading.enter_m))
+                changes.append("opened")
+            else:
+                changes.append(None)
+        if changes == [None] * 4:
             return None
-        return changes[0], changes[1]
+        return Changes(*changes)
 
     def _recent(self, device: DeviceState, now_ms: int) -> bool:
         heard = device.last_heard_ms
@@ -210,8 +251,7 @@ class PairJudge:
         effects: Effects,
     ) -> tuple[RingState, Transition | None]:
         if exempt and old.phase in _CLOSED_PHASES:
-            # Suspended: nothing opens; an open ring still runs, so it can clear.
-            return (old if old.phase == "outside" else RingState("outside", t_ms)), None
+            return _suspended(old, t_ms), None
         new, transition = step(old, reading, t_ms, params)
         if transition is not None:
             # How long the condition held: the dwell served, or zero when it did not apply.
@@ -274,6 +314,32 @@ class PairJudge:
             return Facts(confidence)
         eta = None if predicted.eta_s is None else round(predicted.eta_s, 1)
         return Facts(confidence, round(predicted.closing_speed_mps, 1) + 0.0, eta)
+
+
+def _reopens(state: RingState, reading: Reading, params: RingParams) -> bool:
+    """Whether a ring closed during an exemption is inside now that the window has ended."""
+    return state.phase in _CLOSED_PHASES and reading.may_open and reading.enter_m <= params.ring_m
+
+
+def _offender_step(
+    old: RingState,
+    ring: RingParams,
+    real: RingParams,
+    *,
+    cell_m: float,
+    uncertainty_m: float,
+    t_ms: int,
+    exempt: bool,
+) -> tuple[RingState, Transition | None]:
+    """Advance one of his rings on his distance to her cell; suspended like hers when exempt."""
+    if exempt and old.phase in _CLOSED_PHASES:
+        return _suspended(old, t_ms), None
+    return step(old, cell_reading(cell_m, uncertainty_m, ring, real), t_ms, ring)
+
+
+def _suspended(old: RingState, t_ms: int) -> RingState:
+    """A closed ring in an exemption window: nothing opens (an open ring still runs, to clear)."""
+    return old if old.phase == "outside" else RingState("outside", t_ms)
 
 
 class _Motion:

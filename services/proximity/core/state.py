@@ -154,6 +154,9 @@ class PairState(msgspec.Struct):
     last_uncertainty_m: float | None = None
     exempt: bool = False
     """The last comparison fell in an exemption window (the tick re-checks when it ends)."""
+    offender_pre_alert: RingState = msgspec.field(default_factory=RingState)
+    offender_alarm: RingState = msgspec.field(default_factory=RingState)
+    """The offender's rings, judged on her grid cell (`cells`): his warnings and interval."""
 
     @property
     def key(self) -> PairKey:

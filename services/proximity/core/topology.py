@@ -8,6 +8,7 @@ from typing import Literal
 
 from nabij.orders import Order, Zone
 from nabij.settings import ProximitySettings
+from services.proximity.core.cells import SnapGrid, offender_ring
 from services.proximity.core.exemptions import Exemptions
 from services.proximity.core.hysteresis import RingParams
 from services.proximity.core.state import PairKey
@@ -27,7 +28,8 @@ class Membership:
 
 @dataclass(frozen=True, slots=True)
 class PairSpec:
-    """The fixed part of a pair: who, the two rings' parameters, and the order's exemptions."""
+    """The fixed part of a pair: who, the two rings' parameters (and the offender's, judged on
+    her grid cell: `cells`), and the order's exemptions."""
 
     key: PairKey
     order_id: str
@@ -35,6 +37,8 @@ class PairSpec:
     victim: str
     pre_alert: RingParams
     alarm: RingParams
+    offender_pre_alert: RingParams
+    offender_alarm: RingParams
     exemptions: Exemptions | None = None
 
 
@@ -54,7 +58,9 @@ class Topology:
     """Order id -> its exemption windows (only orders that have some)."""
 
     @classmethod
-    def build(cls, orders: Sequence[Order], settings: ProximitySettings) -> Topology:
+    def build(
+        cls, orders: Sequence[Order], settings: ProximitySettings, grid: SnapGrid
+    ) -> Topology:
         pairs: dict[PairKey, PairSpec] = {}
         pairs_of: dict[str, list[PairSpec]] = {}
         memberships: dict[str, dict[Membership, None]] = {}
@@ -71,7 +77,12 @@ class Topology:
             zones_of.setdefault(offender, []).extend((order.id, zone) for zone in order.zone)
             for victim in dict.fromkeys(order.victim_devices):
                 key = (order.id, offender, victim)
-                spec = PairSpec(key, order.id, offender, victim, pre_alert, alarm, exempt)
+                spec = PairSpec(
+                    key, order.id, offender, victim, pre_alert, alarm,
+                    offender_ring(pre_alert, grid.worst_error_m),
+                    offender_ring(alarm, grid.worst_error_m),
+                    exempt,
+                )  # fmt: skip
                 pairs[key] = spec
                 pairs_of.setdefault(offender, []).append(spec)
                 pairs_of.setdefault(victim, []).append(spec)
