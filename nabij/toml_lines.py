@@ -22,9 +22,11 @@ def key_lines(path: Path) -> dict[tuple[str | int, ...], int]:
         if header := _HEADER.match(line):
             names = tuple(_unquote(n) for n in header.group(2).split("."))
             if header.group(1) == "[[":
-                index = array_counts.get(names, -1) + 1
-                array_counts[names] = index
-                table = (*_indexed(names[:-1], array_counts), names[-1], index)
+                # Count per parent instance: order[1].zone restarts at 0 after order[0].zone.
+                array = (*_indexed(names[:-1], array_counts), names[-1])
+                index = array_counts.get(array, -1) + 1
+                array_counts[array] = index
+                table = (*array, index)
             else:
                 table = _indexed(names, array_counts)
             lines.setdefault(table, number)
@@ -38,11 +40,10 @@ def _indexed(
 ) -> tuple[str | int, ...]:
     """Insert the current index after every array-of-tables prefix: order.zone -> order,2,zone."""
     out: list[str | int] = []
-    for i, name in enumerate(names):
+    for name in names:
         out.append(name)
-        prefix = names[: i + 1]
-        if prefix in array_counts:
-            out.append(array_counts[prefix])
+        if (index := array_counts.get(tuple(out))) is not None:
+            out.append(index)
     return tuple(out)
 
 

@@ -111,3 +111,21 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     (broken / "nabij.toml").write_text("[mqtt]\nport = 1883\n", encoding="utf-8")
     assert main(["check-config", str(broken)]) == 2
     assert "nabij.toml:2: mqtt.port: unknown key" in capsys.readouterr().err
+
+
+def test_nested_arrays_of_tables_name_their_own_line(tmp_path: Path) -> None:
+    """With two orders, an error in order[1].zone[1] points at order[1]'s second zone, not order[0]'s."""
+    zone = '[[order.zone]]\nname = "{name}"\nlat = 52.0\nlon = 4.0\nradius_m = {radius}\n'
+    orders = (
+        ISSUE_ORDERS
+        + zone.format(name="a", radius=100)
+        + zone.format(name="b", radius=100)
+        + ISSUE_ORDERS.replace("0001", "0002")
+        + zone.format(name="c", radius=100)
+        + zone.format(name="d", radius=-1)
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, ISSUE_SETTINGS, orders), env={})
+    expected = orders.splitlines().index("radius_m = -1") + 1
+    report = {(p.path, p.line) for p in caught.value.problems}
+    assert report == {("order[1].zone[1].radius_m", expected)}
