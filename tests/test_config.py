@@ -114,7 +114,7 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_nested_arrays_of_tables_name_their_own_line(tmp_path: Path) -> None:
-    """With two orders, an error in order[1].zone[1] points at order[1]'s second zone, not order[0]'s."""
+    """Two orders: an error in order[1].zone[1] points at order[1]'s second zone, not order[0]'s."""
     zone = '[[order.zone]]\nname = "{name}"\nlat = 52.0\nlon = 4.0\nradius_m = {radius}\n'
     orders = (
         ISSUE_ORDERS
