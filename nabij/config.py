@@ -97,6 +97,16 @@ def load_config(directory: Path, env: Mapping[str, str] | None = None) -> Config
     )
 
 
+def load_orders(path: Path) -> tuple[Order, ...]:
+    """Only an orders file (`nabij orders apply`), validated exactly as at start-up."""
+    problems: list[ConfigProblem] = []
+    orders = _load_file(OrdersFile, path, problems, required=True)
+    loaded = () if orders is None else _load_shapes(orders.order, path, problems)
+    if problems or orders is None:
+        raise ConfigError(problems)
+    return loaded
+
+
 def load_settings(path: Path, env: Mapping[str, str] | None = None) -> Settings:
     """Only `nabij.toml` (the demo and simulators bring their own orders)."""
     problems: list[ConfigProblem] = []
@@ -307,6 +317,7 @@ __all__ = [
     "Zone",
     "apply_env",
     "load_config",
+    "load_orders",
     "load_settings",
     "resolve_directory",
     "validate_orders",

@@ -86,6 +86,17 @@ class Keys:
         """Set of device ids with stored proximity state (for start-up hydration)."""
         return f"{self.prefix}:prox:devices"
 
+    @property
+    def orders_version(self) -> str:
+        """The number of the current orders version (0 or absent: the store is empty)."""
+        return f"{self.prefix}:orders:version"
+
+    @property
+    def order_versions(self) -> str:
+        """Hash version number -> that version (JSON `OrdersVersion`: every order, who, when,
+        why). Never rewritten: the history of orders is evidence."""
+        return f"{self.prefix}:orders:versions"
+
     def commit_counter(self, service: str) -> str:
         """Counter bumped in every commit of a service: tells a lost reply from a lost write."""
         return f"{self.prefix}:commits:{service}"

@@ -129,3 +129,8 @@ __all__ = [
     "REDIS_OUT_OF_MEMORY",
     "SIGNALS_EMITTED",
 ]
+ORDERS_VERSION: Final = Gauge(
+    "nabij_orders_version",
+    "The version of the orders a service applies (see `nabij orders history`).",
+    ["service"],
+)

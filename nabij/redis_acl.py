@@ -61,6 +61,11 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
             Grant(read_queue + group_queue, tuple(keys.dispatch(q) for q in queues)),
         ]
 
+    # Services bootstrap an empty store from orders.toml; `nabij orders` connects as the console.
+    orders = Grant(
+        ("get", "set", "watch", "hget", "hgetall", "hset"),
+        (keys.orders_version, keys.order_versions),
+    )
     police = [
         *operator("probation", "police"),
         Grant(("hget", "hgetall"), (keys.police_facts,), "R"),
@@ -74,6 +79,7 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
             Grant(("xadd",), (keys.gateway_inbox, keys.deadletter), "W"),
             Grant(("xadd", "xtrim", "xrange"), (keys.command_outbox,)),
             Grant(("get", "set"), (keys.commit_counter("proximity"), keys.health("proximity"))),
+            orders,
         ],
         "gateway": [
             Grant(
@@ -100,6 +106,7 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
             Grant(("get", "set", "del"), (keys.console_session(ANY),)),
             Grant(("exists",), (keys.health("gateway"),), "R"),
             Grant(("get",), (keys.device_state(ANY),), "R"),
+            orders,
         ],
     }
 

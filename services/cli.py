@@ -14,6 +14,7 @@ import redis
 
 import services.console.cli
 import services.devices
+import services.orders_cli
 import services.replay.cli
 import simulators.cli
 from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
@@ -34,6 +35,7 @@ SUBCOMMAND_PACKAGES = (
     services.replay.cli.register,
     services.devices.register,
     services.console.cli.register,
+    services.orders_cli.register,
 )
 EXIT_CONFIG = 2
 # `ack` and `resolve`: applied (0), not applied (1: the gateway said why), refused before sending

@@ -28,7 +28,7 @@ import paho.mqtt.client as paho
 import structlog
 from redis.client import Pipeline
 
-from nabij import metrics, streams
+from nabij import metrics, order_store, streams
 from nabij.commit import HEARTBEAT_INTERVAL_S, CommitAbortedError, ServiceWrites, beat
 from nabij.config import Config
 from nabij.contract import Topics, encode
@@ -51,6 +51,8 @@ SERVICE: Final = "proximity"
 # speed (a simulation), but never more often than MIN_TICK_WALL_S.
 TICK_INTERVAL_S = 1.0
 MIN_TICK_WALL_S = 0.01
+# How often the current orders version is read: a change applies within this (plus a batch).
+ORDERS_CHECK_S = 0.5
 # Longest wall wait for MQTT messages before the loop looks at its timers again.
 DRAIN_WAIT_S = 0.2
 _state_encoder = msgspec.msgpack.Encoder()
@@ -106,13 +108,14 @@ class ProximityService:
         self._clock = clock
         self._keys = Keys(self._settings.redis.key_prefix)
         self._topics = Topics(self._settings.mqtt.topic_prefix)
-        self._engine = ProximityEngine(
-            config.orders, self._settings.proximity, self._settings.privacy
-        )
+        # Until `run` reads the store: orders.toml, which is version 1 of an empty store.
+        self._orders_version = 0
+        self._orders = config.orders
+        self._engine = self._new_engine()
         ingest = self._settings.proximity
         self._intake = Intake(
             self._topics,
-            self._engine.is_known,
+            self._is_known,
             LaneLimits(
                 ingest.device_queue_max,
                 ingest.lane_max,
@@ -196,6 +199,10 @@ class ProximityService:
         """Serve until `stop` is set; state is restored from Redis first."""
         self._stop = stop
         wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
+        current = order_store.bootstrap(self._redis, self._keys, self._orders, self._clock())
+        self._orders_version, self._orders = current.version, tuple(current.orders)
+        metrics.ORDERS_VERSION.labels(service=SERVICE).set(current.version)
+        self._engine = self._new_engine()
         self._restore()
         endpoint = self._endpoint
         self._mqtt.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
@@ -203,9 +210,9 @@ class ProximityService:
         for reader in self._readers:
             reader.start()
         self._resend_outbox()  # QoS 1: paho sends them once connected
-        log.info("proximity_started", orders=len(self._config.orders))
+        log.info("proximity_started", orders=len(self._orders), orders_version=current.version)
         tick_wall_s = max(self._settings.clock.timescale().wall_s(TICK_INTERVAL_S), MIN_TICK_WALL_S)
-        next_tick = next_beat = 0.0
+        next_tick = next_beat = next_orders_check = 0.0
         caught_up = False
         try:
             while not stop.is_set():
@@ -219,6 +226,9 @@ class ProximityService:
                 due = caught_up and time.monotonic() >= next_tick
                 if batch or due or refused:
                     self._process(batch, tick=due, refused=refused)
+                if time.monotonic() >= next_orders_check:
+                    self._follow_orders()
+                    next_orders_check = time.monotonic() + ORDERS_CHECK_S
                 if due:
                     next_tick = time.monotonic() + tick_wall_s
                     if self.subscribed() and time.monotonic() >= next_beat:
@@ -345,12 +355,39 @@ class ProximityService:
         commands set an interval or a warning level, they do not count)."""
         self._outbox.resend(self._redis)
 
+    def _is_known(self, device_id: str) -> bool:
+        """Asked of the engine of the current orders (a swapped-out device becomes unknown)."""
+        return self._engine.is_known(device_id)
+
+    def _new_engine(self) -> ProximityEngine:
+        return ProximityEngine(self._orders, self._settings.proximity, self._settings.privacy)
+
+    def _follow_orders(self) -> None:
+        """Apply a new orders version between batches: unchanged pairs keep their state, new and
+        changed ones are judged at once from the latest fixes (`ProximityEngine.successor`)."""
+        latest = order_store.read_version(self._redis, self._keys)
+        if latest is None or latest.version == self._orders_version:
+            return
+        effects = Effects()
+        self._engine = self._engine.successor(latest.orders, self._clock(), effects)
+        changed = order_store.changes(self._orders, latest.orders)
+        self._orders_version, self._orders = latest.version, tuple(latest.orders)
+        self._commit(effects, [])
+        self._publish_commands(effects)
+        metrics.ORDERS_VERSION.labels(service=SERVICE).set(latest.version)
+        log.info(
+            "orders_applied",
+            orders_version=latest.version,
+            by=latest.by,
+            reason=latest.reason,
+            changes=[f"{c.kind} {c.order_id}" for c in changed],
+            signals=len(effects.signals),
+        )
+
     def _rollback(self) -> ProximityEngine:
         """An engine as last committed (a bug left the current one half-changed): rebuilt from
         what Redis holds. Rare, so it may cost a full reload."""
-        self._engine = ProximityEngine(
-            self._config.orders, self._settings.proximity, self._settings.privacy
-        )
+        self._engine = self._new_engine()
         self._restore()
         return self._engine
 
@@ -361,7 +398,7 @@ class ProximityService:
         device_blobs = streams.values(self._redis, [keys.device_state(d) for d in device_ids])
         pair_keys = [
             keys.pair_state(order.offender_device, order.id, victim)
-            for order in self._config.orders
+            for order in self._orders
             for victim in order.victim_devices
         ]
         pair_blobs = streams.values(self._redis, pair_keys)

@@ -43,6 +43,8 @@ class ProximityEngine:
         settings: ProximitySettings,
         privacy: PrivacySettings = _DEFAULT_PRIVACY,
     ) -> None:
+        self._orders = {order.id: order for order in orders}
+        self._settings, self._privacy = settings, privacy
         grid = SnapGrid(privacy.offender_grid_m)
         self._topology = topology = Topology.build(orders, settings, grid)
         self._pairs_of = topology.pairs_of
@@ -74,6 +76,26 @@ class ProximityEngine:
         for pair in pairs:
             if pair.key in self._pairs:
                 self._pairs[pair.key] = pair
+
+    def successor(self, orders: Sequence[Order], now_ms: int, effects: Effects) -> ProximityEngine:
+        """The engine for a new version of the orders. Devices keep their state (latest fix
+        included); a pair whose order is unchanged keeps its state; a pair that is new or whose
+        order changed (rings, zones, exemptions, devices) starts afresh and is judged at once
+        from its offender's latest fix. Pairs of ended orders are dropped."""
+        engine = ProximityEngine(orders, self._settings, self._privacy)
+        unchanged = {i for i, order in engine._orders.items() if self._orders.get(i) == order}
+        engine.load(
+            (d for d in self._devices.values() if engine.is_known(d.device_id)),
+            (p for key, p in self._pairs.items() if key[0] in unchanged),
+        )
+        for key, spec in engine._topology.pairs.items():
+            offender = engine._devices[spec.offender]
+            if key[0] in unchanged or offender.fix is None:
+                continue
+            changes = engine._judge.compare(spec, offender, offender.last_seq, now_ms, effects)
+            if changes is not None:
+                engine._command(spec, changes, effects)
+        return engine
 
     def device(self, device_id: str) -> DeviceState:
         return self._devices[device_id]

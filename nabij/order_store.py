@@ -1,0 +1,177 @@
+"""Orders as live data: every change is a new, numbered version in Redis with who, when and why.
+
+A version holds every order (zones read from their GeoJSON files already), so a service needs
+nothing but Redis to apply it, and the history is a list of complete, never rewritten versions.
+A new version is written only if the current one is still the one its author read
+(compare-and-set with WATCH/MULTI): two operators applying at once never merge unseen.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+from pydantic import Field
+
+from nabij.failures import NabijError
+from nabij.keys import Keys
+from nabij.orders import Order
+from nabij.settings import StrictModel
+
+SYSTEM_AUTHOR = "nabij"
+FIRST_START_REASON = "first start with an empty store: orders.toml loaded as version 1"
+
+
+class OrdersVersion(StrictModel):
+    version: int = Field(ge=1)
+    by: str = Field(min_length=1)
+    at: str
+    """ISO 8601 with offset, when the version was written."""
+    reason: str = Field(min_length=1)
+    apply_id: str
+    """Random per apply: tells whether an apply whose reply was lost landed."""
+    orders: list[Order]
+
+    def order(self, order_id: str) -> Order | None:
+        return next((o for o in self.orders if o.id == order_id), None)
+
+
+class StaleVersionError(NabijError):
+    """Someone applied another version since this one was read: re-read and decide again."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        self.expected, self.current = expected, current
+        super().__init__(
+            f"the orders changed meanwhile (you read version {expected}, now {current}): "
+            "re-read them and apply again"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    order_id: str
+    kind: str
+    """"added", "ended" or "changed"."""
+    fields: tuple[str, ...] = ()
+
+
+def changes(old: Sequence[Order], new: Sequence[Order]) -> list[OrderChange]:
+    """What a new set of orders changes, order by order (for `--dry-run` and the services)."""
+    before = {o.id: o for o in old}
+    after = {o.id: o for o in new}
+    out = [OrderChange(i, "ended") for i in before if i not in after]
+    for order_id, order in after.items():
+        previous = before.get(order_id)
+        if previous is None:
+            out.append(OrderChange(order_id, "added"))
+        elif previous != order:
+            fields = tuple(
+                name
+                for name in Order.model_fields
+                if getattr(previous, name) != getattr(order, name)
+            )
+            out.append(OrderChange(order_id, "changed", fields))
+    return sorted(out, key=lambda c: c.order_id)
+
+
+def describe(change: OrderChange, old: Sequence[Order], new: Sequence[Order]) -> list[str]:
+    """Lines of a diff, `- old` / `+ new` per changed field (positions of zones included:
+    orders are operator-facing, never offender-facing)."""
+    if change.kind != "changed":
+        return [f"{'+' if change.kind == 'added' else '-'} order {change.order_id} {change.kind}"]
+    before = next(o for o in old if o.id == change.order_id)
+    after = next(o for o in new if o.id == change.order_id)
+    lines = [f"~ order {change.order_id} changed"]
+    for name in change.fields:
+        lines.append(f"    {name}: - {_short(getattr(before, name))}")
+        lines.append(f"    {name}: + {_short(getattr(after, name))}")
+    return lines
+
+
+def _short(value: object) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], StrictModel):
+        return repr([item.model_dump(exclude={"geometry", "corridor_geometry"}) for item in value])
+    return repr(value)
+
+
+def read_version(
+    client: redis.Redis, keys: Keys, number: int | None = None
+) -> OrdersVersion | None:
+    """Version `number`, or the current one; None when the store is empty or has no such one."""
+    if number is None:
+        raw_number = client.get(keys.orders_version)
+        if raw_number is None:
+            return None
+        number = int(raw_number)
+    raw = client.hget(keys.order_versions, str(number))
+    return None if raw is None else OrdersVersion.model_validate_json(raw)
+
+
+def history(client: redis.Redis, keys: Keys) -> list[OrdersVersion]:
+    """Every version, oldest first."""
+    raw = client.hgetall(keys.order_versions)
+    versions = [OrdersVersion.model_validate_json(blob) for blob in raw.values()]
+    return sorted(versions, key=lambda v: v.version)
+
+
+def next_version(
+    orders: Sequence[Order], *, expected: int, by: str, reason: str, now_ms: int
+) -> OrdersVersion:
+    """The version that follows version `expected` (0: the store is empty)."""
+    return OrdersVersion(
+        version=expected + 1,
+        by=by,
+        at=datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds"),
+        reason=reason,
+        apply_id=secrets.token_hex(8),
+        orders=list(orders),
+    )
+
+
+def apply(client: redis.Redis, keys: Keys, version: OrdersVersion) -> OrdersVersion:
+    """Write `version` in one transaction (the services poll the version number and follow);
+    StaleVersionError if the current version is no longer the one before it."""
+    expected = version.version - 1
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(keys.orders_version)  # type: ignore[no-untyped-call]  # redis-py stubs
+            raw = pipe.get(keys.orders_version)
+            current = int(raw) if raw is not None else 0
+            if current != expected:
+                raise StaleVersionError(expected, current)
+            pipe.multi()
+            pipe.hset(keys.order_versions, str(version.version), version.model_dump_json())
+            pipe.set(keys.orders_version, version.version)
+            pipe.execute()
+        except redis.WatchError:
+            raw = client.get(keys.orders_version)
+            raise StaleVersionError(expected, int(raw) if raw is not None else 0) from None
+    return version
+
+
+def landed(client: redis.Redis, keys: Keys, version: OrdersVersion) -> bool:
+    """Whether an apply whose reply was lost was written (its version carries its apply id)."""
+    stored = read_version(client, keys, version.version)
+    return stored is not None and stored.apply_id == version.apply_id
+
+
+def bootstrap(
+    client: redis.Redis, keys: Keys, orders: Sequence[Order], now_ms: int
+) -> OrdersVersion:
+    """The current version; on an empty store, `orders` (from orders.toml) become version 1.
+    Two services starting at once both end up with the one that won."""
+    existing = read_version(client, keys)
+    if existing is not None:
+        return existing
+    try:
+        first = next_version(
+            orders, expected=0, by=SYSTEM_AUTHOR, reason=FIRST_START_REASON, now_ms=now_ms
+        )
+        return apply(client, keys, first)
+    except StaleVersionError:
+        won = read_version(client, keys)
+        assert won is not None  # someone else's version 1 landed
+        return won
