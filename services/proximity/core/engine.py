@@ -79,20 +79,26 @@ class ProximityEngine:
 
     def successor(self, orders: Sequence[Order], now_ms: int, effects: Effects) -> ProximityEngine:
         """The engine for a new version of the orders. Devices keep their state (latest fix
-        included); a pair whose order is unchanged keeps its state; a pair that is new or whose
-        order changed (rings, zones, exemptions, devices) starts afresh and is judged at once
-        from its offender's latest fix. Pairs of ended orders are dropped."""
+        included) and every pair that still exists keeps its rings. A pair of a new or changed
+        order (rings, exemptions) is judged at once from its offender's latest fix, so a wider
+        ring opens and a narrower one starts its exit dwell. A pair that no longer exists (order
+        ended, device replaced) has its open rings cleared, saying why."""
         engine = ProximityEngine(orders, self._settings, self._privacy)
         unchanged = {i for i, order in engine._orders.items() if self._orders.get(i) == order}
+        for key, spec in self._topology.pairs.items():
+            if key not in engine._pairs:
+                why = "order ended" if key[0] not in engine._orders else "device replaced"
+                self._judge.ended(spec, why, now_ms, effects)
         engine.load(
             (d for d in self._devices.values() if engine.is_known(d.device_id)),
-            (p for key, p in self._pairs.items() if key[0] in unchanged),
+            self._pairs.values(),
         )
         for key, spec in engine._topology.pairs.items():
             offender = engine._devices[spec.offender]
             if key[0] in unchanged or offender.fix is None:
                 continue
             changes = engine._judge.compare(spec, offender, offender.last_seq, now_ms, effects)
+            effects.changed_pairs.add(key)
             if changes is not None:
                 engine._command(spec, changes, effects)
         return engine

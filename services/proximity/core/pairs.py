@@ -161,6 +161,34 @@ class PairJudge:
             return None
         return Changes(pre_change, alarm_change, his_pre_change, his_alarm_change)
 
+    def ended(self, spec: PairSpec, why: str, now_ms: int, effects: Effects) -> None:
+        """The pair's order ended or no longer binds these two devices: each of her open rings
+        is cleared, saying why (the gateway still escalates it until a human acknowledges)."""
+        pair = self._pairs[spec.key]
+        offender, victim = self._devices[spec.offender].fix, self._devices[spec.victim].fix
+        if offender is None or victim is None:
+            return  # a ring opens only on two fixes: none of hers is open
+        obs = Observation(
+            order_id=spec.order_id,
+            offender_device=spec.offender,
+            victim_device=spec.victim,
+            distance_m=distance_m(offender.lat, offender.lon, victim.lat, victim.lon),
+            uncertainty_m=offender.acc + victim.acc,
+            offender=offender,
+            victim=victim,
+            reporter=spec.offender,
+            tag=f"order-{now_ms}",
+            now_ms=now_ms,
+        )
+        for params, ring in ((spec.pre_alert, pair.pre_alert), (spec.alarm, pair.alarm)):
+            if ring.phase in OPEN_PHASES:
+                signal = ring_signal(obs, params, "clear", 0)
+                reason = (
+                    f"Order {spec.order_id} no longer binds offender device {spec.offender} "
+                    f"and victim device {spec.victim} ({why})."
+                )
+                effects.signals.append(msgspec.structs.replace(signal, reason=reason))
+
     def _cell_distance(self, offender: Position, victim: Position) -> float:
         """From him to the centre of her grid cell: all his rings ever see of where she is."""
         return distance_m(offender.lat, offender.lon, *self._grid.centre(victim.lat, victim.lon))

@@ -1,0 +1,169 @@
+"""Orders as live data, on a real Mosquitto and Redis with both services running: `nabij orders`
+changes what the running services judge, without a restart, and keeps the record."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from nabij.contract import Notice
+from services.cli import main
+from tests.integration.conftest import StackFactory
+from tests.integration.stack import VICTIM_HOME, SimDevice, Stack, north_of, wait_until
+
+pytestmark = pytest.mark.integration
+
+STEP_MS = 10_000
+
+
+def order_toml(order_id: str, alarm_m: int, pre_alert_m: int, offender: str = "ank-1") -> str:
+    return f"""
+[[order]]
+id = "{order_id}"
+offender_device = "{offender}"
+victim_devices = ["vic-1"]
+alarm_m = {alarm_m}
+pre_alert_m = {pre_alert_m}
+"""
+
+
+def stand(offender: SimDevice, victim: SimDevice, start_ts: int, distance_m: float, n: int) -> int:
+    """`n` rounds of fixes, the offender `distance_m` north of the victim, one every 10 s."""
+    ts = start_ts
+    for _ in range(n):
+        victim.fix(ts, VICTIM_HOME)
+        offender.fix(ts, north_of(VICTIM_HOME, distance_m))
+        ts += STEP_MS
+    return ts
+
+
+def orders(stack: Stack, *args: str) -> int:
+    return main(["orders", *args, "--config", str(stack.config_dir)])
+
+
+def apply(stack: Stack, tmp_path: Path, text: str, by: str, reason: str) -> None:
+    path = tmp_path / f"orders-{time.monotonic_ns()}.toml"
+    path.write_text(text, encoding="utf-8")
+    assert orders(stack, "apply", str(path), "--by", by, "--reason", reason) == 0
+
+
+def opened(notices: list[Notice], kind: str, order_id: str) -> bool:
+    return any(n.event == "opened" and n.kind == kind and n.order_id == order_id for n in notices)
+
+
+def settle(stack: Stack, *devices: SimDevice) -> None:
+    for device in devices:
+        stack.wait_applied(device.device_id, device.seq)
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+
+
+def test_a_new_order_opens_its_alarm_and_the_history_says_who_and_why(
+    make_stack: StackFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An offender 200 m from her, outside the narrow rings of the first order: nothing. A second
+    order (500 m) applied while he stands there opens its alarm, no restart; both versions are
+    on the record with who and why."""
+    first = order_toml("ORD-T-1", 50, 80)
+    stack = make_stack(orders_toml=first)
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    ts = stand(offender, victim, stack.clock(), 200, 3)
+    settle(stack, offender, victim)
+    assert stack.notices("probation") == []
+    applied_at = time.monotonic()
+    apply(stack, tmp_path, first + order_toml("ORD-T-2", 500, 1000), "judge-a", "court 2026/17")
+    ts = stand(offender, victim, ts, 200, 6)
+    stack.wait_notices(
+        "probation", lambda ns: opened(ns, "proximity_alarm", "ORD-T-2"), "the new order's alarm"
+    )
+    print(f"alarm opened {time.monotonic() - applied_at:.2f} s after the apply (wall)")
+    assert not opened(stack.notices("probation"), "proximity_alarm", "ORD-T-1")
+    capsys.readouterr()
+    assert orders(stack, "history", "ORD-T-2") == 0
+    history = capsys.readouterr().out.splitlines()
+    assert len(history) == 1 and "version 2  added  by judge-a" in history[0]
+    assert "why: court 2026/17" in history[0]
+    assert orders(stack, "history", "ORD-T-1") == 0
+    assert "version 1  added  by nabij" in capsys.readouterr().out
+
+
+def test_an_ended_order_stops_alarms_and_clears_saying_why(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = make_stack(orders_toml=order_toml("ORD-T-1", 500, 1000))
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    ts = stand(offender, victim, stack.clock(), 200, 4)
+    stack.wait_notices(
+        "probation", lambda ns: opened(ns, "proximity_alarm", "ORD-T-1"), "alarm opened"
+    )
+    end = ["end", "ORD-T-1", "--by", "judge-b", "--reason", "order lifted on appeal"]
+    assert orders(stack, *end) == 0
+    probation = stack.wait_notices(
+        "probation",
+        lambda ns: any(n.event == "cleared" and n.kind == "proximity_alarm" for n in ns),
+        "the alarm cleared",
+    )
+    cleared = next(n for n in probation if n.event == "cleared" and n.kind == "proximity_alarm")
+    assert "escalation continues until acknowledged" in cleared.reason
+    # Why it cleared is in the alarm's facts (police-only: the clear carries both positions).
+    facts = stack.redis.hget(stack.keys.police_facts, cleared.alarm_id)
+    assert facts is not None and b"(order ended)" in facts
+    stand(offender, victim, ts, 100, 3)  # closer still, but no order binds them any more
+    wait_until(
+        lambda: any(f.get(b"reason") == b"unknown_device" for f in stack.deadletters()),
+        what="the ended order's devices refused as unknown",
+    )
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    assert [n.event for n in stack.notices("probation") if n.kind == "proximity_alarm"].count(
+        "opened"
+    ) == 1
+    capsys.readouterr()
+    assert orders(stack, "history", "ORD-T-1") == 0
+    assert "ended  by judge-b" in capsys.readouterr().out
+
+
+def test_a_widened_ring_opens_a_pre_alert_the_old_ring_did_not(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = make_stack(orders_toml=order_toml("ORD-T-1", 100, 200))
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    ts = stand(offender, victim, stack.clock(), 700, 4)
+    settle(stack, offender, victim)
+    assert stack.notices("probation") == []
+    apply(stack, tmp_path, order_toml("ORD-T-1", 300, 1000), "officer-c", "ring widened")
+    stand(offender, victim, ts, 700, 6)
+    stack.wait_notices(
+        "probation", lambda ns: opened(ns, "proximity_pre_alert", "ORD-T-1"), "pre-alert"
+    )
+    settle(stack, offender, victim)
+    assert not opened(stack.notices("probation"), "proximity_alarm", "ORD-T-1")
+
+
+def test_a_swapped_device_is_refused_and_its_successor_judged_from_its_first_fix(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = make_stack(orders_toml=order_toml("ORD-T-1", 500, 1000))
+    stack.start_in_process()
+    old, victim = stack.device("ank-1"), stack.device("vic-1")
+    ts = stand(old, victim, stack.clock(), 3000, 2)
+    settle(stack, old, victim)
+    apply(stack, tmp_path, order_toml("ORD-T-1", 500, 1000, "ank-2"), "tech-d", "strap broke")
+    new = stack.device("ank-2")
+    stand(new, victim, ts, 100, 3)
+    stack.wait_notices(
+        "probation",
+        lambda ns: any(n.event == "opened" and n.offender_device == "ank-2" for n in ns),
+        "the new device's alarm",
+    )
+    old.fix(ts + 5 * STEP_MS, north_of(VICTIM_HOME, 50))
+    wait_until(
+        lambda: any(
+            f.get(b"reason") == b"unknown_device" and b"ank-1" in b"".join(f.values())
+            for f in stack.deadletters()
+        ),
+        what="the old device refused as unknown",
+    )
