@@ -74,7 +74,6 @@ class Console:
 
     client: redis.Redis
     keys: Keys
-    orders: tuple[Order, ...]
     settings: ConsoleSettings
     clock: Callable[[], int]
     reader: Reader
@@ -120,7 +119,6 @@ Ctx = Annotated[Console, Depends(console_of)]
 def create_app(
     client: redis.Redis,
     keys: Keys,
-    orders: tuple[Order, ...],
     settings: ConsoleSettings,
     clock: Callable[[], int],
 ) -> FastAPI:
@@ -132,8 +130,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.console = Console(
-        client, keys, orders, settings, clock,
-        reader=Reader(client, keys, orders),
+        client, keys, settings, clock,
+        reader=Reader(client, keys),
         people=Operators(client, keys),
         sessions=Sessions(client, keys, int(settings.session_ttl_s * 1000), clock),
         throttle=Throttle(settings.login_attempts, int(settings.login_window_s * 1000)),
@@ -305,7 +303,9 @@ def zones_of(order: Order | None) -> list[dict[str, Any]]:
 
 @api.get("/orders", summary="The orders with their devices' last contact")
 def api_orders(_session: Operator, console: Ctx) -> JSONResponse:
-    return JSONResponse({"orders": [order_view(o, console.reader) for o in console.orders]})
+    return JSONResponse(
+        {"orders": [order_view(o, console.reader) for o in console.reader.orders()]}
+    )
 
 
 @api.get("/status", summary="Whether Redis and the gateway answer")
@@ -394,5 +394,5 @@ def alarm_page(request: Request, alarm_id: AlarmId, session: Operator, console: 
 
 @pages.get("/orders")
 def orders_page(request: Request, session: Operator, console: Ctx) -> HTMLResponse:
-    views = [order_view(o, console.reader) for o in console.orders]
+    views = [order_view(o, console.reader) for o in console.reader.orders()]
     return page(request, "orders.html", session, orders=views)

@@ -10,7 +10,7 @@ from typing import cast
 import msgspec
 import redis
 
-from nabij import streams
+from nabij import order_store, streams
 from nabij.contract import Notice, notice_decoder
 from nabij.keys import Keys
 from nabij.orders import Order
@@ -31,7 +31,6 @@ from services.proximity.core.state import DeviceState
 class Reader:
     client: redis.Redis
     keys: Keys
-    orders: tuple[Order, ...]
 
     def records(self) -> list[AlarmRecord]:
         return [
@@ -75,8 +74,14 @@ class Reader:
         detail = alarm_detail(record, notices, role, now_ms, police=police, rings_m=rings)
         return msgspec.structs.replace(detail, unreadable_notices=unreadable)
 
+    def orders(self) -> list[Order]:
+        """The current version's orders, from the store the services follow (none before the
+        first service start loaded orders.toml)."""
+        current = order_store.read_version(self.client, self.keys)
+        return [] if current is None else current.orders
+
     def order(self, order_id: str) -> Order | None:
-        return next((o for o in self.orders if o.id == order_id), None)
+        return next((o for o in self.orders() if o.id == order_id), None)
 
     def device(self, device_id: str) -> DeviceState | None:
         blob = cast(bytes | None, self.client.get(self.keys.device_state(device_id)))

@@ -28,7 +28,6 @@ def console_server(
     app = create_app(
         client or connect_as(settings.redis, "console"),
         Keys(settings.redis.key_prefix),
-        config.orders,
         settings.console,
         clock,
     )

@@ -21,7 +21,7 @@ URL = re.compile(r"(?:src|href)=\"(?!/)|url\((?!['\"]?(?:data:|images/))|https?:
 
 def test_openapi_documents_the_whole_api() -> None:
     """Every API route is in `/api/openapi.json`; no page route is."""
-    app = create_app(fakeredis.FakeRedis(), Keys("t"), (), ConsoleSettings(), lambda: 0)
+    app = create_app(fakeredis.FakeRedis(), Keys("t"), ConsoleSettings(), lambda: 0)
     assert set(app.openapi()["paths"]) == API
 
 

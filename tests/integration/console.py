@@ -54,7 +54,6 @@ def console_app(
     return create_app(
         stack.redis,
         Keys(stack.config.settings.redis.key_prefix),
-        stack.config.orders,
         settings or stack.config.settings.console,
         clock or stack.clock,
     )

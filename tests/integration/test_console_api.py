@@ -235,8 +235,7 @@ def test_the_console_works_as_its_own_redis_user_with_operators_from_the_cli(
     walk(stack.device("ank-1"), stack.device("vic-1"), stack.clock(), [50])
     stack.wait_notices("probation", lambda ns: "proximity_alarm" in kinds(ns, "opened"), "alarm")
     as_console = connect_as(stack.config.settings.redis, "console")
-    app = create_app(as_console, stack.keys, stack.config.orders, stack.config.settings.console,
-                     stack.clock)  # fmt: skip
+    app = create_app(as_console, stack.keys, stack.config.settings.console, stack.clock)
     client, token = logged_in(app, ("Desk 3", "a long enough password"))
     [alarm] = [a for a in client.get("/api/alarms").json()["alarms"] if a["level"] >= 1][:1]
     for page in ("/board", f"/alarms/{alarm['alarm_id']}", "/orders", "/api/orders"):

@@ -11,6 +11,7 @@ import pytest
 from nabij.contract import Notice
 from services.cli import main
 from tests.integration.conftest import StackFactory
+from tests.integration.console import PROBATION, add_operators, console_app, logged_in
 from tests.integration.stack import VICTIM_HOME, SimDevice, Stack, north_of, wait_until
 
 pytestmark = pytest.mark.integration
@@ -87,6 +88,11 @@ def test_a_new_order_opens_its_alarm_and_the_history_says_who_and_why(
     assert "why: court 2026/17" in history[0]
     assert orders(stack, "history", "ORD-T-1") == 0
     assert "version 1  added  by nabij" in capsys.readouterr().out
+    # The console's orders page reads the same store.
+    add_operators(stack)
+    client, _token = logged_in(console_app(stack), PROBATION)
+    listed = [o["order_id"] for o in client.get("/api/orders").json()["orders"]]
+    assert listed == ["ORD-T-1", "ORD-T-2"]
 
 
 def test_an_ended_order_stops_alarms_and_clears_saying_why(
