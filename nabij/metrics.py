@@ -134,3 +134,9 @@ ORDERS_VERSION: Final = Gauge(
     "The version of the orders a service applies (see `nabij orders history`).",
     ["service"],
 )
+ORDERS_NOT_IN_FORCE: Final = Gauge(
+    "nabij_orders_not_in_force",
+    "Orders of the current version outside their validity (why: not_started, ended): they "
+    "raise no alarm and their devices' messages are refused as unknown.",
+    ["service", "why"],
+)

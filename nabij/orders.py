@@ -9,7 +9,7 @@ import re
 import zoneinfo
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, TypeAdapter, field_validator, model_validator
+from pydantic import AwareDatetime, Field, TypeAdapter, field_validator, model_validator
 
 from nabij.contract import DEVICE_ID_PATTERN
 from nabij.settings import StrictModel
@@ -22,6 +22,7 @@ Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
 GeoPosition = Annotated[list[float], Field(min_length=2, max_length=3)]
 LinearRing = Annotated[list[GeoPosition], Field(min_length=4)]
 PolygonRings = Annotated[list[LinearRing], Field(min_length=1)]
+Validity = Literal["in_force", "not_started", "ended"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: Final[tuple[Weekday, ...]] = Weekday.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
 ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
@@ -126,6 +127,10 @@ class Order(StrictModel):
     timezone: str = DEFAULT_TIMEZONE
     zone: list[Zone] = Field(default_factory=list)
     exemption: list[Exemption] = Field(default_factory=list)
+    starts_at: AwareDatetime | None = None
+    """ISO 8601 with offset; before it the order raises no alarm (absent: in force already)."""
+    ends_at: AwareDatetime | None = None
+    """ISO 8601 with offset; from it on the order raises no alarm and its open ones clear."""
 
     @field_validator("timezone")
     @classmethod
@@ -140,6 +145,8 @@ class Order(StrictModel):
     def _rings_nest(self) -> Order:
         if self.pre_alert_m is not None and self.pre_alert_m <= self.alarm_m:
             raise ValueError("pre_alert_m must be larger than alarm_m")
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
         if self.offender_device in self.victim_devices:
             raise ValueError("offender_device cannot also be a victim device")
         names = [zone.name for zone in self.zone]
@@ -154,6 +161,14 @@ class Order(StrictModel):
     @property
     def tz(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.timezone)
+
+    def validity(self, t_ms: int) -> Validity:
+        """Whether the order holds at `t_ms` (epoch ms): from `starts_at`, until `ends_at`."""
+        if self.starts_at is not None and t_ms < self.starts_at.timestamp() * 1000:
+            return "not_started"
+        if self.ends_at is not None and t_ms >= self.ends_at.timestamp() * 1000:
+            return "ended"
+        return "in_force"
 
     @property
     def pre_alert_ring_m(self) -> float:

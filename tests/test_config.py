@@ -129,3 +129,21 @@ def test_nested_arrays_of_tables_name_their_own_line(tmp_path: Path) -> None:
     expected = orders.splitlines().index("radius_m = -1") + 1
     report = {(p.path, p.line) for p in caught.value.problems}
     assert report == {("order[1].zone[1].radius_m", expected)}
+
+
+def test_validity_needs_an_offset_and_ends_after_it_starts(tmp_path: Path) -> None:
+    """`starts_at`/`ends_at` are ISO 8601 with offset; an order holds from one until the other."""
+    valid = (
+        ISSUE_ORDERS + 'starts_at = "2026-12-01T09:00:00+01:00"\nends_at = 2027-06-01T00:00:00Z\n'
+    )
+    order = load_config(write(tmp_path / "ok", ISSUE_SETTINGS, valid), env={}).orders[0]
+    start_ms = 1_796_112_000_000  # 2026-12-01T08:00:00Z
+    assert order.validity(start_ms - 1) == "not_started"
+    assert order.validity(start_ms) == "in_force"
+    assert order.validity(1_811_808_000_000) == "ended"  # 2027-06-01T00:00:00Z
+    naive = ISSUE_ORDERS + 'starts_at = "2026-12-01T09:00:00"\n'
+    backwards = ISSUE_ORDERS + "starts_at = 2027-01-01T00:00:00Z\nends_at = 2026-01-01T00:00:00Z\n"
+    for name, orders in (("naive", naive), ("backwards", backwards)):
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path / name, ISSUE_SETTINGS, orders), env={})
+        assert {p.path for p in caught.value.problems} <= {"order[0].starts_at", "order[0]"}

@@ -37,6 +37,7 @@ from nabij.keys import Keys
 from nabij.logs import LogAggregator
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
 from nabij.mqtt_ingest import Subscriber
+from nabij.orders import Order
 from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
 from services.proximity.core.batch import run_isolating
 from services.proximity.core.engine import Effects, ProximityEngine
@@ -111,6 +112,7 @@ class ProximityService:
         # Until `run` reads the store: orders.toml, which is version 1 of an empty store.
         self._orders_version = 0
         self._orders = config.orders
+        self._engine_orders = self._in_force(clock())
         self._engine = self._new_engine()
         ingest = self._settings.proximity
         self._intake = Intake(
@@ -201,6 +203,7 @@ class ProximityService:
         wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
         current = order_store.bootstrap(self._redis, self._keys, self._orders, self._clock())
         self._orders_version, self._orders = current.version, tuple(current.orders)
+        self._engine_orders = self._in_force(self._clock())
         metrics.ORDERS_VERSION.labels(service=SERVICE).set(current.version)
         self._engine = self._new_engine()
         self._restore()
@@ -360,29 +363,58 @@ class ProximityService:
         return self._engine.is_known(device_id)
 
     def _new_engine(self) -> ProximityEngine:
-        return ProximityEngine(self._orders, self._settings.proximity, self._settings.privacy)
+        return ProximityEngine(
+            self._engine_orders, self._settings.proximity, self._settings.privacy
+        )
 
     def _follow_orders(self) -> None:
-        """Apply a new orders version between batches: unchanged pairs keep their state, new and
-        changed ones are judged at once from the latest fixes (`ProximityEngine.successor`)."""
-        latest = order_store.read_version(self._redis, self._keys)
-        if latest is None or latest.version == self._orders_version:
+        """Between batches: read a new orders version if there is one (one GET when there is
+        not), and move the engine to the orders in force now (`ProximityEngine.successor`:
+        unchanged pairs keep their state, new and changed ones are judged at once)."""
+        now = self._clock()
+        raw = self._redis.get(self._keys.orders_version)
+        if raw is not None and int(raw) != self._orders_version:
+            latest = order_store.read_version(self._redis, self._keys, int(raw))
+            if latest is not None:
+                log.info(
+                    "orders_version_read",
+                    orders_version=latest.version,
+                    by=latest.by,
+                    reason=latest.reason,
+                    changes=[f"{c.kind} {c.order_id}" for c in order_store.changes(
+                        self._orders, latest.orders
+                    )],
+                )  # fmt: skip
+                self._orders_version, self._orders = latest.version, tuple(latest.orders)
+                metrics.ORDERS_VERSION.labels(service=SERVICE).set(latest.version)
+        in_force = self._in_force(now)
+        if in_force == self._engine_orders:
             return
         effects = Effects()
-        self._engine = self._engine.successor(latest.orders, self._clock(), effects)
-        changed = order_store.changes(self._orders, latest.orders)
-        self._orders_version, self._orders = latest.version, tuple(latest.orders)
+        outside = {
+            o.id: f"order {o.validity(now).replace('_', ' ')}"
+            for o in self._orders
+            if o not in in_force
+        }
+        self._engine = self._engine.successor(in_force, now, effects, outside)
+        self._engine_orders = in_force
         self._commit(effects, [])
         self._publish_commands(effects)
-        metrics.ORDERS_VERSION.labels(service=SERVICE).set(latest.version)
         log.info(
-            "orders_applied",
-            orders_version=latest.version,
-            by=latest.by,
-            reason=latest.reason,
-            changes=[f"{c.kind} {c.order_id}" for c in changed],
+            "orders_in_force",
+            orders_version=self._orders_version,
+            in_force=[o.id for o in in_force],
+            not_in_force=outside,
             signals=len(effects.signals),
         )
+
+    def _in_force(self, now_ms: int) -> tuple[Order, ...]:
+        """The orders that hold now (`starts_at`/`ends_at`); the others raise no alarm, their
+        devices are unknown to the engine (refused, dead-lettered) and the gauge counts them."""
+        validity = Counter(o.validity(now_ms) for o in self._orders)
+        for why in ("not_started", "ended"):
+            metrics.ORDERS_NOT_IN_FORCE.labels(service=SERVICE, why=why).set(validity[why])
+        return tuple(o for o in self._orders if o.validity(now_ms) == "in_force")
 
     def _rollback(self) -> ProximityEngine:
         """An engine as last committed (a bug left the current one half-changed): rebuilt from

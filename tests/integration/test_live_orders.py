@@ -4,6 +4,7 @@ changes what the running services judge, without a restart, and keeps the record
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,14 @@ from nabij.contract import Notice
 from services.cli import main
 from tests.integration.conftest import StackFactory
 from tests.integration.console import PROBATION, add_operators, console_app, logged_in
-from tests.integration.stack import VICTIM_HOME, SimDevice, Stack, north_of, wait_until
+from tests.integration.stack import (
+    VICTIM_HOME,
+    SimDevice,
+    Stack,
+    north_of,
+    now_ms,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +181,32 @@ def test_a_swapped_device_is_refused_and_its_successor_judged_from_its_first_fix
         ),
         what="the old device refused as unknown",
     )
+
+
+def test_an_order_raises_alarms_only_between_starts_at_and_ends_at(
+    make_stack: StackFactory,
+) -> None:
+    """He stands 200 m from her throughout: nothing before `starts_at`, the alarm from then on,
+    cleared (order ended) at `ends_at`; meanwhile his messages are refused as unknown."""
+    now = now_ms()  # the stack's clock is anchored here (speed 20)
+    starts, ends = now + 40_000, now + 150_000
+    validity = f"starts_at = {iso(starts)}\nends_at = {iso(ends)}\n"
+    stack = make_stack(orders_toml=order_toml("ORD-T-1", 500, 1000) + validity)
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    stand(offender, victim, stack.clock(), 200, 20)
+    probation = stack.wait_notices(
+        "probation",
+        lambda ns: any(n.event == "cleared" and n.kind == "proximity_alarm" for n in ns),
+        "the alarm opened and cleared",
+    )
+    alarm = [n for n in probation if n.kind == "proximity_alarm" and n.event != "escalated"]
+    assert [n.event for n in alarm] == ["opened", "cleared"]
+    assert starts <= alarm[0].at < ends <= alarm[1].at
+    facts = stack.redis.hget(stack.keys.police_facts, alarm[1].alarm_id)
+    assert facts is not None and b"(order ended)" in facts
+    assert any(f.get(b"reason") == b"unknown_device" for f in stack.deadletters())
+
+
+def iso(t_ms: int) -> str:
+    return datetime.fromtimestamp(t_ms / 1000, UTC).isoformat()

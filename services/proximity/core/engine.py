@@ -10,7 +10,7 @@ the device (`pairs`) and, for an offender, his zones (`zone_rules`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from nabij.contract import DeviceEvent, Fix, Position, SetInterval, Warn, WarnLevel
@@ -34,6 +34,7 @@ __all__ = ["Effects", "ProximityEngine"]
 
 _OPEN_PHASES: Final = OPEN_PHASES
 _DEFAULT_PRIVACY: Final = PrivacySettings()
+_NO_REASONS: Final[Mapping[str, str]] = {}
 
 
 class ProximityEngine:
@@ -77,17 +78,28 @@ class ProximityEngine:
             if pair.key in self._pairs:
                 self._pairs[pair.key] = pair
 
-    def successor(self, orders: Sequence[Order], now_ms: int, effects: Effects) -> ProximityEngine:
+    def successor(
+        self,
+        orders: Sequence[Order],
+        now_ms: int,
+        effects: Effects,
+        ended_why: Mapping[str, str] = _NO_REASONS,
+    ) -> ProximityEngine:
         """The engine for a new version of the orders. Devices keep their state (latest fix
         included) and every pair that still exists keeps its rings. A pair of a new or changed
         order (rings, exemptions) is judged at once from its offender's latest fix, so a wider
         ring opens and a narrower one starts its exit dwell. A pair that no longer exists (order
-        ended, device replaced) has its open rings cleared, saying why."""
+        ended, device replaced) has its open rings cleared, saying why (`ended_why`: order id -> why
+        it left, "order ended" by default)."""
         engine = ProximityEngine(orders, self._settings, self._privacy)
         unchanged = {i for i, order in engine._orders.items() if self._orders.get(i) == order}
         for key, spec in self._topology.pairs.items():
             if key not in engine._pairs:
-                why = "order ended" if key[0] not in engine._orders else "device replaced"
+                why = (
+                    ended_why.get(key[0], "order ended")
+                    if key[0] not in engine._orders
+                    else "device replaced"
+                )
                 self._judge.ended(spec, why, now_ms, effects)
         engine.load(
             (d for d in self._devices.values() if engine.is_known(d.device_id)),
