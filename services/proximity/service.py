@@ -25,6 +25,7 @@ from typing import Final
 
 import msgspec
 import paho.mqtt.client as paho
+import redis
 import structlog
 from redis.client import Pipeline
 
@@ -372,21 +373,11 @@ class ProximityService:
         not), and move the engine to the orders in force now (`ProximityEngine.successor`:
         unchanged pairs keep their state, new and changed ones are judged at once)."""
         now = self._clock()
-        raw = self._redis.get(self._keys.orders_version)
-        if raw is not None and int(raw) != self._orders_version:
-            latest = order_store.read_version(self._redis, self._keys, int(raw))
-            if latest is not None:
-                log.info(
-                    "orders_version_read",
-                    orders_version=latest.version,
-                    by=latest.by,
-                    reason=latest.reason,
-                    changes=[f"{c.kind} {c.order_id}" for c in order_store.changes(
-                        self._orders, latest.orders
-                    )],
-                )  # fmt: skip
-                self._orders_version, self._orders = latest.version, tuple(latest.orders)
-                metrics.ORDERS_VERSION.labels(service=SERVICE).set(latest.version)
+        try:
+            self._read_orders_version()
+        except redis.RedisError as err:
+            # Redis away: the orders in hand still hold (and still expire); retried next check.
+            log.warning("orders_check_failed", error=str(err))
         in_force = self._in_force(now)
         if in_force == self._engine_orders:
             return
@@ -407,6 +398,24 @@ class ProximityService:
             not_in_force=outside,
             signals=len(effects.signals),
         )
+
+    def _read_orders_version(self) -> None:
+        raw = self._redis.get(self._keys.orders_version)
+        if raw is None or int(raw) == self._orders_version:
+            return
+        latest = order_store.read_version(self._redis, self._keys, int(raw))
+        if latest is None:
+            return
+        changes = order_store.changes(self._orders, latest.orders)
+        log.info(
+            "orders_version_read",
+            orders_version=latest.version,
+            by=latest.by,
+            reason=latest.reason,
+            changes=[f"{c.kind} {c.order_id}" for c in changes],
+        )
+        self._orders_version, self._orders = latest.version, tuple(latest.orders)
+        metrics.ORDERS_VERSION.labels(service=SERVICE).set(latest.version)
 
     def _in_force(self, now_ms: int) -> tuple[Order, ...]:
         """The orders that hold now (`starts_at`/`ends_at`); the others raise no alarm, their

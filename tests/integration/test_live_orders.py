@@ -48,6 +48,19 @@ def stand(offender: SimDevice, victim: SimDevice, start_ts: int, distance_m: flo
     return ts
 
 
+def running(
+    make_stack: StackFactory, orders_toml: str, distance_m: float, rounds: int
+) -> tuple[Stack, SimDevice, SimDevice, int]:
+    """Both services running, the offender having stood `distance_m` from her `rounds` times,
+    all of it committed; returns the time of the next round too."""
+    stack = make_stack(orders_toml=orders_toml)
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    ts = stand(offender, victim, stack.clock(), distance_m, rounds)
+    settle(stack, offender, victim)
+    return stack, offender, victim, ts
+
+
 def orders(stack: Stack, *args: str) -> int:
     return main(["orders", *args, "--config", str(stack.config_dir)])
 
@@ -75,11 +88,7 @@ def test_a_new_order_opens_its_alarm_and_the_history_says_who_and_why(
     order (500 m) applied while he stands there opens its alarm, no restart; both versions are
     on the record with who and why."""
     first = order_toml("ORD-T-1", 50, 80)
-    stack = make_stack(orders_toml=first)
-    stack.start_in_process()
-    offender, victim = stack.device("ank-1"), stack.device("vic-1")
-    ts = stand(offender, victim, stack.clock(), 200, 3)
-    settle(stack, offender, victim)
+    stack, offender, victim, ts = running(make_stack, first, 200, 3)
     assert stack.notices("probation") == []
     applied_at = time.monotonic()
     apply(stack, tmp_path, first + order_toml("ORD-T-2", 500, 1000), "judge-a", "court 2026/17")
@@ -142,11 +151,7 @@ def test_an_ended_order_stops_alarms_and_clears_saying_why(
 def test_a_widened_ring_opens_a_pre_alert_the_old_ring_did_not(
     make_stack: StackFactory, tmp_path: Path
 ) -> None:
-    stack = make_stack(orders_toml=order_toml("ORD-T-1", 100, 200))
-    stack.start_in_process()
-    offender, victim = stack.device("ank-1"), stack.device("vic-1")
-    ts = stand(offender, victim, stack.clock(), 700, 4)
-    settle(stack, offender, victim)
+    stack, offender, victim, ts = running(make_stack, order_toml("ORD-T-1", 100, 200), 700, 4)
     assert stack.notices("probation") == []
     apply(stack, tmp_path, order_toml("ORD-T-1", 300, 1000), "officer-c", "ring widened")
     stand(offender, victim, ts, 700, 6)
@@ -160,11 +165,7 @@ def test_a_widened_ring_opens_a_pre_alert_the_old_ring_did_not(
 def test_a_swapped_device_is_refused_and_its_successor_judged_from_its_first_fix(
     make_stack: StackFactory, tmp_path: Path
 ) -> None:
-    stack = make_stack(orders_toml=order_toml("ORD-T-1", 500, 1000))
-    stack.start_in_process()
-    old, victim = stack.device("ank-1"), stack.device("vic-1")
-    ts = stand(old, victim, stack.clock(), 3000, 2)
-    settle(stack, old, victim)
+    stack, old, victim, ts = running(make_stack, order_toml("ORD-T-1", 500, 1000), 3000, 2)
     apply(stack, tmp_path, order_toml("ORD-T-1", 500, 1000, "ank-2"), "tech-d", "strap broke")
     new = stack.device("ank-2")
     stand(new, victim, ts, 100, 3)
@@ -210,3 +211,18 @@ def test_an_order_raises_alarms_only_between_starts_at_and_ends_at(
 
 def iso(t_ms: int) -> str:
     return datetime.fromtimestamp(t_ms / 1000, UTC).isoformat()
+
+
+def test_the_store_not_the_file_is_the_truth_once_written(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """Orders applied while the services were down (the file on disk still says 50 m) are what
+    they apply when they start."""
+    stack = make_stack(orders_toml=order_toml("ORD-T-1", 50, 80))
+    apply(stack, tmp_path, order_toml("ORD-T-1", 500, 1000), "judge-e", "widened while down")
+    stack.start_in_process()
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    stand(offender, victim, stack.clock(), 200, 4)
+    stack.wait_notices(
+        "probation", lambda ns: opened(ns, "proximity_alarm", "ORD-T-1"), "alarm of the 500 m ring"
+    )
