@@ -84,19 +84,20 @@ def settle(stack: Stack, *devices: SimDevice) -> None:
 def test_a_new_order_opens_its_alarm_and_the_history_says_who_and_why(
     make_stack: StackFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An offender 200 m from her, outside the narrow rings of the first order: nothing. A second
-    order (500 m) applied while he stands there opens its alarm, no restart; both versions are
-    on the record with who and why."""
-    first = order_toml("ORD-T-1", 50, 80)
-    stack, offender, victim, ts = running(make_stack, first, 200, 3)
+    """An offender 80 m from her (under the critical distance), outside the narrow rings of the
+    first order: nothing. A second order (500 m) applied while he stands there opens its alarm
+    from the fixes already in, with no new fix and no restart; both versions are on the record
+    with who and why."""
+    first = order_toml("ORD-T-1", 20, 30)
+    stack, _offender, _victim, _ts = running(make_stack, first, 80, 3)
     assert stack.notices("probation") == []
     applied_at = time.monotonic()
     apply(stack, tmp_path, first + order_toml("ORD-T-2", 500, 1000), "judge-a", "court 2026/17")
-    ts = stand(offender, victim, ts, 200, 6)
     stack.wait_notices(
         "probation", lambda ns: opened(ns, "proximity_alarm", "ORD-T-2"), "the new order's alarm"
     )
-    print(f"alarm opened {time.monotonic() - applied_at:.2f} s after the apply (wall)")
+    with capsys.disabled():  # the test's own report of the 2 s goal, never asserted
+        print(f"\nalarm opened {time.monotonic() - applied_at:.2f} s after the apply (wall)")
     assert not opened(stack.notices("probation"), "proximity_alarm", "ORD-T-1")
     capsys.readouterr()
     assert orders(stack, "history", "ORD-T-2") == 0
