@@ -33,6 +33,7 @@ The services' publishes (device commands) go through paho on MQTT 5.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import selectors
 import socket
@@ -140,7 +141,11 @@ class Subscriber:
 
     def start(self) -> None:
         name = f"mqtt-{self.client_id}"
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        # In the starter's context, so its lines carry the starting service's name.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name=name, daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
