@@ -102,6 +102,17 @@ MQTT_REFUSED: Final = Counter(
     " marker never came back, so the ACL lets nothing through).",
     ["client", "reason"],
 )
+UNACKNOWLEDGED_ALARMS: Final = Gauge(
+    "nabij_unacknowledged_alarms",
+    "Open alarms nobody has acknowledged yet, by kind and priority (1 most urgent).",
+    ["kind", "priority"],
+)
+OLDEST_UNACKNOWLEDGED_OPENED: Final = Gauge(
+    "nabij_oldest_unacknowledged_alarm_opened_timestamp_seconds",
+    "When the oldest unacknowledged alarm of each priority opened (Unix time on nabij's clock);"
+    " its age is `time() - this`. No series for a priority with none.",
+    ["priority"],
+)
 READY: Final = Gauge(
     "nabij_ready",
     "1 while the service is ready (connected to MQTT and Redis, state loaded), else 0.",
@@ -123,9 +134,11 @@ __all__ = [
     "MESSAGES_REJECTED",
     "MQTT_REFUSED",
     "NOTICES",
+    "OLDEST_UNACKNOWLEDGED_OPENED",
     "OPEN_ALARMS",
     "READY",
     "REDIS_OOM_REFUSALS",
     "REDIS_OUT_OF_MEMORY",
     "SIGNALS_EMITTED",
+    "UNACKNOWLEDGED_ALARMS",
 ]

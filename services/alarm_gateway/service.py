@@ -349,10 +349,26 @@ class GatewayService:
 
     def _update_gauges(self) -> None:
         counts: dict[str, int] = {}
+        unacknowledged: Counter[tuple[str, int]] = Counter()
+        oldest_opened_ms: dict[int, int] = {}
         for record in self._book.open_alarms():
             counts[record.kind] = counts.get(record.kind, 0) + 1
+            if record.acknowledged_at is None:
+                unacknowledged[record.kind, record.priority] += 1
+                oldest = oldest_opened_ms.get(record.priority, record.opened_at)
+                oldest_opened_ms[record.priority] = min(oldest, record.opened_at)
         for kind in ALARM_KINDS:
             metrics.OPEN_ALARMS.labels(kind=kind).set(counts.get(kind, 0))
+        # Cleared first: a kind or priority with nothing unacknowledged left has no series (the
+        # age of "the oldest of none" is not a number an alert should compare).
+        metrics.UNACKNOWLEDGED_ALARMS.clear()
+        for (alarm_kind, priority), count in unacknowledged.items():
+            metrics.UNACKNOWLEDGED_ALARMS.labels(kind=alarm_kind, priority=str(priority)).set(count)
+        metrics.OLDEST_UNACKNOWLEDGED_OPENED.clear()
+        for priority, opened_ms in oldest_opened_ms.items():
+            metrics.OLDEST_UNACKNOWLEDGED_OPENED.labels(priority=str(priority)).set(
+                opened_ms / 1000
+            )
 
 
 def _refused(raw: bytes, detail: str, now_ms: int) -> Decision:
