@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test prometheus lint typecheck unit integration schemas screenshots bench clean
+.PHONY: install demo test prometheus lint typecheck unit integration schemas dashboard screenshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ screenshots: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/nabij export-schemas docs/schemas
+
+dashboard: $(STAMP)
+	$(BIN)/python -m nabij.dashboard config/grafana/dashboards/nabij.json
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
