@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+# Counters with no series yet (nothing refused so far) draw as 0 through `or vector(0)`, not as
+# "No data", which an on-call engineer would read as a broken scrape.
 # Grafana's rate window: at least four scrape intervals, whatever the zoom.
 RATE: Final = "$__rate_interval"
 GRID_WIDTH: Final = 24
@@ -105,11 +107,13 @@ ROWS: Final = (
                 " effect; by reason.",
                 (
                     (
-                        f"sum by (service, reason) (rate(nabij_messages_rejected_total[{RATE}]))",
+                        f"sum by (service, reason) (rate(nabij_messages_rejected_total[{RATE}]))"
+                        " or vector(0)",
                         "rejected {{service}} {{reason}}",
                     ),
                     (
-                        f"sum by (service, reason) (rate(nabij_messages_refused_total[{RATE}]))",
+                        f"sum by (service, reason) (rate(nabij_messages_refused_total[{RATE}]))"
+                        " or vector(0)",
                         "refused {{service}} {{reason}}",
                     ),
                     (
