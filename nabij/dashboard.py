@@ -196,6 +196,17 @@ ROWS: Final = (
                 (("nabij_ready", "{{service}}"),),
             ),
             Panel(
+                "MQTT readers connected",
+                "1 while a reader is connected to the broker; reconnects per window.",
+                (
+                    ("nabij_mqtt_connected", "{{client}}"),
+                    (
+                        f"sum by (client) (increase(nabij_mqtt_connections_total[{RATE}]))",
+                        "connections {{client}}",
+                    ),
+                ),
+            ),
+            Panel(
                 "Redis out of memory",
                 "1 while Redis refuses the service's writes for lack of memory.",
                 (("nabij_redis_out_of_memory", "{{service}}"),),

@@ -113,6 +113,16 @@ OLDEST_UNACKNOWLEDGED_OPENED: Final = Gauge(
     " its age is `time() - this`. No series for a priority with none.",
     ["priority"],
 )
+MQTT_CONNECTED: Final = Gauge(
+    "nabij_mqtt_connected",
+    "1 while this MQTT reader of nabij is connected to the broker, else 0, by client id.",
+    ["client"],
+)
+MQTT_CONNECTIONS: Final = Counter(
+    "nabij_mqtt_connections",
+    "Connections an MQTT reader of nabij established, by client id: more than one is a reconnect.",
+    ["client"],
+)
 READY: Final = Gauge(
     "nabij_ready",
     "1 while the service is ready (connected to MQTT and Redis, state loaded), else 0.",
@@ -132,6 +142,8 @@ __all__ = [
     "MESSAGES_RECEIVED",
     "MESSAGES_REFUSED",
     "MESSAGES_REJECTED",
+    "MQTT_CONNECTED",
+    "MQTT_CONNECTIONS",
     "MQTT_REFUSED",
     "NOTICES",
     "OLDEST_UNACKNOWLEDGED_OPENED",

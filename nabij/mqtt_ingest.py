@@ -185,6 +185,7 @@ class Subscriber:
             except Exception:  # a bug in a sink must not end ingest silently: log, reconnect
                 self._log.exception("mqtt_reader_failed", retry_in_s=backoff)
             finally:
+                metrics.MQTT_CONNECTED.labels(client=self.client_id).set(0)
                 self.connection = 0
                 self.subscribed = False
                 self.caught_up = False
@@ -226,6 +227,8 @@ class Subscriber:
         link = _Link(sock, self._clock)
         link.send(b"".join(out))
         self._log.info("mqtt_connected", connection=connection)
+        metrics.MQTT_CONNECTIONS.labels(client=self.client_id).inc()
+        metrics.MQTT_CONNECTED.labels(client=self.client_id).set(1)
         reader = packets.PacketReader()
         selector = selectors.DefaultSelector()
         selector.register(sock, selectors.EVENT_READ)

@@ -99,6 +99,8 @@ def test_key_series_and_every_dashboard_panel_after_an_approach_and_a_button_pre
         == 1.0
     )
     assert scraped.value('sum(up{job="nabij"})') == 1.0
+    # Proximity's two readers (bulk and fast lanes), both connected.
+    assert scraped.value("count(nabij_mqtt_connected == 1)") == 2.0
     opened = scraped.prometheus.query("nabij_oldest_unacknowledged_alarm_opened_timestamp_seconds")
     assert "1" in {sample["metric"]["priority"] for sample in opened}  # type: ignore[index]
     assert scraped.value('count(nabij_decision_latency_seconds_bucket{service="proximity"})')
