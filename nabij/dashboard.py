@@ -207,6 +207,15 @@ ROWS: Final = (
                 ),
             ),
             Panel(
+                "Streams",
+                "Entries in the gateway's streams; its consumer group's pending entries and lag.",
+                (
+                    ("nabij_stream_length", "length {{stream}}"),
+                    ("nabij_consumer_group_pending", "pending {{stream}}"),
+                    ("nabij_consumer_group_lag", "lag {{stream}}"),
+                ),
+            ),
+            Panel(
                 "Redis out of memory",
                 "1 while Redis refuses the service's writes for lack of memory.",
                 (("nabij_redis_out_of_memory", "{{service}}"),),

@@ -123,6 +123,22 @@ MQTT_CONNECTIONS: Final = Counter(
     "Connections an MQTT reader of nabij established, by client id: more than one is a reconnect.",
     ["client"],
 )
+STREAM_LENGTH: Final = Gauge(
+    "nabij_stream_length",
+    "Entries in a Redis stream the gateway reads or writes (gateway_inbox, human_requests,"
+    " dispatch_probation, dispatch_police).",
+    ["stream"],
+)
+CONSUMER_GROUP_PENDING: Final = Gauge(
+    "nabij_consumer_group_pending",
+    "Entries of an input stream delivered to the gateway's consumer group and not yet applied.",
+    ["stream"],
+)
+CONSUMER_GROUP_LAG: Final = Gauge(
+    "nabij_consumer_group_lag",
+    "Entries of an input stream not yet delivered to the gateway's consumer group.",
+    ["stream"],
+)
 READY: Final = Gauge(
     "nabij_ready",
     "1 while the service is ready (connected to MQTT and Redis, state loaded), else 0.",
@@ -134,6 +150,8 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "COMMANDS_REFUSED",
     "COMMANDS_SENT",
+    "CONSUMER_GROUP_LAG",
+    "CONSUMER_GROUP_PENDING",
     "DEADLETTERS_DROPPED",
     "DECISION_LATENCY",
     "INGEST_QUEUED",
@@ -152,5 +170,6 @@ __all__ = [
     "REDIS_OOM_REFUSALS",
     "REDIS_OUT_OF_MEMORY",
     "SIGNALS_EMITTED",
+    "STREAM_LENGTH",
     "UNACKNOWLEDGED_ALARMS",
 ]

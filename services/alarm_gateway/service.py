@@ -34,6 +34,7 @@ from nabij.commit import HEARTBEAT_INTERVAL_S, TRANSIENT_REDIS_ERRORS, ServiceWr
 from nabij.config import Config
 from nabij.contract import (
     ALARM_KINDS,
+    QUEUE_NAMES,
     AlarmSignal,
     GatewayInput,
     HumanRequest,
@@ -140,6 +141,7 @@ class GatewayService:
                 try:
                     if time.monotonic() >= next_beat:
                         beat(self._redis, self._keys, SERVICE, self._clock(), log)
+                        self._observe_streams()
                         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
                     if time.monotonic() >= next_trim:
                         self._trim()
@@ -163,6 +165,32 @@ class GatewayService:
         finally:
             metrics.READY.labels(service=SERVICE).set(0)
             log.info("gateway_stopped")
+
+    def _observe_streams(self) -> None:
+        """Stream lengths and the consumer group's pending entries and lag, for ops."""
+        inputs = {
+            "gateway_inbox": self._keys.gateway_inbox,
+            "human_requests": self._keys.human_requests,
+        }
+        streams = {
+            **inputs,
+            **{f"dispatch_{queue}": self._keys.dispatch(queue) for queue in QUEUE_NAMES},
+        }
+        pipe = self._redis.pipeline(transaction=False)
+        for key in streams.values():
+            pipe.xlen(key)
+        for key in inputs.values():
+            pipe.xinfo_groups(key)
+        replies = pipe.execute()
+        for name, length in zip(streams, replies[: len(streams)], strict=True):
+            metrics.STREAM_LENGTH.labels(stream=name).set(length)
+        for name, groups in zip(inputs, replies[len(streams) :], strict=True):
+            for group in groups:
+                if group["name"] == self._keys.gateway_group.encode():
+                    metrics.CONSUMER_GROUP_PENDING.labels(stream=name).set(group["pending"])
+                    # Redis reports no lag when it cannot tell (entries deleted mid-range).
+                    if group.get("lag") is not None:
+                        metrics.CONSUMER_GROUP_LAG.labels(stream=name).set(group["lag"])
 
     def _ensure_group(self) -> None:
         for stream in self._inputs:

@@ -89,6 +89,8 @@ def test_key_series_and_every_dashboard_panel_after_an_approach_and_a_button_pre
             scraped.value('nabij_unacknowledged_alarms{kind="aware_button",priority="1"}') == 1.0
             and scraped.value('nabij_open_alarms{kind="proximity_alarm"}') == 1.0
             and scraped.value('nabij_messages_rejected_total{reason="invalid_json"}') == 1.0
+            # The button press's and the proximity alarm's notices, measured at a heartbeat.
+            and (scraped.value('nabij_stream_length{stream="dispatch_probation"}') or 0) >= 2
         )
 
     wait_until(series_show_the_scenario, what="the open alarms scraped")
@@ -99,6 +101,7 @@ def test_key_series_and_every_dashboard_panel_after_an_approach_and_a_button_pre
         == 1.0
     )
     assert scraped.value('sum(up{job="nabij"})') == 1.0
+    assert scraped.value('nabij_consumer_group_lag{stream="gateway_inbox"}') is not None
     # Proximity's two readers (bulk and fast lanes), both connected.
     assert scraped.value("count(nabij_mqtt_connected == 1)") == 2.0
     opened = scraped.prometheus.query("nabij_oldest_unacknowledged_alarm_opened_timestamp_seconds")
