@@ -181,10 +181,14 @@ class GatewayService:
             pipe.xlen(key)
         for key in inputs.values():
             pipe.xinfo_groups(key)
-        replies = pipe.execute()
+        # An input stream Redis lost (restarted empty) answers an error until the group is
+        # recreated: not measured this time, and never a reason to stop the gateway.
+        replies = pipe.execute(raise_on_error=False)
         for name, length in zip(streams, replies[: len(streams)], strict=True):
             metrics.STREAM_LENGTH.labels(stream=name).set(length)
         for name, groups in zip(inputs, replies[len(streams) :], strict=True):
+            if isinstance(groups, redis.ResponseError):
+                continue
             for group in groups:
                 if group["name"] == self._keys.gateway_group.encode():
                     metrics.CONSUMER_GROUP_PENDING.labels(stream=name).set(group["pending"])
