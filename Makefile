@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit integration schemas screenshots bench clean
+.PHONY: install demo test prometheus lint typecheck unit integration schemas dashboard screenshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-servers.sh
+	$(MAKE) --no-print-directory prometheus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2
+
+# The alert rules, their unit tests, the scrape config and the Alertmanager example.
+prometheus:
+	promtool check rules config/prometheus/rules/nabij.yml
+	promtool test rules config/prometheus/tests/nabij_test.yml
+	promtool check config config/prometheus/prometheus.yml
+	amtool check-config config/prometheus/alertmanager.yml
 
 unit: $(STAMP)
 	$(BIN)/pytest -n 2 -m "not integration"
@@ -33,6 +41,9 @@ screenshots: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/nabij export-schemas docs/schemas
+
+dashboard: $(STAMP)
+	$(BIN)/python -m nabij.dashboard config/grafana/dashboards/nabij.json
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

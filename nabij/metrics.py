@@ -102,6 +102,43 @@ MQTT_REFUSED: Final = Counter(
     " marker never came back, so the ACL lets nothing through).",
     ["client", "reason"],
 )
+UNACKNOWLEDGED_ALARMS: Final = Gauge(
+    "nabij_unacknowledged_alarms",
+    "Open alarms nobody has acknowledged yet, by kind and priority (1 most urgent).",
+    ["kind", "priority"],
+)
+OLDEST_UNACKNOWLEDGED_OPENED: Final = Gauge(
+    "nabij_oldest_unacknowledged_alarm_opened_timestamp_seconds",
+    "When the oldest unacknowledged alarm of each priority opened (Unix time on nabij's clock);"
+    " its age is `time() - this`. No series for a priority with none.",
+    ["priority"],
+)
+MQTT_CONNECTED: Final = Gauge(
+    "nabij_mqtt_connected",
+    "1 while this MQTT reader of nabij is connected to the broker, else 0, by client id.",
+    ["client"],
+)
+MQTT_CONNECTIONS: Final = Counter(
+    "nabij_mqtt_connections",
+    "Connections an MQTT reader of nabij established, by client id: more than one is a reconnect.",
+    ["client"],
+)
+STREAM_LENGTH: Final = Gauge(
+    "nabij_stream_length",
+    "Entries in a Redis stream the gateway reads or writes (gateway_inbox, human_requests,"
+    " dispatch_probation, dispatch_police).",
+    ["stream"],
+)
+CONSUMER_GROUP_PENDING: Final = Gauge(
+    "nabij_consumer_group_pending",
+    "Entries of an input stream delivered to the gateway's consumer group and not yet applied.",
+    ["stream"],
+)
+CONSUMER_GROUP_LAG: Final = Gauge(
+    "nabij_consumer_group_lag",
+    "Entries of an input stream not yet delivered to the gateway's consumer group.",
+    ["stream"],
+)
 READY: Final = Gauge(
     "nabij_ready",
     "1 while the service is ready (connected to MQTT and Redis, state loaded), else 0.",
@@ -113,6 +150,8 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "COMMANDS_REFUSED",
     "COMMANDS_SENT",
+    "CONSUMER_GROUP_LAG",
+    "CONSUMER_GROUP_PENDING",
     "DEADLETTERS_DROPPED",
     "DECISION_LATENCY",
     "INGEST_QUEUED",
@@ -121,13 +160,18 @@ __all__ = [
     "MESSAGES_RECEIVED",
     "MESSAGES_REFUSED",
     "MESSAGES_REJECTED",
+    "MQTT_CONNECTED",
+    "MQTT_CONNECTIONS",
     "MQTT_REFUSED",
     "NOTICES",
+    "OLDEST_UNACKNOWLEDGED_OPENED",
     "OPEN_ALARMS",
     "READY",
     "REDIS_OOM_REFUSALS",
     "REDIS_OUT_OF_MEMORY",
     "SIGNALS_EMITTED",
+    "STREAM_LENGTH",
+    "UNACKNOWLEDGED_ALARMS",
 ]
 ORDERS_VERSION: Final = Gauge(
     "nabij_orders_version",

@@ -33,6 +33,7 @@ The services' publishes (device commands) go through paho on MQTT 5.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import selectors
 import socket
@@ -140,7 +141,11 @@ class Subscriber:
 
     def start(self) -> None:
         name = f"mqtt-{self.client_id}"
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        # In the starter's context, so its lines carry the starting service's name.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name=name, daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -180,6 +185,7 @@ class Subscriber:
             except Exception:  # a bug in a sink must not end ingest silently: log, reconnect
                 self._log.exception("mqtt_reader_failed", retry_in_s=backoff)
             finally:
+                metrics.MQTT_CONNECTED.labels(client=self.client_id).set(0)
                 self.connection = 0
                 self.subscribed = False
                 self.caught_up = False
@@ -221,6 +227,8 @@ class Subscriber:
         link = _Link(sock, self._clock)
         link.send(b"".join(out))
         self._log.info("mqtt_connected", connection=connection)
+        metrics.MQTT_CONNECTIONS.labels(client=self.client_id).inc()
+        metrics.MQTT_CONNECTED.labels(client=self.client_id).set(1)
         reader = packets.PacketReader()
         selector = selectors.DefaultSelector()
         selector.register(sock, selectors.EVENT_READ)

@@ -83,12 +83,12 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
         ],
         "gateway": [
             Grant(
-                ("xgroup|create", "xreadgroup", "xack", "xdel"),
+                ("xgroup|create", "xreadgroup", "xack", "xdel", "xlen", "xinfo|groups"),
                 (keys.gateway_inbox, keys.human_requests),
             ),
             Grant(("hgetall", "hget", "hset", "hdel"), (keys.alarms, keys.police_facts)),
             Grant(
-                ("xadd", "xrange", "xrevrange", "xtrim"),
+                ("xadd", "xrange", "xrevrange", "xtrim", "xlen"),
                 (keys.resolved_alarms, keys.dispatch("probation"), keys.dispatch("police")),
             ),
             Grant(("set",), (keys.request_outcome(ANY),), "W"),

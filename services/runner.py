@@ -50,6 +50,9 @@ def run_services(
     failed: list[str] = []
 
     def guard(name: str, service: Service) -> None:
+        # Every line this thread logs (and the threads it starts, which copy its context) names
+        # its service, not the process's "run".
+        structlog.contextvars.bind_contextvars(service=name)
         try:
             service.run(stop)
         except Exception:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import queue
 import re
@@ -24,6 +25,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
@@ -654,3 +657,64 @@ __all__ = [
     "find_binary",
     "free_port",
 ]
+
+
+class PrometheusServer(_ServerProcess):
+    """Debian's `prometheus` scraping `targets` (host:port) every second as job `nabij`, with
+    nabij's alert rules evaluated every second, its TSDB in its own data directory."""
+
+    name = "prometheus"
+    RULES: Final = Path(__file__).parent.parent / "config/prometheus/rules/nabij.yml"
+
+    def __init__(self, directory: Path, targets: Sequence[str], port: int | None = None) -> None:
+        super().__init__(directory, port)
+        self.binary = find_binary("prometheus", ["/usr/bin/prometheus"])
+        self.targets = tuple(targets)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def api(self, path: str, **params: str) -> object:
+        """The `data` of a Prometheus HTTP API answer; raises on an error answer."""
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as answer:
+            body = json.loads(answer.read())
+        if body.get("status") != "success":
+            raise ServerError(f"prometheus {path} {params}: {body}")
+        return body["data"]
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        """The instant vector `promql` evaluates to now (an error if it does not parse)."""
+        data = self.api("query", query=promql)
+        assert isinstance(data, dict)
+        result = data["result"]
+        assert isinstance(result, list)
+        return result
+
+    def _command(self) -> list[str]:
+        return [
+            self.binary,
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.data_dir}",
+            f"--web.listen-address={HOST}:{self.port}",
+        ]
+
+    def _config(self) -> str:
+        # JSON is YAML: no YAML library needed to write it.
+        return json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(self.RULES)],
+                "scrape_configs": [
+                    {"job_name": "nabij", "static_configs": [{"targets": list(self.targets)}]}
+                ],
+            }
+        )
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False

@@ -34,6 +34,7 @@ from nabij.commit import HEARTBEAT_INTERVAL_S, TRANSIENT_REDIS_ERRORS, ServiceWr
 from nabij.config import Config
 from nabij.contract import (
     ALARM_KINDS,
+    QUEUE_NAMES,
     AlarmSignal,
     GatewayInput,
     HumanRequest,
@@ -140,6 +141,7 @@ class GatewayService:
                 try:
                     if time.monotonic() >= next_beat:
                         beat(self._redis, self._keys, SERVICE, self._clock(), log)
+                        self._observe_streams()
                         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
                     if time.monotonic() >= next_trim:
                         self._trim()
@@ -163,6 +165,36 @@ class GatewayService:
         finally:
             metrics.READY.labels(service=SERVICE).set(0)
             log.info("gateway_stopped")
+
+    def _observe_streams(self) -> None:
+        """Stream lengths and the consumer group's pending entries and lag, for ops."""
+        inputs = {
+            "gateway_inbox": self._keys.gateway_inbox,
+            "human_requests": self._keys.human_requests,
+        }
+        streams = {
+            **inputs,
+            **{f"dispatch_{queue}": self._keys.dispatch(queue) for queue in QUEUE_NAMES},
+        }
+        pipe = self._redis.pipeline(transaction=False)
+        for key in streams.values():
+            pipe.xlen(key)
+        for key in inputs.values():
+            pipe.xinfo_groups(key)
+        # An input stream Redis lost (restarted empty) answers an error until the group is
+        # recreated: not measured this time, and never a reason to stop the gateway.
+        replies = pipe.execute(raise_on_error=False)
+        for name, length in zip(streams, replies[: len(streams)], strict=True):
+            metrics.STREAM_LENGTH.labels(stream=name).set(length)
+        for name, groups in zip(inputs, replies[len(streams) :], strict=True):
+            if isinstance(groups, redis.ResponseError):
+                continue
+            for group in groups:
+                if group["name"] == self._keys.gateway_group.encode():
+                    metrics.CONSUMER_GROUP_PENDING.labels(stream=name).set(group["pending"])
+                    # Redis reports no lag when it cannot tell (entries deleted mid-range).
+                    if group.get("lag") is not None:
+                        metrics.CONSUMER_GROUP_LAG.labels(stream=name).set(group["lag"])
 
     def _ensure_group(self) -> None:
         for stream in self._inputs:
@@ -349,10 +381,26 @@ class GatewayService:
 
     def _update_gauges(self) -> None:
         counts: dict[str, int] = {}
+        unacknowledged: Counter[tuple[str, int]] = Counter()
+        oldest_opened_ms: dict[int, int] = {}
         for record in self._book.open_alarms():
             counts[record.kind] = counts.get(record.kind, 0) + 1
+            if record.acknowledged_at is None:
+                unacknowledged[record.kind, record.priority] += 1
+                oldest = oldest_opened_ms.get(record.priority, record.opened_at)
+                oldest_opened_ms[record.priority] = min(oldest, record.opened_at)
         for kind in ALARM_KINDS:
             metrics.OPEN_ALARMS.labels(kind=kind).set(counts.get(kind, 0))
+        # Cleared first: a kind or priority with nothing unacknowledged left has no series (the
+        # age of "the oldest of none" is not a number an alert should compare).
+        metrics.UNACKNOWLEDGED_ALARMS.clear()
+        for (alarm_kind, priority), count in unacknowledged.items():
+            metrics.UNACKNOWLEDGED_ALARMS.labels(kind=alarm_kind, priority=str(priority)).set(count)
+        metrics.OLDEST_UNACKNOWLEDGED_OPENED.clear()
+        for priority, opened_ms in oldest_opened_ms.items():
+            metrics.OLDEST_UNACKNOWLEDGED_OPENED.labels(priority=str(priority)).set(
+                opened_ms / 1000
+            )
 
 
 def _refused(raw: bytes, detail: str, now_ms: int) -> Decision:

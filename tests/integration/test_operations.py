@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.error
@@ -59,6 +60,11 @@ def test_run_serves_readiness_health_and_metrics(make_stack: StackFactory) -> No
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0
+    # Under `run`, each service's lines (theirs and their MQTT readers') carry its own name.
+    lines = [json.loads(line) for line in (stack.config_dir / "run.log").read_text().splitlines()]
+    by_event = {(line["event"], line["service"]) for line in lines}
+    assert ("mqtt_connected", "proximity") in by_event
+    assert ("mqtt_connected", "run") not in by_event
 
 
 def test_alarms_ack_and_resolve_from_the_command_line(

@@ -1,0 +1,127 @@
+"""A real Prometheus scraping `nabij run`: the key series after an approach and an alarm-button
+press, every dashboard panel's query answered, and nabij's alert rules evaluated."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nabij import dashboard
+from tests.integration.conftest import StackFactory
+from tests.integration.stack import VICTIM_HOME, Stack, wait_until
+from tests.integration.test_alarm_path import kinds, walk
+from tests.servers import HOST, PrometheusServer, free_port
+
+pytestmark = pytest.mark.integration
+# A window of many one-second scrapes, for the dashboard's `$__rate_interval`.
+RATE_WINDOW = "1m"
+NABIJ_RUN = (sys.executable, "-m", "services.cli", "run")
+
+
+@dataclass
+class Scraped:
+    stack: Stack
+    nabij: subprocess.Popen[bytes]
+    prometheus: PrometheusServer
+
+    def value(self, promql: str) -> float | None:
+        """The single sample `promql` has now, or None while it has none."""
+        result = self.prometheus.query(promql)
+        if len(result) != 1:
+            return None
+        sample = result[0]["value"]
+        assert isinstance(sample, list)
+        return float(sample[1])
+
+    def alert_states(self, name: str) -> set[str]:
+        data = self.prometheus.api("alerts")
+        assert isinstance(data, dict)
+        return {alert["state"] for alert in data["alerts"] if alert["labels"]["alertname"] == name}
+
+
+@pytest.fixture
+def scraped(make_stack: StackFactory, tmp_path: Path) -> Iterator[Scraped]:
+    """`nabij run` with its metrics on a free port, scraped every second by a real Prometheus."""
+    stack = make_stack()
+    port = free_port()
+    nabij = subprocess.Popen(
+        [*NABIJ_RUN, "--config", str(stack.config_dir), "--metrics-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=(stack.config_dir / "run.log").open("ab"),
+    )
+    prometheus = PrometheusServer(tmp_path / "prometheus", [f"{HOST}:{port}"])
+    try:
+        prometheus.start()
+        setup = Scraped(stack, nabij, prometheus)
+        wait_until(
+            lambda: setup.value('min(nabij_ready{job="nabij"})') == 1.0,
+            what="both services ready, as Prometheus sees them",
+            detail=stack.logs,
+        )
+        yield setup
+    finally:
+        prometheus.stop()
+        nabij.kill()
+        nabij.wait(timeout=15)
+
+
+def test_key_series_and_every_dashboard_panel_after_an_approach_and_a_button_press(
+    scraped: Scraped,
+) -> None:
+    stack = scraped.stack
+    offender, victim = stack.device("ank-1"), stack.device("vic-1")
+    walk(offender, victim, stack.clock(), [50])
+    victim.publish_raw("fix", b"{broken")
+    victim.event(stack.clock(), "aware_button", lat=VICTIM_HOME[0], lon=VICTIM_HOME[1], acc=10.0)
+    stack.wait_notices(
+        "probation",
+        lambda ns: {"proximity_alarm", "aware_button"} <= set(kinds(ns, "opened")),
+        "the proximity alarm and the button press opened",
+    )
+
+    def series_show_the_scenario() -> bool:
+        return (
+            scraped.value('nabij_unacknowledged_alarms{kind="aware_button",priority="1"}') == 1.0
+            and scraped.value('nabij_open_alarms{kind="proximity_alarm"}') == 1.0
+            and scraped.value('nabij_messages_rejected_total{reason="invalid_json"}') == 1.0
+            # The button press's and the proximity alarm's notices, measured at a heartbeat.
+            and (scraped.value('nabij_stream_length{stream="dispatch_probation"}') or 0) >= 2
+        )
+
+    wait_until(series_show_the_scenario, what="the open alarms scraped")
+    # One fix each received; the broken one rejected before it had a kind.
+    assert scraped.value('sum(nabij_messages_received_total{kind="Fix"})') == 2.0
+    assert (
+        scraped.value('nabij_notices_total{queue="police",kind="aware_button",event="opened"}')
+        == 1.0
+    )
+    assert scraped.value('sum(up{job="nabij"})') == 1.0
+    assert scraped.value('nabij_consumer_group_lag{stream="gateway_inbox"}') is not None
+    # Proximity's two readers (bulk and fast lanes), both connected.
+    assert scraped.value("count(nabij_mqtt_connected == 1)") == 2.0
+    opened = scraped.prometheus.query("nabij_oldest_unacknowledged_alarm_opened_timestamp_seconds")
+    assert "1" in {sample["metric"]["priority"] for sample in opened}  # type: ignore[index]
+    assert scraped.value('count(nabij_decision_latency_seconds_bucket{service="proximity"})')
+
+    def panels_without_data() -> list[str]:
+        # Each query parses (an error answer raises) and, once scraped a few times, has data.
+        queries = dashboard.panel_queries()
+        swapped = [(title, expr.replace(dashboard.RATE, RATE_WINDOW)) for title, expr in queries]
+        return [f"{title}: {expr}" for title, expr in swapped if not scraped.prometheus.query(expr)]
+
+    wait_until(lambda: not panels_without_data(), what="every panel", detail=panels_without_data)
+
+
+def test_killed_services_set_off_the_service_down_rule(scraped: Scraped) -> None:
+    assert scraped.alert_states("NabijServiceDown") == set()
+    scraped.nabij.kill()
+    scraped.nabij.wait(timeout=15)
+    wait_until(
+        lambda: scraped.alert_states("NabijServiceDown") & {"pending", "firing"} != set(),
+        what="NabijServiceDown pending or firing in /api/v1/alerts",
+    )
