@@ -24,7 +24,7 @@ from services.console.core import (
     queue_of,
     visible,
 )
-from services.proximity.core.state import DeviceState
+from services.proximity.core.state import DeviceState, device_state_decoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class Reader:
 
     def device(self, device_id: str) -> DeviceState | None:
         blob = cast(bytes | None, self.client.get(self.keys.device_state(device_id)))
-        return None if blob is None else msgspec.msgpack.decode(blob, type=DeviceState)
+        return None if blob is None else device_state_decoder.decode(blob)
 
     def gateway_alive(self) -> bool:
         return bool(self.client.exists(self.keys.health("gateway")))

@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Final
 
-import msgspec
 import paho.mqtt.client as paho
 import redis
 import structlog
@@ -44,7 +43,11 @@ from services.proximity.core.batch import run_isolating
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.lanes import LaneLimits
-from services.proximity.core.state import DeviceState, PairState
+from services.proximity.core.state import (
+    device_state_decoder,
+    pair_state_decoder,
+    state_encoder,
+)
 from services.proximity.intake import Intake, Received
 from services.proximity.outbox import CommandOutbox
 
@@ -57,9 +60,6 @@ MIN_TICK_WALL_S = 0.01
 ORDERS_CHECK_S = 0.5
 # Longest wall wait for MQTT messages before the loop looks at its timers again.
 DRAIN_WAIT_S = 0.2
-_state_encoder = msgspec.msgpack.Encoder()
-_device_decoder = msgspec.msgpack.Decoder(DeviceState)
-_pair_decoder = msgspec.msgpack.Decoder(PairState)
 REDIS_START_TIMEOUT_S = 60.0
 # Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
 log = structlog.get_logger(service=SERVICE)
@@ -295,14 +295,14 @@ class ProximityService:
         keys = self._keys
         for device_id in effects.changed_devices:
             pipe.set(
-                keys.device_state(device_id), _state_encoder.encode(self._engine.device(device_id))
+                keys.device_state(device_id), state_encoder.encode(self._engine.device(device_id))
             )
         if effects.changed_devices:
             pipe.sadd(keys.proximity_devices, *effects.changed_devices)
         for pair_key in effects.changed_pairs:
             order_id, offender, victim = pair_key
             state = self._engine.pair(pair_key)
-            pipe.set(keys.pair_state(offender, order_id, victim), _state_encoder.encode(state))
+            pipe.set(keys.pair_state(offender, order_id, victim), state_encoder.encode(state))
         for signal in effects.signals:
             pipe.xadd(keys.gateway_inbox, {"input": encode(signal)})
         self._outbox.queue(pipe, effects.commands)
@@ -443,8 +443,8 @@ class ProximityService:
             for victim in order.victim_devices
         ]
         pair_blobs = streams.values(self._redis, pair_keys)
-        devices = [_device_decoder.decode(b) for b in device_blobs if b is not None]
-        pairs = [_pair_decoder.decode(b) for b in pair_blobs if b is not None]
+        devices = [device_state_decoder.decode(b) for b in device_blobs if b is not None]
+        pairs = [pair_state_decoder.decode(b) for b in pair_blobs if b is not None]
         self._engine.load(
             [d for d in devices if self._engine.is_known(d.device_id)],
             pairs,

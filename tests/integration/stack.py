@@ -40,7 +40,7 @@ from nabij.keys import Keys
 from nabij.mqtt import MqttEndpoint, make_client
 from nabij.redis_acl import default_username
 from nabij.settings import REDIS_ROLES, RedisRole
-from services.proximity.core.state import DeviceState
+from services.proximity.core.state import DeviceState, device_state_decoder
 from services.runner import Service, build_services
 
 # Amsterdam Centraal; the victim stays here in most tests.
@@ -376,7 +376,7 @@ class Stack:
     def device_state(self, device_id: str) -> DeviceState | None:
         """The device's state as the proximity service last committed it."""
         blob = self.redis.get(self.keys.device_state(device_id))
-        return None if blob is None else msgspec.msgpack.decode(blob, type=DeviceState)
+        return None if blob is None else device_state_decoder.decode(blob)
 
     def wait_committed(self, device: SimDevice) -> None:
         """Until the proximity service has committed the device's latest message."""

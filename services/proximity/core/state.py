@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -161,3 +161,10 @@ class PairState(msgspec.Struct):
     @property
     def key(self) -> PairKey:
         return (self.order_id, self.offender_device, self.victim_device)
+
+
+# How the shell stores this state (msgpack), built once: the proximity service writes and reads
+# it, the console and the tests only read device state.
+state_encoder: Final = msgspec.msgpack.Encoder()
+device_state_decoder: Final = msgspec.msgpack.Decoder(DeviceState)
+pair_state_decoder: Final = msgspec.msgpack.Decoder(PairState)
