@@ -30,6 +30,7 @@ prometheus:
 	promtool check rules config/prometheus/rules/nabij.yml
 	promtool test rules config/prometheus/tests/nabij_test.yml
 	promtool check config config/prometheus/prometheus.yml
+	promtool check config deploy/prometheus/prometheus.yml
 	amtool check-config config/prometheus/alertmanager.yml
 
 unit: $(STAMP)

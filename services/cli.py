@@ -6,7 +6,10 @@ import argparse
 import hashlib
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
+from http import HTTPStatus
 from pathlib import Path
 from typing import Literal
 
@@ -46,7 +49,7 @@ EXIT_NO_ANSWER = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result: int = args.handler(args)
@@ -60,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nabij", description="Proximity alerting for victims of stalking."
     )
@@ -116,6 +119,14 @@ def _parser() -> argparse.ArgumentParser:
 
     for register in SUBCOMMAND_PACKAGES:
         register(commands)
+
+    cmd = commands.add_parser(
+        "healthcheck", help="exit 0 when a service's /healthz answers 200 (container probes)"
+    )
+    cmd.add_argument("--port", type=int, required=True, help="its --metrics-port (console: port)")
+    cmd.add_argument("--host", default="127.0.0.1")
+    cmd.add_argument("--timeout", type=float, default=2.0, help="seconds")
+    cmd.set_defaults(handler=_healthcheck)
 
     cmd = commands.add_parser("redis-acl", help="print the Redis ACL file of nabij's users")
     add_config_argument(cmd)
@@ -245,8 +256,26 @@ def _redis_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _healthcheck(args: argparse.Namespace) -> int:
+    url = f"http://{args.host}:{args.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as reply:
+            return 0 if reply.status == HTTPStatus.OK else 1
+    except (OSError, urllib.error.URLError) as err:
+        print(f"{url}: {err}", file=sys.stderr)
+        return 1
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from services.demo import run_demo
+    try:
+        from services.demo import run_demo
+    except ModuleNotFoundError as err:
+        print(
+            f"nabij demo needs the embedded broker and store ({err.name} is missing): "
+            "pip install 'nabij[demo]', or run `make demo` in a checkout",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
 
     return run_demo(speed=args.speed, stop=stop_on_signals(), console_stays=args.console_stays)
 

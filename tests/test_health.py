@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from nabij import metrics
 from nabij.health import HealthServer
+from services import cli
 
 
 class _Clock:
@@ -54,6 +55,18 @@ def _get(server: HealthServer, path: str) -> tuple[int, str, bytes]:
             return response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as err:
         return err.code, err.headers["Content-Type"], err.read()
+
+
+def test_the_healthcheck_command_follows_healthz(server: HealthServer, clock: _Clock) -> None:
+    """`nabij healthcheck` (the image's HEALTHCHECK) exits 0 while /healthz is 200, 1 when it is
+    stale, and 1 when nothing listens."""
+    probe = ["healthcheck", "--port", str(server.port)]
+    assert cli.main(probe) == 0
+    clock.now += 31
+    assert cli.main(probe) == 1
+    port = server.port
+    server.stop()
+    assert cli.main(["healthcheck", "--port", str(port), "--timeout", "1"]) == 1
 
 
 def test_port_zero_binds_a_real_port(server: HealthServer) -> None:

@@ -24,7 +24,13 @@ import msgspec
 import redis
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
@@ -362,6 +368,13 @@ def page(request: Request, name: str, session: Session | None, **context: Any) -
 @pages.get("/")
 def root() -> RedirectResponse:
     return RedirectResponse("/board", 303)
+
+
+@pages.get("/healthz")
+def healthz() -> PlainTextResponse:
+    """Liveness for the container's HEALTHCHECK (`nabij healthcheck --port PORT`): no session,
+    no Redis call, nothing about alarms."""
+    return PlainTextResponse("ok")
 
 
 @pages.get("/login")

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import fakeredis
+from fastapi.testclient import TestClient
 
 from nabij.keys import Keys
 from nabij.settings import ConsoleSettings
@@ -33,3 +34,13 @@ def test_pages_and_scripts_load_nothing_from_outside() -> None:
         text = Path(path).read_text(encoding="utf-8")
         assert URL.search(text) is None, (path, URL.search(text))
     assert (HERE / "static" / "vendor" / "leaflet-1.9.4" / "LICENSE").exists()
+
+
+def test_healthz_answers_without_a_session_or_redis() -> None:
+    """The container's health check reaches the console without logging in; Redis is not asked
+    (a console whose Redis is down is alive, and says so on its pages)."""
+    down = fakeredis.FakeRedis(connected=False)
+    client = TestClient(create_app(down, Keys("t"), ConsoleSettings(), lambda: 0))
+    reply = client.get("/healthz")
+    assert (reply.status_code, reply.text) == (200, "ok")
+    assert client.get("/board", follow_redirects=False).status_code != 200

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from nabij.config import validate_orders
 from nabij.contract import Topics, fix_decoder
 from nabij.mqtt import MqttEndpoint
-from services.cli import _parser
+from services.cli import build_parser
 from simulators.fleet.generator import run_fleet
 from simulators.fleet.motion import NOISE, FleetMotion
 from simulators.fleet.plan import FleetPlan
@@ -57,11 +57,11 @@ def test_fleet_noise_follows_the_scenario_noise_model() -> None:
 
 def test_cli_accepts_the_fleet_form_and_the_scenario_form() -> None:
     """`nabij simulate fleet --pairs N ...` and `nabij simulate --scenario X` both parse."""
-    fleet = _parser().parse_args(
+    fleet = build_parser().parse_args(
         ["simulate", "fleet", "--pairs", "10", "--interval", "5", "--duration", "3"]
     )
     assert (fleet.mode, fleet.pairs, fleet.interval, fleet.duration) == ("fleet", 10, 5.0, 3.0)
-    scenario = _parser().parse_args(["simulate", "--scenario", "approach", "--check"])
+    scenario = build_parser().parse_args(["simulate", "--scenario", "approach", "--check"])
     assert (scenario.mode, scenario.scenario, scenario.check) == (None, "approach", True)
 
 
