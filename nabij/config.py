@@ -37,6 +37,7 @@ from nabij.settings import (
     Settings,
 )
 from nabij.toml_lines import key_lines, line_of
+from nabij.validation import dotted, key_problems
 
 SETTINGS_FILE: Final = "nabij.toml"
 ORDERS_FILE: Final = "orders.toml"
@@ -170,10 +171,9 @@ def _validate(
         return model.model_validate(raw)
     except ValidationError as err:
         lines = key_lines(path)
-        for item in err.errors():
-            loc = tuple(part for part in item["loc"] if not _is_union_tag(part))
-            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-            problems.append(ConfigProblem(path.name, _dotted(loc), line_of(loc, lines), message))
+        for problem in key_problems(err):
+            line = line_of(problem.location, lines)
+            problems.append(ConfigProblem(path.name, problem.path, line, problem.message))
         return None
 
 
@@ -189,7 +189,7 @@ def _load_shapes(
         if error is not None:
             if not lines:
                 lines.update(key_lines(path))
-            problems.append(ConfigProblem(path.name, _dotted(where), line_of(where, lines), error))
+            problems.append(ConfigProblem(path.name, dotted(where), line_of(where, lines), error))
         return geometry
 
     out: list[Order] = []
@@ -282,18 +282,6 @@ def _polygon_problem(geometry: PolygonGeometry) -> str | None:
     if shape.is_empty or shape.area <= 0:
         return "it has no area"
     return None
-
-
-def _is_union_tag(part: object) -> bool:
-    # pydantic puts the union member's name ("float", "function-after[...]") in the location.
-    return isinstance(part, str) and ("[" in part or part in {"float", "int", "str", "none"})
-
-
-def _dotted(loc: Sequence[str | int]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from nabij.config import Order
 from nabij.contract import AlarmKind, EventType, NoticeEvent, QueueName
 from nabij.failures import NabijError
+from nabij.validation import key_problems
 from simulators.device_spec import (
     ChargingSpec,
     ClockSpec,
@@ -229,27 +230,11 @@ def parse_scenario(text: str, source: str = "<scenario>", base_dir: Path | None 
     try:
         scenario = Scenario.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as err:
-        raise ScenarioError(source, [_describe(item) for item in err.errors()]) from None
+        described = [f"{p.path or '(top)'}: {p.message}" for p in key_problems(err)]
+        raise ScenarioError(source, described) from None
     if problems := _cross_check(scenario):
         raise ScenarioError(source, problems)
     return scenario
-
-
-def _describe(item: Any) -> str:
-    loc = [part for part in item["loc"] if not _is_union_tag(part)]
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-    message = message.removeprefix("Value error, ")
-    return f"{path or '(top)'}: {message}"
-
-
-def _is_union_tag(part: object) -> bool:
-    # pydantic names the union member ("float", "constrained-float") inside the location.
-    return isinstance(part, str) and (
-        "[" in part or "-" in part or part in {"float", "int", "str", "none"}
-    )
 
 
 def _packaged() -> dict[str, Path]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pydantic
 
 from nabij.config import Config, ConfigError, ConfigProblem, Order, Settings
+from nabij.validation import key_problems
 
 
 def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
@@ -55,10 +56,7 @@ def apply_overrides(config: Config, assignments: Sequence[str]) -> Config:
 
 
 def _problems(err: pydantic.ValidationError, prefix: str) -> list[ConfigProblem]:
-    return [
-        ConfigProblem("--set", prefix + ".".join(str(p) for p in item["loc"]), None, item["msg"])
-        for item in err.errors()
-    ]
+    return [ConfigProblem("--set", prefix + p.path, None, p.message) for p in key_problems(err)]
 
 
 def _value(text: str) -> object:

@@ -89,7 +89,7 @@ def test_set_changes_the_outcome_as_expected(
 @pytest.mark.parametrize(
     ("assignment", "path", "says"),
     [
-        ("proximity.no_such=1", "proximity.no_such", "Extra inputs are not permitted"),
+        ("proximity.no_such=1", "proximity.no_such", "unknown key"),
         ("order.NOPE.alarm_m=3", "order.NOPE.alarm_m", "expected order.ID.KEY"),
         ("order.O-1.alarm_m=-5", "order.O-1.alarm_m", "greater than 0"),
     ],
