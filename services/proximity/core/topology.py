@@ -17,6 +17,11 @@ from services.proximity.core.zones import ZoneSet
 Role = Literal["offender", "victim"]
 
 
+def victim_role(index: int) -> str:
+    """The role of the order's `index`-th victim (0-based) in its alarm keys: "victim1", ..."""
+    return f"victim{index + 1}"
+
+
 @dataclass(frozen=True, slots=True)
 class Membership:
     """One order a device belongs to, and its role there."""
@@ -35,6 +40,8 @@ class PairSpec:
     order_id: str
     offender: str
     victim: str
+    victim_role: str
+    """Her role in the order's alarm keys (`victim_role`): her place in the order."""
     pre_alert: RingParams
     alarm: RingParams
     offender_pre_alert: RingParams
@@ -75,10 +82,10 @@ class Topology:
                 exemptions[order.id] = exempt
             memberships.setdefault(offender, {})[Membership(order.id, offender, "offender")] = None
             zones_of.setdefault(offender, []).extend((order.id, zone) for zone in order.zone)
-            for victim in dict.fromkeys(order.victim_devices):
+            for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
                 key = (order.id, offender, victim)
                 spec = PairSpec(
-                    key, order.id, offender, victim, pre_alert, alarm,
+                    key, order.id, offender, victim, victim_role(index), pre_alert, alarm,
                     offender_ring(pre_alert, grid.worst_error_m),
                     offender_ring(alarm, grid.worst_error_m),
                     exempt,
