@@ -174,7 +174,7 @@ def test_a_widened_ring_opens_a_pre_alert_the_old_ring_did_not(
 
 
 def test_a_device_swap_keeps_the_open_alarm_and_refuses_the_old_device(
-    make_stack: StackFactory, tmp_path: Path
+    make_stack: StackFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The ankle monitor is swapped while the alarm is open: it stays the same alarm (no cleared
     notice, no second alarm); the old device's later fix is dead-lettered as unknown; the new
@@ -202,6 +202,10 @@ def test_a_device_swap_keeps_the_open_alarm_and_refuses_the_old_device(
     alarm = [n for n in stack.notices("probation") if n.kind == "proximity_alarm"]
     assert {n.alarm_id for n in alarm} == {alarm_id}
     assert [n.event for n in alarm if n.event in ("opened", "cleared")] == ["opened", "cleared"]
+    capsys.readouterr()
+    assert orders(stack, "history", "ORD-T-1") == 0
+    swap = capsys.readouterr().out.splitlines()[-1]
+    assert "version 2  changed  by tech-d" in swap and "why: strap broke" in swap
 
 
 ZONE = f"""
