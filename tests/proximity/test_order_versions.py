@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from nabij.config import Order
 from nabij.contract import Warn
 from services.proximity.core.engine import Effects
+from services.proximity.core.state import device_state_decoder, pair_state_decoder, state_encoder
 from tests.proximity import (
     DAM,
     OFFENDER,
@@ -243,3 +247,53 @@ def test_an_offender_swap_keeps_the_open_zone_alarm() -> None:
     [cleared] = of_action(drive.effects.signals, "clear", "zone_alarm")
     assert cleared.alarm_key == opened.alarm_key and cleared.offender_device == NEW_OFFENDER
     assert opens(drive.effects.signals) == []
+
+
+def test_a_swap_survives_a_restart_through_msgpack() -> None:
+    """What the swap marks to persist (the new pair's rings, the new device) is enough: a fresh
+    engine of the new orders loaded from it (as the service restarts) clears the same alarm on the
+    new device's far fixes, and opens no second one."""
+    drive = Drive(engine([order(alarm_m=500)]))
+    t = standing(drive, 200, 6)
+    [opened] = opens(drive.effects.signals, "proximity_alarm")
+    effects = Effects()
+    swapped = drive.engine.successor([order(offender=NEW_OFFENDER)], t, effects)
+    pairs = [swapped.pair(key) for key in effects.changed_pairs]
+    devices = [swapped.device(d) for d in effects.changed_devices | {VICTIM}]
+    fresh = engine([order(offender=NEW_OFFENDER)])
+    fresh.load(
+        [device_state_decoder.decode(state_encoder.encode(d)) for d in devices],
+        [pair_state_decoder.decode(state_encoder.encode(p)) for p in pairs],
+    )
+    drive.engine, drive.effects = fresh, Effects()
+    standing_as(drive, NEW_OFFENDER, VICTIM, 3000, 12, start=t + 10 * S)
+    [cleared] = of_action(drive.effects.signals, "clear", "proximity_alarm")
+    assert cleared.alarm_key == opened.alarm_key
+    assert opens(drive.effects.signals) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    distances=st.lists(st.floats(min_value=0, max_value=2500), min_size=1, max_size=8),
+    swap_offender=st.booleans(),
+    swap_victim=st.booleans(),
+)
+def test_a_swap_never_signals_and_hands_over_every_ring(
+    distances: list[float], swap_offender: bool, swap_victim: bool
+) -> None:
+    """Wherever he stood before, swapping the offender's or the victim's device (or both) in
+    place signals nothing (no clear, no open) and the new pair holds the old pair's rings."""
+    drive = Drive(engine([order(alarm_m=500, pre_alert_m=1000)]))
+    t = T0
+    for distance in distances:
+        t = standing(drive, distance, 1, start=t)
+    before = drive.engine.pair(("O-1", OFFENDER, VICTIM))
+    offender = NEW_OFFENDER if swap_offender else OFFENDER
+    victim = NEW_VICTIM if swap_victim else VICTIM
+    effects = Effects()
+    new_order = order(offender=offender, victims=[victim], alarm_m=500, pre_alert_m=1000)
+    swapped = drive.engine.successor([new_order], t, effects)
+    assert effects.signals == []
+    after = swapped.pair(("O-1", offender, victim))
+    rings = ("pre_alert", "alarm", "offender_pre_alert", "offender_alarm")
+    assert [getattr(after, r) for r in rings] == [getattr(before, r) for r in rings]
