@@ -165,8 +165,8 @@ def standing_as(
     return t
 
 
-def zone_order(offender: str = OFFENDER, zones: bool = True) -> Order:
-    zone = [{"name": "home", "lat": DAM[0], "lon": DAM[1], "radius_m": 300}] if zones else []
+def zone_order(offender: str = OFFENDER, zones: bool = True, radius_m: float = 300) -> Order:
+    zone = [{"name": "home", "lat": DAM[0], "lon": DAM[1], "radius_m": radius_m}] if zones else []
     return Order.model_validate(
         {
             "id": "O-1",
@@ -297,3 +297,15 @@ def test_a_swap_never_signals_and_hands_over_every_ring(
     after = swapped.pair(("O-1", offender, victim))
     rings = ("pre_alert", "alarm", "offender_pre_alert", "offender_alarm")
     assert [getattr(after, r) for r in rings] == [getattr(before, r) for r in rings]
+
+
+def test_a_new_version_reuses_the_zones_of_offenders_whose_zones_did_not_change() -> None:
+    """Projecting zones is most of what a new version costs (docs/benchmarks.md): an offender
+    whose zones did not change keeps the very same zone set; a changed zone is projected anew."""
+    first = engine([zone_order()])
+    other = order("O-2", "ank-0002", ["vic-0002"])
+    same = first.successor([zone_order(), other], T0, Effects())
+    assert same.zone_sets()[OFFENDER] is first.zone_sets()[OFFENDER]
+    wider = first.successor([zone_order(radius_m=400)], T0, Effects())
+    assert wider.zone_sets()[OFFENDER] is not first.zone_sets()[OFFENDER]
+    assert wider.zone_sets()[OFFENDER].specs[0].shape.size_m == 400

@@ -31,6 +31,7 @@ from services.proximity.core.state import DeviceState, PairKey, PairState
 from services.proximity.core.timing import lateness_s, place, remember
 from services.proximity.core.topology import PairSpec, Topology
 from services.proximity.core.zone_rules import ZoneChange, ZoneJudge
+from services.proximity.core.zones import ZoneSet
 
 __all__ = ["Effects", "ProximityEngine"]
 
@@ -45,11 +46,16 @@ class ProximityEngine:
         orders: Sequence[Order],
         settings: ProximitySettings,
         privacy: PrivacySettings = _DEFAULT_PRIVACY,
+        *,
+        predecessor: ProximityEngine | None = None,
     ) -> None:
+        """`predecessor`: the engine of the orders before (see `successor`): what it built for
+        orders that did not change is reused."""
         self._orders = {order.id: order for order in orders}
         self._settings, self._privacy = settings, privacy
         grid = SnapGrid(privacy.offender_grid_m)
-        self._topology = topology = Topology.build(orders, settings, grid)
+        known_zones = {} if predecessor is None else predecessor.zone_sets()
+        self._topology = topology = Topology.build(orders, settings, grid, known_zones)
         self._pairs_of = topology.pairs_of
         self._alarm_interval_s = settings.alarm_interval_s
         self._normal_interval_s = settings.normal_interval_s
@@ -96,7 +102,7 @@ class ProximityEngine:
         dwell. A pair or zone that no longer exists (order ended, victim or zone removed) has its
         open alarms cleared, saying why (`ended_why`: order id -> why it left, `order_ended` by
         default; `order_changed` while the order goes on)."""
-        engine = ProximityEngine(orders, self._settings, self._privacy)
+        engine = ProximityEngine(orders, self._settings, self._privacy, predecessor=self)
         unchanged = {i for i, order in engine._orders.items() if self._orders.get(i) == order}
         engine.load(
             (d for d in self._devices.values() if engine.is_known(d.device_id)),
@@ -187,6 +193,10 @@ class ProximityEngine:
                     effects.changed_devices.update((offender, heir))
                     heirs.add(heir)
         return heirs
+
+    def zone_sets(self) -> Mapping[str, ZoneSet]:
+        """Offender device -> his zones, as projected for this engine's orders."""
+        return self._topology.zones
 
     def device(self, device_id: str) -> DeviceState:
         return self._devices[device_id]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from nabij.orders import Order, Zone
 from nabij.settings import ProximitySettings
@@ -15,6 +15,7 @@ from services.proximity.core.state import PairKey
 from services.proximity.core.zones import ZoneSet
 
 Role = Literal["offender", "victim"]
+_NO_ZONES: Final[Mapping[str, ZoneSet]] = {}
 
 
 def victim_role(index: int) -> str:
@@ -66,8 +67,15 @@ class Topology:
 
     @classmethod
     def build(
-        cls, orders: Sequence[Order], settings: ProximitySettings, grid: SnapGrid
+        cls,
+        orders: Sequence[Order],
+        settings: ProximitySettings,
+        grid: SnapGrid,
+        known_zones: Mapping[str, ZoneSet] = _NO_ZONES,
     ) -> Topology:
+        """`known_zones`: the zone sets of the engine before a new version of the orders (same
+        settings); an offender whose zones did not change keeps his, as projecting every zone
+        again is most of the cost of a new version (docs/benchmarks.md)."""
         pairs: dict[PairKey, PairSpec] = {}
         pairs_of: dict[str, list[PairSpec]] = {}
         memberships: dict[str, dict[Membership, None]] = {}
@@ -104,9 +112,21 @@ class Topology:
                 device: "offender" if device in offenders else "victim" for device in memberships
             },
             zones={
-                device: ZoneSet(device, zones, settings)
+                device: _zone_set(device, zones, settings, known_zones)
                 for device, zones in zones_of.items()
                 if zones
             },
             exemptions=exemptions,
         )
+
+
+def _zone_set(
+    device: str,
+    zones: list[tuple[str, Zone]],
+    settings: ProximitySettings,
+    known: Mapping[str, ZoneSet],
+) -> ZoneSet:
+    reused = known.get(device)
+    if reused is not None and reused.source == tuple(zones):
+        return reused
+    return ZoneSet(device, zones, settings)
