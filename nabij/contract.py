@@ -65,6 +65,9 @@ AlarmKind = Literal[
 ]
 ALARM_KINDS: Final[tuple[AlarmKind, ...]] = AlarmKind.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
 NoticeEvent = Literal["opened", "updated", "escalated", "acknowledged", "cleared", "resolved"]
+# Why a condition was cleared by a change of the orders rather than by the devices: a closed set,
+# so it can reach probation (free text could carry facts). Absent on an ordinary clear.
+ClearCause = Literal["order_ended", "order_not_started", "order_changed"]
 QueueName = Literal["probation", "police"]
 QUEUE_NAMES: Final[tuple[QueueName, ...]] = ("probation", "police")
 WarnLevel = Literal["pre_alert", "alarm", "clear"]
@@ -191,6 +194,7 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     late_s: LateSeconds | None = None
     distance_band: DistanceBand | None = None
     approaching: bool | None = None
+    cause: ClearCause | None = None
 
 
 # --- proximity to alarm gateway (internal, Redis Stream `{prefix}:gateway:inbox`) -----------
@@ -201,9 +205,10 @@ SignalAction = Literal["open", "update", "clear"]
 class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     """A condition that the proximity service observed: it opens, updates or clears an alarm.
 
-    `alarm_key` names the condition (kind, order, devices) so that repeats of the same condition
-    land on the same alarm. `signal_id` is deterministic for a given input, so a replayed input
-    after a crash yields the same id and the gateway applies it once.
+    `alarm_key` names the condition (kind, order, and the role: offender, victim N, zone; the
+    device for a device's own condition) so that repeats of the same condition land on the same
+    alarm, also across a swap of a device. `signal_id` is deterministic for a given input, so a
+    replayed input after a crash yields the same id and the gateway applies it once.
     """
 
     signal_id: str
@@ -225,6 +230,8 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     eta_s: EtaSeconds | None = None
     happened_at: EpochMs | None = None
     late_s: LateSeconds | None = None
+    cause: ClearCause | None = None
+    """On a clear that a change of the orders caused (not the devices): which change."""
 
 
 # Operator text is shown on terminals and consoles: no control characters of any kind (C0, DEL,

@@ -147,8 +147,15 @@ def apply(client: redis.Redis, keys: Keys, version: OrdersVersion) -> OrdersVers
             pipe.set(keys.orders_version, version.version)
             pipe.execute()
         except redis.WatchError:
+            # redis-py also says WatchError when the connection broke while watching (the EXEC or
+            # its reply lost): whether this version landed is told by its apply id, not the error.
+            if landed(client, keys, version):
+                return version
             raw = client.get(keys.orders_version)
-            raise StaleVersionError(expected, int(raw) if raw is not None else 0) from None
+            current = int(raw) if raw is not None else 0
+            if current == expected:  # nobody else wrote: the connection broke, nothing landed
+                raise redis.ConnectionError("connection lost before the transaction ran") from None
+            raise StaleVersionError(expected, current) from None
     return version
 
 

@@ -31,7 +31,7 @@ from redis.client import Pipeline
 from nabij import metrics, order_store, streams
 from nabij.commit import HEARTBEAT_INTERVAL_S, CommitAbortedError, ServiceWrites, beat
 from nabij.config import Config
-from nabij.contract import Topics, encode
+from nabij.contract import ClearCause, Topics, encode
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.logs import LogAggregator
@@ -382,8 +382,8 @@ class ProximityService:
         if in_force == self._engine_orders:
             return
         effects = Effects()
-        outside = {
-            o.id: f"order {o.validity(now).replace('_', ' ')}"
+        outside: dict[str, ClearCause] = {
+            o.id: "order_not_started" if o.validity(now) == "not_started" else "order_ended"
             for o in self._orders
             if o not in in_force
         }

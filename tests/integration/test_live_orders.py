@@ -21,6 +21,7 @@ from tests.integration.stack import (
     now_ms,
     wait_until,
 )
+from tests.roles import assert_probation_safe
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +76,16 @@ def opened(notices: list[Notice], kind: str, order_id: str) -> bool:
     return any(n.event == "opened" and n.kind == kind and n.order_id == order_id for n in notices)
 
 
+def wait_cleared(stack: Stack, kind: str) -> Notice:
+    """The first `cleared` notice of `kind` on the probation queue, once there is one."""
+    probation = stack.wait_notices(
+        "probation",
+        lambda ns: any(n.event == "cleared" and n.kind == kind for n in ns),
+        f"{kind} cleared",
+    )
+    return next(n for n in probation if n.event == "cleared" and n.kind == kind)
+
+
 def settle(stack: Stack, *devices: SimDevice) -> None:
     for device in devices:
         stack.wait_applied(device.device_id, device.seq)
@@ -125,13 +136,12 @@ def test_an_ended_order_stops_alarms_and_clears_saying_why(
     )
     end = ["end", "ORD-T-1", "--by", "judge-b", "--reason", "order lifted on appeal"]
     assert orders(stack, *end) == 0
-    probation = stack.wait_notices(
-        "probation",
-        lambda ns: any(n.event == "cleared" and n.kind == "proximity_alarm" for n in ns),
-        "the alarm cleared",
-    )
-    cleared = next(n for n in probation if n.event == "cleared" and n.kind == "proximity_alarm")
+    cleared = wait_cleared(stack, "proximity_alarm")
     assert "escalation continues until acknowledged" in cleared.reason
+    # Probation is told why, as a closed set (`cause`) and in words, with no facts.
+    assert cleared.cause == "order_ended"
+    assert cleared.reason.startswith("Condition cleared (order ended)")
+    assert_probation_safe(cleared)
     # Why it cleared is in the alarm's facts (police-only: the clear carries both positions).
     facts = stack.redis.hget(stack.keys.police_facts, cleared.alarm_id)
     assert facts is not None and b"(order ended)" in facts
@@ -163,19 +173,22 @@ def test_a_widened_ring_opens_a_pre_alert_the_old_ring_did_not(
     assert not opened(stack.notices("probation"), "proximity_alarm", "ORD-T-1")
 
 
-def test_a_swapped_device_is_refused_and_its_successor_judged_from_its_first_fix(
-    make_stack: StackFactory, tmp_path: Path
+def test_a_device_swap_keeps_the_open_alarm_and_refuses_the_old_device(
+    make_stack: StackFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack, old, victim, ts = running(make_stack, order_toml("ORD-T-1", 500, 1000), 3000, 2)
+    """The ankle monitor is swapped while the alarm is open: it stays the same alarm (no cleared
+    notice, no second alarm); the old device's later fix is dead-lettered as unknown; the new
+    device's fixes keep the alarm and then, once he is far away, clear that same alarm."""
+    stack, old, victim, ts = running(make_stack, order_toml("ORD-T-1", 500, 1000), 200, 4)
+    notices = stack.wait_notices(
+        "probation", lambda ns: opened(ns, "proximity_alarm", "ORD-T-1"), "alarm opened"
+    )
+    [alarm_id] = {n.alarm_id for n in notices if n.kind == "proximity_alarm"}
     apply(stack, tmp_path, order_toml("ORD-T-1", 500, 1000, "ank-2"), "tech-d", "strap broke")
     new = stack.device("ank-2")
-    stand(new, victim, ts, 100, 3)
-    stack.wait_notices(
-        "probation",
-        lambda ns: any(n.event == "opened" and n.offender_device == "ank-2" for n in ns),
-        "the new device's alarm",
-    )
-    old.fix(ts + 5 * STEP_MS, north_of(VICTIM_HOME, 50))
+    ts = stand(new, victim, ts, 200, 2)
+    settle(stack, new, victim)  # the new device's fixes are taken: the swap is in force
+    old.fix(ts, north_of(VICTIM_HOME, 50))
     wait_until(
         lambda: any(
             f.get(b"reason") == b"unknown_device" and b"ank-1" in b"".join(f.values())
@@ -183,6 +196,46 @@ def test_a_swapped_device_is_refused_and_its_successor_judged_from_its_first_fix
         ),
         what="the old device refused as unknown",
     )
+    stand(new, victim, ts + STEP_MS, 3000, 12)
+    cleared = wait_cleared(stack, "proximity_alarm")
+    assert cleared.offender_device == "ank-2" and cleared.cause is None
+    alarm = [n for n in stack.notices("probation") if n.kind == "proximity_alarm"]
+    assert {n.alarm_id for n in alarm} == {alarm_id}
+    assert [n.event for n in alarm if n.event in ("opened", "cleared")] == ["opened", "cleared"]
+    capsys.readouterr()
+    assert orders(stack, "history", "ORD-T-1") == 0
+    swap = capsys.readouterr().out.splitlines()[-1]
+    assert "version 2  changed  by tech-d" in swap and "why: strap broke" in swap
+
+
+ZONE = f"""
+[[order.zone]]
+name = "home"
+lat = {VICTIM_HOME[0]}
+lon = {VICTIM_HOME[1]}
+radius_m = 300
+"""
+
+
+def test_a_zone_added_at_runtime_opens_at_once_and_ending_the_order_clears_it_saying_why(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """He stands 80 m from her home (outside both narrow rings). A zone around her home added to
+    the order opens its alarm from the fix already in, with no new fix; ending the order sends
+    the `cleared` notice saying why (to probation too), and escalation goes on."""
+    stack, _offender, _victim, _ts = running(make_stack, order_toml("ORD-T-1", 20, 30), 80, 3)
+    assert stack.notices("probation") == []
+    apply(stack, tmp_path, order_toml("ORD-T-1", 20, 30) + ZONE, "mayor-f", "area ban")
+    stack.wait_notices(
+        "probation", lambda ns: opened(ns, "zone_alarm", "ORD-T-1"), "the zone alarm opened"
+    )
+    end = ["end", "ORD-T-1", "--by", "judge-f", "--reason", "ban lifted"]
+    assert orders(stack, *end) == 0
+    cleared = wait_cleared(stack, "zone_alarm")
+    assert cleared.cause == "order_ended" and cleared.zone == "home"
+    assert cleared.reason.startswith("Condition cleared (order ended)")
+    assert "escalation continues until acknowledged" in cleared.reason
+    assert_probation_safe(cleared)
 
 
 def test_an_order_raises_alarms_only_between_starts_at_and_ends_at(

@@ -4,6 +4,7 @@ by an invalid file or a dry run."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 import pytest
 import redis
@@ -12,6 +13,7 @@ from nabij import order_store
 from nabij.keys import Keys
 from nabij.order_store import StaleVersionError
 from services.cli import main
+from tests.integration.redis_cut import CutAt, RedisCut
 from tests.integration.stack import write_config
 from tests.proximity import order
 from tests.servers import RedisServer
@@ -106,3 +108,47 @@ def test_show_a_past_version_and_end(
     assert orders(config_dir, "history", "ORD-S-1") == 0
     kinds = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
     assert kinds == ["added", "changed", "ended"]
+
+
+CUTS: Final[dict[str, tuple[CutAt, bool, int, str]]] = {
+    "reply lost": ("after_exec", False, 0, "applied as version 2"),
+    "exec lost": ("before_exec", False, 1, "not applied: Redis was unreachable"),
+    "redis stays away": ("before_exec", True, 3, "unknown whether version 2 was applied"),
+}
+
+
+@pytest.mark.parametrize("case", CUTS)
+def test_an_apply_while_redis_is_unreachable_lands_whole_or_not_at_all_and_says_which(
+    redis_server: RedisServer,
+    unique_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+) -> None:
+    """The connection to a real Redis breaks around the transaction's EXEC: after it ran (its
+    reply lost), just before it (nothing ran), or before it with Redis staying away. The command
+    says which (exit code and message), and the store holds the whole version or none of it."""
+    cut_at, stay_down, exit_code, said = CUTS[case]
+    client, keys = redis.Redis.from_url(redis_server.url), Keys(unique_prefix)
+    order_store.bootstrap(client, keys, [order("ORD-S-1", alarm_m=500)], now_ms=1)
+    cut = RedisCut(redis_server.port, cut_at, stay_down=stay_down)
+    try:
+        config = write_config(
+            tmp_path / "config",
+            mqtt_url="mqtt://127.0.0.1:1",
+            redis_url=cut.url,
+            prefix=unique_prefix,
+            orders_toml=ORDER.format(alarm_m=800),
+        )
+        author = ["--by", "ops-3", "--reason", "ring widened"]
+        assert orders(config, "apply", str(config), *author) == exit_code
+    finally:
+        cut.close()
+    assert cut.cut.is_set()  # the fault did happen where the test put it
+    output = capsys.readouterr()
+    assert said in output.out + output.err
+    landed = exit_code == 0
+    current = order_store.read_version(client, keys)
+    assert current is not None
+    assert (current.version, current.orders[0].alarm_m) == ((2, 800) if landed else (1, 500))
+    assert len(order_store.history(client, keys)) == current.version

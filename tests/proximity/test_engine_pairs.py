@@ -58,12 +58,12 @@ def test_approach_opens_pre_alert_then_alarm_and_leaving_clears_both() -> None:
 
 
 def test_ring_signals_carry_key_id_distance_and_both_positions() -> None:
-    """An alarm open names the pair in its key, has a deterministic id from the reporting device
-    and seq, a rounded distance, the summed accuracy, both positions and a reason without
-    coordinates."""
+    """An alarm open names the order and the victim's role in its key (not the devices), has a
+    deterministic id from the reporting device and seq, a rounded distance, the summed accuracy,
+    both positions and a reason without coordinates."""
     drive = approach_and_leave()
     alarm = opens(drive.effects.signals, "proximity_alarm")[0]
-    assert alarm.alarm_key == f"proximity_alarm|O-1|{OFFENDER}|{VICTIM}"
+    assert alarm.alarm_key == "proximity_alarm|O-1|offender|victim1"
     assert alarm.signal_id.startswith(f"{alarm.alarm_key}|open|")
     reporter, seq = alarm.signal_id.split("|")[-2:]
     assert reporter in (OFFENDER, VICTIM) and seq.isdigit()

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nabij.config import Order
+from nabij.contract import Warn
 from services.proximity.core.engine import Effects
-from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, of_action, opens, order
+from services.proximity.core.state import device_state_decoder, pair_state_decoder, state_encoder
+from tests.proximity import (
+    DAM,
+    OFFENDER,
+    T0,
+    VICTIM,
+    Drive,
+    commands_to,
+    engine,
+    of_action,
+    opens,
+    order,
+)
 
 S = 1_000
 
 
 def standing(drive: Drive, distance_m: float, fixes: int, start: int = T0) -> int:
     """Both devices report every 10 s, the offender `distance_m` from her."""
-    t = start
-    for _ in range(fixes):
-        drive.fix(OFFENDER, t, distance_m)
-        drive.fix(VICTIM, t + S)
-        t += 10 * S
-    return t
+    return standing_as(drive, OFFENDER, VICTIM, distance_m, fixes, start=start)
 
 
 def test_unchanged_order_keeps_its_pair_state_and_signals_nothing() -> None:
@@ -60,7 +72,18 @@ def test_an_ended_order_clears_its_open_rings_saying_why() -> None:
     cleared |= {s.kind for s in of_action(effects.signals, "clear", "proximity_pre_alert")}
     assert cleared == {"proximity_alarm", "proximity_pre_alert"}
     assert all("order ended" in s.reason for s in effects.signals)
+    assert {s.cause for s in effects.signals} == {"order_ended"}
     assert not successor.is_known(OFFENDER)
+
+
+def test_an_order_not_yet_in_force_clears_saying_so() -> None:
+    """The shell says why an order left the engine (`ended_why`): the clears carry that cause."""
+    drive = Drive(engine([order(alarm_m=500)]))
+    t = standing(drive, 200, 6)
+    effects = Effects()
+    drive.engine.successor([], t, effects, {"O-1": "order_not_started"})
+    assert {s.cause for s in effects.signals} == {"order_not_started"}
+    assert all("(order not started)" in s.reason for s in effects.signals)
 
 
 def test_a_replaced_device_becomes_unknown_and_the_new_one_is_judged_from_its_first_fix() -> None:
@@ -73,3 +96,216 @@ def test_a_replaced_device_becomes_unknown_and_the_new_one_is_judged_from_its_fi
     assert [s.offender_device for s in opens(drive.effects.signals, "proximity_alarm")] == [
         "ank-0009"
     ]
+
+
+NEW_OFFENDER = "ank-0009"
+NEW_VICTIM = "vic-0009"
+
+
+def test_an_offender_swap_keeps_the_open_alarm_and_the_new_device_carries_it() -> None:
+    """The ankle monitor is swapped while the alarm is open: no clear, no second open; the new
+    device is warned at once; its fixes update and then clear the same alarm (same key)."""
+    drive = Drive(engine([order(alarm_m=500)]))
+    t = standing(drive, 200, 6)
+    [opened] = opens(drive.effects.signals, "proximity_alarm")
+    effects = Effects()
+    drive.engine = drive.engine.successor([order(offender=NEW_OFFENDER)], t, effects)
+    assert effects.signals == []
+    assert Warn(level="alarm") in commands_to(effects.commands, NEW_OFFENDER)
+    assert not drive.engine.is_known(OFFENDER)
+    assert drive.engine.pair(("O-1", NEW_OFFENDER, VICTIM)).alarm.phase == "inside"
+    drive.effects = Effects()
+    t = standing_as(drive, NEW_OFFENDER, VICTIM, 200, 2, start=t + 10 * S)
+    assert opens(drive.effects.signals) == []
+    standing_as(drive, NEW_OFFENDER, VICTIM, 3000, 12, start=t)
+    [cleared] = of_action(drive.effects.signals, "clear", "proximity_alarm")
+    assert cleared.alarm_key == opened.alarm_key
+    assert cleared.offender_device == NEW_OFFENDER and cleared.cause is None
+    assert opens(drive.effects.signals) == []
+
+
+def test_a_victim_swap_keeps_the_open_alarm_and_warns_her_new_device_at_once() -> None:
+    drive = Drive(engine([order(alarm_m=500)]))
+    t = standing(drive, 200, 6)
+    [opened] = opens(drive.effects.signals, "proximity_alarm")
+    effects = Effects()
+    drive.engine = drive.engine.successor([order(victims=[NEW_VICTIM])], t, effects)
+    assert effects.signals == []
+    assert Warn(level="alarm") in commands_to(effects.commands, NEW_VICTIM)
+    assert ("O-1", OFFENDER, NEW_VICTIM) in effects.changed_pairs
+    drive.effects = Effects()
+    standing_as(drive, OFFENDER, NEW_VICTIM, 3000, 12, start=t + 10 * S)
+    [cleared] = of_action(drive.effects.signals, "clear", "proximity_alarm")
+    assert cleared.alarm_key == opened.alarm_key and cleared.victim_device == NEW_VICTIM
+    assert opens(drive.effects.signals) == []
+
+
+def test_a_victim_leaving_a_going_order_clears_her_alarm_as_order_changed() -> None:
+    """Her alarm clears with `order_changed`; the victim after her moves up a role, so her pair
+    starts afresh under its new key rather than inherit a stranger's rings."""
+    drive = Drive(engine([order(victims=[VICTIM, "vic-0002"], alarm_m=500)]))
+    t = standing(drive, 200, 6)
+    effects = Effects()
+    drive.engine = drive.engine.successor([order(victims=["vic-0002"])], t, effects)
+    [cleared] = of_action(effects.signals, "clear", "proximity_alarm")
+    assert cleared.alarm_key == "proximity_alarm|O-1|offender|victim1"
+    assert cleared.victim_device == VICTIM and cleared.cause == "order_changed"
+    assert drive.engine.pair(("O-1", OFFENDER, "vic-0002")).alarm.phase == "outside"
+
+
+def standing_as(
+    drive: Drive, offender: str, victim: str, distance_m: float, fixes: int, *, start: int
+) -> int:
+    """Both devices report every 10 s, `offender` `distance_m` from `victim`."""
+    t = start
+    for _ in range(fixes):
+        drive.fix(offender, t, distance_m)
+        drive.fix(victim, t + S)
+        t += 10 * S
+    return t
+
+
+def zone_order(offender: str = OFFENDER, zones: bool = True, radius_m: float = 300) -> Order:
+    zone = [{"name": "home", "lat": DAM[0], "lon": DAM[1], "radius_m": radius_m}] if zones else []
+    return Order.model_validate(
+        {
+            "id": "O-1",
+            "offender_device": offender,
+            "victim_devices": [VICTIM],
+            "alarm_m": 50,
+            "zone": zone,
+        }
+    )
+
+
+def in_zone(drive: Drive, fixes: int, start: int = T0, offender: str = OFFENDER) -> int:
+    """The offender 100 m from the zone's centre (deep inside), her far away."""
+    t = start
+    for _ in range(fixes):
+        drive.fix(VICTIM, t, 9000, bearing=0)
+        drive.fix(offender, t + S, 100, bearing=180)
+        t += 15 * S
+    return t
+
+
+def test_a_new_zone_opens_at_once_from_the_offender_latest_fix() -> None:
+    """He stands deep inside a zone the order did not have: applying it opens the zone alarm with
+    no new fix, and he is warned."""
+    drive = Drive(engine([zone_order(zones=False)]))
+    t = in_zone(drive, 3)
+    assert drive.effects.signals == []
+    effects = Effects()
+    drive.engine.successor([zone_order()], t, effects)
+    assert [(s.action, s.kind, s.zone) for s in effects.signals] == [("open", "zone_alarm", "home")]
+    assert Warn(level="alarm") in commands_to(effects.commands, OFFENDER)
+
+
+def test_an_unchanged_order_does_not_judge_its_zones_again() -> None:
+    drive = Drive(engine([zone_order()]))
+    t = in_zone(drive, 3)
+    assert opens(drive.effects.signals, "zone_alarm")
+    effects = Effects()
+    drive.engine.successor([zone_order(), order("O-2", "ank-0002", ["vic-0002"])], t, effects)
+    assert effects.signals == [] and effects.commands == []
+
+
+def test_an_ended_order_or_a_removed_zone_clears_the_open_zone_alarm_saying_why() -> None:
+    for successor_orders, cause in (
+        ([], "order_ended"),
+        ([zone_order(zones=False)], "order_changed"),
+    ):
+        drive = Drive(engine([zone_order()]))
+        t = in_zone(drive, 3)
+        [opened] = opens(drive.effects.signals, "zone_alarm")
+        effects = Effects()
+        successor = drive.engine.successor(successor_orders, t, effects)
+        [cleared] = effects.signals
+        assert all(successor.is_known(d) for d in effects.changed_devices)
+        assert (cleared.action, cleared.alarm_key, cleared.cause) == (
+            "clear",
+            opened.alarm_key,
+            cause,
+        )
+        assert "'home'" in cleared.reason and cause.replace("_", " ") in cleared.reason
+
+
+def test_an_offender_swap_keeps_the_open_zone_alarm() -> None:
+    """The new ankle monitor takes over the zone's state: no clear at the swap, warned at once,
+    and leaving the zone clears the same alarm."""
+    drive = Drive(engine([zone_order()]))
+    t = in_zone(drive, 3)
+    [opened] = opens(drive.effects.signals, "zone_alarm")
+    effects = Effects()
+    drive.engine = drive.engine.successor([zone_order(NEW_OFFENDER)], t, effects)
+    assert effects.signals == []
+    assert Warn(level="alarm") in commands_to(effects.commands, NEW_OFFENDER)
+    assert NEW_OFFENDER in effects.changed_devices
+    assert OFFENDER not in effects.changed_devices  # unknown now: nothing of it to persist
+    drive.effects = Effects()
+    for i in range(12):
+        drive.fix(NEW_OFFENDER, t + i * 15 * S, 2000, bearing=180)
+    [cleared] = of_action(drive.effects.signals, "clear", "zone_alarm")
+    assert cleared.alarm_key == opened.alarm_key and cleared.offender_device == NEW_OFFENDER
+    assert opens(drive.effects.signals) == []
+
+
+def test_a_swap_survives_a_restart_through_msgpack() -> None:
+    """What the swap marks to persist (the new pair's rings, the new device) is enough: a fresh
+    engine of the new orders loaded from it (as the service restarts) clears the same alarm on the
+    new device's far fixes, and opens no second one."""
+    drive = Drive(engine([order(alarm_m=500)]))
+    t = standing(drive, 200, 6)
+    [opened] = opens(drive.effects.signals, "proximity_alarm")
+    effects = Effects()
+    swapped = drive.engine.successor([order(offender=NEW_OFFENDER)], t, effects)
+    pairs = [swapped.pair(key) for key in effects.changed_pairs]
+    devices = [swapped.device(d) for d in effects.changed_devices | {VICTIM}]
+    fresh = engine([order(offender=NEW_OFFENDER)])
+    fresh.load(
+        [device_state_decoder.decode(state_encoder.encode(d)) for d in devices],
+        [pair_state_decoder.decode(state_encoder.encode(p)) for p in pairs],
+    )
+    drive.engine, drive.effects = fresh, Effects()
+    standing_as(drive, NEW_OFFENDER, VICTIM, 3000, 12, start=t + 10 * S)
+    [cleared] = of_action(drive.effects.signals, "clear", "proximity_alarm")
+    assert cleared.alarm_key == opened.alarm_key
+    assert opens(drive.effects.signals) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    distances=st.lists(st.floats(min_value=0, max_value=2500), min_size=1, max_size=8),
+    swap_offender=st.booleans(),
+    swap_victim=st.booleans(),
+)
+def test_a_swap_never_signals_and_hands_over_every_ring(
+    distances: list[float], swap_offender: bool, swap_victim: bool
+) -> None:
+    """Wherever he stood before, swapping the offender's or the victim's device (or both) in
+    place signals nothing (no clear, no open) and the new pair holds the old pair's rings."""
+    drive = Drive(engine([order(alarm_m=500, pre_alert_m=1000)]))
+    t = T0
+    for distance in distances:
+        t = standing(drive, distance, 1, start=t)
+    before = drive.engine.pair(("O-1", OFFENDER, VICTIM))
+    offender = NEW_OFFENDER if swap_offender else OFFENDER
+    victim = NEW_VICTIM if swap_victim else VICTIM
+    effects = Effects()
+    new_order = order(offender=offender, victims=[victim], alarm_m=500, pre_alert_m=1000)
+    swapped = drive.engine.successor([new_order], t, effects)
+    assert effects.signals == []
+    after = swapped.pair(("O-1", offender, victim))
+    rings = ("pre_alert", "alarm", "offender_pre_alert", "offender_alarm")
+    assert [getattr(after, r) for r in rings] == [getattr(before, r) for r in rings]
+
+
+def test_a_new_version_reuses_the_zones_of_offenders_whose_zones_did_not_change() -> None:
+    """Projecting zones is most of what a new version costs (docs/benchmarks.md): an offender
+    whose zones did not change keeps the very same zone set; a changed zone is projected anew."""
+    first = engine([zone_order()])
+    other = order("O-2", "ank-0002", ["vic-0002"])
+    same = first.successor([zone_order(), other], T0, Effects())
+    assert same.zone_sets()[OFFENDER] is first.zone_sets()[OFFENDER]
+    wider = first.successor([zone_order(radius_m=400)], T0, Effects())
+    assert wider.zone_sets()[OFFENDER] is not first.zone_sets()[OFFENDER]
+    assert wider.zone_sets()[OFFENDER].specs[0].shape.size_m == 400

@@ -133,7 +133,7 @@ def test_entering_a_zone_opens_after_the_dwell_and_leaving_clears_it() -> None:
     signals = [s for s in drive.effects.signals if s.kind == "zone_alarm"]
     assert [(s.action, s.zone) for s in signals] == [("open", "home"), ("clear", "home")]
     opened = signals[0]
-    assert opened.alarm_key == f"zone_alarm|O-1|{OFFENDER}|home"
+    assert opened.alarm_key == "zone_alarm|O-1|offender|home"
     assert opened.victim is None and opened.offender is not None
     assert "'home'" in opened.reason and "52." not in opened.reason
     assert opened.confidence is not None and opened.confidence > 0.9

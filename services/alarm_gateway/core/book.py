@@ -23,7 +23,7 @@ from nabij.contract import (
 )
 from nabij.settings import Settings
 from services.alarm_gateway.core import transitions as t
-from services.alarm_gateway.core.notices import VICTIM_POSITION_QUEUES, about_victim
+from services.alarm_gateway.core.notices import MEASURED_KINDS, VICTIM_POSITION_QUEUES, about_victim
 from services.alarm_gateway.core.record import AlarmRecord, Decision, derive_alarm_id
 
 RESOLVED_KEPT = 1024
@@ -37,6 +37,13 @@ def input_token(item: GatewayInput) -> str:
     if isinstance(item, AckRequest):
         return f"ack:{item.request_id}"
     return f"res:{item.request_id}"
+
+
+def legacy_alarm_key(signal: AlarmSignal) -> str:
+    """The key the proximity service gave a ring or zone condition before keys named the order's
+    roles instead of its devices (issue 10): records stored then still hold it."""
+    role = signal.zone if signal.kind == "zone_alarm" else signal.victim_device
+    return f"{signal.kind}|{signal.order_id}|{signal.offender_device}|{role}"
 
 
 def _unknown(alarm_id: str) -> str:
@@ -139,7 +146,7 @@ class AlarmBook:
         token = input_token(signal)
         if token in self._resolved_tokens:
             return Decision()  # redelivery of an input that an already resolved alarm applied
-        alarm_id = self._by_key.get(signal.alarm_key)
+        alarm_id = self._by_key.get(signal.alarm_key) or self._adopt_legacy(signal)
         if alarm_id is None:
             if signal.action == "clear":
                 return Decision()  # nothing open for this condition: normal after a resolve
@@ -162,6 +169,20 @@ class AlarmBook:
             lead = "Condition returned"
             return self._upsert(t.update_now(rules, current, signal, token, now_ms, lead=lead))
         return self._upsert(t.update_limited(rules, current, signal, token, now_ms))
+
+    def _adopt_legacy(self, signal: AlarmSignal) -> str | None:
+        """An alarm opened before its key named roles (`legacy_alarm_key`): moved to the
+        signal's key, so the condition stays one alarm across the upgrade. The move persists
+        with the record the signal's step writes; until then a restart finds it the same way."""
+        if signal.kind not in MEASURED_KINDS:
+            return None  # a device's own alarms were always keyed by device
+        alarm_id = self._by_key.get(legacy_alarm_key(signal))
+        if alarm_id is None:
+            return None
+        record = self._open[alarm_id]
+        self._drop(alarm_id)
+        self._put(msgspec.structs.replace(record, alarm_key=signal.alarm_key))
+        return alarm_id
 
     def _apply_request(self, request: AckRequest | ResolveRequest, now_ms: int) -> Decision:
         token = input_token(request)

@@ -15,7 +15,15 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from nabij.contract import AlarmKind, AlarmSignal, DistanceBand, Notice, NoticeEvent, QueueName
+from nabij.contract import (
+    AlarmKind,
+    AlarmSignal,
+    ClearCause,
+    DistanceBand,
+    Notice,
+    NoticeEvent,
+    QueueName,
+)
 from services.alarm_gateway.core.record import AlarmRecord, PoliceFacts, SafeFacts
 
 VICTIM_POSITION_QUEUES: Final[frozenset[QueueName]] = frozenset({"police"})
@@ -46,6 +54,13 @@ _DEFAULT_FACTS: Final[dict[AlarmKind, str]] = {
     "battery_low": "Device battery low",
     "device_fault": "Device misbehaving (clock, counter or refused messages)",
     "victim_unprotected": "Victim device not reporting: the victim is not protected",
+}
+
+
+CAUSE_TEXT: Final[dict[ClearCause, str]] = {
+    "order_ended": "order ended",
+    "order_not_started": "order not yet in force",
+    "order_changed": "order changed: it no longer covers this",
 }
 
 
@@ -95,6 +110,7 @@ def split_facts(signal: AlarmSignal, band_edges: Sequence[float]) -> tuple[SafeF
         status=None if signal.kind in MEASURED_KINDS else without_lengths(scrub(signal.reason)),
         happened_at=signal.happened_at,
         late_s=signal.late_s,
+        cause=signal.cause,
     )
     police = PoliceFacts(
         reason=signal.reason,
@@ -220,6 +236,7 @@ def build_notices(
             late_s=latest.late_s,
             distance_band=latest.band,
             approaching=latest.approaching,
+            cause=latest.cause,
         )
         out.append((queue, notice))
     return out

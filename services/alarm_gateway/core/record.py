@@ -20,6 +20,7 @@ import msgspec
 from nabij.contract import (
     AlarmKind,
     AlarmSignal,
+    ClearCause,
     ClosingSpeed,
     Confidence,
     DistanceBand,
@@ -48,6 +49,8 @@ class SafeFacts(msgspec.Struct, frozen=True, omit_defaults=True):
     texts state no distance. Proximity and zone reasons do, and are never copied here."""
     happened_at: int | None = None
     late_s: int | None = None
+    cause: ClearCause | None = None
+    """A clear caused by a change of the orders: which change (a closed set, no facts)."""
 
 
 class PoliceFacts(msgspec.Struct, frozen=True, omit_defaults=True):

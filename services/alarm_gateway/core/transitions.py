@@ -12,7 +12,7 @@ import msgspec
 
 from nabij.contract import AckRequest, AlarmKind, AlarmSignal, Notice, QueueName, ResolveRequest
 from nabij.settings import Settings
-from services.alarm_gateway.core.notices import build_notices, split_facts
+from services.alarm_gateway.core.notices import CAUSE_TEXT, build_notices, split_facts
 from services.alarm_gateway.core.record import APPLIED_IDS_KEPT, AlarmRecord, SafeFacts
 
 Notices = list[tuple[QueueName, Notice]]
@@ -58,8 +58,11 @@ class Rules:
         return min(times) if times else None
 
     def take(self, record: AlarmRecord, signal: AlarmSignal) -> None:
-        """`signal`'s facts as `record`'s latest: safe ones stored, exact ones police-only."""
+        """`signal`'s facts as `record`'s latest: safe ones stored, exact ones police-only. The
+        devices too: after a swap the alarm (keyed by order and role) names the new device."""
         record.latest, record.police = split_facts(signal, self.band_edges)
+        record.offender_device = signal.offender_device
+        record.victim_device = signal.victim_device
 
     def settle(self, record: AlarmRecord, notices: Notices) -> Step:
         record.next_due_ms = self.next_due(record)
@@ -176,7 +179,9 @@ def _tell(record: AlarmRecord, now_ms: int) -> Notices:
     record.last_update_at = now_ms
     if record.condition == "cleared":
         tail = "" if record.acknowledged_by else "; escalation continues until acknowledged"
-        return build_notices(record, "cleared", now_ms, lead="Condition cleared", tail=tail)
+        cause = record.latest.cause
+        lead = "Condition cleared" if cause is None else f"Condition cleared ({CAUSE_TEXT[cause]})"
+        return build_notices(record, "cleared", now_ms, lead=lead, tail=tail)
     return build_notices(record, "updated", now_ms, lead="Update")
 
 

@@ -10,10 +10,12 @@ the device (`pairs`) and, for an offender, his zones (`zone_rules`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
-from nabij.contract import DeviceEvent, Fix, Position, SetInterval, Warn, WarnLevel
+import msgspec
+
+from nabij.contract import ClearCause, DeviceEvent, Fix, Position, SetInterval, Warn, WarnLevel
 from nabij.orders import Order
 from nabij.settings import PrivacySettings, ProximitySettings
 from services.proximity.core.accuracy import effective_acc
@@ -29,12 +31,13 @@ from services.proximity.core.state import DeviceState, PairKey, PairState
 from services.proximity.core.timing import lateness_s, place, remember
 from services.proximity.core.topology import PairSpec, Topology
 from services.proximity.core.zone_rules import ZoneChange, ZoneJudge
+from services.proximity.core.zones import ZoneSet
 
 __all__ = ["Effects", "ProximityEngine"]
 
 _OPEN_PHASES: Final = OPEN_PHASES
 _DEFAULT_PRIVACY: Final = PrivacySettings()
-_NO_REASONS: Final[Mapping[str, str]] = {}
+_NO_REASONS: Final[Mapping[str, ClearCause]] = {}
 
 
 class ProximityEngine:
@@ -43,11 +46,16 @@ class ProximityEngine:
         orders: Sequence[Order],
         settings: ProximitySettings,
         privacy: PrivacySettings = _DEFAULT_PRIVACY,
+        *,
+        predecessor: ProximityEngine | None = None,
     ) -> None:
+        """`predecessor`: the engine of the orders before (see `successor`): what it built for
+        orders that did not change is reused."""
         self._orders = {order.id: order for order in orders}
         self._settings, self._privacy = settings, privacy
         grid = SnapGrid(privacy.offender_grid_m)
-        self._topology = topology = Topology.build(orders, settings, grid)
+        known_zones = {} if predecessor is None else predecessor.zone_sets()
+        self._topology = topology = Topology.build(orders, settings, grid, known_zones)
         self._pairs_of = topology.pairs_of
         self._alarm_interval_s = settings.alarm_interval_s
         self._normal_interval_s = settings.normal_interval_s
@@ -83,28 +91,33 @@ class ProximityEngine:
         orders: Sequence[Order],
         now_ms: int,
         effects: Effects,
-        ended_why: Mapping[str, str] = _NO_REASONS,
+        ended_why: Mapping[str, ClearCause] = _NO_REASONS,
     ) -> ProximityEngine:
         """The engine for a new version of the orders. Devices keep their state (latest fix
-        included) and every pair that still exists keeps its rings. A pair of a new or changed
-        order (rings, exemptions) is judged at once from its offender's latest fix, so a wider
-        ring opens and a narrower one starts its exit dwell. A pair that no longer exists (order
-        ended, device replaced) has its open rings cleared, saying why (`ended_why`: order id -> why
-        it left, "order ended" by default)."""
-        engine = ProximityEngine(orders, self._settings, self._privacy)
+        included) and every pair that still exists keeps its rings. A device swapped within an
+        order (same order, same role) hands its rings and zones to the new one: the alarms stay
+        the same alarms (keyed by order and role), and the new device is told at once what the
+        old one was told. A pair of a new or changed order, and its zones, are judged at once
+        from the offender's latest fix, so a wider ring opens and a narrower one starts its exit
+        dwell. A pair or zone that no longer exists (order ended, victim or zone removed) has its
+        open alarms cleared, saying why (`ended_why`: order id -> why it left, `order_ended` by
+        default; `order_changed` while the order goes on)."""
+        engine = ProximityEngine(orders, self._settings, self._privacy, predecessor=self)
         unchanged = {i for i, order in engine._orders.items() if self._orders.get(i) == order}
-        for key, spec in self._topology.pairs.items():
-            if key not in engine._pairs:
-                why = (
-                    ended_why.get(key[0], "order ended")
-                    if key[0] not in engine._orders
-                    else "device replaced"
-                )
-                self._judge.ended(spec, why, now_ms, effects)
         engine.load(
             (d for d in self._devices.values() if engine.is_known(d.device_id)),
             self._pairs.values(),
         )
+
+        def cause(order_id: str) -> ClearCause:
+            if order_id in engine._orders:
+                return "order_changed"
+            return ended_why.get(order_id, "order_ended")
+
+        heirs = self._hand_over_pairs(engine, cause, now_ms, effects)
+        heirs |= self._hand_over_zones(engine, cause, now_ms, effects)
+        for device_id in heirs:
+            engine._brief(engine._devices[device_id], effects)
         for key, spec in engine._topology.pairs.items():
             offender = engine._devices[spec.offender]
             if key[0] in unchanged or offender.fix is None:
@@ -113,7 +126,77 @@ class ProximityEngine:
             effects.changed_pairs.add(key)
             if changes is not None:
                 engine._command(spec, changes, effects)
+        changed = engine._orders.keys() - unchanged
+        for device_id in engine._zone_offenders:
+            device = engine._devices[device_id]
+            zone_changes = engine._zones.judge_orders(device, changed, now_ms, effects)
+            engine._zone_commands(device, zone_changes, effects)
+        # A device that left the orders is no longer the new engine's to persist.
+        effects.changed_devices.intersection_update(engine._devices)
         return engine
+
+    def _hand_over_pairs(
+        self,
+        engine: ProximityEngine,
+        cause: Callable[[str], ClearCause],
+        now_ms: int,
+        effects: Effects,
+    ) -> set[str]:
+        """Each pair of this engine into `engine`: kept as it is, handed to the pair that took
+        its order and role (a swapped device; returns the new devices), or ended (its open rings
+        cleared). A victim whose role moved (one before her left the order) is judged afresh
+        under her new alarm keys."""
+        by_role = {(s.order_id, s.victim_role): s for s in engine._topology.pairs.values()}
+        heirs: set[str] = set()
+        for key, spec in self._topology.pairs.items():
+            kept = engine._topology.pairs.get(key)
+            if kept is not None and kept.victim_role == spec.victim_role:
+                continue
+            heir = by_role.get((spec.order_id, spec.victim_role))
+            if kept is None and heir is not None and heir.key not in self._pairs:
+                engine._pairs[heir.key] = msgspec.structs.replace(
+                    self._pairs[key], offender_device=heir.offender, victim_device=heir.victim
+                )
+                effects.changed_pairs.add(heir.key)
+                heirs |= {heir.offender, heir.victim} - {spec.offender, spec.victim}
+                continue
+            self._judge.ended(spec, cause(spec.order_id), now_ms, effects)
+            if kept is not None:
+                engine._pairs[key] = PairState(*key)
+                effects.changed_pairs.add(key)
+        return heirs
+
+    def _hand_over_zones(
+        self,
+        engine: ProximityEngine,
+        cause: Callable[[str], ClearCause],
+        now_ms: int,
+        effects: Effects,
+    ) -> set[str]:
+        """Each zone state of this engine's offenders into `engine`: moved to the offender who
+        took the order (a swapped ankle monitor; returns the new devices), or ended (an open zone
+        alarm cleared) when the order ended or no longer has the zone."""
+        owner = {
+            spec.key: offender
+            for offender, zone_set in engine._topology.zones.items()
+            for spec in zone_set.specs
+        }
+        heirs: set[str] = set()
+        for offender, zone_set in self._topology.zones.items():
+            device = self._devices[offender]
+            for spec in zone_set.specs:
+                heir = owner.get(spec.key)
+                if heir is None:
+                    self._zones.ended(device, spec, cause(spec.order_id), now_ms, effects)
+                elif heir != offender and (state := device.zones.pop(spec.key, None)):
+                    engine._devices[heir].zones[spec.key] = state
+                    effects.changed_devices.update((offender, heir))
+                    heirs.add(heir)
+        return heirs
+
+    def zone_sets(self) -> Mapping[str, ZoneSet]:
+        """Offender device -> his zones, as projected for this engine's orders."""
+        return self._topology.zones
 
     def device(self, device_id: str) -> DeviceState:
         return self._devices[device_id]
@@ -302,16 +385,33 @@ class ProximityEngine:
     def _warning_holds(self, device: DeviceState) -> bool:
         """Whether an open ring of any pair (or an open zone) still warrants a warning: for an
         offender his own rings, for a victim the alarm ring."""
+        return self._warning_level(device) is not None
+
+    def _warning_level(self, device: DeviceState) -> WarnLevel | None:
+        """The warning the device's open rings and zones call for: `alarm` for an open zone, his
+        own alarm ring or her alarm ring; `pre_alert` for his own pre-alert ring only."""
         if any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values()):
-            return True
+            return "alarm"
+        level: WarnLevel | None = None
         for spec in self._pairs_of.get(device.device_id, ()):
             pair = self._pairs[spec.key]
-            if spec.offender == device.device_id:
-                if _offender_near(pair):
-                    return True
-            elif pair.alarm.phase in _OPEN_PHASES:
-                return True
-        return False
+            if spec.offender != device.device_id:
+                ring = pair.alarm
+            else:
+                ring = pair.offender_alarm
+                if pair.offender_pre_alert.phase in _OPEN_PHASES:
+                    level = "pre_alert"
+            if ring.phase in _OPEN_PHASES:
+                return "alarm"
+        return level
+
+    def _brief(self, device: DeviceState, effects: Effects) -> None:
+        """A device swapped in while its order's rings or zones are open: told at once what the
+        old device was told, and set to the interval they call for."""
+        level = self._warning_level(device)
+        if level is not None:
+            self._warn(device, level, effects)
+        self._set_interval(device, effects)
 
     def _set_interval(self, device: DeviceState, effects: Effects) -> None:
         """Fast fixes while a ring or zone of the device is open.

@@ -10,7 +10,7 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from nabij.contract import Position, SignalAction
+from nabij.contract import ClearCause, Position, SignalAction
 from nabij.settings import ProximitySettings
 from services.proximity.core.accuracy import (
     Reading,
@@ -113,6 +113,7 @@ class PairJudge:
             order_id=spec.order_id,
             offender_device=spec.offender,
             victim_device=spec.victim,
+            victim_role=spec.victim_role,
             distance_m=distance,
             uncertainty_m=uncertainty,
             offender=offender,
@@ -161,7 +162,7 @@ class PairJudge:
             return None
         return Changes(pre_change, alarm_change, his_pre_change, his_alarm_change)
 
-    def ended(self, spec: PairSpec, why: str, now_ms: int, effects: Effects) -> None:
+    def ended(self, spec: PairSpec, cause: ClearCause, now_ms: int, effects: Effects) -> None:
         """The pair's order ended or no longer binds these two devices: each of her open rings
         is cleared, saying why (the gateway still escalates it until a human acknowledges)."""
         pair = self._pairs[spec.key]
@@ -172,6 +173,7 @@ class PairJudge:
             order_id=spec.order_id,
             offender_device=spec.offender,
             victim_device=spec.victim,
+            victim_role=spec.victim_role,
             distance_m=distance_m(offender.lat, offender.lon, victim.lat, victim.lon),
             uncertainty_m=offender.acc + victim.acc,
             offender=offender,
@@ -185,9 +187,9 @@ class PairJudge:
                 signal = ring_signal(obs, params, "clear", 0)
                 reason = (
                     f"Order {spec.order_id} no longer binds offender device {spec.offender} "
-                    f"and victim device {spec.victim} ({why})."
+                    f"and victim device {spec.victim} ({cause.replace('_', ' ')})."
                 )
-                effects.signals.append(msgspec.structs.replace(signal, reason=reason))
+                effects.signals.append(msgspec.structs.replace(signal, reason=reason, cause=cause))
 
     def _cell_distance(self, offender: Position, victim: Position) -> float:
         """From him to the centre of her grid cell: all his rings ever see of where she is."""
@@ -216,6 +218,7 @@ class PairJudge:
             order_id=spec.order_id,
             offender_device=spec.offender,
             victim_device=spec.victim,
+            victim_role=spec.victim_role,
             distance_m=distance,
             uncertainty_m=uncertainty,
             offender=offender.fix,

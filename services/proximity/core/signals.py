@@ -14,8 +14,9 @@ RING_NAMES: dict[AlarmKind, str] = {
 }
 
 
-def pair_alarm_key(kind: AlarmKind, order_id: str, offender: str, victim: str) -> str:
-    return f"{kind}|{order_id}|{offender}|{victim}"
+def pair_alarm_key(kind: AlarmKind, order_id: str, victim: str) -> str:
+    """By order and role (`topology.victim_role`), not device: a swapped device keeps the alarm."""
+    return f"{kind}|{order_id}|offender|{victim}"
 
 
 def device_alarm_key(kind: AlarmKind, order_id: str, device_id: str) -> str:
@@ -34,6 +35,7 @@ class Observation:
     order_id: str
     offender_device: str
     victim_device: str
+    victim_role: str
     distance_m: float
     uncertainty_m: float
     offender: Position
@@ -70,7 +72,7 @@ def ring_signal(
     facts: Facts = NO_FACTS,
 ) -> AlarmSignal:
     """An open, update or clear of a proximity ring; `held_ms` is how long the condition held."""
-    key = pair_alarm_key(params.kind, obs.order_id, obs.offender_device, obs.victim_device)
+    key = pair_alarm_key(params.kind, obs.order_id, obs.victim_role)
     ring = f"{RING_NAMES[params.kind]} {params.ring_m:.0f} m"
     parties = f"Offender device {obs.offender_device}"
     victim = f"victim device {obs.victim_device}"
@@ -122,8 +124,9 @@ def late_reason(reason: str, late_s: int | None) -> str:
     return f"{reason[:-1]}; DETECTED LATE: it happened {late_s} s ago (device out of coverage)."
 
 
-def zone_alarm_key(order_id: str, offender: str, zone: str) -> str:
-    return f"zone_alarm|{order_id}|{offender}|{zone}"
+def zone_alarm_key(order_id: str, zone: str) -> str:
+    """By order and role, not device: a swapped ankle monitor keeps the alarm."""
+    return f"zone_alarm|{order_id}|offender|{zone}"
 
 
 def zone_signal(
@@ -143,7 +146,7 @@ def zone_signal(
 ) -> AlarmSignal:
     """An open or clear of an exclusion zone. Names the zone, never its geometry. `late_s`: the
     offender's fix was late (a backlog)."""
-    key = zone_alarm_key(order_id, offender_device, zone)
+    key = zone_alarm_key(order_id, zone)
     who = f"Offender device {offender_device}"
     where = f"{abs(signed_m):.0f} m {'inside' if signed_m <= 0 else 'outside'}"
     if action == "open":

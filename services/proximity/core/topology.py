@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from nabij.orders import Order, Zone
 from nabij.settings import ProximitySettings
@@ -15,6 +15,12 @@ from services.proximity.core.state import PairKey
 from services.proximity.core.zones import ZoneSet
 
 Role = Literal["offender", "victim"]
+_NO_ZONES: Final[Mapping[str, ZoneSet]] = {}
+
+
+def victim_role(index: int) -> str:
+    """The role of the order's `index`-th victim (0-based) in its alarm keys: "victim1", ..."""
+    return f"victim{index + 1}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,8 @@ class PairSpec:
     order_id: str
     offender: str
     victim: str
+    victim_role: str
+    """Her role in the order's alarm keys (`victim_role`): her place in the order."""
     pre_alert: RingParams
     alarm: RingParams
     offender_pre_alert: RingParams
@@ -59,8 +67,15 @@ class Topology:
 
     @classmethod
     def build(
-        cls, orders: Sequence[Order], settings: ProximitySettings, grid: SnapGrid
+        cls,
+        orders: Sequence[Order],
+        settings: ProximitySettings,
+        grid: SnapGrid,
+        known_zones: Mapping[str, ZoneSet] = _NO_ZONES,
     ) -> Topology:
+        """`known_zones`: the zone sets of the engine before a new version of the orders (same
+        settings); an offender whose zones did not change keeps his, as projecting every zone
+        again is most of the cost of a new version (docs/benchmarks.md)."""
         pairs: dict[PairKey, PairSpec] = {}
         pairs_of: dict[str, list[PairSpec]] = {}
         memberships: dict[str, dict[Membership, None]] = {}
@@ -75,10 +90,10 @@ class Topology:
                 exemptions[order.id] = exempt
             memberships.setdefault(offender, {})[Membership(order.id, offender, "offender")] = None
             zones_of.setdefault(offender, []).extend((order.id, zone) for zone in order.zone)
-            for victim in dict.fromkeys(order.victim_devices):
+            for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
                 key = (order.id, offender, victim)
                 spec = PairSpec(
-                    key, order.id, offender, victim, pre_alert, alarm,
+                    key, order.id, offender, victim, victim_role(index), pre_alert, alarm,
                     offender_ring(pre_alert, grid.worst_error_m),
                     offender_ring(alarm, grid.worst_error_m),
                     exempt,
@@ -97,9 +112,21 @@ class Topology:
                 device: "offender" if device in offenders else "victim" for device in memberships
             },
             zones={
-                device: ZoneSet(device, zones, settings)
+                device: _zone_set(device, zones, settings, known_zones)
                 for device, zones in zones_of.items()
                 if zones
             },
             exemptions=exemptions,
         )
+
+
+def _zone_set(
+    device: str,
+    zones: list[tuple[str, Zone]],
+    settings: ProximitySettings,
+    known: Mapping[str, ZoneSet],
+) -> ZoneSet:
+    reused = known.get(device)
+    if reused is not None and reused.source == tuple(zones):
+        return reused
+    return ZoneSet(device, zones, settings)

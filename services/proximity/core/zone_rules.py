@@ -9,15 +9,18 @@ consecutive fine fixes that passes through a zone opens it even when neither fix
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Final
 
-from nabij.contract import Position, SignalAction
+import msgspec
+
+from nabij.contract import AlarmSignal, ClearCause, Position, SignalAction
 from nabij.settings import ProximitySettings
 from services.proximity.core.accuracy import zone_inside_probability, zone_reading
 from services.proximity.core.effects import Effects
 from services.proximity.core.exemptions import Exemptions
 from services.proximity.core.hysteresis import Transition, step
-from services.proximity.core.signals import Facts, zone_signal
+from services.proximity.core.signals import NO_FACTS, Facts, zone_signal
 from services.proximity.core.state import DeviceState, RingState, ZoneState
 from services.proximity.core.timing import lateness_s
 from services.proximity.core.zones import ZoneSet, ZoneSpec
@@ -70,7 +73,67 @@ class ZoneJudge:
                 and s not in specs
             ]
             specs = specs + extra
-        if not specs:
+        return self._judge(
+            device, zone_set, specs, previous=previous, now_ms=now_ms, effects=effects
+        )
+
+    def judge_orders(
+        self, device: DeviceState, order_ids: Collection[str], now_ms: int, effects: Effects
+    ) -> list[ZoneChange]:
+        """The zones of new or changed orders, judged at once from the offender's latest fix
+        (a new version of the orders): a zone he is in opens without waiting for his next fix."""
+        zone_set = self._zones.get(device.device_id)
+        if zone_set is None or device.fix is None:
+            return []
+        specs = [spec for spec in zone_set.specs if spec.order_id in order_ids]
+        if specs:
+            effects.changed_devices.add(device.device_id)
+        tag = f"{device.tag(device.last_seq)}|order-{now_ms}"
+        return self._judge(
+            device, zone_set, specs, previous=None, now_ms=now_ms, effects=effects, tag=tag
+        )
+
+    def ended(
+        self,
+        device: DeviceState,
+        spec: ZoneSpec,
+        cause: ClearCause,
+        now_ms: int,
+        effects: Effects,
+    ) -> list[ZoneChange]:
+        """The zone's order ended or no longer has it: an open zone alarm is cleared, saying
+        why (the gateway still escalates it until a human acknowledges); its state is dropped."""
+        state = device.zones.pop(spec.key, None)
+        if state is None:
+            return []
+        effects.changed_devices.add(device.device_id)
+        fix = device.fix
+        if state.ring.phase in _CLOSED or fix is None or state.signed_m is None:
+            return []
+        signal = _judged_on_state(
+            spec, fix, state.signed_m, "clear", tag=f"order-{now_ms}", now_ms=now_ms
+        )
+        reason = (
+            f"Order {spec.order_id} no longer binds offender device {spec.offender} to exclusion "
+            f"zone {spec.name!r} ({cause.replace('_', ' ')})."
+        )
+        effects.signals.append(msgspec.structs.replace(signal, reason=reason, cause=cause))
+        return [(spec, "cleared")]
+
+    def _judge(
+        self,
+        device: DeviceState,
+        zone_set: ZoneSet,
+        specs: Sequence[ZoneSpec],
+        *,
+        previous: Position | None,
+        now_ms: int,
+        effects: Effects,
+        tag: str | None = None,
+    ) -> list[ZoneChange]:
+        """`specs` against the device's newest fix, and the path from `previous` if given."""
+        fix = device.fix
+        if fix is None or not specs:
             return []
         projection = zone_set.projection
         here = projection.xy(fix.lat, fix.lon)
@@ -124,7 +187,7 @@ class ZoneJudge:
                         signed_m=signed,
                         params=spec.params,
                         held_ms=held_ms,
-                        tag=device.tag(device.last_seq),
+                        tag=device.tag(device.last_seq) if tag is None else tag,
                         now_ms=now_ms,
                         facts=facts,
                         late_s=lateness_s(fix.ts, now_ms, self._late_ms),
@@ -165,21 +228,30 @@ class ZoneJudge:
                     round(zone_inside_probability(state.signed_m, state.acc), 3),
                     cause="exemption window ended with the offender inside",
                 )
+                tag = f"{device.tag(device.last_seq)}|exemption-end"
                 effects.signals.append(
-                    zone_signal(
-                        spec.order_id,
-                        spec.offender,
-                        spec.name,
-                        "open",
-                        offender=fix,
-                        signed_m=state.signed_m,
-                        params=spec.params,
-                        held_ms=0,
-                        tag=f"{device.tag(device.last_seq)}|exemption-end",
-                        now_ms=now_ms,
-                        facts=facts,
+                    _judged_on_state(
+                        spec, fix, state.signed_m, "open", tag=tag, now_ms=now_ms, facts=facts
                     )
                 )
                 changes.append((spec, "opened"))
             device.zones[spec.key] = ZoneState(ring, state.signed_m, state.acc, False)
         return changes
+
+
+def _judged_on_state(
+    spec: ZoneSpec,
+    fix: Position,
+    signed_m: float,
+    action: SignalAction,
+    *,
+    tag: str,
+    now_ms: int,
+    facts: Facts = NO_FACTS,
+) -> AlarmSignal:
+    """A zone signal that a change of time or orders, not a new fix, caused: judged on the
+    offender's last fix and its stored distance to the boundary."""
+    return zone_signal(
+        spec.order_id, spec.offender, spec.name, action, offender=fix, signed_m=signed_m,
+        params=spec.params, held_ms=0, tag=tag, now_ms=now_ms, facts=facts,
+    )  # fmt: skip

@@ -157,6 +157,8 @@ class ZoneSet:
     def __init__(
         self, offender: str, zones: Sequence[tuple[str, Zone]], settings: ProximitySettings
     ) -> None:
+        self.source = tuple(zones)
+        """(order id, zone) as given: a new version of the orders reuses the set if they match."""
         lats: list[float] = []
         lons: list[float] = []
         for _, zone in zones:
