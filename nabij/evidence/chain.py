@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
@@ -59,9 +59,10 @@ class Body(msgspec.Struct, frozen=True):
     data: msgspec.Raw
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A record before it has a place in a chain: class, time, orders, data (JSON bytes)."""
+class Entry(NamedTuple):
+    """A record before it has a place in a chain: class, time, orders, data (JSON bytes).
+
+    (Named tuples, this and `Sealed`: one is made per fix on the decision path.)"""
 
     cls: RecordClass
     at: int
@@ -69,17 +70,15 @@ class Entry:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Sealed:
+class Sealed(NamedTuple):
     seq: int
     envelope: bytes
-    body: bytes | None
-    """None when withheld: redacted, or past its retention."""
+    body: bytes
     head: bytes
 
     def stored(self) -> bytes:
         """The form kept in Redis: envelope, newline, body (JSON never holds a raw newline)."""
-        return self.envelope if self.body is None else self.envelope + b"\n" + self.body
+        return self.envelope + b"\n" + self.body
 
 
 _envelope_encoder = msgspec.json.Encoder()
@@ -93,15 +92,6 @@ def leaf_hash(envelope: bytes) -> bytes:
 
 def chain_hash(previous: bytes, leaf: bytes) -> bytes:
     return hashlib.sha256(NODE_PREFIX + previous + leaf).digest()
-
-
-def seal(writer: str, seq: int, previous: bytes, entry: Entry, nonce: bytes) -> Sealed:
-    """`entry` as record `seq` of `writer`'s chain after head `previous`."""
-    body = _envelope_encoder.encode(Body(nonce.hex(), msgspec.Raw(entry.data)))
-    envelope = _envelope_encoder.encode(
-        Envelope(writer, seq, entry.cls, entry.at, entry.orders, hashlib.sha256(body).hexdigest())
-    )
-    return Sealed(seq, envelope, body, chain_hash(previous, leaf_hash(envelope)))
 
 
 def split_stored(stored: bytes) -> tuple[bytes, bytes | None]:
@@ -130,14 +120,38 @@ class ChainHead:
 def extend(
     writer: str, start: ChainHead, entries: Iterable[Entry], nonces: Iterable[bytes]
 ) -> tuple[list[Sealed], ChainHead]:
-    """Seal `entries` after `start`; returns them and the new head."""
+    """Seal `entries` after `start`; returns them and the new head.
+
+    The envelope and body are assembled from bytes (JSON-encoded pieces, each class and order
+    set encoded once per call), not by encoding a struct per record: this runs for every fix.
+    `Envelope` and `Body` decode what it makes (tests/evidence/test_chain.py).
+    """
+    sha256, encode = hashlib.sha256, _envelope_encoder.encode
+    opening = b'{"writer":' + encode(writer) + b',"seq":'
+    middles: dict[tuple[str, tuple[str, ...]], bytes] = {}
     sealed = []
     size, head = start.size, start.head
     for entry, nonce in zip(entries, nonces, strict=True):
         size += 1
-        record = seal(writer, size, head, entry, nonce)
-        sealed.append(record)
-        head = record.head
+        body = b'{"nonce":"' + nonce.hex().encode() + b'","data":' + entry.data + b"}"
+        middle = middles.get((entry.cls, entry.orders))
+        if middle is None:
+            middle = b',"class":' + encode(entry.cls) + b',"orders":' + encode(entry.orders)
+            middles[entry.cls, entry.orders] = middle
+        envelope = b"".join(
+            (
+                opening,
+                str(size).encode(),
+                middle,
+                b',"at":',
+                str(entry.at).encode(),
+                b',"body_sha256":"',
+                sha256(body).hexdigest().encode(),
+                b'"}',
+            )
+        )
+        head = chain_hash(head, leaf_hash(envelope))
+        sealed.append(Sealed(size, envelope, body, head))
     return sealed, ChainHead(size, head)
 
 

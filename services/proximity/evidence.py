@@ -7,7 +7,7 @@ clears a ring or zone alarm); every device command. Each record names the orders
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 import msgspec
@@ -22,6 +22,8 @@ _NO_ORDERS: Final[tuple[str, ...]] = ()
 
 
 class UplinkData(msgspec.Struct, frozen=True):
+    """The data of an uplink record (`BatchRecorder` assembles it from bytes, in this order)."""
+
     topic: str
     received_ms: int
     payload: msgspec.Raw
@@ -44,23 +46,33 @@ def orders_by_device(orders: Sequence[Order]) -> dict[str, tuple[str, ...]]:
     return {device: tuple(ids) for device, ids in found.items()}
 
 
-def batch_entries(
-    accepted: Sequence[Received],
-    effects: Effects,
-    topics: Topics,
-    orders_of: Mapping[str, tuple[str, ...]],
-    now_ms: int,
-) -> list[Entry]:
-    entries = []
-    for item in accepted:
-        parsed = topics.parse(item.topic)
-        orders = orders_of.get(parsed[0], _NO_ORDERS) if parsed else _NO_ORDERS
-        data = UplinkData(item.topic, item.received_ms, msgspec.Raw(item.payload))
-        entries.append(Entry("uplink", item.received_ms, orders, _encoder.encode(data)))
-    for signal in effects.signals:
-        entries.append(Entry("decision", now_ms, (signal.order_id,), encode(signal)))
-    for device_id, command in effects.commands:
-        data_c = CommandData(device_id, command)
-        orders = orders_of.get(device_id, _NO_ORDERS)
-        entries.append(Entry("command", now_ms, orders, _encoder.encode(data_c)))
-    return entries
+class BatchRecorder:
+    """The records of a batch, for one set of orders (the shell makes a new one when they
+    change). Per topic, its JSON opening and its orders are worked out once."""
+
+    def __init__(self, topics: Topics, orders: Sequence[Order]) -> None:
+        self._topics = topics
+        self._orders_of = orders_by_device(orders)
+        self._topic_heads: dict[str, tuple[bytes, tuple[str, ...]]] = {}
+
+    def entries(self, accepted: Sequence[Received], effects: Effects, now_ms: int) -> list[Entry]:
+        entries = []
+        for item in accepted:
+            opening, orders = self._topic_heads.get(item.topic) or self._topic_head(item.topic)
+            received = str(item.received_ms).encode()
+            data = b"".join((opening, received, b',"payload":', item.payload, b"}"))
+            entries.append(Entry("uplink", item.received_ms, orders, data))
+        for signal in effects.signals:
+            entries.append(Entry("decision", now_ms, (signal.order_id,), encode(signal)))
+        for device_id, command in effects.commands:
+            data_c = _encoder.encode(CommandData(device_id, command))
+            orders = self._orders_of.get(device_id, _NO_ORDERS)
+            entries.append(Entry("command", now_ms, orders, data_c))
+        return entries
+
+    def _topic_head(self, topic: str) -> tuple[bytes, tuple[str, ...]]:
+        parsed = self._topics.parse(topic)
+        orders = self._orders_of.get(parsed[0], _NO_ORDERS) if parsed else _NO_ORDERS
+        head = (b'{"topic":' + _encoder.encode(topic) + b',"received_ms":', orders)
+        self._topic_heads[topic] = head
+        return head

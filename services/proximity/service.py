@@ -50,7 +50,7 @@ from services.proximity.core.state import (
     pair_state_decoder,
     state_encoder,
 )
-from services.proximity.evidence import batch_entries, orders_by_device
+from services.proximity.evidence import BatchRecorder
 from services.proximity.intake import Intake, Received
 from services.proximity.outbox import CommandOutbox
 
@@ -138,7 +138,10 @@ class ProximityService:
         )
         self._committer, self._deadletters = writes.committer, writes.deadletters
         self._evidence = self._evidence_log()
-        self._orders_of: tuple[tuple[Order, ...], dict[str, tuple[str, ...]]] = ((), {})
+        self._recorder: tuple[tuple[Order, ...], BatchRecorder] = (
+            (),
+            BatchRecorder(self._topics, ()),
+        )
         self._rejections = LogAggregator(log, "rejected")
         self._stop = threading.Event()
         mqtt = self._settings.mqtt
@@ -298,9 +301,9 @@ class ProximityService:
     def _evidence_of(self, accepted: list[Received], effects: Effects) -> list[Entry]:
         if self._evidence is None:
             return []
-        if self._orders_of[0] is not self._engine_orders:
-            self._orders_of = (self._engine_orders, orders_by_device(self._engine_orders))
-        return batch_entries(accepted, effects, self._topics, self._orders_of[1], self._clock())
+        if self._recorder[0] is not self._engine_orders:
+            self._recorder = (self._engine_orders, BatchRecorder(self._topics, self._engine_orders))
+        return self._recorder[1].entries(accepted, effects, self._clock())
 
     def _commit(
         self,
