@@ -68,7 +68,11 @@ def _export(args: argparse.Namespace) -> int:
     if settings.audit.key_file is None:
         print("no [audit] key_file in the configuration: nothing to export", file=sys.stderr)
         return EXIT_NO_KEY
-    signer = Signer.of(keyfile.load(settings.audit.key_file))
+    try:
+        signer = Signer.of(keyfile.load(settings.audit.key_file))
+    except keyfile.KeyFileError as err:
+        print(err, file=sys.stderr)
+        return EXIT_NO_KEY
     client = connect_as(settings.redis, "console")
     scope = Scope(args.order, args.role, args.since, args.until)
     now_ms = time.time_ns() // 1_000_000
@@ -83,7 +87,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     expected = args.key.read_bytes() if args.key is not None else None
-    report = verify_directory(args.directory, expected)
+    try:
+        report = verify_directory(args.directory, expected)
+    except keyfile.KeyFileError as err:
+        print(f"NOT VERIFIED: {err}", file=sys.stderr)
+        return EXIT_ALTERED
     for note in report.notes:
         print(note)
     if report.ok:

@@ -14,7 +14,9 @@ import redis
 from nabij import order_store
 from nabij.cli_support import add_config_argument
 from nabij.config import ORDERS_FILE, SETTINGS_FILE, load_orders, load_settings, resolve_directory
-from nabij.evidence.store import SharedLog, signer_from
+from nabij.evidence import keyfile
+from nabij.evidence.chain import Signer
+from nabij.evidence.store import SharedLog
 from nabij.keys import Keys
 from nabij.order_store import OrdersVersion, StaleVersionError
 from nabij.orders import Order
@@ -76,8 +78,11 @@ def _client(args: argparse.Namespace) -> tuple[redis.Redis, Keys]:
 def _evidence(args: argparse.Namespace, keys: Keys) -> SharedLog | None:
     """The order changes' evidence chain, signed with the configured key (none if unset)."""
     directory = resolve_directory(args.config, os.environ)
-    signer = signer_from(load_settings(directory / SETTINGS_FILE).audit)
-    return None if signer is None else SharedLog(keys, order_store.EVIDENCE_WRITER, signer)
+    audit = load_settings(directory / SETTINGS_FILE).audit
+    if audit.key_file is None:
+        return None
+    signer = Signer.of(keyfile.make(audit.key_file)[0])  # as the services: made on first use
+    return SharedLog(keys, order_store.EVIDENCE_WRITER, signer)
 
 
 def _apply(args: argparse.Namespace) -> int:

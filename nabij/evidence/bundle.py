@@ -222,9 +222,11 @@ def _verify_segment(
     for name, checkpoint in (("start", segment.start), ("end", segment.end)):
         if checkpoint is None:
             continue
-        signed = checkpoint.fields()
-        if not checkpoint_signed(key, checkpoint) or signed.key != fingerprint:
+        if not checkpoint_signed(key, checkpoint):
             return f"{writer}: {name} checkpoint altered: its signature does not verify"
+        signed = checkpoint.fields()
+        if signed.key != fingerprint:
+            return f"{writer}: {name} checkpoint signed with another key ({signed.key})"
         if signed.writer != writer:
             return f"{writer}: {name} checkpoint belongs to writer {signed.writer}"
     start = (
