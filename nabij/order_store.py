@@ -175,10 +175,13 @@ def apply(
     with its evidence records when `evidence` is given; StaleVersionError if the current
     version is no longer the one before it."""
     expected = version.version - 1
-    watched = [keys.orders_version] + ([evidence.watched] if evidence is not None else [])
     with client.pipeline(transaction=True) as pipe:
         try:
-            pipe.watch(*watched)  # type: ignore[no-untyped-call]  # redis-py stubs
+            pipe.watch(keys.orders_version)  # type: ignore[no-untyped-call]  # redis-py stubs
+            if evidence is not None:
+                # A WATCH of its own: under the ACL each key family is its own grant, and a
+                # command naming keys of two grants is refused.
+                pipe.watch(evidence.watched)  # type: ignore[no-untyped-call]  # as above
             raw = pipe.get(keys.orders_version)
             current = int(raw) if raw is not None else 0
             if current != expected:
