@@ -137,6 +137,7 @@ class ProximityService:
             self._redis, self._keys, self._settings.redis, service=SERVICE, log=log, health=health
         )
         self._committer, self._deadletters = writes.committer, writes.deadletters
+        self._signer = signer_from(self._settings.audit)
         self._evidence = self._evidence_log()
         self._recorder: tuple[tuple[Order, ...], BatchRecorder] = (
             (),
@@ -180,7 +181,6 @@ class ProximityService:
             health.add_check("mqtt_subscribed", self.subscribed)
 
     def _evidence_log(self) -> WriterLog | None:
-        self._signer = signer_from(self._settings.audit)
         if self._signer is None:
             return None
         anchor_ms = round(self._settings.audit.anchor_interval_s * 1000)
