@@ -11,6 +11,9 @@ the service to committed in Redis.
 
     .venv/bin/python -m bench.pipeline --pairs 1000 --fixes 60000 --runs 3
     .venv/bin/python -m bench.pipeline --rate 5000 --duration 30 --runs 3
+
+`--audit` turns the evidence trail on (a fresh Ed25519 key per run); `--compare` alternates runs
+without and with it and prints the medians of each and their ratio.
 """
 
 from __future__ import annotations
@@ -116,7 +119,9 @@ class Running:
 
 
 @contextmanager
-def proximity(orders: str, workdir: Path, command: str = "proximity") -> Iterator[Running]:
+def proximity(
+    orders: str, workdir: Path, command: str = "proximity", *, audit: bool = False
+) -> Iterator[Running]:
     """A ready `nabij proximity` (or `nabij run`: both services) with its own broker and Redis
     (AOF on)."""
     mosquitto = MosquittoServer(workdir / "mosquitto")
@@ -129,6 +134,7 @@ def proximity(orders: str, workdir: Path, command: str = "proximity") -> Iterato
         f'[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "{PREFIX}"\n'
         f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "bench"\n'
         '[log]\nlevel = "warning"\n'
+        + (f'[audit]\nkey_file = "{workdir / "audit.key"}"\n' if audit else "")
     )
     (config / "orders.toml").write_text(orders)
     port = free_port()
@@ -156,8 +162,8 @@ def proximity(orders: str, workdir: Path, command: str = "proximity") -> Iterato
         redis_server.stop()
 
 
-def saturate(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
-    with proximity(orders_toml(pairs), workdir) as running:
+def saturate(pairs: int, fixes: int, workdir: Path, *, audit: bool = False) -> dict[str, float]:
+    with proximity(orders_toml(pairs), workdir, audit=audit) as running:
         url, port = running.mqtt_url, running.metrics_port
         publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
         started = time.monotonic()
@@ -198,13 +204,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=None, help="open-loop fixes/s (fleet)")
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--audit", action="store_true", help="with the evidence trail")
+    parser.add_argument(
+        "--compare", action="store_true", help="saturation runs alternating without/with --audit"
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        compare_audit(args.runs, args.pairs, args.fixes)
+        return
     one_run: Callable[[Path], dict[str, float]]
     if args.rate is None:
-        one_run = lambda workdir: saturate(args.pairs, args.fixes, workdir)  # noqa: E731  # a closure over the parsed arguments
+        one_run = lambda workdir: saturate(args.pairs, args.fixes, workdir, audit=args.audit)  # noqa: E731  # a closure over the parsed arguments
     else:
         one_run = lambda workdir: at_rate(args.rate, args.duration, workdir)  # noqa: E731  # as above
     report_runs(args.runs, one_run)
+
+
+def compare_audit(runs: int, pairs: int, fixes: int) -> None:
+    """Saturation without and with the evidence trail, alternating (a noisy shared machine
+    drifts: alternation spreads the drift over both), each run in a fresh directory."""
+    results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    for i in range(runs):
+        for audit in (False, True):
+            with tempfile.TemporaryDirectory() as workdir:
+                result = saturate(pairs, fixes, Path(workdir), audit=audit)
+            label = "audit" if audit else "plain"
+            print(f"run {i + 1} {label}: " + ", ".join(f"{k} {v:,.1f}" for k, v in result.items()))
+            results[audit].append(result)
+    medians = {
+        audit: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+        for audit, rs in results.items()
+    }
+    for audit, median in medians.items():
+        label = "audit" if audit else "plain"
+        print(f"median {label}: " + ", ".join(f"{k} {v:,.1f}" for k, v in median.items()))
+    ratio = medians[True]["fixes_per_s"] / medians[False]["fixes_per_s"]
+    print(f"throughput ratio audit/plain: {ratio:.3f}")
 
 
 def report_runs(runs: int, one_run: Callable[[Path], dict[str, float]], digits: int = 1) -> None:

@@ -111,6 +111,30 @@ class Keys:
         gives no usable cookie."""
         return f"{self.prefix}:console:session:{token_hash}"
 
+    # --- evidence trail: one chain per writer, its keys tagged with the writer's name ----------
+
+    def audit_log(self, writer: str) -> str:
+        """Hash seq -> record (envelope, newline, body; the envelope alone once pruned)."""
+        return f"{self.prefix}:audit:{{{writer}}}:log"
+
+    def audit_head(self, writer: str) -> str:
+        """ "SIZE HEADHEX": where the writer's chain stands, written with every append."""
+        return f"{self.prefix}:audit:{{{writer}}}:head"
+
+    def audit_checkpoint(self, writer: str) -> str:
+        """The writer's latest signed checkpoint (JSON), rewritten with every append."""
+        return f"{self.prefix}:audit:{{{writer}}}:checkpoint"
+
+    def audit_anchors(self, writer: str) -> str:
+        """Hash size -> signed checkpoint kept for good (about one per `anchor_interval_s`):
+        where an export's segment may start and end."""
+        return f"{self.prefix}:audit:{{{writer}}}:anchors"
+
+    @property
+    def audit_writers(self) -> str:
+        """Set of the writers that have a chain (registered at start, outside any commit)."""
+        return f"{self.prefix}:audit:writers"
+
     def health(self, service: str) -> str:
         """Heartbeat key a service refreshes; its TTL tells whether the service is alive."""
         return f"{self.prefix}:health:{service}"

@@ -13,15 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
 import redis
 from pydantic import Field
 
+from nabij.evidence.chain import Entry
+from nabij.evidence.store import SharedLog
 from nabij.failures import NabijError
 from nabij.keys import Keys
 from nabij.orders import Order
 from nabij.settings import StrictModel
 
 SYSTEM_AUTHOR = "nabij"
+EVIDENCE_WRITER = "orders"
+"""The evidence chain of order changes, shared by every process that applies a version."""
 FIRST_START_REASON = "first start with an empty store: orders.toml loaded as version 1"
 
 
@@ -131,20 +136,65 @@ def next_version(
     )
 
 
-def apply(client: redis.Redis, keys: Keys, version: OrdersVersion) -> OrdersVersion:
-    """Write `version` in one transaction (the services poll the version number and follow);
-    StaleVersionError if the current version is no longer the one before it."""
+class ChangeRecord(msgspec.Struct, frozen=True):
+    """One order's change in one version, as the evidence trail keeps it."""
+
+    version: int
+    by: str
+    at: str
+    reason: str
+    change: str
+    fields: tuple[str, ...]
+    order: msgspec.Raw | None
+    """The order as of this version (JSON), absent when it ended."""
+
+
+def change_entries(old: Sequence[Order], version: OrdersVersion) -> list[Entry]:
+    """One evidence record per order the version changes (each names only its own order)."""
+    at_ms = _ms(version.at)
+    entries = []
+    for change in changes(old, version.orders):
+        order = version.order(change.order_id)
+        record = ChangeRecord(
+            version.version,
+            version.by,
+            version.at,
+            version.reason,
+            change.kind,
+            change.fields,
+            None if order is None else msgspec.Raw(order.model_dump_json().encode()),
+        )
+        entries.append(Entry("order", at_ms, (change.order_id,), msgspec.json.encode(record)))
+    return entries
+
+
+def apply(
+    client: redis.Redis, keys: Keys, version: OrdersVersion, evidence: SharedLog | None = None
+) -> OrdersVersion:
+    """Write `version` in one transaction (the services poll the version number and follow),
+    with its evidence records when `evidence` is given; StaleVersionError if the current
+    version is no longer the one before it."""
     expected = version.version - 1
     with client.pipeline(transaction=True) as pipe:
         try:
             pipe.watch(keys.orders_version)  # type: ignore[no-untyped-call]  # redis-py stubs
+            if evidence is not None:
+                # A WATCH of its own: under the ACL each key family is its own grant, and a
+                # command naming keys of two grants is refused.
+                pipe.watch(evidence.watched)  # type: ignore[no-untyped-call]  # as above
             raw = pipe.get(keys.orders_version)
             current = int(raw) if raw is not None else 0
             if current != expected:
                 raise StaleVersionError(expected, current)
+            if evidence is not None:
+                previous = read_version(pipe, keys, expected) if expected else None
+                start = evidence.head(pipe)
             pipe.multi()
             pipe.hset(keys.order_versions, str(version.version), version.model_dump_json())
             pipe.set(keys.orders_version, version.version)
+            if evidence is not None:
+                old = previous.orders if previous is not None else []
+                evidence.write(pipe, start, change_entries(old, version), _ms(version.at))
             pipe.execute()
         except redis.WatchError:
             # redis-py also says WatchError when the connection broke while watching (the EXEC or
@@ -159,6 +209,10 @@ def apply(client: redis.Redis, keys: Keys, version: OrdersVersion) -> OrdersVers
     return version
 
 
+def _ms(iso: str) -> int:
+    return round(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
 def landed(client: redis.Redis, keys: Keys, version: OrdersVersion) -> bool:
     """Whether an apply whose reply was lost was written (its version carries its apply id)."""
     stored = read_version(client, keys, version.version)
@@ -166,7 +220,11 @@ def landed(client: redis.Redis, keys: Keys, version: OrdersVersion) -> bool:
 
 
 def bootstrap(
-    client: redis.Redis, keys: Keys, orders: Sequence[Order], now_ms: int
+    client: redis.Redis,
+    keys: Keys,
+    orders: Sequence[Order],
+    now_ms: int,
+    evidence: SharedLog | None = None,
 ) -> OrdersVersion:
     """The current version; on an empty store, `orders` (from orders.toml) become version 1.
     Two services starting at once both end up with the one that won."""
@@ -177,7 +235,7 @@ def bootstrap(
         first = next_version(
             orders, expected=0, by=SYSTEM_AUTHOR, reason=FIRST_START_REASON, now_ms=now_ms
         )
-        return apply(client, keys, first)
+        return apply(client, keys, first, evidence)
     except StaleVersionError:
         won = read_version(client, keys)
         assert won is not None  # someone else's version 1 landed

@@ -66,6 +66,19 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
         ("get", "set", "watch", "hget", "hgetall", "hset"),
         (keys.orders_version, keys.order_versions),
     )
+
+    def evidence(writer: str) -> Grant:
+        """Appending to one writer's chain (docs/evidence.md)."""
+        chain = (
+            keys.audit_log(writer),
+            keys.audit_head(writer),
+            keys.audit_checkpoint(writer),
+            keys.audit_anchors(writer),
+        )
+        return Grant(("get", "set", "hset", "watch"), chain)
+
+    register_writer = Grant(("sadd",), (keys.audit_writers,), "W")
+    orders_evidence = evidence("orders")
     police = [
         *operator("probation", "police"),
         Grant(("hget", "hgetall"), (keys.police_facts,), "R"),
@@ -80,6 +93,9 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
             Grant(("xadd", "xtrim", "xrange"), (keys.command_outbox,)),
             Grant(("get", "set"), (keys.commit_counter("proximity"), keys.health("proximity"))),
             orders,
+            evidence("proximity"),
+            orders_evidence,
+            register_writer,
         ],
         "gateway": [
             Grant(
@@ -94,6 +110,8 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
             Grant(("set",), (keys.request_outcome(ANY),), "W"),
             Grant(("xadd",), (keys.deadletter,), "W"),
             Grant(("get", "set"), (keys.commit_counter("gateway:*"), keys.health("gateway"))),
+            evidence("gateway:*"),
+            register_writer,
         ],
         "probation": operator("probation"),
         "police": police,
@@ -107,6 +125,18 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
             Grant(("exists",), (keys.health("gateway"),), "R"),
             Grant(("get",), (keys.device_state(ANY),), "R"),
             orders,
+            # `nabij orders` and `nabij audit` (export reads every chain, prune drops bodies).
+            orders_evidence,
+            evidence("exports"),
+            Grant(
+                ("smembers", "hgetall", "hmget", "hscan", "hset", "get", "sadd"),
+                (
+                    keys.audit_writers,
+                    keys.audit_log(ANY),
+                    keys.audit_checkpoint(ANY),
+                    keys.audit_anchors(ANY),
+                ),
+            ),
         ],
     }
 

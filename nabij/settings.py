@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nabij.clock import Timescale
 from nabij.contract import AlarmKind, QueueName
+from nabij.evidence.chain import RecordClass
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -301,6 +302,29 @@ DEFAULT_ESCALATION: Final[Mapping[AlarmKind, EscalationPolicy]] = {
 }
 
 
+class AuditSettings(StrictModel):
+    """The evidence trail (docs/evidence.md)."""
+
+    # Ed25519 private key (PKCS#8 PEM) that signs checkpoints and bundles; made on first start
+    # when the file does not exist (mode 0600, public key beside it as KEY.pub). Unset: no trail
+    # is written (a warning at start); production sets it.
+    key_file: Path | None = None
+    # How often (nabij's clock) a writer keeps a checkpoint an export may start from.
+    anchor_interval_s: PositiveSeconds = 60
+    # Per record class: seconds after which `nabij audit prune` drops a record's body (its hash
+    # stays in the chain). 0 keeps it forever. Classes: uplink, decision, command, notice,
+    # request, order, export.
+    retention_s: dict[RecordClass, Annotated[int, Field(ge=0)]] = {
+        "uplink": 730 * 86_400,
+        "decision": 0,
+        "command": 730 * 86_400,
+        "notice": 0,
+        "request": 0,
+        "order": 0,
+        "export": 0,
+    }
+
+
 class Settings(StrictModel):
     mqtt: MqttSettings = MqttSettings()
     redis: RedisSettings = RedisSettings()
@@ -311,6 +335,7 @@ class Settings(StrictModel):
     privacy: PrivacySettings = PrivacySettings()
     console: ConsoleSettings = ConsoleSettings()
     clock: ClockSettings = ClockSettings()
+    audit: AuditSettings = AuditSettings()
     escalation: dict[AlarmKind, EscalationPolicy] = {}
 
     def policy(self, kind: AlarmKind) -> EscalationPolicy:

@@ -15,6 +15,7 @@ from typing import Literal
 
 import redis
 
+import services.audit_cli
 import services.console.cli
 import services.devices
 import services.orders_cli
@@ -39,6 +40,7 @@ SUBCOMMAND_PACKAGES = (
     services.devices.register,
     services.console.cli.register,
     services.orders_cli.register,
+    services.audit_cli.register,
 )
 EXIT_CONFIG = 2
 # `ack` and `resolve`: applied (0), not applied (1: the gateway said why), refused before sending

@@ -14,6 +14,9 @@ import redis
 from nabij import order_store
 from nabij.cli_support import add_config_argument
 from nabij.config import ORDERS_FILE, SETTINGS_FILE, load_orders, load_settings, resolve_directory
+from nabij.evidence import keyfile
+from nabij.evidence.chain import Signer
+from nabij.evidence.store import SharedLog
 from nabij.keys import Keys
 from nabij.order_store import OrdersVersion, StaleVersionError
 from nabij.orders import Order
@@ -72,6 +75,16 @@ def _client(args: argparse.Namespace) -> tuple[redis.Redis, Keys]:
     return connect_as(settings, "console"), Keys(settings.key_prefix)
 
 
+def _evidence(args: argparse.Namespace, keys: Keys) -> SharedLog | None:
+    """The order changes' evidence chain, signed with the configured key (none if unset)."""
+    directory = resolve_directory(args.config, os.environ)
+    audit = load_settings(directory / SETTINGS_FILE).audit
+    if audit.key_file is None:
+        return None
+    signer = Signer.of(keyfile.make(audit.key_file)[0])  # as the services: made on first use
+    return SharedLog(keys, order_store.EVIDENCE_WRITER, signer)
+
+
 def _apply(args: argparse.Namespace) -> int:
     source = args.source / ORDERS_FILE if args.source.is_dir() else args.source
     orders = load_orders(source)  # ConfigError: every problem listed, nothing written
@@ -116,7 +129,7 @@ def _change(
         now_ms=time.time_ns() // 1_000_000,
     )
     try:
-        order_store.apply(redis_client, keys, version)
+        order_store.apply(redis_client, keys, version, _evidence(args, keys))
     except StaleVersionError as err:
         print(f"not applied: {err}", file=sys.stderr)
         return EXIT_STALE

@@ -108,6 +108,8 @@ def settings_toml(settings: Settings) -> str:
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, dict):  # an inline table (e.g. `[audit] retention_s`)
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     # JSON scalars, strings and string arrays are valid TOML values.
     return json.dumps(value)
 

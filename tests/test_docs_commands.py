@@ -98,6 +98,10 @@ VERDICTS: dict[str, RunHere | ByTest | NotRun] = {
         "test_dry_run_prints_the_diff_and_an_invalid_file_changes_nothing"
     ),
     "nabij orders": ORDERS,
+    "nabij audit": ByTest(
+        "tests/integration/test_evidence.py::"
+        "test_an_approach_an_ack_and_an_order_change_export_and_verify_without_redis"
+    ),
     "nabij record": RECORDED,
     "nabij replay": RECORDED,
     "nabij device": OPERATOR_HOST,

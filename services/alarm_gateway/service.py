@@ -44,6 +44,8 @@ from nabij.contract import (
     explain_request_error,
     gateway_input_decoder,
 )
+from nabij.evidence.chain import Entry
+from nabij.evidence.store import WriterLog, signer_from
 from nabij.failures import describe
 from nabij.health import HealthServer
 from nabij.keys import Keys
@@ -60,6 +62,7 @@ from services.alarm_gateway.core.alarms import (
     record_decoder,
 )
 from services.alarm_gateway.core.retention import plan_trim
+from services.alarm_gateway.evidence import decision_entries
 
 SERVICE: Final = "gateway"
 MAX_BLOCK_MS = 1000
@@ -117,6 +120,18 @@ class GatewayService:
             writer=f"{SERVICE}:{consumer}",  # one counter per consumer of the inbox group
         )
         self._committer, self._deadletters = writes.committer, writes.deadletters
+        signer = signer_from(self._settings.audit)
+        self._evidence = (
+            None
+            if signer is None
+            else WriterLog(
+                self._redis,
+                self._keys,
+                f"{SERVICE}:{consumer}",  # one chain per consumer: each its only writer
+                signer,
+                round(self._settings.audit.anchor_interval_s * 1000),
+            )
+        )
         self._rejections = LogAggregator(log, "rejected")
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -207,6 +222,8 @@ class GatewayService:
 
     def _prepare(self) -> None:
         self._ensure_group()
+        if self._evidence is not None:
+            self._evidence.restore()
         open_records = [
             record_decoder.decode(blob)
             for blob in streams.hash_values(self._redis, self._keys.alarms)
@@ -266,6 +283,7 @@ class GatewayService:
     def _apply_batch(self, entries: list[tuple[str, streams.StreamEntry]]) -> None:
         now = self._clock()
         decisions: list[Decision] = []
+        evidence: list[Entry] = []
         rejected: list[Rejected] = []
         acked: dict[str, list[bytes]] = {}
         for stream, (entry_id, fields) in entries:
@@ -286,9 +304,10 @@ class GatewayService:
             if decision.rejection is not None:
                 rejected.append((raw, "not_applicable", decision.rejection, stream))
             decisions.append(decision)
+            evidence += decision_entries(decision, now, decoded)
         # Every entry, applied or rejected, is acknowledged with the decisions; the dead letters
         # follow in their own best-effort write.
-        self._committer.commit(lambda pipe: self._write(pipe, decisions, acked), self._stop)
+        self._commit(decisions, acked, evidence, now)
         self._deadletters.write(
             [
                 DeadLetter.bounded(
@@ -325,17 +344,38 @@ class GatewayService:
         now = self._clock()
         decisions = [self._book.fire_due(alarm_id, now) for alarm_id in self._book.due(now)]
         if decisions:
-            self._committer.commit(lambda pipe: self._write(pipe, decisions, {}), self._stop)
+            evidence = [e for d in decisions for e in decision_entries(d, now)]
+            self._commit(decisions, {}, evidence, now)
             self._observe(decisions, [])
         else:
             self._committer.recheck_memory()
         self._rejections.flush()
         self._deadletters.flush_logs()
 
+    def _commit(
+        self,
+        decisions: list[Decision],
+        acked: dict[str, list[bytes]],
+        evidence: list[Entry],
+        now: int,
+    ) -> None:
+        self._committer.commit(
+            lambda pipe: self._write(pipe, decisions, acked, evidence, now), self._stop
+        )
+        if self._evidence is not None:
+            self._evidence.committed(now)
+
     def _write(
-        self, pipe: Pipeline, decisions: list[Decision], acked: dict[str, list[bytes]]
+        self,
+        pipe: Pipeline,
+        decisions: list[Decision],
+        acked: dict[str, list[bytes]],
+        evidence: list[Entry],
+        now: int,
     ) -> None:
         keys = self._keys
+        if self._evidence is not None:
+            self._evidence.write(pipe, evidence, now)
         for decision in decisions:
             for record in decision.upserts + decision.resolved:
                 # PRIVACY: the record where probation reads, the exact facts police-only.

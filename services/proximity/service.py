@@ -32,6 +32,8 @@ from nabij import metrics, order_store, streams
 from nabij.commit import HEARTBEAT_INTERVAL_S, CommitAbortedError, ServiceWrites, beat
 from nabij.config import Config
 from nabij.contract import ClearCause, Topics, encode
+from nabij.evidence.chain import Entry
+from nabij.evidence.store import SharedLog, WriterLog, signer_from
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.logs import LogAggregator
@@ -48,6 +50,7 @@ from services.proximity.core.state import (
     pair_state_decoder,
     state_encoder,
 )
+from services.proximity.evidence import BatchRecorder
 from services.proximity.intake import Intake, Received
 from services.proximity.outbox import CommandOutbox
 
@@ -134,6 +137,12 @@ class ProximityService:
             self._redis, self._keys, self._settings.redis, service=SERVICE, log=log, health=health
         )
         self._committer, self._deadletters = writes.committer, writes.deadletters
+        self._signer = signer_from(self._settings.audit)
+        self._evidence = self._evidence_log()
+        self._recorder: tuple[tuple[Order, ...], BatchRecorder] = (
+            (),
+            BatchRecorder(self._topics, ()),
+        )
         self._rejections = LogAggregator(log, "rejected")
         self._stop = threading.Event()
         mqtt = self._settings.mqtt
@@ -171,6 +180,17 @@ class ProximityService:
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
 
+    def _evidence_log(self) -> WriterLog | None:
+        if self._signer is None:
+            return None
+        anchor_ms = round(self._settings.audit.anchor_interval_s * 1000)
+        return WriterLog(self._redis, self._keys, SERVICE, self._signer, anchor_ms)
+
+    def _orders_evidence(self) -> SharedLog | None:
+        if self._signer is None:
+            return None
+        return SharedLog(self._keys, order_store.EVIDENCE_WRITER, self._signer)
+
     def _marker_topic(self, client_id: str) -> str:
         return f"{self._topics.prefix}/service/{client_id}/caught-up"
 
@@ -202,7 +222,9 @@ class ProximityService:
         """Serve until `stop` is set; state is restored from Redis first."""
         self._stop = stop
         wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
-        current = order_store.bootstrap(self._redis, self._keys, self._orders, self._clock())
+        current = order_store.bootstrap(
+            self._redis, self._keys, self._orders, self._clock(), self._orders_evidence()
+        )
         self._orders_version, self._orders = current.version, tuple(current.orders)
         self._engine_orders = self._in_force(self._clock())
         metrics.ORDERS_VERSION.labels(service=SERVICE).set(current.version)
@@ -271,28 +293,51 @@ class ProximityService:
         for kind, count in Counter(result.uplink_kinds).items():
             metrics.MESSAGES_RECEIVED.labels(service=SERVICE, kind=kind).inc(count)
         effects, rejected = result.effects, result.rejected + (refused or [])
-        self._commit(effects, rejected)
+        self._commit(effects, rejected, self._evidence_of(result.accepted, effects))
         self._publish_commands(effects)
         self._acknowledge(batch)
         self._observe(batch, effects, rejected)
 
-    def _commit(self, effects: Effects, rejected: list[tuple[Received, Rejection]]) -> None:
-        """State, signals and commands first, in one transaction that is retried until it lands
-        (through a full Redis too); dead letters after it, best-effort, so junk can never keep a
-        signal out of Redis."""
+    def _evidence_of(self, accepted: list[Received], effects: Effects) -> list[Entry]:
+        if self._evidence is None:
+            return []
+        if self._recorder[0] is not self._engine_orders:
+            self._recorder = (self._engine_orders, BatchRecorder(self._topics, self._engine_orders))
+        return self._recorder[1].entries(accepted, effects, self._clock())
+
+    def _commit(
+        self,
+        effects: Effects,
+        rejected: list[tuple[Received, Rejection]],
+        evidence: list[Entry] | None = None,
+    ) -> None:
+        """State, signals, commands and their evidence first, in one transaction that is retried
+        until it lands (through a full Redis too); dead letters after it, best-effort, so junk
+        can never keep a signal out of Redis."""
         committed = bool(
-            effects.changed_devices or effects.changed_pairs or effects.signals or effects.commands
+            effects.changed_devices
+            or effects.changed_pairs
+            or effects.signals
+            or effects.commands
+            or evidence
         )
         if committed:
-            self._committer.commit(lambda pipe: self._write(pipe, effects), self._stop)
+            now = self._clock()
+            self._committer.commit(
+                lambda pipe: self._write(pipe, effects, evidence or [], now), self._stop
+            )
             self._outbox.committed()
+            if self._evidence is not None:
+                self._evidence.committed(now)
         letters = deadletters(rejected, self._settings.redis.deadletter_payload_bytes)
         self._deadletters.write(letters)
         if not (committed or letters):
             self._committer.recheck_memory()
 
-    def _write(self, pipe: Pipeline, effects: Effects) -> None:
+    def _write(self, pipe: Pipeline, effects: Effects, evidence: list[Entry], now: int) -> None:
         keys = self._keys
+        if self._evidence is not None:
+            self._evidence.write(pipe, evidence, now)
         for device_id in effects.changed_devices:
             pipe.set(
                 keys.device_state(device_id), state_encoder.encode(self._engine.device(device_id))
@@ -389,7 +434,7 @@ class ProximityService:
         }
         self._engine = self._engine.successor(in_force, now, effects, outside)
         self._engine_orders = in_force
-        self._commit(effects, [])
+        self._commit(effects, [], self._evidence_of([], effects))
         self._publish_commands(effects)
         log.info(
             "orders_in_force",
@@ -449,4 +494,6 @@ class ProximityService:
             [d for d in devices if self._engine.is_known(d.device_id)],
             pairs,
         )
+        if self._evidence is not None:
+            self._evidence.restore()
         log.info("state_restored", devices=len(devices), pairs=len(pairs))

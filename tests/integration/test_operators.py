@@ -74,7 +74,8 @@ def secured(tmp_path: Path, mosquitto: MosquittoServer, unique_prefix: str) -> I
         redis_url=server.url,
         prefix=unique_prefix,
         orders_toml=ONE_PAIR,
-        extra_toml=users_toml,
+        # The evidence trail on too: every chain's keys under each writer's own user.
+        extra_toml=f'{users_toml}\n[audit]\nkey_file = "{tmp_path / "audit.key"}"\n',
     )
     acl = io.StringIO()
     with contextlib.redirect_stdout(acl):
@@ -94,11 +95,11 @@ def _denials(client: redis.Redis) -> list[dict[str, object]]:
 
 
 def test_the_alarm_path_and_the_cli_work_with_each_component_as_its_own_redis_user(
-    secured: Secured, capsys: pytest.CaptureFixture[str]
+    secured: Secured, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Proximity, gateway and CLI, each as its own user, carry an alarm from a fix to its
-    resolution, and no command of theirs is denied; the CLI tells who really holds the
-    acknowledgement, and that an alarm is gone."""
+    resolution and export its evidence, and no command of theirs is denied; the CLI tells who
+    really holds the acknowledgement, and that an alarm is gone."""
     stack = secured.stack
     stack.start_in_process()
     walk(stack.device("ank-1"), stack.device("vic-1"), stack.clock(), [50])
@@ -123,6 +124,11 @@ def test_the_alarm_path_and_the_cli_work_with_each_component_as_its_own_redis_us
     assert f"{alarm_id} resolved by officer 2" in capsys.readouterr().out
     assert main(["ack", alarm_id, "--by", "officer 17", *secured.cli]) == 1
     assert "no open alarm has this id" in capsys.readouterr().err
+    wait_until(stack.inbox_settled, what="gateway applied every request")
+    bundle = tmp_path / "bundle"
+    export = ["audit", "export", "--order", "ORD-T-1", "--by", "clerk", "--out", str(bundle)]
+    assert main([*export, "--role", "police", *secured.cli]) == 0
+    assert main(["audit", "verify", str(bundle)]) == 0
     assert _denials(stack.redis) == []
 
 

@@ -44,6 +44,8 @@ class BatchResult(Generic[M]):
     rejected: list[tuple[M, Rejection]] = field(default_factory=list)
     uplink_kinds: list[str] = field(default_factory=list)
     """Type name of every accepted uplink, in order (for the shell's metrics)."""
+    accepted: list[M] = field(default_factory=list)
+    """Messages with at least one accepted uplink, in order (for the evidence trail)."""
 
 
 class PoisonedInputError(NabijError):
@@ -77,6 +79,8 @@ def run_batch(
         for rejection in parsed.rejections:
             if rejection.device_id is not None and rejection.reason in REFUSALS:
                 engine.refused(rejection.device_id, rejection.reason, now_ms, result.effects)
+        if parsed.uplinks:
+            result.accepted.append(item)
         for uplink in parsed.uplinks:
             result.uplink_kinds.append(type(uplink).__name__)
             try:
