@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test prometheus lint typecheck unit integration schemas dashboard screenshots bench clean
+.PHONY: install demo test prometheus lint typecheck unit integration schemas dashboard screenshots bench quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ dashboard: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Alarm quality over 10,000 simulated cases with known truth: docs/quality.md and docs/img/quality.png.
+quality: $(STAMP)
+	$(BIN)/python -m simulators.quality --cases 10000 --seed 2026 --out docs/quality.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -67,6 +67,9 @@ VERDICTS: dict[str, RunHere | ByTest | NotRun] = {
     "make demo": ByTest("tests/test_demo.py::test_demo_shows_escalation_and_aware_press"),
     "make test": INSTALL,
     "make install": INSTALL,
+    "make quality": ByTest(
+        "tests/quality/test_quality_run.py::test_no_breach_the_rules_promise_to_detect_is_missed"
+    ),
     "nabij check-config": RUN_HERE,
     "nabij export-schemas": RUN_HERE,
     "nabij simulate --list": RUN_HERE,
