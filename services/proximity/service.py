@@ -39,6 +39,7 @@ from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
 from nabij.mqtt_ingest import Subscriber
 from nabij.orders import Order
 from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
+from services.proximity.core.acks import committed_acks
 from services.proximity.core.batch import run_isolating
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
@@ -66,6 +67,8 @@ log = structlog.get_logger(service=SERVICE)
 
 
 MAX_DETAILS_PER_LETTER = 5
+TICK_TOPIC: Final = "(tick)"
+"""Stands for the topic in the dead letter of a bug in the tick."""
 
 
 def deadletters(rejected: list[tuple[Received, Rejection]], payload_bytes: int) -> list[DeadLetter]:
@@ -271,8 +274,13 @@ class ProximityService:
         for kind, count in Counter(result.uplink_kinds).items():
             metrics.MESSAGES_RECEIVED.labels(service=SERVICE, kind=kind).inc(count)
         effects, rejected = result.effects, result.rejected + (refused or [])
+        if result.tick_failure is not None:
+            # No message behind it: the letter names the tick; the batch went on without it.
+            the_tick = Received(TICK_TOPIC, b"", 0, 0, self._clock(), 0)
+            rejected.append((the_tick, result.tick_failure))
         self._commit(effects, rejected)
         self._publish_commands(effects)
+        self._confirm_to_devices(result.counted)
         self._acknowledge(batch)
         self._observe(batch, effects, rejected)
 
@@ -309,6 +317,16 @@ class ProximityService:
 
     def _publish_commands(self, effects: Effects) -> None:
         self._outbox.publish(effects.commands)
+
+    def _confirm_to_devices(self, counted: set[str]) -> None:
+        """After the commit: each device heard may forget its messages up to what is committed
+        (QoS 0: a lost confirmation is replaced by the next, or the device re-sends)."""
+        if not (counted and self._settings.proximity.commit_acks):
+            return
+        acks = committed_acks(self._engine.device(d) for d in counted)
+        for device_id, ack in acks:
+            self._mqtt.publish(self._topics.device(device_id, "cmd"), encode(ack), qos=0)
+        metrics.COMMANDS_SENT.labels(type="Committed").inc(len(acks))
 
     def _acknowledge(self, batch: list[Received]) -> None:
         """One write per connection; a reader drops acks of a connection that is gone."""
