@@ -10,6 +10,7 @@ Latency quantiles are the upper bounds of `nabij_decision_latency_seconds` bucke
 the service to committed in Redis.
 
     .venv/bin/python -m bench.pipeline --pairs 1000 --fixes 60000 --runs 3
+    .venv/bin/python -m bench.pipeline --pairs 1000 --fixes 60000 --runs 3 --no-commit-acks
     .venv/bin/python -m bench.pipeline --rate 5000 --duration 30 --runs 3
 """
 
@@ -116,9 +117,11 @@ class Running:
 
 
 @contextmanager
-def proximity(orders: str, workdir: Path, command: str = "proximity") -> Iterator[Running]:
+def proximity(
+    orders: str, workdir: Path, command: str = "proximity", *, commit_acks: bool = True
+) -> Iterator[Running]:
     """A ready `nabij proximity` (or `nabij run`: both services) with its own broker and Redis
-    (AOF on)."""
+    (AOF on); `commit_acks`: whether it confirms to devices what it committed."""
     mosquitto = MosquittoServer(workdir / "mosquitto")
     redis_server = RedisServer(workdir / "redis")
     mosquitto.start()
@@ -129,6 +132,7 @@ def proximity(orders: str, workdir: Path, command: str = "proximity") -> Iterato
         f'[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "{PREFIX}"\n'
         f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "bench"\n'
         '[log]\nlevel = "warning"\n'
+        f"[proximity]\ncommit_acks = {str(commit_acks).lower()}\n"
     )
     (config / "orders.toml").write_text(orders)
     port = free_port()
@@ -156,8 +160,8 @@ def proximity(orders: str, workdir: Path, command: str = "proximity") -> Iterato
         redis_server.stop()
 
 
-def saturate(pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
-    with proximity(orders_toml(pairs), workdir) as running:
+def saturate(pairs: int, fixes: int, workdir: Path, commit_acks: bool) -> dict[str, float]:
+    with proximity(orders_toml(pairs), workdir, commit_acks=commit_acks) as running:
         url, port = running.mqtt_url, running.metrics_port
         publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
         started = time.monotonic()
@@ -198,10 +202,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=None, help="open-loop fixes/s (fleet)")
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--no-commit-acks",
+        dest="commit_acks",
+        action="store_false",
+        help="saturation without the per-device `committed` confirmations (their cost)",
+    )
     args = parser.parse_args(argv)
     one_run: Callable[[Path], dict[str, float]]
     if args.rate is None:
-        one_run = lambda workdir: saturate(args.pairs, args.fixes, workdir)  # noqa: E731  # a closure over the parsed arguments
+        one_run = lambda workdir: saturate(args.pairs, args.fixes, workdir, args.commit_acks)  # noqa: E731  # a closure over the parsed arguments
     else:
         one_run = lambda workdir: at_rate(args.rate, args.duration, workdir)  # noqa: E731  # as above
     report_runs(args.runs, one_run)
