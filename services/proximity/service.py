@@ -170,6 +170,11 @@ class ProximityService:
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
         self._outbox = CommandOutbox(self._mqtt, self._topics, self._keys.command_outbox)
+        # Confirmations (QoS 0) on a connection of their own: on the command connection their
+        # message ids would mix with the commands' whose PUBACKs the outbox waits for.
+        self._confirmations = make_client(
+            endpoint, f"{mqtt.client_id}-ack", persistent_session=False
+        )
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
@@ -212,8 +217,9 @@ class ProximityService:
         self._engine = self._new_engine()
         self._restore()
         endpoint = self._endpoint
-        self._mqtt.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
-        self._mqtt.loop_start()
+        for client in (self._mqtt, self._confirmations):
+            client.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
+            client.loop_start()
         for reader in self._readers:
             reader.start()
         self._resend_outbox()  # QoS 1: paho sends them once connected
@@ -253,8 +259,9 @@ class ProximityService:
                 except CommitAbortedError:
                     log.warning("refusal_letters_lost", letters=len(refused))
             metrics.READY.labels(service=SERVICE).set(0)
-            self._mqtt.disconnect()
-            self._mqtt.loop_stop()
+            for client in (self._mqtt, self._confirmations):
+                client.disconnect()
+                client.loop_stop()
             log.info("proximity_stopped")
 
     def _drain(self, timeout_s: float) -> list[Received]:
@@ -325,7 +332,7 @@ class ProximityService:
             return
         acks = committed_acks(self._engine.device(d) for d in counted)
         for device_id, ack in acks:
-            self._mqtt.publish(self._topics.device(device_id, "cmd"), encode(ack), qos=0)
+            self._confirmations.publish(self._topics.device(device_id, "cmd"), encode(ack), qos=0)
         metrics.COMMANDS_SENT.labels(type="Committed").inc(len(acks))
 
     def _acknowledge(self, batch: list[Received]) -> None:
