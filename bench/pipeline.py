@@ -10,6 +10,7 @@ Latency quantiles are the upper bounds of `nabij_decision_latency_seconds` bucke
 the service to committed in Redis.
 
     .venv/bin/python -m bench.pipeline --pairs 1000 --fixes 60000 --runs 3
+    .venv/bin/python -m bench.pipeline --pairs 1000 --fixes 60000 --runs 3 --no-commit-acks
     .venv/bin/python -m bench.pipeline --rate 5000 --duration 30 --runs 3
 
 `--audit` turns the evidence trail on (a fresh Ed25519 key per run); `--compare` alternates runs
@@ -120,10 +121,15 @@ class Running:
 
 @contextmanager
 def proximity(
-    orders: str, workdir: Path, command: str = "proximity", *, audit: bool = False
+    orders: str,
+    workdir: Path,
+    command: str = "proximity",
+    *,
+    audit: bool = False,
+    commit_acks: bool = True,
 ) -> Iterator[Running]:
     """A ready `nabij proximity` (or `nabij run`: both services) with its own broker and Redis
-    (AOF on)."""
+    (AOF on); `commit_acks`: whether it confirms to devices what it committed."""
     mosquitto = MosquittoServer(workdir / "mosquitto")
     redis_server = RedisServer(workdir / "redis")
     mosquitto.start()
@@ -135,6 +141,7 @@ def proximity(
         f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "bench"\n'
         '[log]\nlevel = "warning"\n'
         + (f'[audit]\nkey_file = "{workdir / "audit.key"}"\n' if audit else "")
+        + f"[proximity]\ncommit_acks = {str(commit_acks).lower()}\n"
     )
     (config / "orders.toml").write_text(orders)
     port = free_port()
@@ -162,8 +169,10 @@ def proximity(
         redis_server.stop()
 
 
-def saturate(pairs: int, fixes: int, workdir: Path, *, audit: bool = False) -> dict[str, float]:
-    with proximity(orders_toml(pairs), workdir, audit=audit) as running:
+def saturate(
+    pairs: int, fixes: int, workdir: Path, *, audit: bool = False, commit_acks: bool = True
+) -> dict[str, float]:
+    with proximity(orders_toml(pairs), workdir, audit=audit, commit_acks=commit_acks) as running:
         url, port = running.mqtt_url, running.metrics_port
         publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
         started = time.monotonic()
@@ -208,13 +217,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--compare", action="store_true", help="saturation runs alternating without/with --audit"
     )
+    parser.add_argument(
+        "--no-commit-acks",
+        dest="commit_acks",
+        action="store_false",
+        help="saturation without the per-device `committed` confirmations (their cost)",
+    )
     args = parser.parse_args(argv)
     if args.compare:
         compare_audit(args.runs, args.pairs, args.fixes)
         return
     one_run: Callable[[Path], dict[str, float]]
     if args.rate is None:
-        one_run = lambda workdir: saturate(args.pairs, args.fixes, workdir, audit=args.audit)  # noqa: E731  # a closure over the parsed arguments
+        one_run = lambda workdir: saturate(  # noqa: E731  # a closure over the parsed arguments
+            args.pairs, args.fixes, workdir, audit=args.audit, commit_acks=args.commit_acks
+        )
     else:
         one_run = lambda workdir: at_rate(args.rate, args.duration, workdir)  # noqa: E731  # as above
     report_runs(args.runs, one_run)

@@ -51,6 +51,9 @@ LateSeconds = Annotated[
 EventType = Literal[
     "aware_button", "strap_tamper", "battery_low", "gnss_lost", "gnss_restored", "power_off"
 ]
+SAFETY_EVENTS: Final[frozenset[EventType]] = frozenset({"aware_button", "strap_tamper"})
+"""A press or a cut strap: taken whenever it comes, it moves no `seq` at nabij (so it may overtake
+earlier fixes); a `Committed` covers it once a later message of the device is committed."""
 AlarmKind = Literal[
     "proximity_pre_alert",
     "proximity_alarm",
@@ -135,6 +138,20 @@ class Warn(Struct, frozen=True, tag_field="type", tag="warn"):
 
 
 DeviceCommand = SetInterval | Warn
+
+
+class Committed(Struct, frozen=True, omit_defaults=True, tag_field="type", tag="committed"):
+    """nabij has committed every message of this device up to `seq` of `boot` (cumulative): the
+    device may forget them. Sent on the device's `cmd` topic (QoS 0: the next one replaces a lost
+    one) at most once per device per commit. Names only the device's own counter: nothing about
+    any other party."""
+
+    seq: Seq
+    boot: BootId | None = None
+
+
+DeviceDownlink = DeviceCommand | Committed
+"""Everything nabij sends on a device's `cmd` topic."""
 
 
 # --- dispatch queues -------------------------------------------------------------------------
@@ -364,6 +381,7 @@ fix_position_decoder: Final = msgspec.json.Decoder(FixPosition)
 event_decoder: Final = msgspec.json.Decoder(DeviceEvent)
 status_decoder: Final = msgspec.json.Decoder(DeviceStatus)
 command_decoder: Final = msgspec.json.Decoder(DeviceCommand)
+downlink_decoder: Final = msgspec.json.Decoder(DeviceDownlink)
 notice_decoder: Final = msgspec.json.Decoder(Notice)
 gateway_input_decoder: Final = msgspec.json.Decoder(GatewayInput)
 outcome_decoder: Final = msgspec.json.Decoder(RequestOutcome)
@@ -381,6 +399,7 @@ SCHEMA_TYPES: Final[dict[str, object]] = {
     "event": DeviceEvent,
     "status": DeviceStatus,
     "command": DeviceCommand,
+    "committed": Committed,
     "notice": Notice,
     "gateway_input": GatewayInput,
     "request_outcome": RequestOutcome,

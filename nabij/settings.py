@@ -157,6 +157,9 @@ class ProximitySettings(StrictModel):
     lane_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     # A flood still going on is dead-lettered once per this many seconds (one letter per burst).
     refusal_report_s: PositiveSeconds = 10
+    # After each commit, tell every device heard in the batch how far its messages are committed
+    # (`Committed` on its cmd topic, QoS 0), so it can keep them until then (docs/reliability.md).
+    commit_acks: bool = True
     # A fix implying more than this speed from the device's track is an outlier (GPS jump) ...
     max_speed_mps: float = Field(default=70, gt=0)
     # ... until this many consecutive outliers agree with each other: then the device moved.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -20,6 +21,8 @@ import msgspec
 
 from nabij.contract import (
     MAX_BACKLOG_FIXES,
+    SAFETY_EVENTS,
+    Committed,
     DeviceCommand,
     DeviceEvent,
     DeviceStatus,
@@ -29,9 +32,10 @@ from nabij.contract import (
     Topics,
     Warn,
     WarnLevel,
-    command_decoder,
+    downlink_decoder,
     encode,
 )
+from simulators.keeping import Kept, Unconfirmed
 from simulators.link import DeviceConnectError, Link, MqttLink
 from simulators.model import DeviceModel
 from simulators.positioning import Sky
@@ -87,6 +91,11 @@ class Behaviour:
     seed: int = 0
     boot_ids: bool = True
     """False: old firmware, no boot id on its messages (seq still restarts at every boot)."""
+    keep_until_committed: bool = True
+    """Keep each fix and event until nabij confirms it committed it, and send it again after a
+    reconnect or `resend_after_s` without confirmation (`simulators.keeping`). False: firmware
+    that trusts the broker's PUBACK (what a broker crash can lose, `bench.broker_kill`)."""
+    resend_after_s: float = 60.0
 
     def sky_at(self, t_s: float) -> Sky:
         for window in self.indoors:
@@ -132,6 +141,12 @@ class Firmware:
         """Fixes measured and handed to the network (at once, or later from the backlog)."""
         self.events_sent = 0
         self.duplicates_sent = 0
+        self.resent = 0
+        """Messages sent again because nabij had not confirmed them."""
+        self.unconfirmed = Unconfirmed()
+        # One sender at a time (the device's thread, paho's on a reconnect or a confirmation):
+        # what is decided in order goes out in that order.
+        self._sending = threading.RLock()
         self.backlog_uploads = 0
         """Fix arrays published after coverage returned."""
         self.seqs_sent: list[int] = []
@@ -161,6 +176,7 @@ class Firmware:
         """One measurement cycle at `t_s`; False once the device has gone silent for good."""
         if not self.powered:
             return False
+        self.resend_if_overdue()
         if self.silent:
             return True  # muted, not dead: it measures again once `speak` is called
         level = self.model.battery.level_at(t_s)
@@ -220,12 +236,20 @@ class Firmware:
             self._backlog.append(message)  # store and forward
             return
         kind = "fix" if isinstance(message, Fix) else "event"
-        self._publish(kind, encode(message))
+        self._publish(kind, encode(message), message)
 
-    def _publish(self, kind: str, payload: bytes) -> None:
-        topic = self.topics.device(self.device_id, kind)  # type: ignore[arg-type]  # fix or event
+    def _publish(self, kind: str, payload: bytes, last: Fix | DeviceEvent) -> None:
+        """Publish a fix, event or backlog array (`last`: its newest message)."""
+        counted = not (isinstance(last, DeviceEvent) and last.type in SAFETY_EVENTS)
+        kept = Kept(last.boot, last.seq, kind, payload, counted)
         link = self._link()
-        link.publish(topic, payload)
+        with self._sending:
+            if self.behaviour.keep_until_committed and not self.unconfirmed.keep(
+                kept, self.now_ms(), connected=link.connected
+            ):
+                return  # held back: offline, or behind messages sent again (simulators.keeping)
+            topic = self.topics.device(self.device_id, kind)  # type: ignore[arg-type]  # fix or event
+            link.publish(topic, payload)
         if self.behaviour.duplicate_rate and self._rng.random() < self.behaviour.duplicate_rate:
             # A lost PUBACK: the same message (same seq) goes out again.
             link.publish(topic, payload)
@@ -262,12 +286,12 @@ class Firmware:
             # Events keep their place in seq order: nabij drops what is older than it saw.
             self._upload(run)
             run = []
-            self._publish("event", encode(message))
+            self._publish("event", encode(message), message)
         self._upload(run)
 
     def _upload(self, fixes: list[Fix]) -> None:
         if fixes:
-            self._publish("fix", msgspec.json.encode(fixes))
+            self._publish("fix", msgspec.json.encode(fixes), fixes[-1])
             self.backlog_uploads += 1
 
     def vanish(self) -> None:
@@ -326,17 +350,48 @@ class Firmware:
         if self.covered:
             self._link().close(timeout_s=5.0)
 
+    def resend_if_overdue(self) -> None:
+        """Send again what has waited `resend_after_s` for nabij's confirmation."""
+        if self.covered and self.unconfirmed.overdue(
+            self.now_ms(), round(self.behaviour.resend_after_s * 1000)
+        ):
+            self.resend_unconfirmed()
+
+    def resend_unconfirmed(self) -> None:
+        """Send again, oldest first, what nabij has not confirmed (on a reconnect: from paho's
+        `on_connect`, so it goes out ahead of anything paho itself re-sends)."""
+        if not (self.powered and self.covered) or self.link is None:
+            return
+        with self._sending:
+            kept = self.unconfirmed.take_for_resend(self.now_ms())
+            self._send_kept(kept)
+        self.resent += len(kept)
+
+    def _send_kept(self, kept: list[Kept]) -> None:
+        if self.link is None:
+            return
+        for message in kept:
+            topic = self.topics.device(self.device_id, message.kind)  # type: ignore[arg-type]  # fix or event
+            self.link.publish(topic, message.payload)
+
     # --- downlink -----------------------------------------------------------------------------
 
     def receive(self, payload: bytes) -> None:
-        """A `cmd` payload arrived (on any thread): decode here, apply on the owner's thread."""
+        """A `cmd` payload arrived (on any thread): decode here, apply a command on the owner's
+        thread; a confirmation only lets go of kept messages, so it is taken at once."""
         try:
-            command = command_decoder.decode(payload)
+            downlink = downlink_decoder.decode(payload)
         except msgspec.DecodeError as err:
             # Real firmware drops what it cannot parse; keep it visible for tests.
             log.warning("%s: ignoring bad command %r: %s", self.device_id, payload[:200], err)
             self.rejected_commands.append(payload)
             return
+        if isinstance(downlink, Committed):
+            with self._sending:
+                released = self.unconfirmed.confirm(downlink, self.model.boot, self.now_ms())
+                self._send_kept(released)
+            return
+        command: DeviceCommand = downlink
         self._post(lambda: self.apply(command))
 
     def apply(self, command: DeviceCommand) -> None:

@@ -30,6 +30,10 @@ class Link(Protocol):
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
 
+    @property
+    def connected(self) -> bool:
+        """Whether a publish goes out now (not into the client's offline queue)."""
+
     def drop(self) -> None:
         """Lose the connection without a goodbye (the broker publishes the last will)."""
 
@@ -103,6 +107,9 @@ class MqttLink:
         client.publish(self.status_topic, encode(online), qos=1, retain=True)
         self.last_error = None
         self.connects += 1
+        # Ahead of paho's own re-sends of unacknowledged publishes, and before the firmware sees
+        # the link up (a new fix must not overtake them), so nabij gets them in order.
+        self.firmware.resend_unconfirmed()
         self.watch.mark(True)
 
     def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
@@ -124,6 +131,10 @@ class MqttLink:
         if message.topic != self.cmd_topic:
             return
         self.firmware.receive(bytes(message.payload))
+
+    @property
+    def connected(self) -> bool:
+        return self.watch.connected
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         # While disconnected paho keeps QoS 1 messages and sends them on reconnect.

@@ -48,8 +48,13 @@ POLICE_ONLY_NOTICE_FIELDS: Final = frozenset(
     {"distance_m", "uncertainty_m", "victim", "closing_speed_mps", "eta_s"}
 )
 POLICE_NOTICE_FIELDS: Final = PROBATION_NOTICE_FIELDS | POLICE_ONLY_NOTICE_FIELDS
-# What the offender's device is told: an interval or a warning level, nothing else.
-COMMAND_FIELDS: Final = {"set_interval": frozenset({"seconds"}), "warn": frozenset({"level"})}
+# What the offender's device is told: an interval or a warning level, and how far its own
+# messages are committed (its own counter), nothing else.
+COMMAND_FIELDS: Final = {
+    "set_interval": frozenset({"seconds"}),
+    "warn": frozenset({"level"}),
+    "committed": frozenset({"seq", "boot"}),
+}
 # A stored alarm record (the hash `nabij alarms` reads, and the resolved stream).
 RECORD_LATEST_FIELDS: Final = frozenset(
     {"band", "approaching", "zone", "status", "happened_at", "late_s", "cause"}

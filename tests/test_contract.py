@@ -13,7 +13,7 @@ from nabij.schemas import render_schemas
 from tests import roles
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
-COMMAND_TYPES = (contract.SetInterval, contract.Warn)
+COMMAND_TYPES = (contract.SetInterval, contract.Warn, contract.Committed)
 DOC_FIX = (
     b'{"device_id": "ank-0001", "seq": 1042, "ts": 1764403200123,'
     b' "lat": 52.37021, "lon": 4.89517, "acc": 8.0}'
@@ -71,10 +71,18 @@ def test_role_field_sets_are_exact() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [contract.SetInterval(seconds=15), contract.Warn(level="alarm")], ids=str
+    "command",
+    [
+        contract.SetInterval(seconds=15),
+        contract.Warn(level="alarm"),
+        contract.Committed(seq=7, boot="b-1"),
+    ],
+    ids=str,
 )
-def test_encoded_commands_carry_their_field_and_type_only(command: contract.DeviceCommand) -> None:
-    """On the wire a command is its type tag and its one field: nothing to locate anyone by."""
+def test_encoded_commands_carry_their_fields_and_type_only(
+    command: contract.DeviceDownlink,
+) -> None:
+    """On the wire a command is its type tag and its fields: nothing to locate anyone by."""
     wire = msgspec.json.decode(contract.encode(command))
     assert set(wire) == {"type"} | roles.COMMAND_FIELDS[wire["type"]]
 

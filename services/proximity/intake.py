@@ -28,10 +28,10 @@ from typing import Final, Literal
 import msgspec
 
 from nabij import metrics
-from nabij.contract import Topics
+from nabij.contract import SAFETY_EVENTS, Topics
 from nabij.mqtt_ingest import Delivery
 from nabij.mqtt_packets import Publish
-from services.proximity.core.ingest import SAFETY_EVENTS, Rejection
+from services.proximity.core.ingest import Rejection
 from services.proximity.core.lanes import Burst, FairLane, LaneLimits, Refusals
 
 SERVICE: Final = "proximity"

@@ -41,6 +41,7 @@ from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
 from nabij.mqtt_ingest import Subscriber
 from nabij.orders import Order
 from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
+from services.proximity.core.acks import committed_acks
 from services.proximity.core.batch import run_isolating
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
@@ -69,6 +70,8 @@ log = structlog.get_logger(service=SERVICE)
 
 
 MAX_DETAILS_PER_LETTER = 5
+TICK_TOPIC: Final = "(tick)"
+"""Stands for the topic in the dead letter of a bug in the tick."""
 
 
 def deadletters(rejected: list[tuple[Received, Rejection]], payload_bytes: int) -> list[DeadLetter]:
@@ -176,6 +179,11 @@ class ProximityService:
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
         self._outbox = CommandOutbox(self._mqtt, self._topics, self._keys.command_outbox)
+        # Confirmations (QoS 0) on a connection of their own: on the command connection their
+        # message ids would mix with the commands' whose PUBACKs the outbox waits for.
+        self._confirmations = make_client(
+            endpoint, f"{mqtt.client_id}-ack", persistent_session=False
+        )
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
@@ -231,8 +239,9 @@ class ProximityService:
         self._engine = self._new_engine()
         self._restore()
         endpoint = self._endpoint
-        self._mqtt.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
-        self._mqtt.loop_start()
+        for client in (self._mqtt, self._confirmations):
+            client.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
+            client.loop_start()
         for reader in self._readers:
             reader.start()
         self._resend_outbox()  # QoS 1: paho sends them once connected
@@ -272,8 +281,9 @@ class ProximityService:
                 except CommitAbortedError:
                     log.warning("refusal_letters_lost", letters=len(refused))
             metrics.READY.labels(service=SERVICE).set(0)
-            self._mqtt.disconnect()
-            self._mqtt.loop_stop()
+            for client in (self._mqtt, self._confirmations):
+                client.disconnect()
+                client.loop_stop()
             log.info("proximity_stopped")
 
     def _drain(self, timeout_s: float) -> list[Received]:
@@ -293,8 +303,13 @@ class ProximityService:
         for kind, count in Counter(result.uplink_kinds).items():
             metrics.MESSAGES_RECEIVED.labels(service=SERVICE, kind=kind).inc(count)
         effects, rejected = result.effects, result.rejected + (refused or [])
+        if result.tick_failure is not None:
+            # No message behind it: the letter names the tick; the batch went on without it.
+            the_tick = Received(TICK_TOPIC, b"", 0, 0, self._clock(), 0)
+            rejected.append((the_tick, result.tick_failure))
         self._commit(effects, rejected, self._evidence_of(result.accepted, effects))
         self._publish_commands(effects)
+        self._confirm_to_devices(result.counted)
         self._acknowledge(batch)
         self._observe(batch, effects, rejected)
 
@@ -354,6 +369,16 @@ class ProximityService:
 
     def _publish_commands(self, effects: Effects) -> None:
         self._outbox.publish(effects.commands)
+
+    def _confirm_to_devices(self, counted: set[str]) -> None:
+        """After the commit: each device heard may forget its messages up to what is committed
+        (QoS 0: a lost confirmation is replaced by the next, or the device re-sends)."""
+        if not (counted and self._settings.proximity.commit_acks):
+            return
+        acks = committed_acks(self._engine.device(d) for d in counted)
+        for device_id, ack in acks:
+            self._confirmations.publish(self._topics.device(device_id, "cmd"), encode(ack), qos=0)
+        metrics.COMMANDS_SENT.labels(type="Committed").inc(len(acks))
 
     def _acknowledge(self, batch: list[Received]) -> None:
         """One write per connection; a reader drops acks of a connection that is gone."""

@@ -140,6 +140,8 @@ class _Replay:
         try:
             result = run_batch(self.engine, self.topics, items, now, tick=tick)
         except PoisonedInputError as err:
+            if err.index is None:
+                raise  # a bug in the tick: no record to leave out, the replay says so
             raise _PoisonedRecordError(indexes[err.index]) from err
         effects, timeline = result.effects, self.timeline
         timeline.messages += len(items)

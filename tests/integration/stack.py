@@ -25,13 +25,14 @@ import redis
 from nabij.clock import Timescale
 from nabij.config import Config, load_config
 from nabij.contract import (
+    Committed,
     DeviceCommand,
     DeviceEvent,
     Fix,
     Notice,
     QueueName,
     Topics,
-    command_decoder,
+    downlink_decoder,
     encode,
     notice_decoder,
 )
@@ -182,6 +183,8 @@ class SimDevice:
     skew_ms: int = 0
     """How far this device's clock is off nabij's (stamped on, never waited for)."""
     commands: list[DeviceCommand] = field(default_factory=list)
+    committed: list[Committed] = field(default_factory=list)
+    """nabij's confirmations of how far this device's messages are committed, in order."""
 
     def fix(
         self, ts: int, where: tuple[float, float], acc: float = 5.0, seq: int | None = None
@@ -339,17 +342,25 @@ class Stack:
 
     # --- devices and queues -----------------------------------------------------------------
 
+    def device_url(self, device_id: str) -> str:
+        """The URL a device connects with, under its own identity."""
+        return self._device_url(device_id)
+
     def device(self, device_id: str, endpoint: MqttEndpoint | None = None) -> SimDevice:
         """A device connected under its own identity (or `endpoint`'s), subscribed to its
         commands."""
-        endpoint = endpoint or MqttEndpoint.from_url(self._device_url(device_id))
+        endpoint = endpoint or MqttEndpoint.from_url(self.device_url(device_id))
         client = make_client(
             endpoint, f"test-{device_id}-{time.monotonic_ns()}", persistent_session=False
         )
         device = SimDevice(device_id, client, self.topics, self.clock)
 
         def on_message(_c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
-            device.commands.append(command_decoder.decode(message.payload))
+            downlink = downlink_decoder.decode(message.payload)
+            if isinstance(downlink, Committed):
+                device.committed.append(downlink)
+            else:
+                device.commands.append(downlink)
 
         client.on_message = on_message
         client.connect(endpoint.host, endpoint.port)

@@ -87,7 +87,9 @@ def test_what_probation_reads_through_the_stack_does_not_locate_her(
     pressed = _resolve(stack, "aware_button")
     assert main(["alarms", "--config", str(stack.config_dir)]) == 0
     printed = capsys.readouterr().out
-    wait_until(lambda: bool(raw_commands), what="commands to the offender's device")
+    wait_until(
+        lambda: any(b'"warn"' in p for p in raw_commands), what="warnings to the offender's device"
+    )
     stack.stop_processes()  # every log line is written once the services have exited
 
     probation = _stream_json(stack, stack.keys.dispatch("probation"), b"notice")

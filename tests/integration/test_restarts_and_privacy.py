@@ -82,7 +82,9 @@ def test_victim_position_never_reaches_probation_offender_or_logs(make_stack: St
         lambda ns: {"aware_button", "proximity_alarm"} <= {n.kind for n in ns},
         "aware and escalated alarm at police",
     )
-    wait_until(lambda: bool(raw_commands), what="commands to the offender's device")
+    wait_until(
+        lambda: any(b'"warn"' in p for p in raw_commands), what="warnings to the offender's device"
+    )
     stack.stop_processes()  # every log line is written once the services have exited
     victim_digits = ["52.3788", "4.90005"]  # VICTIM_HOME, as any encoder would print it
     police = stack.notices("police")

@@ -123,3 +123,31 @@ def test_the_offender_learns_nothing_from_intervals_before_an_alarm_opens() -> N
         engine.apply(Fix("ank-1", step + 1, ts, *him, 5.0), ts, effects)
     assert effects.signals == []
     assert [c for device, c in effects.commands if device == "ank-1"] == []
+
+
+def test_a_bug_in_the_tick_rolls_back_what_it_changed_and_the_batch_goes_on_without_it() -> None:
+    """A tick that changes a device and then raises leaves nothing of its change behind: the
+    engine is rolled back, the batch's messages are applied again without the tick, and the
+    result names the tick's failure (for its dead letter) without quoting values."""
+    order = Order(id="O-1", offender_device="ank-1", victim_devices=["vic-1"], alarm_m=500)
+
+    def rollback() -> ProximityEngine:
+        return ProximityEngine([order], ProximitySettings())
+
+    engine = rollback()
+
+    def failing_tick(now_ms: int, effects: Effects) -> None:
+        engine.device("vic-1").battery_low = True  # a change made before the bug
+        effects.changed_devices.add("vic-1")
+        raise KeyError("52.37")
+
+    engine.tick = failing_tick  # type: ignore[method-assign]  # the bug planted for the test
+    batch = [fix_message("ank-1", 1)]
+    after, result = run_isolating(engine, rollback, TOPICS, batch, T0 + 10_000, tick=True)
+    assert after is not engine
+    assert not after.device("vic-1").battery_low
+    assert after.device("ank-1").last_seq == 1
+    assert result.rejected == []
+    assert result.tick_failure is not None and result.tick_failure.reason == "internal_error"
+    assert "KeyError" in result.tick_failure.detail and "52.37" not in result.tick_failure.detail
+    assert result.effects.changed_devices == {"ank-1"}

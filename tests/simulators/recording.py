@@ -47,6 +47,10 @@ class Wire:
         kind = topic.rsplit("/", 1)[1]
         self.log.append((self.device_id, f"{kind}+retain" if retain else kind, payload))
 
+    @property
+    def connected(self) -> bool:
+        return True
+
     def drop(self) -> None:
         self.log.append((self.device_id, "drop", b""))
 

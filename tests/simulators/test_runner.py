@@ -39,6 +39,10 @@ class RecordingLink:
         if self.on_publish is not None:
             self.on_publish(self.firmware, topic, payload)
 
+    @property
+    def connected(self) -> bool:
+        return not self.dropped
+
     def drop(self) -> None:
         self.dropped = True
 

@@ -6,7 +6,8 @@ decisions the service made.
 A message that trips a bug part-way through the engine leaves the engine's state half changed
 (a counter moved, a position not): `run_batch` then raises `PoisonedInputError`, and the caller
 rolls its engine back to the state before the batch (the shell reloads what it committed) and
-runs the batch again without that message, which is dead-lettered (`run_isolating`).
+runs the batch again without that message, which is dead-lettered (`run_isolating`). A bug in the
+tick is handled alike: the batch runs again without the tick, and the result says why.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
-from nabij.contract import Topics
+from nabij.contract import DeviceEvent, Fix, Topics
 from nabij.failures import NabijError, describe
 from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
@@ -46,12 +47,18 @@ class BatchResult(Generic[M]):
     """Type name of every accepted uplink, in order (for the shell's metrics)."""
     accepted: list[M] = field(default_factory=list)
     """Messages with at least one accepted uplink, in order (for the evidence trail)."""
+    tick_failure: Rejection | None = None
+    """Why the tick was left out (a bug in it); its changes were rolled back with the batch."""
+    counted: set[str] = field(default_factory=set)
+    """Devices with a counted message (fix or event) in the batch: each is told how far its
+    messages are committed (`acks.committed_acks`)."""
 
 
 class PoisonedInputError(NabijError):
-    """Message `index` of the batch tripped a bug inside the engine: its state is suspect."""
+    """Message `index` of the batch (None: the tick) tripped a bug inside the engine: its state
+    is suspect."""
 
-    def __init__(self, index: int, rejection: Rejection) -> None:
+    def __init__(self, index: int | None, rejection: Rejection) -> None:
         super().__init__(rejection.detail)
         self.index = index
         self.rejection = rejection
@@ -76,21 +83,29 @@ def run_batch(
             result.rejected.append((item, Rejection("internal_error", describe(err), None)))
             continue
         result.rejected.extend((item, rejection) for rejection in parsed.rejections)
-        for rejection in parsed.rejections:
-            if rejection.device_id is not None and rejection.reason in REFUSALS:
-                engine.refused(rejection.device_id, rejection.reason, now_ms, result.effects)
-        if parsed.uplinks:
-            result.accepted.append(item)
-        for uplink in parsed.uplinks:
-            result.uplink_kinds.append(type(uplink).__name__)
-            try:
+        try:
+            for rejection in parsed.rejections:
+                if rejection.device_id is not None and rejection.reason in REFUSALS:
+                    engine.refused(rejection.device_id, rejection.reason, now_ms, result.effects)
+            if parsed.uplinks:
+                result.accepted.append(item)
+            for uplink in parsed.uplinks:
+                result.uplink_kinds.append(type(uplink).__name__)
+                if isinstance(uplink, Fix | DeviceEvent):
+                    result.counted.add(uplink.device_id)
                 engine.apply(uplink, now_ms, result.effects)
-            except Exception as err:  # a bug must not make this message a poison pill
-                rejection = Rejection("internal_error", describe(err), None)
-                raise PoisonedInputError(index, rejection) from err
+        except Exception as err:  # a bug must not make this message a poison pill
+            raise _poisoned(index, err) from err
     if tick:
-        engine.tick(now_ms, result.effects)
+        try:
+            engine.tick(now_ms, result.effects)
+        except Exception as err:  # nor the tick a crash loop
+            raise _poisoned(None, err) from err
     return result
+
+
+def _poisoned(index: int | None, err: Exception) -> PoisonedInputError:
+    return PoisonedInputError(index, Rejection("internal_error", describe(err), None))
 
 
 def run_isolating(
@@ -107,12 +122,17 @@ def run_isolating(
     the poisoned messages among its rejections)."""
     items = list(batch)
     poisoned: list[tuple[M, Rejection]] = []
+    tick_failure: Rejection | None = None
     while True:
         try:
             result = run_batch(engine, topics, items, now_ms, tick=tick)
         except PoisonedInputError as err:
-            poisoned.append((items.pop(err.index), err.rejection))
+            if err.index is None:
+                tick, tick_failure = False, err.rejection
+            else:
+                poisoned.append((items.pop(err.index), err.rejection))
             engine = rollback()
             continue
         result.rejected.extend(poisoned)
+        result.tick_failure = tick_failure
         return engine, result

@@ -15,7 +15,16 @@ from typing import Final
 
 import msgspec
 
-from nabij.contract import ClearCause, DeviceEvent, Fix, Position, SetInterval, Warn, WarnLevel
+from nabij.contract import (
+    SAFETY_EVENTS,
+    ClearCause,
+    DeviceEvent,
+    Fix,
+    Position,
+    SetInterval,
+    Warn,
+    WarnLevel,
+)
 from nabij.orders import Order
 from nabij.settings import PrivacySettings, ProximitySettings
 from services.proximity.core.accuracy import effective_acc
@@ -23,10 +32,16 @@ from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
 from services.proximity.core.faults import DeviceFaults
-from services.proximity.core.ingest import SAFETY_EVENTS, Uplink
+from services.proximity.core.ingest import Uplink
 from services.proximity.core.motion import TRACK_LEN, classify
 from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
-from services.proximity.core.sequence import admit, safety_digest, seen_press, take
+from services.proximity.core.sequence import (
+    admit,
+    note_overtaking,
+    safety_digest,
+    seen_press,
+    take,
+)
 from services.proximity.core.state import DeviceState, PairKey, PairState
 from services.proximity.core.timing import lateness_s, place, remember
 from services.proximity.core.topology import PairSpec, Topology
@@ -250,7 +265,7 @@ class ProximityEngine:
             return
         verdict = admit(device, fix.boot, fix.seq, fix.ts)
         if verdict != "new":
-            self._ignore(device, verdict, now_ms, effects)
+            self._ignore(device, verdict, fix.seq, now_ms, effects)
             return
         at = place(device, fix.ts, now_ms, late_after_ms=self._late_ms, window_ms=self._history_ms)
         take(device, fix.seq, fix.ts)
@@ -314,11 +329,12 @@ class ProximityEngine:
                 effects.ignored.append((device.device_id, "duplicate"))
                 return
             # It moves no counter either: it may come on the fast lane, ahead of earlier fixes.
+            note_overtaking(device, event.boot, event.seq)
             tag = f"{event.type}-{digest}"
         elif verdict == "new":
             take(device, event.seq, event.ts)
         else:
-            self._ignore(device, verdict, now_ms, effects)
+            self._ignore(device, verdict, event.seq, now_ms, effects)
             return
         effects.changed_devices.add(device.device_id)
         self._faults.on_accepted(device, live=False, now_ms=now_ms, effects=effects)
@@ -330,9 +346,15 @@ class ProximityEngine:
             effects.ignored.append((device_id, "unknown_device"))
         return device
 
-    def _ignore(self, device: DeviceState, verdict: str, now_ms: int, effects: Effects) -> None:
-        """A repeat is normal (QoS 1); a late or implausible counter counts towards a fault."""
+    def _ignore(
+        self, device: DeviceState, verdict: str, seq: int, now_ms: int, effects: Effects
+    ) -> None:
+        """A repeat is normal (QoS 1); a late or implausible counter counts towards a fault. A
+        late message is remembered as seen: it is accounted for (a repeat of it is a duplicate)
+        and the device's confirmation can pass it, though its content comes too late to use."""
         effects.ignored.append((device.device_id, verdict))
+        if verdict == "out_of_order":
+            device.mark_seen(seq)
         if verdict != "duplicate":
             self._faults.on_refused(device, verdict, now_ms, effects)
 

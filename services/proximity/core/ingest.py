@@ -26,9 +26,9 @@ from nabij.contract import (
     status_decoder,
 )
 
-# A panic press or a cut strap must reach an operator: salvaged from a broken payload, and never
-# dropped for its clock or its counter (see the engine).
-SAFETY_EVENTS: Final = frozenset({"aware_button", "strap_tamper"})
+# A panic press or a cut strap (`SAFETY_EVENTS`, in the contract because firmware must know they
+# move no counter) must reach an operator: salvaged from a broken payload, and never dropped for
+# its clock or its counter (see the engine).
 
 
 @dataclass(frozen=True, slots=True)

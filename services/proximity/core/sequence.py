@@ -78,8 +78,20 @@ def restart(device: DeviceState, boot: str | None, *, resume_at: int | None = No
     device.epoch += 1
     device.last_seq = -1 if resume_at is None else resume_at
     device.seen_below = 0 if resume_at is None else SEEN_MASK
+    device.seen_above = []
     device.strays = 0
     device.stray_seq = -1
+
+
+def note_overtaking(device: DeviceState, boot: str | None, seq: int) -> None:
+    """A press or tamper was taken without moving the counter: remember its seq as seen, so
+    that the device's confirmation can cover it (`DeviceState.committed_upto`)."""
+    if boot != device.boot:
+        return
+    if seq > device.last_seq:
+        device.seen_above = [*device.seen_above[-(PRESSES_KEPT - 1) :], seq]
+    else:
+        device.mark_seen(seq)
 
 
 def take(device: DeviceState, seq: int, ts: int) -> None:

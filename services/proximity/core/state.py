@@ -52,7 +52,10 @@ class DeviceState(msgspec.Struct):
     """Recently ended boots -> their highest seq: a redelivery from them stays a duplicate."""
     last_seq: int = -1
     seen_below: int = 0
-    """Bit k set: seq `last_seq - 1 - k` was accepted (see `SEEN_WINDOW`)."""
+    """Bit k set: seq `last_seq - 1 - k` was seen, taken or late (see `SEEN_WINDOW`)."""
+    seen_above: list[int] = []
+    """Seqs above `last_seq` already taken (a press or tamper that overtook earlier messages):
+    they join the window once the counter passes them."""
     last_ts: int = 0
     """Device time of the message with the newest accepted seq (orders, never judges)."""
     strays: int = 0
@@ -134,12 +137,29 @@ class DeviceState(msgspec.Struct):
             mask |= 1 << (delta - 1)
         self.seen_below = mask
         self.last_seq = seq
+        if self.seen_above:
+            passed = [s for s in self.seen_above if s <= seq]
+            self.seen_above = [s for s in self.seen_above if s > seq]
+            for earlier in passed:
+                self.mark_seen(earlier)
 
     def mark_seen(self, seq: int) -> None:
-        """Remember a late `seq` (< last_seq) that was taken without moving the state."""
+        """Remember a late `seq` (< last_seq) that was seen without moving the counter: a press
+        or tamper, or a message that came after a newer one (after a broker crash)."""
         offset = self.last_seq - 1 - seq
         if 0 <= offset < SEEN_WINDOW:
             self.seen_below |= 1 << offset
+
+    def committed_upto(self) -> int:
+        """The highest seq at or below which every message was seen, as far as the window
+        remembers (-1: none). A gap holds it below the gap until the gap is filled or leaves the
+        window (`SEEN_WINDOW` messages later)."""
+        window = min(SEEN_WINDOW, max(self.last_seq, 0))
+        unseen = ~self.seen_below & ((1 << window) - 1)
+        if not unseen:
+            return self.last_seq
+        # The highest unseen bit is the lowest unseen seq: everything below it was seen.
+        return self.last_seq - 2 - (unseen.bit_length() - 1)
 
 
 class PairState(msgspec.Struct):
