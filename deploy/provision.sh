@@ -5,7 +5,8 @@
 #     mosquitto.conf = nabij's shipped config with the services' listener opened to the compose
 #     network and persistence in the broker's data volume;
 #   - a broker identity for the proximity service and each demo device;
-#   - one Redis ACL user per nabij component, each with its own random password file.
+#   - one Redis ACL user per nabij component, each with its own random password file;
+#   - the Ed25519 key that signs the evidence trail's checkpoints.
 # Directories can be moved for a dry run outside a container (tests/deploy/test_compose.py).
 set -eu
 
@@ -35,6 +36,9 @@ done
 sed -e 's/^listener 1883 127\.0\.0\.1$/listener 1883/' "$SHIPPED_BROKER_CONF" > "$BROKER/mosquitto.conf"
 printf '\n# compose.yaml: queued messages survive a broker restart in its data volume.\npersistence_location /mosquitto/data/\n' \
     >> "$BROKER/mosquitto.conf"
+
+# The evidence trail's signing key (docs/evidence.md); its public half goes into every export.
+nabij audit keygen "$SECRETS/audit.key"
 
 for role in proximity gateway console probation police; do
     python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$SECRETS/redis-$role"

@@ -183,7 +183,7 @@ def test_provision_writes_every_secret_the_stack_reads_and_runs_once(tmp_path: P
     run, dirs = _provision(tmp_path)
     assert run.returncode == 0, run.stderr
     config = load_config(dirs["config"], env={})
-    secrets = [config.settings.mqtt.password_file]
+    secrets = [config.settings.mqtt.password_file, config.settings.audit.key_file]
     secrets += [user.password_file for user in config.settings.redis.users.values()]
     assert all(path is not None and Path(path).is_file() for path in secrets), secrets
     for device in load_scenario(SIMULATED).device:
