@@ -62,7 +62,12 @@ AlarmKind = Literal[
     "battery_low",
     "device_fault",
     "victim_unprotected",
+    "platform_degraded",
+    "platform_restored",
 ]
+# Kinds about the whole platform rather than one order: their signals and notices carry
+# `order_id: null`, `offender_device: null` and the affected orders in `orders`.
+PLATFORM_KINDS: Final[frozenset[str]] = frozenset({"platform_degraded", "platform_restored"})
 ALARM_KINDS: Final[tuple[AlarmKind, ...]] = AlarmKind.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
 NoticeEvent = Literal["opened", "updated", "escalated", "acknowledged", "cleared", "resolved"]
 QueueName = Literal["probation", "police"]
@@ -153,6 +158,12 @@ class DistanceBand(Struct, frozen=True, omit_defaults=True):
     ] = None
 
 
+PlatformOrders = Annotated[
+    tuple[str, ...],
+    Meta(description="Platform notices only: ids of the orders nabij cannot see (sorted)."),
+]
+
+
 class Notice(Struct, frozen=True, omit_defaults=True):
     """One entry of a dispatch queue (field `notice` of a Redis Stream entry).
 
@@ -160,6 +171,10 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     `closing_speed_mps`, `eta_s`, `victim`) reach the police queue only. Probation hears the
     `distance_band` and whether the offender is `approaching`, and the `offender` position only
     while no alarm about the victim's whereabouts is open in the order.
+
+    A platform notice (`PLATFORM_KINDS`) is about no single order: `order_id` and
+    `offender_device` are null and `orders` lists the orders it concerns (ids only, no device
+    and no position, so both queues read the same list).
     """
 
     notice_id: str
@@ -167,8 +182,8 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     event: NoticeEvent
     kind: AlarmKind
     priority: Annotated[int, Meta(ge=1, le=3)]
-    order_id: str
-    offender_device: DeviceId
+    order_id: str | None
+    offender_device: DeviceId | None
     level: Annotated[int, Meta(ge=1)]
     at: EpochMs
     reason: str
@@ -191,6 +206,7 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     late_s: LateSeconds | None = None
     distance_band: DistanceBand | None = None
     approaching: bool | None = None
+    orders: PlatformOrders = ()
 
 
 # --- proximity to alarm gateway (internal, Redis Stream `{prefix}:gateway:inbox`) -----------
@@ -210,8 +226,8 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     action: SignalAction
     kind: AlarmKind
     alarm_key: str
-    order_id: str
-    offender_device: DeviceId
+    order_id: str | None
+    offender_device: DeviceId | None
     at: EpochMs
     reason: str
     victim_device: DeviceId | None = None
@@ -225,6 +241,7 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     eta_s: EtaSeconds | None = None
     happened_at: EpochMs | None = None
     late_s: LateSeconds | None = None
+    orders: PlatformOrders = ()
 
 
 # Operator text is shown on terminals and consoles: no control characters of any kind (C0, DEL,

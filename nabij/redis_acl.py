@@ -76,6 +76,7 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
                 ("get", "set", "mget", "sadd", "smembers"),
                 (keys.device_state(ANY), keys.pair_state(ANY, ANY, ANY), keys.proximity_devices),
             ),
+            Grant(("get", "set"), (keys.platform_state,)),
             Grant(("xadd",), (keys.gateway_inbox, keys.deadletter), "W"),
             Grant(("xadd", "xtrim", "xrange"), (keys.command_outbox,)),
             Grant(("get", "set"), (keys.commit_counter("proximity"), keys.health("proximity"))),

@@ -39,6 +39,8 @@ PROBATION_NOTICE_FIELDS: Final = frozenset(
         "late_s",
         "distance_band",
         "approaching",
+        # Platform notices: order ids only, the same list for both queues.
+        "orders",
     }
 )
 # Probation fields that must be absent on an alarm about the victim's whereabouts.
@@ -51,7 +53,7 @@ POLICE_NOTICE_FIELDS: Final = PROBATION_NOTICE_FIELDS | POLICE_ONLY_NOTICE_FIELD
 COMMAND_FIELDS: Final = {"set_interval": frozenset({"seconds"}), "warn": frozenset({"level"})}
 # A stored alarm record (the hash `nabij alarms` reads, and the resolved stream).
 RECORD_LATEST_FIELDS: Final = frozenset(
-    {"band", "approaching", "zone", "status", "happened_at", "late_s"}
+    {"band", "approaching", "zone", "status", "happened_at", "late_s", "orders"}
 )
 
 _LENGTH = re.compile(r"\d\s*(?:km|m|metres?|meters?)(?![A-Za-z])", re.IGNORECASE)

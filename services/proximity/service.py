@@ -43,6 +43,7 @@ from services.proximity.core.batch import run_isolating
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.lanes import LaneLimits
+from services.proximity.core.platform import platform_state_decoder
 from services.proximity.core.state import (
     device_state_decoder,
     pair_state_decoder,
@@ -265,7 +266,13 @@ class ProximityService:
         refused: list[tuple[Received, Rejection]] | None = None,
     ) -> None:
         self._engine, result = run_isolating(
-            self._engine, self._rollback, self._topics, batch, self._clock(), tick=tick
+            self._engine,
+            self._rollback,
+            self._topics,
+            batch,
+            self._clock(),
+            tick=tick,
+            broker_up=self._bulk.subscribed,
         )
         # One counter update per kind and batch, not per fix: label lookup is the costly part.
         for kind, count in Counter(result.uplink_kinds).items():
@@ -281,7 +288,11 @@ class ProximityService:
         (through a full Redis too); dead letters after it, best-effort, so junk can never keep a
         signal out of Redis."""
         committed = bool(
-            effects.changed_devices or effects.changed_pairs or effects.signals or effects.commands
+            effects.changed_devices
+            or effects.changed_pairs
+            or effects.signals
+            or effects.commands
+            or effects.platform_changed
         )
         if committed:
             self._committer.commit(lambda pipe: self._write(pipe, effects), self._stop)
@@ -303,6 +314,8 @@ class ProximityService:
             order_id, offender, victim = pair_key
             state = self._engine.pair(pair_key)
             pipe.set(keys.pair_state(offender, order_id, victim), state_encoder.encode(state))
+        if effects.platform_changed:
+            pipe.set(keys.platform_state, state_encoder.encode(self._engine.platform))
         for signal in effects.signals:
             pipe.xadd(keys.gateway_inbox, {"input": encode(signal)})
         self._outbox.queue(pipe, effects.commands)
@@ -364,8 +377,9 @@ class ProximityService:
         return self._engine.is_known(device_id)
 
     def _new_engine(self) -> ProximityEngine:
+        settings = self._settings
         return ProximityEngine(
-            self._engine_orders, self._settings.proximity, self._settings.privacy
+            self._engine_orders, settings.proximity, settings.privacy, settings.platform
         )
 
     def _follow_orders(self) -> None:
@@ -449,4 +463,6 @@ class ProximityService:
             [d for d in devices if self._engine.is_known(d.device_id)],
             pairs,
         )
+        if (platform := streams.values(self._redis, [keys.platform_state])[0]) is not None:
+            self._engine.load_platform(platform_state_decoder.decode(platform))
         log.info("state_restored", devices=len(devices), pairs=len(pairs))

@@ -46,6 +46,8 @@ _DEFAULT_FACTS: Final[dict[AlarmKind, str]] = {
     "battery_low": "Device battery low",
     "device_fault": "Device misbehaving (clock, counter or refused messages)",
     "victim_unprotected": "Victim device not reporting: the victim is not protected",
+    "platform_degraded": "nabij cannot see some devices: no alarm from them can be raised",
+    "platform_restored": "nabij sees the devices again",
 }
 
 
@@ -95,6 +97,7 @@ def split_facts(signal: AlarmSignal, band_edges: Sequence[float]) -> tuple[SafeF
         status=None if signal.kind in MEASURED_KINDS else without_lengths(scrub(signal.reason)),
         happened_at=signal.happened_at,
         late_s=signal.late_s,
+        orders=signal.orders,
     )
     police = PoliceFacts(
         reason=signal.reason,
@@ -220,6 +223,7 @@ def build_notices(
             late_s=latest.late_s,
             distance_band=latest.band,
             approaching=latest.approaching,
+            orders=latest.orders,
         )
         out.append((queue, notice))
     return out

@@ -62,6 +62,7 @@ def run_batch(
     now_ms: int,
     *,
     tick: bool,
+    broker_up: bool = True,
 ) -> BatchResult[M]:
     result: BatchResult[M] = BatchResult()
     for index, item in enumerate(batch):
@@ -85,7 +86,7 @@ def run_batch(
                 rejection = Rejection("internal_error", describe(err), None)
                 raise PoisonedInputError(index, rejection) from err
     if tick:
-        engine.tick(now_ms, result.effects)
+        engine.tick(now_ms, result.effects, broker_up=broker_up)
     return result
 
 
@@ -97,6 +98,7 @@ def run_isolating(
     now_ms: int,
     *,
     tick: bool,
+    broker_up: bool = True,
 ) -> tuple[ProximityEngine, BatchResult[M]]:
     """`run_batch`, setting aside each message that poisons the engine: `rollback()` returns an
     engine in the state before the batch. Returns the engine to go on with, and the result (with
@@ -105,7 +107,7 @@ def run_isolating(
     poisoned: list[tuple[M, Rejection]] = []
     while True:
         try:
-            result = run_batch(engine, topics, items, now_ms, tick=tick)
+            result = run_batch(engine, topics, items, now_ms, tick=tick, broker_up=broker_up)
         except PoisonedInputError as err:
             poisoned.append((items.pop(err.index), err.rejection))
             engine = rollback()

@@ -15,7 +15,7 @@ from typing import Final
 
 from nabij.contract import DeviceEvent, Fix, Position, SetInterval, Warn, WarnLevel
 from nabij.orders import Order
-from nabij.settings import PrivacySettings, ProximitySettings
+from nabij.settings import PlatformSettings, PrivacySettings, ProximitySettings
 from services.proximity.core.accuracy import effective_acc
 from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
@@ -24,6 +24,7 @@ from services.proximity.core.faults import DeviceFaults
 from services.proximity.core.ingest import SAFETY_EVENTS, Uplink
 from services.proximity.core.motion import TRACK_LEN, classify
 from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
+from services.proximity.core.platform import PlatformState, PlatformWatch
 from services.proximity.core.sequence import admit, safety_digest, seen_press, take
 from services.proximity.core.state import DeviceState, PairKey, PairState
 from services.proximity.core.timing import lateness_s, place, remember
@@ -34,6 +35,7 @@ __all__ = ["Effects", "ProximityEngine"]
 
 _OPEN_PHASES: Final = OPEN_PHASES
 _DEFAULT_PRIVACY: Final = PrivacySettings()
+_DEFAULT_PLATFORM: Final = PlatformSettings()
 _NO_REASONS: Final[Mapping[str, str]] = {}
 
 
@@ -43,9 +45,10 @@ class ProximityEngine:
         orders: Sequence[Order],
         settings: ProximitySettings,
         privacy: PrivacySettings = _DEFAULT_PRIVACY,
+        platform: PlatformSettings = _DEFAULT_PLATFORM,
     ) -> None:
         self._orders = {order.id: order for order in orders}
-        self._settings, self._privacy = settings, privacy
+        self._settings, self._privacy, self._platform_settings = settings, privacy, platform
         grid = SnapGrid(privacy.offender_grid_m)
         self._topology = topology = Topology.build(orders, settings, grid)
         self._pairs_of = topology.pairs_of
@@ -63,6 +66,7 @@ class ProximityEngine:
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
         self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
         self._zone_offenders = tuple(topology.zones)
+        self._platform = PlatformWatch(topology, platform)
 
     # --- state access ------------------------------------------------------------------------
 
@@ -91,7 +95,8 @@ class ProximityEngine:
         ring opens and a narrower one starts its exit dwell. A pair that no longer exists (order
         ended, device replaced) has its open rings cleared, saying why (`ended_why`: order id -> why
         it left, "order ended" by default)."""
-        engine = ProximityEngine(orders, self._settings, self._privacy)
+        engine = ProximityEngine(orders, self._settings, self._privacy, self._platform_settings)
+        engine._platform.carry_over(self._platform)
         unchanged = {i for i, order in engine._orders.items() if self._orders.get(i) == order}
         for key, spec in self._topology.pairs.items():
             if key not in engine._pairs:
@@ -124,10 +129,20 @@ class ProximityEngine:
     def pair_keys(self) -> list[PairKey]:
         return list(self._pairs)
 
+    @property
+    def platform(self) -> PlatformState:
+        return self._platform.state
+
+    def load_platform(self, state: PlatformState) -> None:
+        """Restore the persisted outage (after a restart or a rollback)."""
+        self._platform.state = state
+
     # --- inputs ------------------------------------------------------------------------------
 
     def apply(self, uplink: Uplink, now_ms: int, effects: Effects) -> None:
         """Apply one uplink received at server time `now_ms`."""
+        if uplink.device_id in self._devices:
+            self._platform.heard(now_ms)
         if isinstance(uplink, Fix):
             self._on_fix(uplink, now_ms, effects)
         elif isinstance(uplink, DeviceEvent):
@@ -135,9 +150,11 @@ class ProximityEngine:
         elif (device := self._known(uplink.device_id, effects)) is not None:
             self._conditions.on_status(device, uplink.status.online, now_ms, effects)
 
-    def tick(self, now_ms: int, effects: Effects) -> None:
-        """Time-driven checks on server time: offender silence (location_unknown), and exemption
-        windows that ended while a pair or an offender was inside."""
+    def tick(self, now_ms: int, effects: Effects, *, broker_up: bool = True) -> None:
+        """Time-driven checks on server time: whether nabij is blind (`platform`; `broker_up`:
+        the shell's MQTT link), offender silence (location_unknown), and exemption windows that
+        ended while a pair or an offender was inside."""
+        self._platform.tick(self._devices, now_ms, effects, broker_up=broker_up)
         self._conditions.tick(now_ms, effects)
         self._faults.tick(now_ms, effects)
         for spec in self._exempt_pairs:
