@@ -65,9 +65,8 @@ AlarmKind = Literal[
     "platform_degraded",
     "platform_restored",
 ]
-# Kinds about the whole platform rather than one order: their signals and notices carry
-# `order_id: null`, `offender_device: null` and the affected orders in `orders`.
-PLATFORM_KINDS: Final[frozenset[str]] = frozenset({"platform_degraded", "platform_restored"})
+# The platform kinds (nabij cannot see / sees again) concern no single order: their signals and
+# notices carry `order_id: null`, `offender_device: null` and the affected orders in `orders`.
 ALARM_KINDS: Final[tuple[AlarmKind, ...]] = AlarmKind.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
 NoticeEvent = Literal["opened", "updated", "escalated", "acknowledged", "cleared", "resolved"]
 QueueName = Literal["probation", "police"]
@@ -172,9 +171,9 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     `distance_band` and whether the offender is `approaching`, and the `offender` position only
     while no alarm about the victim's whereabouts is open in the order.
 
-    A platform notice (`PLATFORM_KINDS`) is about no single order: `order_id` and
-    `offender_device` are null and `orders` lists the orders it concerns (ids only, no device
-    and no position, so both queues read the same list).
+    A platform notice (`platform_degraded`, `platform_restored`) is about no single order:
+    `order_id` and `offender_device` are null and `orders` lists the orders it concerns (ids
+    only, no device and no position, so both queues read the same list).
     """
 
     notice_id: str
@@ -218,8 +217,9 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     """A condition that the proximity service observed: it opens, updates or clears an alarm.
 
     `alarm_key` names the condition (kind, order, devices) so that repeats of the same condition
-    land on the same alarm. `signal_id` is deterministic for a given input, so a replayed input
-    after a crash yields the same id and the gateway applies it once.
+    land on the same alarm. A platform signal has no order or device: its key names the outage,
+    and `orders` lists the orders it concerns. `signal_id` is deterministic for a given input, so
+    a replayed input after a crash yields the same id and the gateway applies it once.
     """
 
     signal_id: str

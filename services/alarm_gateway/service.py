@@ -123,6 +123,8 @@ class GatewayService:
         self._health = health
         if health is not None:
             health.add_check("inbox_group", self._ready.is_set)
+        for priority in (1, 2, 3):  # every priority's series from the start, 0 until an ack
+            metrics.TIME_TO_ACKNOWLEDGE.labels(priority=str(priority))
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set."""
@@ -362,6 +364,7 @@ class GatewayService:
 
     def _observe(self, decisions: list[Decision], rejected: list[Rejected]) -> None:
         for decision in decisions:
+            _observe_acknowledgement(decision)
             for queue_name, notice in decision.notices:
                 metrics.NOTICES.labels(queue=queue_name, kind=notice.kind, event=notice.event).inc()
                 log.info(
@@ -401,6 +404,20 @@ class GatewayService:
             metrics.OLDEST_UNACKNOWLEDGED_OPENED.labels(priority=str(priority)).set(
                 opened_ms / 1000
             )
+
+
+def _observe_acknowledgement(decision: Decision) -> None:
+    """Time to acknowledge, once per alarm: when a request acknowledged it just now (an ack, or
+    a resolve of an alarm nobody had acknowledged)."""
+    outcome = decision.outcome
+    records = decision.upserts or decision.resolved
+    if outcome is None or outcome.status != "applied" or not records:
+        return
+    if outcome.acknowledged_at != outcome.at:
+        return  # acknowledged earlier: counted then
+    record = records[0]
+    waited_s = max(0, outcome.at - record.opened_at) / 1000
+    metrics.TIME_TO_ACKNOWLEDGE.labels(priority=str(record.priority)).observe(waited_s)
 
 
 def _refused(raw: bytes, detail: str, now_ms: int) -> Decision:

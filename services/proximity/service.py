@@ -39,7 +39,14 @@ from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
 from nabij.mqtt_ingest import Subscriber
 from nabij.orders import Order
 from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
-from services.proximity.core.batch import run_isolating
+from services.proximity.core.batch import BatchResult, run_isolating
+from services.proximity.core.census import (
+    CONTACT_AGE_LABELS,
+    PHASES,
+    RINGS,
+    device_contact,
+    pair_phases,
+)
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.lanes import LaneLimits
@@ -171,6 +178,10 @@ class ProximityService:
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
+        # Label children bound once: a label lookup costs more than the observation.
+        self._from_device = metrics.DECISION_LATENCY_FROM_DEVICE.labels(service=SERVICE)
+        self._late_ms = round(self._settings.proximity.late_after_s * 1000)
+        self._next_census = 0.0
 
     def _marker_topic(self, client_id: str) -> str:
         return f"{self._topics.prefix}/service/{client_id}/caught-up"
@@ -239,6 +250,7 @@ class ProximityService:
                     if self.subscribed() and time.monotonic() >= next_beat:
                         beat(self._redis, self._keys, SERVICE, self._clock(), log)
                         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
+                    self._census()  # also while the broker is away
                 metrics.READY.labels(service=SERVICE).set(1 if self.subscribed() else 0)
                 if self._health is not None:
                     self._health.heartbeat()
@@ -282,6 +294,7 @@ class ProximityService:
         self._publish_commands(effects)
         self._acknowledge(batch)
         self._observe(batch, effects, rejected)
+        self._observe_uplinks(result)
 
     def _commit(self, effects: Effects, rejected: list[tuple[Received, Rejection]]) -> None:
         """State, signals and commands first, in one transaction that is retried until it lands
@@ -367,6 +380,37 @@ class ProximityService:
         self._rejections.flush()
         self._deadletters.flush_logs()
 
+    def _observe_uplinks(self, result: BatchResult[Received]) -> None:
+        """Latency from device time for live fixes (a backlog's is its coverage gap, not ours),
+        and events taken by type."""
+        done = self._clock()
+        for measured in result.fix_times:
+            if 0 <= done - measured < self._late_ms:
+                self._from_device.observe((done - measured) / 1000)
+        for event_type, count in Counter(result.effects.events).items():
+            metrics.DEVICE_EVENTS.labels(type=event_type).inc(count)
+
+    def _census(self) -> None:
+        """Gauges of pairs by ring phase and devices by contact age, once a heartbeat interval
+        (every combination set, 0 included, so a series never vanishes while its count is 0)."""
+        if time.monotonic() < self._next_census:
+            return
+        self._next_census = time.monotonic() + HEARTBEAT_INTERVAL_S
+        now, engine = self._clock(), self._engine
+        phases = pair_phases(engine.pairs())
+        for ring in RINGS:
+            for phase in PHASES:
+                metrics.PAIRS.labels(ring=ring, phase=phase).set(phases[ring, phase])
+        contact = device_contact(engine.devices(), now)
+        for age in CONTACT_AGE_LABELS:
+            for online in (True, False):
+                count = contact[age, online]
+                metrics.DEVICES.labels(contact_age=age, online=str(online).lower()).set(count)
+        platform = engine.platform
+        metrics.PLATFORM_DEGRADED.labels(service=SERVICE).set(1 if platform.degraded else 0)
+        grouped = sum(1 for device in engine.devices() if device.grouped)
+        metrics.DEVICES_GROUPED.labels(service=SERVICE).set(grouped)
+
     def _resend_outbox(self) -> None:
         """Publish the commands a crash kept from reaching the broker (a repeat is harmless:
         commands set an interval or a warning level, they do not count)."""
@@ -437,6 +481,7 @@ class ProximityService:
         validity = Counter(o.validity(now_ms) for o in self._orders)
         for why in ("not_started", "ended"):
             metrics.ORDERS_NOT_IN_FORCE.labels(service=SERVICE, why=why).set(validity[why])
+        metrics.ORDERS_ACTIVE.labels(service=SERVICE).set(validity["in_force"])
         return tuple(o for o in self._orders if o.validity(now_ms) == "in_force")
 
     def _rollback(self) -> ProximityEngine:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
-from nabij.contract import Topics
+from nabij.contract import Fix, Topics
 from nabij.failures import NabijError, describe
 from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
@@ -44,6 +44,8 @@ class BatchResult(Generic[M]):
     rejected: list[tuple[M, Rejection]] = field(default_factory=list)
     uplink_kinds: list[str] = field(default_factory=list)
     """Type name of every accepted uplink, in order (for the shell's metrics)."""
+    fix_times: list[int] = field(default_factory=list)
+    """Device time of every accepted fix (decision latency from device time)."""
 
 
 class PoisonedInputError(NabijError):
@@ -80,6 +82,8 @@ def run_batch(
                 engine.refused(rejection.device_id, rejection.reason, now_ms, result.effects)
         for uplink in parsed.uplinks:
             result.uplink_kinds.append(type(uplink).__name__)
+            if isinstance(uplink, Fix):
+                result.fix_times.append(uplink.ts)
             try:
                 engine.apply(uplink, now_ms, result.effects)
             except Exception as err:  # a bug must not make this message a poison pill

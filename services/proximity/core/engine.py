@@ -129,6 +129,12 @@ class ProximityEngine:
     def pair_keys(self) -> list[PairKey]:
         return list(self._pairs)
 
+    def devices(self) -> Iterable[DeviceState]:
+        return self._devices.values()
+
+    def pairs(self) -> Iterable[PairState]:
+        return self._pairs.values()
+
     @property
     def platform(self) -> PlatformState:
         return self._platform.state
@@ -255,6 +261,7 @@ class ProximityEngine:
             self._ignore(device, verdict, now_ms, effects)
             return
         effects.changed_devices.add(device.device_id)
+        effects.events.append(event.type)
         self._faults.on_accepted(device, live=False, now_ms=now_ms, effects=effects)
         self._conditions.on_event(device, event, now_ms, effects, tag=tag)
 
