@@ -266,11 +266,16 @@ ROWS: Final = (
             ),
             Panel(
                 "Streams",
-                "Entries in the gateway's streams; its consumer group's pending entries and lag.",
+                "Entries in the gateway's streams; its consumer group's pending entries and lag;"
+                " notices the dispatch queues' reader groups hold unacknowledged.",
                 (
                     ("nabij_stream_length", "length {{stream}}"),
                     ("nabij_consumer_group_pending", "pending {{stream}}"),
                     ("nabij_consumer_group_lag", "lag {{stream}}"),
+                    (
+                        "sum by (queue, group) (nabij_dispatch_readers_pending) or vector(0)",
+                        "unacknowledged {{queue}} {{group}}",
+                    ),
                 ),
             ),
             Panel(

@@ -249,6 +249,17 @@ REDIS_COMMIT_LATENCY: Final = Histogram(
     ["service"],
     buckets=LATENCY_BUCKETS_S,
 )
+DISPATCH_READERS_PENDING: Final = Gauge(
+    "nabij_dispatch_readers_pending",
+    "Notices of a dispatch queue delivered to a reader group (a console, `nabij tail --group`)"
+    " and not yet acknowledged by it, by queue and group.",
+    ["queue", "group"],
+)
+DISPATCH_READERS_LAG: Final = Gauge(
+    "nabij_dispatch_readers_lag",
+    "Notices of a dispatch queue not yet delivered to a reader group, by queue and group.",
+    ["queue", "group"],
+)
 __all__ += [
     "ACK_BUCKETS_S",
     "DECISION_LATENCY_FROM_DEVICE",
@@ -256,6 +267,8 @@ __all__ += [
     "DEVICES_GROUPED",
     "DEVICE_EVENTS",
     "DEVICE_LATENCY_BUCKETS_S",
+    "DISPATCH_READERS_LAG",
+    "DISPATCH_READERS_PENDING",
     "ORDERS_ACTIVE",
     "ORDERS_NOT_IN_FORCE",
     "ORDERS_VERSION",

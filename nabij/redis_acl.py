@@ -92,6 +92,7 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
                 ("xadd", "xrange", "xrevrange", "xtrim", "xlen"),
                 (keys.resolved_alarms, keys.dispatch("probation"), keys.dispatch("police")),
             ),
+            Grant(("xinfo|groups",), (keys.dispatch("probation"), keys.dispatch("police"))),
             Grant(("set",), (keys.request_outcome(ANY),), "W"),
             Grant(("xadd",), (keys.deadletter,), "W"),
             Grant(("get", "set"), (keys.commit_counter("gateway:*"), keys.health("gateway"))),

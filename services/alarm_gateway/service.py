@@ -169,7 +169,8 @@ class GatewayService:
             log.info("gateway_stopped")
 
     def _observe_streams(self) -> None:
-        """Stream lengths and the consumer group's pending entries and lag, for ops."""
+        """Stream lengths, the consumer group's pending entries and lag, and those of the groups
+        that read the dispatch queues (consoles, `nabij tail --group`), for ops."""
         inputs = {
             "gateway_inbox": self._keys.gateway_inbox,
             "human_requests": self._keys.human_requests,
@@ -183,12 +184,17 @@ class GatewayService:
             pipe.xlen(key)
         for key in inputs.values():
             pipe.xinfo_groups(key)
+        for queue in QUEUE_NAMES:
+            pipe.xinfo_groups(self._keys.dispatch(queue))
         # An input stream Redis lost (restarted empty) answers an error until the group is
-        # recreated: not measured this time, and never a reason to stop the gateway.
+        # recreated (a queue nobody wrote to yet, until then): not measured this time, and
+        # never a reason to stop the gateway.
         replies = pipe.execute(raise_on_error=False)
         for name, length in zip(streams, replies[: len(streams)], strict=True):
             metrics.STREAM_LENGTH.labels(stream=name).set(length)
-        for name, groups in zip(inputs, replies[len(streams) :], strict=True):
+        group_replies = replies[len(streams) :]
+        self._observe_readers(group_replies[len(inputs) :])
+        for name, groups in zip(inputs, group_replies[: len(inputs)], strict=True):
             if isinstance(groups, redis.ResponseError):
                 continue
             for group in groups:
@@ -197,6 +203,18 @@ class GatewayService:
                     # Redis reports no lag when it cannot tell (entries deleted mid-range).
                     if group.get("lag") is not None:
                         metrics.CONSUMER_GROUP_LAG.labels(stream=name).set(group["lag"])
+
+    def _observe_readers(self, replies: list[object]) -> None:
+        """Each dispatch queue's reader groups: delivered and not acknowledged, and not yet
+        delivered. A group name is a console's or desk's, never a person's."""
+        for queue, groups in zip(QUEUE_NAMES, replies, strict=True):
+            if not isinstance(groups, list):
+                continue
+            for group in groups:
+                labels = {"queue": queue, "group": group["name"].decode()}
+                metrics.DISPATCH_READERS_PENDING.labels(**labels).set(group["pending"])
+                if group.get("lag") is not None:
+                    metrics.DISPATCH_READERS_LAG.labels(**labels).set(group["lag"])
 
     def _ensure_group(self) -> None:
         for stream in self._inputs:

@@ -131,6 +131,14 @@ def test_key_series_and_every_dashboard_panel_after_an_approach_and_a_button_pre
     assert scraped.value(f'{from_device}_bucket{{le="60.0"}}') == scraped.value(
         f"{from_device}_count"
     )
+    # A dispatch desk reading the police queue as a group, with one notice not yet acknowledged.
+    police = stack.keys.dispatch("police")
+    stack.redis.xgroup_create(police, "desk", id="0")
+    stack.redis.xreadgroup("desk", "desk-1", {police: ">"}, count=1)
+    wait_until(
+        lambda: scraped.value('nabij_dispatch_readers_pending{queue="police",group="desk"}') == 1,
+        what="the desk's unacknowledged notice measured",
+    )
     press = next(n.alarm_id for n in stack.notices("police") if n.kind == "aware_button")
     assert cli(["ack", press, "--by", "officer 17", "--config", str(stack.config_dir)]) == 0
     wait_until(
@@ -148,7 +156,11 @@ def test_key_series_and_every_dashboard_panel_after_an_approach_and_a_button_pre
 
 
 def test_killed_services_set_off_the_service_down_rule(scraped: Scraped) -> None:
-    assert scraped.alert_states("NabijServiceDown") == set()
+    # A scrape before the process listened may leave it pending until the next evaluation.
+    wait_until(
+        lambda: scraped.alert_states("NabijServiceDown") == set(),
+        what="NabijServiceDown quiet while the services answer",
+    )
     scraped.nabij.kill()
     scraped.nabij.wait(timeout=15)
     wait_until(

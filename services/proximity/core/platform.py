@@ -108,39 +108,43 @@ class PlatformWatch:
             self._link_down_since_ms = None
         elif self._link_down_since_ms is None:
             self._link_down_since_ms = now_ms
-        quiet = {
-            device_id: since
-            for device_id, device in devices.items()
-            if (since := self._quiet_since(device)) is not None and since <= now_ms
-        }
+        quiet = self._quiet(devices, now_ms, effects)
         state, blind = self.state, self._blind(now_ms)
         if not state.degraded:
             outage = self._found(quiet, devices, blind, now_ms)
             if outage is not None:
                 self._open(outage, devices, now_ms, effects)
-        else:
-            joined = [d for d in quiet if not devices[d].grouped]
-            self._group(joined, devices, effects)
-            still_quiet = sum(1 for d in quiet if devices[d].grouped)
-            if blind is None and 2 * still_quiet < self._trigger:
-                self._restore(devices, now_ms, effects)
-            elif joined:
-                self._update(devices, now_ms, effects)
-        for device_id, device in devices.items():
-            if device.grouped and device_id not in quiet:
-                device.grouped = False  # heard again: its own alarms apply
-                effects.changed_devices.add(device_id)
+            return
+        joined = [d for d in quiet if not devices[d].grouped]
+        self._group(joined, devices, effects)  # every quiet device is grouped from here on
+        if blind is None and 2 * len(quiet) < self._trigger:
+            self._restore(devices, now_ms, effects)
+        elif joined:
+            self._update(devices, now_ms, effects)
 
     # --- detection -------------------------------------------------------------------------
 
-    def _quiet_since(self, device: DeviceState) -> int | None:
-        """When the device went quiet (or will): offline since its drop, else not heard for
-        `quiet_after_s`; None if it was never heard."""
-        if not device.online and device.drops_ms:
-            return device.drops_ms[-1]
-        if device.last_heard_ms is None:
-            return None
-        return device.last_heard_ms + self._quiet_ms
+    def _quiet(
+        self, devices: Mapping[str, DeviceState], now_ms: int, effects: Effects
+    ) -> dict[str, int]:
+        """Quiet devices and when they went quiet (offline: since the drop; else not heard for
+        `quiet_after_s`; never heard: not quiet); a grouped device heard again is released (its
+        own alarms apply). One pass, the common case (online, heard lately) cheap."""
+        quiet_ms = self._quiet_ms
+        cutoff = now_ms - quiet_ms  # heard after it: not quiet
+        quiet: dict[str, int] = {}
+        for device_id, device in devices.items():
+            heard = device.last_heard_ms
+            if not device.online and device.drops_ms:
+                quiet[device_id] = device.drops_ms[-1]  # offline since its drop
+                continue
+            if heard is not None and heard <= cutoff:
+                quiet[device_id] = heard + quiet_ms
+                continue
+            if device.grouped:
+                device.grouped = False
+                effects.changed_devices.add(device_id)
+        return quiet
 
     def _blind(self, now_ms: int) -> str | None:
         """Cause (a) in words, or None."""
