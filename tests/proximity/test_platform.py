@@ -167,3 +167,19 @@ def test_burst_of_matches_a_brute_force_window(
     assert (burst is not None) == expected
     if burst is not None:
         assert len(burst) >= trigger
+
+
+def test_devices_quiet_before_an_outage_neither_join_it_nor_hold_it_open() -> None:
+    """Six devices broken long before the broker goes keep their own alarms: they are not
+    grouped, and the outage is restored although they stay silent (6 >= half the trigger)."""
+    eng = fresh_engine()
+    broken, working = DEVICES[:6], DEVICES[6:]
+    run(eng, 0, 30, DEVICES)
+    early = run(eng, 30, 400, working)
+    assert own_silence(early) == {"O-00", "O-01", "O-02"}
+    report(eng, working, 400, T0 + 399 * S)
+    outage = run(eng, 400, 700, [], broker_up=False)
+    assert platform(outage) == [("platform_degraded", "open")]
+    assert not any(eng.device(d).grouped for d in broken)
+    back = run(eng, 700, 720, working)
+    assert platform(back) == [("platform_degraded", "clear"), ("platform_restored", "open")]

@@ -46,6 +46,8 @@ class PlatformState(msgspec.Struct, omit_defaults=True):
     degraded: bool = False
     since_ms: int | None = None
     """When the current outage was found."""
+    began_ms: int | None = None
+    """When it began: devices that went quiet before are not part of it (their own alarms)."""
     orders: list[str] = []
     """The orders named in the last signal, sorted (an update goes out when more join)."""
 
@@ -62,6 +64,7 @@ class Outage:
     """The quiet devices it covers (grouped)."""
     everywhere: bool
     """Blind to every order (cause a), not only to those of the quiet devices."""
+    began_ms: int
 
 
 class PlatformWatch:
@@ -115,9 +118,13 @@ class PlatformWatch:
             if outage is not None:
                 self._open(outage, devices, now_ms, effects)
             return
-        joined = [d for d in quiet if not devices[d].grouped]
-        self._group(joined, devices, effects)  # every quiet device is grouped from here on
-        if blind is None and 2 * len(quiet) < self._trigger:
+        began = state.began_ms if state.began_ms is not None else now_ms
+        # Quiet since the outage began; a device quiet before it (say long broken) keeps its
+        # own alarms and never holds the outage open.
+        in_outage = [d for d, since in quiet.items() if since >= began]
+        joined = [d for d in in_outage if not devices[d].grouped]
+        self._group(joined, devices, effects)
+        if blind is None and 2 * len(in_outage) < self._trigger:
             self._restore(devices, now_ms, effects)
         elif joined:
             self._update(devices, now_ms, effects)
@@ -164,7 +171,11 @@ class PlatformWatch:
         now_ms: int,
     ) -> Outage | None:
         if blind is not None:
-            return Outage(blind, list(quiet), everywhere=True)
+            # The last message heard is the latest it can have begun (the link's loss is seen late).
+            known = [t for t in (self._link_down_since_ms, self._last_message_ms) if t is not None]
+            began = min(known, default=now_ms)
+            in_outage = [d for d, since in quiet.items() if since >= began]
+            return Outage(blind, in_outage, everywhere=True, began_ms=began)
         burst = burst_of(
             [(since, d) for d, since in quiet.items() if not devices[d].grouped],
             now_ms,
@@ -175,7 +186,7 @@ class PlatformWatch:
             return None
         window_s = self._window_ms // 1000
         cause = f"{len(burst)} of {len(devices)} devices went silent or offline within {window_s} s"
-        return Outage(cause, burst, everywhere=False)
+        return Outage(cause, burst, everywhere=False, began_ms=min(quiet[d] for d in burst))
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -184,7 +195,7 @@ class PlatformWatch:
     ) -> None:
         state = self.state
         state.outage += 1
-        state.degraded, state.since_ms = True, now_ms
+        state.degraded, state.since_ms, state.began_ms = True, now_ms, outage.began_ms
         self._group(outage.devices, devices, effects)
         state.orders = list(self._all_orders) if outage.everywhere else self._orders_of(devices)
         reason = (
@@ -213,7 +224,7 @@ class PlatformWatch:
         )
         effects.signals.append(self._signal("platform_degraded", "clear", reason, now_ms, "clear"))
         effects.signals.append(self._signal("platform_restored", "open", reason, now_ms, "open"))
-        state.degraded, state.since_ms = False, None
+        state.degraded, state.since_ms, state.began_ms = False, None, None
         for device_id, device in devices.items():
             if device.grouped:
                 device.grouped = False
