@@ -11,9 +11,10 @@ link is up. nabij is blind (one `platform_degraded`, priority 1, to both queues)
   quiet on its own keeps its own alarms.
 
 The devices the outage covers are `grouped`: their own silence and offline alarms wait (the
-grouped notice speaks for them), and while degraded every device that goes quiet joins. It is
-restored when the broker is reachable, devices are heard, and fewer than half the trigger count
-of grouped devices are still quiet: `platform_degraded` clears, `platform_restored` opens, and
+grouped notice speaks for them), and while degraded every device that goes quiet joins; one
+quiet since before the outage began (say, long broken) keeps its own alarms. It is restored when
+the broker is reachable, devices are heard, and fewer than half the trigger count of the devices
+that went quiet since it began are still quiet: `platform_degraded` clears, `platform_restored` opens, and
 the devices still quiet are released to their own alarms. Both alarm keys carry the outage
 number, persisted with the state, so a restart never tells one outage twice.
 """
