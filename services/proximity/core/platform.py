@@ -14,9 +14,9 @@ The devices the outage covers are `grouped`: their own silence and offline alarm
 grouped notice speaks for them), and while degraded every device that goes quiet joins; one
 quiet since before the outage began (say, long broken) keeps its own alarms. It is restored when
 the broker is reachable, devices are heard, and fewer than half the trigger count of the devices
-that went quiet since it began are still quiet: `platform_degraded` clears, `platform_restored` opens, and
-the devices still quiet are released to their own alarms. Both alarm keys carry the outage
-number, persisted with the state, so a restart never tells one outage twice.
+that went quiet since it began are still quiet: `platform_degraded` clears, `platform_restored`
+opens, and the devices still quiet are released to their own alarms. Both alarm keys carry the
+outage number, persisted with the state, so a restart never tells one outage twice.
 """
 
 from __future__ import annotations
