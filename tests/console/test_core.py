@@ -174,3 +174,16 @@ def test_platform_alarms_form_one_situation_that_names_their_orders() -> None:
         assert "all of nabij" in html
         assert "7 orders: ORD-0, ORD-1, ORD-2, ORD-3, ORD-4, …" in html
         assert "None" not in html
+
+
+def test_a_platform_alarm_page_lists_every_order_it_concerns() -> None:
+    """The alarm page of a platform alarm names all its orders instead of one order's devices."""
+    orders = tuple(f"ORD-{i}" for i in range(7))
+    blind = record(
+        "AL-blind", kind="platform_degraded", order_id=None, offender_device=None,
+        victim_device=None, latest=SafeFacts(orders=orders),
+    )  # fmt: skip
+    detail = alarm_detail(blind, [], "police", T0, police=None, rings_m=[])
+    html = templates.get_template("alarm.html").render(detail=detail, session=None, map_data={})
+    assert "7 not seen: " + ", ".join(orders) in html
+    assert "None" not in html
