@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import paho.mqtt.client as paho
 import redis
@@ -508,6 +508,7 @@ class ProximityService:
             [d for d in devices if self._engine.is_known(d.device_id)],
             pairs,
         )
-        if (platform := streams.values(self._redis, [keys.platform_state])[0]) is not None:
+        # GET, not MGET: the proximity ACL user may GET and SET this key only.
+        if (platform := cast(bytes | None, self._redis.get(keys.platform_state))) is not None:
             self._engine.load_platform(platform_state_decoder.decode(platform))
         log.info("state_restored", devices=len(devices), pairs=len(pairs))
