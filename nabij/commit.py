@@ -15,6 +15,7 @@ The caller's input stays unacknowledged meanwhile: nothing is lost, nothing is a
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -23,6 +24,7 @@ import redis
 import structlog
 from redis.client import Pipeline
 
+from nabij import metrics
 from nabij.failures import NabijError
 from nabij.health import HealthServer
 from nabij.keys import Keys
@@ -41,6 +43,31 @@ class CommitAbortedError(NabijError):
     applied."""
 
 
+class RedisLink:
+    """Whether Redis answers this service's commits (`nabij_redis_connected`), how often it came
+    back (`nabij_redis_reconnects_total`) and how long a commit takes; label children bound once."""
+
+    def __init__(self, service: str) -> None:
+        self._connected = metrics.REDIS_CONNECTED.labels(service=service)
+        self._reconnects = metrics.REDIS_RECONNECTS.labels(service=service)
+        self._latency = metrics.REDIS_COMMIT_LATENCY.labels(service=service)
+        self._up = True
+        self._connected.set(1)
+
+    def answered(self, round_trip_s: float | None = None) -> None:
+        if round_trip_s is not None:
+            self._latency.observe(round_trip_s)
+        if not self._up:
+            self._up = True
+            self._reconnects.inc()
+            self._connected.set(1)
+
+    def lost(self) -> None:
+        if self._up:
+            self._up = False
+            self._connected.set(0)
+
+
 class Committer:
     def __init__(
         self,
@@ -50,6 +77,7 @@ class Committer:
         *,
         memory: MemoryWatch,
         on_wait: Callable[[], None] = lambda: None,
+        service: str = "unnamed",
     ) -> None:
         """`on_wait` runs before every backoff wait (a liveness heartbeat: waiting for Redis is
         the service working as meant, and a restart would not make Redis come back sooner)."""
@@ -59,6 +87,7 @@ class Committer:
         self._memory = memory
         self._on_wait = on_wait
         self._count: int | None = None
+        self._link = RedisLink(service)
 
     def commit(self, build: Callable[[Pipeline], None], stop: threading.Event) -> None:
         """Apply what `build` queues on a transaction exactly once, retrying through outages.
@@ -73,11 +102,14 @@ class Committer:
                 pipe = self._client.pipeline(transaction=True)
                 build(pipe)
                 pipe.set(self._key, target)
+                started = time.perf_counter()
                 pipe.execute()
+                self._link.answered(time.perf_counter() - started)
                 self._count = target
                 self._memory.accepted()
                 return
             except TRANSIENT_REDIS_ERRORS as err:
+                self._link.lost()
                 self._log.warning("redis_commit_retry", error=str(err), retry_in_s=delay)
                 if target is None:  # not even the counter could be read: nothing was sent
                     self._wait(stop, delay, err)
@@ -130,10 +162,13 @@ class Committer:
             if stop.wait(delay):
                 raise CommitAbortedError("stopping while Redis is unreachable")
             try:
-                return int(self._client.get(self._key) or 0) >= target
+                landed = int(self._client.get(self._key) or 0) >= target
             except TRANSIENT_REDIS_ERRORS as err:
                 self._log.warning("redis_commit_probe_failed", error=str(err))
                 delay = min(delay * 2, MAX_BACKOFF_S)
+            else:
+                self._link.answered()
+                return landed
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +205,7 @@ class ServiceWrites:
             log,
             memory=memory,
             on_wait=health.heartbeat if health is not None else lambda: None,
+            service=service,
         )
         deadletters = DeadLetterWriter(
             client, keys, settings, service=service, memory=memory, log=log

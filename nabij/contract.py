@@ -65,7 +65,11 @@ AlarmKind = Literal[
     "battery_low",
     "device_fault",
     "victim_unprotected",
+    "platform_degraded",
+    "platform_restored",
 ]
+# The platform kinds (nabij cannot see / sees again) concern no single order: their signals and
+# notices carry `order_id: null`, `offender_device: null` and the affected orders in `orders`.
 ALARM_KINDS: Final[tuple[AlarmKind, ...]] = AlarmKind.__args__  # type: ignore[attr-defined]  # Literal exposes its values here
 NoticeEvent = Literal["opened", "updated", "escalated", "acknowledged", "cleared", "resolved"]
 # Why a condition was cleared by a change of the orders rather than by the devices: a closed set,
@@ -173,6 +177,12 @@ class DistanceBand(Struct, frozen=True, omit_defaults=True):
     ] = None
 
 
+PlatformOrders = Annotated[
+    tuple[str, ...],
+    Meta(description="Platform notices only: ids of the orders nabij cannot see (sorted)."),
+]
+
+
 class Notice(Struct, frozen=True, omit_defaults=True):
     """One entry of a dispatch queue (field `notice` of a Redis Stream entry).
 
@@ -180,6 +190,10 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     `closing_speed_mps`, `eta_s`, `victim`) reach the police queue only. Probation hears the
     `distance_band` and whether the offender is `approaching`, and the `offender` position only
     while no alarm about the victim's whereabouts is open in the order.
+
+    A platform notice (`platform_degraded`, `platform_restored`) is about no single order:
+    `order_id` and `offender_device` are null and `orders` lists the orders it concerns (ids
+    only, no device and no position, so both queues read the same list).
     """
 
     notice_id: str
@@ -187,8 +201,8 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     event: NoticeEvent
     kind: AlarmKind
     priority: Annotated[int, Meta(ge=1, le=3)]
-    order_id: str
-    offender_device: DeviceId
+    order_id: str | None
+    offender_device: DeviceId | None
     level: Annotated[int, Meta(ge=1)]
     at: EpochMs
     reason: str
@@ -212,6 +226,7 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     distance_band: DistanceBand | None = None
     approaching: bool | None = None
     cause: ClearCause | None = None
+    orders: PlatformOrders = ()
 
 
 # --- proximity to alarm gateway (internal, Redis Stream `{prefix}:gateway:inbox`) -----------
@@ -224,16 +239,17 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
 
     `alarm_key` names the condition (kind, order, and the role: offender, victim N, zone; the
     device for a device's own condition) so that repeats of the same condition land on the same
-    alarm, also across a swap of a device. `signal_id` is deterministic for a given input, so a
-    replayed input after a crash yields the same id and the gateway applies it once.
+    alarm, also across a swap of a device. A platform signal has no order or device: its key names
+    the outage, and `orders` lists the orders it concerns. `signal_id` is deterministic for a given
+    input, so a replayed input after a crash yields the same id and the gateway applies it once.
     """
 
     signal_id: str
     action: SignalAction
     kind: AlarmKind
     alarm_key: str
-    order_id: str
-    offender_device: DeviceId
+    order_id: str | None
+    offender_device: DeviceId | None
     at: EpochMs
     reason: str
     victim_device: DeviceId | None = None
@@ -249,6 +265,7 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
     late_s: LateSeconds | None = None
     cause: ClearCause | None = None
     """On a clear that a change of the orders caused (not the devices): which change."""
+    orders: PlatformOrders = ()
 
 
 # Operator text is shown on terminals and consoles: no control characters of any kind (C0, DEL,
@@ -342,6 +359,11 @@ def explain_request_error(err: msgspec.ValidationError) -> str:
 
 
 GatewayInput = AlarmSignal | AckRequest | ResolveRequest
+
+
+def concerned_orders(order_id: str | None, platform_orders: tuple[str, ...]) -> tuple[str, ...]:
+    """The orders an alarm, signal or notice concerns: its own, or a platform one's list."""
+    return platform_orders if order_id is None else (order_id,)
 
 
 # --- topics ----------------------------------------------------------------------------------

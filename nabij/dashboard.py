@@ -40,11 +40,12 @@ class Row:
     height: int = 8
 
 
-def _latency(quantile: str) -> tuple[str, str]:
+def _latency(
+    quantile: str, histogram: str = "nabij_decision_latency_seconds", by: str = "service"
+) -> tuple[str, str]:
     return (
-        f"histogram_quantile({quantile}, sum by (service, le) "
-        f"(rate(nabij_decision_latency_seconds_bucket[{RATE}])))",
-        f"p{quantile[2:]} {{{{service}}}}",
+        f"histogram_quantile({quantile}, sum by ({by}, le) (rate({histogram}_bucket[{RATE}])))",
+        f"p{quantile[2:]} {{{{{by}}}}}",
     )
 
 
@@ -140,6 +141,16 @@ ROWS: Final = (
                 unit="s",
             ),
             Panel(
+                "Latency from device time",
+                "From when a device measured a live fix (its clock) to the committed decision:"
+                " the network and the broker are in it.",
+                tuple(
+                    _latency(q, "nabij_decision_latency_from_device_seconds")
+                    for q in ("0.50", "0.99")
+                ),
+                unit="s",
+            ),
+            Panel(
                 "Batch size",
                 "Median input messages per batch.",
                 (
@@ -148,6 +159,47 @@ ROWS: Final = (
                         f"(rate(nabij_batch_size_bucket[{RATE}])))",
                         "{{service}}",
                     ),
+                ),
+            ),
+        ),
+    ),
+    Row(
+        "Pairs and devices",
+        (
+            Panel(
+                "Pairs by ring state",
+                "Offender-victim pairs by ring and hysteresis phase (outside hidden).",
+                (('sum by (ring, phase) (nabij_pairs{phase!="outside"})', "{{ring}} {{phase}}"),),
+            ),
+            Panel(
+                "Devices by last contact",
+                "Devices in force by time since their last fix, and whether they say they are"
+                " online.",
+                (
+                    (
+                        "sum by (contact_age, online) (nabij_devices) > 0",
+                        "{{contact_age}} online={{online}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Device events",
+                "Events devices reported, by type (presses, tampers, battery, power).",
+                (
+                    (
+                        f"sum by (type) (increase(nabij_device_events_total[{RATE}])) or vector(0)",
+                        "{{type}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Platform sight",
+                "1 while nabij has told the dispatchers it is blind (platform_degraded); the quiet"
+                " devices that notice covers; orders in force.",
+                (
+                    ("max(nabij_platform_degraded)", "degraded"),
+                    ("sum(nabij_devices_grouped)", "devices grouped"),
+                    ("sum(nabij_orders_active)", "orders in force"),
                 ),
             ),
         ),
@@ -174,6 +226,12 @@ ROWS: Final = (
                         "{{queue}} {{event}}",
                     ),
                 ),
+            ),
+            Panel(
+                "Time to acknowledge",
+                "From an alarm opening to a person acknowledging it, by priority.",
+                (_latency("0.50", "nabij_time_to_acknowledge_seconds", "priority"),),
+                unit="s",
             ),
             Panel(
                 "Signals to the gateway",
@@ -208,17 +266,31 @@ ROWS: Final = (
             ),
             Panel(
                 "Streams",
-                "Entries in the gateway's streams; its consumer group's pending entries and lag.",
+                "Entries in the gateway's streams; its consumer group's pending entries and lag;"
+                " notices the dispatch queues' reader groups hold unacknowledged.",
                 (
                     ("nabij_stream_length", "length {{stream}}"),
                     ("nabij_consumer_group_pending", "pending {{stream}}"),
                     ("nabij_consumer_group_lag", "lag {{stream}}"),
+                    (
+                        "sum by (queue, group) (nabij_dispatch_readers_pending) or vector(0)",
+                        "unacknowledged {{queue}} {{group}}",
+                    ),
                 ),
             ),
             Panel(
-                "Redis out of memory",
-                "1 while Redis refuses the service's writes for lack of memory.",
-                (("nabij_redis_out_of_memory", "{{service}}"),),
+                "Redis",
+                "1 while Redis answers the service's commits, and while it refuses them for lack"
+                " of memory; reconnects; p99 commit round trip.",
+                (
+                    ("nabij_redis_connected", "connected {{service}}"),
+                    ("nabij_redis_out_of_memory", "out of memory {{service}}"),
+                    (
+                        f"sum by (service) (increase(nabij_redis_reconnects_total[{RATE}]))",
+                        "reconnects {{service}}",
+                    ),
+                    _latency("0.99", "nabij_redis_commit_latency_seconds"),
+                ),
             ),
             Panel(
                 "Dead letters dropped and broker refusals",

@@ -77,6 +77,12 @@ class Keys:
         return f"{self.prefix}:prox:{{{offender_device}}}:pair:{order_id}:{victim_device}"
 
     @property
+    def platform_state(self) -> str:
+        """Whether nabij is blind and since which outage (msgpack `PlatformState`): one
+        `platform_degraded` and one `platform_restored` per outage, across restarts."""
+        return f"{self.prefix}:prox:platform"
+
+    @property
     def command_outbox(self) -> str:
         """Stream of device commands committed with the state that caused them, until sent."""
         return f"{self.prefix}:prox:outbox"

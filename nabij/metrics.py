@@ -184,3 +184,98 @@ ORDERS_NOT_IN_FORCE: Final = Gauge(
     "raise no alarm and their devices' messages are refused as unknown.",
     ["service", "why"],
 )
+ORDERS_ACTIVE: Final = Gauge(
+    "nabij_orders_active",
+    "Orders in force now (the proximity service watches their devices).",
+    ["service"],
+)
+# Device time to committed decision: the device's own clock and the network are in it, so the
+# buckets go on to a minute beyond the 1-50 ms that nabij's own work takes.
+DEVICE_LATENCY_BUCKETS_S: Final = (*LATENCY_BUCKETS_S, 2.5, 5.0, 10.0, 30.0, 60.0)
+DECISION_LATENCY_FROM_DEVICE: Final = Histogram(
+    "nabij_decision_latency_from_device_seconds",
+    "Time from when a device measured a live fix (its own clock) to the decision on it being"
+    " committed, per fix.",
+    ["service"],
+    buckets=DEVICE_LATENCY_BUCKETS_S,
+)
+DEVICE_EVENTS: Final = Counter(
+    "nabij_device_events",
+    "Device events accepted, by type (aware_button, strap_tamper, battery_low, ...).",
+    ["type"],
+)
+PAIRS: Final = Gauge(
+    "nabij_pairs",
+    "Offender-victim pairs by ring (pre_alert, alarm) and hysteresis phase, at each heartbeat.",
+    ["ring", "phase"],
+)
+DEVICES: Final = Gauge(
+    "nabij_devices",
+    "Devices in force by time since last contact (contact_age: under_1m, 1m_5m, 5m_15m, 15m_1h,"
+    " over_1h, never) and presence (online: true, false), at each heartbeat.",
+    ["contact_age", "online"],
+)
+PLATFORM_DEGRADED: Final = Gauge(
+    "nabij_platform_degraded",
+    "1 while nabij has told the dispatchers it cannot see devices (platform_degraded), else 0.",
+    ["service"],
+)
+DEVICES_GROUPED: Final = Gauge(
+    "nabij_devices_grouped",
+    "Quiet devices covered by the open platform_degraded notice instead of alarms of their own.",
+    ["service"],
+)
+# A person takes seconds to minutes; escalation timeouts are one to five minutes by default.
+ACK_BUCKETS_S: Final = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14400.0)
+TIME_TO_ACKNOWLEDGE: Final = Histogram(
+    "nabij_time_to_acknowledge_seconds",
+    "Time from an alarm opening to its acknowledgement (or resolution without one), by priority.",
+    ["priority"],
+    buckets=ACK_BUCKETS_S,
+)
+REDIS_CONNECTED: Final = Gauge(
+    "nabij_redis_connected",
+    "1 while Redis answers this service's commits, 0 from a failed one until one lands.",
+    ["service"],
+)
+REDIS_RECONNECTS: Final = Counter(
+    "nabij_redis_reconnects",
+    "Times this service got answers from Redis again after it had been unreachable.",
+    ["service"],
+)
+REDIS_COMMIT_LATENCY: Final = Histogram(
+    "nabij_redis_commit_latency_seconds",
+    "Round trip of one committing Redis transaction (MULTI ... EXEC), per commit.",
+    ["service"],
+    buckets=LATENCY_BUCKETS_S,
+)
+DISPATCH_READERS_PENDING: Final = Gauge(
+    "nabij_dispatch_readers_pending",
+    "Notices of a dispatch queue delivered to a reader group (a console, `nabij tail --group`)"
+    " and not yet acknowledged by it, by queue and group.",
+    ["queue", "group"],
+)
+DISPATCH_READERS_LAG: Final = Gauge(
+    "nabij_dispatch_readers_lag",
+    "Notices of a dispatch queue not yet delivered to a reader group, by queue and group.",
+    ["queue", "group"],
+)
+__all__ += [
+    "ACK_BUCKETS_S",
+    "DECISION_LATENCY_FROM_DEVICE",
+    "DEVICES",
+    "DEVICES_GROUPED",
+    "DEVICE_EVENTS",
+    "DEVICE_LATENCY_BUCKETS_S",
+    "DISPATCH_READERS_LAG",
+    "DISPATCH_READERS_PENDING",
+    "ORDERS_ACTIVE",
+    "ORDERS_NOT_IN_FORCE",
+    "ORDERS_VERSION",
+    "PAIRS",
+    "PLATFORM_DEGRADED",
+    "REDIS_COMMIT_LATENCY",
+    "REDIS_CONNECTED",
+    "REDIS_RECONNECTS",
+    "TIME_TO_ACKNOWLEDGE",
+]

@@ -193,6 +193,25 @@ class ProximitySettings(StrictModel):
     victim_silence_s: PositiveSeconds = 300
 
 
+class PlatformSettings(StrictModel):
+    """When nabij tells the dispatchers it is blind (`platform_degraded`, docs/operations.md).
+
+    Checked every tick on nabij's clock while orders are in force. Keep `quiet_after_s` +
+    `group_window_s` below `location_unknown_s` and `victim_silence_s`: a device that joins the
+    grouped notice then never raises its own silence alarm first."""
+
+    # (a) The broker unreachable, or no message from any device, this long: degraded.
+    blind_after_s: PositiveSeconds = 60
+    # A device not heard this long (or reported offline) is quiet ...
+    quiet_after_s: PositiveSeconds = 90
+    # ... and (b) devices that went quiet within this window of each other are one event:
+    group_window_s: PositiveSeconds = 60
+    # degraded, with one grouped notice, when at least this many went quiet in the window ...
+    group_min_devices: int = Field(default=10, ge=2)
+    # ... and at least this share of the devices in force did (0: the count alone decides).
+    group_min_share: float = Field(default=0.0, ge=0, le=1)
+
+
 class GatewaySettings(StrictModel):
     # An `updated` notice for the same alarm at most this often (aware presses are never held).
     update_min_interval_s: float = Field(default=30, ge=0)
@@ -302,6 +321,13 @@ DEFAULT_ESCALATION: Final[Mapping[AlarmKind, EscalationPolicy]] = {
     "battery_low": EscalationPolicy(priority=3, queues=["probation"], ack_timeout_s=3600),
     "device_fault": EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=300),
     "victim_unprotected": EscalationPolicy(priority=2, queues=["probation"], ack_timeout_s=300),
+    # nabij cannot see (docs/operations.md#platform-degraded): everyone at once, reminded.
+    "platform_degraded": EscalationPolicy(
+        priority=1, queues=["probation", "police"], ack_timeout_s=60
+    ),
+    "platform_restored": EscalationPolicy(
+        priority=3, queues=["probation", "police"], ack_timeout_s=3600
+    ),
 }
 
 
@@ -332,6 +358,7 @@ class Settings(StrictModel):
     mqtt: MqttSettings = MqttSettings()
     redis: RedisSettings = RedisSettings()
     proximity: ProximitySettings = ProximitySettings()
+    platform: PlatformSettings = PlatformSettings()
     gateway: GatewaySettings = GatewaySettings()
     log: LogSettings = LogSettings()
     health: HealthSettings = HealthSettings()

@@ -40,6 +40,8 @@ PROBATION_NOTICE_FIELDS: Final = frozenset(
         "distance_band",
         "approaching",
         "cause",
+        # Platform notices: order ids only, the same list for both queues.
+        "orders",
     }
 )
 # Probation fields that must be absent on an alarm about the victim's whereabouts.
@@ -57,7 +59,7 @@ COMMAND_FIELDS: Final = {
 }
 # A stored alarm record (the hash `nabij alarms` reads, and the resolved stream).
 RECORD_LATEST_FIELDS: Final = frozenset(
-    {"band", "approaching", "zone", "status", "happened_at", "late_s", "cause"}
+    {"band", "approaching", "zone", "status", "happened_at", "late_s", "cause", "orders"}
 )
 
 _LENGTH = re.compile(r"\d\s*(?:km|m|metres?|meters?)(?![A-Za-z])", re.IGNORECASE)

@@ -101,6 +101,30 @@ def test_a_transaction_that_never_landed_is_sent_again_once() -> None:
     assert fake.data["c"] == 1
 
 
+def test_redis_link_metrics_follow_a_lost_and_regained_connection() -> None:
+    """A commit whose connection broke sets `nabij_redis_connected` to 0; the answer after it
+    sets it to 1 and counts one reconnect; each landed transaction's round trip is timed."""
+    service = "link-test"
+    labels = {"service": service}
+
+    def sample(name: str) -> float | None:
+        return prometheus_client.REGISTRY.get_sample_value(name, labels)
+
+    fake = FlakyRedis(failing_probes=0, first_lands=False)
+    committer = Committer(
+        fake,  # type: ignore[arg-type]  # a stand-in for redis.Redis
+        "c",
+        structlog.get_logger(),
+        memory=MemoryWatch(service, structlog.get_logger()),
+        service=service,
+    )
+    assert (sample("nabij_redis_connected"), sample("nabij_redis_reconnects_total")) == (1, 0)
+    committer.commit(lambda pipe: pipe.xadd("police", {"notice": "N-1"}), threading.Event())
+    assert sample("nabij_redis_connected") == 1
+    assert sample("nabij_redis_reconnects_total") == 1
+    assert sample("nabij_redis_commit_latency_seconds_count") == 1
+
+
 def test_stopping_while_redis_is_unreachable_aborts_with_nothing_applied() -> None:
     """With Redis down and the service stopping, commit raises CommitAbortedError instead of
     waiting forever; nothing was built or sent."""

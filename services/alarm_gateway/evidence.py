@@ -14,6 +14,7 @@ from nabij.contract import (
     QueueName,
     RequestOutcome,
     ResolveRequest,
+    concerned_orders,
 )
 from nabij.evidence.chain import Entry
 from services.alarm_gateway.core.alarms import Decision
@@ -38,11 +39,19 @@ def decision_entries(
 ) -> list[Entry]:
     """The records of one decision; `cause` is the input it answered (None: a due timer)."""
     entries = [
-        Entry("notice", now_ms, (notice.order_id,), _encoder.encode(NoticeData(queue, notice)))
+        Entry(
+            "notice",
+            now_ms,
+            concerned_orders(notice.order_id, notice.orders),
+            _encoder.encode(NoticeData(queue, notice)),
+        )
         for queue, notice in decision.notices
     ]
     if isinstance(cause, AckRequest | ResolveRequest):
-        orders = tuple(sorted({r.order_id for r in decision.upserts + decision.resolved}))
+        records = decision.upserts + decision.resolved
+        orders = tuple(
+            sorted({o for r in records for o in concerned_orders(r.order_id, r.latest.orders)})
+        )
         data = _encoder.encode(RequestData(cause, decision.outcome))
         entries.append(Entry("request", now_ms, orders, data))
     return entries

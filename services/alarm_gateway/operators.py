@@ -214,13 +214,16 @@ def format_notice(notice: Notice, queue: QueueName, *, colour: bool) -> str:
         event = f"{_EVENT_COLOURS.get(notice.event, '')}{event:<12}{_RESET}"
     else:
         event = f"{event:<12}"
-    parties = notice.offender_device + (
-        f" / {notice.victim_device}" if notice.victim_device else ""
-    )
+    if notice.order_id is None:  # a platform notice: the orders it cannot see
+        parties = f"platform ({len(notice.orders)} orders)"
+    else:
+        parties = f"{notice.order_id} {notice.offender_device}" + (
+            f" / {notice.victim_device}" if notice.victim_device else ""
+        )
     extra = f" by {notice.by}" if notice.by else ""
     details = safe(
         f"P{notice.priority} L{notice.level} {notice.kind:<19} "
-        f"{notice.order_id} {parties}  {notice.alarm_id}{extra}  {notice.reason}"
+        f"{parties}  {notice.alarm_id}{extra}  {notice.reason}"
     )
     return f"{clock} [{queue:<9}] {event} {details}"
 
@@ -234,6 +237,6 @@ def format_alarm(record: AlarmRecord) -> str:
     )
     return safe(
         f"{record.alarm_id}  P{record.priority} L{record.level}  {record.kind:<19} "
-        f"{record.order_id}  opened {opened}Z  {record.condition}, {state}  "
+        f"{record.order_id or 'platform'}  opened {opened}Z  {record.condition}, {state}  "
         f"queues: {','.join(record.queues)}"
     )

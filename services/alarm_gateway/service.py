@@ -138,6 +138,8 @@ class GatewayService:
         self._health = health
         if health is not None:
             health.add_check("inbox_group", self._ready.is_set)
+        for priority in (1, 2, 3):  # every priority's series from the start, 0 until an ack
+            metrics.TIME_TO_ACKNOWLEDGE.labels(priority=str(priority))
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set."""
@@ -182,7 +184,8 @@ class GatewayService:
             log.info("gateway_stopped")
 
     def _observe_streams(self) -> None:
-        """Stream lengths and the consumer group's pending entries and lag, for ops."""
+        """Stream lengths, the consumer group's pending entries and lag, and those of the groups
+        that read the dispatch queues (consoles, `nabij tail --group`), for ops."""
         inputs = {
             "gateway_inbox": self._keys.gateway_inbox,
             "human_requests": self._keys.human_requests,
@@ -196,12 +199,17 @@ class GatewayService:
             pipe.xlen(key)
         for key in inputs.values():
             pipe.xinfo_groups(key)
+        for queue in QUEUE_NAMES:
+            pipe.xinfo_groups(self._keys.dispatch(queue))
         # An input stream Redis lost (restarted empty) answers an error until the group is
-        # recreated: not measured this time, and never a reason to stop the gateway.
+        # recreated (a queue nobody wrote to yet, until then): not measured this time, and
+        # never a reason to stop the gateway.
         replies = pipe.execute(raise_on_error=False)
         for name, length in zip(streams, replies[: len(streams)], strict=True):
             metrics.STREAM_LENGTH.labels(stream=name).set(length)
-        for name, groups in zip(inputs, replies[len(streams) :], strict=True):
+        group_replies = replies[len(streams) :]
+        self._observe_readers(group_replies[len(inputs) :])
+        for name, groups in zip(inputs, group_replies[: len(inputs)], strict=True):
             if isinstance(groups, redis.ResponseError):
                 continue
             for group in groups:
@@ -210,6 +218,18 @@ class GatewayService:
                     # Redis reports no lag when it cannot tell (entries deleted mid-range).
                     if group.get("lag") is not None:
                         metrics.CONSUMER_GROUP_LAG.labels(stream=name).set(group["lag"])
+
+    def _observe_readers(self, replies: list[object]) -> None:
+        """Each dispatch queue's reader groups: delivered and not acknowledged, and not yet
+        delivered. A group name is a console's or desk's, never a person's."""
+        for queue, groups in zip(QUEUE_NAMES, replies, strict=True):
+            if not isinstance(groups, list):
+                continue
+            for group in groups:
+                labels = {"queue": queue, "group": group["name"].decode()}
+                metrics.DISPATCH_READERS_PENDING.labels(**labels).set(group["pending"])
+                if group.get("lag") is not None:
+                    metrics.DISPATCH_READERS_LAG.labels(**labels).set(group["lag"])
 
     def _ensure_group(self) -> None:
         for stream in self._inputs:
@@ -402,6 +422,7 @@ class GatewayService:
 
     def _observe(self, decisions: list[Decision], rejected: list[Rejected]) -> None:
         for decision in decisions:
+            _observe_acknowledgement(decision)
             for queue_name, notice in decision.notices:
                 metrics.NOTICES.labels(queue=queue_name, kind=notice.kind, event=notice.event).inc()
                 log.info(
@@ -441,6 +462,20 @@ class GatewayService:
             metrics.OLDEST_UNACKNOWLEDGED_OPENED.labels(priority=str(priority)).set(
                 opened_ms / 1000
             )
+
+
+def _observe_acknowledgement(decision: Decision) -> None:
+    """Time to acknowledge, once per alarm: when a request acknowledged it just now (an ack, or
+    a resolve of an alarm nobody had acknowledged)."""
+    outcome = decision.outcome
+    records = decision.upserts or decision.resolved
+    if outcome is None or outcome.status != "applied" or not records:
+        return
+    if outcome.acknowledged_at != outcome.at:
+        return  # acknowledged earlier: counted then
+    record = records[0]
+    waited_s = max(0, outcome.at - record.opened_at) / 1000
+    metrics.TIME_TO_ACKNOWLEDGE.labels(priority=str(record.priority)).observe(waited_s)
 
 
 def _refused(raw: bytes, detail: str, now_ms: int) -> Decision:

@@ -400,7 +400,8 @@ def alarm_page(request: Request, alarm_id: AlarmId, session: Operator, console: 
     detail = console.reader.detail(alarm_id, session.role, console.clock())
     if detail is None:
         return page(request, "gone.html", session, alarm_id=alarm_id)
-    zones = zones_of(console.reader.order(detail.alarm.order_id))
+    order_id = detail.alarm.order_id
+    zones = zones_of(None if order_id is None else console.reader.order(order_id))
     return page(request, "alarm.html", session, detail=detail,
                 map_data={"track": wire(detail.track), "zones": zones})  # fmt: skip
 

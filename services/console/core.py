@@ -62,8 +62,8 @@ class BoardAlarm(msgspec.Struct, frozen=True, omit_defaults=True):
     kind: str
     priority: int
     level: int
-    order_id: str
-    offender_device: str
+    order_id: str | None  # None: a platform alarm, about the orders in `orders`
+    offender_device: str | None
     opened_at: int
     last_notice_at: int
     condition: str
@@ -72,13 +72,14 @@ class BoardAlarm(msgspec.Struct, frozen=True, omit_defaults=True):
     victim_device: str | None = None
     acknowledged_by: str | None = None
     acknowledged_at: int | None = None
+    orders: tuple[str, ...] = ()
 
 
 class Situation(msgspec.Struct, frozen=True):
     """Alarms of one order and pair (a pre-alert with its alarm), the most urgent first."""
 
-    order_id: str
-    offender_device: str
+    order_id: str | None
+    offender_device: str | None
     victim_device: str | None
     alarms: list[BoardAlarm]
 
@@ -105,12 +106,14 @@ def board_alarm(record: AlarmRecord, now_ms: int) -> BoardAlarm:
         since_notice_s=max(0, (now_ms - record.last_notice_at) // 1000),
         acknowledged_by=record.acknowledged_by,
         acknowledged_at=record.acknowledged_at,
+        orders=record.latest.orders,
     )
 
 
 def board(records: Iterable[AlarmRecord], role: Role, now_ms: int) -> list[Situation]:
     """The open alarms `role` may see, grouped by order and pair, most urgent situation first."""
-    groups: dict[tuple[str, str, str | None], list[BoardAlarm]] = {}
+    # Platform alarms (no order) form one situation of their own: nabij's sight.
+    groups: dict[tuple[str | None, str | None, str | None], list[BoardAlarm]] = {}
     for record in records:
         if visible(record, role):
             pair = (record.order_id, record.offender_device, record.victim_device)

@@ -69,7 +69,7 @@ class Reader:
         if role == "police":
             blob = self.client.hget(self.keys.police_facts, alarm_id)
             police = None if blob is None else police_facts_decoder.decode(blob)
-        order = self.order(record.order_id)
+        order = None if record.order_id is None else self.order(record.order_id)
         rings = [] if order is None else [order.alarm_m, order.pre_alert_ring_m]
         detail = alarm_detail(record, notices, role, now_ms, police=police, rings_m=rings)
         return msgspec.structs.replace(detail, unreadable_notices=unreadable)

@@ -12,7 +12,7 @@ from typing import Final
 
 import msgspec
 
-from nabij.contract import DeviceCommand, Topics, encode
+from nabij.contract import DeviceCommand, Topics, concerned_orders, encode
 from nabij.evidence.chain import Entry
 from nabij.orders import Order
 from services.proximity.core.effects import Effects
@@ -63,7 +63,8 @@ class BatchRecorder:
             data = b"".join((opening, received, b',"payload":', item.payload, b"}"))
             entries.append(Entry("uplink", item.received_ms, orders, data))
         for signal in effects.signals:
-            entries.append(Entry("decision", now_ms, (signal.order_id,), encode(signal)))
+            orders = concerned_orders(signal.order_id, signal.orders)
+            entries.append(Entry("decision", now_ms, orders, encode(signal)))
         for device_id, command in effects.commands:
             data_c = _encoder.encode(CommandData(device_id, command))
             orders = self._orders_of.get(device_id, _NO_ORDERS)

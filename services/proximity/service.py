@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import paho.mqtt.client as paho
 import redis
@@ -42,10 +42,18 @@ from nabij.mqtt_ingest import Subscriber
 from nabij.orders import Order
 from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
 from services.proximity.core.acks import committed_acks
-from services.proximity.core.batch import run_isolating
+from services.proximity.core.batch import BatchResult, run_isolating
+from services.proximity.core.census import (
+    CONTACT_AGE_LABELS,
+    PHASES,
+    RINGS,
+    device_contact,
+    pair_phases,
+)
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.lanes import LaneLimits
+from services.proximity.core.platform import platform_state_decoder
 from services.proximity.core.state import (
     device_state_decoder,
     pair_state_decoder,
@@ -187,6 +195,10 @@ class ProximityService:
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
+        # Label children bound once: a label lookup costs more than the observation.
+        self._from_device = metrics.DECISION_LATENCY_FROM_DEVICE.labels(service=SERVICE)
+        self._late_ms = round(self._settings.proximity.late_after_s * 1000)
+        self._next_census = 0.0
 
     def _evidence_log(self) -> WriterLog | None:
         if self._signer is None:
@@ -269,6 +281,7 @@ class ProximityService:
                     if self.subscribed() and time.monotonic() >= next_beat:
                         beat(self._redis, self._keys, SERVICE, self._clock(), log)
                         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
+                    self._census()  # also while the broker is away
                 metrics.READY.labels(service=SERVICE).set(1 if self.subscribed() else 0)
                 if self._health is not None:
                     self._health.heartbeat()
@@ -297,7 +310,13 @@ class ProximityService:
         refused: list[tuple[Received, Rejection]] | None = None,
     ) -> None:
         self._engine, result = run_isolating(
-            self._engine, self._rollback, self._topics, batch, self._clock(), tick=tick
+            self._engine,
+            self._rollback,
+            self._topics,
+            batch,
+            self._clock(),
+            tick=tick,
+            broker_up=self._bulk.subscribed,
         )
         # One counter update per kind and batch, not per fix: label lookup is the costly part.
         for kind, count in Counter(result.uplink_kinds).items():
@@ -312,6 +331,7 @@ class ProximityService:
         self._confirm_to_devices(result.counted)
         self._acknowledge(batch)
         self._observe(batch, effects, rejected)
+        self._observe_uplinks(result)
 
     def _evidence_of(self, accepted: list[Received], effects: Effects) -> list[Entry]:
         if self._evidence is None:
@@ -335,6 +355,7 @@ class ProximityService:
             or effects.signals
             or effects.commands
             or evidence
+            or effects.platform_changed
         )
         if committed:
             now = self._clock()
@@ -363,6 +384,8 @@ class ProximityService:
             order_id, offender, victim = pair_key
             state = self._engine.pair(pair_key)
             pipe.set(keys.pair_state(offender, order_id, victim), state_encoder.encode(state))
+        if effects.platform_changed:
+            pipe.set(keys.platform_state, state_encoder.encode(self._engine.platform))
         for signal in effects.signals:
             pipe.xadd(keys.gateway_inbox, {"input": encode(signal)})
         self._outbox.queue(pipe, effects.commands)
@@ -424,6 +447,37 @@ class ProximityService:
         self._rejections.flush()
         self._deadletters.flush_logs()
 
+    def _observe_uplinks(self, result: BatchResult[Received]) -> None:
+        """Latency from device time for live fixes (a backlog's is its coverage gap, not ours),
+        and events taken by type."""
+        done = self._clock()
+        for measured in result.fix_times:
+            if 0 <= done - measured < self._late_ms:
+                self._from_device.observe((done - measured) / 1000)
+        for event_type, count in Counter(result.effects.events).items():
+            metrics.DEVICE_EVENTS.labels(type=event_type).inc(count)
+
+    def _census(self) -> None:
+        """Gauges of pairs by ring phase and devices by contact age, once a heartbeat interval
+        (every combination set, 0 included, so a series never vanishes while its count is 0)."""
+        if time.monotonic() < self._next_census:
+            return
+        self._next_census = time.monotonic() + HEARTBEAT_INTERVAL_S
+        now, engine = self._clock(), self._engine
+        phases = pair_phases(engine.pairs())
+        for ring in RINGS:
+            for phase in PHASES:
+                metrics.PAIRS.labels(ring=ring, phase=phase).set(phases[ring, phase])
+        contact = device_contact(engine.devices(), now)
+        for age in CONTACT_AGE_LABELS:
+            for online in (True, False):
+                count = contact[age, online]
+                metrics.DEVICES.labels(contact_age=age, online=str(online).lower()).set(count)
+        platform = engine.platform
+        metrics.PLATFORM_DEGRADED.labels(service=SERVICE).set(1 if platform.degraded else 0)
+        grouped = sum(1 for device in engine.devices() if device.grouped)
+        metrics.DEVICES_GROUPED.labels(service=SERVICE).set(grouped)
+
     def _resend_outbox(self) -> None:
         """Publish the commands a crash kept from reaching the broker (a repeat is harmless:
         commands set an interval or a warning level, they do not count)."""
@@ -434,8 +488,9 @@ class ProximityService:
         return self._engine.is_known(device_id)
 
     def _new_engine(self) -> ProximityEngine:
+        settings = self._settings
         return ProximityEngine(
-            self._engine_orders, self._settings.proximity, self._settings.privacy
+            self._engine_orders, settings.proximity, settings.privacy, settings.platform
         )
 
     def _follow_orders(self) -> None:
@@ -493,6 +548,7 @@ class ProximityService:
         validity = Counter(o.validity(now_ms) for o in self._orders)
         for why in ("not_started", "ended"):
             metrics.ORDERS_NOT_IN_FORCE.labels(service=SERVICE, why=why).set(validity[why])
+        metrics.ORDERS_ACTIVE.labels(service=SERVICE).set(validity["in_force"])
         return tuple(o for o in self._orders if o.validity(now_ms) == "in_force")
 
     def _rollback(self) -> ProximityEngine:
@@ -521,4 +577,7 @@ class ProximityService:
         )
         if self._evidence is not None:
             self._evidence.restore()
+        # GET, not MGET: the proximity ACL user may GET and SET this key only.
+        if (platform := cast(bytes | None, self._redis.get(keys.platform_state))) is not None:
+            self._engine.load_platform(platform_state_decoder.decode(platform))
         log.info("state_restored", devices=len(devices), pairs=len(pairs))

@@ -194,7 +194,12 @@ def format_line(line: Line) -> str:
     if line.signal is not None:
         s = line.signal
         who = f"zone {s.zone}" if s.zone else (s.victim_device or "-")
-        parts = [f"{when}  signal  {s.action:<7}{s.kind:<20}{s.order_id} {s.offender_device}/{who}"]
+        about = (
+            f"{s.order_id} {s.offender_device}/{who}"
+            if s.order_id is not None
+            else f"platform ({len(s.orders)} orders)"
+        )
+        parts = [f"{when}  signal  {s.action:<7}{s.kind:<20}{about}"]
         if s.distance_m is not None:
             parts.append(f"{s.distance_m:.0f} m ±{s.uncertainty_m or 0:.0f}")
         if s.confidence is not None:

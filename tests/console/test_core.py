@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from nabij.contract import Notice, Position
 from services.alarm_gateway.core.alarms import AlarmRecord, PoliceFacts, SafeFacts
 from services.alarm_gateway.core.notices import build_notices
+from services.console.app import templates
 from services.console.core import (
     POLICE_ONLY_NOTICE_FIELDS,
     Session,
@@ -149,3 +150,40 @@ def test_throttle_blocks_only_with_enough_recent_failures(failures: list[int], n
             throttle.blocked_for_ms(failures, now + wait) == 0
             or len([at for at in failures if now + wait - 5000 <= at <= now + wait]) >= 3
         )
+
+
+def test_platform_alarms_form_one_situation_that_names_their_orders() -> None:
+    """A platform alarm (no order, no device) is its own situation on the board, first by
+    priority, and its rows say how many orders nabij cannot see and which (both roles)."""
+    blind = record(
+        "AL-blind", kind="platform_degraded", order_id=None, offender_device=None,
+        victim_device=None, queues=["probation", "police"], opened_at=T0 + 9000,
+        latest=SafeFacts(orders=tuple(f"ORD-{i}" for i in range(7))),
+    )  # fmt: skip
+    back = msgspec.structs.replace(
+        blind, alarm_id="AL-back", alarm_key="k-back", kind="platform_restored", priority=3
+    )
+    pair = record("AL-pair", level=2, queues=["probation", "police"])
+    for role in ("probation", "police"):
+        situations = board([pair, back, blind], role, T0 + 10_000)
+        platform = [s for s in situations if s.order_id is None]
+        assert len(platform) == 1
+        assert [a.alarm_id for a in platform[0].alarms] == ["AL-blind", "AL-back"]
+        assert platform[0].alarms[0].orders == blind.latest.orders
+        html = templates.get_template("_rows.html").render(situations=situations)
+        assert "all of nabij" in html
+        assert "7 orders: ORD-0, ORD-1, ORD-2, ORD-3, ORD-4, …" in html
+        assert "None" not in html
+
+
+def test_a_platform_alarm_page_lists_every_order_it_concerns() -> None:
+    """The alarm page of a platform alarm names all its orders instead of one order's devices."""
+    orders = tuple(f"ORD-{i}" for i in range(7))
+    blind = record(
+        "AL-blind", kind="platform_degraded", order_id=None, offender_device=None,
+        victim_device=None, latest=SafeFacts(orders=orders),
+    )  # fmt: skip
+    detail = alarm_detail(blind, [], "police", T0, police=None, rings_m=[])
+    html = templates.get_template("alarm.html").render(detail=detail, session=None, map_data={})
+    assert "7 not seen: " + ", ".join(orders) in html
+    assert "None" not in html

@@ -136,7 +136,7 @@ def test_a_bug_in_the_tick_rolls_back_what_it_changed_and_the_batch_goes_on_with
 
     engine = rollback()
 
-    def failing_tick(now_ms: int, effects: Effects) -> None:
+    def failing_tick(now_ms: int, effects: Effects, *, broker_up: bool = True) -> None:
         engine.device("vic-1").battery_low = True  # a change made before the bug
         effects.changed_devices.add("vic-1")
         raise KeyError("52.37")

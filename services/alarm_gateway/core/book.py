@@ -76,7 +76,8 @@ class AlarmBook:
         self._open: dict[str, AlarmRecord] = {}
         self._by_key: dict[str, str] = {}
         # Orders with an open alarm about the victim's whereabouts, and those alarms' ids.
-        self._near: dict[str, set[str]] = {}
+        # (Keyed by order id: platform alarms, of no order, are never about her whereabouts.)
+        self._near: dict[str | None, set[str]] = {}
         # Recently resolved alarms (oldest first) and the input ids they had applied.
         self._resolved: dict[str, AlarmRecord] = {}
         self._resolved_tokens: dict[str, str] = {}

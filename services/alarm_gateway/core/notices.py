@@ -54,6 +54,8 @@ _DEFAULT_FACTS: Final[dict[AlarmKind, str]] = {
     "battery_low": "Device battery low",
     "device_fault": "Device misbehaving (clock, counter or refused messages)",
     "victim_unprotected": "Victim device not reporting: the victim is not protected",
+    "platform_degraded": "nabij cannot see some devices: no alarm from them can be raised",
+    "platform_restored": "nabij sees the devices again",
 }
 
 
@@ -111,6 +113,7 @@ def split_facts(signal: AlarmSignal, band_edges: Sequence[float]) -> tuple[SafeF
         happened_at=signal.happened_at,
         late_s=signal.late_s,
         cause=signal.cause,
+        orders=signal.orders,
     )
     police = PoliceFacts(
         reason=signal.reason,
@@ -237,6 +240,7 @@ def build_notices(
             distance_band=latest.band,
             approaching=latest.approaching,
             cause=latest.cause,
+            orders=latest.orders,
         )
         out.append((queue, notice))
     return out

@@ -51,6 +51,8 @@ class SafeFacts(msgspec.Struct, frozen=True, omit_defaults=True):
     late_s: int | None = None
     cause: ClearCause | None = None
     """A clear caused by a change of the orders: which change (a closed set, no facts)."""
+    orders: tuple[str, ...] = ()
+    """Platform alarms: the orders nabij cannot see (ids only)."""
 
 
 class PoliceFacts(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -78,8 +80,8 @@ class AlarmRecord(msgspec.Struct, omit_defaults=True):
     alarm_id: str
     alarm_key: str
     kind: AlarmKind
-    order_id: str
-    offender_device: str
+    order_id: str | None  # None: a platform alarm (`latest.orders` names the orders)
+    offender_device: str | None
     victim_device: str | None
     priority: int
     level: int  # escalation step, 1 first

@@ -52,6 +52,8 @@ class BatchResult(Generic[M]):
     counted: set[str] = field(default_factory=set)
     """Devices with a counted message (fix or event) in the batch: each is told how far its
     messages are committed (`acks.committed_acks`)."""
+    fix_times: list[int] = field(default_factory=list)
+    """Device time of every accepted fix (decision latency from device time)."""
 
 
 class PoisonedInputError(NabijError):
@@ -71,6 +73,7 @@ def run_batch(
     now_ms: int,
     *,
     tick: bool,
+    broker_up: bool = True,
 ) -> BatchResult[M]:
     result: BatchResult[M] = BatchResult()
     for index, item in enumerate(batch):
@@ -93,12 +96,14 @@ def run_batch(
                 result.uplink_kinds.append(type(uplink).__name__)
                 if isinstance(uplink, Fix | DeviceEvent):
                     result.counted.add(uplink.device_id)
+                if isinstance(uplink, Fix):
+                    result.fix_times.append(uplink.ts)
                 engine.apply(uplink, now_ms, result.effects)
         except Exception as err:  # a bug must not make this message a poison pill
             raise _poisoned(index, err) from err
     if tick:
         try:
-            engine.tick(now_ms, result.effects)
+            engine.tick(now_ms, result.effects, broker_up=broker_up)
         except Exception as err:  # nor the tick a crash loop
             raise _poisoned(None, err) from err
     return result
@@ -116,6 +121,7 @@ def run_isolating(
     now_ms: int,
     *,
     tick: bool,
+    broker_up: bool = True,
 ) -> tuple[ProximityEngine, BatchResult[M]]:
     """`run_batch`, setting aside each message that poisons the engine: `rollback()` returns an
     engine in the state before the batch. Returns the engine to go on with, and the result (with
@@ -125,7 +131,7 @@ def run_isolating(
     tick_failure: Rejection | None = None
     while True:
         try:
-            result = run_batch(engine, topics, items, now_ms, tick=tick)
+            result = run_batch(engine, topics, items, now_ms, tick=tick, broker_up=broker_up)
         except PoisonedInputError as err:
             if err.index is None:
                 tick, tick_failure = False, err.rejection

@@ -136,6 +136,8 @@ class DeviceConditions:
             heard = device.last_heard_ms
             if heard is None or device.location_unknown or now_ms - heard <= limit:
                 continue
+            if device.grouped:
+                continue  # a platform outage's grouped notice speaks for it (`platform.py`)
             device.location_unknown = True
             reason = (
                 f"No fix from offender device {device_id} for {(now_ms - heard) // 1000} s "
@@ -148,6 +150,8 @@ class DeviceConditions:
         cutoff = now_ms - self._victim_silence_ms  # heard before it: silent
         victims = self._victims
         for device_id, device in self._devices.items():
+            if device.grouped:
+                continue  # as above: its own offline and silence alarms wait
             if device.online != device.offline_open:  # presence settled: word and alarm agree
                 heard = device.last_heard_ms
                 if (

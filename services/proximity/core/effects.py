@@ -19,3 +19,7 @@ class Effects:
     changed_pairs: set[PairKey] = field(default_factory=set)
     ignored: list[tuple[str, str]] = field(default_factory=list)
     """(device_id, reason): duplicate, out_of_order, seq_jump, outlier or unknown_device."""
+    events: list[str] = field(default_factory=list)
+    """Type of every device event taken (a repeat is not), for the shell's counter."""
+    platform_changed: bool = False
+    """The platform watch's state changed (`platform.py`): the shell persists it."""

@@ -26,7 +26,7 @@ from nabij.contract import (
     WarnLevel,
 )
 from nabij.orders import Order
-from nabij.settings import PrivacySettings, ProximitySettings
+from nabij.settings import PlatformSettings, PrivacySettings, ProximitySettings
 from services.proximity.core.accuracy import effective_acc
 from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
@@ -35,6 +35,7 @@ from services.proximity.core.faults import DeviceFaults
 from services.proximity.core.ingest import Uplink
 from services.proximity.core.motion import TRACK_LEN, classify
 from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
+from services.proximity.core.platform import PlatformState, PlatformWatch
 from services.proximity.core.sequence import (
     admit,
     note_overtaking,
@@ -52,6 +53,7 @@ __all__ = ["Effects", "ProximityEngine"]
 
 _OPEN_PHASES: Final = OPEN_PHASES
 _DEFAULT_PRIVACY: Final = PrivacySettings()
+_DEFAULT_PLATFORM: Final = PlatformSettings()
 _NO_REASONS: Final[Mapping[str, ClearCause]] = {}
 
 
@@ -61,13 +63,14 @@ class ProximityEngine:
         orders: Sequence[Order],
         settings: ProximitySettings,
         privacy: PrivacySettings = _DEFAULT_PRIVACY,
+        platform: PlatformSettings = _DEFAULT_PLATFORM,
         *,
         predecessor: ProximityEngine | None = None,
     ) -> None:
         """`predecessor`: the engine of the orders before (see `successor`): what it built for
         orders that did not change is reused."""
         self._orders = {order.id: order for order in orders}
-        self._settings, self._privacy = settings, privacy
+        self._settings, self._privacy, self._platform_settings = settings, privacy, platform
         grid = SnapGrid(privacy.offender_grid_m)
         known_zones = {} if predecessor is None else predecessor.zone_sets()
         self._topology = topology = Topology.build(orders, settings, grid, known_zones)
@@ -86,6 +89,7 @@ class ProximityEngine:
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
         self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
         self._zone_offenders = tuple(topology.zones)
+        self._platform = PlatformWatch(topology, platform)
 
     # --- state access ------------------------------------------------------------------------
 
@@ -117,7 +121,10 @@ class ProximityEngine:
         dwell. A pair or zone that no longer exists (order ended, victim or zone removed) has its
         open alarms cleared, saying why (`ended_why`: order id -> why it left, `order_ended` by
         default; `order_changed` while the order goes on)."""
-        engine = ProximityEngine(orders, self._settings, self._privacy, predecessor=self)
+        engine = ProximityEngine(
+            orders, self._settings, self._privacy, self._platform_settings, predecessor=self
+        )
+        engine._platform.carry_over(self._platform)
         unchanged = {i for i, order in engine._orders.items() if self._orders.get(i) == order}
         engine.load(
             (d for d in self._devices.values() if engine.is_known(d.device_id)),
@@ -222,10 +229,26 @@ class ProximityEngine:
     def pair_keys(self) -> list[PairKey]:
         return list(self._pairs)
 
+    def devices(self) -> Iterable[DeviceState]:
+        return self._devices.values()
+
+    def pairs(self) -> Iterable[PairState]:
+        return self._pairs.values()
+
+    @property
+    def platform(self) -> PlatformState:
+        return self._platform.state
+
+    def load_platform(self, state: PlatformState) -> None:
+        """Restore the persisted outage (after a restart or a rollback)."""
+        self._platform.state = state
+
     # --- inputs ------------------------------------------------------------------------------
 
     def apply(self, uplink: Uplink, now_ms: int, effects: Effects) -> None:
         """Apply one uplink received at server time `now_ms`."""
+        if uplink.device_id in self._devices:
+            self._platform.heard(now_ms)
         if isinstance(uplink, Fix):
             self._on_fix(uplink, now_ms, effects)
         elif isinstance(uplink, DeviceEvent):
@@ -233,9 +256,11 @@ class ProximityEngine:
         elif (device := self._known(uplink.device_id, effects)) is not None:
             self._conditions.on_status(device, uplink.status.online, now_ms, effects)
 
-    def tick(self, now_ms: int, effects: Effects) -> None:
-        """Time-driven checks on server time: offender silence (location_unknown), and exemption
-        windows that ended while a pair or an offender was inside."""
+    def tick(self, now_ms: int, effects: Effects, *, broker_up: bool = True) -> None:
+        """Time-driven checks on server time: whether nabij is blind (`platform`; `broker_up`:
+        the shell's MQTT link), offender silence (location_unknown), and exemption windows that
+        ended while a pair or an offender was inside."""
+        self._platform.tick(self._devices, now_ms, effects, broker_up=broker_up)
         self._conditions.tick(now_ms, effects)
         self._faults.tick(now_ms, effects)
         for spec in self._exempt_pairs:
@@ -337,6 +362,7 @@ class ProximityEngine:
             self._ignore(device, verdict, event.seq, now_ms, effects)
             return
         effects.changed_devices.add(device.device_id)
+        effects.events.append(event.type)
         self._faults.on_accepted(device, live=False, now_ms=now_ms, effects=effects)
         self._conditions.on_event(device, event, now_ms, effects, tag=tag)
 

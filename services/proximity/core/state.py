@@ -116,6 +116,9 @@ class DeviceState(msgspec.Struct):
     tick_signals: int = 0
     """Ticks that signalled about this device, so their signal ids (no input behind them) stay
     unique and a replay after a crash gives the same ids."""
+    grouped: bool = False
+    """Quiet within a platform outage (`platform.py`): the grouped `platform_degraded` notice
+    speaks for it, so its own silence and offline alarms wait until it is released."""
 
     def tag(self, seq: int) -> str:
         """What names input `seq` of this device in signal ids: unique across counter restarts."""
