@@ -142,6 +142,7 @@ class Running:
     metrics_port: int
     redis_url: str
     log: Path
+    pid: int
 
 
 @contextmanager
@@ -177,7 +178,7 @@ def proximity(orders: str, workdir: Path, command: str = "proximity") -> Iterato
             except OSError:
                 pass
             time.sleep(0.1)
-        yield Running(mosquitto.url, port, redis_server.url, log)
+        yield Running(mosquitto.url, port, redis_server.url, log, service.pid)
     finally:
         service.terminate()
         service.wait(timeout=30)
