@@ -5,11 +5,11 @@ After a regional outage every device comes back with the fixes it stored (a JSON
 (proximity and gateway) with the orders of `--devices / 2` pairs and of `--presses` press
 victims. One publisher process (`simulators.fleet.wire`, QoS 1) sends each device's backlog of
 `--backlog` fixes as fast as the broker takes them; meanwhile this process has a victim press the
-alarm button every `--press-every` seconds (each press another victim: each opens its own
-alarm). Reported: press to police notice (publish wall time to the notice's Redis id) p50/p99
-and max, and by position: how many of the storm's fixes nabij had not yet taken in when each
-press's notice was there (`nabij_messages_received_total`, which counts each fix of a backlog
-and each press twice, once per connection; read when the notice is seen).
+alarm button every `--press-every` seconds from when the storm reaches nabij (each press another
+victim: each opens its own alarm). Reported: press to police notice (publish wall time to the
+notice's Redis id) p50/p99 and max, and by position: how many of the storm's fixes nabij had not
+yet taken in when each press's notice was there (`nabij_messages_received_total`, which counts
+each fix of a backlog and each press twice, once per connection; read when the notice is seen).
 
     .venv/bin/python -m bench.storm --devices 1000 --backlog 1000 --presses 20
 """
@@ -102,6 +102,9 @@ def run(devices: int, fixes: int, presses: int, press_every_s: float) -> dict[st
         pressed: dict[str, int] = {}
         noticed: dict[str, int] = {}
         not_taken: list[float] = []
+        # The first press comes once the storm reaches nabij, then one every `press_every_s`.
+        while received(scrape(running.metrics_port)) == 0:
+            time.sleep(0.05)
         next_press = time.monotonic() + press_every_s
         deadline = time.monotonic() + 1800
         while len(noticed) < presses and time.monotonic() < deadline:

@@ -30,8 +30,9 @@ def test_the_harness_runs_every_part_at_a_tiny_size() -> None:
 
 def test_a_press_is_noticed_before_the_backlog_storm_is_taken_in() -> None:
     """100 devices upload 1,000-fix backlogs at once (100,000 fixes); presses published one and
-    two seconds into the storm reach the police queue while most of the storm's fixes are still
-    waiting: counted by position (fixes not yet taken in when each notice is there), not by time.
+    two seconds after the storm reached nabij get to the police queue while most of the storm's
+    fixes are still waiting: counted by position (fixes not yet taken in when each notice is
+    there), not by time.
     Before batches were bounded by bytes, one batch took up to 2,000 backlogs and the presses
     waited behind the whole storm."""
     result = storm.run(devices=100, fixes=1000, presses=2, press_every_s=1.0)
