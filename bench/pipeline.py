@@ -2,12 +2,14 @@
 
 Starts its own mosquitto and redis-server (AOF on) on free ports and runs `nabij proximity` as a
 subprocess with its metrics port. Two loads:
-- saturation (default): one publisher process sends pre-encoded QoS 1 fixes of N pairs as fast as
-  the broker takes them; reports the rate the service applied them at.
+- saturation (default): one publisher process (`simulators.fleet.wire`, QoS 1) sends
+  pre-encoded fixes of N pairs as fast as the broker takes them; reports the rate the service
+  applied them at, and checks that nothing was lost: every fix counted in, and every device's
+  committed `seq` in Redis is the last one it sent.
 - `--rate R`: the fleet generator (`nabij simulate fleet`) publishes R fixes/s open loop for
   `--duration` seconds; reports the decision latency the service reached at that rate.
 Latency quantiles are the upper bounds of `nabij_decision_latency_seconds` buckets: receipt by
-the service to committed in Redis.
+the service to committed in Redis. `bench.latency` measures from the publish.
 
     .venv/bin/python -m bench.pipeline --pairs 1000 --fixes 60000 --runs 3
     .venv/bin/python -m bench.pipeline --pairs 1000 --fixes 60000 --runs 3 --no-commit-acks
@@ -34,15 +36,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import redis
 
-from nabij.contract import Fix, Topics
-from nabij.mqtt import MqttEndpoint, make_client
-from simulators.fleet.generator import run_fleet
+from nabij import streams
+from nabij.contract import Fix, Topics, fix_decoder
+from nabij.keys import Keys
+from nabij.mqtt import MqttEndpoint
+from services.proximity.core.state import device_state_decoder
+from simulators.fleet.generator import MAX_UNACKED, run_fleet
 from simulators.fleet.plan import FleetPlan
+from simulators.fleet.wire import PublishConnection, topic_field
 from tests.servers import MosquittoServer, RedisServer, free_port
 
 NABIJ = (sys.executable, "-m", "services.cli")
 PREFIX = "bench/v1"
+KEY_PREFIX = "bench"
 START_TS = 1_790_000_000_000
 FLEET_INTERVAL_S = 30.0
 
@@ -55,8 +63,9 @@ def orders_toml(pairs: int) -> str:
     )
 
 
-def payloads(pairs: int, fixes: int) -> list[tuple[str, bytes]]:
-    """Fixes of both devices of every pair, far apart (the common case: nothing to alarm)."""
+def payloads(pairs: int, fixes: int, start_ts: int = START_TS) -> list[tuple[str, bytes]]:
+    """Fixes of both devices of every pair, far apart (the common case: nothing to alarm);
+    device k's n-th fix has seq n + 1, one second after the one before."""
     topics = Topics(PREFIX)
     out = []
     for n in range(fixes):
@@ -64,23 +73,43 @@ def payloads(pairs: int, fixes: int) -> list[tuple[str, bytes]]:
         role = "ank" if round_ % 2 == 0 else "vic"
         device = f"{role}-{pair}"
         lat = 52.30 + (pair % 100) * 0.001 + (0.05 if role == "vic" else 0.0)
-        fix = Fix(device, round_ + 1, START_TS + round_ * 1000, lat, 4.85, 8.0)
+        fix = Fix(device, round_ // 2 + 1, start_ts + round_ * 1000, lat, 4.85, 8.0)
         out.append((topics.device(device, "fix"), msgspec.json.encode(fix)))
     return out
 
 
+def last_seqs(messages: list[tuple[str, bytes]]) -> dict[str, int]:
+    """Per device, the seq of the last fix in `messages`."""
+    return {fix.device_id: fix.seq for fix in (fix_decoder.decode(p) for _, p in messages)}
+
+
+PUBLISH_BATCH = 500
+
+
 def publish(url: str, messages: list[tuple[str, bytes]]) -> None:
-    endpoint = MqttEndpoint.from_url(url)
-    client = make_client(endpoint, "bench-publisher", persistent_session=False)
-    client.connect(endpoint.host, endpoint.port)
-    client.loop_start()
-    info = None
-    for topic, payload in messages:
-        info = client.publish(topic, payload, qos=1)
-    if info is not None:
-        info.wait_for_publish(timeout=120)
-    client.loop_stop()
-    client.disconnect()
+    """All `messages` at QoS 1 as fast as the broker acknowledges them (one raw connection)."""
+    connection = PublishConnection(MqttEndpoint.from_url(url), "bench-publisher", qos=1)
+    for first in range(0, len(messages), PUBLISH_BATCH):
+        chunk = messages[first : first + PUBLISH_BATCH]
+        connection.send((connection.packet(topic_field(t), p) for t, p in chunk), len(chunk))
+        while connection.unacked > MAX_UNACKED:
+            time.sleep(0.001)
+            connection.poll()
+    connection.drain(120)
+    connection.close()
+
+
+def lost(redis_url: str, expected: dict[str, int]) -> int:
+    """Devices whose committed seq in Redis is not the last one they sent (zero: none lost)."""
+    store = redis.Redis.from_url(redis_url)
+    keys = Keys(KEY_PREFIX)
+    devices = sorted(expected)
+    blobs = streams.values(store, [keys.device_state(d) for d in devices])
+    committed = {
+        d: device_state_decoder.decode(b).last_seq if b is not None else -1
+        for d, b in zip(devices, blobs, strict=True)
+    }
+    return sum(committed[d] != expected[d] for d in devices)
 
 
 def scrape(port: int) -> str:
@@ -117,6 +146,7 @@ class Running:
     metrics_port: int
     redis_url: str
     log: Path
+    pid: int
 
 
 @contextmanager
@@ -138,7 +168,7 @@ def proximity(
     config.mkdir()
     (config / "nabij.toml").write_text(
         f'[mqtt]\nurl = "{mosquitto.url}"\ntopic_prefix = "{PREFIX}"\n'
-        f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "bench"\n'
+        f'[redis]\nurl = "{redis_server.url}"\nkey_prefix = "{KEY_PREFIX}"\n'
         '[log]\nlevel = "warning"\n'
         + (f'[audit]\nkey_file = "{workdir / "audit.key"}"\n' if audit else "")
         + f"[proximity]\ncommit_acks = {str(commit_acks).lower()}\n"
@@ -161,7 +191,7 @@ def proximity(
             except OSError:
                 pass
             time.sleep(0.1)
-        yield Running(mosquitto.url, port, redis_server.url, log)
+        yield Running(mosquitto.url, port, redis_server.url, log, service.pid)
     finally:
         service.terminate()
         service.wait(timeout=30)
@@ -172,18 +202,21 @@ def proximity(
 def saturate(
     pairs: int, fixes: int, workdir: Path, *, audit: bool = False, commit_acks: bool = True
 ) -> dict[str, float]:
+    messages = payloads(pairs, fixes, time.time_ns() // 1_000_000 - fixes // pairs * 1000)
     with proximity(orders_toml(pairs), workdir, audit=audit, commit_acks=commit_acks) as running:
         url, port = running.mqtt_url, running.metrics_port
-        publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
+        publisher = multiprocessing.Process(target=publish, args=(url, messages))
         started = time.monotonic()
         publisher.start()
         while received(scrape(port)) < fixes and time.monotonic() - started < 300:
-            time.sleep(0.05)
+            time.sleep(0.1)
         elapsed = time.monotonic() - started
         publisher.join(timeout=60)
         metrics = scrape(port)
+        missing = lost(running.redis_url, last_seqs(messages))
     return {
         "fixes_per_s": received(metrics) / elapsed,
+        "devices_short": float(missing),
         "p50_ms": latency_quantile(metrics, 0.5) * 1000,
         "p99_ms": latency_quantile(metrics, 0.99) * 1000,
     }

@@ -1,10 +1,106 @@
-"""`make bench`: every benchmark, with its default settings."""
+"""`make bench`: the issue-14 harness in one run, then the fleet generator's own benchmark.
+
+In one run, on this machine: (1) the broker's own ceiling for the same fix payloads at QoS 1
+with C clients (`bench.broker`), (2) nabij's sustained end-to-end rate with zero loss checked by
+`seq` (`bench.pipeline` saturation) and its ratio to (1), latency from the publish to the
+committed decision and to the notice at stepped rates (`bench.latency`), a backlog storm with
+presses (`bench.storm`) and memory per pair (`bench.memory`). `--tiny` runs every part at a toy
+size (the integration test does, so the harness cannot rot; its figures mean nothing).
+
+    .venv/bin/python -m bench.run            # = make bench
+    .venv/bin/python -m bench.run --tiny --only-harness
+"""
 
 from __future__ import annotations
 
-from bench import fleet, pipeline
+import argparse
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import broker, fleet, latency, memory, pipeline, storm
+from tests.servers import MosquittoServer
+
+
+@dataclass(frozen=True)
+class Sizes:
+    pairs: int
+    fixes: int
+    publishers: int
+    rates: list[float]
+    step_s: float
+    fleet_pairs: int
+    probes: int
+    storm_devices: int
+    backlog: int
+    presses: int
+    memory_pairs: int
+    memory_minutes: float
+
+
+FULL = Sizes(
+    pairs=2000, fixes=100_000, publishers=2, rates=[1000, 2500, 5000, 7500], step_s=20,
+    fleet_pairs=5000, probes=200, storm_devices=1000, backlog=1000, presses=20,
+    memory_pairs=1000, memory_minutes=17,
+)  # fmt: skip
+TINY = Sizes(
+    pairs=20, fixes=400, publishers=1, rates=[100], step_s=4, fleet_pairs=50, probes=3,
+    storm_devices=4, backlog=20, presses=2, memory_pairs=5, memory_minutes=2,
+)  # fmt: skip
+
+
+def ceiling(sizes: Sizes) -> float:
+    messages = [p for _, p in pipeline.payloads(sizes.pairs, sizes.fixes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = MosquittoServer(Path(tmp) / "mosquitto")
+        server.start()
+        try:
+            return broker.ceiling(server.url, pipeline.PREFIX, messages, sizes.publishers)
+        finally:
+            server.stop()
+
+
+def harness(sizes: Sizes) -> dict[str, object]:
+    """Every part once; the figures by name."""
+    print("== broker ceiling (C clients, QoS 1)", flush=True)
+    broker_rate = ceiling(sizes)
+    print(f"  {broker_rate:,.0f} msgs/s", flush=True)
+    print("== nabij sustained, zero loss by seq", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sustained = pipeline.saturate(sizes.pairs, sizes.fixes, Path(tmp))
+    ratio = sustained["fixes_per_s"] / broker_rate
+    print(f"  {sustained}; ratio to the broker's ceiling {ratio:.2f}", flush=True)
+    print("== latency from the publish at stepped rates", flush=True)
+    steps = latency.run(sizes.rates, sizes.step_s, sizes.fleet_pairs, 0.01, sizes.probes)
+    print(latency.table(steps), flush=True)
+    print("== backlog storm with presses", flush=True)
+    stormed = storm.run(sizes.storm_devices, sizes.backlog, sizes.presses, 1.0)
+    print(f"  {stormed}", flush=True)
+    print("== memory per pair", flush=True)
+    engine, core = memory.core_bytes(sizes.memory_pairs, sizes.memory_minutes)
+    stored = memory.redis_bytes(engine, sizes.memory_pairs)
+    print(f"  core {core:,.0f} B/pair, {stored}", flush=True)
+    return {
+        "broker_per_s": broker_rate,
+        "sustained": sustained,
+        "ratio": ratio,
+        "steps": steps,
+        "storm": stormed,
+        "core_bytes_per_pair": core,
+        "redis": stored,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="toy sizes: proves it runs")
+    parser.add_argument("--only-harness", action="store_true", help="skip bench.fleet")
+    args = parser.parse_args(argv)
+    figures = harness(TINY if args.tiny else FULL)
+    if not args.only_harness:
+        fleet.main([])
+    return figures
+
 
 if __name__ == "__main__":
-    fleet.main([])
-    pipeline.main([])
-    pipeline.main(["--rate", "5000"])
+    main()

@@ -1,7 +1,7 @@
 """`nabij simulate`: drive simulated devices over MQTT.
 
 nabij simulate --scenario NAME [--speed N] [--check] [--write-config DIR]
-nabij simulate fleet --pairs N --interval S --duration D [--write-orders PATH]
+nabij simulate fleet --pairs N --interval S --duration D [--approaching SHARE] [--write-orders PATH]
 """
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     fleet.add_argument("--connections", type=int, default=1, help="MQTT connections per process")
     fleet.add_argument("--processes", type=int, default=1, help="publishing processes")
     fleet.add_argument("--seed", type=int, default=1)
+    fleet.add_argument(
+        "--approaching",
+        type=float,
+        default=0.0,
+        help="share of pairs whose offender approaches his victim, e.g. 0.01",
+    )
     fleet.add_argument(
         "--write-orders", metavar="PATH", help="write the fleet's orders.toml and exit"
     )
@@ -151,7 +157,7 @@ def _fleet(args: argparse.Namespace) -> int:
     from simulators.fleet.generator import run_fleet
     from simulators.fleet.plan import FleetPlan
 
-    plan = FleetPlan(args.pairs, args.interval, seed=args.seed)
+    plan = FleetPlan(args.pairs, args.interval, seed=args.seed, approaching=args.approaching)
     if args.write_orders:
         Path(args.write_orders).write_text(plan.orders_toml(), encoding="utf-8")
         print(f"wrote {args.pairs} orders to {args.write_orders}")

@@ -38,6 +38,11 @@ SERVICE: Final = "proximity"
 LaneName = Literal["fast", "bulk"]
 UPLINK_KINDS: Final = frozenset({"fix", "event", "status"})
 BURST_QUIET_MS: Final = 1_000
+# Payload bytes a batch takes at most (beyond its first message): a batch is the unit a press
+# may have to wait for, and one backlog of 1,000 fixes (~150 KB) is as long as 1,000 live fixes.
+# Counted in messages alone, 2,000 backlogs made one batch of 2 million fixes (a press waited 42 s
+# behind it in bench.storm); 64 KiB is about 400 live fixes, a few ms of Redis round trip each.
+BATCH_MAX_BYTES: Final = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,14 +202,16 @@ class Intake:
     # --- the service's thread --------------------------------------------------------------------
 
     def drain(self, timeout_s: float, limit: int) -> list[Received]:
-        """Up to `limit` messages: the fast lane first, then the bulk lane round-robin by device.
-        Waits up to `timeout_s` for the first one."""
+        """Up to `limit` messages: the fast lane first, then the bulk lane round-robin by device,
+        within `BATCH_MAX_BYTES` of payload. Waits up to `timeout_s` for the first one."""
         fast, bulk = self._lanes["fast"], self._lanes["bulk"]
         with self._changed:
             if not (fast or bulk):
                 self._changed.wait(timeout_s)
             batch = fast.take(limit)
-            batch += bulk.take(limit - len(batch))
+            room = BATCH_MAX_BYTES - sum(len(item.payload) for item in batch)
+            # Behind a press no backlog that would not fit: the press's commit waits for it.
+            batch += bulk.take(limit - len(batch), room, at_least_one=not batch)
             if batch:
                 self._changed.notify_all()  # room for a reader waiting on a full lane
             depths = {name: len(lane) for name, lane in self._lanes.items()}

@@ -166,6 +166,7 @@ class ShardGenerator:
         ns = np.arange(first, upto, dtype=np.int64)
         local = ns % self.m
         lat, lon, speed, heading = self.motion.step(self.indices[local])
+        heading = np.round(heading, 1) % 360.0  # printed to 0.1 degree: 359.96 is not 360.0
         seqs = (ns // self.m).tolist()
         stamps = (t0_ms + np.round(ns * step * 1000.0)).astype(np.int64).tolist()
         n_conns = len(self.conns)

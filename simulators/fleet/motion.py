@@ -4,8 +4,13 @@ The same model as a scenario device (`simulators.noise`): a Gauss-Markov error p
 deviation `sigma_m` and correlation time `correlation_s`, an honest `acc` (1.51 sigma), and
 multipath jumps arriving as a Poisson process that the `acc` does not show. Movement: each
 device travels at its own speed (walking, cycling, driving) to a random point of the city, stops
-there a while, and picks the next; most victims stay home. Positions are local metres on a plane
-through the centre of the box (a few centimetres off over a city, far below the GNSS error).
+there a while, and picks the next; most victims stay home. An approaching pair's victim stays
+home and her offender shuttles: from a few alarm distances away to her door, a while there, away
+again to another point a few alarm distances off, and back (the alarm path, over and over).
+Reported speed and heading come from the true velocity plus a Doppler error per axis, so a
+device at rest reports a small speed in a random direction, as a receiver does. Positions are
+local metres on a plane through the centre of the box (a few centimetres off over a city, far
+below the GNSS error).
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ SPEEDS_MPS: Final = (1.4, 4.5, 11.0)  # walking, cycling, driving in town
 NOISE: Final = NoiseParams(sigma_m=4.0, jump_rate_per_h=1.0)
 MOVING_VICTIMS: Final = 0.3
 MAX_DWELL_S: Final = 1800.0
+# Doppler velocity error per axis (m/s): typical of a consumer GNSS receiver.
+VELOCITY_SIGMA_MPS: Final = 0.2
+# An approaching offender turns back between these multiples of the alarm distance.
+APPROACH_FROM: Final = (2.0, 5.0)
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -51,6 +60,19 @@ class FleetMotion:
         # A victim who stays home never leaves: her target is where she is.
         home = victims & (self.rng.random(n) >= MOVING_VICTIMS)
         self.tx[home], self.ty[home] = self.x[home], self.y[home]
+        self.home = home
+        self.alarm_m = plan.alarm_m
+        self.pairs = plan.pairs
+        # Offenders of the first pairs approach; their victims stay home.
+        chasers = np.arange(plan.approaching_pairs)
+        chased = chasers + plan.pairs
+        self.chaser = np.zeros(n, dtype=bool)
+        self.chaser[chasers] = True
+        self.home[chased] = True
+        self.tx[chased], self.ty[chased] = self.x[chased], self.y[chased]
+        self.x[chasers], self.y[chasers] = self._near_victim(chasers)
+        self.tx[chasers], self.ty[chasers] = self.x[chased], self.y[chased]
+        self.bound_for_victim = self.chaser.copy()
         self.dwell_left = np.zeros(n)
         self.heading = np.zeros(n)
         self.moving = np.zeros(n, dtype=bool)
@@ -63,12 +85,22 @@ class FleetMotion:
         self.phi = math.exp(-self.interval_s / NOISE.correlation_s)
         self.innovation = NOISE.sigma_m * math.sqrt(1.0 - self.phi * self.phi)
         self.jump_p = 1.0 - math.exp(-NOISE.jump_rate_per_h * self.interval_s / 3600.0)
-        self.home = home
 
     def _random_points(self, k: int) -> tuple[Floats, Floats]:
         return (
             self.rng.uniform(-self.half_w, self.half_w, k),
             self.rng.uniform(-self.half_h, self.half_h, k),
+        )
+
+    def _near_victim(self, offenders: Ints) -> tuple[Floats, Floats]:
+        """Points a few alarm distances from the victims of `offenders`, in random directions."""
+        k = offenders.size
+        reach = self.alarm_m * self.rng.uniform(*APPROACH_FROM, k)
+        angle = self.rng.uniform(0.0, 2 * math.pi, k)
+        victims = offenders + self.pairs
+        return (
+            self.x[victims] + reach * np.sin(angle),
+            self.y[victims] + reach * np.cos(angle),
         )
 
     def step(self, idx: Ints) -> tuple[Floats, Floats, Floats, Floats]:
@@ -80,8 +112,12 @@ class FleetMotion:
         ey = self.ey[idx] + np.where(self.jump_left[idx] > 0, self.jy[idx], 0.0)
         lat = self.lat0 + (self.y[idx] + ey) / METRES_PER_DEG_LAT
         lon = self.lon0 + (self.x[idx] + ex) / self.m_per_deg_lon
-        speed = np.where(self.moving[idx], self.speed[idx], 0.0)
-        return lat, lon, speed, self.heading[idx]
+        true_speed = np.where(self.moving[idx], self.speed[idx], 0.0)
+        course = np.radians(self.heading[idx])
+        k = idx.size
+        vx = true_speed * np.sin(course) + self.rng.normal(0.0, VELOCITY_SIGMA_MPS, k)
+        vy = true_speed * np.cos(course) + self.rng.normal(0.0, VELOCITY_SIGMA_MPS, k)
+        return lat, lon, np.hypot(vx, vy), np.degrees(np.arctan2(vx, vy)) % 360.0
 
     def _move(self, idx: Ints, dt: float) -> None:
         dwelling = self.dwell_left[idx] > 0
@@ -99,9 +135,16 @@ class FleetMotion:
         self.heading[idx] = np.where(go, np.degrees(np.arctan2(dx, dy)) % 360.0, self.heading[idx])
         done = idx[arrive & ~self.home[idx]]
         if done.size:
-            # Arrived: stay a while, then head for a new random point of the city.
+            # Arrived: stay a while, then head for a new random point of the city; an approaching
+            # offender turns back to a point near her, or from there heads for her door again.
             self.dwell_left[done] = self.rng.uniform(0.0, MAX_DWELL_S, done.size)
-            self.tx[done], self.ty[done] = self._random_points(done.size)
+            roam = done[~self.chaser[done]]
+            self.tx[roam], self.ty[roam] = self._random_points(roam.size)
+            retreat = done[self.chaser[done] & self.bound_for_victim[done]]
+            self.tx[retreat], self.ty[retreat] = self._near_victim(retreat)
+            again = done[self.chaser[done] & ~self.bound_for_victim[done]]
+            self.tx[again], self.ty[again] = self.x[again + self.pairs], self.y[again + self.pairs]
+            self.bound_for_victim[done] = self.chaser[done] & ~self.bound_for_victim[done]
 
     def _noise(self, idx: Ints, dt: float) -> None:
         k = idx.size

@@ -15,6 +15,8 @@ class FleetPlan:
     interval_s: float
     seed: int = 1
     alarm_m: float = 500.0
+    approaching: float = 0.0
+    """Share of pairs whose offender heads for his victim again and again (the alarm path)."""
     bbox: tuple[float, float, float, float] = AMSTERDAM_BBOX
 
     def __post_init__(self) -> None:
@@ -22,6 +24,8 @@ class FleetPlan:
             raise ValueError("pairs must be 1..999999")
         if not self.interval_s > 0:
             raise ValueError("interval_s must be positive")
+        if not 0.0 <= self.approaching <= 1.0:
+            raise ValueError("approaching must be a share, 0..1")
 
     @property
     def devices(self) -> int:
@@ -31,6 +35,11 @@ class FleetPlan:
     def rate(self) -> float:
         """Fixes per second the fleet publishes (open loop)."""
         return self.devices / self.interval_s
+
+    @property
+    def approaching_pairs(self) -> int:
+        """Pairs 0..approaching_pairs-1 approach: a stable, reproducible choice."""
+        return round(self.approaching * self.pairs)
 
     def device_id(self, index: int) -> str:
         """Devices 0..pairs-1 are ankle monitors, pairs..2*pairs-1 their victims' devices."""

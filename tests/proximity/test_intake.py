@@ -107,3 +107,70 @@ def test_a_flooding_device_does_not_starve_another_devices_fixes() -> None:
         TOPICS.device("vic-1", "fix"),
         TOPICS.device("ank-1", "fix"),
     ]
+
+
+def backlog(device: str, fixes: int, mid: int) -> Publish:
+    """A device's backlog after a coverage gap: one JSON array of `fixes` fixes."""
+    items = b",".join(
+        encode(Fix(device, n + 1, T0 - n * 10_000, 52.37, 4.90, 5.0)) for n in range(fixes)
+    )
+    return Publish(TOPICS.device(device, "fix"), b"[" + items + b"]", 1, mid)
+
+
+def test_a_press_waits_behind_one_backlog_at_most_not_behind_the_storm() -> None:
+    """50 devices upload a 1,000-fix backlog each (a storm of 50,000 fixes, in a lane that
+    holds it all); a batch takes one backlog, not all 50 (a batch is bounded by payload bytes,
+    not only by messages). A press arriving then is the next batch's first message and is not
+    followed by a backlog it would have to wait for: counted by position, at most 1,000 of the
+    storm's 50,000 fixes are taken in before the press."""
+    devices = [f"ank-s{i}" for i in range(50)]
+    lanes = Intake(
+        TOPICS,
+        lambda d: d in KNOWN or d in devices,
+        LaneLimits(device_max=100, lane_max=20_000, lane_max_bytes=64 * 1024 * 1024),
+        lambda: T0,
+        report_every_ms=10_000,
+    )
+    storm = [backlog(d, 1000, mid) for mid, d in enumerate(devices, start=1)]
+    delivery = lanes.bulk.deliver(1, storm, False, 0)
+    assert delivery.ack_now == [] and delivery.rest == []  # all queued
+    first = lanes.drain(0, 2000)
+    assert [r.mid for r in first] == [1]
+    lanes.fast.deliver(2, [event("vic-1", "aware_button", 999)], True, 0)
+    second = lanes.drain(0, 2000)
+    assert [r.mid for r in second] == [999]
+    fixes_before_press = sum(r.payload.count(b'"seq"') for r in first)
+    assert fixes_before_press == 1000
+    rest = [[r.mid for r in batch] for batch in iter(lambda: lanes.drain(0, 2000), [])]
+    assert rest == [[mid] for mid in range(2, 51)]  # the storm goes on, a backlog a batch
+
+
+def test_the_lanes_stay_bounded_by_count_under_a_ten_times_burst() -> None:
+    """A burst of ten times the lane's bound (1,000 messages of 500 devices, read 50 at a time)
+    never has more than `lane_max` messages queued: the reader is handed the rest back
+    (backpressure, nothing acknowledged), offers it again once a batch made room, and in the end
+    every message was taken exactly once, each device's in order, none refused."""
+    devices = [f"ank-b{i}" for i in range(500)]
+    limits = LaneLimits(device_max=100, lane_max=100, lane_max_bytes=10**6)
+    lanes = Intake(TOPICS, devices.__contains__, limits, lambda: T0, report_every_ms=10_000)
+    burst = [fix(devices[n % 500], n // 500 + 1, n + 1) for n in range(1000)]
+    queued_most = queued = 0
+    taken: list[int] = []
+    for start in range(0, len(burst), 50):
+        pending = burst[start : start + 50]
+        while pending:
+            delivery = lanes.bulk.deliver(1, pending, True, 0)
+            assert delivery.ack_now == []  # nothing refused, nothing acknowledged early
+            queued += len(pending) - len(delivery.rest)
+            queued_most = max(queued_most, queued)
+            pending = delivery.rest
+            if pending:  # the service's thread makes room
+                batch = lanes.drain(0, 30)
+                queued -= len(batch)
+                taken += [r.mid for r in batch]
+    taken += [r.mid for batch in iter(lambda: lanes.drain(0, 30), []) for r in batch]
+    assert queued_most == limits.lane_max
+    assert sorted(taken) == [m.mid for m in burst]
+    for device in devices[:5]:
+        mids = [m for m in taken if (m - 1) % 500 == devices.index(device)]
+        assert mids == sorted(mids)

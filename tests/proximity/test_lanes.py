@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from services.proximity.core.lanes import SAMPLE_BYTES, FairLane, LaneLimits, Refusals
 
 LIMITS = LaneLimits(device_max=3, lane_max=10, lane_max_bytes=1000)
@@ -114,3 +117,35 @@ def test_refusals_are_one_burst_until_a_pause_and_one_report_per_interval() -> N
     assert refusals.due(11_990) == []
     refusals.add("flood", "ank-0", "t/ank-0/fix", b"x", 12_000)
     assert [b.count for b in refusals.all()] == [1] and refusals.all() == []
+
+
+@given(
+    messages=st.lists(
+        st.tuples(st.sampled_from("abcde"), st.integers(min_value=1, max_value=5000)),
+        max_size=60,
+    ),
+    limit=st.integers(min_value=1, max_value=20),
+    max_bytes=st.integers(min_value=1, max_value=12_000),
+)
+def test_batches_keep_to_their_byte_budget_and_lose_nothing(
+    messages: list[tuple[str, int]], limit: int, max_bytes: int
+) -> None:
+    """Whatever the sizes: a batch holds at most `limit` items and `max_bytes` of payload, or
+    one item that alone is larger; draining batch by batch takes every item exactly once, each
+    key's in arrival order, and without `at_least_one` an oversized head waits (empty batch)."""
+    lane: FairLane[int] = FairLane(LaneLimits(device_max=100, lane_max=100, lane_max_bytes=10**9))
+    for n, (key, size) in enumerate(messages):
+        lane.push(key, n, size)
+    sizes = {n: size for n, (_, size) in enumerate(messages)}
+    if messages and sizes[0] > 1:
+        assert lane.take(limit, 0, at_least_one=False) == []
+    taken: list[int] = []
+    while batch := lane.take(limit, max_bytes):
+        assert len(batch) <= limit
+        assert len(batch) == 1 or sum(sizes[n] for n in batch) <= max_bytes
+        taken += batch
+    assert sorted(taken) == list(range(len(messages)))
+    assert len(lane) == 0 and lane.bytes == 0
+    for key in "abcde":
+        mine = [n for n in taken if messages[n][0] == key]
+        assert mine == sorted(mine)

@@ -19,7 +19,7 @@ from nabij.contract import Topics, fix_decoder
 from nabij.mqtt import MqttEndpoint
 from services.cli import build_parser
 from simulators.fleet.generator import run_fleet
-from simulators.fleet.motion import NOISE, FleetMotion
+from simulators.fleet.motion import NOISE, VELOCITY_SIGMA_MPS, FleetMotion
 from simulators.fleet.plan import FleetPlan
 from simulators.noise import ACC_PER_SIGMA
 
@@ -121,3 +121,64 @@ def test_fleet_publishes_contract_fixes_on_every_device_topic(
         # Inside the Amsterdam box, give or take the GNSS error.
         assert all(52.28 <= f.lat <= 52.43 and 4.75 <= f.lon <= 5.01 for f in fixes)
         assert all(f.src == "gnss" and f.acc > 0 for f in fixes)
+
+
+def _true_distances(motion: FleetMotion, plan: FleetPlan) -> np.ndarray:
+    pairs = np.arange(plan.pairs)
+    victims = pairs + plan.pairs
+    return np.hypot(motion.x[pairs] - motion.x[victims], motion.y[pairs] - motion.y[victims])
+
+
+def test_approaching_pairs_come_inside_the_alarm_distance_and_go_again() -> None:
+    """With `approaching=0.1` the first tenth of the pairs shuttle: each offender comes to his
+    victim's door (inside the alarm distance) and leaves beyond it again, more than once in
+    six hours, while she stays home; the other pairs start and stay as before (far, random)."""
+    plan = FleetPlan(pairs=100, interval_s=10, seed=5, approaching=0.1)
+    assert plan.approaching_pairs == 10
+    motion = FleetMotion(plan, seed=5)
+    victims_home = motion.x[plan.pairs : plan.pairs + 10].copy()
+    idx = np.arange(plan.devices)
+    inside = np.zeros((2200, plan.pairs), dtype=bool)
+    for t in range(2200):
+        motion.step(idx)
+        inside[t] = _true_distances(motion, plan) < plan.alarm_m
+    entries = np.count_nonzero(inside[1:] & ~inside[:-1], axis=0)
+    assert (entries[:10] >= 2).all()  # came in, left, came in again
+    assert not inside[0, :10].any()  # every approach starts outside
+    np.testing.assert_array_equal(motion.x[plan.pairs : plan.pairs + 10], victims_home)
+    assert entries[10:].mean() < 0.5  # the rest meet by chance only (passing her street)
+
+
+def test_without_approaching_no_pair_is_steered() -> None:
+    """The default plan has no approaching pair: nobody is sent to a victim's door."""
+    plan = FleetPlan(pairs=50, interval_s=30)
+    motion = FleetMotion(plan, seed=1)
+    assert plan.approaching_pairs == 0 and not motion.chaser.any()
+    with pytest.raises(ValueError, match="share"):
+        FleetPlan(pairs=50, interval_s=30, approaching=1.5)
+
+
+def test_reported_speed_and_heading_carry_doppler_noise() -> None:
+    """Reported speed and heading scatter around the truth by the velocity error: a driving
+    device's speed by about sigma, its heading by about a degree; a device at rest reports
+    a small speed (Rayleigh, mean sigma * sqrt(pi/2)) in any direction."""
+    plan = FleetPlan(pairs=400, interval_s=10, seed=2)
+    motion = FleetMotion(plan, seed=2)
+    idx = np.arange(plan.devices)
+    speed_err, heading_err, rest_speed, rest_heading = [], [], [], []
+    for _ in range(50):
+        _lat, _lon, speed, heading = motion.step(idx)
+        driving = motion.moving & (motion.speed == 11.0)
+        resting = ~motion.moving
+        speed_err.append(speed[driving] - 11.0)
+        heading_err.append((heading[driving] - motion.heading[driving] + 180.0) % 360.0 - 180.0)
+        rest_speed.append(speed[resting])
+        rest_heading.append(heading[resting])
+    assert np.concatenate(speed_err).std() == pytest.approx(VELOCITY_SIGMA_MPS, rel=0.1)
+    expected_deg = math.degrees(VELOCITY_SIGMA_MPS / 11.0)
+    assert np.concatenate(heading_err).std() == pytest.approx(expected_deg, rel=0.1)
+    at_rest = np.concatenate(rest_speed)
+    assert at_rest.mean() == pytest.approx(VELOCITY_SIGMA_MPS * math.sqrt(math.pi / 2), rel=0.1)
+    # Any direction: each quadrant holds about a quarter of the resting headings.
+    quadrants = np.bincount((np.concatenate(rest_heading) // 90).astype(int), minlength=4)
+    assert quadrants.min() / quadrants.sum() > 0.2

@@ -98,14 +98,22 @@ class FairLane(Generic[T]):
         self.count += 1
         self.bytes += size
 
-    def take(self, limit: int) -> list[T]:
-        """Up to `limit` items, one per key per turn, each key's items in arrival order."""
+    def take(
+        self, limit: int, max_bytes: float = float("inf"), *, at_least_one: bool = True
+    ) -> list[T]:
+        """Up to `limit` items and `max_bytes` of payload (but one item even if larger, unless
+        not `at_least_one`), one per key per turn, each key's items in arrival order."""
         out: list[T] = []
+        taken = 0
         ring, queues = self._ring, self._queues
         while ring and len(out) < limit:
             key = ring.popleft()
             queue = queues[key]
+            if (out or not at_least_one) and taken + queue[0][1] > max_bytes:
+                ring.appendleft(key)  # its turn comes first in the next batch
+                break
             item, size = queue.popleft()
+            taken += size
             out.append(item)
             self.count -= 1
             self.bytes -= size

@@ -1,0 +1,120 @@
+"""Memory per pair at steady state: the proximity core's in-memory state and Redis' bytes.
+
+Builds the pure core (`ProximityEngine`) for `--pairs` orders and feeds every device fixes 15 s
+apart for `--minutes` (long enough to fill its position history, the largest part of a device's
+state), the pairs 20 km apart. Then:
+- core: Python heap allocated by building and feeding the engine (`tracemalloc`, which also
+  counts the orders themselves), per pair;
+- Redis: every device and pair state written as the service writes it (`state_encoder`, one key
+  each, plus the set of device ids) into a fresh redis-server; growth of `used_memory` per pair,
+  and the encoded sizes that make it up.
+
+    .venv/bin/python -m bench.memory --pairs 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import tempfile
+import tracemalloc
+from pathlib import Path
+from typing import Final
+
+import redis
+
+from nabij.config import Order, ProximitySettings
+from nabij.contract import Fix
+from nabij.keys import Keys
+from services.proximity.core.engine import Effects, ProximityEngine
+from services.proximity.core.state import state_encoder
+from tests.servers import RedisServer
+
+T0: Final = 1_790_000_000_000
+SPACING_MS: Final = 15_000
+BASE: Final = (52.0, 5.0)
+
+
+def feed(engine: ProximityEngine, pairs: int, minutes: float) -> None:
+    effects = Effects()
+    rounds = math.ceil(minutes * 60_000 / SPACING_MS)
+    for r in range(rounds):
+        ts = T0 + r * SPACING_MS
+        wobble = 0.00005 * math.sin(r)
+        for i in range(pairs):
+            lat = BASE[0] + (i % 1000) * 0.001 + wobble
+            engine.apply(Fix(f"ank-{i}", r + 1, ts, lat, BASE[1], 5.0), ts, effects)
+            engine.apply(
+                Fix(f"vic-{i}", r + 1, ts + 500, lat, BASE[1] + 0.3, 5.0), ts + 500, effects
+            )
+        effects = Effects()  # the shell starts a new one every batch
+
+
+def core_bytes(pairs: int, minutes: float) -> tuple[ProximityEngine, float]:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    orders = [
+        Order(id=f"O-{i}", offender_device=f"ank-{i}", victim_devices=[f"vic-{i}"], alarm_m=500)
+        for i in range(pairs)
+    ]
+    engine = ProximityEngine(orders, ProximitySettings())
+    del orders  # the engine keeps what it needs
+    feed(engine, pairs, minutes)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return engine, (after - before) / pairs
+
+
+def redis_bytes(engine: ProximityEngine, pairs: int) -> dict[str, float]:
+    keys = Keys("nabij")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp) / "redis")
+        server.start()
+        try:
+            store = redis.Redis.from_url(server.url)
+            before = int(store.info("memory")["used_memory"])
+            device_sizes, pair_sizes, history_sizes = [], [], []
+            pipe = store.pipeline(transaction=False)
+            for i in range(pairs):
+                for device in (f"ank-{i}", f"vic-{i}"):
+                    state = engine.device(device)
+                    blob = state_encoder.encode(state)
+                    device_sizes.append(len(blob))
+                    history_sizes.append(len(state_encoder.encode(state.history)))
+                    pipe.set(keys.device_state(device), blob)
+                    pipe.sadd(keys.proximity_devices, device)
+                pair_key = (f"O-{i}", f"ank-{i}", f"vic-{i}")
+                blob = state_encoder.encode(engine.pair(pair_key))
+                pair_sizes.append(len(blob))
+                pipe.set(keys.pair_state(f"ank-{i}", f"O-{i}", f"vic-{i}"), blob)
+                if i % 1000 == 999:
+                    pipe.execute()
+            pipe.execute()
+            after = int(store.info("memory")["used_memory"])
+        finally:
+            server.stop()
+    return {
+        "redis_bytes_per_pair": (after - before) / pairs,
+        "device_state_bytes": sum(device_sizes) / len(device_sizes),
+        "of_which_history_bytes": sum(history_sizes) / len(history_sizes),
+        "pair_state_bytes": sum(pair_sizes) / len(pair_sizes),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--minutes", type=float, default=17.0, help="of fixes, 15 s apart")
+    args = parser.parse_args(argv)
+    engine, per_pair = core_bytes(args.pairs, args.minutes)
+    result = {"pairs": float(args.pairs), "core_bytes_per_pair": per_pair}
+    result |= redis_bytes(engine, args.pairs)
+    print(", ".join(f"{k} {v:,.0f}" for k, v in result.items()))
+    return result
+
+
+if __name__ == "__main__":
+    main()
