@@ -398,7 +398,7 @@ class Stack:
 
         wait_until(taken, what=f"{device.device_id} seq {device.seq} committed")
 
-    def wait_applied(self, device_id: str, seq: int) -> None:
+    def wait_applied(self, device_id: str, seq: int, *, timeout_s: float = 30.0) -> None:
         """The device's fixes and events up to `seq` are committed. (A press or tamper is no
         marker for this: it comes on the fast connection too and may overtake them.)"""
 
@@ -406,7 +406,7 @@ class Stack:
             state = self.device_state(device_id)
             return state is not None and state.last_seq >= seq
 
-        wait_until(applied, what=f"{device_id} applied up to seq {seq}")
+        wait_until(applied, what=f"{device_id} applied up to seq {seq}", timeout_s=timeout_s)
 
     def deadletters(self) -> list[dict[bytes, bytes]]:
         return [fields for _id, fields in self.redis.xrange(self.keys.deadletter)]

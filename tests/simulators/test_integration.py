@@ -23,6 +23,7 @@ from nabij.contract import (
 )
 from nabij.mqtt import MqttEndpoint
 from simulators.runner import DeviceConnectError, ScenarioRun, parse_scenario
+from tests.integration.stack import wait_until
 
 SHORT = """
 name = "short"
@@ -85,6 +86,14 @@ def test_devices_publish_obey_commands_and_announce_presence(
         assert subscribed.wait(10)
         run = ScenarioRun(parse_scenario(SHORT), url, unique_prefix, speed=20.0)
         report = run.run()
+
+        def announced_offline(device_id: str) -> bool:
+            statuses = [p for k, p in list(received[device_id]) if k == "status"]
+            return bool(statuses) and status_decoder.decode(statuses[-1]).online is False
+
+        # The broker relays the last status after the run returns: wait for it, not a sleep.
+        wait_until(lambda: all(map(announced_offline, ("ank-it-1", "vic-it-1"))),
+                   what="both devices' offline status")  # fmt: skip
     finally:
         observer.loop_stop()
         observer.disconnect()
