@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
-from nabij.contract import Topics
+from nabij.contract import Fix, Topics
 from nabij.failures import NabijError, describe
 from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
@@ -81,6 +81,9 @@ def run_batch(
                 engine.refused(rejection.device_id, rejection.reason, now_ms, result.effects)
         if parsed.uplinks:
             result.accepted.append(item)
+        fixes = [uplink for uplink in parsed.uplinks if isinstance(uplink, Fix)]
+        if len(fixes) > 1:
+            engine.backlog(fixes, now_ms)
         for uplink in parsed.uplinks:
             result.uplink_kinds.append(type(uplink).__name__)
             try:
