@@ -270,18 +270,20 @@ class _Message(NamedTuple):
     payload: bytes
 
 
-def first_contact_backlog(offender_skew_s: int) -> list[AlarmSignal]:
+def first_contact_backlog(offender_skew_s: int, victim_jump: bool = False) -> list[AlarmSignal]:
     """The offender is never heard live before his gap: his first message, at 361 s, is the
     backlog of the whole walk (1,500 m, to 40 m at 90-150 s, two minutes there, away), one
     array through `run_batch` as the service gets it, his clock `offender_skew_s` off. The
-    victim reports live every 30 s throughout."""
+    victim reports live every 30 s throughout; with `victim_jump` her last fix before the
+    array is thrown 300 m off (off her track)."""
     eng = engine()
     out = Effects()
     topics = Topics("nabij/v1")
     backlog: list[Fix] = []
     for seq, t in enumerate(range(0, 361, 15)):
         if t % 30 == 0:
-            feed(eng, fix(VICTIM, t // 30, T0 + t * S + 500), T0 + t * S + 500, out)
+            thrown = 300.0 if victim_jump and t == 360 else 0.0
+            feed(eng, fix(VICTIM, t // 30, T0 + t * S + 500, thrown), T0 + t * S + 500, out)
         distance = 1500 if t <= 60 else max(40, 1500 - (t - 60) * 16) if t <= 270 else 1500
         backlog.append(fix(OFFENDER, seq, T0 + (t + offender_skew_s) * S, distance))
     message = _Message(topics.device(OFFENDER, "fix"), msgspec.json.encode(backlog))
@@ -301,3 +303,11 @@ def test_a_backlog_as_first_contact_is_judged_as_measured_and_alarms_late(skew_s
     assert alarm.late_s is not None and alarm.happened_at is not None
     assert T0 + 90 * S <= alarm.happened_at <= T0 + 180 * S
     assert "DETECTED LATE" in alarm.reason
+
+
+def test_a_first_contact_backlog_alarms_though_her_newest_fix_is_off_her_track() -> None:
+    """Her newest fix off her track (a jump) holds back live comparisons only: the backlog meets
+    her history, so the late alarm still opens."""
+    signals = first_contact_backlog(0, victim_jump=True)
+    (alarm,) = of_action(signals, "open", "proximity_alarm")
+    assert alarm.late_s is not None

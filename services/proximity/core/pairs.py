@@ -127,7 +127,9 @@ class PairJudge:
         motion = _Motion(self, spec, offender, victim)
         pre_reading = ring_reading(distance, uncertainty, pre_ring, pre_alert=True)
         alarm_reading = ring_reading(distance, uncertainty, spec.alarm.ring_m, pre_alert=False)
-        confirmed = not (reporter.off_track or partner_device.off_track)
+        # A late fix meets the partner's history, of which her newest fix's flag says nothing.
+        partner_off_track = obs.late_s is None and partner_device.off_track
+        confirmed = not (reporter.off_track or partner_off_track)
         if not confirmed:
             pre_reading = dataclasses.replace(pre_reading, confirmed=False)
             alarm_reading = dataclasses.replace(alarm_reading, confirmed=False)
