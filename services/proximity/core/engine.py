@@ -288,13 +288,11 @@ class ProximityEngine:
         else:
             # A fix on the track before a fix off it: that one was a jump, and leaves the track
             # (its velocity); one on the track of the fix off it confirms a real move.
-            if (
-                device.off_track
-                and on_track(device.track[:-1], position)
-                and not on_track(device.track, position)
-            ):
+            on = on_track(device.track, position)
+            if not on and device.off_track and on_track(device.track[:-1], position):
                 device.track.pop()
-            device.off_track = not on_track(device.track, position)
+                on = True
+            device.off_track = not on
             device.track.append(position)
             del device.track[:-TRACK_LEN]
             if device.candidates:
