@@ -75,13 +75,17 @@ def on_track(track: list[Position], fix: Position) -> bool:
     both radii plus the larger of `STRAY_MIN_M` and `STRAY_SHARE` of the predicted move. A
     track that gives no velocity (too short, too old, too coarse) confirms anything: a device's
     second fix, or its first after a silence, waits for no third."""
+    if not track:
+        return True
+    last = track[-1]
+    north, east = offset_m(last, fix)
+    if math.hypot(north, east) <= last.acc + fix.acc + STRAY_MIN_M:
+        return True  # near where it was: on any track (it may have stopped); no velocity needed
     moving = velocity(track)
     if moving is None:
         return True
-    last = track[-1]
     dt_s = max(0, fix.ts - last.ts) / 1000.0
     ahead_n, ahead_e = moving.north_mps * dt_s, moving.east_mps * dt_s
-    north, east = offset_m(last, fix)
     predicted_m = math.hypot(ahead_n, ahead_e)
     # The nearest point of the segment last -> last + velocity * dt, as a share of it.
     share = 0.0
