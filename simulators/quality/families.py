@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final
 
 from simulators import geo
@@ -365,6 +365,15 @@ FAMILIES: Final[dict[str, Family]] = {
     "zone_crossing": zone_crossing,
     "zone_stay": zone_stay,
 }
+
+
+def family_indices(count: int, families: Collection[str]) -> list[int]:
+    """The indices below `count` whose case is of one of `families` (the turn `case_spec` takes)."""
+    names = list(FAMILIES)
+    unknown = set(families) - set(names)
+    if unknown:
+        raise ValueError(f"unknown families: {', '.join(sorted(unknown))}")
+    return [i for i in range(count) if names[i % len(names)] in families]
 
 
 def case_spec(index: int, seed: int) -> CaseSpec:

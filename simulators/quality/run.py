@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -13,7 +13,7 @@ from nabij.contract import AlarmSignal
 from nabij.settings import ProximitySettings, Settings
 from services.replay.timeline import replay
 from simulators.quality.case import Case, build
-from simulators.quality.families import case_spec
+from simulators.quality.families import case_spec, family_indices
 from simulators.quality.judge import CaseScore, judge
 
 TAIL_S: Final = 5.0
@@ -45,9 +45,13 @@ def run_cases(
     processes: int = 2,
     proximity: ProximitySettings | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    families: Collection[str] | None = None,
 ) -> list[CaseScore]:
-    """Cases 0..count-1 of `seed`, in index order whatever the number of processes."""
-    jobs = [Job(i, seed, proximity or ProximitySettings()) for i in range(count)]
+    """Cases 0..count-1 of `seed`, in index order whatever the number of processes; with
+    `families`, only those families' cases among them (the same cases as in the whole run)."""
+    indices = range(count) if families is None else family_indices(count, families)
+    jobs = [Job(i, seed, proximity or ProximitySettings()) for i in indices]
+    count = len(jobs)
     started = time.monotonic()
     scores: list[CaseScore] = []
     for done, score in enumerate(_map(jobs, processes), start=1):

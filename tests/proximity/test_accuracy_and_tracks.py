@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nabij.contract import Fix
+from nabij.contract import Fix, Position
 from services.proximity.core.accuracy import (
     Reading,
     effective_acc,
@@ -17,9 +17,20 @@ from services.proximity.core.accuracy import (
 )
 from services.proximity.core.engine import Effects
 from services.proximity.core.hysteresis import RingParams, Transition, step
-from services.proximity.core.motion import approach, velocity
+from services.proximity.core.motion import approach, on_track, velocity
 from services.proximity.core.state import RingState
-from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, fix_at, of_action, opens
+from tests.proximity import (
+    OFFENDER,
+    T0,
+    VICTIM,
+    Drive,
+    engine,
+    fix_at,
+    of_action,
+    opens,
+    order,
+    point_at,
+)
 
 S = 1_000
 RING = RingParams("proximity_alarm", 500.0, 50.0, 10_000, 60_000, 100.0)
@@ -234,3 +245,80 @@ def test_victim_and_offender_approach_give_the_same_timeline() -> None:
 
     assert timeline(VICTIM, OFFENDER) == timeline(OFFENDER, VICTIM)
     assert ("open", "proximity_alarm") in {(a, k) for a, k, _ in timeline(VICTIM, OFFENDER)}
+
+
+def _walk(speed_mps: float, heading: float, interval_s: int, n: int) -> list[Position]:
+    """`n` exact fixes (5 m accuracy) of a device going straight from the Dam."""
+    return [
+        Position(
+            *point_at(speed_mps * i * interval_s, heading), acc=5.0, ts=T0 + i * interval_s * S
+        )
+        for i in range(n)
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    speed=st.floats(0.0, 60.0),
+    heading=st.floats(0.0, 359.0),
+    interval_s=st.integers(5, 60),
+    stop_after=st.integers(2, 5),
+)
+def test_going_on_slowing_down_or_stopping_stays_on_the_track(
+    speed: float, heading: float, interval_s: int, stop_after: int
+) -> None:
+    """A device going straight at any speed up to 60 m/s, then stopping dead, is never off its
+    track once the track gives a velocity (from its second fix on): a real arrival waits for no
+    extra fix (a multipath jump sideways would)."""
+    fixes = _walk(speed, heading, interval_s, stop_after)
+    stopped = fixes[-1]
+    fixes += [Position(stopped.lat, stopped.lon, 5.0, stopped.ts + i * interval_s * S)
+              for i in range(1, 3)]  # fmt: skip
+    for i in range(2, len(fixes)):
+        assert on_track(fixes[max(0, i - 5) : i], fixes[i])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sideways_m=st.floats(110.0, 400.0),
+    interval_s=st.integers(10, 60),
+    side=st.sampled_from([-1, 1]),
+)
+def test_a_multipath_jump_off_a_walk_is_off_the_track(
+    sideways_m: float, interval_s: int, side: int
+) -> None:
+    """A walker (1.4 m/s) whose next fix is thrown 110-400 m sideways (the simulators' multipath
+    jumps: 100-400 m; the speed filter lets them through) is off the track."""
+    fixes = _walk(1.4, 90.0, interval_s, 4)
+    ahead = _walk(1.4, 90.0, interval_s, 5)[-1]
+    lat, lon = point_at(sideways_m, 90.0 + side * 90.0, (ahead.lat, ahead.lon))
+    assert not on_track(fixes, Position(lat, lon, 5.0, ahead.ts))
+
+
+def test_a_single_jump_under_the_critical_distance_opens_nothing() -> None:
+    """A walker passing 150 m from the victim (alarm ring 100 m), one fix thrown onto her
+    doorstep (a multipath jump within 70 m/s of the track; on main it opened the alarm at once,
+    under the critical distance): the alarm does not open, neither on her next fix the dwell
+    later nor on his next fix, back on the track."""
+    drive = Drive(engine([order(alarm_m=100)], predict_horizon_s=0))
+    drive.fix(VICTIM, T0)
+    for i in range(4):
+        drive.fix(OFFENDER, T0 + i * 15 * S, 150 + 20 * i, bearing=0.0)
+    drive.fix(OFFENDER, T0 + 60 * S, 0.0)
+    assert drive.engine.device(OFFENDER).off_track
+    drive.fix(VICTIM, T0 + 72 * S)
+    drive.fix(OFFENDER, T0 + 75 * S, 250, bearing=0.0)
+    assert not drive.engine.device(OFFENDER).off_track
+    assert opens(drive.effects.signals, "proximity_alarm") == []
+
+
+def test_a_steady_walk_to_her_door_opens_on_the_fix_under_the_critical_distance() -> None:
+    """The rule costs a fix only when the arrival lies off the track: a steady walk (1.5 m/s)
+    up to her door (alarm ring 100 m) opens the alarm on the very fix that brings him under the
+    critical distance."""
+    drive = Drive(engine([order(alarm_m=100)], predict_horizon_s=0))
+    drive.fix(VICTIM, T0)
+    for i, distance in enumerate([200, 170, 140, 110, 80]):
+        drive.fix(OFFENDER, T0 + i * 20 * S, distance)
+    (alarm,) = opens(drive.effects.signals, "proximity_alarm")
+    assert alarm.at == T0 + 80 * S

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.proximity.core.state import SEEN_WINDOW, DeviceState
+from services.proximity.core.state import SEEN_WINDOW, DeviceState, device_state_decoder
 
 
 def test_seen_window_remembers_accepted_seqs_and_not_skipped_ones() -> None:
@@ -42,3 +43,11 @@ def test_seen_window_matches_a_plain_set(seqs: list[int]) -> None:
         assert device.seen_below < 2**SEEN_WINDOW
     for seq in range(max(0, device.last_seq - SEEN_WINDOW), device.last_seq + 1):
         assert device.seq_seen(seq) == (seq in accepted)
+
+
+def test_device_state_written_before_off_track_decodes_on_track() -> None:
+    """State persisted by a service before `off_track` existed decodes after the upgrade, with
+    the device on its track (no ring held back)."""
+    old = msgspec.msgpack.encode({"device_id": "ank-0001", "last_seq": 7})
+    state = device_state_decoder.decode(old)
+    assert state.last_seq == 7 and state.off_track is False

@@ -3,11 +3,14 @@ counters. Each test replays what a misbehaving device did to main, in the pure c
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
 import pytest
 
 from nabij.config import Order
-from nabij.contract import AlarmSignal, DeviceEvent, Fix
+from nabij.contract import AlarmSignal, DeviceEvent, Fix, Topics
+from services.proximity.core.batch import run_batch
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.sequence import RESET_CONFIRM
 from services.proximity.core.state import DeviceState
@@ -260,3 +263,51 @@ def test_late_fixes_end_no_silence() -> None:
     assert of_action(out.signals, "clear", "location_unknown") == []
     feed(eng, fix(OFFENDER, 99, T0 + 363 * S, 1500), T0 + 363 * S, out)
     assert len(of_action(out.signals, "clear", "location_unknown")) == 1
+
+
+class _Message(NamedTuple):
+    topic: str
+    payload: bytes
+
+
+def first_contact_backlog(offender_skew_s: int, victim_jump: bool = False) -> list[AlarmSignal]:
+    """The offender is never heard live before his gap: his first message, at 361 s, is the
+    backlog of the whole walk (1,500 m, to 40 m at 90-150 s, two minutes there, away), one
+    array through `run_batch` as the service gets it, his clock `offender_skew_s` off. The
+    victim reports live every 30 s throughout; with `victim_jump` her last fix before the
+    array is thrown 300 m off (off her track)."""
+    eng = engine()
+    out = Effects()
+    topics = Topics("nabij/v1")
+    backlog: list[Fix] = []
+    for seq, t in enumerate(range(0, 361, 15)):
+        if t % 30 == 0:
+            thrown = 300.0 if victim_jump and t == 360 else 0.0
+            feed(eng, fix(VICTIM, t // 30, T0 + t * S + 500, thrown), T0 + t * S + 500, out)
+        distance = 1500 if t <= 60 else max(40, 1500 - (t - 60) * 16) if t <= 270 else 1500
+        backlog.append(fix(OFFENDER, seq, T0 + (t + offender_skew_s) * S, distance))
+    message = _Message(topics.device(OFFENDER, "fix"), msgspec.json.encode(backlog))
+    result = run_batch(eng, topics, [message], T0 + 361 * S, tick=True)
+    return out.signals + result.effects.signals
+
+
+@pytest.mark.parametrize("skew_s", [0, -300, 300], ids=["right", "clock-slow", "clock-fast"])
+def test_a_backlog_as_first_contact_is_judged_as_measured_and_alarms_late(skew_s: int) -> None:
+    """A backlog array as the device's first contact (on main: its oldest fix set the clock
+    offset as if live, so every fix was placed at receipt and the breach, over by then, was never
+    seen): the offset comes from its newest fix, so the breach is found, marked detected late,
+    whatever the device's clock says."""
+    signals = first_contact_backlog(skew_s)
+    (alarm,) = of_action(signals, "open", "proximity_alarm")
+    assert alarm.at == T0 + 361 * S
+    assert alarm.late_s is not None and alarm.happened_at is not None
+    assert T0 + 90 * S <= alarm.happened_at <= T0 + 180 * S
+    assert "DETECTED LATE" in alarm.reason
+
+
+def test_a_first_contact_backlog_alarms_though_her_newest_fix_is_off_her_track() -> None:
+    """Her newest fix off her track (a jump) holds back live comparisons only: the backlog meets
+    her history, so the late alarm still opens."""
+    signals = first_contact_backlog(0, victim_jump=True)
+    (alarm,) = of_action(signals, "open", "proximity_alarm")
+    assert alarm.late_s is not None

@@ -17,7 +17,7 @@ from services.replay.records import Recorded
 from simulators import geo
 from simulators.quality import report
 from simulators.quality.case import build
-from simulators.quality.families import FAMILIES, case_spec
+from simulators.quality.families import FAMILIES, case_spec, family_indices
 from simulators.quality.judge import CaseScore, judge
 from simulators.quality.run import core_signals, run_cases
 
@@ -58,11 +58,6 @@ def _jumped(record: Recorded, to: tuple[float, float]) -> Recorded:
     return Recorded(record.topic, msgspec.json.encode(moved), record.received_ms)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: under the critical distance (100 m) one fix opens the alarm at once, and a "
-    "jump that stays below 70 m/s from the track passes the jump filter (docs/quality.md)",
-)
 def test_a_single_multipath_jump_onto_her_doorstep_raises_no_alarm() -> None:
     """Six passing-by cases (never inside the alarm ring), each with one offender fix thrown
     onto the victim's position, as a multipath jump would: no alarm opens that the clean case
@@ -84,3 +79,15 @@ def test_a_single_multipath_jump_onto_her_doorstep_raises_no_alarm() -> None:
         if jumped.opens != clean.opens:
             gained.append(spec.case_id)
     assert gained == []
+
+
+def test_a_family_subset_picks_the_same_cases_as_the_whole_run() -> None:
+    """`--families` (the before/after runs of docs/quality.md) keeps each case's index, so its
+    cases are the whole run's cases of those families, parameters and all."""
+    names = list(FAMILIES)
+    picked = family_indices(3 * len(names), ["coverage_gap", "urban_canyon"])
+    assert len(picked) == 6
+    assert {case_spec(i, SEED).family for i in picked} == {"coverage_gap", "urban_canyon"}
+    assert all(names[i % len(names)] in ("coverage_gap", "urban_canyon") for i in picked)
+    with pytest.raises(ValueError, match="unknown families: nope"):
+        family_indices(15, ["nope"])

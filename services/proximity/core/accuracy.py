@@ -48,6 +48,9 @@ class Reading:
     """False: too coarse to move the ring outward or to open it at once."""
     may_open: bool = True
     """False: this reading cannot open this ring at all (a coarse fix and the alarm ring)."""
+    confirmed: bool = True
+    """False: a fix of the pair lies off its device's track (`motion.on_track`), perhaps a
+    multipath jump: the entry dwell may start on it, but the ring opens only on a later one."""
 
 
 def entry_m(distance_m: float, uncertainty_m: float, size_m: float) -> float:

@@ -92,6 +92,9 @@ def run_batch(
                     engine.refused(rejection.device_id, rejection.reason, now_ms, result.effects)
             if parsed.uplinks:
                 result.accepted.append(item)
+            fixes = [uplink for uplink in parsed.uplinks if isinstance(uplink, Fix)]
+            if len(fixes) > 1:
+                engine.backlog(fixes, now_ms)
             for uplink in parsed.uplinks:
                 result.uplink_kinds.append(type(uplink).__name__)
                 if isinstance(uplink, Fix | DeviceEvent):

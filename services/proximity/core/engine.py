@@ -33,7 +33,7 @@ from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
 from services.proximity.core.faults import DeviceFaults
 from services.proximity.core.ingest import Uplink
-from services.proximity.core.motion import TRACK_LEN, classify
+from services.proximity.core.motion import TRACK_LEN, classify, on_track
 from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
 from services.proximity.core.platform import PlatformState, PlatformWatch
 from services.proximity.core.sequence import (
@@ -44,7 +44,7 @@ from services.proximity.core.sequence import (
     take,
 )
 from services.proximity.core.state import DeviceState, PairKey, PairState
-from services.proximity.core.timing import lateness_s, place, remember
+from services.proximity.core.timing import anchor_backlog, lateness_s, place, remember
 from services.proximity.core.topology import PairSpec, Topology
 from services.proximity.core.zone_rules import ZoneChange, ZoneJudge
 from services.proximity.core.zones import ZoneSet
@@ -256,6 +256,13 @@ class ProximityEngine:
         elif (device := self._known(uplink.device_id, effects)) is not None:
             self._conditions.on_status(device, uplink.status.online, now_ms, effects)
 
+    def backlog(self, fixes: list[Fix], now_ms: int) -> None:
+        """A backlog array is about to be applied (its fixes in seq order): a device that has
+        never been heard learns its clock offset from the newest of them (`anchor_backlog`)."""
+        device = self._devices.get(fixes[-1].device_id)
+        if device is not None:
+            anchor_backlog(device, fixes[-1].ts, now_ms)
+
     def tick(self, now_ms: int, effects: Effects, *, broker_up: bool = True) -> None:
         """Time-driven checks on server time: whether nabij is blind (`platform`; `broker_up`:
         the shell's MQTT link), offender silence (location_unknown), and exemption windows that
@@ -316,8 +323,16 @@ class ProximityEngine:
         if verdict_move == "relocated":
             device.track = device.candidates[-TRACK_LEN:]
             device.candidates = []
+            device.off_track = False  # the candidates agreed with each other
             previous = None  # no straight path from before the move
         else:
+            # A fix on the track before a fix off it: that one was a jump, and leaves the track
+            # (its velocity); one on the track of the fix off it confirms a real move.
+            on = on_track(device.track, position)
+            if not on and device.off_track and on_track(device.track[:-1], position):
+                device.track.pop()
+                on = True
+            device.off_track = not on
             device.track.append(position)
             del device.track[:-TRACK_LEN]
             if device.candidates:

@@ -57,20 +57,24 @@ def step(
     `reading` is a plain distance (entry and exit decided on it alike) or a `Reading` from the
     accuracy rule. A reading that is not `fine` never moves the ring outward: it cannot cancel
     an entry dwell, start an exit or clear; nor can it open at once under the critical distance.
+    One not `confirmed` cannot open at all (critical distance or dwell): it may start the dwell.
     Returns the same `state` object when nothing changed.
     """
     if isinstance(reading, Reading):
         enter_m, exit_m = reading.enter_m, reading.exit_m
-        fine, may_open = reading.fine, reading.may_open
+        fine, may_open, confirmed = reading.fine, reading.may_open, reading.confirmed
     else:
         enter_m = exit_m = reading
-        fine = may_open = True
+        fine = may_open = confirmed = True
     phase = state.phase
     if phase in ("outside", "entering"):
         if enter_m > params.ring_m or not may_open:
             if phase == "outside" or not fine:
                 return state, None
             return RingState("outside", t_ms), None
+        if not confirmed:
+            # Perhaps a multipath jump: the dwell may start, the open waits for the next fix.
+            return (RingState("entering", t_ms), None) if phase == "outside" else (state, None)
         # Within the ring: a critical distance, a zero dwell, or a dwell served opens at once.
         if (
             (fine and enter_m < params.critical_m)

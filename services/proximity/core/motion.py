@@ -24,6 +24,12 @@ MAX_VELOCITY_ACC_M: Final = 50.0
 """Fixes coarser than this give no velocity (their wander would look like motion)."""
 METRES_PER_DEG: Final = 111_195.0  # mean Earth radius: short local offsets only
 
+STRAY_MIN_M: Final = 50.0
+STRAY_SHARE: Final = 0.5
+"""A fix is on its track when within both radii plus the larger of `STRAY_MIN_M` and this share
+of the move its track predicts (`on_track`): a turn, a stop or a change of pace stays on it, a
+multipath jump of 100-400 m sideways that the speed filter lets through does not."""
+
 Verdict = Literal["accept", "outlier", "relocated"]
 
 
@@ -61,6 +67,32 @@ def classify(
     else:
         candidates[:] = [fix]
     return "relocated" if len(candidates) >= confirm else "outlier"
+
+
+def on_track(track: list[Position], fix: Position) -> bool:
+    """Whether `fix` lies where the device's recent track leads: between its newest position
+    and that position carried on at the track's velocity (it may have slowed or stopped), within
+    both radii plus the larger of `STRAY_MIN_M` and `STRAY_SHARE` of the predicted move. A
+    track that gives no velocity (too short, too old, too coarse) confirms anything: a device's
+    second fix, or its first after a silence, waits for no third."""
+    if not track:
+        return True
+    last = track[-1]
+    north, east = offset_m(last, fix)
+    if math.hypot(north, east) <= last.acc + fix.acc + STRAY_MIN_M:
+        return True  # near where it was: on any track (it may have stopped); no velocity needed
+    moving = velocity(track)
+    if moving is None:
+        return True
+    dt_s = max(0, fix.ts - last.ts) / 1000.0
+    ahead_n, ahead_e = moving.north_mps * dt_s, moving.east_mps * dt_s
+    predicted_m = math.hypot(ahead_n, ahead_e)
+    # The nearest point of the segment last -> last + velocity * dt, as a share of it.
+    share = 0.0
+    if predicted_m > 0.0:
+        share = min(max((north * ahead_n + east * ahead_e) / (predicted_m * predicted_m), 0.0), 1.0)
+    off_m = math.hypot(north - share * ahead_n, east - share * ahead_e)
+    return off_m <= last.acc + fix.acc + max(STRAY_MIN_M, STRAY_SHARE * predicted_m)
 
 
 @dataclass(frozen=True, slots=True)

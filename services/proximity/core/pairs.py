@@ -6,6 +6,7 @@ still offender is judged exactly like the reverse.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final, NamedTuple
 
 import msgspec
@@ -126,6 +127,12 @@ class PairJudge:
         motion = _Motion(self, spec, offender, victim)
         pre_reading = ring_reading(distance, uncertainty, pre_ring, pre_alert=True)
         alarm_reading = ring_reading(distance, uncertainty, spec.alarm.ring_m, pre_alert=False)
+        # A late fix meets the partner's history, of which her newest fix's flag says nothing.
+        partner_off_track = obs.late_s is None and partner_device.off_track
+        confirmed = not (reporter.off_track or partner_off_track)
+        if not confirmed:
+            pre_reading = dataclasses.replace(pre_reading, confirmed=False)
+            alarm_reading = dataclasses.replace(alarm_reading, confirmed=False)
         pair.pre_alert, pre_change = self._ring(
             old_pre, spec.pre_alert, pre_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
             effects=effects,
@@ -139,6 +146,7 @@ class PairJudge:
             and pre_change is None
             and pair.pre_alert.phase in _CLOSED_PHASES
             and alarm_reading.fine
+            and confirmed
             and self._horizon_s > 0
         ):
             pair.pre_alert, pre_change = self._predict(

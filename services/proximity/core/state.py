@@ -86,6 +86,10 @@ class DeviceState(msgspec.Struct):
     """Outliers (GPS jumps) in a row that agree with each other; enough of them relocate."""
     outliers: int = 0
     """Outliers seen in total (their signal-free inputs still advance `seq`)."""
+    off_track: bool = False
+    """The newest fix lies off the device's recent track (`motion.on_track`): perhaps a
+    multipath jump, so no ring of its pairs opens on it until a next fix is back on a track.
+    Absent from state written before this field: decoded as False (on track)."""
     zones: dict[str, ZoneState] = {}
     """Offender devices: `{order_id}|{zone name}` -> where the device stands to that zone."""
     history: list[Position] = []

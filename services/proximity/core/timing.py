@@ -48,6 +48,15 @@ def place(device: DeviceState, ts: int, now_ms: int, *, late_after_ms: int, wind
     return min(max(ts + offset, floor), now_ms)
 
 
+def anchor_backlog(device: DeviceState, newest_ts: int, now_ms: int) -> None:
+    """A device whose first contact is a backlog array: learn its clock offset from the array's
+    newest fix (measured last, just before the upload) instead of its oldest, so the older fixes
+    are placed when they were measured (late) and a breach inside the gap is found. The newest
+    fix, not the device's clock, anchors the offset: a clock minutes off changes nothing."""
+    if device.clock_offset_ms is None:
+        device.clock_offset_ms = now_ms - newest_ts
+
+
 def lateness_s(measured_ms: int, now_ms: int, late_after_ms: int) -> int | None:
     """Seconds between measurement and receipt, for a late fix; None for a live one."""
     late_ms = now_ms - measured_ms
