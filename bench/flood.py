@@ -26,7 +26,7 @@ import redis
 
 from bench.pipeline import PREFIX, proximity, report_runs, scrape
 from nabij.contract import DeviceEvent, Fix, Topics, encode, notice_decoder
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard
 from nabij.mqtt import MqttEndpoint, make_client
 from simulators.fleet.wire import PublishConnection, topic_field
 
@@ -84,7 +84,7 @@ def one_run(junk: int, kind: str, press_after_s: float, workdir: Path) -> dict[s
 
         send("fix", "vic-1", encode(Fix("vic-1", 1, now - 5_000, *HOME, 5.0)))
         send("fix", "ank-1", encode(Fix("ank-1", 1, now - 60_000, *north_of(3000), 5.0)))
-        wait_for(lambda: store.exists(keys.device_state("ank-1")) == 1)
+        wait_for(lambda: store.exists(keys.proximity(Shard()).device_state("ank-1")) == 1)
         # Nothing is in the dispatch queues before the press: read them from their start.
         streams = {keys.dispatch("police"): b"0-0", keys.dispatch("probation"): b"0-0"}
         hostile = multiprocessing.Process(

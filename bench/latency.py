@@ -34,7 +34,7 @@ import redis
 
 from bench.pipeline import KEY_PREFIX, PREFIX, proximity
 from nabij.contract import AlarmSignal, Fix, Topics, encode, gateway_input_decoder, notice_decoder
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard
 from nabij.mqtt import MqttEndpoint
 from simulators.fleet.generator import run_fleet
 from simulators.fleet.plan import FleetPlan
@@ -142,7 +142,7 @@ class Decisions(threading.Thread):
     def __init__(self, redis_url: str, keys: Keys) -> None:
         super().__init__(daemon=True)
         self._store = redis.Redis.from_url(redis_url)
-        self._inbox = keys.gateway_inbox
+        self._inbox = keys.proximity(Shard()).gateway_inbox
         self.committed_ms: dict[str, int] = {}
         self._done = threading.Event()
 

@@ -26,7 +26,7 @@ import redis
 
 from nabij.config import Order, ProximitySettings
 from nabij.contract import Fix
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.state import state_encoder
 from tests.servers import RedisServer
@@ -69,7 +69,7 @@ def core_bytes(pairs: int, minutes: float) -> tuple[ProximityEngine, float]:
 
 
 def redis_bytes(engine: ProximityEngine, pairs: int) -> dict[str, float]:
-    keys = Keys("nabij")
+    keys = Keys("nabij").proximity(Shard())
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis")
         server.start()

@@ -40,7 +40,7 @@ import redis
 
 from nabij import streams
 from nabij.contract import Fix, Topics, fix_decoder
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard
 from nabij.mqtt import MqttEndpoint
 from services.proximity.core.state import device_state_decoder
 from simulators.fleet.generator import MAX_UNACKED, run_fleet
@@ -102,7 +102,7 @@ def publish(url: str, messages: list[tuple[str, bytes]]) -> None:
 def lost(redis_url: str, expected: dict[str, int]) -> int:
     """Devices whose committed seq in Redis is not the last one they sent (zero: none lost)."""
     store = redis.Redis.from_url(redis_url)
-    keys = Keys(KEY_PREFIX)
+    keys = Keys(KEY_PREFIX).proximity(Shard())
     devices = sorted(expected)
     blobs = streams.values(store, [keys.device_state(d) for d in devices])
     committed = {

@@ -10,6 +10,9 @@ When Redis is out of memory (`maxmemory` reached under `noeviction`) it refuses 
 whole (`EXECABORT`): nothing was applied, so the committer sends it again with backoff until
 memory frees, and reports each refusal to the service's `MemoryWatch` (readiness, metrics, log).
 The caller's input stays unacknowledged meanwhile: nothing is lost, nothing is applied twice.
+
+With a `Lease` (`nabij.lease`) every commit is fenced: it runs only while this process holds the
+lease, checked under `WATCH` in the same transaction.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from nabij import metrics
 from nabij.failures import NabijError
 from nabij.health import HealthServer
 from nabij.keys import Keys
+from nabij.lease import Lease
 from nabij.redis_io import DeadLetterWriter, MemoryWatch, answers, is_out_of_memory
 from nabij.settings import RedisSettings
 
@@ -77,11 +81,14 @@ class Committer:
         *,
         memory: MemoryWatch,
         on_wait: Callable[[], None] = lambda: None,
+        lease: Lease | None = None,
         service: str = "unnamed",
     ) -> None:
         """`on_wait` runs before every backoff wait (a liveness heartbeat: waiting for Redis is
-        the service working as meant, and a restart would not make Redis come back sooner)."""
+        the service working as meant, and a restart would not make Redis come back sooner).
+        With `lease`, a commit raises `LeaseLostError` once another process holds it."""
         self._client = client
+        self._lease = lease
         self._key = counter_key
         self._log = log
         self._memory = memory
@@ -100,6 +107,8 @@ class Committer:
             try:
                 target = self._current() + 1
                 pipe = self._client.pipeline(transaction=True)
+                if self._lease is not None:
+                    self._lease.fence(pipe)
                 build(pipe)
                 pipe.set(self._key, target)
                 started = time.perf_counter()
@@ -108,6 +117,10 @@ class Committer:
                 self._count = target
                 self._memory.accepted()
                 return
+            except redis.WatchError:
+                # The lease changed between the check and EXEC: nothing applied; the next
+                # check tells whether it is still ours.
+                continue
             except TRANSIENT_REDIS_ERRORS as err:
                 self._link.lost()
                 self._log.warning("redis_commit_retry", error=str(err), retry_in_s=delay)
@@ -179,6 +192,7 @@ class ServiceWrites:
     memory: MemoryWatch
     committer: Committer
     deadletters: DeadLetterWriter
+    lease: Lease | None
 
     @classmethod
     def build(
@@ -190,21 +204,27 @@ class ServiceWrites:
         service: str,
         log: structlog.typing.FilteringBoundLogger,
         health: HealthServer | None,
-        writer: str | None = None,
+        counter: str | None = None,
+        lease: str | None = None,
     ) -> ServiceWrites:
         """Wire them for `service` (its `client` made with `retries=0`; see `Committer`), and
         register the Redis readiness checks on `health`.
 
-        The commit counter belongs to one writer (`writer`, default the service): two processes
-        sharing a counter would take each other's commits for their own lost replies.
+        The commit counter (`counter`, a key; default the service's) belongs to one writer: two
+        processes sharing a counter would take each other's commits for their own lost replies.
+        With `lease` (a key) every commit is fenced by a `Lease` there (`settings.lease_ttl_s`).
         """
         memory = MemoryWatch(service, log)
+        fence = (
+            None if lease is None else Lease(client, lease, round(settings.lease_ttl_s * 1000), log)
+        )
         committer = Committer(
             client,
-            keys.commit_counter(writer or service),
+            counter or keys.commit_counter(service),
             log,
             memory=memory,
             on_wait=health.heartbeat if health is not None else lambda: None,
+            lease=fence,
             service=service,
         )
         deadletters = DeadLetterWriter(
@@ -213,7 +233,7 @@ class ServiceWrites:
         if health is not None:
             health.add_check("redis", lambda: answers(client))
             health.add_check(f"redis_memory:{service}", memory.ok)
-        return cls(memory, committer, deadletters)
+        return cls(memory, committer, deadletters, fence)
 
 
 def beat(

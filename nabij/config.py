@@ -9,6 +9,7 @@ re-exports the models, so callers import configuration from one place.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from pydantic import (
 
 from nabij.contract import ALARM_KINDS
 from nabij.failures import NabijError
+from nabij.keys import Shard
 from nabij.orders import WEEKDAYS, Exemption, Order, OrdersFile, PolygonGeometry, Zone
 from nabij.settings import (
     DEFAULT_ESCALATION,
@@ -284,6 +286,15 @@ def _polygon_problem(geometry: PolygonGeometry) -> str | None:
     return None
 
 
+def with_shard(config: Config, shard: Shard) -> Config:
+    """`config` with `proximity.shard` set to `shard` (the command line wins over the file)."""
+    settings = config.settings
+    proximity = settings.proximity.model_copy(update={"shard": str(shard)})
+    return dataclasses.replace(
+        config, settings=settings.model_copy(update={"proximity": proximity})
+    )
+
+
 __all__ = [
     "ALARM_KINDS",
     "DEFAULT_ESCALATION",
@@ -309,4 +320,5 @@ __all__ = [
     "load_settings",
     "resolve_directory",
     "validate_orders",
+    "with_shard",
 ]

@@ -1,8 +1,11 @@
 """Every Redis key and stream name nabij uses, in one place.
 
-Gateway keys share the configured prefix; set `key_prefix = "{nabij}"` on Redis Cluster so they
-hash to one slot and the gateway's transactions stay single-slot. Per-device proximity state keys
-carry the device id as their own hash tag so that state spreads across a cluster.
+Redis Cluster takes a transaction only when all its keys hash to one slot. Gateway keys share the
+configured prefix: set `key_prefix = "{nabij}"` on Redis Cluster so they hash to one slot and the
+gateway's commit stays single-slot. Everything one proximity shard commits (device and pair state,
+its signal inbox to the gateway, its command outbox, its commit counter and lease) carries the
+shard's own hash tag (`ShardKeys`), so each shard's commit is single-slot too and the shards'
+state spreads over the cluster's nodes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,82 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nabij.contract import QueueName
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Proximity shard `index` of `count` (1-based; `K/N` on the command line)."""
+
+    index: int = 1
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 1 <= K <= N")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`K/N`, e.g. `2/4`; raises ValueError for anything else."""
+        index, sep, count = text.partition("/")
+        if not (sep and index.isdigit() and count.isdigit()):
+            raise ValueError(f"shard {text!r}: expected K/N, e.g. 1/2")
+        return cls(int(index), int(count))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardKeys:
+    """The keys one proximity shard commits, all under its hash tag: one Redis Cluster slot."""
+
+    tag: str
+
+    def device_state(self, device_id: str) -> str:
+        """Proximity state of one device (latest accepted fix, seq, flags), msgpack."""
+        return f"{self.tag}:device:{device_id}"
+
+    def pair_state(self, offender_device: str, order_id: str, victim_device: str) -> str:
+        """Hysteresis state of one pair."""
+        return f"{self.tag}:pair:{order_id}:{offender_device}:{victim_device}"
+
+    @property
+    def proximity_devices(self) -> str:
+        """Set of device ids with stored state in this shard (for start-up hydration)."""
+        return f"{self.tag}:devices"
+
+    @property
+    def gateway_inbox(self) -> str:
+        """Stream of this shard's alarm signals to the gateway."""
+        return f"{self.tag}:inbox"
+
+    @property
+    def command_outbox(self) -> str:
+        """Stream of device commands committed with the state that caused them, until sent."""
+        return f"{self.tag}:outbox"
+
+    @property
+    def commit_counter(self) -> str:
+        """The shard's commit counter (see `nabij.commit`)."""
+        return f"{self.tag}:commits"
+
+    @property
+    def lease(self) -> str:
+        """Who may commit for this shard now (a token with a TTL, see `nabij.lease`)."""
+        return f"{self.tag}:lease"
+
+    @property
+    def platform_state(self) -> str:
+        """Whether this shard's devices went blind together and since which outage (msgpack
+        `PlatformState`): one `platform_degraded` and one `platform_restored` per outage, across
+        restarts (each shard watches its own devices)."""
+        return f"{self.tag}:platform"
+
+    @property
+    def layout_since(self) -> str:
+        """When this shard's layout (its N) took over the state (ms), set once by its first
+        start: a newer layout's shards adopt state from the newest older one."""
+        return f"{self.tag}:since"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +104,35 @@ class Keys:
         """Capped stream of rejected input, raw, with the reason."""
         return f"{self.prefix}:deadletter"
 
+    def proximity(self, shard: Shard) -> ShardKeys:
+        """The keys of one proximity shard: hash tag `{<prefix>:prox:<K>of<N>}` (braces of a
+        Cluster prefix dropped: the shard's own tag must be the key's first)."""
+        return self._shard_keys(f"{shard.index}of{shard.count}")
+
+    def every_proximity_shard(self, pattern: str = "*") -> ShardKeys:
+        """Keys whose tag is a glob over every shard (for ACL patterns)."""
+        return self._shard_keys(pattern)
+
+    def _shard_keys(self, name: str) -> ShardKeys:
+        bare = self.prefix.replace("{", "").replace("}", "")
+        return ShardKeys(f"{{{bare}:prox:{name}}}")
+
     @property
-    def gateway_inbox(self) -> str:
-        """Stream of alarm signals from the proximity service to the gateway."""
-        return f"{self.prefix}:gateway:inbox"
+    def signal_inboxes(self) -> str:
+        """Set of the shards' signal inbox streams, which the gateway reads (each shard adds its
+        own at start; an inbox of an earlier layout stays until the gateway has drained it)."""
+        return f"{self.prefix}:gateway:inboxes"
+
+    @property
+    def applied_signals(self) -> str:
+        """Hash inbox stream -> id of the newest entry the gateway applied from it, written in
+        the gateway's commit (its slot); the XACK on the shard's slot follows outside it."""
+        return f"{self.prefix}:gateway:applied"
+
+    @property
+    def gateway_lease(self) -> str:
+        """Which gateway may commit now (token with a TTL): a second one waits as standby."""
+        return f"{self.prefix}:gateway:lease"
 
     @property
     def human_requests(self) -> str:
@@ -67,30 +171,6 @@ class Keys:
     def resolved_alarms(self) -> str:
         """Stream of resolved alarm records, kept for history and export."""
         return f"{self.prefix}:gateway:resolved"
-
-    def device_state(self, device_id: str) -> str:
-        """Proximity state of one device (latest accepted fix, seq, flags), msgpack."""
-        return f"{self.prefix}:prox:{{{device_id}}}:device"
-
-    def pair_state(self, offender_device: str, order_id: str, victim_device: str) -> str:
-        """Hysteresis state of one pair, tagged with the offender so it shares his slot."""
-        return f"{self.prefix}:prox:{{{offender_device}}}:pair:{order_id}:{victim_device}"
-
-    @property
-    def platform_state(self) -> str:
-        """Whether nabij is blind and since which outage (msgpack `PlatformState`): one
-        `platform_degraded` and one `platform_restored` per outage, across restarts."""
-        return f"{self.prefix}:prox:platform"
-
-    @property
-    def command_outbox(self) -> str:
-        """Stream of device commands committed with the state that caused them, until sent."""
-        return f"{self.prefix}:prox:outbox"
-
-    @property
-    def proximity_devices(self) -> str:
-        """Set of device ids with stored proximity state (for start-up hydration)."""
-        return f"{self.prefix}:prox:devices"
 
     @property
     def orders_version(self) -> str:

@@ -136,6 +136,8 @@ class Subscriber:
         """Id of the live connection (unique across this process's subscribers); 0 when down."""
         self.subscribed = False
         self.caught_up = False
+        self.session_present = False
+        """The broker kept this client's session (and so its subscriptions) from before."""
 
     # --- any thread ----------------------------------------------------------------------------
 
@@ -187,7 +189,7 @@ class Subscriber:
             finally:
                 metrics.MQTT_CONNECTED.labels(client=self.client_id).set(0)
                 self.connection = 0
-                self.subscribed = False
+                self.subscribed = self.session_present = False
                 self.caught_up = False
                 self._pending.clear()
                 if sock is not None:
@@ -203,7 +205,7 @@ class Subscriber:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if endpoint.tls:
                 sock = endpoint.ssl_context().wrap_socket(sock, server_hostname=endpoint.host)
-            handshake(
+            self.session_present = handshake(
                 sock, self.client_id, endpoint, clean_session=False, keepalive_s=self._keepalive_s
             )
         except BaseException:
@@ -331,8 +333,9 @@ def handshake(
     *,
     clean_session: bool,
     keepalive_s: int,
-) -> None:
-    """CONNECT on a fresh socket and wait for a CONNACK that accepts it."""
+) -> bool:
+    """CONNECT on a fresh socket and wait for a CONNACK that accepts it; whether the broker
+    kept a session for this client id (CONNACK's session-present flag)."""
     sock.sendall(
         packets.connect(
             client_id,
@@ -355,6 +358,7 @@ def handshake(
         raise MqttRefusedError(
             "connect_refused", f"broker refused the connection: {meaning} (CONNACK {reply[3]})"
         )
+    return bool(reply[2] & 1)
 
 
 _CONNACK_REFUSALS: Final = {

@@ -23,7 +23,9 @@ from nabij.settings import REDIS_ROLES, RedisRole
 
 # A connection needs these whatever it does: liveness pings (redis-py pings an idle connection
 # before use) and the transactions of the exactly-once commits.
-KEYLESS_COMMANDS: Final = ("ping", "multi", "exec", "discard")
+KEYLESS_COMMANDS: Final = ("ping", "multi", "exec", "discard", "unwatch")
+# A lease (`nabij.lease`): taken, checked under WATCH, renewed and released.
+LEASE_COMMANDS: Final = ("get", "set", "watch", "pexpire", "del")
 ANY: Final = "*"
 
 
@@ -83,16 +85,26 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
         *operator("probation", "police"),
         Grant(("hget", "hgetall"), (keys.police_facts,), "R"),
     ]
+    shards = keys.every_proximity_shard()
+    # Where a device's state is: the layouts' marks say which shard holds it (see layout.py).
+    layout = Grant(("get",), (shards.layout_since,), "R")
     return {
         "proximity": [
             Grant(
                 ("get", "set", "mget", "sadd", "smembers"),
-                (keys.device_state(ANY), keys.pair_state(ANY, ANY, ANY), keys.proximity_devices),
+                (
+                    shards.device_state(ANY),
+                    shards.pair_state(ANY, ANY, ANY),
+                    shards.proximity_devices,
+                    shards.layout_since,
+                    shards.platform_state,
+                ),
             ),
-            Grant(("get", "set"), (keys.platform_state,)),
-            Grant(("xadd",), (keys.gateway_inbox, keys.deadletter), "W"),
-            Grant(("xadd", "xtrim", "xrange"), (keys.command_outbox,)),
-            Grant(("get", "set"), (keys.commit_counter("proximity"), keys.health("proximity"))),
+            Grant(("xadd",), (shards.gateway_inbox, keys.deadletter), "W"),
+            Grant(("sadd",), (keys.signal_inboxes,), "W"),
+            Grant(("xadd", "xtrim", "xrange"), (shards.command_outbox,)),
+            Grant(("get", "set"), (shards.commit_counter, keys.health("proximity*"))),
+            Grant((*LEASE_COMMANDS, "exists"), (shards.lease,)),
             orders,
             evidence("proximity"),
             orders_evidence,
@@ -101,8 +113,11 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
         "gateway": [
             Grant(
                 ("xgroup|create", "xreadgroup", "xack", "xdel", "xlen", "xinfo|groups"),
-                (keys.gateway_inbox, keys.human_requests),
+                (shards.gateway_inbox, keys.human_requests),
             ),
+            Grant(("smembers",), (keys.signal_inboxes,), "R"),
+            Grant(("hgetall", "hset"), (keys.applied_signals,)),
+            Grant(LEASE_COMMANDS, (keys.gateway_lease,)),
             Grant(("hgetall", "hget", "hset", "hdel"), (keys.alarms, keys.police_facts)),
             Grant(
                 ("xadd", "xrange", "xrevrange", "xtrim", "xlen"),
@@ -125,7 +140,8 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
             Grant(("hget", "hset", "hdel"), (keys.operators,)),
             Grant(("get", "set", "del"), (keys.console_session(ANY),)),
             Grant(("exists",), (keys.health("gateway"),), "R"),
-            Grant(("get",), (keys.device_state(ANY),), "R"),
+            Grant(("get",), (shards.device_state(ANY),), "R"),
+            layout,
             orders,
             # `nabij orders` and `nabij audit` (export reads every chain, prune drops bodies).
             orders_evidence,

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import redis
 import structlog
@@ -57,6 +57,7 @@ def connect(
     client_name: str | None = None,
     username: str | None = None,
     password: str | None = None,
+    cluster: bool = False,
 ) -> redis.Redis:
     """A sync client for `url` (`redis://[user:pass@]host:port/db` or `rediss://`); lazy, no I/O
     yet. `username` and `password` apply when the URL carries none.
@@ -64,7 +65,26 @@ def connect(
     Connection errors and timeouts are retried `retries` times with exponential backoff
     (8 ms doubling, capped at 1 s); a connection idle for `health_check_interval_s` is pinged
     before use, so a restarted server is noticed at the next command instead of failing it.
+
+    `cluster`: a Redis Cluster client, `url` naming any node (it learns the others and follows
+    MOVED replies). Typed as `redis.Redis`: nabij calls only commands both clients have, each
+    on one slot or in a non-transactional pipeline (which the cluster client splits by node).
     """
+    if cluster:
+        return cast(
+            redis.Redis,
+            redis.RedisCluster.from_url(
+                url,
+                decode_responses=False,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                socket_keepalive=True,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.008), retries),
+                client_name=client_name,
+                username=username,
+                password=password,
+            ),
+        )
     return redis.Redis.from_url(
         url,
         decode_responses=False,
@@ -91,9 +111,15 @@ def connect_as(
     plain URL (development)."""
     user = settings.users.get(role)
     if user is None:
-        return connect(settings.url, retries=retries)
+        return connect(settings.url, retries=retries, cluster=settings.cluster)
     password = read_password(role, user, os.environ if env is None else env)
-    return connect(settings.url, retries=retries, username=user.username, password=password)
+    return connect(
+        settings.url,
+        retries=retries,
+        username=user.username,
+        password=password,
+        cluster=settings.cluster,
+    )
 
 
 def read_password(role: RedisRole, user: RedisUser, env: Mapping[str, str]) -> str:

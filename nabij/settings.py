@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nabij.clock import Timescale
 from nabij.contract import AlarmKind, QueueName
 from nabij.evidence.chain import RecordClass
+from nabij.keys import Shard
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -88,6 +89,12 @@ class RedisSettings(StrictModel):
     deadletter_payload_bytes: int = Field(default=4096, ge=0, le=1_048_576)
     # ... and all of them in at most this many bytes of Redis memory (see `deadletter_entries`).
     deadletter_budget_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # A Redis Cluster (then `url` names any one node and `key_prefix` needs a hash tag, e.g.
+    # "{nabij}"; docs/architecture.md).
+    cluster: bool = False
+    # One gateway and one process per proximity shard commit at a time, each under a lease of
+    # this many wall seconds renewed while it runs: a standby takes over this long after a crash.
+    lease_ttl_s: float = Field(default=5, gt=0, le=300)
 
     @property
     def deadletter_entry_bytes(self) -> int:
@@ -144,6 +151,8 @@ class ProximitySettings(StrictModel):
     clock_fault_s: PositiveSeconds = 60
     fault_dwell_s: PositiveSeconds = 120
     batch_max: int = Field(default=2000, ge=1)
+    # Which part of the orders this process judges: shard K of N (`nabij proximity --shard K/N`).
+    shard: str = Field(default="1/1", pattern=r"^[1-9][0-9]*/[1-9][0-9]*$")
     # Ingest bounds (see services/proximity/core/lanes.py). Per device: a real device sends a few
     # messages a second and, while nabij keeps up, has fewer than 5 waiting; beyond this many its
     # surplus is refused as `flood` (only surplus that is not JSON while catching up on the
@@ -191,6 +200,15 @@ class ProximitySettings(StrictModel):
     # location_unknown_s because a victim indoors loses GNSS far more often than she is at risk,
     # and the victim device already speeds up to 15 s while an offender is near.
     victim_silence_s: PositiveSeconds = 300
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> ProximitySettings:
+        Shard.parse(self.shard)  # K in 1..N, or a ValueError saying so
+        return self
+
+    @property
+    def shard_part(self) -> Shard:
+        return Shard.parse(self.shard)
 
 
 class PlatformSettings(StrictModel):

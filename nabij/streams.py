@@ -48,6 +48,27 @@ def read_groups(
     return [(stream, entry) for stream in start_ids for entry in by_stream.get(stream.encode(), [])]
 
 
+def read_groups_each(
+    client: redis.Redis,
+    group: str,
+    consumer: str,
+    start_ids: dict[str, bytes],
+    *,
+    count: int,
+) -> list[tuple[str, StreamEntry]]:
+    """As `read_groups` without blocking, one XREADGROUP per stream in one pipeline: Redis
+    Cluster refuses one command over streams of several slots."""
+    pipe = client.pipeline(transaction=False)
+    for stream, start in start_ids.items():
+        pipe.xreadgroup(group, consumer, {stream: start}, count=count)
+    replies = pipe.execute()
+    return [
+        (stream, entry)
+        for stream, reply in zip(start_ids, replies, strict=True)
+        for entry in _entries_of(reply)
+    ]
+
+
 def read(
     client: redis.Redis, stream: str, *, after_id: bytes | str, count: int, block_ms: int | None
 ) -> list[StreamEntry]:

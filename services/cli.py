@@ -23,9 +23,9 @@ import services.replay.cli
 import simulators.cli
 from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
 from nabij.clock import scaled_clock
-from nabij.config import Config, ConfigError, load_config, resolve_directory
+from nabij.config import Config, ConfigError, load_config, resolve_directory, with_shard
 from nabij.contract import AckRequest, ResolveRequest
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard
 from nabij.logs import configure_logging
 from nabij.redis_io import connect_as, read_password
 from nabij.schemas import export_schemas
@@ -81,7 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz"
         )
-        cmd.set_defaults(handler=_serve, services=name)
+        if name != "gateway":
+            cmd.add_argument(
+                "--shard",
+                metavar="K/N",
+                type=_shard,
+                default=None,
+                help="judge shard K of N of the orders (default: proximity.shard, 1/1)",
+            )
+        cmd.set_defaults(handler=_serve, services=name, shard=None)
 
     cmd = commands.add_parser("check-config", help="validate a config directory and exit")
     cmd.add_argument("directory", nargs="?", default=None)
@@ -145,6 +153,8 @@ def _serve(args: argparse.Namespace) -> int:
     from services.runner import run_services
 
     config = load_from_args(args)
+    if args.shard is not None:
+        config = with_shard(config, args.shard)
     configure_logging(config.settings.log.level, args.services)
     health = (
         HealthServer(args.metrics_port, host=config.settings.health.bind)
@@ -157,6 +167,13 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if health is not None:
             health.stop()
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -132,15 +132,18 @@ class DispatchWatch:
             time.sleep(0.05)
 
     def _inbox_state(self) -> tuple[bytes, bool]:
-        """The id of the newest signal ever added, and whether every signal was applied."""
-        inbox = self.keys.gateway_inbox
-        try:
-            info = cast(dict[str, object], self.client.xinfo_stream(inbox))
-            groups = cast(list[dict[str, object]], self.client.xinfo_groups(inbox))
-        except redis.ResponseError:
-            return b"", True  # no inbox yet: nothing to apply
-        applied = all(g.get("pending") == 0 and g.get("lag") in (0, None) for g in groups)
-        return cast(bytes, info.get("last-generated-id", b"")), applied
+        """The ids of the newest signal ever added to each shard's inbox, and whether every
+        signal was applied."""
+        newest, applied = [], True
+        for inbox in streams.members(self.client, self.keys.signal_inboxes):
+            try:
+                info = cast(dict[str, object], self.client.xinfo_stream(inbox))
+                groups = cast(list[dict[str, object]], self.client.xinfo_groups(inbox))
+            except redis.ResponseError:
+                continue  # no inbox yet: nothing to apply
+            applied &= all(g.get("pending") == 0 and g.get("lag") in (0, None) for g in groups)
+            newest.append(cast(bytes, info.get("last-generated-id", b"")))
+        return b",".join(newest), applied
 
     def since_mark(self) -> list[tuple[QueueName, Notice]]:
         out: list[tuple[QueueName, Notice]] = []

@@ -15,9 +15,15 @@ from typing import TypeVar
 import pytest
 import redis
 
-from tests.servers import CAPPED_REDIS, MissingBinaryError, MosquittoServer, RedisServer
+from tests.servers import (
+    CAPPED_REDIS,
+    MissingBinaryError,
+    MosquittoServer,
+    RedisClusterServers,
+    RedisServer,
+)
 
-_S = TypeVar("_S", MosquittoServer, RedisServer)
+_S = TypeVar("_S", MosquittoServer, RedisServer, RedisClusterServers)
 
 
 def _serving(factory: Callable[[], _S]) -> Iterator[_S]:
@@ -43,6 +49,12 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh `redis-server` owned by this test (AOF, fsync always, in its own tmp dir)."""
     yield from _serving(lambda: RedisServer(tmp_path / "redis"))
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """A fresh Redis Cluster of three masters owned by this test (see `RedisClusterServers`)."""
+    yield from _serving(lambda: RedisClusterServers(tmp_path / "redis-cluster"))
 
 
 @pytest.fixture

@@ -504,6 +504,67 @@ class RedisServer(_ServerProcess):
 
 # A Redis that refuses writes once full instead of evicting keys: how nabij is meant to run.
 CAPPED_REDIS: Final = ("maxmemory 256mb", "maxmemory-policy noeviction")
+
+
+class RedisClusterServers:
+    """A real Redis Cluster: `masters` `redis-server` processes in cluster mode on free ports
+    (client and bus port each), the 16384 slots spread over them by `redis-cli --cluster create`,
+    no replicas. `start()` returns once every node reports `cluster_state:ok`."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                directory / f"node-{index}",
+                extra_config=(
+                    "cluster-enabled yes",
+                    "cluster-config-file nodes.conf",
+                    "cluster-node-timeout 5000",
+                    # The bus port is port + 10000 unless set: a free port above 55535 has none.
+                    f"cluster-port {free_port()}",
+                ),
+            )
+            for index in range(masters)
+        ]
+        self.cli = find_binary("redis-cli", ["/usr/bin/redis-cli"])
+
+    @property
+    def url(self) -> str:
+        """Any node's URL: a cluster client learns the others from it."""
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"{HOST}:{node.port}" for node in self.nodes]
+        create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
+        created = subprocess.run(
+            [self.cli, *create],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise ServerError(f"cluster create failed: {created.stdout!r} {created.stderr!r}")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(self._ok(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise ServerError("cluster did not reach cluster_state:ok")
+            time.sleep(POLL_INTERVAL_S)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster.from_url(self.url, socket_timeout=10, socket_connect_timeout=2)
+
+    @staticmethod
+    def _ok(node: RedisServer) -> bool:
+        with node.client() as client:
+            info = client.cluster("info")  # redis-py parses the reply into a dict
+        return bool(info.get("cluster_state") == "ok")
+
+
 FILLER_KEY: Final = "test:filler"
 
 

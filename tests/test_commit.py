@@ -204,7 +204,7 @@ def test_each_writer_counts_its_own_commits(redis_server: RedisServer) -> None:
             service="gateway",
             log=structlog.get_logger(),
             health=None,
-            writer=f"gateway:{consumer}",
+            counter=keys.commit_counter(f"gateway:{consumer}"),
         )
         for consumer in ("gateway-1", "gateway-2")
     )

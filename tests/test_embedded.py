@@ -191,7 +191,7 @@ def test_store_transaction_pipeline_applies_all_commands(client: redis.Redis) ->
     keys = Keys("demo")
     pipe = client.pipeline(transaction=True)
     pipe.hset(keys.alarms, mapping={"a1": b'{"kind":"aware_button"}'})
-    pipe.xadd(keys.gateway_inbox, {"signal": b"s1"}, maxlen=1000, approximate=True)
+    pipe.xadd(keys.human_requests, {"signal": b"s1"}, maxlen=1000, approximate=True)
     add_deadletter(
         pipe,
         keys,
@@ -209,7 +209,7 @@ def test_store_transaction_pipeline_applies_all_commands(client: redis.Redis) ->
     results = pipe.execute()
     assert len(results) == 3
     assert client.hgetall(keys.alarms) == {b"a1": b'{"kind":"aware_button"}'}
-    assert client.xlen(keys.gateway_inbox) == 1
+    assert client.xlen(keys.human_requests) == 1
     ((_, fields),) = client.xrange(keys.deadletter)
     assert DeadLetter.from_fields(fields).payload == b'{"lat": 91}'
 

@@ -9,27 +9,31 @@ from pathlib import Path
 
 import pytest
 
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard, ShardKeys
 from nabij.redis_acl import ANY, Grant, acl_file, default_username, glob_escape, grants
 from nabij.settings import REDIS_ROLES, RedisRole, Settings
 
 PREFIX = "nabij"
 KEYS = Keys(PREFIX)
-# Names on `Keys` that are not keys.
-NOT_KEYS = {"prefix", "gateway_group"}
+# Names on `Keys` that are not keys (one shard's keys: those of `every_proximity_shard`).
+NOT_KEYS = {"prefix", "gateway_group", "proximity", "tag"}
 
 
-def _every_key() -> dict[str, str]:
-    """Each key `Keys` names, as a pattern (method arguments as `*`)."""
+def _every_key(keys: object = KEYS, within: str = "") -> dict[str, str]:
+    """Each key `Keys` names, as a pattern (method arguments as `*`), a shard's keys included."""
     found: dict[str, str] = {}
-    for name, member in inspect.getmembers(Keys):
+    for name, member in inspect.getmembers(type(keys)):
         if name.startswith("_") or name in NOT_KEYS:
             continue
         if isinstance(member, property):
-            found[name] = getattr(KEYS, name)
+            key = getattr(keys, name)
         else:
             arity = len(inspect.signature(member).parameters) - 1
-            found[name] = getattr(KEYS, name)(*[ANY] * arity)
+            key = getattr(keys, name)(*[ANY] * arity)
+        if isinstance(key, ShardKeys):
+            found |= _every_key(key, f"{name}.")
+        else:
+            found[within + name] = key
     return found
 
 
@@ -76,7 +80,7 @@ def test_who_writes_and_reads_what() -> None:
     assert _writers(KEYS.alarms) == {"gateway"}
     assert _writers(KEYS.police_facts) == {"gateway"}
     assert _writers(KEYS.human_requests) == humans | {"gateway"}  # gateway: XACK/XDEL
-    assert _writers(KEYS.gateway_inbox) == {"proximity", "gateway"}
+    assert _writers(KEYS.proximity(Shard(1, 2)).gateway_inbox) == {"proximity", "gateway"}
     assert _readers(KEYS.police_facts) == {"gateway", "police", "console"}
     assert _readers(KEYS.dispatch("police")) == {"gateway", "police", "console"}
     assert "probation" in _readers(KEYS.dispatch("probation"))

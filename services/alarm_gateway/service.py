@@ -1,13 +1,17 @@
 """The alarm gateway shell: inbox streams in, pure `AlarmBook`, one Redis transaction out.
 
-The gateway is the single writer of alarm records. It reads signals (the proximity service's
-inbox) and human requests (their own stream, which only the CLI's and the console's Redis users
-may append to) with one consumer group over both streams; each batch's alarm records, dispatch
-notices, request outcomes and the `XACK` of the batch commit in one `MULTI`, so after a crash an
-entry is either fully applied or still pending (re-read first on start). Each stream takes only its
-own kind of input: a human request on the signal inbox, or a signal on the request stream, is
-refused. Escalation due times travel inside the records: whatever fell due while
-the gateway was down fires on its first turn back.
+The gateway is the single writer of alarm records: one process at a time holds its lease
+(`nabij.lease`; a second one waits as a standby and takes over when the lease is free). It reads
+signals (each proximity shard's inbox, registered in `Keys.signal_inboxes`) and human requests
+(their own stream, which only the CLI's and the console's Redis users may append to) with one
+consumer group; each batch's alarm records, dispatch notices, request outcomes, the `XACK` of
+its requests and the id of the newest signal applied from each inbox commit in one `MULTI` in the
+gateway's slot. The signals' `XACK` (in their shard's slot, which Redis Cluster keeps out of that
+transaction) follows it; a signal at or below the applied id is acknowledged and never applied
+again. So after a crash an entry is either fully applied or still pending (re-read first on
+start). Each stream takes only its own kind of input: a human request on a signal inbox, or a
+signal on the request stream, is refused. Escalation due times travel inside the records:
+whatever fell due while the gateway was down fires on its first turn back.
 
 Entries that cannot be applied are acknowledged in that same transaction and dead-lettered in a
 best-effort write after it: a dead letter never stands between a signal and its notices. A full
@@ -28,6 +32,7 @@ import msgspec
 import redis
 import structlog
 from redis.client import Pipeline
+from redis.typing import EncodableT, FieldT
 
 from nabij import metrics, streams
 from nabij.commit import HEARTBEAT_INTERVAL_S, TRANSIENT_REDIS_ERRORS, ServiceWrites, beat
@@ -49,6 +54,7 @@ from nabij.evidence.store import WriterLog, signer_from
 from nabij.failures import describe
 from nabij.health import HealthServer
 from nabij.keys import Keys
+from nabij.lease import LeaseWaitAbortedError
 from nabij.logs import LogAggregator
 from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
 from services.alarm_gateway.core.alarms import (
@@ -66,6 +72,9 @@ from services.alarm_gateway.evidence import decision_entries
 
 SERVICE: Final = "gateway"
 MAX_BLOCK_MS = 1000
+# Redis Cluster cannot block on streams of several slots: the gateway polls them this often when
+# idle (an added latency of half this on average).
+CLUSTER_POLL_S = 0.005
 INPUT_FIELD = b"input"
 REDIS_START_TIMEOUT_S = 60.0
 # Long enough for the tool that asked to read it, even after a gateway restart; short enough that
@@ -105,11 +114,12 @@ class GatewayService:
         self._timescale = self._settings.clock.timescale()
         self._book = AlarmBook(self._settings)
         self._redis = connect_as(self._settings.redis, SERVICE, retries=0)
-        # Which kind of input each stream takes, in the order a batch applies them.
+        # Which kind of input each stream takes: the shards' inboxes join as they register.
         self._inputs: dict[str, type[AlarmSignal] | type[HumanRequest]] = {
-            self._keys.gateway_inbox: AlarmSignal,
             self._keys.human_requests: HumanRequest,
         }
+        # Per signal inbox, the newest entry id applied (committed with its effects).
+        self._applied: dict[str, tuple[int, int]] = {}
         writes = ServiceWrites.build(
             self._redis,
             self._keys,
@@ -117,8 +127,12 @@ class GatewayService:
             service=SERVICE,
             log=log,
             health=health,
-            writer=f"{SERVICE}:{consumer}",  # one counter per consumer of the inbox group
+            # One counter per consumer of the inbox group.
+            counter=self._keys.commit_counter(f"{SERVICE}:{consumer}"),
+            lease=self._keys.gateway_lease,
         )
+        assert writes.lease is not None  # asked for above
+        self._lease = writes.lease
         self._committer, self._deadletters = writes.committer, writes.deadletters
         signer = signer_from(self._settings.audit)
         self._evidence = (
@@ -145,6 +159,10 @@ class GatewayService:
         """Serve until `stop` is set."""
         self._stop = stop
         wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
+        try:
+            self._lease.acquire(stop, self._health.heartbeat if self._health else lambda: None)
+        except LeaseWaitAbortedError:
+            return
         self._prepare()
         self._ready.set()
         metrics.READY.labels(service=SERVICE).set(1)
@@ -156,8 +174,11 @@ class GatewayService:
         try:
             while not stop.is_set():
                 try:
+                    self._lease.keep()
                     if time.monotonic() >= next_beat:
                         beat(self._redis, self._keys, SERVICE, self._clock(), log)
+                        if self._follow_inboxes():
+                            start_id = b"0"
                         self._observe_streams()
                         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
                     if time.monotonic() >= next_trim:
@@ -175,29 +196,28 @@ class GatewayService:
                     if "NOGROUP" not in str(err):
                         raise
                     # Redis came back without our consumer group (no persistence): recreate it.
-                    self._ensure_group()
+                    self._ensure_groups()
                     start_id = b"0"
                 if self._health is not None:
                     self._health.heartbeat()
         finally:
             metrics.READY.labels(service=SERVICE).set(0)
+            self._lease.release()
             log.info("gateway_stopped")
 
     def _observe_streams(self) -> None:
-        """Stream lengths, the consumer group's pending entries and lag, and those of the groups
-        that read the dispatch queues (consoles, `nabij tail --group`), for ops."""
-        inputs = {
-            "gateway_inbox": self._keys.gateway_inbox,
-            "human_requests": self._keys.human_requests,
+        """Stream lengths, the consumer group's pending entries and lag (the shards' inboxes
+        summed under `gateway_inbox`), and those of the groups that read the dispatch queues
+        (consoles, `nabij tail --group`), for ops."""
+        names = {
+            stream: "human_requests" if kind is HumanRequest else "gateway_inbox"
+            for stream, kind in self._inputs.items()
         }
-        streams = {
-            **inputs,
-            **{f"dispatch_{queue}": self._keys.dispatch(queue) for queue in QUEUE_NAMES},
-        }
+        names |= {self._keys.dispatch(queue): f"dispatch_{queue}" for queue in QUEUE_NAMES}
         pipe = self._redis.pipeline(transaction=False)
-        for key in streams.values():
+        for key in names:
             pipe.xlen(key)
-        for key in inputs.values():
+        for key in self._inputs:
             pipe.xinfo_groups(key)
         for queue in QUEUE_NAMES:
             pipe.xinfo_groups(self._keys.dispatch(queue))
@@ -205,19 +225,26 @@ class GatewayService:
         # recreated (a queue nobody wrote to yet, until then): not measured this time, and
         # never a reason to stop the gateway.
         replies = pipe.execute(raise_on_error=False)
-        for name, length in zip(streams, replies[: len(streams)], strict=True):
-            metrics.STREAM_LENGTH.labels(stream=name).set(length)
-        group_replies = replies[len(streams) :]
-        self._observe_readers(group_replies[len(inputs) :])
-        for name, groups in zip(inputs, group_replies[: len(inputs)], strict=True):
+        lengths: Counter[str] = Counter()
+        pending: Counter[str] = Counter()
+        lag: Counter[str] = Counter()
+        for key, length in zip(names, replies[: len(names)], strict=True):
+            lengths[names[key]] += 0 if isinstance(length, redis.ResponseError) else length
+        group_replies = replies[len(names) :]
+        self._observe_readers(group_replies[len(self._inputs) :])
+        for key, groups in zip(self._inputs, group_replies[: len(self._inputs)], strict=True):
             if isinstance(groups, redis.ResponseError):
                 continue
             for group in groups:
                 if group["name"] == self._keys.gateway_group.encode():
-                    metrics.CONSUMER_GROUP_PENDING.labels(stream=name).set(group["pending"])
+                    pending[names[key]] += group["pending"]
                     # Redis reports no lag when it cannot tell (entries deleted mid-range).
-                    if group.get("lag") is not None:
-                        metrics.CONSUMER_GROUP_LAG.labels(stream=name).set(group["lag"])
+                    lag[names[key]] += group.get("lag") or 0
+        for name in set(names.values()):
+            metrics.STREAM_LENGTH.labels(stream=name).set(lengths[name])
+        for name in ("gateway_inbox", "human_requests"):
+            metrics.CONSUMER_GROUP_PENDING.labels(stream=name).set(pending[name])
+            metrics.CONSUMER_GROUP_LAG.labels(stream=name).set(lag[name])
 
     def _observe_readers(self, replies: list[object]) -> None:
         """Each dispatch queue's reader groups: delivered and not acknowledged, and not yet
@@ -231,17 +258,36 @@ class GatewayService:
                 if group.get("lag") is not None:
                     metrics.DISPATCH_READERS_LAG.labels(**labels).set(group["lag"])
 
-    def _ensure_group(self) -> None:
+    def _follow_inboxes(self) -> bool:
+        """Read the shards' inboxes registered since the last look; whether there are new ones
+        (their group made from id 0: nothing written before the gateway saw them is lost)."""
+        registered = {m.decode() for m in streams.members(self._redis, self._keys.signal_inboxes)}
+        new = sorted(registered - self._inputs.keys())
+        for stream in new:
+            self._inputs[stream] = AlarmSignal
+            self._ensure_group(stream)
+        if new:
+            applied = streams.hash_items(self._redis, self._keys.applied_signals)
+            for stream in new:
+                self._applied[stream] = _entry_id(applied.get(stream, b"0-0"))
+            log.info("signal_inboxes", inboxes=sorted(self._inputs))
+        return bool(new)
+
+    def _ensure_groups(self) -> None:
         for stream in self._inputs:
-            try:
-                # From id 0: input written before the gateway ever ran is not lost.
-                self._redis.xgroup_create(stream, self._keys.gateway_group, id="0", mkstream=True)
-            except redis.ResponseError as err:
-                if "BUSYGROUP" not in str(err):
-                    raise
+            self._ensure_group(stream)
+
+    def _ensure_group(self, stream: str) -> None:
+        try:
+            # From id 0: input written before the gateway ever ran is not lost.
+            self._redis.xgroup_create(stream, self._keys.gateway_group, id="0", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
 
     def _prepare(self) -> None:
-        self._ensure_group()
+        self._ensure_groups()
+        self._follow_inboxes()
         if self._evidence is not None:
             self._evidence.restore()
         open_records = [
@@ -278,27 +324,38 @@ class GatewayService:
 
     def _block_ms(self) -> int:
         """Wall ms to wait for inbox entries before the next escalation falls due."""
+        renewal_ms = math.ceil(self._lease.renew_every_s * 1000)  # back in time to keep it
         due = self._book.next_due_ms()
         if due is None:
-            return MAX_BLOCK_MS
+            return min(MAX_BLOCK_MS, renewal_ms)
         wall_ms = math.ceil(self._timescale.wall_s(due - self._clock()))
-        return max(1, min(MAX_BLOCK_MS, wall_ms))
+        return max(1, min(MAX_BLOCK_MS, renewal_ms, wall_ms))
 
     def _consume(self, stop: threading.Event, *, start_id: bytes) -> None:
         while not stop.is_set():
-            entries = streams.read_groups(
-                self._redis,
-                self._keys.gateway_group,
-                self._consumer,
-                dict.fromkeys(self._inputs, start_id),
-                count=self._settings.gateway.batch_max,
-                block_ms=None if start_id == b"0" else self._block_ms(),
-            )
+            entries = self._read(start_id)
             if not entries:
                 return
             self._apply_batch(entries)
             if start_id == b">":
                 return
+
+    def _read(self, start_id: bytes) -> list[tuple[str, streams.StreamEntry]]:
+        """The next entries of every input stream: `0` this consumer's pending ones, `>` new ones
+        (waiting for them up to the next escalation due time)."""
+        block_ms = None if start_id == b"0" else self._block_ms()
+        wanted = dict.fromkeys(self._inputs, start_id)
+        group, count = self._keys.gateway_group, self._settings.gateway.batch_max
+        if not self._settings.redis.cluster:
+            return streams.read_groups(
+                self._redis, group, self._consumer, wanted, count=count, block_ms=block_ms
+            )
+        # One XREADGROUP per stream (each may live in another slot), pipelined; then a short
+        # wait instead of blocking.
+        entries = streams.read_groups_each(self._redis, group, self._consumer, wanted, count=count)
+        if not entries and block_ms is not None:
+            self._stop.wait(min(block_ms / 1000, CLUSTER_POLL_S))
+        return entries
 
     def _apply_batch(self, entries: list[tuple[str, streams.StreamEntry]]) -> None:
         now = self._clock()
@@ -308,6 +365,8 @@ class GatewayService:
         acked: dict[str, list[bytes]] = {}
         for stream, (entry_id, fields) in entries:
             acked.setdefault(stream, []).append(entry_id)
+            if _entry_id(entry_id) <= self._applied.get(stream, (-1, -1)):
+                continue  # applied before a crash kept its XACK from Redis
             raw = fields.get(INPUT_FIELD, b"")
             decoded = self._decode(stream, raw)
             if isinstance(decoded, tuple):
@@ -325,9 +384,14 @@ class GatewayService:
                 rejected.append((raw, "not_applicable", decision.rejection, stream))
             decisions.append(decision)
             evidence += decision_entries(decision, now, decoded)
-        # Every entry, applied or rejected, is acknowledged with the decisions; the dead letters
-        # follow in their own best-effort write.
-        self._commit(decisions, acked, evidence, now)
+        # Every entry, applied or rejected, is acknowledged with the decisions (a signal by its
+        # inbox's applied id, its XACK right after); the dead letters follow in their own
+        # best-effort write.
+        requests = {s: ids for s, ids in acked.items() if self._inputs[s] is HumanRequest}
+        signals = {s: max(ids, key=_entry_id) for s, ids in acked.items() if s not in requests}
+        self._commit(decisions, requests, evidence, now, applied=signals)
+        self._applied |= {stream: _entry_id(newest) for stream, newest in signals.items()}
+        self._acknowledge_signals({s: ids for s, ids in acked.items() if s in signals})
         self._deadletters.write(
             [
                 DeadLetter.bounded(
@@ -378,9 +442,14 @@ class GatewayService:
         acked: dict[str, list[bytes]],
         evidence: list[Entry],
         now: int,
+        *,
+        applied: dict[str, bytes] | None = None,
     ) -> None:
+        """One transaction: the decisions, the requests' XACK (`acked`), the evidence, and the
+        newest signal id applied from each inbox (`applied`)."""
         self._committer.commit(
-            lambda pipe: self._write(pipe, decisions, acked, evidence, now), self._stop
+            lambda pipe: self._write(pipe, decisions, acked, evidence, now, applied=applied or {}),
+            self._stop,
         )
         if self._evidence is not None:
             self._evidence.committed(now)
@@ -392,6 +461,8 @@ class GatewayService:
         acked: dict[str, list[bytes]],
         evidence: list[Entry],
         now: int,
+        *,
+        applied: dict[str, bytes],
     ) -> None:
         keys = self._keys
         if self._evidence is not None:
@@ -416,9 +487,28 @@ class GatewayService:
                 )
         for stream, ids in acked.items():
             pipe.xack(stream, keys.gateway_group, *ids)
-            # Applied entries are gone from the inbox: it would otherwise grow without end and
-            # keep victim positions that the alarm records and police notices already hold.
             pipe.xdel(stream, *ids)
+        if applied:
+            newest: dict[FieldT, EncodableT] = {stream: id_ for stream, id_ in applied.items()}
+            pipe.hset(keys.applied_signals, mapping=newest)
+
+    def _acknowledge_signals(self, acked: dict[str, list[bytes]]) -> None:
+        """XACK and delete applied signals, per inbox (each in its shard's slot), pipelined.
+
+        Applied entries are gone from the inbox: it would otherwise grow without end and keep
+        victim positions that the alarm records and police notices already hold. If this write
+        is lost the entries stay pending, and the applied ids make their re-read a no-op.
+        """
+        if not acked:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for stream, ids in acked.items():
+            pipe.xack(stream, self._keys.gateway_group, *ids)
+            pipe.xdel(stream, *ids)
+        try:
+            pipe.execute()
+        except TRANSIENT_REDIS_ERRORS as err:
+            log.warning("signal_ack_deferred", error=str(err))
 
     def _observe(self, decisions: list[Decision], rejected: list[Rejected]) -> None:
         for decision in decisions:
@@ -487,3 +577,9 @@ def _refused(raw: bytes, detail: str, now_ms: int) -> Decision:
     return Decision(
         outcome=RequestOutcome(request_id=request_id, status="refused", at=now_ms, detail=detail)
     )
+
+
+def _entry_id(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id `ms-seq` as a pair that orders like the stream."""
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)

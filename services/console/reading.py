@@ -25,6 +25,7 @@ from services.console.core import (
     visible,
 )
 from services.proximity.core.state import DeviceState, device_state_decoder
+from services.proximity.layout import device_state_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,8 @@ class Reader:
         return next((o for o in self.orders() if o.id == order_id), None)
 
     def device(self, device_id: str) -> DeviceState | None:
-        blob = cast(bytes | None, self.client.get(self.keys.device_state(device_id)))
+        key = device_state_key(self.client, self.keys, self.orders(), device_id)
+        blob = cast(bytes | None, self.client.get(key))
         return None if blob is None else device_state_decoder.decode(blob)
 
     def gateway_alive(self) -> bool:

@@ -122,6 +122,7 @@ class Intake:
         self,
         topics: Topics,
         is_known: Callable[[str], bool],
+        is_elsewhere: Callable[[str], bool],
         limits: LaneLimits,
         clock: Callable[[], int],
         *,
@@ -129,6 +130,7 @@ class Intake:
     ) -> None:
         self._topics = topics
         self._is_known = is_known
+        self._is_elsewhere = is_elsewhere
         self._limits = limits
         self._clock = clock
         self._lanes: dict[LaneName, FairLane[Received]] = {
@@ -137,6 +139,9 @@ class Intake:
         }
         self._refusals = Refusals(quiet_ms=BURST_QUIET_MS, report_every_ms=report_every_ms)
         self._changed = threading.Condition()
+        # Closed until the service has its state: readers may subscribe early (so the broker
+        # queues for their sessions) but nothing is judged or refused before it opens.
+        self._open = threading.Event()
         self.bulk = _LaneSink(self, "bulk")
         self.fast = _LaneSink(self, "fast")
 
@@ -153,7 +158,8 @@ class Intake:
         if split is None or split[1] not in UPLINK_KINDS:
             return None, "unknown_topic"
         if not self._is_known(split[0]):
-            return None, "unknown_device"
+            # Another shard's device is that shard's to judge or to report unknown.
+            return None, None if self._is_elsewhere(split[0]) else "unknown_device"
         return split[0], None
 
     def deliver(
@@ -164,6 +170,8 @@ class Intake:
         caught_up: bool,
         timeout_s: float,
     ) -> Delivery:
+        if not self._open.wait(timeout_s):
+            return Delivery(rest=messages)  # backpressure: the broker keeps them
         now = self._clock()
         queue = self._lanes[lane]
         delivery = Delivery()
@@ -200,6 +208,10 @@ class Intake:
         return delivery
 
     # --- the service's thread --------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start taking messages (the service holds its state now)."""
+        self._open.set()
 
     def drain(self, timeout_s: float, limit: int) -> list[Received]:
         """Up to `limit` messages: the fast lane first, then the bulk lane round-robin by device,

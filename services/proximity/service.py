@@ -35,7 +35,8 @@ from nabij.contract import ClearCause, Topics, encode
 from nabij.evidence.chain import Entry
 from nabij.evidence.store import SharedLog, WriterLog, signer_from
 from nabij.health import HealthServer
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard
+from nabij.lease import LeaseWaitAbortedError
 from nabij.logs import LogAggregator
 from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
 from nabij.mqtt_ingest import Subscriber
@@ -54,6 +55,7 @@ from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.lanes import LaneLimits
 from services.proximity.core.platform import platform_state_decoder
+from services.proximity.core.shards import Ownership
 from services.proximity.core.state import (
     device_state_decoder,
     pair_state_decoder,
@@ -61,6 +63,7 @@ from services.proximity.core.state import (
 )
 from services.proximity.evidence import BatchRecorder
 from services.proximity.intake import Intake, Received
+from services.proximity.layout import adopt_from_previous_layout, register
 from services.proximity.outbox import CommandOutbox
 
 SERVICE: Final = "proximity"
@@ -73,6 +76,7 @@ ORDERS_CHECK_S = 0.5
 # Longest wall wait for MQTT messages before the loop looks at its timers again.
 DRAIN_WAIT_S = 0.2
 REDIS_START_TIMEOUT_S = 60.0
+SUBSCRIBE_POLL_S = 0.05
 # Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
 log = structlog.get_logger(service=SERVICE)
 
@@ -111,6 +115,18 @@ def deadletters(rejected: list[tuple[Received, Rejection]], payload_bytes: int) 
     return letters
 
 
+def shard_name(shard: Shard) -> str:
+    """The service's name for its heartbeat: `proximity`, or `proximity-KofN` for a shard."""
+    return SERVICE if shard.count == 1 else f"{SERVICE}-{shard.index}of{shard.count}"
+
+
+def shard_client_id(client_id: str, shard: Shard) -> str:
+    """A single process keeps the configured id (and the session earlier versions left at the
+    broker); shard K of N has its own, so the shards of a new layout can subscribe while the
+    old layout still runs (docs/architecture.md, re-shard)."""
+    return client_id if shard.count == 1 else f"{client_id}-{shard.index}of{shard.count}"
+
+
 class ProximityService:
     def __init__(
         self,
@@ -123,16 +139,21 @@ class ProximityService:
         self._settings = config.settings
         self._clock = clock
         self._keys = Keys(self._settings.redis.key_prefix)
+        self._shard = self._settings.proximity.shard_part
+        self._shard_keys = self._keys.proximity(self._shard)
+        self.name = shard_name(self._shard)
         self._topics = Topics(self._settings.mqtt.topic_prefix)
         # Until `run` reads the store: orders.toml, which is version 1 of an empty store.
         self._orders_version = 0
         self._orders = config.orders
+        self._ownership = Ownership(self._orders, self._shard)
         self._engine_orders = self._in_force(clock())
         self._engine = self._new_engine()
         ingest = self._settings.proximity
         self._intake = Intake(
             self._topics,
             self._is_known,
+            self._is_elsewhere,
             LaneLimits(
                 ingest.device_queue_max,
                 ingest.lane_max,
@@ -145,8 +166,17 @@ class ProximityService:
         self._watch = ConnectionWatch()
         self._redis = connect_as(self._settings.redis, SERVICE, retries=0)
         writes = ServiceWrites.build(
-            self._redis, self._keys, self._settings.redis, service=SERVICE, log=log, health=health
+            self._redis,
+            self._keys,
+            self._settings.redis,
+            service=SERVICE,
+            log=log,
+            health=health,
+            counter=self._shard_keys.commit_counter,
+            lease=self._shard_keys.lease,
         )
+        assert writes.lease is not None  # asked for above
+        self._lease = writes.lease
         self._committer, self._deadletters = writes.committer, writes.deadletters
         self._signer = signer_from(self._settings.audit)
         self._evidence = self._evidence_log()
@@ -159,18 +189,19 @@ class ProximityService:
         mqtt = self._settings.mqtt
         endpoint = self._endpoint = MqttEndpoint.from_settings(mqtt)
         connection_ids = itertools.count(1)
-        # The bulk reader keeps the configured client id: its persistent session is the one
-        # earlier versions used, with whatever the broker queued for it.
+        # A single process's bulk reader keeps the configured client id: its persistent session
+        # is the one earlier versions used, with whatever the broker queued for it.
+        client_id = self._client_id = shard_client_id(mqtt.client_id, self._shard)
         self._bulk = Subscriber(
             endpoint,
-            mqtt.client_id,
+            client_id,
             self._topics.subscriptions(),
             self._intake.bulk,
             keepalive_s=mqtt.keepalive_s,
             connection_ids=connection_ids,
-            marker_topic=self._marker_topic(mqtt.client_id),
+            marker_topic=self._marker_topic(client_id),
         )
-        fast_id = f"{mqtt.client_id}-fast"
+        fast_id = f"{client_id}-fast"
         self._fast = Subscriber(
             endpoint,
             fast_id,
@@ -183,15 +214,13 @@ class ProximityService:
         self._readers = (self._bulk, self._fast)
         # Commands go out on a publish-only connection: paho keeps QoS 1 publishes and sends
         # them again after a reconnect.
-        self._mqtt = make_client(endpoint, f"{mqtt.client_id}-cmd", persistent_session=True)
+        self._mqtt = make_client(endpoint, f"{client_id}-cmd", persistent_session=True)
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
-        self._outbox = CommandOutbox(self._mqtt, self._topics, self._keys.command_outbox)
+        self._outbox = CommandOutbox(self._mqtt, self._topics, self._shard_keys.command_outbox)
         # Confirmations (QoS 0) on a connection of their own: on the command connection their
         # message ids would mix with the commands' whose PUBACKs the outbox waits for.
-        self._confirmations = make_client(
-            endpoint, f"{mqtt.client_id}-ack", persistent_session=False
-        )
+        self._confirmations = make_client(endpoint, f"{client_id}-ack", persistent_session=False)
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
@@ -204,7 +233,8 @@ class ProximityService:
         if self._signer is None:
             return None
         anchor_ms = round(self._settings.audit.anchor_interval_s * 1000)
-        return WriterLog(self._redis, self._keys, SERVICE, self._signer, anchor_ms)
+        # One chain per shard: each chain has exactly one writer.
+        return WriterLog(self._redis, self._keys, self.name, self._signer, anchor_ms)
 
     def _orders_evidence(self) -> SharedLog | None:
         if self._signer is None:
@@ -220,7 +250,7 @@ class ProximityService:
         self, _client: paho.Client, _u: object, _f: object, rc: object, _p: object
     ) -> None:
         if getattr(rc, "is_failure", False):
-            client_id = f"{self._settings.mqtt.client_id}-cmd"
+            client_id = f"{self._client_id}-cmd"
             metrics.MQTT_REFUSED.labels(client=client_id, reason="connect_refused").inc()
             log.error("mqtt_refused", client_id=client_id, reason="connect_refused", detail=str(rc))
             return
@@ -241,27 +271,28 @@ class ProximityService:
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; state is restored from Redis first."""
         self._stop = stop
-        wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
-        current = order_store.bootstrap(
-            self._redis, self._keys, self._orders, self._clock(), self._orders_evidence()
-        )
-        self._orders_version, self._orders = current.version, tuple(current.orders)
-        self._engine_orders = self._in_force(self._clock())
-        metrics.ORDERS_VERSION.labels(service=SERVICE).set(current.version)
-        self._engine = self._new_engine()
-        self._restore()
-        endpoint = self._endpoint
-        for client in (self._mqtt, self._confirmations):
-            client.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
-            client.loop_start()
+        # Subscribed first: the broker queues this shard's messages from now on, also while it
+        # waits for its lease or for the previous layout to stop (the intake holds them back).
         for reader in self._readers:
             reader.start()
-        self._resend_outbox()  # QoS 1: paho sends them once connected
-        log.info("proximity_started", orders=len(self._orders), orders_version=current.version)
         tick_wall_s = max(self._settings.clock.timescale().wall_s(TICK_INTERVAL_S), MIN_TICK_WALL_S)
         next_tick = next_beat = next_orders_check = 0.0
         caught_up = False
         try:
+            if not self._take_over(stop):
+                return
+            self._intake.open()
+            endpoint = self._endpoint
+            for client in (self._mqtt, self._confirmations):
+                client.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
+                client.loop_start()
+            self._resend_outbox()  # QoS 1: paho sends them once connected
+            log.info(
+                "proximity_started",
+                shard=str(self._shard),
+                orders=len(self._engine_orders),
+                orders_version=self._orders_version,
+            )
             while not stop.is_set():
                 batch = self._drain(timeout_s=min(DRAIN_WAIT_S, tick_wall_s))
                 refused = self._intake.letters(self._clock())
@@ -279,9 +310,10 @@ class ProximityService:
                 if due:
                     next_tick = time.monotonic() + tick_wall_s
                     if self.subscribed() and time.monotonic() >= next_beat:
-                        beat(self._redis, self._keys, SERVICE, self._clock(), log)
+                        beat(self._redis, self._keys, self.name, self._clock(), log)
                         next_beat = time.monotonic() + HEARTBEAT_INTERVAL_S
                     self._census()  # also while the broker is away
+                self._lease.keep()
                 metrics.READY.labels(service=SERVICE).set(1 if self.subscribed() else 0)
                 if self._health is not None:
                     self._health.heartbeat()
@@ -297,7 +329,52 @@ class ProximityService:
             for client in (self._mqtt, self._confirmations):
                 client.disconnect()
                 client.loop_stop()
-            log.info("proximity_stopped")
+            self._lease.release()
+            log.info("proximity_stopped", shard=str(self._shard))
+
+    def _take_over(self, stop: threading.Event) -> bool:
+        """Read the orders, take this shard's lease once its readers are subscribed (waiting
+        while another process holds it), adopt state after a re-shard and restore it; False if
+        stopped while waiting. The lease is thus also the sign, for a re-shard, that the broker
+        keeps this shard's messages."""
+        wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
+        on_wait = self._health.heartbeat if self._health is not None else lambda: None
+        current = order_store.bootstrap(
+            self._redis, self._keys, self._orders, self._clock(), self._orders_evidence()
+        )
+        self._orders_version, self._orders = current.version, tuple(current.orders)
+        self._ownership = Ownership(self._orders, self._shard)
+        self._engine_orders = self._in_force(self._clock())
+        metrics.ORDERS_VERSION.labels(service=SERVICE).set(current.version)
+        # The broker keeps our messages once a reader is subscribed, or at once when it kept the
+        # session (a restart: its backlog then comes before the SUBACK, behind a closed intake).
+        while not all(r.subscribed or r.session_present for r in self._readers):
+            on_wait()
+            if stop.wait(SUBSCRIBE_POLL_S):
+                return False
+        try:
+            self._lease.acquire(stop, on_wait)
+            register(self._redis, self._keys, self._shard)
+
+            def waiting() -> None:
+                on_wait()
+                self._lease.renew()
+
+            adopt_from_previous_layout(
+                self._redis,
+                self._keys,
+                self._shard,
+                self._orders,
+                committer=self._committer,
+                stop=stop,
+                log=log,
+                on_wait=waiting,
+            )
+        except LeaseWaitAbortedError:
+            return False
+        self._engine = self._new_engine()
+        self._restore()
+        return True
 
     def _drain(self, timeout_s: float) -> list[Received]:
         return self._intake.drain(timeout_s, self._settings.proximity.batch_max)
@@ -371,7 +448,7 @@ class ProximityService:
             self._committer.recheck_memory()
 
     def _write(self, pipe: Pipeline, effects: Effects, evidence: list[Entry], now: int) -> None:
-        keys = self._keys
+        keys = self._shard_keys
         if self._evidence is not None:
             self._evidence.write(pipe, evidence, now)
         for device_id in effects.changed_devices:
@@ -487,6 +564,10 @@ class ProximityService:
         """Asked of the engine of the current orders (a swapped-out device becomes unknown)."""
         return self._engine.is_known(device_id)
 
+    def _is_elsewhere(self, device_id: str) -> bool:
+        """Another shard judges it (or reports it unknown): acknowledged and left alone here."""
+        return self._ownership.elsewhere(device_id)
+
     def _new_engine(self) -> ProximityEngine:
         settings = self._settings
         return ProximityEngine(
@@ -509,7 +590,7 @@ class ProximityService:
         effects = Effects()
         outside: dict[str, ClearCause] = {
             o.id: "order_not_started" if o.validity(now) == "not_started" else "order_ended"
-            for o in self._orders
+            for o in self._ownership.orders()
             if o not in in_force
         }
         self._engine = self._engine.successor(in_force, now, effects, outside)
@@ -540,16 +621,19 @@ class ProximityService:
             changes=[f"{c.kind} {c.order_id}" for c in changes],
         )
         self._orders_version, self._orders = latest.version, tuple(latest.orders)
+        self._ownership = Ownership(self._orders, self._shard)
         metrics.ORDERS_VERSION.labels(service=SERVICE).set(latest.version)
 
     def _in_force(self, now_ms: int) -> tuple[Order, ...]:
-        """The orders that hold now (`starts_at`/`ends_at`); the others raise no alarm, their
-        devices are unknown to the engine (refused, dead-lettered) and the gauge counts them."""
-        validity = Counter(o.validity(now_ms) for o in self._orders)
+        """This shard's orders that hold now (`starts_at`/`ends_at`); the others raise no alarm,
+        their devices are unknown to the engine (refused, dead-lettered) and the gauge counts
+        them."""
+        owned = self._ownership.orders()
+        validity = Counter(o.validity(now_ms) for o in owned)
         for why in ("not_started", "ended"):
             metrics.ORDERS_NOT_IN_FORCE.labels(service=SERVICE, why=why).set(validity[why])
         metrics.ORDERS_ACTIVE.labels(service=SERVICE).set(validity["in_force"])
-        return tuple(o for o in self._orders if o.validity(now_ms) == "in_force")
+        return tuple(o for o in owned if o.validity(now_ms) == "in_force")
 
     def _rollback(self) -> ProximityEngine:
         """An engine as last committed (a bug left the current one half-changed): rebuilt from
@@ -559,13 +643,13 @@ class ProximityService:
         return self._engine
 
     def _restore(self) -> None:
-        """Load every device and pair state this service committed before it stopped."""
-        keys = self._keys
+        """Load every device and pair state this shard committed before it stopped."""
+        keys = self._shard_keys
         device_ids = [d.decode() for d in streams.members(self._redis, keys.proximity_devices)]
         device_blobs = streams.values(self._redis, [keys.device_state(d) for d in device_ids])
         pair_keys = [
             keys.pair_state(order.offender_device, order.id, victim)
-            for order in self._orders
+            for order in self._ownership.orders()
             for victim in order.victim_devices
         ]
         pair_blobs = streams.values(self._redis, pair_keys)

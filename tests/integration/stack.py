@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 import redis
 
 from nabij.clock import Timescale
-from nabij.config import Config, load_config
+from nabij.config import Config, load_config, with_shard
 from nabij.contract import (
     Committed,
     DeviceCommand,
@@ -37,11 +37,14 @@ from nabij.contract import (
     notice_decoder,
 )
 from nabij.health import HealthServer
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard
 from nabij.mqtt import MqttEndpoint, make_client
 from nabij.redis_acl import default_username
+from nabij.redis_io import connect
 from nabij.settings import REDIS_ROLES, RedisRole
 from services.proximity.core.state import DeviceState, device_state_decoder
+from services.proximity.layout import device_state_key
+from services.proximity.service import ProximityService, shard_name
 from services.runner import Service, build_services
 
 # Amsterdam Centraal; the victim stays here in most tests.
@@ -111,9 +114,12 @@ def write_config(
     extra_toml: str = "",
     mqtt_toml: str = "",
     speed: float = TEST_SPEED,
+    cluster: bool = False,
 ) -> Path:
     """A config for a test stack, on a clock `speed` times the wall (anchored now); `mqtt_toml`
-    goes into `[mqtt]` (the services' broker identity)."""
+    goes into `[mqtt]` (the services' broker identity); `cluster`: `redis_url` is a node of a
+    Redis Cluster (the key prefix then gets its hash tag)."""
+    key_prefix = f"{{{prefix}}}" if cluster else prefix
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "nabij.toml").write_text(
         f"""
@@ -129,7 +135,10 @@ client_id = "{prefix}-proximity"
 
 [redis]
 url = "{redis_url}"
-key_prefix = "{prefix}"
+key_prefix = "{key_prefix}"
+cluster = {str(cluster).lower()}
+# A service killed -9 is replaced this soon (production: 5 s).
+lease_ttl_s = 1
 
 [proximity]
 
@@ -167,6 +176,21 @@ offender_device = "ank-1"
 victim_devices = ["vic-1"]
 alarm_m = 500
 pre_alert_m = 1000
+"""
+
+# ank-1's component hashes to shard 2 of 2, ank-5's to shard 1 (services/proximity/core/shards.py).
+TWO_SHARDED_PAIRS = """
+[[order]]
+id = "ORD-A"
+offender_device = "ank-1"
+victim_devices = ["vic-1"]
+alarm_m = 500
+
+[[order]]
+id = "ORD-B"
+offender_device = "ank-5"
+victim_devices = ["vic-5"]
+alarm_m = 500
 """
 
 
@@ -249,8 +273,9 @@ class Stack:
         self.config_dir = config_dir
         self.config: Config = load_config(config_dir, env={})
         self.keys = Keys(self.config.settings.redis.key_prefix)
+        self.shard_keys = self.keys.proximity(Shard())
         self.topics = Topics(self.config.settings.mqtt.topic_prefix)
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = connect(redis_url, cluster=self.config.settings.redis.cluster)
         self.mqtt_url = mqtt_url
         self._device_url = device_url or (lambda _device_id: mqtt_url)
         self._clients: list[paho.Client] = []
@@ -268,15 +293,22 @@ class Stack:
         *names: str,
         clock: TestClock | None = None,
         health: HealthServer | None = None,
+        shards: int = 1,
     ) -> None:
         """Run the services on threads of this process, on `clock` (default: the config's, which
-        the devices then pace by); `health` gets their readiness checks."""
+        the devices then pace by); `health` gets their readiness checks; `shards` proximity
+        processes (threads named `proximity-KofN`) when more than one."""
         if clock is not None:
             self.clock = clock
         self._stop.clear()
-        self.services = build_services(
-            self.config, names or ("proximity", "gateway"), health, self.clock
-        )
+        wanted = names or ("proximity", "gateway")
+        unsharded = [n for n in wanted if shards == 1 or n != "proximity"]
+        self.services = build_services(self.config, unsharded, health, self.clock)
+        if shards > 1 and "proximity" in wanted:
+            for index in range(1, shards + 1):
+                config = with_shard(self.config, Shard(index, shards))
+                service = ProximityService(config, health=health, clock=self.clock)
+                self.services[service.name] = service
         for name, service in self.services.items():
             thread = threading.Thread(
                 target=service.run, args=(self._stop,), name=name, daemon=True
@@ -285,16 +317,25 @@ class Stack:
             self._threads.append(thread)
         self.wait_ready(*self.services)
 
-    def start_process(self, name: str) -> subprocess.Popen[bytes]:
+    def start_process(
+        self, name: str, shard: Shard | None = None, *, wait: bool = True
+    ) -> subprocess.Popen[bytes]:
+        """Run a service in a process of its own (`shard`: a proximity shard, known afterwards
+        by its `shard_name`, e.g. `proximity-2of2`); `wait`: until it is ready."""
+        command = [sys.executable, "-m", "services.cli", name, "--config", str(self.config_dir)]
+        if shard is not None:
+            command += ["--shard", str(shard)]
+            name = shard_name(shard)
         log_path = self.config_dir / f"{name}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", name, "--config", str(self.config_dir)],
+            command,
             stdout=subprocess.DEVNULL,
             stderr=log_path.open("ab"),
             env={k: v for k, v in os.environ.items() if not k.startswith("NABIJ_")},
         )
         self._processes[name] = process
-        self.wait_ready(name)
+        if wait:
+            self.wait_ready(name)
         return process
 
     def kill_process(self, name: str) -> None:
@@ -331,11 +372,12 @@ class Stack:
             client.disconnect()
         self.redis.close()
 
-    def stop_processes(self) -> None:
-        for process in self._processes.values():
+    def stop_processes(self, *names: str) -> None:
+        """Stop these (default: all) service processes cleanly (SIGTERM)."""
+        for name in names or list(self._processes):
+            process = self._processes.pop(name)
             process.terminate()
             process.wait(timeout=10)
-        self._processes.clear()
 
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self.config_dir.glob("*.log"))
@@ -386,7 +428,8 @@ class Stack:
 
     def device_state(self, device_id: str) -> DeviceState | None:
         """The device's state as the proximity service last committed it."""
-        blob = self.redis.get(self.keys.device_state(device_id))
+        key = device_state_key(self.redis, self.keys, self.config.orders, device_id)
+        blob = self.redis.get(key)
         return None if blob is None else device_state_decoder.decode(blob)
 
     def wait_committed(self, device: SimDevice) -> None:
@@ -412,12 +455,15 @@ class Stack:
         return [fields for _id, fields in self.redis.xrange(self.keys.deadletter)]
 
     def inbox_settled(self) -> bool:
-        """Every signal the proximity service wrote has been applied by the gateway."""
+        """Every signal the proximity shards wrote has been applied by the gateway."""
+        inboxes = self.redis.smembers(self.keys.signal_inboxes)
         try:
-            groups = self.redis.xinfo_groups(self.keys.gateway_inbox)
+            groups = [g for inbox in inboxes for g in self.redis.xinfo_groups(inbox)]
         except redis.ResponseError:
             return False
-        return all(g["pending"] == 0 and g.get("lag", 0) in (0, None) for g in groups)
+        return bool(inboxes) and all(
+            g["pending"] == 0 and g.get("lag", 0) in (0, None) for g in groups
+        )
 
 
 def wait_until(

@@ -284,7 +284,7 @@ def test_gateway_dead_letters_bad_inbox_entries_and_keeps_working(
     stack = make_stack()
     stack.start_in_process()
     for raw in (b"{not json", b'{"type": "ack", "alarm_id": 7}', b"[" * 5000 + b"]" * 5000):
-        stack.redis.xadd(stack.keys.gateway_inbox, {"input": raw})
+        stack.redis.xadd(stack.shard_keys.gateway_inbox, {"input": raw})
     stack.device("vic-1").event(stack.clock(), "aware_button")
     stack.wait_notices("police", lambda ns: "aware_button" in kinds(ns, "opened"), "aware press")
     wait_until(stack.inbox_settled, what="gateway applied every entry")

@@ -281,7 +281,9 @@ def test_a_command_the_broker_refuses_is_counted_logged_and_not_retried(
         ts = stack.clock()
         victim.fix(ts, VICTIM_HOME)  # one more commit trims what the broker answered
         stack.wait_committed(victim)
-        wait_until(lambda: stack.redis.xlen(stack.keys.command_outbox) == 0, what="outbox emptied")
+        wait_until(
+            lambda: stack.redis.xlen(stack.shard_keys.command_outbox) == 0, what="outbox emptied"
+        )
         assert offender.commands == [] and victim.commands == []
     finally:
         stack.stop()

@@ -143,12 +143,12 @@ def test_each_redis_user_holds_only_its_rights(secured: Secured) -> None:
     for forbidden in (
         lambda: proximity.xadd(keys.human_requests, request),
         lambda: proximity.hset(keys.alarms, "AL-1", b"{}"),
-        lambda: proximity.xdel(keys.gateway_inbox, "1-1"),
+        lambda: proximity.xdel(secured.stack.shard_keys.gateway_inbox, "1-1"),
         lambda: proximity.xrange(keys.dispatch("police")),
         lambda: probation.xread({keys.dispatch("police"): "0"}),
         lambda: probation.hget(keys.police_facts, "AL-1"),
         lambda: probation.hset(keys.alarms, "AL-1", b"{}"),
-        lambda: probation.xadd(keys.gateway_inbox, request),
+        lambda: probation.xadd(secured.stack.shard_keys.gateway_inbox, request),
         lambda: probation.set(keys.request_outcome("ack-1"), b"{}"),
         lambda: police.hset(keys.police_facts, "AL-1", b"{}"),
         lambda: police.xadd(keys.dispatch("police"), {"notice": b"{}"}),
@@ -156,7 +156,7 @@ def test_each_redis_user_holds_only_its_rights(secured: Secured) -> None:
         with pytest.raises(denied):
             forbidden()
     # What each may do.
-    proximity.xadd(keys.gateway_inbox, {"input": b"{}"})
+    proximity.xadd(secured.stack.shard_keys.gateway_inbox, {"input": b"{}"})
     probation.xadd(keys.human_requests, request)
     assert probation.hgetall(keys.alarms) == {}
     assert probation.xrange(keys.dispatch("probation")) == []
@@ -178,7 +178,9 @@ def test_the_gateway_refuses_forged_requests_written_straight_to_redis(secured: 
     stack.start_in_process("gateway")
     at = now_ms()
     signal = factories.signal("sig-1", kind="strap_tamper", at=at, distance_m=None)
-    secured.client("proximity").xadd(keys.gateway_inbox, {"input": encode(signal)})
+    inbox = stack.shard_keys.gateway_inbox
+    secured.client("proximity").sadd(keys.signal_inboxes, inbox)  # as a shard does at start
+    secured.client("proximity").xadd(inbox, {"input": encode(signal)})
     [opened] = stack.wait_notices("probation", bool, "alarm opened")
 
     def forged(request_id: str, by: str) -> bytes:
@@ -192,13 +194,13 @@ def test_the_gateway_refuses_forged_requests_written_straight_to_redis(secured: 
     operator = secured.client("probation")
     operator.xadd(keys.human_requests, {"input": forged("ack-newline", '"x\\n12:00 RESOLVED"')})
     operator.xadd(keys.human_requests, {"input": forged("ack-blank", '"  "')})
-    secured.client("proximity").xadd(keys.gateway_inbox, {"input": forged("ack-inbox", '"x"')})
+    secured.client("proximity").xadd(inbox, {"input": forged("ack-inbox", '"x"')})
     wait_until(lambda: len(stack.deadletters()) == 3, what="three dead letters")
 
     letters = {(f[b"reason"], f[b"topic"]) for f in stack.deadletters()}
     assert letters == {
         (b"invalid_input", keys.human_requests.encode()),
-        (b"wrong_stream", keys.gateway_inbox.encode()),
+        (b"wrong_stream", inbox.encode()),
     }
     for request_id in ("ack-newline", "ack-blank"):
         outcome = outcome_decoder.decode(operator.get(keys.request_outcome(request_id)))

@@ -33,7 +33,7 @@ MINUTE_MS = 60_000
 
 
 def state_of(stack: Stack, device_id: str) -> DeviceState | None:
-    blob = stack.redis.get(stack.keys.device_state(device_id))
+    blob = stack.redis.get(stack.shard_keys.device_state(device_id))
     return None if blob is None else msgspec.msgpack.decode(blob, type=DeviceState)
 
 

@@ -62,7 +62,7 @@ def play(stack: Stack, clock: ManualClock, case: Case) -> list[AlarmSignal]:
         clock.advance_to(record.received_ms)
         devices[device_id].publish_raw("fix", record.payload)
         stack.wait_applied(device_id, last_seq(record.payload))
-    entries = stack.redis.xrange(stack.keys.gateway_inbox)
+    entries = stack.redis.xrange(stack.shard_keys.gateway_inbox)
     signals = [gateway_input_decoder.decode(fields[b"input"]) for _id, fields in entries]
     return [s for s in signals if isinstance(s, AlarmSignal)]
 

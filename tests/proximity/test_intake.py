@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nabij.contract import DeviceEvent, Fix, Topics, encode
 from nabij.mqtt_packets import Publish
 from services.proximity.core.lanes import LaneLimits
@@ -12,9 +14,20 @@ KNOWN = {"ank-1", "vic-1"}
 T0 = 1_790_000_000_000
 
 
-def intake(limits: LaneLimits | None = None) -> Intake:
+def intake(
+    limits: LaneLimits | None = None, known: Callable[[str], bool] = KNOWN.__contains__
+) -> Intake:
     limits = limits or LaneLimits(device_max=100, lane_max=1000, lane_max_bytes=10**6)
-    return Intake(TOPICS, KNOWN.__contains__, limits, lambda: T0, report_every_ms=10_000)
+    opened = Intake(
+        TOPICS,
+        known,
+        lambda _device: False,
+        limits,
+        lambda: T0,
+        report_every_ms=10_000,
+    )
+    opened.open()
+    return opened
 
 
 def fix(device: str, seq: int, mid: int) -> Publish:
@@ -109,6 +122,43 @@ def test_a_flooding_device_does_not_starve_another_devices_fixes() -> None:
     ]
 
 
+def test_until_open_the_intake_holds_every_message_back_and_refuses_none() -> None:
+    """Before the service holds its state (lease, adoption after a re-shard) the readers are
+    subscribed but nothing is judged: every message comes back as `rest` (backpressure, the
+    broker keeps it), none is acknowledged, refused or queued."""
+    waiting = Intake(
+        TOPICS,
+        KNOWN.__contains__,
+        lambda _device: False,
+        LaneLimits(device_max=100, lane_max=1000, lane_max_bytes=10**6),
+        lambda: T0,
+        report_every_ms=10_000,
+    )
+    messages = [fix("ank-1", 1, 1), fix("stranger", 1, 2)]
+    delivery = waiting.bulk.deliver(1, messages, True, 0)
+    assert (delivery.rest, delivery.ack_now) == (messages, [])
+    assert waiting.drain(0, 10) == [] and waiting.letters(T0, final=True) == []
+    waiting.open()
+    delivery = waiting.bulk.deliver(1, messages, True, 0)
+    assert delivery.rest == [] and delivery.ack_now == [messages[1]]
+
+
+def test_another_shards_device_is_acknowledged_and_never_reported() -> None:
+    """A device another shard owns is left alone: acknowledged, not queued, no dead letter."""
+    shard = Intake(
+        TOPICS,
+        KNOWN.__contains__,
+        lambda device: device == "theirs",
+        LaneLimits(device_max=100, lane_max=1000, lane_max_bytes=10**6),
+        lambda: T0,
+        report_every_ms=10_000,
+    )
+    shard.open()
+    message = fix("theirs", 1, 1)
+    assert shard.bulk.deliver(1, [message], True, 0).ack_now == [message]
+    assert shard.drain(0, 10) == [] and shard.letters(T0, final=True) == []
+
+
 def backlog(device: str, fixes: int, mid: int) -> Publish:
     """A device's backlog after a coverage gap: one JSON array of `fixes` fixes."""
     items = b",".join(
@@ -124,12 +174,9 @@ def test_a_press_waits_behind_one_backlog_at_most_not_behind_the_storm() -> None
     followed by a backlog it would have to wait for: counted by position, at most 1,000 of the
     storm's 50,000 fixes are taken in before the press."""
     devices = [f"ank-s{i}" for i in range(50)]
-    lanes = Intake(
-        TOPICS,
-        lambda d: d in KNOWN or d in devices,
+    lanes = intake(
         LaneLimits(device_max=100, lane_max=20_000, lane_max_bytes=64 * 1024 * 1024),
-        lambda: T0,
-        report_every_ms=10_000,
+        lambda d: d in KNOWN or d in devices,
     )
     storm = [backlog(d, 1000, mid) for mid, d in enumerate(devices, start=1)]
     delivery = lanes.bulk.deliver(1, storm, False, 0)
@@ -152,7 +199,7 @@ def test_the_lanes_stay_bounded_by_count_under_a_ten_times_burst() -> None:
     every message was taken exactly once, each device's in order, none refused."""
     devices = [f"ank-b{i}" for i in range(500)]
     limits = LaneLimits(device_max=100, lane_max=100, lane_max_bytes=10**6)
-    lanes = Intake(TOPICS, devices.__contains__, limits, lambda: T0, report_every_ms=10_000)
+    lanes = intake(limits, devices.__contains__)
     burst = [fix(devices[n % 500], n // 500 + 1, n + 1) for n in range(1000)]
     queued_most = queued = 0
     taken: list[int] = []

@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from nabij.contract import DeviceCommand, SetInterval, Topics, Warn, command_decoder
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard
 from nabij.mqtt import MqttEndpoint, make_client
 from services.proximity.outbox import CommandOutbox
 from tests.integration.stack import wait_until
@@ -43,7 +43,10 @@ def test_commands_published_while_mqtt_is_down_survive_a_crash_and_go_out_after_
     Both commands are still in the outbox (the second commit must not trim the first, which
     paho only queued), the restarted service publishes both, and once the broker acknowledged
     them the next commit empties the outbox."""
-    topics, key = Topics(f"{unique_prefix}/v1"), Keys(unique_prefix).command_outbox
+    topics, key = (
+        Topics(f"{unique_prefix}/v1"),
+        Keys(unique_prefix).proximity(Shard()).command_outbox,
+    )
     store = redis_server.client()
     device = MqttProbe(mosquitto.url, f"{unique_prefix}-device")
     device.connect()
@@ -78,7 +81,10 @@ def test_a_trim_removes_only_the_acknowledged_prefix(
     """Commands acknowledged are trimmed at the next commit, which appends its own after the
     ones still waiting: the stream always holds exactly the unacknowledged commands, oldest
     first."""
-    topics, key = Topics(f"{unique_prefix}/v1"), Keys(unique_prefix).command_outbox
+    topics, key = (
+        Topics(f"{unique_prefix}/v1"),
+        Keys(unique_prefix).proximity(Shard()).command_outbox,
+    )
     store = redis_server.client()
     client = _client(mosquitto.url, f"{unique_prefix}-proximity", connect=True)
     outbox = CommandOutbox(client, topics, key)

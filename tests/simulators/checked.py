@@ -15,9 +15,16 @@ SPEED = 100.0
 
 
 def checked_stack(
-    tmp_path: Path, scenario: Scenario, mqtt_url: str, redis_url: str, prefix: str
+    tmp_path: Path,
+    scenario: Scenario,
+    mqtt_url: str,
+    redis_url: str,
+    prefix: str,
+    *,
+    shards: int = 1,
 ) -> Stack:
-    """nabij on the scenario's clock at SPEED (settings `[clock]`), running in this process."""
+    """nabij on the scenario's clock at SPEED (settings `[clock]`), running in this process
+    (with `shards` proximity shards)."""
     base = Settings.model_validate(
         {
             "mqtt": {"url": mqtt_url, "topic_prefix": f"{prefix}/v1", "client_id": f"{prefix}-p"},
@@ -27,5 +34,5 @@ def checked_stack(
     settings = scaled_settings(base, SPEED)
     config_dir = write_config(tmp_path / "config", settings, scenario)
     stack = Stack(config_dir, mqtt_url, redis_url)
-    stack.start_in_process()
+    stack.start_in_process(shards=shards)
     return stack

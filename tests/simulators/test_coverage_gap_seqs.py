@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from nabij.config import load_config
 from nabij.contract import DeviceEvent, Fix, Topics
-from nabij.keys import Keys
+from nabij.keys import Keys, Shard
 from nabij.mqtt import MqttEndpoint
 from services.proximity.core.state import DeviceState
 from simulators.check import run_checked
@@ -109,7 +109,9 @@ def test_every_seq_of_a_coverage_gap_reaches_nabij_exactly_once_in_effect(
             what="proximity took every message on the wire",
         )
         after = _proximity_counts()
-        state_blob = stack.redis.get(Keys(unique_prefix).device_state("ank-sim-05"))
+        state_blob = stack.redis.get(
+            Keys(unique_prefix).proximity(Shard()).device_state("ank-sim-05")
+        )
     finally:
         tap.close()
         stack.stop()

@@ -1,0 +1,96 @@
+"""Saturation with 1 and with N proximity shards, each its own process (`nabij proximity
+--shard K/N`), on one broker and one Redis: the same pre-encoded QoS 1 fixes as
+`bench.pipeline` (both devices of every pair, far apart), reported as the rate the shards
+applied them at together.
+
+Each shard subscribes to every uplink and acknowledges the other shards' messages unread (see
+docs/architecture.md), so N shards read N times the messages; on a 2-core machine shared with
+the broker, Redis and the publisher this measures what that costs.
+
+    .venv/bin/python -m bench.shards --shards 1 2 --pairs 1000 --fixes 60000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from bench.pipeline import NABIJ, PREFIX, orders_toml, payloads, publish, received, report_runs
+from bench.pipeline import scrape as scrape_metrics
+from tests.servers import MosquittoServer, RedisServer, free_port
+
+READY_TIMEOUT_S = 120
+
+
+@contextmanager
+def shard_processes(count: int, pairs: int, workdir: Path) -> Iterator[tuple[str, list[int]]]:
+    """`count` ready shard processes on a fresh broker and Redis: (MQTT URL, metrics ports)."""
+    with ExitStack() as servers:
+        broker = MosquittoServer(workdir / "mosquitto")
+        store = RedisServer(workdir / "redis")
+        for server in (broker, store):
+            server.start()
+            servers.callback(server.stop)
+        config = workdir / "config"
+        config.mkdir()
+        (config / "nabij.toml").write_text(
+            f'[mqtt]\nurl = "{broker.url}"\ntopic_prefix = "{PREFIX}"\n[redis]\n'
+            f'url = "{store.url}"\nkey_prefix = "bench"\n[log]\nlevel = "warning"\n'
+        )
+        (config / "orders.toml").write_text(orders_toml(pairs))
+        ports = [free_port() for _ in range(count)]
+        for index, port in enumerate(ports, start=1):
+            args = ["proximity", "--config", str(config), "--metrics-port", str(port)]
+            process = subprocess.Popen(
+                [*NABIJ, *args, "--shard", f"{index}/{count}"],
+                stderr=(workdir / f"shard-{index}.log").open("wb"),
+            )
+            servers.callback(process.wait, timeout=30)
+            servers.callback(process.terminate)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(_ready(port) for port in ports) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield broker.url, ports
+
+
+def _ready(port: int) -> bool:
+    try:
+        return 'nabij_ready{service="proximity"} 1.0' in scrape_metrics(port)
+    except OSError:
+        return False
+
+
+def saturate(count: int, pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
+    with shard_processes(count, pairs, workdir) as (url, ports):
+        publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
+        started = time.monotonic()
+        publisher.start()
+        applied = 0.0
+        while applied < fixes and time.monotonic() - started < 300:
+            time.sleep(0.05)
+            applied = sum(received(scrape_metrics(port)) for port in ports)
+        elapsed = time.monotonic() - started
+        publisher.join(timeout=60)
+    return {"shards": count, "fixes_per_s": applied / elapsed}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--shards", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--fixes", type=int, default=60_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    for count in args.shards:
+        report_runs(
+            args.runs, lambda workdir, n=count: saturate(n, args.pairs, args.fixes, workdir)
+        )
+
+
+if __name__ == "__main__":
+    main()

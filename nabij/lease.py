@@ -1,0 +1,117 @@
+"""A lease in Redis with a fencing check in every commit: one writer at a time per key space.
+
+One gateway, and one process per proximity shard, may commit at a time. The writer takes a lease
+key (`SET key token NX PX ttl`), renews it in every commit and while idle, and gives it up on a
+clean stop. Every commit first `WATCH`es the lease and checks it still holds its token, then runs
+its `MULTI`: if another process took the lease in between, Redis refuses the `EXEC`. So a process
+that stalled past its TTL (a long GC, a frozen VM) cannot write after its successor started,
+whatever its own clock says. A second process waits as a standby until the lease is free: after a
+clean stop at once, after a crash once the TTL has run out. Renewal and release are `WATCH`
+transactions too, no scripts: the demo's embedded store runs them as well.
+
+The lease key shares the hash tag of the keys it guards, so the check stays inside the commit's
+single Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+import structlog
+from redis.client import Pipeline
+
+from nabij.failures import NabijError
+
+
+class LeaseLostError(NabijError):
+    """Another process holds the lease now: this one must stop writing (and exit)."""
+
+
+class LeaseWaitAbortedError(NabijError):
+    """Stopping while waiting for the lease."""
+
+
+class Lease:
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        ttl_ms: int,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self._client = client
+        self.key = key
+        self._ttl_ms = ttl_ms
+        self._log = log
+        self.token = secrets.token_hex(16)
+        # Renewed three times per TTL (at most every second): one late renewal loses nothing.
+        self.renew_every_s = min(1.0, ttl_ms / 3000)
+        self._next_renewal = 0.0
+
+    def acquire(self, stop: threading.Event, on_wait: Callable[[], None] = lambda: None) -> None:
+        """Take the lease, waiting (as a standby) while another process holds it."""
+        told = False
+        while not self._take():
+            if not told:
+                self._log.warning("lease_held_elsewhere", lease=self.key, ttl_ms=self._ttl_ms)
+                told = True
+            on_wait()
+            if stop.wait(min(1.0, self._ttl_ms / 4000)):
+                raise LeaseWaitAbortedError(f"stopping while waiting for {self.key}")
+        self._log.info("lease_taken", lease=self.key)
+
+    def fence(self, pipe: Pipeline) -> None:
+        """Start the commit on `pipe` (a transaction pipeline): `WATCH` the lease, check it is
+        ours (taking it again if it merely expired), then `MULTI` with its renewal queued.
+
+        Raises `LeaseLostError` if another process holds it; an `EXEC` after someone took it
+        meanwhile raises `redis.WatchError`.
+        """
+        pipe.watch(self.key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        holder = pipe.get(self.key)
+        if holder is None:
+            # Expired while we were slow, and nobody took it: ours again, checked by the WATCH.
+            pipe.unwatch()
+            if not self._take():
+                raise LeaseLostError(f"{self.key} taken by another process")
+            pipe.watch(self.key)  # type: ignore[no-untyped-call]  # as above
+            holder = pipe.get(self.key)
+        if holder != self.token.encode():
+            pipe.unwatch()
+            raise LeaseLostError(f"{self.key} held by another process")
+        pipe.multi()
+        pipe.pexpire(self.key, self._ttl_ms)
+
+    def keep(self) -> None:
+        """`renew` when `renew_every_s` has passed since the last renewal (call it often)."""
+        if time.monotonic() >= self._next_renewal:
+            self.renew()
+
+    def renew(self) -> None:
+        """Extend the lease while idle; raises `LeaseLostError` if it is no longer ours."""
+        self._next_renewal = time.monotonic() + self.renew_every_s
+        with self._client.pipeline(transaction=True) as pipe:
+            self.fence(pipe)
+            try:
+                pipe.execute()
+            except redis.WatchError as err:
+                raise LeaseLostError(f"{self.key} taken by another process") from err
+
+    def release(self) -> None:
+        """Give it up (a clean stop): a standby takes over at once. Best-effort."""
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.watch(self.key)  # type: ignore[no-untyped-call]  # as above
+                if pipe.get(self.key) == self.token.encode():
+                    pipe.multi()
+                    pipe.delete(self.key)
+                    pipe.execute()
+        except redis.RedisError as err:
+            self._log.warning("lease_release_failed", lease=self.key, error=str(err))
+
+    def _take(self) -> bool:
+        return bool(self._client.set(self.key, self.token, nx=True, px=self._ttl_ms))

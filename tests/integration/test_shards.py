@@ -1,0 +1,175 @@
+"""Several proximity processes, pairs kept together (real Mosquitto and Redis): two shards give
+the alarm timeline of one process, a shard killed -9 under load loses nothing, and changing the
+number of shards carries the state over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nabij.config import load_config
+from nabij.contract import QUEUE_NAMES
+from nabij.keys import Shard
+from simulators.check import run_checked
+from simulators.runner import load_scenario
+from tests.integration.conftest import StackFactory
+from tests.integration.stack import (
+    TWO_SHARDED_PAIRS,
+    VICTIM_HOME,
+    SimDevice,
+    Stack,
+    north_of,
+    wait_until,
+)
+from tests.servers import MosquittoServer, RedisServer
+from tests.simulators.checked import SPEED, checked_stack
+
+pytestmark = pytest.mark.integration
+
+# A sample of the shipped scenarios: one judged by shard 1 of 2, one by shard 2 with two orders.
+SAMPLE = ("approach", "victim_reboot_press")
+Timeline = list[tuple[str, str, str, str]]
+
+
+def timeline(stack: Stack, end_ms: int) -> Timeline:
+    """What the scenario's notices say, up to its end: every opening and clearing as (queue,
+    order, kind, event), and which alarms were escalated or reminded of (once each). How many
+    reminders and `updated` notices there are, and what comes after the end (devices that stop
+    fall silent), depends on wall timing, not on who judged."""
+    notices = [
+        (queue, n.order_id, n.kind, n.event)
+        for queue in QUEUE_NAMES
+        for n in stack.notices(queue)
+        if n.event != "updated" and n.at <= end_ms
+    ]
+    told = [n for n in notices if n[3] in ("opened", "cleared")]
+    return sorted(told) + sorted(set(notices) - set(told))
+
+
+def assert_no_duplicate(stack: Stack) -> None:
+    for queue in QUEUE_NAMES:
+        seen = [
+            (n.alarm_id, n.event, n.level) for n in stack.notices(queue) if n.event != "updated"
+        ]
+        assert len(seen) == len(set(seen)), f"duplicate notice in {queue}: {seen}"
+
+
+@pytest.mark.parametrize("name", SAMPLE)
+def test_two_shards_give_the_alarm_timeline_of_one_process(
+    name: str,
+    tmp_path: Path,
+    mosquitto: MosquittoServer,
+    redis_server: RedisServer,
+    unique_prefix: str,
+) -> None:
+    """A shipped scenario played against one proximity process and against two shards: both
+    meet the scenario's expected timeline, with the same notices and none twice."""
+    scenario = load_scenario(name)
+    timelines: dict[int, Timeline] = {}
+    for shards in (1, 2):
+        stack = checked_stack(
+            tmp_path / f"shards-{shards}",
+            scenario,
+            mosquitto.url,
+            redis_server.url,
+            f"{unique_prefix}-{shards}",
+            shards=shards,
+        )
+        try:
+            report, result = run_checked(
+                scenario, load_config(stack.config_dir, env={}), speed=SPEED
+            )
+            assert result.ok, f"{shards} shard(s): {result}\n{stack.logs()[-3000:]}"
+            assert_no_duplicate(stack)
+            timelines[shards] = timeline(stack, report.start_ms + scenario.duration_s * 1000)
+        finally:
+            stack.stop()
+    assert timelines[2] == timelines[1]
+    assert timelines[1], "the scenario raised no notice at all"
+
+
+def _send(
+    stack: Stack, sims: dict[str, SimDevice], fixes: int, distance_m: float
+) -> dict[str, int]:
+    """`fixes` live fixes from each device (offenders `distance_m` from their victim's home);
+    returns each device's last seq."""
+    offender_at = north_of(VICTIM_HOME, distance_m)
+    ts = stack.clock()
+    for _ in range(fixes):
+        ts += 1000
+        for device_id, sim in sims.items():
+            sim.fix(ts, VICTIM_HOME if device_id.startswith("vic") else offender_at)
+    return {d: sim.seq for d, sim in sims.items()}
+
+
+def test_a_shard_killed_under_load_loses_nothing(make_stack: StackFactory) -> None:
+    """Two shard processes; shard 2 (ank-1, vic-1) is killed -9 in the middle of a stream of
+    fixes and started again: every fix is applied (by seq), the alarm opens once, and shard 1
+    judged its pair throughout."""
+    stack = make_stack(orders_toml=TWO_SHARDED_PAIRS)
+    stack.start_in_process("gateway")
+    stack.start_process("proximity", Shard(1, 2))
+    stack.start_process("proximity", Shard(2, 2))
+    devices = {d: stack.device(d) for d in ("ank-1", "vic-1", "ank-5", "vic-5")}
+    _send(stack, devices, 20, 3000)
+    stack.kill_process("proximity-2of2")
+    _send(stack, devices, 20, 3000)  # shard 2's part waits in its persistent session
+    stack.start_process("proximity", Shard(2, 2))  # waits out the dead process's lease
+    last = _send(stack, devices, 5, 50)
+    for device_id, seq in last.items():
+        stack.wait_applied(device_id, seq)
+    probation = stack.wait_notices(
+        "probation",
+        lambda ns: {n.order_id for n in ns if n.kind == "proximity_alarm"} == {"ORD-A", "ORD-B"},
+        "both alarms",
+    )
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    assert_no_duplicate(stack)
+    opened = [n.order_id for n in probation if n.event == "opened" and n.kind == "proximity_alarm"]
+    assert sorted(opened) == ["ORD-A", "ORD-B"]
+
+
+def test_one_shard_to_two_keeps_the_state(make_stack: StackFactory) -> None:
+    """A re-shard as docs/architecture.md says, under traffic: the two new shards start (and
+    subscribe) while the single process still runs, it stops, they adopt its state. Every fix
+    is applied, each device's seq carries over, and an alarm open under one process is not
+    opened again by the shard that takes its pair over."""
+    stack = make_stack(orders_toml=TWO_SHARDED_PAIRS)
+    stack.start_in_process("gateway")
+    stack.start_process("proximity")
+    devices = {d: stack.device(d) for d in ("ank-1", "vic-1", "ank-5", "vic-5")}
+    last = _send(stack, devices, 3, 50)
+    for device_id, seq in last.items():
+        stack.wait_applied(device_id, seq)
+    stack.wait_notices(
+        "probation",
+        lambda ns: len({n.order_id for n in ns if n.kind == "proximity_alarm"}) == 2,
+        "both alarms under one process",
+    )
+    new_leases = [stack.keys.proximity(Shard(index, 2)).lease for index in (1, 2)]
+    for index in (1, 2):  # they subscribe, take their leases, wait for the old one to stop
+        stack.start_process("proximity", Shard(index, 2), wait=False)
+    wait_until(
+        lambda: all(stack.redis.exists(lease) for lease in new_leases), what="new shards subscribed"
+    )
+    during = _send(stack, devices, 3, 50)
+    stack.stop_processes("proximity")
+    stack.wait_ready("proximity-1of2", "proximity-2of2")
+    for device_id, seq in during.items():  # adopted, then the overlap applied (or a duplicate)
+        stack.wait_applied(device_id, seq)
+    assert stack.redis.exists(stack.keys.proximity(Shard(2, 2)).device_state("ank-1")) == 1
+    assert stack.redis.exists(stack.keys.proximity(Shard(1, 2)).device_state("ank-5")) == 1
+    last = _send(stack, devices, 3, 50)
+    for device_id, seq in last.items():
+        stack.wait_applied(device_id, seq)
+        state = stack.device_state(device_id)
+        assert state is not None and state.last_seq == seq, device_id
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    opened = [
+        n.order_id
+        for n in stack.notices("probation")
+        if n.event == "opened" and n.kind == "proximity_alarm"
+    ]
+    assert sorted(opened) == ["ORD-A", "ORD-B"]
+    assert_no_duplicate(stack)
