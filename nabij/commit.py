@@ -32,14 +32,20 @@ from nabij.failures import NabijError
 from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.lease import Lease
-from nabij.redis_io import DeadLetterWriter, MemoryWatch, answers, is_out_of_memory
+from nabij.redis_io import (
+    AWAY_OR_FULL_ERRORS,
+    TRANSIENT_REDIS_ERRORS,
+    DeadLetterWriter,
+    MemoryWatch,
+    answers,
+    is_out_of_memory,
+)
 from nabij.settings import RedisSettings
 
 HEARTBEAT_TTL_S: Final = 10
 # Wall seconds between heartbeats: liveness is a wall-clock matter, whatever nabij's clock does.
 HEARTBEAT_INTERVAL_S: Final = 1.0
 MAX_BACKOFF_S: Final = 2.0
-TRANSIENT_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 class CommitAbortedError(NabijError):
@@ -250,5 +256,5 @@ def beat(
     """
     try:
         client.set(keys.health(service), now_ms, ex=HEARTBEAT_TTL_S)
-    except (*TRANSIENT_REDIS_ERRORS, redis.exceptions.OutOfMemoryError) as err:
+    except AWAY_OR_FULL_ERRORS as err:
         log.warning("heartbeat_failed", error=str(err))

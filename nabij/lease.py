@@ -6,8 +6,8 @@ clean stop. Every commit first `WATCH`es the lease and checks it still holds its
 its `MULTI`: if another process took the lease in between, Redis refuses the `EXEC`. So a process
 that stalled past its TTL (a long GC, a frozen VM) cannot write after its successor started,
 whatever its own clock says. A second process waits as a standby until the lease is free: after a
-clean stop at once, after a crash once the TTL has run out. Renewal and release are `WATCH`
-transactions too, no scripts: the demo's embedded store runs them as well.
+clean stop at once, after a crash once the TTL has run out. No scripts: the demo's embedded
+store runs all of this as well.
 
 The lease key shares the hash tag of the keys it guards, so the check stays inside the commit's
 single Redis Cluster slot.
@@ -25,6 +25,7 @@ import structlog
 from redis.client import Pipeline
 
 from nabij.failures import NabijError
+from nabij.redis_io import AWAY_OR_FULL_ERRORS
 
 
 class LeaseLostError(NabijError):
@@ -55,7 +56,7 @@ class Lease:
     def acquire(self, stop: threading.Event, on_wait: Callable[[], None] = lambda: None) -> None:
         """Take the lease, waiting (as a standby) while another process holds it."""
         told = False
-        while not self._take():
+        while not self._try_take():
             if not told:
                 self._log.warning("lease_held_elsewhere", lease=self.key, ttl_ms=self._ttl_ms)
                 told = True
@@ -92,14 +93,28 @@ class Lease:
             self.renew()
 
     def renew(self) -> None:
-        """Extend the lease while idle; raises `LeaseLostError` if it is no longer ours."""
+        """Extend the lease while idle; raises `LeaseLostError` if another process holds it.
+
+        The check is our token, the extension a plain `PEXPIRE`, not a `MULTI`: Redis refuses
+        every `MULTI` once it is full, but never a `PEXPIRE`, so a full Redis cannot make the
+        holder lose its lease to a standby (it cannot commit meanwhile; its commits wait it out).
+        Should the lease change hands between the check and the `PEXPIRE`, that only extends the
+        new holder's TTL: the fence in every commit stays exact. A Redis that is away, or full
+        when the lease has to be taken again, is logged and tried at the next call, never raised:
+        the commit path waits those out.
+        """
         self._next_renewal = time.monotonic() + self.renew_every_s
-        with self._client.pipeline(transaction=True) as pipe:
-            self.fence(pipe)
-            try:
-                pipe.execute()
-            except redis.WatchError as err:
-                raise LeaseLostError(f"{self.key} taken by another process") from err
+        try:
+            holder = self._client.get(self.key)
+            if holder == self.token.encode():
+                self._client.pexpire(self.key, self._ttl_ms)
+                return
+            if holder is None and self._take():
+                return  # expired while Redis was away or full, and nobody took it: ours again
+        except AWAY_OR_FULL_ERRORS as err:
+            self._log.warning("lease_renewal_deferred", lease=self.key, error=str(err))
+            return
+        raise LeaseLostError(f"{self.key} held by another process")
 
     def release(self) -> None:
         """Give it up (a clean stop): a standby takes over at once. Best-effort."""
@@ -112,6 +127,14 @@ class Lease:
                     pipe.execute()
         except redis.RedisError as err:
             self._log.warning("lease_release_failed", lease=self.key, error=str(err))
+
+    def _try_take(self) -> bool:
+        """`_take`, a Redis that is away or full counting as not taken (a standby waits on)."""
+        try:
+            return self._take()
+        except AWAY_OR_FULL_ERRORS as err:
+            self._log.warning("lease_take_deferred", lease=self.key, error=str(err))
+            return False
 
     def _take(self) -> bool:
         return bool(self._client.set(self.key, self.token, nx=True, px=self._ttl_ms))

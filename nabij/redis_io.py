@@ -43,6 +43,10 @@ DEFAULT_SOCKET_TIMEOUT_S: Final = 10.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0
 DEFAULT_HEALTH_CHECK_INTERVAL_S: Final = 15
 DEFAULT_RETRIES: Final = 5
+# Redis away or restarting: wait and try again (a full Redis is told apart: `is_out_of_memory`).
+TRANSIENT_REDIS_ERRORS: Final = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# ...or full: a plain write refused for lack of memory (`noeviction`).
+AWAY_OR_FULL_ERRORS: Final = (*TRANSIENT_REDIS_ERRORS, redis.exceptions.OutOfMemoryError)
 # XREADGROUP/XREAD BLOCK must stay below the socket timeout, or the read times out first.
 MAX_BLOCK_MS: Final = int(DEFAULT_SOCKET_TIMEOUT_S * 1000 / 2)
 

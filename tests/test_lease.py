@@ -11,7 +11,7 @@ import structlog
 from nabij.commit import Committer
 from nabij.lease import Lease, LeaseLostError, LeaseWaitAbortedError
 from nabij.redis_io import MemoryWatch, connect
-from tests.servers import RedisServer
+from tests.servers import FILLER_KEY, RedisServer, fill_to_the_cap
 
 pytestmark = pytest.mark.integration
 log = structlog.get_logger()
@@ -75,4 +75,29 @@ def test_release_lets_a_standby_in_and_renew_keeps_the_lease(redis_server: Redis
     with pytest.raises(LeaseLostError):
         first.renew()
     assert client.get("lease") == second.token.encode()
+    client.close()
+
+
+def test_a_full_redis_neither_stops_the_renewal_nor_hands_the_lease_over(
+    capped_redis_server: RedisServer,
+) -> None:
+    """While Redis refuses writes the holder's renewal still extends its lease (a standby cannot
+    take it); a lease that ran out meanwhile is taken again once memory frees, never raised."""
+    client = connect(capped_redis_server.url, retries=0)
+    first, second = Lease(client, "lease", TTL_MS, log), Lease(client, "lease", TTL_MS, log)
+    first.acquire(threading.Event())
+    client.pexpire("lease", 1_000)
+    fill_to_the_cap(client)
+    first.renew()
+    assert client.pttl("lease") > 1_000  # extended to the full TTL again
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(LeaseWaitAbortedError):
+        second.acquire(stopped)
+    client.delete("lease")  # its TTL ran out while Redis was full
+    first.renew()  # taking it again is refused: deferred, not raised
+    assert client.get("lease") is None
+    client.delete(FILLER_KEY)
+    first.renew()
+    assert client.get("lease") == first.token.encode()
     client.close()

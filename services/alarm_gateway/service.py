@@ -35,7 +35,7 @@ from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from nabij import metrics, streams
-from nabij.commit import HEARTBEAT_INTERVAL_S, TRANSIENT_REDIS_ERRORS, ServiceWrites, beat
+from nabij.commit import HEARTBEAT_INTERVAL_S, ServiceWrites, beat
 from nabij.config import Config
 from nabij.contract import (
     ALARM_KINDS,
@@ -56,7 +56,13 @@ from nabij.health import HealthServer
 from nabij.keys import Keys
 from nabij.lease import LeaseWaitAbortedError
 from nabij.logs import LogAggregator
-from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
+from nabij.redis_io import (
+    AWAY_OR_FULL_ERRORS,
+    TRANSIENT_REDIS_ERRORS,
+    DeadLetter,
+    connect_as,
+    wait_until_ready,
+)
 from services.alarm_gateway.core.alarms import (
     RESOLVED_KEPT,
     AlarmBook,
@@ -187,8 +193,9 @@ class GatewayService:
                     self._fire_due()
                     self._consume(stop, start_id=start_id)
                     start_id, backoff = b">", 0.05
-                except TRANSIENT_REDIS_ERRORS as err:
-                    # Redis restarting: wait for it, then re-read what was pending.
+                except AWAY_OR_FULL_ERRORS as err:
+                    # Redis restarting, or full when a new inbox needs its group: wait for it,
+                    # then re-read what was pending.
                     log.warning("redis_unavailable", error=str(err), retry_in_s=backoff)
                     stop.wait(backoff)
                     start_id, backoff = b"0", min(backoff * 2, 2.0)
@@ -263,15 +270,16 @@ class GatewayService:
         (their group made from id 0: nothing written before the gateway saw them is lost)."""
         registered = {m.decode() for m in streams.members(self._redis, self._keys.signal_inboxes)}
         new = sorted(registered - self._inputs.keys())
+        if not new:
+            return False
+        applied = streams.hash_items(self._redis, self._keys.applied_signals)
         for stream in new:
-            self._inputs[stream] = AlarmSignal
+            # Its group first: an inbox whose group could not be made yet is looked at again.
             self._ensure_group(stream)
-        if new:
-            applied = streams.hash_items(self._redis, self._keys.applied_signals)
-            for stream in new:
-                self._applied[stream] = _entry_id(applied.get(stream, b"0-0"))
-            log.info("signal_inboxes", inboxes=sorted(self._inputs))
-        return bool(new)
+            self._inputs[stream] = AlarmSignal
+            self._applied[stream] = _entry_id(applied.get(stream, b"0-0"))
+        log.info("signal_inboxes", inboxes=sorted(self._inputs))
+        return True
 
     def _ensure_groups(self) -> None:
         for stream in self._inputs:
