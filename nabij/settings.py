@@ -389,5 +389,17 @@ class Settings(StrictModel):
     def policy(self, kind: AlarmKind) -> EscalationPolicy:
         return self.escalation.get(kind) or DEFAULT_ESCALATION[kind]
 
+    @model_validator(mode="after")
+    def _audit_needs_a_single_redis(self) -> Settings:
+        # A proximity shard's evidence chain is keyed by its writer's hash tag, not its shard's:
+        # on Redis Cluster every commit of a shard would span two slots and be refused
+        # (CROSSSLOT). Refused here, at start, rather than as a service that never commits.
+        if self.redis.cluster and self.audit.key_file is not None:
+            raise ValueError(
+                "audit.key_file (the evidence trail) needs a single Redis: set redis.cluster ="
+                " false, or leave audit.key_file unset on Redis Cluster (docs/architecture.md)"
+            )
+        return self
+
 
 # --- area bans and exemptions -----------------------------------------------------------------

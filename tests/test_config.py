@@ -147,3 +147,14 @@ def test_validity_needs_an_offset_and_ends_after_it_starts(tmp_path: Path) -> No
         with pytest.raises(ConfigError) as caught:
             load_config(write(tmp_path / name, ISSUE_SETTINGS, orders), env={})
         assert {p.path for p in caught.value.problems} <= {"order[0].starts_at", "order[0]"}
+
+
+def test_the_evidence_trail_on_redis_cluster_is_refused_at_start(tmp_path: Path) -> None:
+    """A shard's evidence keys are not in its slot: the combination is a clear error, not a
+    service whose every commit Redis Cluster refuses."""
+    settings = (
+        ISSUE_SETTINGS.replace('key_prefix = "nabij"', 'key_prefix = "{nabij}"\ncluster = true')
+        + '[audit]\nkey_file = "audit.pem"\n'
+    )
+    with pytest.raises(ConfigError, match="needs a single Redis"):
+        load_config(write(tmp_path, settings, ISSUE_ORDERS), env={})
