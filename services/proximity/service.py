@@ -55,7 +55,7 @@ from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.lanes import LaneLimits
 from services.proximity.core.platform import platform_state_decoder
-from services.proximity.core.shards import Ownership
+from services.proximity.core.shards import Ownership, platform_settings
 from services.proximity.core.state import (
     device_state_decoder,
     pair_state_decoder,
@@ -571,7 +571,10 @@ class ProximityService:
     def _new_engine(self) -> ProximityEngine:
         settings = self._settings
         return ProximityEngine(
-            self._engine_orders, settings.proximity, settings.privacy, settings.platform
+            self._engine_orders,
+            settings.proximity,
+            settings.privacy,
+            platform_settings(settings.platform, self._shard),
         )
 
     def _follow_orders(self) -> None:

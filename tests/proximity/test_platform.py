@@ -8,9 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nabij.contract import AlarmSignal
+from nabij.keys import Shard
 from nabij.settings import PlatformSettings, ProximitySettings
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.platform import PlatformState, burst_of, platform_state_decoder
+from services.proximity.core.shards import platform_settings
 from services.proximity.core.state import state_encoder
 from tests.proximity import T0, fix_at, order
 
@@ -183,3 +185,21 @@ def test_devices_quiet_before_an_outage_neither_join_it_nor_hold_it_open() -> No
     assert not any(eng.device(d).grouped for d in broken)
     back = run(eng, 700, 720, working)
     assert platform(back) == [("platform_degraded", "clear"), ("platform_restored", "open")]
+
+
+def test_only_the_first_shard_judges_the_platform_with_its_share_of_the_trigger() -> None:
+    """Shards: shard 1 of 2 judges for the system, its group trigger halved (its devices are a
+    hashed half of the fleet); shard 2 never tells an outage (its devices keep their own
+    alarms), so an outage is told once, not once per shard."""
+    first = platform_settings(PLATFORM, Shard(1, 2))
+    assert first is not None and first.group_min_devices == 5
+    assert platform_settings(PLATFORM, Shard(1, 1)) == PLATFORM
+    assert platform_settings(PLATFORM, Shard(2, 2)) is None
+    told: dict[int, list[tuple[str, str]]] = {}
+    for index in (1, 2):
+        eng = ProximityEngine(
+            ORDERS, PROXIMITY, platform=platform_settings(PLATFORM, Shard(index, 2))
+        )
+        report(eng, DEVICES, 1, T0)
+        told[index] = platform(run(eng, 1, 400, [], broker_up=False))
+    assert told == {1: [("platform_degraded", "open")], 2: []}

@@ -63,12 +63,13 @@ class ProximityEngine:
         orders: Sequence[Order],
         settings: ProximitySettings,
         privacy: PrivacySettings = _DEFAULT_PRIVACY,
-        platform: PlatformSettings = _DEFAULT_PLATFORM,
+        platform: PlatformSettings | None = _DEFAULT_PLATFORM,
         *,
         predecessor: ProximityEngine | None = None,
     ) -> None:
         """`predecessor`: the engine of the orders before (see `successor`): what it built for
-        orders that did not change is reused."""
+        orders that did not change is reused. `platform` None: another process judges whether
+        nabij is blind (a shard other than the first, `shards.platform_judge`)."""
         self._orders = {order.id: order for order in orders}
         self._settings, self._privacy, self._platform_settings = settings, privacy, platform
         grid = SnapGrid(privacy.offender_grid_m)
@@ -89,7 +90,7 @@ class ProximityEngine:
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
         self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
         self._zone_offenders = tuple(topology.zones)
-        self._platform = PlatformWatch(topology, platform)
+        self._platform = PlatformWatch(topology, platform or _DEFAULT_PLATFORM)
 
     # --- state access ------------------------------------------------------------------------
 
@@ -267,7 +268,8 @@ class ProximityEngine:
         """Time-driven checks on server time: whether nabij is blind (`platform`; `broker_up`:
         the shell's MQTT link), offender silence (location_unknown), and exemption windows that
         ended while a pair or an offender was inside."""
-        self._platform.tick(self._devices, now_ms, effects, broker_up=broker_up)
+        if self._platform_settings is not None:
+            self._platform.tick(self._devices, now_ms, effects, broker_up=broker_up)
         self._conditions.tick(now_ms, effects)
         self._faults.tick(now_ms, effects)
         for spec in self._exempt_pairs:

@@ -12,10 +12,12 @@ others leave it alone.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 
 from nabij.keys import Shard
 from nabij.orders import Order
+from nabij.settings import PlatformSettings
 
 
 def components(orders: Iterable[Order]) -> dict[str, str]:
@@ -68,3 +70,21 @@ class Ownership:
     def orders(self) -> tuple[Order, ...]:
         """The orders this shard judges (both ends of each are in one component)."""
         return tuple(o for o in self._orders if self.owns_device(o.offender_device))
+
+
+def platform_judge(shard: Shard) -> bool:
+    """Whether this shard judges if nabij is blind (`platform_degraded`/`restored`) for the whole
+    system: shard 1 of any layout, so an outage is told once, not once per shard. Components go
+    to shards by a hash, not by place, so shard 1's devices are a random 1/N of the fleet: an
+    outage that blinds a share of the fleet blinds that share of them, and the broker link is
+    the same for every shard."""
+    return shard.index == 1
+
+
+def platform_settings(settings: PlatformSettings, shard: Shard) -> PlatformSettings | None:
+    """The platform watch's settings for this shard: None where another shard judges; for the
+    judge, the group trigger scaled to its 1/N share of the devices (at least 2)."""
+    if not platform_judge(shard):
+        return None
+    scaled = max(2, math.ceil(settings.group_min_devices / shard.count))
+    return settings.model_copy(update={"group_min_devices": scaled})
