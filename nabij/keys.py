@@ -92,6 +92,37 @@ class ShardKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class UnshardedKeys:
+    """The proximity keys of the single process of versions before shards, each device's under
+    its own hash tag: read once, by the first shards, to adopt that state (`layout.py`)."""
+
+    prefix: str
+
+    def device_state(self, device_id: str) -> str:
+        return f"{self.prefix}:prox:{{{device_id}}}:device"
+
+    def pair_state(self, offender_device: str, order_id: str, victim_device: str) -> str:
+        return f"{self.prefix}:prox:{{{offender_device}}}:pair:{order_id}:{victim_device}"
+
+    @property
+    def platform_state(self) -> str:
+        return f"{self.prefix}:prox:platform"
+
+    @property
+    def command_outbox(self) -> str:
+        return f"{self.prefix}:prox:outbox"
+
+    @property
+    def proximity_devices(self) -> str:
+        return f"{self.prefix}:prox:devices"
+
+    @property
+    def gateway_inbox(self) -> str:
+        """Its signal inbox: the gateway reads it until it is empty."""
+        return f"{self.prefix}:gateway:inbox"
+
+
+@dataclass(frozen=True, slots=True)
 class Keys:
     prefix: str = "nabij"
 
@@ -108,6 +139,10 @@ class Keys:
         """The keys of one proximity shard: hash tag `{<prefix>:prox:<K>of<N>}` (braces of a
         Cluster prefix dropped: the shard's own tag must be the key's first)."""
         return self._shard_keys(f"{shard.index}of{shard.count}")
+
+    @property
+    def unsharded(self) -> UnshardedKeys:
+        return UnshardedKeys(self.prefix)
 
     def every_proximity_shard(self, pattern: str = "*") -> ShardKeys:
         """Keys whose tag is a glob over every shard (for ACL patterns)."""

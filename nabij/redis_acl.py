@@ -86,6 +86,7 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
         Grant(("hget", "hgetall"), (keys.police_facts,), "R"),
     ]
     shards = keys.every_proximity_shard()
+    unsharded = keys.unsharded  # read once after an upgrade from a version before shards
     # Where a device's state is: the layouts' marks say which shard holds it (see layout.py).
     layout = Grant(("get",), (shards.layout_since,), "R")
     return {
@@ -103,7 +104,18 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
             Grant(("xadd",), (shards.gateway_inbox, keys.deadletter), "W"),
             Grant(("sadd",), (keys.signal_inboxes,), "W"),
             Grant(("xadd", "xtrim", "xrange"), (shards.command_outbox,)),
-            Grant(("get", "set"), (shards.commit_counter, keys.health("proximity*"))),
+            Grant(("get", "set", "exists"), (shards.commit_counter, keys.health("proximity*"))),
+            Grant(
+                ("get", "exists", "xrange"),
+                (
+                    unsharded.device_state(ANY),
+                    unsharded.pair_state(ANY, ANY, ANY),
+                    unsharded.platform_state,
+                    unsharded.command_outbox,
+                    unsharded.proximity_devices,
+                ),
+                "R",
+            ),
             Grant((*LEASE_COMMANDS, "exists"), (shards.lease,)),
             orders,
             evidence("proximity"),
@@ -112,8 +124,8 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
         ],
         "gateway": [
             Grant(
-                ("xgroup|create", "xreadgroup", "xack", "xdel", "xlen", "xinfo|groups"),
-                (shards.gateway_inbox, keys.human_requests),
+                ("xgroup|create", "xreadgroup", "xack", "xdel", "xlen", "xinfo|groups", "exists"),
+                (shards.gateway_inbox, keys.human_requests, unsharded.gateway_inbox),
             ),
             Grant(("smembers",), (keys.signal_inboxes,), "R"),
             Grant(("hgetall", "hset"), (keys.applied_signals,)),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nabij.keys import Keys, Shard, ShardKeys
+from nabij.keys import Keys, Shard, ShardKeys, UnshardedKeys
 from nabij.redis_acl import ANY, Grant, acl_file, default_username, glob_escape, grants
 from nabij.settings import REDIS_ROLES, RedisRole, Settings
 
@@ -30,7 +30,7 @@ def _every_key(keys: object = KEYS, within: str = "") -> dict[str, str]:
         else:
             arity = len(inspect.signature(member).parameters) - 1
             key = getattr(keys, name)(*[ANY] * arity)
-        if isinstance(key, ShardKeys):
+        if isinstance(key, ShardKeys | UnshardedKeys):
             found |= _every_key(key, f"{name}.")
         else:
             found[within + name] = key

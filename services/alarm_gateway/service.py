@@ -269,6 +269,10 @@ class GatewayService:
         """Read the shards' inboxes registered since the last look; whether there are new ones
         (their group made from id 0: nothing written before the gateway saw them is lost)."""
         registered = {m.decode() for m in streams.members(self._redis, self._keys.signal_inboxes)}
+        # The inbox of the single proximity process of versions before shards: read on (and
+        # drained) after an upgrade.
+        if self._redis.exists(self._keys.unsharded.gateway_inbox):
+            registered.add(self._keys.unsharded.gateway_inbox)
         new = sorted(registered - self._inputs.keys())
         if not new:
             return False

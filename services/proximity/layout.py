@@ -24,14 +24,16 @@ from redis.typing import EncodableT, FieldT
 
 from nabij import streams
 from nabij.commit import Committer
-from nabij.keys import Keys, Shard, ShardKeys
+from nabij.keys import Keys, Shard, ShardKeys, UnshardedKeys
 from nabij.lease import LeaseWaitAbortedError
 from nabij.orders import Order
-from services.proximity.core.shards import Ownership
+from services.proximity.core.shards import Ownership, platform_judge
 
 # Layouts looked for when adopting: N from 1 to this.
 MAX_SHARDS: Final = 16
 LEASE_POLL_S: Final = 0.2
+# The heartbeat name of the single proximity process of versions before shards.
+UNSHARDED_SERVICE: Final = "proximity"
 
 
 def register(client: redis.Redis, keys: Keys, shard: Shard) -> None:
@@ -63,17 +65,24 @@ def adopt_from_previous_layout(
     if mine is not None and (source is None or others[source] <= mine):
         return  # this shard's keys are the newest state
     now_ms = time.time_ns() // 1_000_000  # layouts are ordered by wall time, not nabij's clock
-    if source is None:
-
-        def mark(pipe: Pipeline) -> None:
-            pipe.set(own.layout_since, now_ms)
-
-        committer.commit(mark, stop)
-        return
-    _wait_until_stopped(client, keys, source, stop=stop, log=log, on_wait=on_wait)
     ownership = Ownership(orders, shard)
-    states, devices = _owned_state(client, keys, ownership, source)
-    commands = _owned_commands(client, keys, ownership, source)
+    if source is not None:
+        old = [keys.proximity(Shard(k, source)) for k in range(1, source + 1)]
+        _wait_until_gone(client, [o.lease for o in old], stop=stop, log=log, on_wait=on_wait)
+        states, devices = _owned_state(client, keys, ownership, source)
+        outboxes, platform = [o.command_outbox for o in old], old[0].platform_state
+    elif client.exists(keys.unsharded.proximity_devices):
+        # Written by a version before shards. That process holds no lease: its heartbeat tells
+        # when it has stopped.
+        health = keys.health(UNSHARDED_SERVICE)
+        _wait_until_gone(client, [health], stop=stop, log=log, on_wait=on_wait)
+        states, devices = _unsharded_state(client, keys.unsharded, ownership)
+        outboxes, platform = [keys.unsharded.command_outbox], keys.unsharded.platform_state
+    else:
+        states, devices, outboxes, platform = [], [], [], ""
+    commands = _owned_commands(client, outboxes, ownership)
+    # The platform watch runs on shard 1 (`platform_judge`): its outage count goes on there.
+    platform_state = client.get(platform) if platform and platform_judge(shard) else None
 
     def write(pipe: Pipeline) -> None:
         for suffix, blob in states:
@@ -82,16 +91,19 @@ def adopt_from_previous_layout(
             pipe.sadd(own.proximity_devices, *devices)
         for fields in commands:
             pipe.xadd(own.command_outbox, fields)
+        if platform_state is not None:
+            pipe.set(own.platform_state, platform_state)
         pipe.set(own.layout_since, now_ms)
 
     committer.commit(write, stop)
-    log.info(
-        "state_adopted",
-        shard=str(shard),
-        from_shards=source,
-        states=len(states),
-        commands=len(commands),
-    )
+    if outboxes:
+        log.info(
+            "state_adopted",
+            shard=str(shard),
+            from_shards=source or "unsharded",
+            states=len(states),
+            commands=len(commands),
+        )
 
 
 def device_state_key(
@@ -118,26 +130,25 @@ def _layout_starts(client: redis.Redis, keys: Keys) -> dict[int, dict[int, int]]
     return starts
 
 
-def _wait_until_stopped(
+def _wait_until_gone(
     client: redis.Redis,
-    keys: Keys,
-    count: int,
+    alive: list[str],
     *,
     stop: threading.Event,
     log: structlog.typing.FilteringBoundLogger,
     on_wait: Callable[[], None],
 ) -> None:
-    """Wait until no shard of the `count` layout holds its lease: none of them writes any more."""
-    leases = [keys.proximity(Shard(k, count)).lease for k in range(1, count + 1)]
+    """Wait until none of the `alive` keys (the previous layout's leases or heartbeat) exists:
+    none of its processes writes any more."""
     told = False
     while True:
         pipe = client.pipeline(transaction=False)
-        for lease in leases:
-            pipe.exists(lease)
+        for key in alive:
+            pipe.exists(key)
         if not any(pipe.execute()):
             return
         if not told:
-            log.warning("waiting_for_previous_layout_to_stop", shards=count)
+            log.warning("waiting_for_previous_layout_to_stop", alive=alive)
             told = True
         on_wait()
         if stop.wait(LEASE_POLL_S):
@@ -174,14 +185,38 @@ def _owned_state(
     return states, sorted(devices_found)
 
 
+def _unsharded_state(
+    client: redis.Redis, unsharded: UnshardedKeys, ownership: Ownership
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """As `_owned_state`, from the keys of a version before shards (each device's in its own
+    slot: one pipelined GET each)."""
+    names: list[tuple[str, str, str | None]] = []  # (old key, suffix after the new tag, device)
+    for order in ownership.orders():
+        for device in (order.offender_device, *order.victim_devices):
+            names.append(
+                (unsharded.device_state(device), ShardKeys("").device_state(device), device)
+            )
+        for victim in order.victim_devices:
+            old = unsharded.pair_state(order.offender_device, order.id, victim)
+            names.append(
+                (old, ShardKeys("").pair_state(order.offender_device, order.id, victim), None)
+            )
+    unique = list(dict.fromkeys(names))
+    pipe = client.pipeline(transaction=False)
+    for old, _suffix, _device in unique:
+        pipe.get(old)
+    found = [(n, blob) for n, blob in zip(unique, pipe.execute(), strict=True) if blob is not None]
+    states = [(suffix, blob) for (_old, suffix, _device), blob in found]
+    return states, sorted({device for (_o, _s, device), _b in found if device is not None})
+
+
 def _owned_commands(
-    client: redis.Redis, keys: Keys, ownership: Ownership, count: int
+    client: redis.Redis, outboxes: list[str], ownership: Ownership
 ) -> list[dict[FieldT, EncodableT]]:
-    """Commands still in the `count` layout's outboxes for this shard's devices, oldest first
-    per old shard (a repeated command is harmless, a lost `warn` is not)."""
+    """Commands still in the previous layout's `outboxes` for this shard's devices, oldest first
+    per outbox (a repeated command is harmless, a lost `warn` is not)."""
     commands: list[dict[FieldT, EncodableT]] = []
-    for index in range(1, count + 1):
-        outbox = keys.proximity(Shard(index, count)).command_outbox
+    for outbox in outboxes:
         for _id, fields in streams.entries(client, outbox):
             if ownership.owns_device(fields[b"device"].decode()):
                 commands.append({name: value for name, value in fields.items()})

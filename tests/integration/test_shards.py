@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nabij.config import load_config
-from nabij.contract import QUEUE_NAMES
+from nabij.contract import QUEUE_NAMES, AlarmSignal, encode
 from nabij.keys import Shard
 from simulators.check import run_checked
 from simulators.runner import load_scenario
@@ -165,6 +165,79 @@ def test_one_shard_to_two_keeps_the_state(make_stack: StackFactory) -> None:
         stack.wait_applied(device_id, seq)
         state = stack.device_state(device_id)
         assert state is not None and state.last_seq == seq, device_id
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    opened = [
+        n.order_id
+        for n in stack.notices("probation")
+        if n.event == "opened" and n.kind == "proximity_alarm"
+    ]
+    assert sorted(opened) == ["ORD-A", "ORD-B"]
+    assert_no_duplicate(stack)
+
+
+def _as_before_shards(stack: Stack) -> None:
+    """Move one stopped process's proximity keys to where versions before shards kept them (the
+    values are the same: the state's format did not change), as an upgrade finds Redis."""
+    r, own, old = stack.redis, stack.keys.proximity(Shard()), stack.keys.unsharded
+    for device in [d.decode() for d in r.smembers(own.proximity_devices)]:
+        r.rename(own.device_state(device), old.device_state(device))
+    for key in r.scan_iter(match=f"{own.tag}:pair:*"):
+        order_id, offender, victim = key.decode().split(":")[-3:]
+        r.rename(key, old.pair_state(offender, order_id, victim))
+    r.rename(own.proximity_devices, old.proximity_devices)
+    for new, before in (
+        (own.platform_state, old.platform_state),
+        (own.command_outbox, old.command_outbox),
+    ):
+        if r.exists(new):
+            r.rename(new, before)
+    r.delete(own.layout_since, own.lease, own.commit_counter)
+
+
+def test_the_state_of_a_version_before_shards_is_carried_to_two_shards(
+    make_stack: StackFactory,
+) -> None:
+    """An upgrade: Redis holds what the single process of a version before shards wrote, its
+    alarms open, and a signal it committed that the gateway has not applied yet (in that
+    version's inbox). Two shards start on it: each device's seq carries over, the waiting signal
+    is applied, and neither alarm opens again or is told twice."""
+    stack = make_stack(orders_toml=TWO_SHARDED_PAIRS)
+    stack.start_in_process("gateway")
+    stack.start_process("proximity")
+    devices = {d: stack.device(d) for d in ("ank-1", "vic-1", "ank-5", "vic-5")}
+    last = _send(stack, devices, 3, 50)
+    for device_id, seq in last.items():
+        stack.wait_applied(device_id, seq)
+    stack.wait_notices(
+        "probation",
+        lambda ns: len({n.order_id for n in ns if n.kind == "proximity_alarm"}) == 2,
+        "both alarms under one process",
+    )
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    stack.stop_processes("proximity")
+    _as_before_shards(stack)
+    waiting = AlarmSignal(
+        signal_id="before-shards-press",
+        action="open",
+        kind="aware_button",
+        alarm_key="aware_button|ORD-A|vic-1",
+        order_id="ORD-A",
+        offender_device="ank-1",
+        at=stack.clock(),
+        reason="pressed before the upgrade",
+        victim_device="vic-1",
+    )
+    stack.redis.xadd(stack.keys.unsharded.gateway_inbox, {"input": encode(waiting)})
+    for index in (1, 2):
+        stack.start_process("proximity", Shard(index, 2))
+    stack.wait_ready("proximity-1of2", "proximity-2of2")
+    for device_id, seq in last.items():
+        state = stack.device_state(device_id)
+        assert state is not None and state.last_seq == seq, device_id
+    stack.wait_notices("police", lambda ns: any(n.kind == "aware_button" for n in ns), "press")
+    more = _send(stack, devices, 3, 50)
+    for device_id, seq in more.items():
+        stack.wait_applied(device_id, seq)
     wait_until(stack.inbox_settled, what="gateway applied every signal")
     opened = [
         n.order_id
