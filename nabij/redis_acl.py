@@ -86,7 +86,7 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
     return {
         "proximity": [
             Grant(
-                ("get", "set", "mget", "sadd", "smembers"),
+                ("get", "set", "mset", "mget", "sadd", "smembers"),
                 (keys.device_state(ANY), keys.pair_state(ANY, ANY, ANY), keys.proximity_devices),
             ),
             Grant(("get", "set"), (keys.platform_state,)),
