@@ -43,9 +43,13 @@ BURST_QUIET_MS: Final = 1_000
 # Counted in messages alone, 2,000 backlogs made one batch of 2 million fixes (a press waited 42 s
 # behind it in bench.storm); 64 KiB is about 400 live fixes, a few ms of Redis round trip each.
 BATCH_MAX_BYTES: Final = 64 * 1024
+TOPICS_CACHED: Final = 100_000
+"""Parsed topic strings kept (three a device); beyond it the cache starts again, so topics a
+client invents cannot grow it without bound."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like `Publish`: one is made per message, and frozen costs ~6x in __init__.
+@dataclass(slots=True)
 class Received:
     topic: str
     payload: bytes
@@ -136,6 +140,7 @@ class Intake:
             "bulk": FairLane(limits),
         }
         self._refusals = Refusals(quiet_ms=BURST_QUIET_MS, report_every_ms=report_every_ms)
+        self._parsed: dict[str, tuple[str, str] | None] = {}
         self._changed = threading.Condition()
         self.bulk = _LaneSink(self, "bulk")
         self.fast = _LaneSink(self, "fast")
@@ -145,7 +150,7 @@ class Intake:
     def _classify(self, lane: LaneName, message: Publish) -> tuple[str | None, str | None]:
         """(device id to queue it under, or None) and (refusal reason, or None); both None:
         not for this lane, acknowledged and left alone."""
-        split = self._topics.parse(message.topic)
+        split = self._parse(message.topic)
         if lane == "fast":
             if split is None or split[1] != "event" or not self._is_known(split[0]):
                 return None, None
@@ -155,6 +160,16 @@ class Intake:
         if not self._is_known(split[0]):
             return None, "unknown_device"
         return split[0], None
+
+    def _parse(self, topic: str) -> tuple[str, str] | None:
+        """`Topics.parse`, once per topic string: a device sends on the same few topics."""
+        try:
+            return self._parsed[topic]
+        except KeyError:
+            if len(self._parsed) >= TOPICS_CACHED:
+                self._parsed.clear()
+            split = self._parsed[topic] = self._topics.parse(topic)
+            return split
 
     def deliver(
         self,
