@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import re
 import statistics
 import subprocess
@@ -206,20 +207,30 @@ def saturate(
     with proximity(orders_toml(pairs), workdir, audit=audit, commit_acks=commit_acks) as running:
         url, port = running.mqtt_url, running.metrics_port
         publisher = multiprocessing.Process(target=publish, args=(url, messages))
+        cpu_before = cpu_s(running.pid)
         started = time.monotonic()
         publisher.start()
         while received(scrape(port)) < fixes and time.monotonic() - started < 300:
             time.sleep(0.1)
         elapsed = time.monotonic() - started
+        cpu = cpu_s(running.pid) - cpu_before
         publisher.join(timeout=60)
         metrics = scrape(port)
         missing = lost(running.redis_url, last_seqs(messages))
     return {
         "fixes_per_s": received(metrics) / elapsed,
+        "cpu_us_per_fix": cpu / max(1.0, received(metrics)) * 1e6,
         "devices_short": float(missing),
         "p50_ms": latency_quantile(metrics, 0.5) * 1000,
         "p99_ms": latency_quantile(metrics, 0.99) * 1000,
     }
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used: per fix, a figure that a shared
+    machine's load moves much less than the rate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def at_rate(rate: float, duration_s: float, workdir: Path) -> dict[str, float]:
