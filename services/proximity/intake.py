@@ -61,10 +61,6 @@ class Received:
     connection: int
 
 
-def received(message: Publish, now_ms: int, connection: int) -> Received:
-    return Received(message.topic, message.payload, message.mid, message.qos, now_ms, connection)
-
-
 class _SafetyProbe(msgspec.Struct):
     device_id: str
     type: str
@@ -198,7 +194,14 @@ class Intake:
                         delivery.rest = messages[index:]
                         break
                     if verdict == "admit":
-                        item = received(message, now, connection)
+                        item = Received(
+                            message.topic,
+                            message.payload,
+                            message.mid,
+                            message.qos,
+                            now,
+                            connection,
+                        )
                         queue.push(device_id, item, len(message.payload))
                         continue
                     reason = "flood"

@@ -65,7 +65,8 @@ class FairLane(Generic[T]):
         its bounds; catching up on a backlog, only its surplus that is not `plausible` is
         refused (asked only then: it may cost a decode)."""
         limits = self._limits
-        full = self.depth(key) >= limits.device_max
+        queue = self._queues.get(key)  # `depth` inlined: this runs for every message
+        full = queue is not None and len(queue) >= limits.device_max
         if live and (full or not self._spend(key, now_ms)):
             return "refuse"
         if full and not live and not plausible():
