@@ -9,6 +9,7 @@ size (the integration test does, so the harness cannot rot; its figures mean not
 
     .venv/bin/python -m bench.run            # = make bench
     .venv/bin/python -m bench.run --tiny --only-harness
+    .venv/bin/python -m bench.run --rates-only   # (1), (2) and their ratio alone
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def ceiling(sizes: Sizes) -> float:
             server.stop()
 
 
-def harness(sizes: Sizes) -> dict[str, object]:
-    """Every part once; the figures by name."""
+def rates(sizes: Sizes) -> dict[str, object]:
+    """(1) the broker's ceiling, (2) nabij's sustained rate, and their ratio."""
     print("== broker ceiling (C clients, QoS 1)", flush=True)
     broker_rate = ceiling(sizes)
     print(f"  {broker_rate:,.0f} msgs/s", flush=True)
@@ -70,6 +71,12 @@ def harness(sizes: Sizes) -> dict[str, object]:
         sustained = pipeline.saturate(sizes.pairs, sizes.fixes, Path(tmp))
     ratio = sustained["fixes_per_s"] / broker_rate
     print(f"  {sustained}; ratio to the broker's ceiling {ratio:.2f}", flush=True)
+    return {"broker_per_s": broker_rate, "sustained": sustained, "ratio": ratio}
+
+
+def harness(sizes: Sizes) -> dict[str, object]:
+    """Every part once; the figures by name."""
+    figures = rates(sizes)
     print("== latency from the publish at stepped rates", flush=True)
     steps = latency.run(sizes.rates, sizes.step_s, sizes.fleet_pairs, 0.01, sizes.probes)
     print(latency.table(steps), flush=True)
@@ -81,9 +88,7 @@ def harness(sizes: Sizes) -> dict[str, object]:
     stored = memory.redis_bytes(engine, sizes.memory_pairs)
     print(f"  core {core:,.0f} B/pair, {stored}", flush=True)
     return {
-        "broker_per_s": broker_rate,
-        "sustained": sustained,
-        "ratio": ratio,
+        **figures,
         "steps": steps,
         "storm": stormed,
         "core_bytes_per_pair": core,
@@ -95,8 +100,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="toy sizes: proves it runs")
     parser.add_argument("--only-harness", action="store_true", help="skip bench.fleet")
+    parser.add_argument("--rates-only", action="store_true", help="(1) and (2) only")
     args = parser.parse_args(argv)
-    figures = harness(TINY if args.tiny else FULL)
+    sizes = TINY if args.tiny else FULL
+    if args.rates_only:
+        return rates(sizes)
+    figures = harness(sizes)
     if not args.only_harness:
         fleet.main([])
     return figures

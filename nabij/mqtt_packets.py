@@ -108,7 +108,9 @@ def pubcomp(mid: int) -> bytes:
     return b"\x70\x02" + mid.to_bytes(2, "big")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through `object.__setattr__`, ~6x
+# the cost, and one Publish is made per message (docs/benchmarks.md, the profile).
+@dataclass(slots=True)
 class Publish:
     topic: str
     payload: bytes

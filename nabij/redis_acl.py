@@ -92,7 +92,7 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
     return {
         "proximity": [
             Grant(
-                ("get", "set", "mget", "sadd", "smembers"),
+                ("get", "set", "mset", "mget", "sadd", "smembers"),
                 (
                     shards.device_state(ANY),
                     shards.pair_state(ANY, ANY, ANY),

@@ -451,16 +451,17 @@ class ProximityService:
         keys = self._shard_keys
         if self._evidence is not None:
             self._evidence.write(pipe, evidence, now)
-        for device_id in effects.changed_devices:
-            pipe.set(
-                keys.device_state(device_id), state_encoder.encode(self._engine.device(device_id))
-            )
+        # Every changed state in one MSET: a SET each cost more Python in redis-py than the
+        # core's decisions (docs/benchmarks.md, the profile).
+        engine, encoded = self._engine, state_encoder.encode
+        states = {keys.device_state(d): encoded(engine.device(d)) for d in effects.changed_devices}
+        for order_id, offender, victim in effects.changed_pairs:
+            pair = engine.pair((order_id, offender, victim))
+            states[keys.pair_state(offender, order_id, victim)] = encoded(pair)
+        if states:
+            pipe.mset(states)
         if effects.changed_devices:
             pipe.sadd(keys.proximity_devices, *effects.changed_devices)
-        for pair_key in effects.changed_pairs:
-            order_id, offender, victim = pair_key
-            state = self._engine.pair(pair_key)
-            pipe.set(keys.pair_state(offender, order_id, victim), state_encoder.encode(state))
         if effects.platform_changed:
             pipe.set(keys.platform_state, state_encoder.encode(self._engine.platform))
         for signal in effects.signals:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from nabij.contract import DeviceEvent, Fix, Topics, encode
 from nabij.mqtt_packets import Publish
+from services.proximity import intake as intake_module
 from services.proximity.core.lanes import LaneLimits
 from services.proximity.intake import Intake
 
@@ -221,3 +224,17 @@ def test_the_lanes_stay_bounded_by_count_under_a_ten_times_burst() -> None:
     for device in devices[:5]:
         mids = [m for m in taken if (m - 1) % 500 == devices.index(device)]
         assert mids == sorted(mids)
+
+
+def test_the_topic_cache_stays_bounded_whatever_topics_a_client_invents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parsed topics are cached, but invented ones cannot grow the cache beyond its bound, and a
+    known device's fixes are still queued after it started again."""
+    monkeypatch.setattr(intake_module, "TOPICS_CACHED", 10)
+    lanes = intake()
+    junk = [Publish(TOPICS.device(f"x{n}", "fix"), b"{}", 1, n + 1) for n in range(50)]
+    delivery = lanes.bulk.deliver(1, [*junk, fix("ank-1", 1, 99)], True, 0)
+    assert len(delivery.ack_now) == 50
+    assert len(lanes._parsed) <= 10  # the cache itself: what this test is about
+    assert [r.mid for r in lanes.drain(0, 10)] == [99]

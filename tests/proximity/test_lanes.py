@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -57,6 +59,27 @@ def test_a_live_device_sustains_its_rate_after_a_burst_of_its_bound() -> None:
     assert lane.verdict("ank-0", 1, 100, live=True, plausible=always) == "admit"
     assert lane.verdict("vic-1", 1, 100, live=True, plausible=always) == "admit"
     assert lane.verdict("ank-0", 1, 10_000, live=False, plausible=never) == "admit"
+
+
+@given(
+    gaps=st.lists(st.sampled_from([0, 0, 0, 1, 30, 400]), min_size=1, max_size=60),
+    rate=st.sampled_from([0.5, 10.0, 1000.0, float("inf")]),
+)
+def test_the_token_bucket_admits_as_one_refill_per_message_would(
+    gaps: list[int], rate: float
+) -> None:
+    """The bucket is refilled once per distinct read time (messages of one read share it): the
+    verdicts are those of the plain rule, refill `elapsed x rate` on every message, capped at
+    `device_max` (an unbounded rate: never empty)."""
+    limits = LaneLimits(device_max=4, lane_max=10**6, lane_max_bytes=10**9, device_rate=rate)
+    lane: FairLane[str] = FairLane(limits)
+    allowance, since = 4.0, 0
+    for now in itertools.accumulate(gaps):  # ms between messages; 0: the same read
+        refill = 4.0 if rate == float("inf") else (now - since) * rate / 1000
+        allowance, since = min(4.0, allowance + refill), now
+        expected = "admit" if allowance >= 1 else "refuse"
+        allowance -= 1 if expected == "admit" else 0
+        assert lane.verdict("ank-0", 1, now, live=True, plausible=always) == expected
 
 
 def test_a_full_lane_makes_the_reader_wait_by_count_and_by_bytes() -> None:

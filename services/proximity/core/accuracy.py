@@ -36,7 +36,7 @@ def effective_acc(acc: float, src: PositionSource | None) -> float:
     return acc if acc >= floor else floor
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every comparison, and frozen init costs ~4x
 class Reading:
     """What one ring (or zone) sees of one comparison."""
 

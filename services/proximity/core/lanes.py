@@ -45,8 +45,9 @@ class FairLane(Generic[T]):
         self._queues: dict[str, deque[tuple[T, int]]] = {}
         self._ring: deque[str] = deque()
         """Keys with something queued, in the order of their next turn."""
-        self._allowance: dict[str, tuple[float, int]] = {}
-        """Per key: messages it may still send at once, and when that was worked out (ms)."""
+        self._allowance: dict[str, list[float]] = {}
+        """Per key: [messages it may still send at once, when that was worked out (ms)]; a list
+        changed in place, as this runs for every message."""
         self.count = 0
         self.bytes = 0
 
@@ -64,7 +65,8 @@ class FairLane(Generic[T]):
         its bounds; catching up on a backlog, only its surplus that is not `plausible` is
         refused (asked only then: it may cost a decode)."""
         limits = self._limits
-        full = self.depth(key) >= limits.device_max
+        queue = self._queues.get(key)  # `depth` inlined: this runs for every message
+        full = queue is not None and len(queue) >= limits.device_max
         if live and (full or not self._spend(key, now_ms)):
             return "refuse"
         if full and not live and not plausible():
@@ -78,14 +80,17 @@ class FairLane(Generic[T]):
     def _spend(self, key: str, now_ms: int) -> bool:
         """Take one message from the key's allowance (a token bucket holding `device_max`)."""
         limits = self._limits
-        allowance, since = self._allowance.get(key, (float(limits.device_max), now_ms))
-        allowance = min(
-            float(limits.device_max), allowance + (now_ms - since) * limits.device_rate / 1000
-        )
-        if allowance < 1:
-            self._allowance[key] = (allowance, now_ms)
+        bucket = self._allowance.get(key)
+        if bucket is None:
+            bucket = self._allowance[key] = [float(limits.device_max), now_ms]
+        elif bucket[1] != now_ms:  # a read's messages share one time: refilled once a read
+            refill = (now_ms - bucket[1]) * limits.device_rate / 1000
+            bucket[0], bucket[1] = min(float(limits.device_max), bucket[0] + refill), now_ms
+        elif limits.device_rate == float("inf"):  # unbounded: no refill needed to stay full
+            return True
+        if bucket[0] < 1:
             return False
-        self._allowance[key] = (allowance - 1, now_ms)
+        bucket[0] -= 1
         return True
 
     def push(self, key: str, item: T, size: int) -> None:

@@ -152,15 +152,23 @@ class PairJudge:
             pair.pre_alert, pre_change = self._predict(
                 pair.pre_alert, spec, obs=obs, t_ms=t_ms, motion=motion, effects=effects
             )
-        cell_m = self._cell_distance(offender, victim)
-        pair.offender_pre_alert, his_pre_change = _offender_step(
-            old_his_pre, spec.offender_pre_alert, spec.pre_alert,
-            cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
-        )  # fmt: skip
-        pair.offender_alarm, his_alarm_change = _offender_step(
-            old_his_alarm, spec.offender_alarm, spec.alarm,
-            cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
-        )  # fmt: skip
+        if (
+            old_his_pre.phase == "outside"
+            and old_his_alarm.phase == "outside"
+            and beyond(distance, uncertainty, spec.offender_pre_alert, self._snap_error_m)
+        ):
+            # His rings stay outside, as in the far-apart shortcut: no cell geodesic needed.
+            his_pre_change = his_alarm_change = None
+        else:
+            cell_m = self._cell_distance(offender, victim)
+            pair.offender_pre_alert, his_pre_change = _offender_step(
+                old_his_pre, spec.offender_pre_alert, spec.pre_alert,
+                cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
+            )  # fmt: skip
+            pair.offender_alarm, his_alarm_change = _offender_step(
+                old_his_alarm, spec.offender_alarm, spec.alarm,
+                cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
+            )  # fmt: skip
         if (
             pair.pre_alert.phase == old_pre.phase
             and pair.alarm.phase == old_alarm.phase
