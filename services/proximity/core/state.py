@@ -35,10 +35,14 @@ class RingState(msgspec.Struct, frozen=True, omit_defaults=True):
     """Distance last sent in an open or update signal while the ring is open."""
 
 
+_OUTSIDE: Final = RingState()
+"""Every ring's start, one object: a frozen state is shared, not copied per pair or zone."""
+
+
 class ZoneState(msgspec.Struct, omit_defaults=True):
     """Where an offender stands relative to one exclusion zone of one order."""
 
-    ring: RingState = msgspec.field(default_factory=RingState)
+    ring: RingState = _OUTSIDE
     signed_m: float | None = None
     """Last distance to the zone's boundary, negative inside."""
     acc: float | None = None
@@ -184,16 +188,16 @@ class PairState(msgspec.Struct, omit_defaults=True):
     order_id: str
     offender_device: str
     victim_device: str
-    pre_alert: RingState = msgspec.field(default_factory=RingState)
-    alarm: RingState = msgspec.field(default_factory=RingState)
+    pre_alert: RingState = _OUTSIDE
+    alarm: RingState = _OUTSIDE
     last_obs_ts: int = 0
     """Device time of the newest comparison; never goes backwards."""
     last_distance_m: float | None = None
     last_uncertainty_m: float | None = None
     exempt: bool = False
     """The last comparison fell in an exemption window (the tick re-checks when it ends)."""
-    offender_pre_alert: RingState = msgspec.field(default_factory=RingState)
-    offender_alarm: RingState = msgspec.field(default_factory=RingState)
+    offender_pre_alert: RingState = _OUTSIDE
+    offender_alarm: RingState = _OUTSIDE
     """The offender's rings, judged on her grid cell (`cells`): his warnings and interval."""
 
     @property
