@@ -19,9 +19,12 @@ SEEN_WINDOW = 64
 SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
 STATE_FORMAT: Final = 2
-"""Device and pair states are stored as msgpack arrays led by this number (no field names: a
-third of a device state). Format 1, a map by field name with the history as a list of position
-maps, is what earlier versions wrote: it still loads (`_VersionedDecoder`)."""
+"""Device states are stored as msgpack arrays led by this number (no field names: a third of a
+device state; pair states are small maps that omit their defaults). Format 1, a map by field
+name with the history as a list of position maps, is what earlier versions wrote: it still loads
+(`_DeviceStateDecoder`). A new field goes last, with a default (arrays written before it still
+decode); any other change is a new number, with a decoder for this one. Versions before format 2
+cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True):
