@@ -66,7 +66,7 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT):
     last_seq: int = -1
     seen_below: int = 0
     """Bit k set: seq `last_seq - 1 - k` was seen, taken or late (see `SEEN_WINDOW`)."""
-    seen_above: list[int] = []
+    seen_above: tuple[int, ...] = ()
     """Seqs above `last_seq` already taken (a press or tamper that overtook earlier messages):
     they join the window once the counter passes them."""
     last_ts: int = 0
@@ -108,9 +108,9 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT):
     packed_history: bytes = b""
     """Recent positions on server time, oldest first, thinned (`timing.remember`), packed
     (`history`): a backlog from the partner is judged against where this device was then."""
-    presses: list[str] = []
+    presses: tuple[str, ...] = ()
     """Digests of the newest safety events (press, tamper): only the very same one is a repeat."""
-    faults: list[str] = []
+    faults: tuple[str, ...] = ()
     """Causes of an open `device_fault` ("clock", "refused")."""
     clock_off_since_ms: int | None = None
     """Server time since which the device clock has been off beyond the limit."""
@@ -128,7 +128,7 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT):
     the current offline stretch began. At most `flap_drops + 1`, within the flap window."""
     powered_off: bool = False
     """The current offline stretch began with a power_off event (said in the reason)."""
-    unprotected: list[str] = []
+    unprotected: tuple[str, ...] = ()
     """Victim devices: the causes of the open victim_unprotected alarm (empty: none open)."""
     tick_signals: int = 0
     """Ticks that signalled about this device, so their signal ids (no input behind them) stay
@@ -164,7 +164,7 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT):
         self.last_seq = seq
         if self.seen_above:
             passed = [s for s in self.seen_above if s <= seq]
-            self.seen_above = [s for s in self.seen_above if s > seq]
+            self.seen_above = tuple(s for s in self.seen_above if s > seq)
             for earlier in passed:
                 self.mark_seen(earlier)
 
