@@ -3,7 +3,7 @@
 A `Position` object costs ~170 bytes of heap with its numbers; a packed point costs 32 and the
 whole history is one object. Packing is exact (float64 coordinates and accuracy, int64 server
 time): a backlog is judged against the very position the device reported, so no rule changes.
-Only `timing` mutates a history; it hands back `Position`s one at a time.
+`timing` keeps it (`remember`) and asks it (`position_at`); a `Position` is made only for an answer.
 """
 
 from __future__ import annotations
