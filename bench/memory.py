@@ -83,7 +83,7 @@ def redis_bytes(engine: ProximityEngine, pairs: int) -> dict[str, float]:
                     state = engine.device(device)
                     blob = state_encoder.encode(state)
                     device_sizes.append(len(blob))
-                    history_sizes.append(len(state_encoder.encode(state.history)))
+                    history_sizes.append(len(state_encoder.encode(state.packed_history)))
                     pipe.set(keys.device_state(device), blob)
                     pipe.sadd(keys.proximity_devices, device)
                 pair_key = (f"O-{i}", f"ank-{i}", f"vic-{i}")

@@ -219,17 +219,18 @@ class DeviceConditions:
     def _protection_changed(self, device: DeviceState, now_ms: int) -> bool:
         if device.device_id not in self._victims:
             return False
-        return protection_causes(device, now_ms, self._victim_silence_ms) != device.unprotected
+        causes = protection_causes(device, now_ms, self._victim_silence_ms)
+        return tuple(causes) != device.unprotected
 
     def _protection(self, device: DeviceState, cause: _Cause) -> None:
         """Open, update (the causes changed) or clear victim_unprotected for a victim device."""
         if device.device_id not in self._victims:
             return
         causes = protection_causes(device, cause.now_ms, self._victim_silence_ms)
-        if causes == device.unprotected:
+        if tuple(causes) == device.unprotected:
             return
         action: SignalAction = "clear" if not causes else "update" if device.unprotected else "open"
-        device.unprotected = list(causes)
+        device.unprotected = tuple(causes)
         if causes:
             why = describe_causes(device, causes, cause.now_ms, self._victim_silence_ms)
             reason = f"Victim device {device.device_id} cannot protect its victim: {why}."

@@ -63,7 +63,7 @@ class DeviceFaults:
             if device.clock_off_since_ms is not None or device.refused_since_ms is not None:
                 self._settle(device, now_ms, effects)
 
-    def _causes(self, device: DeviceState, now_ms: int) -> list[str]:
+    def _causes(self, device: DeviceState, now_ms: int) -> tuple[str, ...]:
         """Causes that hold now: a raised one until its condition is gone, a new one once its
         dwell has passed."""
         causes = []
@@ -78,7 +78,7 @@ class DeviceFaults:
             or (device.refused >= REFUSED_MIN and now_ms - refused_since >= self._dwell_ms)
         ):
             causes.append("refused")
-        return causes
+        return tuple(causes)
 
     def _settle(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         causes = self._causes(device, now_ms)
@@ -106,7 +106,7 @@ class DeviceFaults:
                 )
             )
 
-    def _reason(self, device: DeviceState, causes: list[str], now_ms: int) -> str:
+    def _reason(self, device: DeviceState, causes: tuple[str, ...], now_ms: int) -> str:
         who = (
             f"{self._topology.role_names[device.device_id].capitalize()} device {device.device_id}"
         )

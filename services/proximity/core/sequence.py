@@ -78,7 +78,7 @@ def restart(device: DeviceState, boot: str | None, *, resume_at: int | None = No
     device.epoch += 1
     device.last_seq = -1 if resume_at is None else resume_at
     device.seen_below = 0 if resume_at is None else SEEN_MASK
-    device.seen_above = []
+    device.seen_above = ()
     device.strays = 0
     device.stray_seq = -1
 
@@ -89,7 +89,7 @@ def note_overtaking(device: DeviceState, boot: str | None, seq: int) -> None:
     if boot != device.boot:
         return
     if seq > device.last_seq:
-        device.seen_above = [*device.seen_above[-(PRESSES_KEPT - 1) :], seq]
+        device.seen_above = (*device.seen_above[-(PRESSES_KEPT - 1) :], seq)
     else:
         device.mark_seen(seq)
 
@@ -111,6 +111,5 @@ def seen_press(device: DeviceState, digest: str) -> bool:
     """Whether this very event was taken before; if not, it is remembered now."""
     if digest in device.presses:
         return True
-    device.presses.append(digest)
-    del device.presses[:-PRESSES_KEPT]
+    device.presses = (*device.presses[-(PRESSES_KEPT - 1) :], digest)
     return False

@@ -7,6 +7,7 @@ from typing import Final, Literal
 import msgspec
 
 from nabij.contract import Position, WarnLevel
+from services.proximity.core import history as packing
 
 Phase = Literal["outside", "entering", "inside", "exiting"]
 PairKey = tuple[str, str, str]
@@ -16,6 +17,14 @@ PairKey = tuple[str, str, str]
 # from a late message that was never seen ("out_of_order").
 SEEN_WINDOW = 64
 SEEN_MASK = (1 << SEEN_WINDOW) - 1
+
+STATE_FORMAT: Final = 2
+"""Device states are stored as msgpack arrays led by this number (no field names: a third of a
+device state; pair states are small maps that omit their defaults). Format 1, a map by field
+name with the history as a list of position maps, is what earlier versions wrote: it still loads
+(`_DeviceStateDecoder`). A new field goes last, with a default (arrays written before it still
+decode); any other change is a new number, with a decoder for this one. Versions before format 2
+cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -29,10 +38,14 @@ class RingState(msgspec.Struct, frozen=True, omit_defaults=True):
     """Distance last sent in an open or update signal while the ring is open."""
 
 
+_OUTSIDE: Final = RingState()
+"""Every ring's start, one object: a frozen state is shared, not copied per pair or zone."""
+
+
 class ZoneState(msgspec.Struct, omit_defaults=True):
     """Where an offender stands relative to one exclusion zone of one order."""
 
-    ring: RingState = msgspec.field(default_factory=RingState)
+    ring: RingState = _OUTSIDE
     signed_m: float | None = None
     """Last distance to the zone's boundary, negative inside."""
     acc: float | None = None
@@ -41,7 +54,7 @@ class ZoneState(msgspec.Struct, omit_defaults=True):
     """The last evaluation fell in an exemption window (the tick re-checks when it ends)."""
 
 
-class DeviceState(msgspec.Struct):
+class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT):
     device_id: str
     epoch: int = 0
     """Restarts of the device's counter so far (a new boot, or a reset taken from old firmware).
@@ -53,7 +66,7 @@ class DeviceState(msgspec.Struct):
     last_seq: int = -1
     seen_below: int = 0
     """Bit k set: seq `last_seq - 1 - k` was seen, taken or late (see `SEEN_WINDOW`)."""
-    seen_above: list[int] = []
+    seen_above: tuple[int, ...] = ()
     """Seqs above `last_seq` already taken (a press or tamper that overtook earlier messages):
     they join the window once the counter passes them."""
     last_ts: int = 0
@@ -92,12 +105,12 @@ class DeviceState(msgspec.Struct):
     Absent from state written before this field: decoded as False (on track)."""
     zones: dict[str, ZoneState] = {}
     """Offender devices: `{order_id}|{zone name}` -> where the device stands to that zone."""
-    history: list[Position] = []
-    """Recent positions on server time, oldest first, thinned (see `history`): a backlog from the
-    partner is judged against where this device was at the time."""
-    presses: list[str] = []
+    packed_history: bytes = b""
+    """Recent positions on server time, oldest first, thinned (`timing.remember`), packed
+    (`history`): a backlog from the partner is judged against where this device was then."""
+    presses: tuple[str, ...] = ()
     """Digests of the newest safety events (press, tamper): only the very same one is a repeat."""
-    faults: list[str] = []
+    faults: tuple[str, ...] = ()
     """Causes of an open `device_fault` ("clock", "refused")."""
     clock_off_since_ms: int | None = None
     """Server time since which the device clock has been off beyond the limit."""
@@ -115,7 +128,7 @@ class DeviceState(msgspec.Struct):
     the current offline stretch began. At most `flap_drops + 1`, within the flap window."""
     powered_off: bool = False
     """The current offline stretch began with a power_off event (said in the reason)."""
-    unprotected: list[str] = []
+    unprotected: tuple[str, ...] = ()
     """Victim devices: the causes of the open victim_unprotected alarm (empty: none open)."""
     tick_signals: int = 0
     """Ticks that signalled about this device, so their signal ids (no input behind them) stay
@@ -123,6 +136,11 @@ class DeviceState(msgspec.Struct):
     grouped: bool = False
     """Quiet within a platform outage (`platform.py`): the grouped `platform_degraded` notice
     speaks for it, so its own silence and offline alarms wait until it is released."""
+
+    @property
+    def history(self) -> list[Position]:
+        """The history as positions (unpacked on each call: for tests and tools)."""
+        return packing.unpack(self.packed_history)
 
     def tag(self, seq: int) -> str:
         """What names input `seq` of this device in signal ids: unique across counter restarts."""
@@ -146,7 +164,7 @@ class DeviceState(msgspec.Struct):
         self.last_seq = seq
         if self.seen_above:
             passed = [s for s in self.seen_above if s <= seq]
-            self.seen_above = [s for s in self.seen_above if s > seq]
+            self.seen_above = tuple(s for s in self.seen_above if s > seq)
             for earlier in passed:
                 self.mark_seen(earlier)
 
@@ -169,20 +187,20 @@ class DeviceState(msgspec.Struct):
         return self.last_seq - 2 - (unseen.bit_length() - 1)
 
 
-class PairState(msgspec.Struct):
+class PairState(msgspec.Struct, omit_defaults=True):
     order_id: str
     offender_device: str
     victim_device: str
-    pre_alert: RingState = msgspec.field(default_factory=RingState)
-    alarm: RingState = msgspec.field(default_factory=RingState)
+    pre_alert: RingState = _OUTSIDE
+    alarm: RingState = _OUTSIDE
     last_obs_ts: int = 0
     """Device time of the newest comparison; never goes backwards."""
     last_distance_m: float | None = None
     last_uncertainty_m: float | None = None
     exempt: bool = False
     """The last comparison fell in an exemption window (the tick re-checks when it ends)."""
-    offender_pre_alert: RingState = msgspec.field(default_factory=RingState)
-    offender_alarm: RingState = msgspec.field(default_factory=RingState)
+    offender_pre_alert: RingState = _OUTSIDE
+    offender_alarm: RingState = _OUTSIDE
     """The offender's rings, judged on her grid cell (`cells`): his warnings and interval."""
 
     @property
@@ -190,8 +208,46 @@ class PairState(msgspec.Struct):
         return (self.order_id, self.offender_device, self.victim_device)
 
 
+def _device_state_format_1() -> type[msgspec.Struct]:
+    """The struct of format 1: a map of `DeviceState`'s fields (same defaults; those added
+    since decode as their default), the history a list of positions."""
+    fields = [
+        ("history", list[Position], msgspec.field(default_factory=list))
+        if field.name == "packed_history"
+        else (field.name, field.type, _same_default(field))
+        for field in msgspec.structs.fields(DeviceState)
+    ]
+    return msgspec.defstruct("DeviceStateFormat1", fields)
+
+
+def _same_default(field: msgspec.structs.FieldInfo) -> object:
+    # Both unset (NODEFAULT) keeps the field required; the stubs allow setting one at most.
+    return msgspec.field(default=field.default, default_factory=field.default_factory)  # type: ignore[call-overload]
+
+
+_MAP_HEADERS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
+"""First byte of a msgpack map: a format-1 state (format 2 and later are arrays)."""
+
+
+class _DeviceStateDecoder:
+    """Decodes the current format, and format 1 (converted) for state written before."""
+
+    def __init__(self) -> None:
+        self._current = msgspec.msgpack.Decoder(DeviceState)
+        self._format_1: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
+            _device_state_format_1()
+        )
+
+    def decode(self, blob: bytes) -> DeviceState:
+        if blob[:1] and blob[0] in _MAP_HEADERS:
+            fields = msgspec.structs.asdict(self._format_1.decode(blob))
+            packed_history = packing.pack(fields.pop("history"))
+            return DeviceState(**fields, packed_history=packed_history)
+        return self._current.decode(blob)
+
+
 # How the shell stores this state (msgpack), built once: the proximity service writes and reads
 # it, the console and the tests only read device state.
 state_encoder: Final = msgspec.msgpack.Encoder()
-device_state_decoder: Final = msgspec.msgpack.Decoder(DeviceState)
+device_state_decoder: Final = _DeviceStateDecoder()
 pair_state_decoder: Final = msgspec.msgpack.Decoder(PairState)

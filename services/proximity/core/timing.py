@@ -10,10 +10,10 @@ was at that time.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from typing import Final
 
 from nabij.contract import Position
+from services.proximity.core import history
 from services.proximity.core.state import DeviceState
 
 OFFSET_DRIFT_SHARE: Final = 8
@@ -66,18 +66,13 @@ def lateness_s(measured_ms: int, now_ms: int, late_after_ms: int) -> int | None:
 def remember(device: DeviceState, position: Position, now_ms: int, window_ms: int) -> None:
     """Add an accepted position (server time) to the device's history, thinned to
     `HISTORY_POINTS` over the window."""
-    history = device.history
-    if not history or position.ts >= history[-1].ts:
-        history.append(position)
-    else:
-        insort(history, position, key=_ts)
-    horizon = now_ms - window_ms
-    while history and history[0].ts < horizon:
-        del history[0]
-    spacing = window_ms // HISTORY_POINTS
-    if len(history) >= 3 and history[-2].ts - history[-3].ts < spacing:
-        del history[-2]
-    del history[:-HISTORY_POINTS]
+    device.packed_history = history.added(
+        device.packed_history,
+        position,
+        horizon_ms=now_ms - window_ms,
+        spacing_ms=window_ms // HISTORY_POINTS,
+        limit=HISTORY_POINTS,
+    )
 
 
 def position_at(device: DeviceState, t_ms: int, max_age_ms: int) -> Position | None:
@@ -88,15 +83,4 @@ def position_at(device: DeviceState, t_ms: int, max_age_ms: int) -> Position | N
         return None
     if t_ms >= fix.ts:
         return fix if t_ms - fix.ts <= max_age_ms else None
-    history = device.history
-    i = bisect_left(history, t_ms, key=_ts)
-    best: Position | None = None
-    for candidate in history[max(0, i - 1) : i + 1]:
-        gap = abs(candidate.ts - t_ms)
-        if gap <= max_age_ms and (best is None or gap < abs(best.ts - t_ms)):
-            best = candidate
-    return best
-
-
-def _ts(position: Position) -> int:
-    return position.ts
+    return history.nearest(device.packed_history, t_ms, max_age_ms)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from nabij.contract import AlarmKind
 from nabij.orders import Order, Zone
 from nabij.settings import ProximitySettings
 from services.proximity.core.cells import SnapGrid, offender_ring
@@ -81,10 +82,20 @@ class Topology:
         memberships: dict[str, dict[Membership, None]] = {}
         zones_of: dict[str, list[tuple[str, Zone]]] = {}
         exemptions: dict[str, Exemptions] = {}
+        # Orders share a few ring sizes: one (frozen) set of parameters per size, not per pair.
+        rings: dict[tuple[AlarmKind, float], tuple[RingParams, RingParams]] = {}
+
+        def ring(kind: AlarmKind, ring_m: float) -> tuple[RingParams, RingParams]:
+            """The ring's parameters, and the offender's (judged on her cell: `cells`)."""
+            if (kind, ring_m) not in rings:
+                params = RingParams.build(kind, ring_m, settings)
+                rings[kind, ring_m] = params, offender_ring(params, grid.worst_error_m)
+            return rings[kind, ring_m]
+
         for order in orders:
             offender = order.offender_device
-            pre_alert = RingParams.build("proximity_pre_alert", order.pre_alert_ring_m, settings)
-            alarm = RingParams.build("proximity_alarm", order.alarm_m, settings)
+            pre_alert, offender_pre_alert = ring("proximity_pre_alert", order.pre_alert_ring_m)
+            alarm, offender_alarm = ring("proximity_alarm", order.alarm_m)
             exempt = Exemptions(order) if order.exemption else None
             if exempt is not None:
                 exemptions[order.id] = exempt
@@ -94,9 +105,7 @@ class Topology:
                 key = (order.id, offender, victim)
                 spec = PairSpec(
                     key, order.id, offender, victim, victim_role(index), pre_alert, alarm,
-                    offender_ring(pre_alert, grid.worst_error_m),
-                    offender_ring(alarm, grid.worst_error_m),
-                    exempt,
+                    offender_pre_alert, offender_alarm, exempt,
                 )  # fmt: skip
                 pairs[key] = spec
                 pairs_of.setdefault(offender, []).append(spec)

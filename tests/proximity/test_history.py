@@ -1,0 +1,65 @@
+"""The packed history keeps exactly what a list of positions kept, and finds the same ones."""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nabij.contract import Position
+from services.proximity.core import history
+
+T0 = 1_767_225_600_000
+WINDOW_MS, POINTS, MAX_AGE_MS = 900_000, 40, 120_000
+
+
+def listed(kept: list[Position], position: Position, now_ms: int) -> None:
+    """The history as a list of positions did it before packing (the reference)."""
+    insort(kept, position, key=lambda p: p.ts)
+    while kept and kept[0].ts < now_ms - WINDOW_MS:
+        del kept[0]
+    if len(kept) >= 3 and kept[-2].ts - kept[-3].ts < WINDOW_MS // POINTS:
+        del kept[-2]
+    del kept[:-POINTS]
+
+
+def listed_nearest(kept: list[Position], t_ms: int) -> Position | None:
+    i = bisect_left(kept, t_ms, key=lambda p: p.ts)
+    best: Position | None = None
+    for candidate in kept[max(0, i - 1) : i + 1]:
+        gap = abs(candidate.ts - t_ms)
+        if gap <= MAX_AGE_MS and (best is None or gap < abs(best.ts - t_ms)):
+            best = candidate
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 15_000, 22_499, 22_500, 400_000]),
+            st.sampled_from([0, 1, 15_000, 300_000, 299_999]),  # equal times, late ones
+            st.floats(-90, 90),
+        ),
+        max_size=120,
+    ),
+    probes=st.lists(st.integers(-1_000_000, 4_000_000), max_size=10),
+)
+def test_packed_history_matches_a_list_of_positions(
+    steps: list[tuple[int, int, float]], probes: list[int]
+) -> None:
+    """Arrivals now and then, some placed minutes back (a backlog), odd coordinates: the packed
+    history holds the same positions in the same order, bit for bit, and answers every time
+    with the same position as the list did."""
+    packed, kept, now = b"", list[Position](), T0
+    for advance_ms, back_ms, lat in steps:
+        now += advance_ms
+        position = Position(lat=lat, lon=lat / 3, acc=1 / 3 + advance_ms, ts=now - back_ms)
+        listed(kept, position, now)
+        packed = history.added(
+            packed, position, horizon_ms=now - WINDOW_MS, spacing_ms=WINDOW_MS // POINTS, limit=40
+        )
+        assert history.unpack(packed) == kept
+    for probe in probes:
+        assert history.nearest(packed, now - probe, MAX_AGE_MS) == listed_nearest(kept, now - probe)

@@ -1,0 +1,77 @@
+"""State written before an upgrade loads after it: nothing is lost on a restart into a new version.
+
+`state_format_1.msgpack` holds the device and pair states that main (commit 941bab5, state
+format 1: msgpack maps, the history a list of position maps) wrote after `before_the_gap` below,
+as the service stores them: `{"devices": [offender, victim], "pair": pair}`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from nabij.contract import AlarmSignal
+from services.proximity.core.engine import Effects, ProximityEngine
+from services.proximity.core.state import (
+    STATE_FORMAT,
+    device_state_decoder,
+    pair_state_decoder,
+    state_encoder,
+)
+from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, fix_at, opens
+
+S = 1000
+PAIR = ("O-1", OFFENDER, VICTIM)
+FORMAT_1 = Path(__file__).with_name("state_format_1.msgpack")
+
+
+def before_the_gap(drive: Drive) -> None:
+    """Ten minutes of her fixes at home; his far away, until he loses coverage after two."""
+    for i in range(41):
+        drive.fix(VICTIM, T0 + i * 15 * S)
+        if i <= 8:
+            drive.fix(OFFENDER, T0 + i * 15 * S + 500, 3000)
+
+
+def backlog(eng: ProximityEngine) -> list[AlarmSignal]:
+    """His backlog after the gap: he was 100 m from her minutes ago; uploaded at once."""
+    effects = Effects()
+    arrival = T0 + 620 * S
+    for seq, measured_s in enumerate(range(135, 601, 15), start=9):
+        eng.apply(fix_at(OFFENDER, seq, T0 + measured_s * S, 100), arrival, effects)
+    return effects.signals
+
+
+def test_state_of_format_1_loads_exactly_and_decides_the_same() -> None:
+    """Main's stored state decodes to exactly the state this version holds after the same input
+    (her 21 history positions included), and his backlog then meets her history the same way:
+    the same late alarm, signal for signal, as in an engine that never restarted."""
+    drive = Drive(engine())
+    before_the_gap(drive)
+    saved = msgspec.msgpack.decode(FORMAT_1.read_bytes())
+    restored = engine()
+    restored.load(
+        [device_state_decoder.decode(blob) for blob in saved["devices"]],
+        [pair_state_decoder.decode(saved["pair"])],
+    )
+    for device in (OFFENDER, VICTIM):
+        assert restored.device(device) == drive.engine.device(device)
+    assert restored.pair(PAIR) == drive.engine.pair(PAIR)
+    assert len(restored.device(VICTIM).history) == 21
+    signals = backlog(restored)
+    assert signals == backlog(drive.engine)
+    (alarm,) = opens(signals, "proximity_alarm")
+    assert alarm.late_s is not None
+
+
+def test_state_is_stored_in_the_current_format_and_round_trips() -> None:
+    """What the service writes now is a format-2 array (no field names) that decodes to the
+    same state, history and all."""
+    drive = Drive(engine())
+    before_the_gap(drive)
+    state = drive.engine.device(VICTIM)
+    blob = state_encoder.encode(state)
+    assert msgspec.msgpack.decode(blob)[0] == STATE_FORMAT
+    assert device_state_decoder.decode(blob) == state
+    assert len(blob) < len(FORMAT_1.read_bytes()) / 2
