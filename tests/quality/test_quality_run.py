@@ -19,7 +19,7 @@ from simulators.quality import report
 from simulators.quality.case import build
 from simulators.quality.families import FAMILIES, case_spec, family_indices
 from simulators.quality.judge import CaseScore, judge
-from simulators.quality.run import core_signals, run_cases
+from simulators.quality.run import Job, core_signals, run_case, run_cases
 
 SEED = 7
 CASES = 200
@@ -91,3 +91,31 @@ def test_a_family_subset_picks_the_same_cases_as_the_whole_run() -> None:
     assert all(names[i % len(names)] in ("coverage_gap", "urban_canyon") for i in picked)
     with pytest.raises(ValueError, match="unknown families: nope"):
         family_indices(15, ["nope"])
+
+
+@pytest.mark.parametrize(
+    ("index", "ring"),
+    [
+        (23, "pre_alert"),  # a jump inward while his track led inside too (docs/proximity.md 4)
+        (3893, "pre_alert"),  # a jump outward cancelled the entry dwell his track still served
+        (1208, "pre_alert"),  # both his fixes after the entry thrown: the deadline waits for two
+    ],
+)
+def test_urban_canyon_entries_among_multipath_jumps_are_detected_in_time(
+    index: int, ring: str
+) -> None:
+    """Broken promises of the seed-2026 runs (docs/quality.md, "Before/after"), each fixed by a
+    rule (the first two) or by the judge's rule that a thrown fix is no GNSS-grade fix."""
+    score = run_case(Job(index, 2026, ProximitySettings()))
+    assert score.family == "urban_canyon"
+    (outcome,) = [o for o in score.outcomes if o.ring == ring]
+    assert outcome.promised and outcome.detected
+
+
+def test_a_gap_that_outlasts_the_case_makes_no_promise() -> None:
+    """Quality case Q001901 (coverage_gap): his gap runs past the end of the case, so the
+    backlog is never uploaded; its breach is named under that rule, not a broken promise."""
+    score = run_case(Job(1901, 2026, ProximitySettings()))
+    assert score.family == "coverage_gap"
+    missed = [o for o in score.outcomes if not o.detected]
+    assert missed and all(o.why == "backlog not uploaded before the case ends" for o in missed)
