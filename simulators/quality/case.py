@@ -28,6 +28,7 @@ from simulators.model import DeviceModel
 from simulators.movement import Route
 from simulators.noise import NoiseParams
 from simulators.positioning import Sky
+from simulators.quality.exemption import ZoneExemption
 
 START_MS: Final = round(dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC).timestamp() * 1000)
 """Every case starts at this true time (a Monday morning)."""
@@ -101,6 +102,7 @@ class CaseSpec:
     zones: tuple[CircleZone, ...] = ()
     source: str = "gnss"
     """How positions were obtained, for the false-alarm breakdown (gnss, multipath, wifi, cell)."""
+    exemption: ZoneExemption | None = None
 
     @property
     def order_id(self) -> str:
@@ -154,6 +156,7 @@ def _orders(spec: CaseSpec) -> tuple[Order, ...]:
         "zone": [
             {"name": z.name, "lat": z.lat, "lon": z.lon, "radius_m": z.radius_m} for z in spec.zones
         ],
+        "exemption": [] if spec.exemption is None else [spec.exemption.order_entry(START_MS)],
     }
     return validate_orders([order], f"quality case {spec.case_id}")
 
@@ -216,6 +219,9 @@ def _truth(spec: CaseSpec) -> tuple[tuple[Ring, ...], float]:
             ("proximity_alarm", spec.alarm_m),
         )
     ]
+    exempt = np.zeros(len(times), dtype=bool)
+    if spec.exemption is not None:
+        exempt = spec.exemption.exempt(times, offender[:, 0], offender[:, 1])
     for zone in spec.zones:
         lats = np.full(len(times), zone.lat)
         lons = np.full(len(times), zone.lon)
@@ -224,8 +230,8 @@ def _truth(spec: CaseSpec) -> tuple[tuple[Ring, ...], float]:
         rings.append(
             Ring(
                 f"zone_alarm:{zone.name}",
-                _runs(times, to_centre <= zone.radius_m),
-                _runs(times, to_centre <= zone.radius_m + NEAR_M),
+                _runs(times, (to_centre <= zone.radius_m) & ~exempt),
+                _runs(times, (to_centre <= zone.radius_m + NEAR_M) & ~exempt),
             )
         )
     return tuple(rings), float(distance.min())
