@@ -28,6 +28,7 @@ from simulators.model import DeviceModel
 from simulators.movement import Route
 from simulators.noise import NoiseParams
 from simulators.positioning import Sky
+from simulators.quality.exemption import ZoneExemption
 
 START_MS: Final = round(dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC).timestamp() * 1000)
 """Every case starts at this true time (a Monday morning)."""
@@ -40,6 +41,9 @@ edge case of the accuracy rule's benefit of the doubt, not an unfounded alarm.""
 BACKLOG_MAX: Final = 1000
 """Fixes per uploaded array (the contract's backlog form)."""
 TOPICS: Final = Topics("nabij/v1")
+THROWN_M: Final = 50.0
+"""A fix this much beyond its own `acc` from the truth was thrown (a multipath jump; 3.4 sigma
+of the 40 m ring-edge noise, far beyond the open-sky 2-6 m)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ class CaseSpec:
     zones: tuple[CircleZone, ...] = ()
     source: str = "gnss"
     """How positions were obtained, for the false-alarm breakdown (gnss, multipath, wifi, cell)."""
+    exemption: ZoneExemption | None = None
 
     @property
     def order_id(self) -> str:
@@ -122,16 +127,23 @@ class Case:
     records: list[Recorded]
     truth: tuple[Ring, ...]
     min_distance_m: float
+    thrown: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    """Device -> case times of its fixes that are `THROWN_M` or more beyond their own `acc` from
+    the truth (a multipath jump): positions the receiver claims GNSS-grade and are not."""
 
 
 def build(spec: CaseSpec, settings: Settings | None = None) -> Case:
     """The messages nabij receives (in received order) and the truth of `spec`."""
     settings = settings or Settings()
     config = Config(directory=Path(__file__).parent, settings=settings, orders=_orders(spec))
-    records = [*_device_records(spec, spec.offender), *_device_records(spec, spec.victim)]
+    records: list[Recorded] = []
+    thrown: dict[str, tuple[float, ...]] = {}
+    for device in (spec.offender, spec.victim):
+        sent, thrown[device.device_id] = _device_records(spec, device)
+        records.extend(sent)
     records.sort(key=lambda r: r.received_ms)
     truth, closest = _truth(spec)
-    return Case(spec, config, records, truth, closest)
+    return Case(spec, config, records, truth, closest, thrown)
 
 
 def _orders(spec: CaseSpec) -> tuple[Order, ...]:
@@ -144,21 +156,26 @@ def _orders(spec: CaseSpec) -> tuple[Order, ...]:
         "zone": [
             {"name": z.name, "lat": z.lat, "lon": z.lon, "radius_m": z.radius_m} for z in spec.zones
         ],
+        "exemption": [] if spec.exemption is None else [spec.exemption.order_entry(START_MS)],
     }
     return validate_orders([order], f"quality case {spec.case_id}")
 
 
-def _device_records(spec: CaseSpec, device: DeviceSpec) -> list[Recorded]:
+def _device_records(spec: CaseSpec, device: DeviceSpec) -> tuple[list[Recorded], tuple[float, ...]]:
+    """The device's messages, and when it measured a fix thrown off the truth (`Case.thrown`)."""
     model = DeviceModel(device.device_id, device.route, device.noise, seed=_seed(spec, device))
     model.boot_as(f"q{spec.seed}")
     model.skew = device.skew
     topic = TOPICS.device(device.device_id, "fix")
     records: list[Recorded] = []
     held: list[Fix] = []
+    thrown: list[float] = []
     t = device.phase_s
     while t < spec.duration_s:
         true_ms = START_MS + round(t * 1000)
         fix = model.fix(t, true_ms, device.sky(t))
+        if fix is not None and _off_by(device.route, t, fix) > fix.acc + THROWN_M:
+            thrown.append(t)
         gap = device.gap_at(t)
         if fix is not None and gap is not None:
             held.append(fix)
@@ -170,7 +187,12 @@ def _device_records(spec: CaseSpec, device: DeviceSpec) -> list[Recorded]:
             records.extend(_backlog(topic, held, upload_ms))
             held = []
         t = next_t
-    return records
+    return records, tuple(thrown)
+
+
+def _off_by(route: Route, t_s: float, fix: Fix) -> float:
+    lat, lon = _latlon(route, t_s)
+    return float(GEOD.inv(fix.lon, fix.lat, lon, lat)[2])
 
 
 def _backlog(topic: str, fixes: Sequence[Fix], received_ms: int) -> list[Recorded]:
@@ -197,6 +219,9 @@ def _truth(spec: CaseSpec) -> tuple[tuple[Ring, ...], float]:
             ("proximity_alarm", spec.alarm_m),
         )
     ]
+    exempt = np.zeros(len(times), dtype=bool)
+    if spec.exemption is not None:
+        exempt = spec.exemption.exempt(times, offender[:, 0], offender[:, 1])
     for zone in spec.zones:
         lats = np.full(len(times), zone.lat)
         lons = np.full(len(times), zone.lon)
@@ -205,8 +230,8 @@ def _truth(spec: CaseSpec) -> tuple[tuple[Ring, ...], float]:
         rings.append(
             Ring(
                 f"zone_alarm:{zone.name}",
-                _runs(times, to_centre <= zone.radius_m),
-                _runs(times, to_centre <= zone.radius_m + NEAR_M),
+                _runs(times, (to_centre <= zone.radius_m) & ~exempt),
+                _runs(times, (to_centre <= zone.radius_m + NEAR_M) & ~exempt),
             )
         )
     return tuple(rings), float(distance.min())

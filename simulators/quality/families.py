@@ -7,6 +7,7 @@ and just outside both occur), from every bearing, on foot, by bike, car or train
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable, Collection
@@ -18,6 +19,7 @@ from simulators.movement import Route, Waypoint
 from simulators.noise import ACC_PER_SIGMA, NoiseParams
 from simulators.positioning import Sky
 from simulators.quality.case import CaseSpec, CircleZone, DeviceSpec, Window
+from simulators.quality.exemption import Corridor, ZoneExemption
 
 Family = Callable[[random.Random, str, int], CaseSpec]
 
@@ -299,41 +301,66 @@ def _zone_case(
     home, rings = _home(rng), _rings(rng)
     far = _point(home, rng.uniform(0, 360), 20_000.0)
     zone = CircleZone("zone", *far, radius_m=rng.uniform(75.0, 300.0))
-    offender = _device(
-        rng, f"ank-{case_id}", route_for(rng, zone), _gnss(rng), OFFENDER_INTERVALS_S
-    )
+    route, exemption = route_for(rng, zone)
+    offender = _device(rng, f"ank-{case_id}", route, _gnss(rng), OFFENDER_INTERVALS_S)
     victim = _device(rng, f"vic-{case_id}", _still(home), _gnss(rng), VICTIM_INTERVALS_S)
-    return _spec(
+    spec = _spec(
         family, case_id, seed, offender=offender, victim=victim, rings=rings, zones=(zone,)
     )
+    return dataclasses.replace(spec, exemption=exemption)
 
 
-ZoneRoute = Callable[[random.Random, CircleZone], Route]
+ZoneRoute = Callable[[random.Random, CircleZone], tuple[Route, ZoneExemption | None]]
 
 
-def _through(rng: random.Random, zone: CircleZone) -> Route:
-    """A straight chord through the zone, by bike or car, often between two fixes."""
-    bearing = rng.uniform(0, 360)
-    centre = (zone.lat, zone.lon)
-    chord_mid = _point(centre, bearing + 90, zone.radius_m * rng.uniform(0.0, 0.9))
+def _chord(rng: random.Random, zone: CircleZone, bearing: float, offset_m: float) -> Route:
+    """A straight line on `bearing`, `offset_m` beside the zone's centre, 2 km beyond it either
+    way, by bike or car (often crossing the zone between two fixes)."""
+    start, end = _chord_ends(zone, bearing, offset_m)
+    speed = _speed(rng, rng.choice(("bike", "car")))
+    return Route([Waypoint(*start, speed_mps=speed), Waypoint(*end)])
+
+
+def _chord_ends(
+    zone: CircleZone, bearing: float, offset_m: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    chord_mid = _point((zone.lat, zone.lon), bearing + 90, offset_m)
     half = zone.radius_m + 2000.0
-    return Route(
-        [
-            Waypoint(
-                *_point(chord_mid, bearing, half),
-                speed_mps=_speed(rng, rng.choice(("bike", "car"))),
-            ),
-            Waypoint(*_point(chord_mid, bearing + 180, half)),
-        ]
-    )
+    return _point(chord_mid, bearing, half), _point(chord_mid, bearing + 180, half)
 
 
-def _into(rng: random.Random, zone: CircleZone) -> Route:
+def _through(rng: random.Random, zone: CircleZone) -> tuple[Route, None]:
+    """A straight chord through the zone."""
+    bearing = rng.uniform(0, 360)
+    return _chord(rng, zone, bearing, zone.radius_m * rng.uniform(0.0, 0.9)), None
+
+
+def _into(rng: random.Random, zone: CircleZone) -> tuple[Route, None]:
     """On foot into the zone (or to just outside it), a stay, and out."""
     route, _, _ = _approach(
         rng, (zone.lat, zone.lon), zone.radius_m * 3, zone.radius_m * rng.uniform(0.0, 1.3), "foot"
     )
-    return route
+    return route, None
+
+
+def _exempted(rng: random.Random, zone: CircleZone) -> tuple[Route, ZoneExemption]:
+    """Half the cases: a window from the case's start; he walks in and stays, and the window
+    ends before he arrives, while he is inside (the alarm is due then) or after he left. The
+    others: all day, a corridor 40-80 m either side of a line through the zone, which he rides
+    along (nothing is due) or, half of them, 2-3 half-widths beside it, out of it (due)."""
+    if rng.random() < 0.5:
+        depth = zone.radius_m * rng.uniform(0.0, 0.9)
+        route, arrive, leave = _approach(
+            rng, (zone.lat, zone.lon), zone.radius_m * 3, depth, "foot"
+        )
+        minutes = max(1, round(rng.uniform(0.5 * arrive, leave + 120.0) / 60.0))
+        return route, ZoneExemption(minutes)
+    bearing = rng.uniform(0, 360)
+    offset = zone.radius_m * rng.uniform(-0.6, 0.6)
+    half_width = rng.uniform(40.0, 80.0)
+    beside = half_width * rng.uniform(2.0, 3.0) * rng.choice((-1, 1)) if rng.random() < 0.5 else 0
+    corridor = Corridor(*_chord_ends(zone, bearing, offset + beside), half_width)
+    return _chord(rng, zone, bearing, offset), ZoneExemption(None, corridor)
 
 
 def zone_crossing(rng: random.Random, case_id: str, seed: int) -> CaseSpec:
@@ -342,6 +369,10 @@ def zone_crossing(rng: random.Random, case_id: str, seed: int) -> CaseSpec:
 
 def zone_stay(rng: random.Random, case_id: str, seed: int) -> CaseSpec:
     return _zone_case("zone_stay", rng, case_id, seed, _into)
+
+
+def zone_exemption(rng: random.Random, case_id: str, seed: int) -> CaseSpec:
+    return _zone_case("zone_exemption", rng, case_id, seed, _exempted)
 
 
 def _mode(rng: random.Random) -> str:
@@ -364,6 +395,7 @@ FAMILIES: Final[dict[str, Family]] = {
     "clock_skew": clock_skew,
     "zone_crossing": zone_crossing,
     "zone_stay": zone_stay,
+    "zone_exemption": zone_exemption,
 }
 
 

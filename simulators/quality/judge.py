@@ -7,10 +7,13 @@ key, so a change of key format changes no score.
   `[s - early_s, deadline]` or is already open at `s`. `deadline = s + enter_dwell + 2 x the
   slower device's fix interval + SETTLE_S`; when a device is out of coverage during the first
   dwell + 2 intervals of it, the same counted from the gap's end (the backlog arrives then).
+  When that gap lasts past the end of the case, the backlog is never uploaded in it: no promise.
   Otherwise it is **missed** (`late` when an alarm opens after the deadline while the breach lasts).
 - A breach is **promised** when it lasts at least enter dwell + 2 fix intervals and every fix of
   both devices (the offender's only, for a zone) over that stretch is GNSS with `acc` at most
-  `GNSS_GRADE_M`. The rules promise to detect every promised breach.
+  `GNSS_GRADE_M`. The rules promise to detect every promised breach. A fix thrown off the truth
+  (a multipath jump, `Case.thrown`) is no GNSS-grade fix whatever its `acc`: each one within
+  the stretch lengthens it, and the deadline, by one fix interval of its device.
 - An alarm that opens with no true breach of its kind overlapping `[t - early_s, t + tolerance]`
   is a **false alarm**. `early_s = PREDICT_S + one fix interval`: the time-to-contact pre-alert
   and the accuracy rule's benefit of the doubt may open before the true entry.
@@ -23,8 +26,9 @@ key, so a change of key format changes no score.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final
 
 from nabij.contract import AlarmSignal
@@ -102,7 +106,9 @@ def judge(
     truth: Sequence[Ring],
     signals: Iterable[AlarmSignal],
     settings: ProximitySettings,
+    thrown: Mapping[str, Sequence[float]] = MappingProxyType({}),
 ) -> CaseScore:
+    """`thrown`: device -> case times of its fixes thrown off the truth (`Case.thrown`)."""
     opened = alarms(signals)
     score = CaseScore(spec.case_id, spec.family, spec.source, spec.duration_s / 3600)
     interval = max(spec.offender.interval_s, spec.victim.interval_s)
@@ -113,17 +119,12 @@ def judge(
         zone = ring.kind.startswith("zone_alarm")
         devices = (spec.offender,) if zone else (spec.offender, spec.victim)
         for breach in ring.breaches:
-            deadline = _known_at(devices, breach.from_s, span) + span + SETTLE_S
+            stretch = _stretch(devices, thrown, breach.from_s, span)
+            known = _known_at(devices, breach.from_s, stretch)
+            why = _no_promise(breach, devices, span, stretch, unsent=known >= spec.duration_s)
+            deadline = known + stretch + SETTLE_S
             score.outcomes.append(
-                _outcome(
-                    ring,
-                    breach=breach,
-                    mine=mine,
-                    devices=devices,
-                    span=span,
-                    early=early,
-                    deadline=deadline,
-                )
+                _outcome(ring, breach=breach, mine=mine, why=why, early=early, deadline=deadline)
             )
         score.opens[ring_of(ring.kind)] = score.opens.get(ring_of(ring.kind), 0) + len(mine)
         false = [o for o in mine if not _explained(o, ring.breaches, devices, span, early)]
@@ -138,6 +139,28 @@ def judge(
             if before.cleared_s is not None and after.at_s - before.cleared_s <= FLAP_S
         )
     return score
+
+
+def _stretch(
+    devices: Sequence[DeviceSpec],
+    thrown: Mapping[str, Sequence[float]],
+    t_s: float,
+    span: float,
+) -> float:
+    """`span` from `t_s`, and one fix interval of its device more for each fix thrown off the
+    truth within it: a thrown fix is no GNSS-grade fix (the off-track rule waits for the next)."""
+    end = t_s + span
+    times = sorted(
+        (at, device.interval_s)
+        for device in devices
+        for at in thrown.get(device.device_id, ())
+        if at >= t_s
+    )
+    for at, interval in times:
+        if at >= end:
+            break
+        end += interval
+    return end - t_s
 
 
 def _known_at(devices: Sequence[DeviceSpec], t_s: float, span: float) -> float:
@@ -156,13 +179,11 @@ def _outcome(
     *,
     breach: Window,
     mine: Sequence[Opened],
-    devices: Sequence[DeviceSpec],
-    span: float,
+    why: str,
     early: float,
     deadline: float,
 ) -> Outcome:
     name = ring_of(ring.kind)
-    why = _no_promise(breach, devices, span)
     if any(
         o.at_s < breach.from_s - early and (o.cleared_s is None or o.cleared_s > breach.from_s)
         for o in mine
@@ -176,10 +197,18 @@ def _outcome(
     return Outcome(name, not why, False, None, f"{reason} (late)" if late else reason)
 
 
-def _no_promise(breach: Window, devices: Sequence[DeviceSpec], span: float) -> str:
-    """ "" when the rules promise to detect `breach`, else the rule that makes no promise."""
+def _no_promise(
+    breach: Window, devices: Sequence[DeviceSpec], span: float, stretch: float, *, unsent: bool
+) -> str:
+    """ "" when the rules promise to detect `breach`, else the rule that makes no promise.
+    `stretch`: `span` lengthened by thrown fixes (`_stretch`). `unsent`: a coverage gap over its
+    start lasts past the end of the case, so the backlog of its positions is never uploaded."""
     if breach.to_s - breach.from_s < span:
         return "shorter than dwell + 2 fix intervals"
+    if breach.to_s - breach.from_s < stretch:
+        return "shorter than dwell + 2 fix intervals not thrown by multipath"
+    if unsent:
+        return "backlog not uploaded before the case ends"
     end = breach.from_s + span
     for device in devices:
         for window, sky in device.indoors:

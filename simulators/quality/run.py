@@ -35,7 +35,7 @@ def core_signals(case: Case) -> list[AlarmSignal]:
 
 def run_case(job: Job) -> CaseScore:
     case = build(case_spec(job.index, job.seed), Settings(proximity=job.proximity))
-    return judge(case.spec, case.truth, core_signals(case), job.proximity)
+    return judge(case.spec, case.truth, core_signals(case), job.proximity, case.thrown)
 
 
 def run_cases(

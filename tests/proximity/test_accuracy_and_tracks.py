@@ -17,7 +17,7 @@ from services.proximity.core.accuracy import (
 )
 from services.proximity.core.engine import Effects
 from services.proximity.core.hysteresis import RingParams, Transition, step
-from services.proximity.core.motion import approach, on_track, velocity
+from services.proximity.core.motion import approach, led_to, offset_m, on_track, velocity
 from services.proximity.core.state import RingState
 from tests.proximity import (
     OFFENDER,
@@ -322,3 +322,57 @@ def test_a_steady_walk_to_her_door_opens_on_the_fix_under_the_critical_distance(
         drive.fix(OFFENDER, T0 + i * 20 * S, distance)
     (alarm,) = opens(drive.effects.signals, "proximity_alarm")
     assert alarm.at == T0 + 80 * S
+
+
+def _walk_in(drive: Drive, distances: list[float], interval_s: int = 60) -> None:
+    """The offender walking straight in from the north, one fix every `interval_s`."""
+    for i, distance in enumerate(distances):
+        drive.fix(OFFENDER, T0 + i * interval_s * S, distance, bearing=0.0)
+
+
+def test_an_off_track_fix_opens_when_his_track_leads_inside_too() -> None:
+    """Quality case Q000023 (urban_canyon): a walker 90 m a minute towards her, the pre-alert
+    ring 400 m; his fix at 180 s is thrown sideways to 250 m east of her, while his track leads
+    to 370 m north: off the track, but it is not what puts the pair inside, so her fix the
+    dwell later opens the pre-alert (before, it waited for his next fix, a minute on)."""
+    drive = Drive(engine([order(alarm_m=200, pre_alert_m=400)], predict_horizon_s=0,
+                         max_fix_age_s=600))  # fmt: skip
+    drive.fix(VICTIM, T0)
+    _walk_in(drive, [640, 550, 460])
+    drive.fix(OFFENDER, T0 + 180 * S, 250, bearing=90.0)
+    assert drive.engine.device(OFFENDER).off_track
+    drive.fix(VICTIM, T0 + 195 * S)
+    (pre,) = opens(drive.effects.signals, "proximity_pre_alert")
+    assert pre.at == T0 + 195 * S
+    assert opens(drive.effects.signals, "proximity_alarm") == []
+
+
+def test_a_jump_outward_cancels_no_entry_dwell_his_track_still_serves() -> None:
+    """Quality case Q003893 (urban_canyon): the pre-alert ring's dwell starts on his fix at
+    370 m; his next is thrown 650 m out while his track leads to 280 m: it moves nothing
+    outward, so the fix after, back on the track, opens at once (before, the jump cancelled the
+    dwell and the open waited one more fix)."""
+    drive = Drive(engine([order(alarm_m=100, pre_alert_m=400)], predict_horizon_s=0,
+                         max_fix_age_s=600))  # fmt: skip
+    drive.fix(VICTIM, T0)
+    _walk_in(drive, [640, 550, 460, 370])
+    assert drive.engine.pair(drive.engine.pair_keys()[0]).pre_alert.phase == "entering"
+    drive.fix(OFFENDER, T0 + 240 * S, 650, bearing=45.0)
+    assert drive.engine.device(OFFENDER).off_track
+    assert drive.engine.pair(drive.engine.pair_keys()[0]).pre_alert.phase == "entering"
+    drive.fix(OFFENDER, T0 + 300 * S, 190, bearing=0.0)
+    (pre,) = opens(drive.effects.signals, "proximity_pre_alert")
+    assert pre.at == T0 + 300 * S
+
+
+def test_where_a_track_leads_is_not_bent_by_its_own_newest_jump() -> None:
+    """Quality case Q000023: a walker (1.5 m/s north) whose newest fix was itself thrown 40 m
+    back (on the track by its margin, so it bent the velocity); his next fix, thrown 200 m
+    sideways of where the walk leads, is judged against where the walk before the bent fix
+    leads (360 m north), not against the bent one (280 m)."""
+    walk = _walk(1.5, 0.0, 60, 4)
+    thrown_back = Position(*point_at(270 - 40, 0.0), acc=5.0, ts=walk[3].ts)
+    track = [*walk[:3], thrown_back]
+    fix = Position(*point_at(200, 90.0, point_at(360, 0.0)), acc=5.0, ts=T0 + 240 * S)
+    north, east = offset_m(walk[0], led_to(track, fix))
+    assert abs(north - 360) < 5 and abs(east) < 5

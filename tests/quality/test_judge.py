@@ -114,3 +114,15 @@ def test_a_reopen_soon_after_a_clear_is_a_flap() -> None:
     score = judge(spec(), alarm_ring((100, 600), (790, 1200)), signals, SETTINGS)
     assert score.flaps == 1
     assert [(a.at_s, a.cleared_s) for a in alarms(signals)] == [(120, 700), (800, None)]
+
+
+def test_a_breach_whose_backlog_is_never_uploaded_in_the_case_is_not_promised() -> None:
+    """The offender's gap starts before the breach and lasts past the end of the case (3,600 s):
+    nabij never receives those positions, so no rule can see the breach; the miss is named, not
+    a broken promise. The same gap ending within the case keeps the promise."""
+    unsent = judge(spec(gaps=(Window(0.0, 4000.0),)), alarm_ring((100, 900)), [], SETTINGS)
+    (outcome,) = unsent.outcomes
+    assert not outcome.promised and not outcome.detected
+    assert outcome.why == "backlog not uploaded before the case ends"
+    sent = judge(spec(gaps=(Window(0.0, 3000.0),)), alarm_ring((100, 900)), [], SETTINGS)
+    assert sent.outcomes[0].promised and not sent.outcomes[0].detected

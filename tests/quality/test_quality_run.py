@@ -7,6 +7,7 @@ fails when a change of the rules breaks a promise.
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import msgspec
 import pytest
@@ -91,3 +92,37 @@ def test_a_family_subset_picks_the_same_cases_as_the_whole_run() -> None:
     assert all(names[i % len(names)] in ("coverage_gap", "urban_canyon") for i in picked)
     with pytest.raises(ValueError, match="unknown families: nope"):
         family_indices(15, ["nope"])
+
+
+def _pinned(family: str, index: int) -> CaseScore:
+    """Case `index` of the seed-2026 runs of docs/quality.md as it was drawn then (15 families
+    in turn): the family's function on that index's own stream, so a family added since does
+    not move it."""
+    case_seed = (2026 * 1_000_003 + index) % 2**63
+    spec = FAMILIES[family](random.Random(case_seed), f"Q{index:06d}", case_seed)
+    case = build(spec)
+    return judge(spec, case.truth, core_signals(case), ProximitySettings(), case.thrown)
+
+
+@pytest.mark.parametrize(
+    ("index", "ring"),
+    [
+        (23, "pre_alert"),  # a jump inward while his track led inside too (docs/proximity.md 4)
+        (3893, "pre_alert"),  # a jump outward cancelled the entry dwell his track still served
+        (1208, "pre_alert"),  # both his fixes after the entry thrown: the deadline waits for two
+    ],
+)
+def test_urban_canyon_entries_among_multipath_jumps_are_detected_in_time(
+    index: int, ring: str
+) -> None:
+    """Broken promises of the seed-2026 runs (docs/quality.md, "Before/after"), each fixed by a
+    rule (the first two) or by the judge's rule that a thrown fix is no GNSS-grade fix."""
+    (outcome,) = [o for o in _pinned("urban_canyon", index).outcomes if o.ring == ring]
+    assert outcome.promised and outcome.detected
+
+
+def test_a_gap_that_outlasts_the_case_makes_no_promise() -> None:
+    """Quality case Q001901 (coverage_gap): his gap runs past the end of the case, so the
+    backlog is never uploaded; its breach is named under that rule, not a broken promise."""
+    missed = [o for o in _pinned("coverage_gap", 1901).outcomes if not o.detected]
+    assert missed and all(o.why == "backlog not uploaded before the case ends" for o in missed)

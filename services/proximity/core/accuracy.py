@@ -14,7 +14,7 @@ The rule (justified in docs/proximity.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from nabij.contract import PositionSource
@@ -51,6 +51,28 @@ class Reading:
     confirmed: bool = True
     """False: a fix of the pair lies off its device's track (`motion.on_track`), perhaps a
     multipath jump: the entry dwell may start on it, but the ring opens only on a later one."""
+
+
+def off_track_reading(measured: Reading, led: Reading | None, ring_m: float) -> Reading:
+    """The reading of a comparison in which a fix lies off its device's track, given where the
+    track led (`led`: that fix replaced by it; None when unknown). The ring acts on what the two
+    agree on: both within it, it may open, on the farther entry distance (a jump never brings an
+    open nearer, nor under the critical distance); both beyond, the fix counts as usual. When
+    only the fix is within, it is unconfirmed (the dwell may start, the open waits); when only
+    the track is, the fix moves nothing outward (it cancels no dwell, starts no exit)."""
+    if led is None:
+        return replace(measured, confirmed=False)
+    led_in = led.may_open and led.enter_m <= ring_m
+    measured_in = measured.enter_m <= ring_m
+    if led_in and measured_in:
+        return replace(
+            measured, enter_m=max(measured.enter_m, led.enter_m), fine=measured.fine and led.fine
+        )
+    if led_in:
+        return replace(measured, fine=False)
+    if measured_in:
+        return replace(measured, confirmed=False)
+    return measured
 
 
 def entry_m(distance_m: float, uncertainty_m: float, size_m: float) -> float:

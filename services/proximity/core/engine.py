@@ -33,7 +33,7 @@ from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
 from services.proximity.core.faults import DeviceFaults
 from services.proximity.core.ingest import Uplink
-from services.proximity.core.motion import TRACK_LEN, classify, on_track
+from services.proximity.core.motion import TRACK_LEN, classify, led_to, on_track
 from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
 from services.proximity.core.platform import PlatformState, PlatformWatch
 from services.proximity.core.sequence import (
@@ -326,15 +326,19 @@ class ProximityEngine:
             device.track = device.candidates[-TRACK_LEN:]
             device.candidates = []
             device.off_track = False  # the candidates agreed with each other
+            device.led_to = None
             previous = None  # no straight path from before the move
         else:
             # A fix on the track before a fix off it: that one was a jump, and leaves the track
             # (its velocity); one on the track of the fix off it confirms a real move.
             on = on_track(device.track, position)
-            if not on and device.off_track and on_track(device.track[:-1], position):
+            # Judged against the track before an off-track fix as well (that one may be a jump).
+            before = device.track[:-1] if device.off_track else device.track
+            if not on and device.off_track and on_track(before, position):
                 device.track.pop()
                 on = True
             device.off_track = not on
+            device.led_to = None if on or not before else led_to(before, position)
             device.track.append(position)
             del device.track[:-TRACK_LEN]
             if device.candidates:

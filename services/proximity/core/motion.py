@@ -95,6 +95,28 @@ def on_track(track: list[Position], fix: Position) -> bool:
     return off_m <= last.acc + fix.acc + max(STRAY_MIN_M, STRAY_SHARE * predicted_m)
 
 
+def led_to(track: list[Position], fix: Position) -> Position:
+    """Where a (non-empty) track leads at `fix`'s time: its newest position carried on at its
+    velocity (left where it is when the track gives none), with that position's radius. The
+    newest position may itself be a jump that bent the velocity (one near the track passes
+    `on_track`), so the track without it is carried on too: the nearer of the two to `fix`."""
+    ahead = _carried_on(track, fix.ts)
+    if len(track) < 3:
+        return ahead
+    before = _carried_on(track[:-1], fix.ts)
+    return min(ahead, before, key=lambda p: math.hypot(*offset_m(p, fix)))
+
+
+def _carried_on(track: list[Position], ts: int) -> Position:
+    last = track[-1]
+    moving = velocity(track) or STILL
+    dt_s = max(0, ts - last.ts) / 1000.0
+    north, east = moving.north_mps * dt_s, moving.east_mps * dt_s
+    lat = last.lat + north / METRES_PER_DEG
+    lon = last.lon + east / (METRES_PER_DEG * math.cos(math.radians(last.lat)))
+    return Position(lat=lat, lon=lon, acc=last.acc, ts=ts)
+
+
 @dataclass(slots=True)  # not frozen: built on every comparison, and frozen init costs ~4x
 class Velocity:
     north_mps: float

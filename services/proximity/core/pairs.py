@@ -6,7 +6,6 @@ still offender is judged exactly like the reverse.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Final, NamedTuple
 
 import msgspec
@@ -16,6 +15,7 @@ from nabij.settings import ProximitySettings
 from services.proximity.core.accuracy import (
     Reading,
     inside_probability,
+    off_track_reading,
     ring_reading,
     sigma_m,
 )
@@ -131,8 +131,13 @@ class PairJudge:
         partner_off_track = obs.late_s is None and partner_device.off_track
         confirmed = not (reporter.off_track or partner_off_track)
         if not confirmed:
-            pre_reading = dataclasses.replace(pre_reading, confirmed=False)
-            alarm_reading = dataclasses.replace(alarm_reading, confirmed=False)
+            led = _led_to(reporter, own, partner_device if partner_off_track else None, partner)
+            led_pre = led_alarm = None
+            if led is not None:
+                led_pre = ring_reading(*led, pre_ring, pre_alert=True)
+                led_alarm = ring_reading(*led, spec.alarm.ring_m, pre_alert=False)
+            pre_reading = off_track_reading(pre_reading, led_pre, pre_ring)
+            alarm_reading = off_track_reading(alarm_reading, led_alarm, spec.alarm.ring_m)
         pair.pre_alert, pre_change = self._ring(
             old_pre, spec.pre_alert, pre_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
             effects=effects,
@@ -146,7 +151,7 @@ class PairJudge:
             and pre_change is None
             and pair.pre_alert.phase in _CLOSED_PHASES
             and alarm_reading.fine
-            and confirmed
+            and confirmed  # a fix off its track predicts nothing: it bends the velocity
             and self._horizon_s > 0
         ):
             pair.pre_alert, pre_change = self._predict(
@@ -415,3 +420,15 @@ class _Motion:
                 horizon_s=self._judge._horizon_s,
             )
         return self._value
+
+
+def _led_to(
+    reporter: DeviceState, own: Position, partner_device: DeviceState | None, partner: Position
+) -> tuple[float, float] | None:
+    """Distance and uncertainty with each off-track fix replaced by where its device's track led
+    (`partner_device`: the partner, when its newest fix is off track); None when unknown."""
+    mine = reporter.led_to if reporter.off_track else own
+    theirs = partner if partner_device is None else partner_device.led_to
+    if mine is None or theirs is None:
+        return None
+    return distance_m(mine.lat, mine.lon, theirs.lat, theirs.lon), mine.acc + theirs.acc

@@ -103,6 +103,9 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT):
     """The newest fix lies off the device's recent track (`motion.on_track`): perhaps a
     multipath jump, so no ring of its pairs opens on it until a next fix is back on a track.
     Absent from state written before this field: decoded as False (on track)."""
+    led_to: Position | None = None
+    """While `off_track`: where the track before that fix leads at its time (`motion.led_to`);
+    a ring opens on an off-track fix when this position enters it too."""
     zones: dict[str, ZoneState] = {}
     """Offender devices: `{order_id}|{zone name}` -> where the device stands to that zone."""
     packed_history: bytes = b""
