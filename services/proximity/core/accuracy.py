@@ -53,13 +53,15 @@ class Reading:
     multipath jump: the entry dwell may start on it, but the ring opens only on a later one."""
 
 
-def off_track_reading(measured: Reading, led: Reading | None, ring_m: float) -> Reading:
+def off_track_reading(
+    measured: Reading, led: Reading | None, ring_m: float, *, entering: bool
+) -> Reading:
     """The reading of a comparison in which a fix lies off its device's track, given where the
     track led (`led`: that fix replaced by it; None when unknown). The ring acts on what the two
     agree on: both within it, it may open, on the farther entry distance (a jump never brings an
     open nearer, nor under the critical distance); both beyond, the fix counts as usual. When
     only the fix is within, it is unconfirmed (the dwell may start, the open waits); when only
-    the track is, the fix moves nothing outward (it cancels no dwell, starts no exit)."""
+    the track is and the ring is `entering`, the fix cancels no dwell. Exits are untouched."""
     if led is None:
         return replace(measured, confirmed=False)
     led_in = led.may_open and led.enter_m <= ring_m
@@ -68,7 +70,7 @@ def off_track_reading(measured: Reading, led: Reading | None, ring_m: float) -> 
         return replace(
             measured, enter_m=max(measured.enter_m, led.enter_m), fine=measured.fine and led.fine
         )
-    if led_in:
+    if led_in and entering:
         return replace(measured, fine=False)
     if measured_in:
         return replace(measured, confirmed=False)

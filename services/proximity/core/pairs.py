@@ -136,8 +136,12 @@ class PairJudge:
             if led is not None:
                 led_pre = ring_reading(*led, pre_ring, pre_alert=True)
                 led_alarm = ring_reading(*led, spec.alarm.ring_m, pre_alert=False)
-            pre_reading = off_track_reading(pre_reading, led_pre, pre_ring)
-            alarm_reading = off_track_reading(alarm_reading, led_alarm, spec.alarm.ring_m)
+            pre_reading = off_track_reading(
+                pre_reading, led_pre, pre_ring, entering=old_pre.phase == "entering"
+            )
+            alarm_reading = off_track_reading(
+                alarm_reading, led_alarm, spec.alarm.ring_m, entering=old_alarm.phase == "entering"
+            )
         pair.pre_alert, pre_change = self._ring(
             old_pre, spec.pre_alert, pre_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
             effects=effects,
