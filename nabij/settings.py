@@ -42,7 +42,7 @@ class MqttSettings(StrictModel):
     key_file: Path | None = None
 
 
-# What one dead letter may take beside its payload: `nabij.redis_io` cuts `detail` and `topic` to
+# What one dead letter may take beside its payload: `services.shell.redis_io` cuts `detail` and `topic` to
 # these bounds; the other fields (source, reason, size, sha256, received_ms), the field names and
 # Redis's own cost of an entry (listpack, radix-tree node) come on top. Measured with MEMORY USAGE
 # (tests/test_redis_io.py), a letter with an empty payload and detail and topic at their bounds

@@ -29,8 +29,7 @@ import redis
 import structlog
 from redis.client import Pipeline
 
-from nabij import metrics, streams
-from nabij.commit import HEARTBEAT_INTERVAL_S, TRANSIENT_REDIS_ERRORS, ServiceWrites, beat
+from nabij import streams
 from nabij.config import Config
 from nabij.contract import (
     ALARM_KINDS,
@@ -47,10 +46,7 @@ from nabij.contract import (
 from nabij.evidence.chain import Entry
 from nabij.evidence.store import WriterLog, signer_from
 from nabij.failures import describe
-from nabij.health import HealthServer
 from nabij.keys import Keys
-from nabij.logs import LogAggregator
-from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
 from services.alarm_gateway.core.alarms import (
     RESOLVED_KEPT,
     AlarmBook,
@@ -63,6 +59,11 @@ from services.alarm_gateway.core.alarms import (
 )
 from services.alarm_gateway.core.retention import plan_trim
 from services.alarm_gateway.evidence import decision_entries
+from services.shell import metrics
+from services.shell.commit import HEARTBEAT_INTERVAL_S, TRANSIENT_REDIS_ERRORS, ServiceWrites, beat
+from services.shell.health import HealthServer
+from services.shell.logs import LogAggregator
+from services.shell.redis_io import DeadLetter, connect_as, wait_until_ready
 
 SERVICE: Final = "gateway"
 MAX_BLOCK_MS = 1000

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from nabij.contract import DeviceEvent, Fix, Topics, encode
-from nabij.mqtt_packets import Publish
 from services.proximity.core.lanes import LaneLimits
 from services.proximity.intake import Intake
+from services.shell.mqtt_packets import Publish
 
 TOPICS = Topics("nabij/v1")
 KNOWN = {"ank-1", "vic-1"}

@@ -24,12 +24,12 @@ import redis
 import structlog
 from redis.client import Pipeline
 
-from nabij import metrics
 from nabij.failures import NabijError
-from nabij.health import HealthServer
 from nabij.keys import Keys
-from nabij.redis_io import DeadLetterWriter, MemoryWatch, answers, is_out_of_memory
 from nabij.settings import RedisSettings
+from services.shell import metrics
+from services.shell.health import HealthServer
+from services.shell.redis_io import DeadLetterWriter, MemoryWatch, answers, is_out_of_memory
 
 HEARTBEAT_TTL_S: Final = 10
 # Wall seconds between heartbeats: liveness is a wall-clock matter, whatever nabij's clock does.
