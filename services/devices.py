@@ -1,6 +1,7 @@
 """`nabij device init|add|revoke`: who may talk to the broker, kept in its broker directory.
 
-Files only (the formats are `services.access.broker_auth`'s): the broker reads them on start and on SIGHUP.
+Files only (the formats are `services.access.broker_auth`'s): the broker reads them on start and
+on SIGHUP.
 A secret is generated here and written to a file of mode 0600 for the device or service; it is
 never printed, never an argument, and only its hash reaches the broker directory.
 """

@@ -2,8 +2,9 @@
 
 Client id = device id, persistent session (commands queued while away reach the device), QoS 1,
 a retained `{"online": false}` last will, a retained `{"online": true, "ts": ...}` on every
-(re)connect. paho reconnects by itself after a drop, with exponential backoff (1 s doubling to
-30 s, `services.shell.mqtt.make_client`), and resends unacknowledged QoS 1 messages with the DUP flag.
+(re)connect. paho reconnects by itself after a drop, with exponential backoff (1 s doubling
+to 30 s, `services.shell.mqtt.make_client`), and resends unacknowledged QoS 1 messages with the
+DUP flag.
 """
 
 from __future__ import annotations

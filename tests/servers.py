@@ -521,8 +521,8 @@ def fill_to_the_cap(client: redis.Redis) -> None:
 class MqttProbe:
     """A paho client for tests: blocking connect/subscribe/publish, received messages queued.
 
-    Built with `services.shell.mqtt.make_client`, so it is configured as the services' clients are. With
-    `manual_ack=True` nothing is acknowledged until `ack(message)`.
+    Built with `services.shell.mqtt.make_client`, so it is configured as the services' clients
+    are. With `manual_ack=True` nothing is acknowledged until `ack(message)`.
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""The committed Grafana dashboard is the one `services.shell.dashboard` generates, laid out on the grid."""
+"""The committed Grafana dashboard is the one `services.shell.dashboard` generates, laid out on
+the grid."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""services.shell.redis_io against a real redis-server: client set-up, readiness wait, dead letters."""
+"""services.shell.redis_io against a real redis-server: client set-up, readiness wait, dead
+letters."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The proximity service shell: MQTT in, pure core, Redis out, then the MQTT acknowledgement.
 
-Two MQTT readers (`services.shell.mqtt_ingest`: the bulk connection with every uplink, the fast one with
-the event topics for presses and tampers) put messages into bounded, per-device lanes
+Two MQTT readers (`services.shell.mqtt_ingest`: the bulk connection with every uplink, the
+fast one with the event topics for presses and tampers) put messages into bounded, per-device lanes
 (`intake.py`). This thread drains them in batches, fast lane first, runs each batch through the
 pure `ProximityEngine`, commits every changed state, signal and device command in one Redis
 `MULTI`, stores the batch's dead letters in a best-effort write after it, publishes device
