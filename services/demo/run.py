@@ -43,7 +43,7 @@ from services.shell.logs import configure_logging
 from services.shell.redis_io import connect
 from simulators.runner import ScenarioRun, load_scenario
 
-DEMO_SETTINGS = Path(__file__).resolve().parent.parent / "config" / "demo" / "nabij.toml"
+DEMO_SETTINGS = Path(__file__).resolve().parents[2] / "config" / "demo" / "nabij.toml"
 LOG_FILE = Path("var/demo/nabij.log")
 SERVICES = ("proximity", "gateway")
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"
