@@ -234,12 +234,8 @@ class GatewayService:
 
     def _ensure_group(self) -> None:
         for stream in self._inputs:
-            try:
-                # From id 0: input written before the gateway ever ran is not lost.
-                self._redis.xgroup_create(stream, self._keys.gateway_group, id="0", mkstream=True)
-            except redis.ResponseError as err:
-                if "BUSYGROUP" not in str(err):
-                    raise
+            # From id 0: input written before the gateway ever ran is not lost.
+            streams.ensure_group(self._redis, stream, self._keys.gateway_group, start_id="0")
 
     def _prepare(self) -> None:
         self._ensure_group()
