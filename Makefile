@@ -44,7 +44,7 @@ schemas: $(STAMP)
 	$(BIN)/nabij export-schemas docs/schemas
 
 dashboard: $(STAMP)
-	$(BIN)/python -m nabij.dashboard config/grafana/dashboards/nabij.json
+	$(BIN)/python -m services.shell.dashboard config/grafana/dashboards/nabij.json
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -20,7 +20,7 @@ import time
 from typing import Final
 
 from nabij.contract import Topics
-from nabij.mqtt import MqttEndpoint
+from services.shell.mqtt import MqttEndpoint
 
 PUB_INFLIGHT: Final = 100
 SUBSCRIBED_WAIT_S: Final = 1.0

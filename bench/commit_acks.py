@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from nabij.contract import Topics, encode
-from nabij.mqtt import MqttEndpoint, make_client
 from services.proximity.core.acks import committed_acks
 from services.proximity.core.state import DeviceState
+from services.shell.mqtt import MqttEndpoint, make_client
 from tests.servers import MosquittoServer
 
 

@@ -27,7 +27,7 @@ import redis
 from bench.pipeline import PREFIX, proximity, report_runs, scrape
 from nabij.contract import DeviceEvent, Fix, Topics, encode, notice_decoder
 from nabij.keys import Keys, Shard
-from nabij.mqtt import MqttEndpoint, make_client
+from services.shell.mqtt import MqttEndpoint, make_client
 from simulators.fleet.wire import PublishConnection, topic_field
 
 JUNK = b"\x07junk-not-json-" + b"x" * 27  # 42 bytes

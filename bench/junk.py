@@ -23,7 +23,7 @@ import redis
 
 from bench.pipeline import PREFIX, orders_toml, proximity, scrape
 from nabij.contract import Topics
-from nabij.mqtt import MqttEndpoint, make_client
+from services.shell.mqtt import MqttEndpoint, make_client
 
 
 def junk(n: int, size: int) -> bytes:

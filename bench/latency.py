@@ -35,7 +35,7 @@ import redis
 from bench.pipeline import KEY_PREFIX, PREFIX, proximity
 from nabij.contract import AlarmSignal, Fix, Topics, encode, gateway_input_decoder, notice_decoder
 from nabij.keys import Keys, Shard
-from nabij.mqtt import MqttEndpoint
+from services.shell.mqtt import MqttEndpoint
 from simulators.fleet.generator import run_fleet
 from simulators.fleet.plan import FleetPlan
 from simulators.fleet.wire import PublishConnection, topic_field

@@ -43,8 +43,8 @@ import redis
 from nabij import streams
 from nabij.contract import Fix, Topics, fix_decoder
 from nabij.keys import Keys, Shard
-from nabij.mqtt import MqttEndpoint
 from services.proximity.core.state import device_state_decoder
+from services.shell.mqtt import MqttEndpoint
 from simulators.fleet.generator import MAX_UNACKED, run_fleet
 from simulators.fleet.plan import FleetPlan
 from simulators.fleet.wire import PublishConnection, topic_field

@@ -30,7 +30,7 @@ from bench.latency import entry_ms, quantiles
 from bench.pipeline import KEY_PREFIX, PREFIX, proximity, received, scrape
 from nabij.contract import DeviceEvent, Fix, Topics, encode, notice_decoder
 from nabij.keys import Keys
-from nabij.mqtt import MqttEndpoint
+from services.shell.mqtt import MqttEndpoint
 from simulators.fleet.wire import PublishConnection, topic_field
 
 HOME: Final = (52.37, 4.90)

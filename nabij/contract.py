@@ -183,13 +183,47 @@ PlatformOrders = Annotated[
 ]
 
 
-class Notice(Struct, frozen=True, omit_defaults=True):
-    """One entry of a dispatch queue (field `notice` of a Redis Stream entry).
+class AlarmFacts(Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """What the proximity service observed about a condition, as a signal tells the gateway and a
+    notice passes it on: a new fact is added here once and both carry it.
 
     PRIVACY (docs/privacy.md): the exact figures (`distance_m`, `uncertainty_m`, `confidence`,
-    `closing_speed_mps`, `eta_s`, `victim`) reach the police queue only. Probation hears the
-    `distance_band` and whether the offender is `approaching`, and the `offender` position only
-    while no alarm about the victim's whereabouts is open in the order.
+    `closing_speed_mps`, `eta_s`, `victim`) reach the police queue only; the gateway decides per
+    queue what a notice keeps (`services/alarm_gateway/core/notices.py`).
+
+    Keyword-only: a subclass's own fields come first on the wire (its ids), these after them.
+    """
+
+    kind: AlarmKind
+    order_id: str | None
+    offender_device: DeviceId | None
+    at: EpochMs
+    reason: str
+    victim_device: DeviceId | None = None
+    distance_m: float | None = None
+    uncertainty_m: float | None = None
+    offender: Position | None = None
+    # Police notices only: the victim's position never reaches probation or the offender.
+    victim: Position | None = None
+    zone: str | None = None
+    confidence: Confidence | None = None
+    closing_speed_mps: ClosingSpeed | None = None
+    eta_s: EtaSeconds | None = None
+    # Set when the condition was found late (in a backlog after a coverage gap): when it really
+    # happened, and how long before nabij learned of it.
+    happened_at: EpochMs | None = None
+    late_s: LateSeconds | None = None
+    cause: ClearCause | None = None
+    """On a clear that a change of the orders caused (not the devices): which change."""
+    orders: PlatformOrders = ()
+
+
+class Notice(AlarmFacts, frozen=True, omit_defaults=True):
+    """One entry of a dispatch queue (field `notice` of a Redis Stream entry).
+
+    Probation hears the `distance_band` and whether the offender is `approaching` instead of the
+    exact figures, and the `offender` position only while no alarm about the victim's
+    whereabouts is open in the order.
 
     A platform notice (`platform_degraded`, `platform_restored`) is about no single order:
     `order_id` and `offender_device` are null and `orders` lists the orders it concerns (ids
@@ -199,34 +233,13 @@ class Notice(Struct, frozen=True, omit_defaults=True):
     notice_id: str
     alarm_id: str
     event: NoticeEvent
-    kind: AlarmKind
     priority: Annotated[int, Meta(ge=1, le=3)]
-    order_id: str | None
-    offender_device: DeviceId | None
     level: Annotated[int, Meta(ge=1)]
-    at: EpochMs
-    reason: str
-    victim_device: DeviceId | None = None
-    distance_m: float | None = None
-    uncertainty_m: float | None = None
-    offender: Position | None = None
-    # Police notices only: the victim's position never reaches probation or the offender.
-    victim: Position | None = None
     queues: list[QueueName] = []
     by: str | None = None
     note: str | None = None
-    zone: str | None = None
-    confidence: Confidence | None = None
-    closing_speed_mps: ClosingSpeed | None = None
-    eta_s: EtaSeconds | None = None
-    # Set when the condition was found late (in a backlog after a coverage gap): when it really
-    # happened, and how long before nabij learned of it.
-    happened_at: EpochMs | None = None
-    late_s: LateSeconds | None = None
     distance_band: DistanceBand | None = None
     approaching: bool | None = None
-    cause: ClearCause | None = None
-    orders: PlatformOrders = ()
 
 
 # --- proximity to alarm gateway (internal, Redis Stream `{prefix}:gateway:inbox`) -----------
@@ -234,7 +247,7 @@ class Notice(Struct, frozen=True, omit_defaults=True):
 SignalAction = Literal["open", "update", "clear"]
 
 
-class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
+class AlarmSignal(AlarmFacts, frozen=True, omit_defaults=True, tag="signal"):
     """A condition that the proximity service observed: it opens, updates or clears an alarm.
 
     `alarm_key` names the condition (kind, order, and the role: offender, victim N, zone; the
@@ -246,26 +259,7 @@ class AlarmSignal(Struct, frozen=True, omit_defaults=True, tag="signal"):
 
     signal_id: str
     action: SignalAction
-    kind: AlarmKind
     alarm_key: str
-    order_id: str | None
-    offender_device: DeviceId | None
-    at: EpochMs
-    reason: str
-    victim_device: DeviceId | None = None
-    distance_m: float | None = None
-    uncertainty_m: float | None = None
-    offender: Position | None = None
-    victim: Position | None = None
-    zone: str | None = None
-    confidence: Confidence | None = None
-    closing_speed_mps: ClosingSpeed | None = None
-    eta_s: EtaSeconds | None = None
-    happened_at: EpochMs | None = None
-    late_s: LateSeconds | None = None
-    cause: ClearCause | None = None
-    """On a clear that a change of the orders caused (not the devices): which change."""
-    orders: PlatformOrders = ()
 
 
 # Operator text is shown on terminals and consoles: no control characters of any kind (C0, DEL,

@@ -69,12 +69,12 @@ class ShardKeys:
 
     @property
     def commit_counter(self) -> str:
-        """The shard's commit counter (see `nabij.commit`)."""
+        """The shard's commit counter (see `services.shell.commit`)."""
         return f"{self.tag}:commits"
 
     @property
     def lease(self) -> str:
-        """Who may commit for this shard now (a token with a TTL, see `nabij.lease`)."""
+        """Who may commit for this shard now (a token with a TTL, see `services.shell.lease`)."""
         return f"{self.tag}:lease"
 
     @property

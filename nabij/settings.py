@@ -43,12 +43,12 @@ class MqttSettings(StrictModel):
     key_file: Path | None = None
 
 
-# What one dead letter may take beside its payload: `nabij.redis_io` cuts `detail` and `topic` to
-# these bounds; the other fields (source, reason, size, sha256, received_ms), the field names and
-# Redis's own cost of an entry (listpack, radix-tree node) come on top. Measured with MEMORY USAGE
-# (tests/test_redis_io.py), a letter with an empty payload and detail and topic at their bounds
-# takes 1,800 bytes: 2,560 holds it with margin. The allocator (jemalloc) rounds every allocation
-# up to its size class, at most 25% more, hence the factor in `deadletter_entry_bytes`.
+# What one dead letter may take beside its payload: `services.shell.redis_io` cuts `detail` and
+# `topic` to these bounds; the other fields (source, reason, size, sha256, received_ms), the field
+# names and Redis's own cost of an entry (listpack, radix-tree node) come on top. Measured with
+# MEMORY USAGE (tests/test_redis_io.py), a letter with an empty payload and detail and topic at
+# their bounds takes 1,800 bytes: 2,560 holds it with margin. The allocator (jemalloc) rounds every
+# allocation up to its size class, at most 25% more, hence the factor in `deadletter_entry_bytes`.
 DEADLETTER_DETAIL_MAX_BYTES: Final = 1024
 DEADLETTER_TOPIC_MAX_BYTES: Final = 256
 DEADLETTER_ENTRY_OVERHEAD_BYTES: Final = 2560

@@ -111,3 +111,12 @@ def hash_items(client: redis.Redis, key: str) -> dict[str, bytes]:
     """A hash as field name -> value."""
     raw = cast(dict[bytes, bytes], client.hgetall(key))
     return {field.decode(): value for field, value in raw.items()}
+
+
+def ensure_group(client: redis.Redis, stream: str, group: str, *, start_id: str) -> None:
+    """Create consumer group `group` on `stream` (and the stream) unless it exists already."""
+    try:
+        client.xgroup_create(stream, group, id=start_id, mkstream=True)
+    except redis.ResponseError as err:
+        if "BUSYGROUP" not in str(err):
+            raise

@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.proximity.tracks import load_scenario  # noqa: E402
 from services.replay.timeline import replay  # noqa: E402
+from tests.scenarios.tracks import load_scenario  # noqa: E402
 
 PANELS = (
     (

@@ -8,14 +8,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from nabij.cli_support import add_config_argument, load_from_args
 from nabij.evidence import keyfile
 from nabij.evidence.bundle import Scope
 from nabij.evidence.chain import Signer, key_fingerprint
 from nabij.evidence.export import export, verify_directory
 from nabij.evidence.store import prune
 from nabij.keys import Keys
-from nabij.redis_io import connect_as
+from services.shell.cli_support import add_config_argument, load_from_args
+from services.shell.redis_io import connect_as
 
 EXIT_ALTERED = 1
 EXIT_NO_KEY = 2

@@ -21,15 +21,15 @@ import services.devices
 import services.orders_cli
 import services.replay.cli
 import simulators.cli
-from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
 from nabij.clock import scaled_clock
 from nabij.config import Config, ConfigError, load_config, resolve_directory, with_shard
 from nabij.contract import AckRequest, ResolveRequest
 from nabij.keys import Keys, Shard
-from nabij.logs import configure_logging
-from nabij.redis_io import connect_as, read_password
 from nabij.schemas import export_schemas
 from nabij.settings import REDIS_ROLES, RedisRole
+from services.shell.cli_support import add_config_argument, load_from_args, stop_on_signals
+from services.shell.logs import configure_logging
+from services.shell.redis_io import connect_as, read_password
 
 OperatorRole = Literal["probation", "police"]
 
@@ -149,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from nabij.health import HealthServer
     from services.runner import run_services
+    from services.shell.health import HealthServer
 
     config = load_from_args(args)
     if args.shard is not None:
@@ -260,7 +260,7 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _redis_acl(args: argparse.Namespace) -> int:
-    from nabij.redis_acl import acl_file, default_username
+    from services.access.redis_acl import acl_file, default_username
 
     settings = load_from_args(args).settings.redis
     users: dict[RedisRole, tuple[str, str | None]] = {}
@@ -287,7 +287,7 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     try:
-        from services.demo import run_demo
+        from services.demo.run import run_demo
     except ModuleNotFoundError as err:
         print(
             f"nabij demo needs the embedded broker and store ({err.name} is missing): "

@@ -1,6 +1,7 @@
 """`nabij device init|add|revoke`: who may talk to the broker, kept in its broker directory.
 
-Files only (the formats are `nabij.broker_auth`'s): the broker reads them on start and on SIGHUP.
+Files only (the formats are `services.access.broker_auth`'s): the broker reads them on start and
+on SIGHUP.
 A secret is generated here and written to a file of mode 0600 for the device or service; it is
 never printed, never an argument, and only its hash reaches the broker directory.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nabij import broker_auth as auth
+from services.access import broker_auth as auth
 
 PASSWD, ACL, CA_CERT, CRL, SERVER_CERT, SERVER_KEY = (
     "passwd", "acl", "ca.crt", "crl.pem", "server.crt", "server.key",

@@ -12,7 +12,6 @@ from pathlib import Path
 import redis
 
 from nabij import order_store
-from nabij.cli_support import add_config_argument
 from nabij.config import ORDERS_FILE, SETTINGS_FILE, load_orders, load_settings, resolve_directory
 from nabij.evidence import keyfile
 from nabij.evidence.chain import Signer
@@ -20,7 +19,8 @@ from nabij.evidence.store import SharedLog
 from nabij.keys import Keys
 from nabij.order_store import OrdersVersion, StaleVersionError
 from nabij.orders import Order
-from nabij.redis_io import connect_as
+from services.shell.cli_support import add_config_argument
+from services.shell.redis_io import connect_as
 
 EXIT_STALE = 1
 """Someone applied another version meanwhile: nothing was written, re-read and apply again."""

@@ -10,7 +10,7 @@ import structlog
 
 from nabij.clock import scaled_clock
 from nabij.config import Config
-from nabij.health import HealthServer
+from services.shell.health import HealthServer
 
 log = structlog.get_logger("runner")
 

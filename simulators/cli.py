@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
 from nabij.config import SETTINGS_FILE, load_settings, resolve_directory
+from services.shell.cli_support import add_config_argument, load_from_args, stop_on_signals
 
 if TYPE_CHECKING:
     from nabij.config import Config

@@ -2,8 +2,9 @@
 
 Client id = device id, persistent session (commands queued while away reach the device), QoS 1,
 a retained `{"online": false}` last will, a retained `{"online": true, "ts": ...}` on every
-(re)connect. paho reconnects by itself after a drop, with exponential backoff (1 s doubling to
-30 s, `nabij.mqtt.make_client`), and resends unacknowledged QoS 1 messages with the DUP flag.
+(re)connect. paho reconnects by itself after a drop, with exponential backoff (1 s doubling
+to 30 s, `services.shell.mqtt.make_client`), and resends unacknowledged QoS 1 messages with the
+DUP flag.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from nabij.contract import DeviceStatus, encode
 from nabij.failures import NabijError
-from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
+from services.shell.mqtt import ConnectionWatch, MqttEndpoint, make_client
 
 if TYPE_CHECKING:
     from simulators.firmware import Firmware

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from nabij.contract import DeviceCommand, Topics
-from nabij.mqtt import MqttEndpoint
+from services.shell.mqtt import MqttEndpoint
 from simulators import geo
 from simulators.actions import ActionStep, action_steps
 from simulators.firmware import FIRMWARE_BY_ROLE, Behaviour, Firmware, IndoorWindow

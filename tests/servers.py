@@ -36,10 +36,10 @@ import paho.mqtt.client as paho
 import redis
 from paho.mqtt.reasoncodes import ReasonCode
 
-from nabij import mqtt_packets as packets
-from nabij.broker_auth import SERVICE_PREFIX, hash_password, with_user
-from nabij.mqtt import MqttEndpoint, make_client, read_secret
+from services.access.broker_auth import SERVICE_PREFIX, hash_password, with_user
 from services.cli import main as cli_main
+from services.shell import mqtt_packets as packets
+from services.shell.mqtt import MqttEndpoint, make_client, read_secret
 
 READY_TIMEOUT_S: Final = 15.0
 STOP_TIMEOUT_S: Final = 10.0
@@ -582,8 +582,8 @@ def fill_to_the_cap(client: redis.Redis) -> None:
 class MqttProbe:
     """A paho client for tests: blocking connect/subscribe/publish, received messages queued.
 
-    Built with `nabij.mqtt.make_client`, so it is configured as the services' clients are. With
-    `manual_ack=True` nothing is acknowledged until `ack(message)`.
+    Built with `services.shell.mqtt.make_client`, so it is configured as the services' clients
+    are. With `manual_ack=True` nothing is acknowledged until `ack(message)`.
     """
 
     def __init__(

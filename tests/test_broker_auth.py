@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nabij.broker_auth import (
+from nabij.contract import Topics
+from services.access.broker_auth import (
     BrokerAuthError,
     device_username,
     hash_password,
@@ -17,7 +18,6 @@ from nabij.broker_auth import (
     with_user,
     without_user,
 )
-from nabij.contract import Topics
 
 SHIPPED_ACL = Path(__file__).parents[1] / "config" / "mosquitto" / "acl"
 

@@ -10,10 +10,10 @@ import pytest
 import redis
 import structlog
 
-from nabij.commit import CommitAbortedError, Committer, ServiceWrites
 from nabij.keys import Keys
-from nabij.redis_io import MemoryWatch, connect
 from nabij.settings import RedisSettings
+from services.shell.commit import CommitAbortedError, Committer, ServiceWrites
+from services.shell.redis_io import MemoryWatch, connect
 from tests.integration.stack import wait_until
 from tests.servers import FILLER_KEY, RedisServer, fill_to_the_cap
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 import jsonschema
 import msgspec
@@ -68,6 +69,47 @@ def test_role_field_sets_are_exact() -> None:
     assert not roles.PROBATION_NOTICE_FIELDS & roles.POLICE_ONLY_NOTICE_FIELDS
     commands = {c.__struct_config__.tag: set(c.__struct_fields__) for c in COMMAND_TYPES}
     assert commands == roles.COMMAND_FIELDS
+
+
+SIGNAL_WIRE: Final = {
+    "type": "signal",
+    "signal_id": "s-1",
+    "action": "open",
+    "alarm_key": "proximity_alarm:ORD-1:victim-1",
+    "kind": "proximity_alarm",
+    "order_id": "ORD-1",
+    "offender_device": "ank-1",
+    "at": 1764403200123,
+    "reason": "Offender within 480 m of victim (alarm ring 500 m)",
+    "victim_device": "vic-1",
+    "distance_m": 480.5,
+    "uncertainty_m": 12.0,
+    "offender": {"lat": 52.37, "lon": 4.89, "acc": 8.0, "ts": 1764403200000},
+    "victim": {"lat": 52.371, "lon": 4.891, "acc": 5.0, "ts": 1764403199000},
+    "zone": "home",
+    "confidence": 0.9,
+    "closing_speed_mps": 1.5,
+    "eta_s": 320,
+    "happened_at": 1764403100000,
+    "late_s": 100,
+    "cause": "order_changed",
+    "orders": ["ORD-1"],
+}
+
+
+def test_a_signal_with_every_fact_round_trips_to_the_same_json() -> None:
+    """Signals and notices share their facts through one base struct: the JSON of a signal with
+    every field set is what it was when the fields were listed twice (names, values, tag)."""
+    signal = contract.gateway_input_decoder.decode(msgspec.json.encode(SIGNAL_WIRE))
+    assert isinstance(signal, contract.AlarmSignal)
+    assert msgspec.json.decode(contract.encode(signal)) == SIGNAL_WIRE
+    shared = set(contract.AlarmFacts.__struct_fields__)
+    assert shared <= set(contract.Notice.__struct_fields__)
+    assert set(contract.AlarmSignal.__struct_fields__) - shared == {
+        "signal_id",
+        "action",
+        "alarm_key",
+    }
 
 
 @pytest.mark.parametrize(

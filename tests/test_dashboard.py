@@ -1,11 +1,12 @@
-"""The committed Grafana dashboard is the one `nabij.dashboard` generates, laid out on the grid."""
+"""The committed Grafana dashboard is the one `services.shell.dashboard` generates, laid out on
+the grid."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from nabij import dashboard
+from services.shell import dashboard
 
 COMMITTED = Path(__file__).parent.parent / "config/grafana/dashboards/nabij.json"
 

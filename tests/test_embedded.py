@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from nabij.embedded import EmbeddedBroker, EmbeddedStore
 from nabij.keys import Keys
-from nabij.redis_io import DeadLetter, add_deadletter, connect, wait_until_ready
+from services.demo.embedded import EmbeddedBroker, EmbeddedStore
+from services.shell.redis_io import DeadLetter, add_deadletter, connect, wait_until_ready
 from tests.servers import MqttProbe
 
 JOIN_TIMEOUT_S = 15.0

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
-from nabij import metrics
-from nabij.health import HealthServer
 from services import cli
+from services.shell import metrics
+from services.shell.health import HealthServer
 
 
 class _Clock:
@@ -137,8 +137,8 @@ def test_stop_releases_the_port(clock: _Clock, registry: CollectorRegistry) -> N
 
 
 def test_project_metrics_are_registered_with_their_labels() -> None:
-    """nabij.metrics defines every metric once in the default registry, with the agreed names,
-    labels and latency buckets."""
+    """services.shell.metrics defines every metric once in the default registry, with the agreed
+    names, labels and latency buckets."""
     metrics.MESSAGES_RECEIVED.labels(service="t", kind="fix")
     metrics.DECISION_LATENCY.labels(service="t").observe(0.003)
     names = {m.name: m for m in REGISTRY.collect()}

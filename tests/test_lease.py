@@ -8,9 +8,9 @@ import threading
 import pytest
 import structlog
 
-from nabij.commit import Committer
-from nabij.lease import Lease, LeaseLostError, LeaseWaitAbortedError
-from nabij.redis_io import MemoryWatch, connect
+from services.shell.commit import Committer
+from services.shell.lease import Lease, LeaseLostError, LeaseWaitAbortedError
+from services.shell.redis_io import MemoryWatch, connect
 from tests.servers import FILLER_KEY, RedisServer, fill_to_the_cap
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from nabij.logs import (
+from services.shell.logs import (
     REDACTED,
     SAMPLE_MAX_CHARS,
     LogAggregator,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nabij.mqtt import MqttEndpoint, MqttUrlError
 from nabij.settings import MqttSettings
+from services.shell.mqtt import MqttEndpoint, MqttUrlError
 
 
 def test_a_url_without_credentials_stays_anonymous_for_a_development_broker() -> None:

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from nabij import mqtt_packets as packets
-from nabij.mqtt import MqttEndpoint
-from nabij.mqtt_ingest import Delivery, Subscriber
-from nabij.mqtt_packets import Control, MqttProtocolError, PacketReader, Publish
+from services.shell import mqtt_packets as packets
+from services.shell.mqtt import MqttEndpoint
+from services.shell.mqtt_ingest import Delivery, Subscriber
+from services.shell.mqtt_packets import Control, MqttProtocolError, PacketReader, Publish
 from tests.integration.stack import wait_until
 from tests.servers import MosquittoServer, MqttProbe
 

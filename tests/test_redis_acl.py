@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from nabij.keys import Keys, Shard, ShardKeys, UnshardedKeys
-from nabij.redis_acl import ANY, Grant, acl_file, default_username, glob_escape, grants
 from nabij.settings import REDIS_ROLES, RedisRole, Settings
+from services.access.redis_acl import ANY, Grant, acl_file, default_username, glob_escape, grants
 
 PREFIX = "nabij"
 KEYS = Keys(PREFIX)

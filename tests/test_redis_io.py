@@ -1,4 +1,5 @@
-"""nabij.redis_io against a real redis-server: client set-up, readiness wait, dead letters."""
+"""services.shell.redis_io against a real redis-server: client set-up, readiness wait, dead
+letters."""
 
 from __future__ import annotations
 
@@ -10,19 +11,19 @@ import redis
 import structlog
 
 from nabij.keys import Keys
-from nabij.redis_io import (
+from nabij.settings import (
+    DEADLETTER_DETAIL_MAX_BYTES,
+    DEADLETTER_ENTRY_OVERHEAD_BYTES,
+    DEADLETTER_TOPIC_MAX_BYTES,
+    RedisSettings,
+)
+from services.shell.redis_io import (
     DeadLetter,
     DeadLetterWriter,
     MemoryWatch,
     add_deadletter,
     connect,
     wait_until_ready,
-)
-from nabij.settings import (
-    DEADLETTER_DETAIL_MAX_BYTES,
-    DEADLETTER_ENTRY_OVERHEAD_BYTES,
-    DEADLETTER_TOPIC_MAX_BYTES,
-    RedisSettings,
 )
 from tests.servers import FILLER_KEY, RedisServer, fill_to_the_cap, free_port
 

@@ -32,6 +32,7 @@ from nabij.evidence.chain import (
     leaf_hash,
     split_stored,
 )
+from nabij.failures import NabijError
 
 FORMAT: Final = "nabij-audit-bundle/v1"
 MANIFEST_CONTEXT: Final = b"nabij-audit-manifest/v1\n"
@@ -102,7 +103,7 @@ def _police(body: bytes) -> bool:
     return POLICE_ONLY_DATA in body.split(b'"data":', 1)[-1][:32]
 
 
-class ChainBrokenError(Exception):
+class ChainBrokenError(NabijError):
     """The stored chain does not reach its checkpoint: the store itself was altered."""
 
 

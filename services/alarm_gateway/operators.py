@@ -168,11 +168,7 @@ def follow(
                 after = entry_id
                 yield notice_decoder.decode(fields[b"notice"])
         return
-    try:
-        client.xgroup_create(stream, group, id="0" if from_start else "$", mkstream=True)
-    except redis.ResponseError as err:
-        if "BUSYGROUP" not in str(err):
-            raise
+    streams.ensure_group(client, stream, group, start_id="0" if from_start else "$")
     start: bytes | str = "0"  # this consumer's unfinished entries first, then new ones
     while not should_stop():
         batch = streams.read_group(

@@ -1,17 +1,17 @@
 """The alarm gateway shell: inbox streams in, pure `AlarmBook`, one Redis transaction out.
 
 The gateway is the single writer of alarm records: one process at a time holds its lease
-(`nabij.lease`; a second one waits as a standby and takes over when the lease is free). It reads
-signals (each proximity shard's inbox, registered in `Keys.signal_inboxes`) and human requests
+(`services.shell.lease`; a second one waits as a standby and takes over when the lease is free). It
+reads signals (each proximity shard's inbox, registered in `Keys.signal_inboxes`) and human requests
 (their own stream, which only the CLI's and the console's Redis users may append to) with one
-consumer group; each batch's alarm records, dispatch notices, request outcomes, the `XACK` of
-its requests and the id of the newest signal applied from each inbox commit in one `MULTI` in the
+consumer group; each batch's alarm records, dispatch notices, request outcomes, the `XACK` of its
+requests and the id of the newest signal applied from each inbox commit in one `MULTI` in the
 gateway's slot. The signals' `XACK` (in their shard's slot, which Redis Cluster keeps out of that
 transaction) follows it; a signal at or below the applied id is acknowledged and never applied
-again. So after a crash an entry is either fully applied or still pending (re-read first on
-start). Each stream takes only its own kind of input: a human request on a signal inbox, or a
-signal on the request stream, is refused. Escalation due times travel inside the records:
-whatever fell due while the gateway was down fires on its first turn back.
+again. So after a crash an entry is either fully applied or still pending (re-read first on start).
+Each stream takes only its own kind of input: a human request on a signal inbox, or a signal on the
+request stream, is refused. Escalation due times travel inside the records: whatever fell due while
+the gateway was down fires on its first turn back.
 
 Entries that cannot be applied are acknowledged in that same transaction and dead-lettered in a
 best-effort write after it: a dead letter never stands between a signal and its notices. A full
@@ -34,8 +34,7 @@ import structlog
 from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
-from nabij import metrics, streams
-from nabij.commit import HEARTBEAT_INTERVAL_S, ServiceWrites, beat
+from nabij import streams
 from nabij.config import Config
 from nabij.contract import (
     ALARM_KINDS,
@@ -52,17 +51,7 @@ from nabij.contract import (
 from nabij.evidence.chain import Entry
 from nabij.evidence.store import WriterLog, signer_from
 from nabij.failures import describe
-from nabij.health import HealthServer
 from nabij.keys import Keys
-from nabij.lease import LeaseWaitAbortedError
-from nabij.logs import LogAggregator
-from nabij.redis_io import (
-    AWAY_OR_FULL_ERRORS,
-    TRANSIENT_REDIS_ERRORS,
-    DeadLetter,
-    connect_as,
-    wait_until_ready,
-)
 from services.alarm_gateway.core.alarms import (
     RESOLVED_KEPT,
     AlarmBook,
@@ -75,6 +64,18 @@ from services.alarm_gateway.core.alarms import (
 )
 from services.alarm_gateway.core.retention import plan_trim
 from services.alarm_gateway.evidence import decision_entries
+from services.shell import metrics
+from services.shell.commit import HEARTBEAT_INTERVAL_S, ServiceWrites, beat
+from services.shell.health import HealthServer
+from services.shell.lease import LeaseWaitAbortedError
+from services.shell.logs import LogAggregator
+from services.shell.redis_io import (
+    AWAY_OR_FULL_ERRORS,
+    TRANSIENT_REDIS_ERRORS,
+    DeadLetter,
+    connect_as,
+    wait_until_ready,
+)
 
 SERVICE: Final = "gateway"
 MAX_BLOCK_MS = 1000
@@ -290,12 +291,8 @@ class GatewayService:
             self._ensure_group(stream)
 
     def _ensure_group(self, stream: str) -> None:
-        try:
-            # From id 0: input written before the gateway ever ran is not lost.
-            self._redis.xgroup_create(stream, self._keys.gateway_group, id="0", mkstream=True)
-        except redis.ResponseError as err:
-            if "BUSYGROUP" not in str(err):
-                raise
+        # From id 0: input written before the gateway ever ran is not lost.
+        streams.ensure_group(self._redis, stream, self._keys.gateway_group, start_id="0")
 
     def _prepare(self) -> None:
         self._ensure_groups()

@@ -7,12 +7,12 @@ import getpass
 import sys
 from pathlib import Path
 
-from nabij.cli_support import add_config_argument, load_from_args
 from nabij.clock import scaled_clock
 from nabij.keys import Keys
-from nabij.logs import configure_logging
-from nabij.redis_io import connect_as
 from services.console.identity import IdentityError, Operators
+from services.shell.cli_support import add_config_argument, load_from_args
+from services.shell.logs import configure_logging
+from services.shell.redis_io import connect_as
 
 EXIT_NOT_FOUND = 1
 EXIT_INVALID = 2

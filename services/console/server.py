@@ -11,8 +11,8 @@ import uvicorn
 
 from nabij.config import Config
 from nabij.keys import Keys
-from nabij.redis_io import connect_as
 from services.console.app import create_app
+from services.shell.redis_io import connect_as
 
 
 def console_server(

@@ -27,12 +27,12 @@ from typing import Final, Literal
 
 import msgspec
 
-from nabij import metrics
 from nabij.contract import SAFETY_EVENTS, Topics
-from nabij.mqtt_ingest import Delivery
-from nabij.mqtt_packets import Publish
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.lanes import Burst, FairLane, LaneLimits, Refusals
+from services.shell import metrics
+from services.shell.mqtt_ingest import Delivery
+from services.shell.mqtt_packets import Publish
 
 SERVICE: Final = "proximity"
 LaneName = Literal["fast", "bulk"]
@@ -257,7 +257,7 @@ class Intake:
 
 
 class _LaneSink:
-    """One lane's face towards a reader (`nabij.mqtt_ingest.Sink`)."""
+    """One lane's face towards a reader (`services.shell.mqtt_ingest.Sink`)."""
 
     def __init__(self, intake: Intake, lane: LaneName) -> None:
         self._intake = intake

@@ -23,11 +23,11 @@ from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from nabij import streams
-from nabij.commit import Committer
 from nabij.keys import Keys, Shard, ShardKeys, UnshardedKeys
-from nabij.lease import LeaseWaitAbortedError
 from nabij.orders import Order
 from services.proximity.core.shards import Ownership, platform_judge
+from services.shell.commit import Committer
+from services.shell.lease import LeaseWaitAbortedError
 
 # Layouts looked for when adopting: N from 1 to this.
 MAX_SHARDS: Final = 16

@@ -30,8 +30,9 @@ import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 from redis.client import Pipeline
 
-from nabij import metrics, streams
+from nabij import streams
 from nabij.contract import DeviceCommand, Topics, encode
+from services.shell import metrics
 
 log = structlog.get_logger(service="proximity")
 

@@ -1,7 +1,7 @@
 """The proximity service shell: MQTT in, pure core, Redis out, then the MQTT acknowledgement.
 
-Two MQTT readers (`nabij.mqtt_ingest`: the bulk connection with every uplink, the fast one with
-the event topics for presses and tampers) put messages into bounded, per-device lanes
+Two MQTT readers (`services.shell.mqtt_ingest`: the bulk connection with every uplink, the
+fast one with the event topics for presses and tampers) put messages into bounded, per-device lanes
 (`intake.py`). This thread drains them in batches, fast lane first, runs each batch through the
 pure `ProximityEngine`, commits every changed state, signal and device command in one Redis
 `MULTI`, stores the batch's dead letters in a best-effort write after it, publishes device
@@ -11,7 +11,7 @@ broker. A crash anywhere before the commit makes the broker redeliver; after it,
 
 A full Redis (out of memory) never stops the service: the commit is retried until memory frees
 while the batch stays unacknowledged, and dead letters Redis refuses are dropped and counted (see
-`nabij.commit` and `nabij.redis_io.DeadLetterWriter`).
+`services.shell.commit` and `services.shell.redis_io.DeadLetterWriter`).
 """
 
 from __future__ import annotations
@@ -28,20 +28,13 @@ import redis
 import structlog
 from redis.client import Pipeline
 
-from nabij import metrics, order_store, streams
-from nabij.commit import HEARTBEAT_INTERVAL_S, CommitAbortedError, ServiceWrites, beat
+from nabij import order_store, streams
 from nabij.config import Config
 from nabij.contract import ClearCause, Topics, encode
 from nabij.evidence.chain import Entry
 from nabij.evidence.store import SharedLog, WriterLog, signer_from
-from nabij.health import HealthServer
 from nabij.keys import Keys, Shard
-from nabij.lease import LeaseWaitAbortedError
-from nabij.logs import LogAggregator
-from nabij.mqtt import ConnectionWatch, MqttEndpoint, make_client
-from nabij.mqtt_ingest import Subscriber
 from nabij.orders import Order
-from nabij.redis_io import DeadLetter, connect_as, wait_until_ready
 from services.proximity.core.acks import committed_acks
 from services.proximity.core.batch import BatchResult, run_isolating
 from services.proximity.core.census import (
@@ -65,6 +58,14 @@ from services.proximity.evidence import BatchRecorder
 from services.proximity.intake import Intake, Received
 from services.proximity.layout import adopt_from_previous_layout, register
 from services.proximity.outbox import CommandOutbox
+from services.shell import metrics
+from services.shell.commit import HEARTBEAT_INTERVAL_S, CommitAbortedError, ServiceWrites, beat
+from services.shell.health import HealthServer
+from services.shell.lease import LeaseWaitAbortedError
+from services.shell.logs import LogAggregator
+from services.shell.mqtt import ConnectionWatch, MqttEndpoint, make_client
+from services.shell.mqtt_ingest import Subscriber
+from services.shell.redis_io import DeadLetter, connect_as, wait_until_ready
 
 SERVICE: Final = "proximity"
 # Seconds of nabij's clock between silence checks; on the wall that is divided by the clock's

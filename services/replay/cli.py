@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from nabij.cli_support import add_config_argument, load_from_args, stop_on_signals
+from services.shell.cli_support import add_config_argument, load_from_args, stop_on_signals
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,8 +59,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace) -> int:
     from nabij.contract import Topics
-    from nabij.mqtt import MqttEndpoint, make_client
     from services.replay.records import encode_line
+    from services.shell.mqtt import MqttEndpoint, make_client
 
     config = load_from_args(args)
     stop = stop_on_signals()

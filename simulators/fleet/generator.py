@@ -25,7 +25,7 @@ from typing import Final
 import numpy as np
 
 from nabij.contract import Topics
-from nabij.mqtt import MqttEndpoint
+from services.shell.mqtt import MqttEndpoint
 from simulators.fleet.motion import FleetMotion
 from simulators.fleet.plan import FleetPlan
 from simulators.fleet.wire import PublishConnection, topic_field

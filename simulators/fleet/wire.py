@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterable
 from typing import Final
 
-from nabij import mqtt_packets
 from nabij.failures import NabijError
-from nabij.mqtt import MqttEndpoint
-from nabij.mqtt_ingest import MqttConnectionError, handshake
+from services.shell import mqtt_packets
+from services.shell.mqtt import MqttEndpoint
+from services.shell.mqtt_ingest import MqttConnectionError, handshake
 
 CONNECT_TIMEOUT_S: Final = 10.0
 

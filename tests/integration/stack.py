@@ -36,16 +36,16 @@ from nabij.contract import (
     encode,
     notice_decoder,
 )
-from nabij.health import HealthServer
 from nabij.keys import Keys, Shard
-from nabij.mqtt import MqttEndpoint, make_client
-from nabij.redis_acl import default_username
-from nabij.redis_io import connect
 from nabij.settings import REDIS_ROLES, RedisRole
+from services.access.redis_acl import default_username
 from services.proximity.core.state import DeviceState, device_state_decoder
 from services.proximity.layout import device_state_key
 from services.proximity.service import ProximityService, shard_name
 from services.runner import Service, build_services
+from services.shell.health import HealthServer
+from services.shell.mqtt import MqttEndpoint, make_client
+from services.shell.redis_io import connect
 
 # Amsterdam Centraal; the victim stays here in most tests.
 VICTIM_HOME = (52.37881, 4.90005)

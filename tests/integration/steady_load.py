@@ -14,8 +14,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from nabij.mqtt import MqttEndpoint
 from services.proximity.core.state import SEEN_WINDOW
+from services.shell.mqtt import MqttEndpoint
 from simulators.firmware import AnkleMonitor, Behaviour, Firmware, VictimDevice
 from simulators.link import MqttLink
 from simulators.model import DeviceModel

@@ -11,13 +11,13 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from nabij.redis_io import connect_as
 from nabij.settings import ConsoleSettings
 from services.alarm_gateway.core.alarms import encode_record, police_facts_decoder
 from services.cli import main
 from services.console.app import create_app, events
 from services.console.core import Session
 from services.console.identity import Operators
+from services.shell.redis_io import connect_as
 from tests.integration.conftest import StackFactory
 from tests.integration.console import (
     POLICE,

@@ -18,7 +18,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import REGISTRY
 
 from nabij.contract import encode
-from nabij.mqtt import MqttEndpoint, make_client
+from services.shell.mqtt import MqttEndpoint, make_client
 from simulators.runner import ScenarioRun, parse_scenario
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import (

@@ -15,8 +15,8 @@ import urllib.request
 import prometheus_client
 import pytest
 
-from nabij.health import HealthServer
-from nabij.redis_io import DeadLetter
+from services.shell.health import HealthServer
+from services.shell.redis_io import DeadLetter
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import wait_until
 from tests.integration.test_alarm_path import kinds

@@ -18,8 +18,8 @@ import redis
 from prometheus_client import REGISTRY
 
 from nabij.contract import encode, outcome_decoder
-from nabij.redis_acl import default_username
 from nabij.settings import RedisRole, Settings
+from services.access.redis_acl import default_username
 from services.alarm_gateway.core.alarms import AlarmBook
 from services.alarm_gateway.core.record import AlarmRecord, decode_record, encode_record
 from services.cli import main

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import pytest
 
 from nabij.contract import Fix, Notice, QueueName, encode
-from nabij.mqtt import MqttEndpoint, make_client
+from services.shell.mqtt import MqttEndpoint, make_client
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import VICTIM_HOME, Stack, north_of, wait_until
 from tests.servers import MosquittoServer

@@ -15,11 +15,11 @@ from nabij import streams
 from nabij.contract import ResolveRequest
 from services.alarm_gateway import operators
 from services.cli import main
-from services.proximity.tracks import offset
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import VICTIM_HOME, Stack, wait_until
 from tests.integration.test_alarm_path import STEP_MS, fast_escalation, kinds
 from tests.privacy.attacker import Projection, attack
+from tests.scenarios.tracks import offset
 
 pytestmark = pytest.mark.integration
 RINGS_M = {"alarm": 500.0, "pre_alert": 1000.0}

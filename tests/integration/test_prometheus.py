@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nabij import dashboard
 from services.cli import main as cli
+from services.shell import dashboard
 from tests.integration.conftest import StackFactory
 from tests.integration.stack import VICTIM_HOME, Stack, wait_until
 from tests.integration.test_alarm_path import kinds, walk

@@ -160,8 +160,9 @@ def test_kill9_of_both_services_mid_stream_changes_no_outcome(
     moment of the stream and restarted: the outcome is exactly that of a calm run (one
     pre-alert, one alarm, both cleared once, every notice id unique) and no fix is lost."""
     stack = make_stack()
-    # A restarted service first waits out its killed predecessor's lease (nabij/lease.py): on
-    # the 20x clock those seconds are minutes of offender silence, not what this test judges.
+    # A restarted service first waits out its killed predecessor's lease
+    # (services/shell/lease.py): on the 20x clock those seconds are minutes of offender silence,
+    # not what this test judges.
     toml = stack.config_dir / "nabij.toml"
     toml.write_text(
         toml.read_text().replace("[proximity]\n", "[proximity]\nlocation_unknown_s = 3600\n", 1)

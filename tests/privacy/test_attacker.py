@@ -20,10 +20,10 @@ from nabij.settings import PrivacySettings
 from services.alarm_gateway.core.alarms import AlarmBook, distance_band, encode_record
 from services.proximity.core.cells import METRES_PER_DEGREE, SnapGrid
 from services.proximity.core.geo import distance_m
-from services.proximity.tracks import Scenario, load_scenario, offset
 from services.replay.timeline import replay
 from tests.privacy.attacker import Projection, Verdict, attack
 from tests.roles import assert_probation_safe
+from tests.scenarios.tracks import Scenario, load_scenario, offset
 
 SCENARIO = Path(__file__).resolve().parent / "stalker_circles_victim.toml"
 RINGS_M = {"alarm": 500.0, "pre_alert": 1000.0}  # the order's rings: the attacker knows them

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from nabij.contract import DeviceEvent, Fix, Topics, encode
-from nabij.mqtt_packets import Publish
 from services.proximity import intake as intake_module
 from services.proximity.core.lanes import LaneLimits
 from services.proximity.intake import Intake
+from services.shell.mqtt_packets import Publish
 
 TOPICS = Topics("nabij/v1")
 KNOWN = {"ank-1", "vic-1"}

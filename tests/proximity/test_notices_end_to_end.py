@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from nabij.contract import Notice
-from services.proximity.tracks import load_scenario
 from services.replay.timeline import replay
 from tests.roles import assert_probation_safe
+from tests.scenarios.tracks import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

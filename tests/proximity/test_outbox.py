@@ -8,8 +8,8 @@ import redis
 
 from nabij.contract import DeviceCommand, SetInterval, Topics, Warn, command_decoder
 from nabij.keys import Keys, Shard
-from nabij.mqtt import MqttEndpoint, make_client
 from services.proximity.outbox import CommandOutbox
+from services.shell.mqtt import MqttEndpoint, make_client
 from tests.integration.stack import wait_until
 from tests.servers import MosquittoServer, MqttProbe, RedisServer
 

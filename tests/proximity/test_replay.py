@@ -13,10 +13,10 @@ from nabij.contract import Fix, encode
 from services.cli import main
 from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
-from services.proximity.tracks import load_scenario
 from services.replay.records import decode_lines, encode_line
 from services.replay.timeline import replay
 from services.replay.whatif import apply_overrides
+from tests.scenarios.tracks import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 ORDERS = """

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from nabij.contract import AlarmSignal
-from services.proximity.tracks import Expected, Scenario, load_scenario
 from services.replay.timeline import replay
+from tests.scenarios.tracks import Expected, Scenario, load_scenario
 
 HERE = Path(__file__).parent
 FILES = sorted(HERE.glob("*.toml"))

@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 from nabij.config import load_config
 from nabij.contract import DeviceEvent, Fix, Topics
 from nabij.keys import Keys, Shard
-from nabij.mqtt import MqttEndpoint
 from services.proximity.core.state import DeviceState
+from services.shell.mqtt import MqttEndpoint
 from simulators.check import run_checked
 from simulators.runner import load_scenario
 from tests.integration.stack import wait_until

@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from nabij.config import validate_orders
 from nabij.contract import Topics, fix_decoder
-from nabij.mqtt import MqttEndpoint
 from services.cli import build_parser
+from services.shell.mqtt import MqttEndpoint
 from simulators.fleet.generator import run_fleet
 from simulators.fleet.motion import NOISE, VELOCITY_SIGMA_MPS, FleetMotion
 from simulators.fleet.plan import FleetPlan

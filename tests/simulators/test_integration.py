@@ -21,7 +21,7 @@ from nabij.contract import (
     fix_decoder,
     status_decoder,
 )
-from nabij.mqtt import MqttEndpoint
+from services.shell.mqtt import MqttEndpoint
 from simulators.runner import DeviceConnectError, ScenarioRun, parse_scenario
 from tests.integration.stack import wait_until
 

@@ -1,9 +1,10 @@
 """The Grafana dashboard for nabij, generated from this table of panels.
 
-`python -m nabij.dashboard config/grafana/dashboards/nabij.json` writes it (`make dashboard`); a
-unit test fails when the committed file and this module disagree, and an integration test runs
-every panel's query against a real Prometheus scraping the real services. Plain dictionaries, no
-generator library: the dashboard JSON model is stable and this keeps nothing to pin.
+`python -m services.shell.dashboard config/grafana/dashboards/nabij.json` writes it (`make
+dashboard`); a unit test fails when the committed file and this module disagree, and an integration
+test runs every panel's query against a real Prometheus scraping the real services. Plain
+dictionaries, no generator library: the dashboard JSON model is stable and this keeps nothing to
+pin.
 
 Layout, as ops engineers read a dashboard: overview numbers on top, then ingest, decision latency,
 alarms, dependencies. Every panel reads the `datasource` variable.

@@ -110,7 +110,7 @@ pattern write {devices}/%u/status
 pattern read {devices}/%u/cmd
 
 # The proximity service: every uplink in, commands out, and its own catch-up markers
-# (nabij.mqtt_ingest publishes a token to itself to learn when the backlog is read).
+# (services.shell.mqtt_ingest publishes a token to itself to learn when the backlog is read).
 user {SERVICE_PREFIX}proximity
 topic read {devices}/+/fix
 topic read {devices}/+/event

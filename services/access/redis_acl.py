@@ -24,7 +24,7 @@ from nabij.settings import REDIS_ROLES, RedisRole
 # A connection needs these whatever it does: liveness pings (redis-py pings an idle connection
 # before use) and the transactions of the exactly-once commits.
 KEYLESS_COMMANDS: Final = ("ping", "multi", "exec", "discard", "unwatch")
-# A lease (`nabij.lease`): taken, checked under WATCH, renewed and released.
+# A lease (`services.shell.lease`): taken, checked under WATCH, renewed and released.
 LEASE_COMMANDS: Final = ("get", "set", "watch", "pexpire", "del")
 ANY: Final = "*"
 

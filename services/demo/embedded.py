@@ -39,7 +39,7 @@ from amqtt.plugins.base import BaseAuthPlugin
 from fakeredis import TcpFakeServer
 
 from nabij.failures import NabijError
-from nabij.mqtt import MQTT311_QUERY
+from services.shell.mqtt import MQTT311_QUERY
 
 HOST: Final = "127.0.0.1"
 START_TIMEOUT_S: Final = 10.0

@@ -27,10 +27,8 @@ from redis.client import Pipeline
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from nabij import metrics
 from nabij.config import SETTINGS_FILE, ConfigError, ConfigProblem
 from nabij.keys import Keys
-from nabij.logs import LogAggregator
 from nabij.settings import (
     DEADLETTER_DETAIL_MAX_BYTES,
     DEADLETTER_TOPIC_MAX_BYTES,
@@ -38,6 +36,8 @@ from nabij.settings import (
     RedisSettings,
     RedisUser,
 )
+from services.shell import metrics
+from services.shell.logs import LogAggregator
 
 DEFAULT_SOCKET_TIMEOUT_S: Final = 10.0
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0

@@ -1,6 +1,6 @@
 """The MQTT 3.1.1 packets nabij's lean clients speak: encoders, and a reader for a byte stream.
 
-Pure: bytes in, packets out. `nabij.mqtt_ingest` (the services' subscriber) and
+Pure: bytes in, packets out. `services.shell.mqtt_ingest` (the services' subscriber) and
 `simulators.fleet.wire` (the load generator's publisher) build their packets here, so the wire
 format is written once.
 """

@@ -11,8 +11,8 @@ whole (`EXECABORT`): nothing was applied, so the committer sends it again with b
 memory frees, and reports each refusal to the service's `MemoryWatch` (readiness, metrics, log).
 The caller's input stays unacknowledged meanwhile: nothing is lost, nothing is applied twice.
 
-With a `Lease` (`nabij.lease`) every commit is fenced: it runs only while this process holds the
-lease, checked under `WATCH` in the same transaction.
+With a `Lease` (`services.shell.lease`) every commit is fenced: it runs only while this process
+holds the lease, checked under `WATCH` in the same transaction.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ import redis
 import structlog
 from redis.client import Pipeline
 
-from nabij import metrics
 from nabij.failures import NabijError
-from nabij.health import HealthServer
 from nabij.keys import Keys
-from nabij.lease import Lease
-from nabij.redis_io import (
+from nabij.settings import RedisSettings
+from services.shell import metrics
+from services.shell.health import HealthServer
+from services.shell.lease import Lease
+from services.shell.redis_io import (
     AWAY_OR_FULL_ERRORS,
     TRANSIENT_REDIS_ERRORS,
     DeadLetterWriter,
@@ -40,7 +41,6 @@ from nabij.redis_io import (
     answers,
     is_out_of_memory,
 )
-from nabij.settings import RedisSettings
 
 HEARTBEAT_TTL_S: Final = 10
 # Wall seconds between heartbeats: liveness is a wall-clock matter, whatever nabij's clock does.

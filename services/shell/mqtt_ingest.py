@@ -47,11 +47,11 @@ from typing import Final, Protocol
 
 import structlog
 
-from nabij import metrics
-from nabij import mqtt_packets as packets
 from nabij.failures import NabijError
-from nabij.mqtt import MqttEndpoint
-from nabij.mqtt_packets import Control, MqttProtocolError, Publish
+from services.shell import metrics
+from services.shell import mqtt_packets as packets
+from services.shell.mqtt import MqttEndpoint
+from services.shell.mqtt_packets import Control, MqttProtocolError, Publish
 
 READ_SIZE: Final = 256 * 1024
 CONNECT_TIMEOUT_S: Final = 10.0

@@ -3,8 +3,8 @@
 paho-mqtt runs its own network loop thread (`loop_start`): it carries ~18k QoS 1 messages/s in
 (~9k/s with a PUBACK each) against ~14k for aiomqtt. Callers hand messages to their own thread
 through a queue and never touch shared state from paho's thread. The proximity service reads its
-device traffic with `nabij.mqtt_ingest` instead (it must keep up with the broker under a flood)
-and publishes with paho.
+device traffic with `services.shell.mqtt_ingest` instead (it must keep up with the broker under a
+flood) and publishes with paho.
 
 paho clients speak MQTT 5: a publish the broker's ACL denies comes back as a PUBACK with reason
 code 135 (not authorised) instead of being acknowledged as if delivered (3.1.1 cannot say no).

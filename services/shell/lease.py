@@ -25,7 +25,7 @@ import structlog
 from redis.client import Pipeline
 
 from nabij.failures import NabijError
-from nabij.redis_io import AWAY_OR_FULL_ERRORS
+from services.shell.redis_io import AWAY_OR_FULL_ERRORS
 
 
 class LeaseLostError(NabijError):

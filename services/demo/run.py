@@ -33,17 +33,17 @@ from nabij.config import (
     load_settings,
 )
 from nabij.contract import QUEUE_NAMES, AckRequest, QueueName
-from nabij.embedded import EmbeddedBroker, EmbeddedStore
 from nabij.keys import Keys
-from nabij.logs import configure_logging
-from nabij.redis_io import connect
 from services.alarm_gateway import operators
 from services.console.identity import Operators
 from services.console.server import console_server, start_on_thread
+from services.demo.embedded import EmbeddedBroker, EmbeddedStore
 from services.runner import run_services
+from services.shell.logs import configure_logging
+from services.shell.redis_io import connect
 from simulators.runner import ScenarioRun, load_scenario
 
-DEMO_SETTINGS = Path(__file__).resolve().parent.parent / "config" / "demo" / "nabij.toml"
+DEMO_SETTINGS = Path(__file__).resolve().parents[2] / "config" / "demo" / "nabij.toml"
 LOG_FILE = Path("var/demo/nabij.log")
 SERVICES = ("proximity", "gateway")
 BOLD, DIM, RESET = "\033[1m", "\033[2m", "\033[0m"

@@ -2,7 +2,7 @@
 
 Services import the objects from here and label them; nothing else creates metrics, so names,
 labels and buckets stay consistent across services and dashboards. They register in the default
-registry, which `nabij.health.HealthServer` serves on /metrics.
+registry, which `services.shell.health.HealthServer` serves on /metrics.
 """
 
 from __future__ import annotations
