@@ -25,7 +25,7 @@ from tests.servers import RedisServer
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
-NABIJ_IMAGE = SERVICES["proximity"]["image"]
+NABIJ_IMAGE = SERVICES["gateway"]["image"]
 IMAGE_HEALTHCHECK = healthcheck_command(
     parse((REPO / "Dockerfile").read_text())[-1].last("HEALTHCHECK").argument
 )
