@@ -72,7 +72,9 @@ pairs in the field. Until 2026-12-06 it was 0.05 (5.6 km): every fix then ran bo
 the prediction, ~4x the core's time a fix (docs/benchmarks.md)."""
 
 
-def payloads(pairs: int, fixes: int, start_ts: int = START_TS) -> list[tuple[str, bytes]]:
+def payloads(
+    pairs: int, fixes: int, start_ts: int = START_TS, apart_deg: float = APART_DEG
+) -> list[tuple[str, bytes]]:
     """Fixes of both devices of every pair, far apart (the common case: nothing to alarm);
     device k's n-th fix has seq n + 1, one second after the one before."""
     topics = Topics(PREFIX)
@@ -81,7 +83,7 @@ def payloads(pairs: int, fixes: int, start_ts: int = START_TS) -> list[tuple[str
         pair, round_ = n % pairs, n // pairs
         role = "ank" if round_ % 2 == 0 else "vic"
         device = f"{role}-{pair}"
-        lat = 52.30 + (pair % 100) * 0.001 + (APART_DEG if role == "vic" else 0.0)
+        lat = 52.30 + (pair % 100) * 0.001 + (apart_deg if role == "vic" else 0.0)
         fix = Fix(device, round_ // 2 + 1, start_ts + round_ * 1000, lat, 4.85, 8.0)
         out.append((topics.device(device, "fix"), msgspec.json.encode(fix)))
     return out
