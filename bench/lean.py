@@ -22,12 +22,12 @@ from collections.abc import Callable
 from bench import pipeline
 from nabij.config import Order, ProximitySettings
 from nabij.contract import Topics
-from nabij.mqtt_ingest import READ_SIZE
-from nabij.mqtt_packets import PacketReader, Publish, publish, utf8
 from services.proximity.core.batch import run_batch
 from services.proximity.core.engine import ProximityEngine
 from services.proximity.core.lanes import LaneLimits
 from services.proximity.intake import Intake, Received
+from services.shell.mqtt_ingest import READ_SIZE
+from services.shell.mqtt_packets import PacketReader, Publish, publish, utf8
 
 PAIRS = 2000
 FIXES = 100_000
