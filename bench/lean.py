@@ -58,9 +58,10 @@ def intake(stream: bytes, known: set[str]) -> Callable[[], None]:
         clock = iter(range(pipeline.START_TS, pipeline.START_TS + 10**9))
         limits = LaneLimits(256, 20_000, 64 * 2**20, 20.0)
         lanes = Intake(
-            Topics(pipeline.PREFIX), known.__contains__, limits, clock.__next__,
-            report_every_ms=10_000,
+            Topics(pipeline.PREFIX), known.__contains__, lambda _device: False, limits,
+            clock.__next__, report_every_ms=10_000,
         )  # fmt: skip
+        lanes.open()
         reader = PacketReader()
         for start in range(0, len(stream), READ_SIZE):
             read = reader.feed(stream[start : start + READ_SIZE])
