@@ -453,14 +453,17 @@ class ProximityService:
         if self._evidence is not None:
             self._evidence.write(pipe, evidence, now)
         # Every changed state in one MSET: a SET each cost more Python in redis-py than the
-        # core's decisions (docs/benchmarks.md, the profile).
+        # core's decisions (docs/benchmarks.md, the profile). Sent as a raw command because
+        # redis-py's cluster pipeline refuses its `mset` method (keys may span slots), while
+        # all of a shard's keys share one slot, which the transaction checks.
         engine, encoded = self._engine, state_encoder.encode
         states = {keys.device_state(d): encoded(engine.device(d)) for d in effects.changed_devices}
         for order_id, offender, victim in effects.changed_pairs:
             pair = engine.pair((order_id, offender, victim))
             states[keys.pair_state(offender, order_id, victim)] = encoded(pair)
         if states:
-            pipe.mset(states)
+            flat = itertools.chain.from_iterable(states.items())
+            pipe.execute_command("MSET", *flat)  # type: ignore[no-untyped-call]  # untyped in redis-py
         if effects.changed_devices:
             pipe.sadd(keys.proximity_devices, *effects.changed_devices)
         if effects.platform_changed:
