@@ -130,12 +130,11 @@ def test_a_shard_killed_under_load_loses_nothing(make_stack: StackFactory) -> No
     assert sorted(opened) == ["ORD-A", "ORD-B"]
 
 
-def test_one_shard_to_two_keeps_the_state(make_stack: StackFactory) -> None:
-    """A re-shard as docs/architecture.md says, under traffic: the two new shards start (and
-    subscribe) while the single process still runs, it stops, they adopt its state. Every fix
-    is applied, each device's seq carries over, and an alarm open under one process is not
-    opened again by the shard that takes its pair over."""
-    stack = make_stack(orders_toml=TWO_SHARDED_PAIRS)
+def _both_alarms_open_under_one_process(
+    stack: Stack,
+) -> tuple[dict[str, SimDevice], dict[str, int]]:
+    """The gateway and one unsharded proximity process; both pairs walk in until both alarms
+    are open. Returns the devices and the last seq each sent (applied)."""
     stack.start_in_process("gateway")
     stack.start_process("proximity")
     devices = {d: stack.device(d) for d in ("ank-1", "vic-1", "ank-5", "vic-5")}
@@ -147,6 +146,16 @@ def test_one_shard_to_two_keeps_the_state(make_stack: StackFactory) -> None:
         lambda ns: len({n.order_id for n in ns if n.kind == "proximity_alarm"}) == 2,
         "both alarms under one process",
     )
+    return devices, last
+
+
+def test_one_shard_to_two_keeps_the_state(make_stack: StackFactory) -> None:
+    """A re-shard as docs/architecture.md says, under traffic: the two new shards start (and
+    subscribe) while the single process still runs, it stops, they adopt its state. Every fix
+    is applied, each device's seq carries over, and an alarm open under one process is not
+    opened again by the shard that takes its pair over."""
+    stack = make_stack(orders_toml=TWO_SHARDED_PAIRS)
+    devices, last = _both_alarms_open_under_one_process(stack)
     new_leases = [stack.keys.proximity(Shard(index, 2)).lease for index in (1, 2)]
     for index in (1, 2):  # they subscribe, take their leases, wait for the old one to stop
         stack.start_process("proximity", Shard(index, 2), wait=False)
@@ -202,17 +211,7 @@ def test_the_state_of_a_version_before_shards_is_carried_to_two_shards(
     version's inbox). Two shards start on it: each device's seq carries over, the waiting signal
     is applied, and neither alarm opens again or is told twice."""
     stack = make_stack(orders_toml=TWO_SHARDED_PAIRS)
-    stack.start_in_process("gateway")
-    stack.start_process("proximity")
-    devices = {d: stack.device(d) for d in ("ank-1", "vic-1", "ank-5", "vic-5")}
-    last = _send(stack, devices, 3, 50)
-    for device_id, seq in last.items():
-        stack.wait_applied(device_id, seq)
-    stack.wait_notices(
-        "probation",
-        lambda ns: len({n.order_id for n in ns if n.kind == "proximity_alarm"}) == 2,
-        "both alarms under one process",
-    )
+    devices, last = _both_alarms_open_under_one_process(stack)
     wait_until(stack.inbox_settled, what="gateway applied every signal")
     stack.stop_processes("proximity")
     _as_before_shards(stack)
