@@ -187,30 +187,24 @@ class Intake:
         queue = self._lanes[lane]
         delivery = Delivery()
         refused: Counter[str] = Counter()
+        # Bound once: this loop runs for every message.
+        classify, verdict_of, push = self._classify, queue.verdict, queue.push
         with self._changed:
             for index, message in enumerate(messages):
-                device_id, reason = self._classify(lane, message)
+                device_id, reason = classify(lane, message)
                 if device_id is not None:
-                    verdict = queue.verdict(
-                        device_id,
-                        len(message.payload),
-                        now,
-                        live=caught_up,
-                        plausible=lambda m=message: plausible(m.payload),  # type: ignore[misc]
+                    payload = message.payload
+                    verdict = verdict_of(
+                        device_id, payload, now, live=caught_up, plausible=plausible
                     )
                     if verdict == "wait":
                         delivery.rest = messages[index:]
                         break
                     if verdict == "admit":
                         item = Received(
-                            message.topic,
-                            message.payload,
-                            message.mid,
-                            message.qos,
-                            now,
-                            connection,
+                            message.topic, payload, message.mid, message.qos, now, connection
                         )
-                        queue.push(device_id, item, len(message.payload))
+                        push(device_id, item, len(payload))
                         continue
                     reason = "flood"
                 if reason is not None:

@@ -40,12 +40,12 @@ def test_surplus_of_a_device_is_refused_live_and_judged_while_catching_up() -> N
     are admitted meanwhile."""
     lane: FairLane[str] = FairLane(LIMITS)
     for n in range(3):
-        assert lane.verdict("ank-0", 1, 0, live=True, plausible=never) == "admit"
+        assert lane.verdict("ank-0", b"m", 0, live=True, plausible=never) == "admit"
         lane.push("ank-0", f"m{n}", 1)
-    assert lane.verdict("ank-0", 1, 0, live=True, plausible=always) == "refuse"
-    assert lane.verdict("ank-0", 1, 0, live=False, plausible=never) == "refuse"
-    assert lane.verdict("ank-0", 1, 0, live=False, plausible=always) == "admit"
-    assert lane.verdict("vic-1", 1, 0, live=True, plausible=never) == "admit"
+    assert lane.verdict("ank-0", b"m", 0, live=True, plausible=always) == "refuse"
+    assert lane.verdict("ank-0", b"m", 0, live=False, plausible=never) == "refuse"
+    assert lane.verdict("ank-0", b"m", 0, live=False, plausible=always) == "admit"
+    assert lane.verdict("vic-1", b"m", 0, live=True, plausible=never) == "admit"
 
 
 def test_a_live_device_sustains_its_rate_after_a_burst_of_its_bound() -> None:
@@ -53,12 +53,12 @@ def test_a_live_device_sustains_its_rate_after_a_burst_of_its_bound() -> None:
     refused although its queue is empty (it is being drained), and another device is not."""
     limits = LaneLimits(device_max=5, lane_max=100, lane_max_bytes=10**6, device_rate=10)
     lane: FairLane[str] = FairLane(limits)
-    verdicts = [lane.verdict("ank-0", 1, 0, live=True, plausible=always) for _ in range(7)]
+    verdicts = [lane.verdict("ank-0", b"m", 0, live=True, plausible=always) for _ in range(7)]
     assert verdicts == ["admit"] * 5 + ["refuse"] * 2
-    assert lane.verdict("ank-0", 1, 99, live=True, plausible=always) == "refuse"
-    assert lane.verdict("ank-0", 1, 100, live=True, plausible=always) == "admit"
-    assert lane.verdict("vic-1", 1, 100, live=True, plausible=always) == "admit"
-    assert lane.verdict("ank-0", 1, 10_000, live=False, plausible=never) == "admit"
+    assert lane.verdict("ank-0", b"m", 99, live=True, plausible=always) == "refuse"
+    assert lane.verdict("ank-0", b"m", 100, live=True, plausible=always) == "admit"
+    assert lane.verdict("vic-1", b"m", 100, live=True, plausible=always) == "admit"
+    assert lane.verdict("ank-0", b"m", 10_000, live=False, plausible=never) == "admit"
 
 
 @given(
@@ -79,7 +79,7 @@ def test_the_token_bucket_admits_as_one_refill_per_message_would(
         allowance, since = min(4.0, allowance + refill), now
         expected = "admit" if allowance >= 1 else "refuse"
         allowance -= 1 if expected == "admit" else 0
-        assert lane.verdict("ank-0", 1, now, live=True, plausible=always) == expected
+        assert lane.verdict("ank-0", b"m", now, live=True, plausible=always) == expected
 
 
 def test_a_full_lane_makes_the_reader_wait_by_count_and_by_bytes() -> None:
@@ -88,12 +88,12 @@ def test_a_full_lane_makes_the_reader_wait_by_count_and_by_bytes() -> None:
     lane: FairLane[str] = FairLane(LIMITS)
     for n in range(10):
         lane.push(f"dev-{n}", "m", 1)
-    assert lane.verdict("dev-x", 1, 0, live=True, plausible=always) == "wait"
+    assert lane.verdict("dev-x", b"m", 0, live=True, plausible=always) == "wait"
     lane.take(1)
-    assert lane.verdict("dev-x", 1, 0, live=True, plausible=always) == "admit"
-    assert lane.verdict("dev-x", 992, 0, live=True, plausible=always) == "wait"
+    assert lane.verdict("dev-x", b"m", 0, live=True, plausible=always) == "admit"
+    assert lane.verdict("dev-x", bytes(992), 0, live=True, plausible=always) == "wait"
     empty: FairLane[str] = FairLane(LIMITS)
-    assert empty.verdict("dev-x", 5000, 0, live=True, plausible=always) == "admit"
+    assert empty.verdict("dev-x", bytes(5000), 0, live=True, plausible=always) == "admit"
     empty.push("dev-x", "big", 5000)
     assert (len(empty), empty.bytes) == (1, 5000)
     assert empty.take(5) == ["big"] and (len(empty), empty.bytes) == (0, 0)
@@ -103,17 +103,17 @@ def test_plausibility_is_asked_only_for_surplus_while_catching_up() -> None:
     """The costly check (a JSON parse) runs only where its answer matters."""
     asked: list[bool] = []
 
-    def judge() -> bool:
+    def judge(_payload: bytes) -> bool:
         asked.append(True)
         return True
 
     lane: FairLane[str] = FairLane(LIMITS)
-    lane.verdict("ank-0", 1, 0, live=False, plausible=judge)
+    lane.verdict("ank-0", b"m", 0, live=False, plausible=judge)
     for n in range(3):
         lane.push("ank-0", f"m{n}", 1)
-    lane.verdict("ank-0", 1, 0, live=True, plausible=judge)
+    lane.verdict("ank-0", b"m", 0, live=True, plausible=judge)
     assert asked == []
-    lane.verdict("ank-0", 1, 0, live=False, plausible=judge)
+    lane.verdict("ank-0", b"m", 0, live=False, plausible=judge)
     assert asked == [True]
 
 

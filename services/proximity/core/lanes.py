@@ -59,17 +59,25 @@ class FairLane(Generic[T]):
         return len(queue) if queue is not None else 0
 
     def verdict(
-        self, key: str, size: int, now_ms: int, *, live: bool, plausible: Callable[[], bool]
+        self,
+        key: str,
+        payload: bytes,
+        now_ms: int,
+        *,
+        live: bool,
+        plausible: Callable[[bytes], bool],
     ) -> Verdict:
-        """Whether a message of `size` bytes for `key` may join now. Live, a device is held to
+        """Whether a message with `payload` for `key` may join now. Live, a device is held to
         its bounds; catching up on a backlog, only its surplus that is not `plausible` is
-        refused (asked only then: it may cost a decode)."""
+        refused (asked only then: it may cost a decode). The payload, not a closure over it:
+        this runs for every message, and a closure is an allocation each."""
         limits = self._limits
+        size = len(payload)
         queue = self._queues.get(key)  # `depth` inlined: this runs for every message
         full = queue is not None and len(queue) >= limits.device_max
         if live and (full or not self._spend(key, now_ms)):
             return "refuse"
-        if full and not live and not plausible():
+        if full and not live and not plausible(payload):
             return "refuse"
         if self.count and (
             self.count >= limits.lane_max or self.bytes + size > limits.lane_max_bytes
