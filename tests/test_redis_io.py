@@ -9,6 +9,9 @@ import prometheus_client
 import pytest
 import redis
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.connection import Connection
 
 from nabij.keys import Keys
 from nabij.settings import (
@@ -20,6 +23,7 @@ from nabij.settings import (
 from services.shell.redis_io import (
     DeadLetter,
     DeadLetterWriter,
+    LeanPacker,
     MemoryWatch,
     add_deadletter,
     connect,
@@ -226,3 +230,48 @@ def test_connect_returns_bytes(redis_client: redis.Redis, redis_server: RedisSer
     client.hset("h", mapping={"f": "v"})
     assert client.hgetall("h") == {b"f": b"v"}
     client.close()
+
+
+_ARGUMENT = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=20),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.binary(max_size=8).map(memoryview),
+)
+
+
+@given(
+    command=st.sampled_from(["MSET", "SADD", "XADD", "SET", "CLIENT SETNAME", b"GET"]),
+    arguments=st.lists(_ARGUMENT, max_size=8),
+)
+def test_the_lean_packer_packs_every_command_as_redis_py_does(
+    command: str | bytes, arguments: list[object]
+) -> None:
+    """Same bytes as redis-py's own packer for any arguments (its fast path takes only the
+    plain ones), and the same error for what redis-py refuses (a bool)."""
+    args = (command, *arguments)
+    theirs = Connection()._command_packer  # what a client without `LeanPacker` uses
+    try:
+        expected = b"".join(theirs.pack(*args))
+    except redis.DataError:
+        with pytest.raises(redis.DataError):
+            LeanPacker().pack(*args)
+        return
+    assert b"".join(LeanPacker().pack(*args)) == expected
+
+
+@pytest.mark.integration
+def test_connect_commits_through_the_lean_packer(redis_server: RedisServer) -> None:
+    """A transaction with thousands of plain arguments lands whole (the path a state commit
+    takes) on a client of `connect`."""
+    redis_client = connect(redis_server.admin_url)
+    states = {f"lean:{i}": f"state-{i}".encode() for i in range(2000)}
+    pipe = redis_client.pipeline(transaction=True)
+    pipe.execute_command("MSET", *[part for item in states.items() for part in item])
+    pipe.sadd("lean:members", *range(2000))
+    pipe.execute()
+    assert redis_client.mget(list(states)) == list(states.values())
+    assert redis_client.scard("lean:members") == 2000
+    redis_client.close()

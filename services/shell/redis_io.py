@@ -18,12 +18,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final, cast
 
+import hiredis
 import redis
 import structlog
+from redis._parsers import Encoder
 from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
+from redis.connection import HiredisRespSerializer, PythonRespSerializer
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
@@ -49,6 +52,34 @@ TRANSIENT_REDIS_ERRORS: Final = (redis.ConnectionError, redis.TimeoutError, redi
 AWAY_OR_FULL_ERRORS: Final = (*TRANSIENT_REDIS_ERRORS, redis.exceptions.OutOfMemoryError)
 # XREADGROUP/XREAD BLOCK must stay below the socket timeout, or the read times out first.
 MAX_BLOCK_MS: Final = int(DEFAULT_SOCKET_TIMEOUT_S * 1000 / 2)
+
+
+_BUFFER_CUTOFF: Final = 6000
+"""redis-py's own (`Connection._buffer_cutoff`), for its pure-Python packer behind ours."""
+_PLAIN: Final = frozenset({bytes, str, int})
+"""Argument types that redis-py's packer turns into exactly what hiredis makes of them (UTF-8,
+decimal; the same errors too); a float, a bool or a memoryview takes redis-py's path (pinned
+by `tests/test_redis_io.py`)."""
+
+
+class LeanPacker:
+    """redis-py's hiredis packer without its Python calls per argument when every argument is
+    plain. A state commit sends a few thousand arguments a batch (the `MSET` of every changed
+    state, the `SADD` of their devices), and redis-py spent ~1 us on each, as much as a tenth of
+    a fix's CPU (docs/benchmarks.md, issue 14). Anything else is packed by redis-py."""
+
+    def __init__(self) -> None:
+        # What a redis-py connection builds for itself: its encoding (utf-8, strict, bytes back).
+        encode = Encoder("utf-8", "strict", False).encode  # type: ignore[no-untyped-call]  # untyped in redis-py
+        fallback = PythonRespSerializer(_BUFFER_CUTOFF, encode)
+        self._general = HiredisRespSerializer(fallback.pack, encode)  # type: ignore[no-untyped-call]  # as above
+
+    def pack(self, *args: Any) -> list[bytes]:  # redis-py's packer signature
+        command = args[0]
+        if type(command) is str and " " not in command and set(map(type, args)) <= _PLAIN:
+            return [hiredis.pack_command(args)]
+        packed: list[bytes] = self._general.pack(*args)
+        return packed
 
 
 def connect(
@@ -101,6 +132,9 @@ def connect(
         client_name=client_name,
         username=username,
         password=password,
+        # One packer for the pool's connections (it holds no state). The cluster client does
+        # not take the option and packs as redis-py does.
+        command_packer=LeanPacker(),
     )
 
 
