@@ -76,6 +76,8 @@ def run_batch(
     broker_up: bool = True,
 ) -> BatchResult[M]:
     result: BatchResult[M] = BatchResult()
+    effects, accepted, counted = result.effects, result.accepted, result.counted
+    kinds, fix_times = result.uplink_kinds, result.fix_times
     for index, item in enumerate(batch):
         try:
             parsed = parse_uplink(topics, item.topic, item.payload, now_ms, engine.is_known)
@@ -85,23 +87,30 @@ def run_batch(
         except Exception as err:  # a bug must not make this message a poison pill
             result.rejected.append((item, Rejection("internal_error", describe(err), None)))
             continue
-        result.rejected.extend((item, rejection) for rejection in parsed.rejections)
+        # Each step only when there is something to do: this runs for every message, and most
+        # carry one fix and no rejection.
+        rejections, uplinks = parsed.rejections, parsed.uplinks
+        if rejections:
+            result.rejected.extend((item, rejection) for rejection in rejections)
         try:
-            for rejection in parsed.rejections:
+            for rejection in rejections:
                 if rejection.device_id is not None and rejection.reason in REFUSALS:
-                    engine.refused(rejection.device_id, rejection.reason, now_ms, result.effects)
-            if parsed.uplinks:
-                result.accepted.append(item)
-            fixes = [uplink for uplink in parsed.uplinks if isinstance(uplink, Fix)]
-            if len(fixes) > 1:
-                engine.backlog(fixes, now_ms)
-            for uplink in parsed.uplinks:
-                result.uplink_kinds.append(type(uplink).__name__)
-                if isinstance(uplink, Fix | DeviceEvent):
-                    result.counted.add(uplink.device_id)
+                    engine.refused(rejection.device_id, rejection.reason, now_ms, effects)
+            if not uplinks:
+                continue
+            accepted.append(item)
+            if len(uplinks) > 1:
+                fixes = [uplink for uplink in uplinks if isinstance(uplink, Fix)]
+                if len(fixes) > 1:
+                    engine.backlog(fixes, now_ms)
+            for uplink in uplinks:
+                kinds.append(type(uplink).__name__)
                 if isinstance(uplink, Fix):
-                    result.fix_times.append(uplink.ts)
-                engine.apply(uplink, now_ms, result.effects)
+                    counted.add(uplink.device_id)
+                    fix_times.append(uplink.ts)
+                elif isinstance(uplink, DeviceEvent):
+                    counted.add(uplink.device_id)
+                engine.apply(uplink, now_ms, effects)
         except Exception as err:  # a bug must not make this message a poison pill
             raise _poisoned(index, err) from err
     if tick:
