@@ -501,9 +501,9 @@ class ProximityService:
         done = self._clock()
         if batch:
             metrics.BATCH_SIZE.labels(service=SERVICE).observe(len(batch))
-        latency = metrics.DECISION_LATENCY.labels(service=SERVICE)
-        for item in batch:
-            latency.observe(max(0, done - item.received_ms) / 1000)
+        metrics.DECISION_LATENCY.labels(service=SERVICE).observe_all(
+            max(0, done - item.received_ms) / 1000 for item in batch
+        )
         for signal in effects.signals:
             metrics.SIGNALS_EMITTED.labels(kind=signal.kind, action=signal.action).inc()
             log.info(
@@ -532,10 +532,12 @@ class ProximityService:
     def _observe_uplinks(self, result: BatchResult[Received]) -> None:
         """Latency from device time for live fixes (a backlog's is its coverage gap, not ours),
         and events taken by type."""
-        done = self._clock()
-        for measured in result.fix_times:
-            if 0 <= done - measured < self._late_ms:
-                self._from_device.observe((done - measured) / 1000)
+        done, late_ms = self._clock(), self._late_ms
+        self._from_device.observe_all(
+            (done - measured) / 1000
+            for measured in result.fix_times
+            if 0 <= done - measured < late_ms
+        )
         for event_type, count in Counter(result.effects.events).items():
             metrics.DEVICE_EVENTS.labels(type=event_type).inc(count)
 
