@@ -83,9 +83,12 @@ WarnLevel = Literal["pre_alert", "alarm", "clear"]
 # --- device to nabij -------------------------------------------------------------------------
 
 
-class FixPosition(Struct, frozen=True, omit_defaults=True):
+class FixPosition(Struct, frozen=True, omit_defaults=True, gc=False):
     """The part of a fix that a comparison needs; a fix whose optional fields are broken is
-    still kept as this."""
+    still kept as this. Untracked by the garbage collector (`gc=False`, here and on every
+    struct of numbers and strings that the proximity core keeps per device): such a struct
+    can be in no reference cycle, and a full collection that scans one per fix ever taken
+    stalled the service for ~100 ms at 10,000 devices (docs/benchmarks.md)."""
 
     device_id: DeviceId
     seq: Seq
@@ -97,7 +100,7 @@ class FixPosition(Struct, frozen=True, omit_defaults=True):
     boot: BootId | None = None
 
 
-class Fix(FixPosition, frozen=True, omit_defaults=True):
+class Fix(FixPosition, frozen=True, omit_defaults=True, gc=False):
     """One position of one device, as the device measured it."""
 
     speed: Annotated[float, Meta(ge=0.0, le=350.0, description="Ground speed, m/s.")] | None = None
@@ -161,7 +164,7 @@ DeviceDownlink = DeviceCommand | Committed
 # --- dispatch queues -------------------------------------------------------------------------
 
 
-class Position(Struct, frozen=True, omit_defaults=True):
+class Position(Struct, frozen=True, omit_defaults=True, gc=False):
     lat: Latitude
     lon: Longitude
     acc: AccuracyM
