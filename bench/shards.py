@@ -3,9 +3,9 @@
 `bench.pipeline` (both devices of every pair, far apart), reported as the rate the shards
 applied them at together.
 
-Each shard subscribes to every uplink and acknowledges the other shards' messages unread (see
-docs/architecture.md), so N shards read N times the messages; on a 2-core machine shared with
-the broker, Redis and the publisher this measures what that costs.
+Each shard subscribes to its own devices' uplinks only (docs/architecture.md), so the broker
+delivers each message once; reported with the CPU a fix of the shards together and of the
+broker, which shows what a shared read would cost (N deliveries and N parses of each message).
 
     .venv/bin/python -m bench.shards --shards 1 2 --pairs 1000 --fixes 60000 --runs 3
 """
@@ -92,7 +92,7 @@ def saturate(count: int, pairs: int, fixes: int, workdir: Path) -> dict[str, flo
         elapsed = time.monotonic() - started
         used = [cpu_s(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
         publisher.join(timeout=60)
-    # What N shards cost: each reads every uplink, so the broker delivers each N times.
+    # Per fix: what the shards took together, and what the broker took to deliver to them.
     return {
         "shards": count,
         "fixes_per_s": applied / elapsed,

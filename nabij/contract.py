@@ -7,6 +7,7 @@ documented in `docs/contract.md`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -378,9 +379,11 @@ class Topics:
     def device(self, device_id: str, kind: TopicKind) -> str:
         return f"{self._device_prefix}{device_id}/{kind}"
 
-    def subscriptions(self) -> list[str]:
-        """What the proximity service subscribes to: all device uplinks."""
-        return [self.device("+", "fix"), self.device("+", "event"), self.device("+", "status")]
+    def subscriptions(self, devices: Iterable[str] | None = None) -> list[str]:
+        """What the proximity service subscribes to: every device's uplinks, or only those of
+        `devices` (a shard's own: the broker then delivers it nothing of another shard's)."""
+        ids = ["+"] if devices is None else sorted(devices)
+        return [self.device(d, kind) for d in ids for kind in ("fix", "event", "status")]
 
     def parse(self, topic: str) -> tuple[str, str] | None:
         """Split a device topic into (device_id, kind); None if it is not one of ours."""

@@ -205,10 +205,12 @@ class ProximityService:
         # A single process's bulk reader keeps the configured client id: its persistent session
         # is the one earlier versions used, with whatever the broker queued for it.
         client_id = self._client_id = shard_client_id(mqtt.client_id, self._shard)
+        # One process hears every device (and reports the unknown ones); a shard only its own.
+        self._heard = None if self._shard.count == 1 else self._ownership.devices()
         self._bulk = Subscriber(
             endpoint,
             client_id,
-            self._topics.subscriptions(),
+            self._topics.subscriptions(self._heard),
             self._intake.bulk,
             keepalive_s=mqtt.keepalive_s,
             connection_ids=connection_ids,
@@ -218,7 +220,7 @@ class ProximityService:
         self._fast = Subscriber(
             endpoint,
             fast_id,
-            [self._topics.device("+", "event")],
+            [self._topics.device(d, "event") for d in sorted(self._heard or ["+"])],
             self._intake.fast,
             keepalive_s=mqtt.keepalive_s,
             connection_ids=connection_ids,
@@ -357,7 +359,7 @@ class ProximityService:
             self._redis, self._keys, self._orders, self._clock(), self._orders_evidence()
         )
         self._orders_version, self._orders = current.version, tuple(current.orders)
-        self._ownership = Ownership(self._orders, self._shard)
+        self._own(Ownership(self._orders, self._shard))
         self._engine_orders = self._in_force(self._clock())
         metrics.ORDERS_VERSION.labels(service=SERVICE).set(current.version)
         # The broker keeps our messages once a reader is subscribed, or at once when it kept the
@@ -648,8 +650,22 @@ class ProximityService:
             changes=[f"{c.kind} {c.order_id}" for c in changes],
         )
         self._orders_version, self._orders = latest.version, tuple(latest.orders)
-        self._ownership = Ownership(self._orders, self._shard)
+        self._own(Ownership(self._orders, self._shard))
         metrics.ORDERS_VERSION.labels(service=SERVICE).set(latest.version)
+
+    def _own(self, ownership: Ownership) -> None:
+        """Judge what `ownership` gives this shard; subscribe to the devices new to it (the
+        broker keeps their messages from the SUBACK on). A device another shard took over stays
+        subscribed here: its messages are acknowledged unread, as another shard's."""
+        self._ownership = ownership
+        if self._heard is None:
+            return
+        new = ownership.devices() - self._heard
+        if new:
+            self._heard |= new
+            self._bulk.subscribe(self._topics.subscriptions(new))
+            self._fast.subscribe([self._topics.device(d, "event") for d in sorted(new)])
+            log.info("devices_subscribed", devices=len(new))
 
     def _in_force(self, now_ms: int) -> tuple[Order, ...]:
         """This shard's orders that hold now (`starts_at`/`ends_at`); the others raise no alarm,

@@ -75,6 +75,10 @@ class Ownership:
         """The orders this shard judges (both ends of each are in one component)."""
         return self._owned_orders
 
+    def devices(self) -> set[str]:
+        """The devices of the orders this shard judges, in force or not."""
+        return {d for o in self._owned_orders for d in (o.offender_device, *o.victim_devices)}
+
 
 def platform_judge(shard: Shard) -> bool:
     """Whether this shard judges if nabij is blind (`platform_degraded`/`restored`) for the whole
