@@ -3,9 +3,9 @@
 `bench.pipeline` (both devices of every pair, far apart), reported as the rate the shards
 applied them at together.
 
-Each shard subscribes to every uplink and acknowledges the other shards' messages unread (see
-docs/architecture.md), so N shards read N times the messages; on a 2-core machine shared with
-the broker, Redis and the publisher this measures what that costs.
+Each shard subscribes to its own devices' uplinks only (docs/architecture.md), so the broker
+delivers each message once; reported with the CPU a fix of the shards together and of the
+broker, which shows what a shared read would cost (N deliveries and N parses of each message).
 
     .venv/bin/python -m bench.shards --shards 1 2 --pairs 1000 --fixes 60000 --runs 3
 """
@@ -20,7 +20,16 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from bench.pipeline import NABIJ, PREFIX, orders_toml, payloads, publish, received, report_runs
+from bench.pipeline import (
+    NABIJ,
+    PREFIX,
+    cpu_s,
+    orders_toml,
+    payloads,
+    publish,
+    received,
+    report_runs,
+)
 from bench.pipeline import scrape as scrape_metrics
 from tests.servers import MosquittoServer, RedisServer, free_port
 
@@ -28,8 +37,11 @@ READY_TIMEOUT_S = 120
 
 
 @contextmanager
-def shard_processes(count: int, pairs: int, workdir: Path) -> Iterator[tuple[str, list[int]]]:
-    """`count` ready shard processes on a fresh broker and Redis: (MQTT URL, metrics ports)."""
+def shard_processes(
+    count: int, pairs: int, workdir: Path
+) -> Iterator[tuple[str, list[int], list[int]]]:
+    """`count` ready shard processes on a fresh broker and Redis: (MQTT URL, metrics ports,
+    process ids: the shards', then the broker's)."""
     with ExitStack() as servers:
         broker = MosquittoServer(workdir / "mosquitto")
         store = RedisServer(workdir / "redis")
@@ -44,6 +56,7 @@ def shard_processes(count: int, pairs: int, workdir: Path) -> Iterator[tuple[str
         )
         (config / "orders.toml").write_text(orders_toml(pairs))
         ports = [free_port() for _ in range(count)]
+        pids = []
         for index, port in enumerate(ports, start=1):
             args = ["proximity", "--config", str(config), "--metrics-port", str(port)]
             process = subprocess.Popen(
@@ -52,10 +65,11 @@ def shard_processes(count: int, pairs: int, workdir: Path) -> Iterator[tuple[str
             )
             servers.callback(process.wait, timeout=30)
             servers.callback(process.terminate)
+            pids.append(process.pid)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not all(_ready(port) for port in ports) and time.monotonic() < deadline:
             time.sleep(0.1)
-        yield broker.url, ports
+        yield broker.url, ports, [*pids, broker.pid or 0]
 
 
 def _ready(port: int) -> bool:
@@ -66,8 +80,9 @@ def _ready(port: int) -> bool:
 
 
 def saturate(count: int, pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
-    with shard_processes(count, pairs, workdir) as (url, ports):
+    with shard_processes(count, pairs, workdir) as (url, ports, pids):
         publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
+        cpu_before = [cpu_s(pid) for pid in pids]
         started = time.monotonic()
         publisher.start()
         applied = 0.0
@@ -75,8 +90,15 @@ def saturate(count: int, pairs: int, fixes: int, workdir: Path) -> dict[str, flo
             time.sleep(0.05)
             applied = sum(received(scrape_metrics(port)) for port in ports)
         elapsed = time.monotonic() - started
+        used = [cpu_s(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
         publisher.join(timeout=60)
-    return {"shards": count, "fixes_per_s": applied / elapsed}
+    # Per fix: what the shards took together, and what the broker took to deliver to them.
+    return {
+        "shards": count,
+        "fixes_per_s": applied / elapsed,
+        "shards_cpu_us_per_fix": sum(used[:-1]) / max(1.0, applied) * 1e6,
+        "broker_cpu_us_per_fix": used[-1] / max(1.0, applied) * 1e6,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

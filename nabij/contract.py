@@ -7,6 +7,7 @@ documented in `docs/contract.md`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -83,9 +84,12 @@ WarnLevel = Literal["pre_alert", "alarm", "clear"]
 # --- device to nabij -------------------------------------------------------------------------
 
 
-class FixPosition(Struct, frozen=True, omit_defaults=True):
+class FixPosition(Struct, frozen=True, omit_defaults=True, gc=False):
     """The part of a fix that a comparison needs; a fix whose optional fields are broken is
-    still kept as this."""
+    still kept as this. Untracked by the garbage collector (`gc=False`, here and on every
+    struct of numbers and strings that the proximity core keeps per device): such a struct
+    can be in no reference cycle, and a full collection that scans one per fix ever taken
+    stalled the service for ~100 ms at 10,000 devices (docs/benchmarks.md)."""
 
     device_id: DeviceId
     seq: Seq
@@ -97,7 +101,7 @@ class FixPosition(Struct, frozen=True, omit_defaults=True):
     boot: BootId | None = None
 
 
-class Fix(FixPosition, frozen=True, omit_defaults=True):
+class Fix(FixPosition, frozen=True, omit_defaults=True, gc=False):
     """One position of one device, as the device measured it."""
 
     speed: Annotated[float, Meta(ge=0.0, le=350.0, description="Ground speed, m/s.")] | None = None
@@ -161,7 +165,7 @@ DeviceDownlink = DeviceCommand | Committed
 # --- dispatch queues -------------------------------------------------------------------------
 
 
-class Position(Struct, frozen=True, omit_defaults=True):
+class Position(Struct, frozen=True, omit_defaults=True, gc=False):
     lat: Latitude
     lon: Longitude
     acc: AccuracyM
@@ -375,9 +379,11 @@ class Topics:
     def device(self, device_id: str, kind: TopicKind) -> str:
         return f"{self._device_prefix}{device_id}/{kind}"
 
-    def subscriptions(self) -> list[str]:
-        """What the proximity service subscribes to: all device uplinks."""
-        return [self.device("+", "fix"), self.device("+", "event"), self.device("+", "status")]
+    def subscriptions(self, devices: Iterable[str] | None = None) -> list[str]:
+        """What the proximity service subscribes to: every device's uplinks, or only those of
+        `devices` (a shard's own: the broker then delivers it nothing of another shard's)."""
+        ids = ["+"] if devices is None else sorted(devices)
+        return [self.device(d, kind) for d in ids for kind in ("fix", "event", "status")]
 
     def parse(self, topic: str) -> tuple[str, str] | None:
         """Split a device topic into (device_id, kind); None if it is not one of ours."""

@@ -170,6 +170,11 @@ class Order(StrictModel):
             return "ended"
         return "in_force"
 
+    def next_validity_change(self, t_ms: int) -> float | None:
+        """The first time after `t_ms` (epoch ms) at which `validity` changes; None: never."""
+        edges = (edge.timestamp() * 1000 for edge in (self.starts_at, self.ends_at) if edge)
+        return min((edge for edge in edges if edge > t_ms), default=None)
+
     @property
     def pre_alert_ring_m(self) -> float:
         return self.pre_alert_m if self.pre_alert_m is not None else 2 * self.alarm_m

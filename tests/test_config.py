@@ -141,6 +141,10 @@ def test_validity_needs_an_offset_and_ends_after_it_starts(tmp_path: Path) -> No
     assert order.validity(start_ms - 1) == "not_started"
     assert order.validity(start_ms) == "in_force"
     assert order.validity(1_811_808_000_000) == "ended"  # 2027-06-01T00:00:00Z
+    # When the service must look again (it keeps what is in force until then).
+    assert order.next_validity_change(start_ms - 1) == start_ms
+    assert order.next_validity_change(start_ms) == 1_811_808_000_000
+    assert order.next_validity_change(1_811_808_000_000) is None
     naive = ISSUE_ORDERS + 'starts_at = "2026-12-01T09:00:00"\n'
     backwards = ISSUE_ORDERS + "starts_at = 2027-01-01T00:00:00Z\nends_at = 2026-01-01T00:00:00Z\n"
     for name, orders in (("naive", naive), ("backwards", backwards)):

@@ -240,3 +240,49 @@ def test_a_suback_failure_is_refused_loudly_and_never_ready() -> None:
     finally:
         reader.stop()
         listener.close()
+
+
+@pytest.mark.integration
+def test_subscriptions_added_while_connected_are_heard_now_and_after_a_reconnect(
+    tmp_path: Path,
+) -> None:
+    """A shard that takes over a device subscribes to it on the live connection: that device's
+    messages arrive from then on, on this connection and (the session kept) on the next one;
+    nothing of a device it never subscribed to arrives."""
+    broker = MosquittoServer(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        endpoint, ids, sink = MqttEndpoint.from_url(broker.url), itertools.count(1), Recorder()
+
+        def subscriber() -> Subscriber:
+            return Subscriber(
+                endpoint, "shard-test", ["t/a/fix"], sink, keepalive_s=10, connection_ids=ids,
+                marker_topic="t/service/shard-test/caught-up",
+            )  # fmt: skip
+
+        reader = subscriber()
+        reader.start()
+        wait_until(lambda: reader.caught_up, what="caught up")
+        device = MqttProbe(broker.url, "device")
+        device.connect()
+        reader.subscribe(["t/b/fix"])
+        wait_until(
+            lambda: (
+                device.publish("t/b/fix", b"b0"),
+                any(m.payload == b"b0" for _c, m, _u in sink.got),
+            )[1],
+            what="the added subscription heard",
+        )
+        reader.stop()
+        for topic, payload in [("t/a/fix", b"a1"), ("t/b/fix", b"b1"), ("t/c/fix", b"c1")]:
+            device.publish(topic, payload)
+        again = subscriber()
+        again.start()
+        wait_until(lambda: again.caught_up, what="caught up again")
+        again.stop()
+        device.disconnect()
+        payloads = [m.payload for _c, m, _u in sink.got]
+        assert {b"a1", b"b1"} <= set(payloads)
+        assert b"c1" not in payloads
+    finally:
+        broker.stop()

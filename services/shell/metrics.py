@@ -281,13 +281,13 @@ DEVICE_EVENTS: Final = Counter(
 )
 PAIRS: Final = Gauge(
     "nabij_pairs",
-    "Offender-victim pairs by ring (pre_alert, alarm) and hysteresis phase, at each heartbeat.",
+    "Offender-victim pairs by ring (pre_alert, alarm) and hysteresis phase, per census round.",
     ["ring", "phase"],
 )
 DEVICES: Final = Gauge(
     "nabij_devices",
     "Devices in force by time since last contact (contact_age: under_1m, 1m_5m, 5m_15m, 15m_1h,"
-    " over_1h, never) and presence (online: true, false), at each heartbeat.",
+    " over_1h, never) and presence (online: true, false), per census round.",
     ["contact_age", "online"],
 )
 PLATFORM_DEGRADED: Final = Gauge(

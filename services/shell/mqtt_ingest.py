@@ -64,6 +64,8 @@ MARKER_TIMEOUT_S: Final = 300.0
 """A marker not back by then: not a long backlog any more, but an ACL that drops our messages."""
 _SUBSCRIBE_ID: Final = 1
 _MARKER_ID: Final = 2
+_FIRST_ADDED_ID: Final = 3
+"""Packet ids of subscriptions added on a live connection (`subscribe`) start here."""
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +129,11 @@ class Subscriber:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()
+        # Subscriptions added while connected: still to send, and sent but not yet answered.
+        self._filters_lock = threading.Lock()
+        self._added: list[tuple[str, int]] = []
+        self._unanswered: dict[int, list[tuple[str, int]]] = {}
+        self._next_id = _FIRST_ADDED_ID
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -158,6 +165,15 @@ class Subscriber:
             self._thread.join(timeout_s)
         self._wake_r.close()
         self._wake_w.close()
+
+    def subscribe(self, topics: Sequence[str]) -> None:
+        """Add subscriptions: sent on the live connection now and with every later one. A
+        refusal is as loud as one at connect (`MqttRefusedError`: logged, counted, reconnect)."""
+        if topics:
+            with self._filters_lock:
+                self._filters.extend((topic, 1) for topic in topics)
+                self._added.extend((topic, 1) for topic in topics)
+            self._wake()
 
     def ack(self, connection: int, received: list[tuple[int, int]]) -> None:
         """Acknowledge (packet id, qos) pairs received on `connection`; dropped if that
@@ -219,7 +235,10 @@ class Subscriber:
         self.connection = connection
         self._pending.clear()  # acks of an earlier connection are void
         token = os.urandom(8).hex().encode()
-        out = [packets.subscribe(_SUBSCRIBE_ID, self._filters)]
+        with self._filters_lock:  # everything added so far goes in the first SUBSCRIBE
+            self._added.clear()
+            self._unanswered = {_SUBSCRIBE_ID: list(self._filters)}
+        out = [packets.subscribe(_SUBSCRIBE_ID, self._unanswered[_SUBSCRIBE_ID])]
         if self._marker_topic is not None:
             out.append(
                 packets.publish(
@@ -241,6 +260,7 @@ class Subscriber:
             while not self._stop.is_set():
                 selector.select(timeout=0 if link.buffered else 1.0)
                 self._flush_acks(link, connection)
+                self._flush_subscriptions(link)
                 data = link.read()
                 if data:
                     publishes = self._controls(link, reader.feed(data))
@@ -278,9 +298,19 @@ class Subscriber:
         metrics.MQTT_REFUSED.labels(client=self.client_id, reason=reason).inc()
         self._log.error("mqtt_refused", reason=reason, detail=detail, **extra)
 
+    def _flush_subscriptions(self, link: _Link) -> None:
+        with self._filters_lock:
+            added, self._added = self._added, []
+        if added:
+            packet_id = self._next_id
+            self._next_id = _FIRST_ADDED_ID + (packet_id - _FIRST_ADDED_ID + 1) % 60_000
+            self._unanswered[packet_id] = added
+            link.send(packets.subscribe(packet_id, added))
+
     def _on_suback(self, body: bytes) -> None:
+        asked = self._unanswered.pop(int.from_bytes(body[:2], "big"), [])
         codes = body[2:]
-        failed = [self._filters[i][0] for i, c in enumerate(codes) if c >= packets.SUBACK_FAILURE]
+        failed = [asked[i][0] for i, c in enumerate(codes) if c >= packets.SUBACK_FAILURE]
         if failed:
             raise MqttRefusedError("subscription_refused", f"broker refused subscriptions {failed}")
         self.subscribed = True

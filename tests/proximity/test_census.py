@@ -8,11 +8,12 @@ from hypothesis import strategies as st
 
 from services.proximity.core.census import (
     CONTACT_AGE_LABELS,
+    CensusRound,
     contact_age,
     device_contact,
     pair_phases,
 )
-from services.proximity.core.state import DeviceState, PairState, RingState
+from services.proximity.core.state import DeviceState, PairState, Phase, RingState
 from tests.proximity import T0
 
 
@@ -46,3 +47,27 @@ def test_pairs_are_counted_per_ring() -> None:
     outside = PairState("O-2", "b", "w")
     counts = pair_phases([inside, outside])
     assert counts == {("pre_alert", "outside"): 2, ("alarm", "inside"): 1, ("alarm", "outside"): 1}
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 10_000), st.booleans(), st.booleans()), max_size=40),
+    st.lists(st.sampled_from(["outside", "entering", "inside", "exiting"]), max_size=20),
+    st.integers(1, 15),
+)
+def test_a_round_in_slices_counts_what_one_pass_counts(
+    devices: list[tuple[int, bool, bool]], phases: list[Phase], budget: int
+) -> None:
+    """The service counts a slice per loop (`CensusRound`); the slices add up to the whole."""
+    states = []
+    for i, (age_s, online, grouped) in enumerate(devices):
+        states.append(DeviceState(f"d{i}", online=online, last_heard_ms=T0 - age_s * 1000))
+        states[-1].grouped = grouped
+    pairs = [PairState(f"O{i}", "a", "v", alarm=RingState(phase)) for i, phase in enumerate(phases)]
+    census = CensusRound(pairs, states)
+    steps = 1
+    while not census.step(T0, budget):
+        steps += 1
+    assert census.contact == device_contact(states, T0)
+    assert census.phases == pair_phases(pairs)
+    assert census.grouped == sum(1 for _a, _o, grouped in devices if grouped)
+    assert steps == max(1, -(-(len(states) + len(pairs)) // budget))

@@ -49,6 +49,12 @@ def test_every_order_is_judged_by_exactly_one_shard_with_both_ends(
     for shard in shards:
         for o in shard.orders():
             assert all(shard.owns_device(d) for d in (o.offender_device, *o.victim_devices))
+    # What each subscribes to (`Ownership.devices`): every device of an order, by one shard.
+    heard = [shard.devices() for shard in shards]
+    assert sum(len(devices) for devices in heard) == len(set().union(*heard))
+    assert set().union(*heard) == {
+        d for o in orders for d in (o.offender_device, *o.victim_devices)
+    }
     reversed_shards = [Ownership(orders[::-1], Shard(k, count)) for k in range(1, count + 1)]
     for shard, again in zip(shards, reversed_shards, strict=True):
         assert {o.id for o in shard.orders()} == {o.id for o in again.orders()}

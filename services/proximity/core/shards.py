@@ -52,6 +52,9 @@ class Ownership:
         self._orders = tuple(orders)
         self._shard = shard
         self._component = components(self._orders)
+        # Worked out once: a hash per device and call cost the main loop ~2 us an order.
+        self._shard_by_device = {device: self.shard_of(device) for device in self._component}
+        self._owned_orders = tuple(o for o in self._orders if self.owns_device(o.offender_device))
 
     def shard_of(self, device_id: str) -> int:
         return self.shard_of_in(device_id, self._shard.count)
@@ -61,7 +64,8 @@ class Ownership:
         return shard_index(self._component.get(device_id, device_id), count)
 
     def owns_device(self, device_id: str) -> bool:
-        return self.shard_of(device_id) == self._shard.index
+        shard = self._shard_by_device.get(device_id)
+        return (shard or self.shard_of(device_id)) == self._shard.index
 
     def elsewhere(self, device_id: str) -> bool:
         """A device another shard judges (or reports unknown)."""
@@ -69,7 +73,11 @@ class Ownership:
 
     def orders(self) -> tuple[Order, ...]:
         """The orders this shard judges (both ends of each are in one component)."""
-        return tuple(o for o in self._orders if self.owns_device(o.offender_device))
+        return self._owned_orders
+
+    def devices(self) -> set[str]:
+        """The devices of the orders this shard judges, in force or not."""
+        return {d for o in self._owned_orders for d in (o.offender_device, *o.victim_devices)}
 
 
 def platform_judge(shard: Shard) -> bool:

@@ -27,7 +27,7 @@ decode); any other change is a new number, with a decoder for this one. Versions
 cannot read it: no rollback past it."""
 
 
-class RingState(msgspec.Struct, frozen=True, omit_defaults=True):
+class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """Where one pair stands relative to one ring. Frozen: an unchanged step returns the same
     object, so the engine detects change by identity."""
 
@@ -42,7 +42,7 @@ _OUTSIDE: Final = RingState()
 """Every ring's start, one object: a frozen state is shared, not copied per pair or zone."""
 
 
-class ZoneState(msgspec.Struct, omit_defaults=True):
+class ZoneState(msgspec.Struct, omit_defaults=True, gc=False):
     """Where an offender stands relative to one exclusion zone of one order."""
 
     ring: RingState = _OUTSIDE
@@ -54,7 +54,10 @@ class ZoneState(msgspec.Struct, omit_defaults=True):
     """The last evaluation fell in an exemption window (the tick re-checks when it ends)."""
 
 
-class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT):
+class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
+    """Untracked by the garbage collector like `Position`: its lists and dicts hold numbers,
+    strings and untracked structs, and nothing refers back to a state, so it is in no cycle."""
+
     device_id: str
     epoch: int = 0
     """Restarts of the device's counter so far (a new boot, or a reset taken from old firmware).
@@ -190,7 +193,7 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT):
         return self.last_seq - 2 - (unseen.bit_length() - 1)
 
 
-class PairState(msgspec.Struct, omit_defaults=True):
+class PairState(msgspec.Struct, omit_defaults=True, gc=False):
     order_id: str
     offender_device: str
     victim_device: str
