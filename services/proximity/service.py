@@ -16,7 +16,6 @@ while the batch stays unacknowledged, and dead letters Redis refuses are dropped
 
 from __future__ import annotations
 
-import gc
 import itertools
 import threading
 import time
@@ -298,11 +297,6 @@ class ProximityService:
         try:
             if not self._take_over(stop):
                 return
-            # What is loaded by now (modules, settings, orders, the restored state) mostly lives
-            # as long as the process: kept out of the collector's full passes, which walked it
-            # all every second or so at saturation (~5% of the CPU; docs/benchmarks.md). The
-            # engine holds no reference cycles, so one replaced later is still freed.
-            gc.freeze()
             self._intake.open()
             endpoint = self._endpoint
             for client in (self._mqtt, self._confirmations):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 from dataclasses import dataclass
 
@@ -152,20 +151,3 @@ def test_a_bug_in_the_tick_rolls_back_what_it_changed_and_the_batch_goes_on_with
     assert result.tick_failure is not None and result.tick_failure.reason == "internal_error"
     assert "KeyError" in result.tick_failure.detail and "52.37" not in result.tick_failure.detail
     assert result.effects.changed_devices == {"ank-1"}
-
-
-def test_an_engine_that_decided_is_freed_without_the_cycle_collector() -> None:
-    """An engine and its state hold no reference cycles: one replaced (new orders, a rollback)
-    is freed by reference counting alone, which the shell relies on when it freezes what it
-    loaded at start-up out of the collector's reach (`gc.freeze`)."""
-    order = Order(id="O-1", offender_device="ank-1", victim_devices=["vic-1"], alarm_m=500)
-    engine = ProximityEngine([order], ProximitySettings())
-    batch = [fix_message(device, seq) for seq in range(1, 4) for device in ("ank-1", "vic-1")]
-    run_batch(engine, TOPICS, batch, T0 + 5000, tick=True)
-    gc.collect()
-    gc.disable()
-    try:
-        del engine
-        assert gc.collect() == 0
-    finally:
-        gc.enable()
