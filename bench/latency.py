@@ -95,28 +95,39 @@ class Probes:
         self.topics = topics
         self.count = count
         self.published_ms: dict[str, int] = {}
-        self._victim_seq = 0
-        self._beat_at = 0.0
+        self._victim_seq = [0] * count
+        self._beat_at = [0.0] * count
 
     def _send(self, device: str, fix: Fix) -> None:
         field = topic_field(self.topics.device(device, "fix"))
         self.connection.send([self.connection.packet(field, encode(fix))], 1)
 
     def heartbeat(self) -> None:
-        """Every victim reports from home, when `HEARTBEAT_S` has passed; keeps the link up."""
+        """Every victim reports from home every `HEARTBEAT_S` (call often; keeps the link up).
+        After the first report (all at once, `place`) each keeps her own phase, as real devices
+        do, also after a pause of the harness: all of them at once every 5 s was the harness's
+        own burst (420-600 fixes in one write), and the probes behind it measured that burst,
+        not the fleet's rate."""
         self.connection.poll()
-        if time.monotonic() - self._beat_at < HEARTBEAT_S:
+        now_s = time.monotonic()
+        due = [k for k in range(self.count) if now_s >= self._beat_at[k]]
+        if not due:
             return
-        self._beat_at = time.monotonic()
-        self._victim_seq += 1
+        first = not any(self._victim_seq)
         now = time.time_ns() // 1_000_000
-        packets = [
-            self.connection.packet(
-                topic_field(self.topics.device(f"pvic-{k}", "fix")),
-                encode(Fix(f"pvic-{k}", self._victim_seq, now, *probe_home(k), 5.0)),
+        packets = []
+        for k in due:
+            self._victim_seq[k] += 1
+            if first:
+                self._beat_at[k] = now_s + HEARTBEAT_S * (1 + k / self.count)
+            while self._beat_at[k] <= now_s:  # her own phase again after a pause of the harness
+                self._beat_at[k] += HEARTBEAT_S
+            fix = Fix(f"pvic-{k}", self._victim_seq[k], now, *probe_home(k), 5.0)
+            packets.append(
+                self.connection.packet(
+                    topic_field(self.topics.device(f"pvic-{k}", "fix")), encode(fix)
+                )
             )
-            for k in range(self.count)
-        ]
         self.connection.send(packets, len(packets))
 
     def place(self) -> None:
@@ -228,7 +239,10 @@ def run(
                 sent[f"PROBE-{k}"] = probes.published_ms[f"PROBE-{k}"]
                 probes.heartbeat()
                 time.sleep(gap_s)
-            fleet.join(timeout=duration_s + 120)
+            deadline = time.monotonic() + duration_s + 120
+            while fleet.is_alive() and time.monotonic() < deadline:
+                probes.heartbeat()  # the victims go on reporting, each at her own phase
+                fleet.join(timeout=0.1)
             result = collect(
                 store, keys, probes=probes, decisions=decisions, sent=sent, since_ms=since_ms
             )
