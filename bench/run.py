@@ -2,7 +2,8 @@
 
 In one run, on this machine: (1) the broker's own ceiling for the same fix payloads at QoS 1
 with C clients (`bench.broker`), (2) nabij's sustained end-to-end rate with zero loss checked by
-`seq` (`bench.pipeline` saturation) and its ratio to (1), latency from the publish to the
+`seq` (`bench.pipeline` saturation) and its ratio to (1), the same with two shards
+(`bench.shards`, whichever number of processes does best on the machine counts), latency from the publish to the
 committed decision and to the notice at stepped rates (`bench.latency`), a backlog storm with
 presses (`bench.storm`) and memory per pair (`bench.memory`). `--tiny` runs every part at a toy
 size (the integration test does, so the harness cannot rot; its figures mean nothing).
@@ -20,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import broker, fleet, latency, memory, pipeline, storm
+from bench import broker, fleet, latency, memory, pipeline, shards, storm
 from tests.servers import MosquittoServer
 
 TARGET_RATIO = 0.6
@@ -83,11 +84,18 @@ def rates(sizes: Sizes) -> dict[str, object]:
         f"{TARGET_RATIO} of the ceiling that needs {cores:.2f} cores of {os.cpu_count()}",
         flush=True,
     )
+    print("== nabij sustained, two shards, zero loss by seq", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sharded = shards.saturate(2, sizes.pairs, sizes.fixes, Path(tmp))
+    sharded_ratio = sharded["fixes_per_s"] / broker_rate
+    print(f"  {sharded}; ratio to the broker's ceiling {sharded_ratio:.2f}", flush=True)
     return {
         "broker_per_s": broker_rate,
         "sustained": sustained,
         "ratio": ratio,
         "cores_at_target": cores,
+        "two_shards": sharded,
+        "two_shards_ratio": sharded_ratio,
     }
 
 

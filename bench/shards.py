@@ -24,6 +24,8 @@ from bench.pipeline import (
     NABIJ,
     PREFIX,
     cpu_s,
+    last_seqs,
+    lost,
     orders_toml,
     payloads,
     publish,
@@ -39,9 +41,9 @@ READY_TIMEOUT_S = 120
 @contextmanager
 def shard_processes(
     count: int, pairs: int, workdir: Path
-) -> Iterator[tuple[str, list[int], list[int]]]:
-    """`count` ready shard processes on a fresh broker and Redis: (MQTT URL, metrics ports,
-    process ids: the shards', then the broker's)."""
+) -> Iterator[tuple[str, str, list[int], list[int]]]:
+    """`count` ready shard processes on a fresh broker and Redis: (MQTT URL, Redis URL, metrics
+    ports, process ids: the shards', then the broker's)."""
     with ExitStack() as servers:
         broker = MosquittoServer(workdir / "mosquitto")
         store = RedisServer(workdir / "redis")
@@ -69,7 +71,7 @@ def shard_processes(
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not all(_ready(port) for port in ports) and time.monotonic() < deadline:
             time.sleep(0.1)
-        yield broker.url, ports, [*pids, broker.pid or 0]
+        yield broker.url, store.url, ports, [*pids, broker.pid or 0]
 
 
 def _ready(port: int) -> bool:
@@ -80,8 +82,9 @@ def _ready(port: int) -> bool:
 
 
 def saturate(count: int, pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
-    with shard_processes(count, pairs, workdir) as (url, ports, pids):
-        publisher = multiprocessing.Process(target=publish, args=(url, payloads(pairs, fixes)))
+    messages = payloads(pairs, fixes)
+    with shard_processes(count, pairs, workdir) as (url, redis_url, ports, pids):
+        publisher = multiprocessing.Process(target=publish, args=(url, messages))
         cpu_before = [cpu_s(pid) for pid in pids]
         started = time.monotonic()
         publisher.start()
@@ -92,12 +95,14 @@ def saturate(count: int, pairs: int, fixes: int, workdir: Path) -> dict[str, flo
         elapsed = time.monotonic() - started
         used = [cpu_s(pid) - before for pid, before in zip(pids, cpu_before, strict=True)]
         publisher.join(timeout=60)
+        missing = lost(redis_url, last_seqs(messages), shards=count)
     # Per fix: what the shards took together, and what the broker took to deliver to them.
     return {
         "shards": count,
         "fixes_per_s": applied / elapsed,
         "shards_cpu_us_per_fix": sum(used[:-1]) / max(1.0, applied) * 1e6,
         "broker_cpu_us_per_fix": used[-1] / max(1.0, applied) * 1e6,
+        "devices_short": float(missing),
     }
 
 
