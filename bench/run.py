@@ -3,10 +3,10 @@
 In one run, on this machine: (1) the broker's own ceiling for the same fix payloads at QoS 1
 with C clients (`bench.broker`), (2) nabij's sustained end-to-end rate with zero loss checked by
 `seq` (`bench.pipeline` saturation) and its ratio to (1), the same with two shards
-(`bench.shards`, whichever number of processes does best on the machine counts), latency from the publish to the
-committed decision and to the notice at stepped rates (`bench.latency`), a backlog storm with
-presses (`bench.storm`) and memory per pair (`bench.memory`). `--tiny` runs every part at a toy
-size (the integration test does, so the harness cannot rot; its figures mean nothing).
+(`bench.shards`: whichever number of processes does best counts), latency from the publish to
+the committed decision and to the notice at stepped rates (`bench.latency`), a backlog storm
+with presses (`bench.storm`) and memory per pair (`bench.memory`). `--tiny` runs every part at a
+toy size (the integration test does, so the harness cannot rot; its figures mean nothing).
 
     .venv/bin/python -m bench.run            # = make bench
     .venv/bin/python -m bench.run --tiny --only-harness
