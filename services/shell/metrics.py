@@ -138,7 +138,7 @@ COMMANDS_REFUSED: Final = Counter(
 )
 DECISION_LATENCY: Final = BatchHistogram(
     "nabij_decision_latency_seconds",
-    "Time from taking a batch to having committed its effects, per batch.",
+    "Time from the service receiving a message to having committed its batch, per message.",
     ["service"],
     buckets=LATENCY_BUCKETS_S,
 )
