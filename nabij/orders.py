@@ -5,8 +5,11 @@ The models validate what a file says; `nabij.config` reads the files, GeoJSON zo
 
 from __future__ import annotations
 
+import math
 import re
 import zoneinfo
+from collections import Counter
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import AwareDatetime, Field, TypeAdapter, field_validator, model_validator
@@ -178,6 +181,32 @@ class Order(StrictModel):
     @property
     def pre_alert_ring_m(self) -> float:
         return self.pre_alert_m if self.pre_alert_m is not None else 2 * self.alarm_m
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """Which of `orders` hold, worked out at `since`: the same answer until one of them starts or
+    ends (`until`; None: none will). Worked out over every order, it is kept rather than done
+    again twice a second (18 ms at 5,000 orders held up the batch behind it)."""
+
+    orders: tuple[Order, ...]
+    in_force: tuple[Order, ...]
+    validity: Counter[Validity]
+    since: int
+    until: float | None
+
+    @classmethod
+    def of(cls, orders: tuple[Order, ...], now_ms: int) -> InForce:
+        validity = Counter(o.validity(now_ms) for o in orders)
+        in_force = tuple(o for o in orders if o.validity(now_ms) == "in_force")
+        changes = (o.next_validity_change(now_ms) for o in orders)
+        until = min((t for t in changes if t is not None), default=None)
+        return cls(orders, in_force, validity, now_ms, until)
+
+    def holds(self, orders: tuple[Order, ...], now_ms: int) -> bool:
+        """Still the answer for `orders` (the very tuple) at `now_ms`; a clock stepped back
+        before `since` asks again."""
+        return orders is self.orders and self.since <= now_ms < (self.until or math.inf)
 
 
 class OrdersFile(StrictModel):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from nabij.config import ConfigError, load_config
+from nabij.orders import InForce
 from services.cli import main
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -145,6 +146,15 @@ def test_validity_needs_an_offset_and_ends_after_it_starts(tmp_path: Path) -> No
     assert order.next_validity_change(start_ms - 1) == start_ms
     assert order.next_validity_change(start_ms) == 1_811_808_000_000
     assert order.next_validity_change(1_811_808_000_000) is None
+    # What the service keeps: the same answer until the order starts, or the clock steps back.
+    orders = (order,)
+    before = InForce.of(orders, start_ms - 10)
+    assert before.in_force == () and before.validity["not_started"] == 1
+    assert before.holds(orders, start_ms - 1)
+    assert not before.holds(orders, start_ms)  # it started: work it out again
+    assert not before.holds(orders, start_ms - 11)  # a clock stepped back
+    assert not before.holds((order,), start_ms - 1)  # another orders version
+    assert InForce.of(orders, start_ms).in_force == orders
     naive = ISSUE_ORDERS + 'starts_at = "2026-12-01T09:00:00"\n'
     backwards = ISSUE_ORDERS + "starts_at = 2027-01-01T00:00:00Z\nends_at = 2026-01-01T00:00:00Z\n"
     for name, orders in (("naive", naive), ("backwards", backwards)):
