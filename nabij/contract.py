@@ -382,8 +382,15 @@ class Topics:
     def subscriptions(self, devices: Iterable[str] | None = None) -> list[str]:
         """What the proximity service subscribes to: every device's uplinks, or only those of
         `devices` (a shard's own: the broker then delivers it nothing of another shard's)."""
+        return self._filters(devices, ("fix", "event", "status"))
+
+    def events(self, devices: Iterable[str] | None = None) -> list[str]:
+        """The event topics alone (presses, tampers: the fast lane's), of all or of `devices`."""
+        return self._filters(devices, ("event",))
+
+    def _filters(self, devices: Iterable[str] | None, kinds: tuple[TopicKind, ...]) -> list[str]:
         ids = ["+"] if devices is None else sorted(devices)
-        return [self.device(d, kind) for d in ids for kind in ("fix", "event", "status")]
+        return [self.device(d, kind) for d in ids for kind in kinds]
 
     def parse(self, topic: str) -> tuple[str, str] | None:
         """Split a device topic into (device_id, kind); None if it is not one of ours."""

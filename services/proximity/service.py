@@ -210,7 +210,7 @@ class ProximityService:
         self._fast = Subscriber(
             endpoint,
             fast_id,
-            [self._topics.device(d, "event") for d in sorted(self._heard or ["+"])],
+            self._topics.events(self._heard),
             self._intake.fast,
             keepalive_s=mqtt.keepalive_s,
             connection_ids=connection_ids,
@@ -656,7 +656,7 @@ class ProximityService:
         if new:
             self._heard |= new
             self._bulk.subscribe(self._topics.subscriptions(new))
-            self._fast.subscribe([self._topics.device(d, "event") for d in sorted(new)])
+            self._fast.subscribe(self._topics.events(new))
             log.info("devices_subscribed", devices=len(new))
 
     def _in_force(self, now_ms: int) -> tuple[Order, ...]:
