@@ -6,7 +6,7 @@ import random
 
 from geographiclib.geodesic import Geodesic
 
-from services.proximity.core.geo import distance_m
+from services.proximity.core.geo import distance_m, held_inverse, pyproj_inverse
 
 # (lat_min, lat_max, lon_min, lon_max)
 NETHERLANDS = (50.75, 53.55, 3.35, 7.25)
@@ -41,3 +41,36 @@ def test_distance_is_zero_for_the_same_point_and_symmetric() -> None:
     back = distance_m(51.92, 4.48, 52.37, 4.89)
     assert abs(there - back) < 1e-6
     assert 55_000 < there < 60_000  # Amsterdam to Rotterdam, about 57 km
+
+
+def test_distance_is_pyprojs_to_the_last_bit_with_the_gil_held() -> None:
+    """The distance the core uses is PROJ's `geod_inverse` called with the GIL held, and it is
+    the very double pyproj's `Geod.inv` returns, on random pairs near and far, on the poles,
+    across the antimeridian and between antipodes (decisions cannot move by a bit)."""
+    assert distance_m is not pyproj_inverse, "this build of pyproj exports geod_inverse"
+    rng = random.Random(20261206)
+    points = [
+        (rng.uniform(-90.0, 90.0), rng.uniform(-180.0, 180.0), rng.uniform(-90.0, 90.0),
+         rng.uniform(-180.0, 180.0))
+        for _ in range(20_000)
+    ]  # fmt: skip
+    lat, lon = rng.uniform(50.0, 54.0), rng.uniform(3.0, 7.0)
+    points += [
+        (lat, lon, lat + rng.gauss(0, 0.01), lon + rng.gauss(0, 0.01)) for _ in range(20_000)
+    ]
+    points += [
+        (90.0, 0.0, -90.0, 0.0),
+        (0.0, 0.0, 0.0, 180.0),
+        (0.0, 0.0, 0.5, 179.7),
+        (52.0, 179.9999, 52.0, -179.9999),
+        (lat, lon, lat, lon),
+    ]
+    for point in points:
+        assert distance_m(*point) == pyproj_inverse(*point), point
+
+
+def test_without_geod_inverse_there_is_no_held_inverse() -> None:
+    """An object that does not export PROJ's `geod_inverse` gives no held inverse (the module then
+    falls back on pyproj's `Geod.inv`, the same distance with the GIL released)."""
+    assert held_inverse(None) is None  # the interpreter itself: no PROJ in its symbols
+    assert held_inverse("/nonexistent/libproj.so") is None
