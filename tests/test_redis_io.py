@@ -9,7 +9,7 @@ import prometheus_client
 import pytest
 import redis
 import structlog
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.connection import Connection
 
@@ -21,6 +21,7 @@ from nabij.settings import (
     RedisSettings,
 )
 from services.shell.redis_io import (
+    PACK_SLICE,
     DeadLetter,
     DeadLetterWriter,
     LeanPacker,
@@ -260,6 +261,24 @@ def test_the_lean_packer_packs_every_command_as_redis_py_does(
             LeanPacker().pack(*args)
         return
     assert b"".join(LeanPacker().pack(*args)) == expected
+
+
+@settings(max_examples=30)
+@given(
+    arguments=st.lists(
+        st.one_of(st.binary(max_size=600), st.text(max_size=40), st.integers()),
+        min_size=PACK_SLICE - 2,
+        max_size=3 * PACK_SLICE + 1,
+    )
+)
+def test_the_lean_packer_packs_a_long_command_a_slice_at_a_time_into_the_same_bytes(
+    arguments: list[object],
+) -> None:
+    """A command longer than a slice (a commit's `MSET`) is still one command, byte for byte
+    what redis-py packs, in one buffer (one write)."""
+    args = ("MSET", *arguments)
+    packed = LeanPacker().pack(*args)
+    assert packed == [b"".join(Connection()._command_packer.pack(*args))]
 
 
 @pytest.mark.integration

@@ -60,6 +60,10 @@ _PLAIN: Final = frozenset({bytes, str, int})
 """Argument types that redis-py's packer turns into exactly what hiredis makes of them (UTF-8,
 decimal; the same errors too); a float, a bool or a memoryview takes redis-py's path (pinned
 by `tests/test_redis_io.py`)."""
+PACK_SLICE: Final = 256
+"""Arguments hiredis packs at a time. A commit's `MSET` of a batch's states has ~3,000, and one
+`pack_command` of them all cost hiredis ~1.5 us per state and key pair, twice what slices of 256
+cost (0.6-0.7 us, joined after; docs/benchmarks.md): its buffer grows past the caches."""
 
 
 class LeanPacker:
@@ -77,7 +81,14 @@ class LeanPacker:
     def pack(self, *args: Any) -> list[bytes]:  # redis-py's packer signature
         command = args[0]
         if type(command) is str and " " not in command and set(map(type, args)) <= _PLAIN:
-            return [hiredis.pack_command(args)]
+            if len(args) <= PACK_SLICE:
+                return [hiredis.pack_command(args)]
+            # The same bytes: one header counting every argument, each slice's own cut off.
+            pieces: list[bytes | memoryview] = [b"*%d\r\n" % len(args)]
+            for start in range(0, len(args), PACK_SLICE):
+                part = hiredis.pack_command(args[start : start + PACK_SLICE])
+                pieces.append(memoryview(part)[part.index(b"\r\n") + 2 :])
+            return [b"".join(pieces)]
         packed: list[bytes] = self._general.pack(*args)
         return packed
 
