@@ -369,12 +369,19 @@ def concerned_orders(order_id: str | None, platform_orders: tuple[str, ...]) -> 
 TopicKind = Literal["fix", "event", "status", "cmd"]
 
 
+TOPICS_CACHED: Final = 100_000
+"""Parsed topic strings a `Topics` keeps (three a device); beyond it its cache starts again, so
+topics a client invents cannot grow it without bound."""
+
+
 class Topics:
     """Topic names under one configurable prefix (default `nabij/v1`)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, cached: int = TOPICS_CACHED) -> None:
         self.prefix = prefix.rstrip("/")
         self._device_prefix = f"{self.prefix}/devices/"
+        self._cached = cached
+        self._parsed: dict[str, tuple[str, str] | None] = {}
 
     def device(self, device_id: str, kind: TopicKind) -> str:
         return f"{self._device_prefix}{device_id}/{kind}"
@@ -393,7 +400,18 @@ class Topics:
         return [self.device(d, kind) for d in ids for kind in kinds]
 
     def parse(self, topic: str) -> tuple[str, str] | None:
-        """Split a device topic into (device_id, kind); None if it is not one of ours."""
+        """Split a device topic into (device_id, kind); None if it is not one of ours. Split once
+        per topic string: the proximity service's reader and its core ask of every message, and
+        a device sends on the same few topics. (Shared by threads: each dict step is atomic.)"""
+        try:
+            return self._parsed[topic]
+        except KeyError:
+            if len(self._parsed) >= self._cached:
+                self._parsed.clear()
+            split = self._parsed[topic] = self._split(topic)
+            return split
+
+    def _split(self, topic: str) -> tuple[str, str] | None:
         if not topic.startswith(self._device_prefix):
             return None
         parts = topic[len(self._device_prefix) :].split("/")

@@ -139,6 +139,18 @@ def test_topics_round_trip() -> None:
     assert topics.parse("nabij/v1/devices/vic-0001/event/extra") is None
 
 
+def test_parsed_topics_are_kept_within_their_bound() -> None:
+    """A topic is split once and kept; however many topics a client invents, no more than the
+    bound are kept, and every answer stays right after the cache starts again."""
+    topics = contract.Topics("nabij/v1", cached=10)
+    for n in range(50):
+        assert topics.parse(f"nabij/v1/devices/x{n}/fix") == (f"x{n}", "fix")
+        assert topics.parse(f"junk/{n}") is None
+        assert len(topics._parsed) <= 10
+    assert topics.parse("nabij/v1/devices/vic-0001/status") == ("vic-0001", "status")
+    assert topics.parse("nabij/v1/devices/vic-0001/status") == ("vic-0001", "status")
+
+
 _REQUEST = {
     "type": "ack",
     "request_id": "ack-1",

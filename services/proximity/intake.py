@@ -43,9 +43,6 @@ BURST_QUIET_MS: Final = 1_000
 # Counted in messages alone, 2,000 backlogs made one batch of 2 million fixes (a press waited 42 s
 # behind it in bench.storm); 64 KiB is about 400 live fixes, a few ms of Redis round trip each.
 BATCH_MAX_BYTES: Final = 64 * 1024
-TOPICS_CACHED: Final = 100_000
-"""Parsed topic strings kept (three a device); beyond it the cache starts again, so topics a
-client invents cannot grow it without bound."""
 
 
 # Not frozen, like `Publish`: one is made per message, and frozen costs ~6x in __init__.
@@ -138,7 +135,6 @@ class Intake:
             "bulk": FairLane(limits),
         }
         self._refusals = Refusals(quiet_ms=BURST_QUIET_MS, report_every_ms=report_every_ms)
-        self._parsed: dict[str, tuple[str, str] | None] = {}
         self._changed = threading.Condition()
         # Closed until the service has its state: readers may subscribe early (so the broker
         # queues for their sessions) but nothing is judged or refused before it opens.
@@ -151,7 +147,7 @@ class Intake:
     def _classify(self, lane: LaneName, message: Publish) -> tuple[str | None, str | None]:
         """(device id to queue it under, or None) and (refusal reason, or None); both None:
         not for this lane, acknowledged and left alone."""
-        split = self._parse(message.topic)
+        split = self._topics.parse(message.topic)
         if lane == "fast":
             if split is None or split[1] != "event" or not self._is_known(split[0]):
                 return None, None
@@ -162,16 +158,6 @@ class Intake:
             # Another shard's device is that shard's to judge or to report unknown.
             return None, None if self._is_elsewhere(split[0]) else "unknown_device"
         return split[0], None
-
-    def _parse(self, topic: str) -> tuple[str, str] | None:
-        """`Topics.parse`, once per topic string: a device sends on the same few topics."""
-        try:
-            return self._parsed[topic]
-        except KeyError:
-            if len(self._parsed) >= TOPICS_CACHED:
-                self._parsed.clear()
-            split = self._parsed[topic] = self._topics.parse(topic)
-            return split
 
     def deliver(
         self,

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
-
 from nabij.contract import DeviceEvent, Fix, Topics, encode
-from services.proximity import intake as intake_module
 from services.proximity.core.lanes import LaneLimits
 from services.proximity.intake import Intake
 from services.shell.mqtt_packets import Publish
@@ -226,15 +223,16 @@ def test_the_lanes_stay_bounded_by_count_under_a_ten_times_burst() -> None:
         assert mids == sorted(mids)
 
 
-def test_the_topic_cache_stays_bounded_whatever_topics_a_client_invents(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Parsed topics are cached, but invented ones cannot grow the cache beyond its bound, and a
-    known device's fixes are still queued after it started again."""
-    monkeypatch.setattr(intake_module, "TOPICS_CACHED", 10)
-    lanes = intake()
+def test_invented_topics_beyond_the_topic_cache_keep_no_device_out() -> None:
+    """Topics a client invents fill the (bounded) topic cache and start it again: they are
+    refused, and a known device's fix after them is still queued."""
+    topics = Topics("nabij/v1", cached=10)
+    lanes = Intake(topics, KNOWN.__contains__, lambda _device: False,
+                   LaneLimits(device_max=100, lane_max=1000, lane_max_bytes=10**6), lambda: T0,
+                   report_every_ms=10_000)  # fmt: skip
+    lanes.open()
     junk = [Publish(TOPICS.device(f"x{n}", "fix"), b"{}", 1, n + 1) for n in range(50)]
     delivery = lanes.bulk.deliver(1, [*junk, fix("ank-1", 1, 99)], True, 0)
     assert len(delivery.ack_now) == 50
-    assert len(lanes._parsed) <= 10  # the cache itself: what this test is about
+    assert len(topics._parsed) <= 10
     assert [r.mid for r in lanes.drain(0, 10)] == [99]
