@@ -44,7 +44,7 @@ from services.proximity.core.sequence import (
     take,
 )
 from services.proximity.core.state import DeviceState, PairKey, PairState
-from services.proximity.core.timing import anchor_backlog, lateness_s, place, remember
+from services.proximity.core.timing import anchor_backlog, place, remember
 from services.proximity.core.topology import PairSpec, Topology
 from services.proximity.core.zone_rules import ZoneChange, ZoneJudge
 from services.proximity.core.zones import ZoneSet
@@ -304,7 +304,7 @@ class ProximityEngine:
         at = place(device, fix.ts, now_ms, late_after_ms=self._late_ms, window_ms=self._history_ms)
         take(device, fix.seq, fix.ts)
         effects.changed_devices.add(device.device_id)
-        live = lateness_s(at, now_ms, self._late_ms) is None
+        live = now_ms - at <= self._late_ms  # `lateness_s(...) is None`, without its call
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
         position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=at)

@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Final, Generic, Literal, TypeVar
 
 T = TypeVar("T")
+_UNBOUNDED: Final = float("inf")
 Verdict = Literal["admit", "refuse", "wait"]
 
 
@@ -48,6 +49,8 @@ class FairLane(Generic[T]):
         self._allowance: dict[str, list[float]] = {}
         """Per key: [messages it may still send at once, when that was worked out (ms)]; a list
         changed in place, as this runs for every message."""
+        self._full = float(limits.device_max)
+        self._rate = limits.device_rate
         self.count = 0
         self.bytes = 0
 
@@ -87,14 +90,14 @@ class FairLane(Generic[T]):
 
     def _spend(self, key: str, now_ms: int) -> bool:
         """Take one message from the key's allowance (a token bucket holding `device_max`)."""
-        limits = self._limits
         bucket = self._allowance.get(key)
         if bucket is None:
-            bucket = self._allowance[key] = [float(limits.device_max), now_ms]
+            bucket = self._allowance[key] = [self._full, now_ms]
         elif bucket[1] != now_ms:  # a read's messages share one time: refilled once a read
-            refill = (now_ms - bucket[1]) * limits.device_rate / 1000
-            bucket[0], bucket[1] = min(float(limits.device_max), bucket[0] + refill), now_ms
-        elif limits.device_rate == float("inf"):  # unbounded: no refill needed to stay full
+            # min(full, level) without its call: this runs for every message (a NaN is full).
+            level = bucket[0] + (now_ms - bucket[1]) * self._rate / 1000
+            bucket[0], bucket[1] = level if level < self._full else self._full, now_ms
+        elif self._rate == _UNBOUNDED:  # unbounded: no refill needed to stay full
             return True
         if bucket[0] < 1:
             return False
