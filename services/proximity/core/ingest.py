@@ -7,7 +7,7 @@ Nothing here echoes coordinates: details carry msgspec's messages, which name th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
 
 import msgspec
@@ -52,8 +52,9 @@ Uplink = Fix | DeviceEvent | StatusUpdate
 
 @dataclass(slots=True)
 class Parsed:
-    uplinks: list[Uplink] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
+    # No default factories: one is made per message, and they tripled its __init__.
+    uplinks: list[Uplink]
+    rejections: list[Rejection]
 
 
 def parse_uplink(
@@ -65,7 +66,7 @@ def parse_uplink(
 ) -> Parsed:
     """Decode one MQTT message. A backlog array keeps its good fixes, sorted by seq. Device time
     is not judged here: nabij places messages on its own clock (see `timing`)."""
-    parsed = Parsed()
+    parsed = Parsed([], [])
     split = topics.parse(topic)
     if split is None:
         parsed.rejections.append(Rejection("unknown_topic", "Not a device topic.", None))
