@@ -11,10 +11,10 @@ The result is the same double: same library, same ellipsoid, same function.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 from collections.abc import Callable
 from typing import Final
 
-import pyproj._geod
 from pyproj import Geod
 
 _WGS84: Final = Geod(ellps="WGS84")
@@ -55,6 +55,13 @@ def pyproj_inverse(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return distance
 
 
-distance_m: Final[Inverse] = held_inverse(pyproj._geod.__file__) or pyproj_inverse
+def _pyproj_extension() -> str | None:
+    """The file of pyproj's compiled geodesic module (a private name of pyproj: None, and so
+    `Geod.inv`, should a version lack it)."""
+    spec = importlib.util.find_spec("pyproj._geod")
+    return None if spec is None else spec.origin
+
+
+distance_m: Final[Inverse] = held_inverse(_pyproj_extension()) or pyproj_inverse
 """Geodesic distance in metres between two WGS84 points given in degrees: (lat1, lon1, lat2,
 lon2) -> metres."""
