@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from msgspec import Struct
+
 T = TypeVar("T")
 Verdict = Literal["admit", "refuse", "wait"]
 
@@ -37,6 +39,17 @@ class LaneLimits:
     """Messages a second a device may sustain once its burst allowance (`device_max`) is spent."""
 
 
+class Allowance(Struct, gc=False):
+    """One key's token bucket, changed in place (this runs for every message). It lives as long
+    as its device, so it is not tracked by the garbage collector: a list each (as before) put
+    ten thousand objects in every full collection's walk (services/shell/heap.py)."""
+
+    tokens: float
+    """Messages the key may still send at once."""
+    at_ms: int
+    """When `tokens` was worked out."""
+
+
 class FairLane(Generic[T]):
     """Per-key FIFO queues drained round-robin; counts messages and payload bytes."""
 
@@ -45,9 +58,7 @@ class FairLane(Generic[T]):
         self._queues: dict[str, deque[tuple[T, int]]] = {}
         self._ring: deque[str] = deque()
         """Keys with something queued, in the order of their next turn."""
-        self._allowance: dict[str, list[float]] = {}
-        """Per key: [messages it may still send at once, when that was worked out (ms)]; a list
-        changed in place, as this runs for every message."""
+        self._allowance: dict[str, Allowance] = {}
         self.count = 0
         self.bytes = 0
 
@@ -90,15 +101,16 @@ class FairLane(Generic[T]):
         limits = self._limits
         bucket = self._allowance.get(key)
         if bucket is None:
-            bucket = self._allowance[key] = [float(limits.device_max), now_ms]
-        elif bucket[1] != now_ms:  # a read's messages share one time: refilled once a read
-            refill = (now_ms - bucket[1]) * limits.device_rate / 1000
-            bucket[0], bucket[1] = min(float(limits.device_max), bucket[0] + refill), now_ms
+            bucket = self._allowance[key] = Allowance(float(limits.device_max), now_ms)
+        elif bucket.at_ms != now_ms:  # a read's messages share one time: refilled once a read
+            refill = (now_ms - bucket.at_ms) * limits.device_rate / 1000
+            bucket.tokens = min(float(limits.device_max), bucket.tokens + refill)
+            bucket.at_ms = now_ms
         elif limits.device_rate == float("inf"):  # unbounded: no refill needed to stay full
             return True
-        if bucket[0] < 1:
+        if bucket.tokens < 1:
             return False
-        bucket[0] -= 1
+        bucket.tokens -= 1
         return True
 
     def push(self, key: str, item: T, size: int) -> None:
