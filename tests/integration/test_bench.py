@@ -16,13 +16,17 @@ pytestmark = pytest.mark.integration
 
 def test_the_harness_runs_every_part_at_a_tiny_size() -> None:
     """`make bench`'s harness at toy sizes: the broker ceiling and nabij's rate are measured,
-    no device's committed seq is short of its last fix, every probe's decision and notice and
-    every press's notice were seen, and memory per pair is measured in the core and Redis."""
+    no device's committed seq is short of its last fix, every probe's decision and notice (with
+    one process and with shards) and every press's notice were seen, and memory per pair is
+    measured in the core and Redis."""
     figures = run.harness(run.TINY)
     assert figures["broker_per_s"] > 0  # type: ignore[operator]  # a float
     assert figures["sustained"]["devices_short"] == 0  # type: ignore[index]  # a dict
     (step,) = figures["steps"]  # type: ignore[misc]  # a list of one step
     assert step["decision"]["n"] == step["notice"]["n"] == run.TINY.probes
+    for count in run.TINY.latency_shards:
+        (step,) = figures["sharded_steps"][count]  # type: ignore[index]  # a dict of lists
+        assert step["decision"]["n"] == step["notice"]["n"] == run.TINY.probes
     assert figures["storm"]["presses"] == run.TINY.presses  # type: ignore[index]  # a dict
     assert figures["core_bytes_per_pair"] > 0  # type: ignore[operator]  # a float
     assert figures["redis"]["redis_bytes_per_pair"] > 0  # type: ignore[index]  # a dict
