@@ -4,8 +4,8 @@ In one run, on this machine: (1) the broker's own ceiling for the same fix paylo
 with C clients (`bench.broker`), (2) nabij's sustained end-to-end rate with zero loss checked by
 `seq` (`bench.pipeline` saturation) and its ratio to (1), the same with two shards
 (`bench.shards`: whichever number of processes does best counts), latency from the publish to
-the committed decision and to the notice at stepped rates (`bench.latency`: `nabij run`, then
-1, 2 and 4 shards with a gateway, each a process), a backlog storm
+the committed decision and to the notice at stepped rates (`bench.latency`: `nabij run`, then as
+deployed, 1, 2 and 4 shards with a gateway, each a process), a backlog storm
 with presses (`bench.storm`) and memory per pair (`bench.memory`). `--tiny` runs every part at a
 toy size (the integration test does, so the harness cannot rot; its figures mean nothing).
 
@@ -39,7 +39,8 @@ class Sizes:
     fleet_pairs: int
     probes: int
     latency_shards: tuple[int, ...]
-    """The stepped latency again with N proximity shards and a gateway, each a process."""
+    """The stepped latency again as deployed: N proximity shards and a gateway, each a process,
+    Redis fsyncing its AOF every second (compose.yaml)."""
     storm_devices: int
     backlog: int
     presses: int
@@ -110,9 +111,15 @@ def harness(sizes: Sizes) -> dict[str, object]:
     print(latency.table(steps), flush=True)
     sharded_steps = {}
     for count in sizes.latency_shards:
-        print(f"== the same, {count} shard(s) and a gateway, each a process", flush=True)
+        print(
+            f"== the same as deployed (compose.yaml): {count} shard(s) and a gateway, each a"
+            " process; Redis's AOF fsync every second",
+            flush=True,
+        )
         sharded_steps[count] = latency.run(
-            sizes.rates, sizes.step_s, sizes.fleet_pairs, 0.01, sizes.probes, shards=count
+            *(sizes.rates, sizes.step_s, sizes.fleet_pairs, 0.01, sizes.probes),
+            shards=count,
+            fsync="everysec",
         )
         print(latency.table(sharded_steps[count]), flush=True)
     print("== backlog storm with presses", flush=True)
