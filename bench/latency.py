@@ -16,7 +16,8 @@ judge). Measured per probe, from the wall time of its publish:
 Quantiles are nearest-rank over the step's probes (p99.9 of a few hundred probes is about the
 maximum). The gateway deletes what it applied from its inbox: a decision it applied and deleted
 between two reads here is not seen (1 in 800 in one run with a gateway of its own), so a step's
-decision count may fall short of its probes; its notice count does not. The fleet's size is fixed; a step changes its interval (rate = 2 x pairs / interval).
+decision count may fall short of its probes; its notice count does not. The fleet's size is
+fixed; a step changes its interval (rate = 2 x pairs / interval).
 
     .venv/bin/python -m bench.latency --rates 1000 2500 5000 7500 --duration 20
 """
