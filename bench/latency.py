@@ -1,14 +1,16 @@
 """Latency from the publish, at stepped rates: to the committed decision and to the notice.
 
-Starts its own Mosquitto and Redis (AOF on) and `nabij run` (proximity and gateway) with the
-orders of a fleet (`--approaching` of its pairs shuttle to their victims: the alarm path is
-busy too) and of probe pairs far outside the fleet's city. Per step the fleet generator
-publishes at the step's rate (open loop, QoS 1, another process) while this process, every
-`step / probes` seconds, publishes one probe: a probe offender's fix 40 m from his victim
-(inside the critical distance, so a priority-1 `proximity_alarm` opens at once), after a fix
-1.2 km away at least `PLACED_S` before (a plausible approach, not a GPS jump). The probe
-victims report from home every `HEARTBEAT_S` (a silent victim's position is too old to
-judge). Measured per probe, from the wall time of its publish:
+Starts its own Mosquitto and Redis (AOF on, fsync always; `--fsync everysec` as compose.yaml
+ships it) and `nabij run` (proximity and gateway; `--shards N`: N proximity shards and a
+gateway, each a process, as deployed) with the orders of a fleet (`--approaching` of its pairs
+shuttle to their victims: the alarm path is busy too) and of probe pairs far outside the fleet's
+city. Per step the fleet generator publishes at the step's rate (open loop, QoS 1, another
+process) while this process, every `step / probes` seconds, publishes one probe: a probe
+offender's fix 40 m from his victim (inside the critical distance, so a priority-1
+`proximity_alarm` opens at once), after a fix 1.2 km away at least `PLACED_S` before (a
+plausible approach, not a GPS jump). The probe victims report from home every `HEARTBEAT_S` (a
+silent victim's position is too old to judge). Measured per probe, from the wall time of its
+publish:
 - to the committed decision: the id (Redis server time) of the `open` signal that the proximity
   service committed to the gateway inbox, in the same transaction as the pair's state (read
   here by a blocking XREAD, served at the commit: the gateway deletes entries it applied);
@@ -20,6 +22,7 @@ decision count may fall short of its probes; its notice count does not. The flee
 fixed; a step changes its interval (rate = 2 x pairs / interval).
 
     .venv/bin/python -m bench.latency --rates 1000 2500 5000 7500 --duration 20
+    .venv/bin/python -m bench.latency --shards 2 --fsync everysec
 """
 
 from __future__ import annotations
