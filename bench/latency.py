@@ -1,22 +1,28 @@
 """Latency from the publish, at stepped rates: to the committed decision and to the notice.
 
-Starts its own Mosquitto and Redis (AOF on) and `nabij run` (proximity and gateway) with the
-orders of a fleet (`--approaching` of its pairs shuttle to their victims: the alarm path is
-busy too) and of probe pairs far outside the fleet's city. Per step the fleet generator
-publishes at the step's rate (open loop, QoS 1, another process) while this process, every
-`step / probes` seconds, publishes one probe: a probe offender's fix 40 m from his victim
-(inside the critical distance, so a priority-1 `proximity_alarm` opens at once), after a fix
-1.2 km away at least `PLACED_S` before (a plausible approach, not a GPS jump). The probe
-victims report from home every `HEARTBEAT_S` (a silent victim's position is too old to
-judge). Measured per probe, from the wall time of its publish:
+Starts its own Mosquitto and Redis (AOF on, fsync always; `--fsync everysec` as compose.yaml
+ships it) and `nabij run` (proximity and gateway; `--shards N`: N proximity shards and a
+gateway, each a process, as deployed) with the orders of a fleet (`--approaching` of its pairs
+shuttle to their victims: the alarm path is busy too) and of probe pairs far outside the fleet's
+city. Per step the fleet generator publishes at the step's rate (open loop, QoS 1, another
+process) while this process, every `step / probes` seconds, publishes one probe: a probe
+offender's fix 40 m from his victim (inside the critical distance, so a priority-1
+`proximity_alarm` opens at once), after a fix 1.2 km away at least `PLACED_S` before (a
+plausible approach, not a GPS jump). The probe victims report from home every `HEARTBEAT_S` (a
+silent victim's position is too old to judge). Measured per probe, from the wall time of its
+publish:
 - to the committed decision: the id (Redis server time) of the `open` signal that the proximity
   service committed to the gateway inbox, in the same transaction as the pair's state (read
   here by a blocking XREAD, served at the commit: the gateway deletes entries it applied);
 - to the notice: the id of the `opened` notice in the probation queue.
 Quantiles are nearest-rank over the step's probes (p99.9 of a few hundred probes is about the
-maximum). The fleet's size is fixed; a step changes its interval (rate = 2 x pairs / interval).
+maximum). The gateway deletes what it applied from its inbox: a decision it applied and deleted
+between two reads here is not seen (1 in 800 in one run with a gateway of its own), so a step's
+decision count may fall short of its probes; its notice count does not. The fleet's size is
+fixed; a step changes its interval (rate = 2 x pairs / interval).
 
     .venv/bin/python -m bench.latency --rates 1000 2500 5000 7500 --duration 20
+    .venv/bin/python -m bench.latency --shards 2 --fsync everysec
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ import multiprocessing
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
 import redis
 
 from bench.pipeline import KEY_PREFIX, PREFIX, proximity
+from bench.shards import shard_processes
 from nabij.contract import AlarmSignal, Fix, Topics, encode, gateway_input_decoder, notice_decoder
 from nabij.keys import Keys, Shard
 from services.shell.mqtt import MqttEndpoint
@@ -148,22 +157,25 @@ class Probes:
 
 
 class Decisions(threading.Thread):
-    """Commit times (Redis ms) of the probes' `open` signals, read as the inbox gets them."""
+    """Commit times (Redis ms) of the probes' `open` signals, read as the inboxes (one a
+    shard) get them."""
 
-    def __init__(self, redis_url: str, keys: Keys) -> None:
+    def __init__(self, redis_url: str, keys: Keys, shards: int) -> None:
         super().__init__(daemon=True)
         self._store = redis.Redis.from_url(redis_url)
-        self._inbox = keys.proximity(Shard()).gateway_inbox
+        self._inboxes = [
+            keys.proximity(Shard(k, shards)).gateway_inbox for k in range(1, shards + 1)
+        ]
         self.committed_ms: dict[str, int] = {}
         self._done = threading.Event()
 
     def run(self) -> None:
-        last = b"$"
+        last: dict[str, bytes] = dict.fromkeys(self._inboxes, b"$")
         while not self._done.is_set():
-            reply = self._store.xread({self._inbox: last}, block=500)
-            for _stream, entries in reply or []:
+            reply = self._store.xread(dict(last), block=500)
+            for stream, entries in reply or []:
                 for entry_id, fields in entries:
-                    last = entry_id
+                    last[stream.decode()] = entry_id
                     signal = gateway_input_decoder.decode(fields[b"input"])
                     if (
                         isinstance(signal, AlarmSignal)
@@ -205,30 +217,51 @@ def collect(
     }
 
 
+@contextmanager
+def nabij(orders: str, workdir: Path, shards: int, fsync: str) -> Iterator[tuple[str, str]]:
+    """(MQTT URL, Redis URL) of a ready nabij: `nabij run` (`shards` 0: both services in one
+    process), or `shards` proximity shards and a gateway, each its own process (the deployed
+    shape: compose.yaml); Redis's AOF written with `appendfsync` `fsync`."""
+    redis_config = [f"appendfsync {fsync}"]
+    if shards == 0:
+        with proximity(orders, workdir, command="run", redis_config=redis_config) as running:
+            yield running.mqtt_url, running.redis_url
+    else:
+        servers = shard_processes(shards, orders, workdir, gateway=True, redis_config=redis_config)
+        with servers as (url, redis_url, _, _):
+            yield url, redis_url
+
+
 def run(
-    rates: list[float], duration_s: float, pairs: int, approaching: float, probes_per_step: int
+    rates: list[float],
+    duration_s: float,
+    pairs: int,
+    approaching: float,
+    probes_per_step: int,
+    *,
+    shards: int = 0,
+    fsync: str = "always",
 ) -> list[dict[str, object]]:
     """One nabij, one fleet, one step per rate; a row per step."""
     plan = FleetPlan(pairs, interval_s=1.0, approaching=approaching)
     topics, keys = Topics(PREFIX), Keys(KEY_PREFIX)
     count = probes_per_step * len(rates)
     rows: list[dict[str, object]] = []
+    orders = plan.orders_toml() + "\n" + probe_orders(count)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        proximity(
-            plan.orders_toml() + "\n" + probe_orders(count), Path(tmp), command="run"
-        ) as running,
+        nabij(orders, Path(tmp), shards, fsync) as (mqtt_url, redis_url),
     ):
-        store = redis.Redis.from_url(running.redis_url)
-        probes = Probes(running.mqtt_url, topics, count)
-        decisions = Decisions(running.redis_url, keys)
+        store = redis.Redis.from_url(redis_url)
+        probes = Probes(mqtt_url, topics, count)
+        decisions = Decisions(redis_url, keys, max(1, shards))
         decisions.start()
         probes.place()
         context = multiprocessing.get_context("spawn")
         for step, rate in enumerate(rates):
             step_plan = FleetPlan(pairs, 2 * pairs / rate, approaching=approaching)
             since_ms = time.time_ns() // 1_000_000
-            fleet = context.Process(target=_fleet, args=(step_plan, running.mqtt_url, duration_s))
+            fleet = context.Process(target=_fleet, args=(step_plan, mqtt_url, duration_s))
             fleet.start()
             time.sleep(WARMUP_S)
             gap_s = (duration_s - 2 * WARMUP_S) / probes_per_step
@@ -279,8 +312,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--pairs", type=int, default=5000)
     parser.add_argument("--approaching", type=float, default=0.01)
     parser.add_argument("--probes", type=int, default=200, help="probes per step")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        help="0: `nabij run` (one process); N: N proximity shards and a gateway, each a process",
+    )
+    parser.add_argument(
+        "--fsync",
+        choices=["always", "everysec"],
+        default="always",
+        help="Redis's appendfsync: always (the tests' and the other benchmarks'), everysec "
+        "(compose.yaml's, Redis's default)",
+    )
     args = parser.parse_args(argv)
-    rows = run(args.rates, args.duration, args.pairs, args.approaching, args.probes)
+    rows = run(
+        args.rates, args.duration, args.pairs, args.approaching, args.probes, shards=args.shards
+    )
     print(table(rows))
     return rows
 

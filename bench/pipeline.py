@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,11 +173,13 @@ def proximity(
     *,
     audit: bool = False,
     commit_acks: bool = True,
+    redis_config: Sequence[str] = (),
 ) -> Iterator[Running]:
     """A ready `nabij proximity` (or `nabij run`: both services) with its own broker and Redis
-    (AOF on); `commit_acks`: whether it confirms to devices what it committed."""
+    (AOF on, fsync always, then `redis_config`'s lines); `commit_acks`: whether it confirms to
+    devices what it committed."""
     mosquitto = MosquittoServer(workdir / "mosquitto")
-    redis_server = RedisServer(workdir / "redis")
+    redis_server = RedisServer(workdir / "redis", extra_config=redis_config)
     mosquitto.start()
     redis_server.start()
     config = workdir / "config"

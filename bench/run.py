@@ -4,7 +4,8 @@ In one run, on this machine: (1) the broker's own ceiling for the same fix paylo
 with C clients (`bench.broker`), (2) nabij's sustained end-to-end rate with zero loss checked by
 `seq` (`bench.pipeline` saturation) and its ratio to (1), the same with two shards
 (`bench.shards`: whichever number of processes does best counts), latency from the publish to
-the committed decision and to the notice at stepped rates (`bench.latency`), a backlog storm
+the committed decision and to the notice at stepped rates (`bench.latency`: `nabij run`, then as
+deployed, 1, 2 and 4 shards with a gateway, each a process), a backlog storm
 with presses (`bench.storm`) and memory per pair (`bench.memory`). `--tiny` runs every part at a
 toy size (the integration test does, so the harness cannot rot; its figures mean nothing).
 
@@ -37,6 +38,9 @@ class Sizes:
     step_s: float
     fleet_pairs: int
     probes: int
+    latency_shards: tuple[int, ...]
+    """The stepped latency again as deployed: N proximity shards and a gateway, each a process,
+    Redis fsyncing its AOF every second (compose.yaml)."""
     storm_devices: int
     backlog: int
     presses: int
@@ -46,12 +50,12 @@ class Sizes:
 
 FULL = Sizes(
     pairs=2000, fixes=100_000, publishers=2, rates=[1000, 2500, 5000, 7500], step_s=20,
-    fleet_pairs=5000, probes=200, storm_devices=1000, backlog=1000, presses=20,
-    memory_pairs=1000, memory_minutes=17,
+    fleet_pairs=5000, probes=200, latency_shards=(1, 2, 4), storm_devices=1000, backlog=1000,
+    presses=20, memory_pairs=1000, memory_minutes=17,
 )  # fmt: skip
 TINY = Sizes(
     pairs=20, fixes=400, publishers=1, rates=[100], step_s=4, fleet_pairs=50, probes=3,
-    storm_devices=4, backlog=20, presses=2, memory_pairs=5, memory_minutes=2,
+    latency_shards=(2,), storm_devices=4, backlog=20, presses=2, memory_pairs=5, memory_minutes=2,
 )  # fmt: skip
 
 
@@ -105,6 +109,19 @@ def harness(sizes: Sizes) -> dict[str, object]:
     print("== latency from the publish at stepped rates", flush=True)
     steps = latency.run(sizes.rates, sizes.step_s, sizes.fleet_pairs, 0.01, sizes.probes)
     print(latency.table(steps), flush=True)
+    sharded_steps = {}
+    for count in sizes.latency_shards:
+        print(
+            f"== the same as deployed (compose.yaml): {count} shard(s) and a gateway, each a"
+            " process; Redis's AOF fsync every second",
+            flush=True,
+        )
+        sharded_steps[count] = latency.run(
+            *(sizes.rates, sizes.step_s, sizes.fleet_pairs, 0.01, sizes.probes),
+            shards=count,
+            fsync="everysec",
+        )
+        print(latency.table(sharded_steps[count]), flush=True)
     print("== backlog storm with presses", flush=True)
     stormed = storm.run(sizes.storm_devices, sizes.backlog, sizes.presses, 1.0)
     print(f"  {stormed}", flush=True)
@@ -115,6 +132,7 @@ def harness(sizes: Sizes) -> dict[str, object]:
     return {
         **figures,
         "steps": steps,
+        "sharded_steps": sharded_steps,
         "storm": stormed,
         "core_bytes_per_pair": core,
         "redis": stored,

@@ -16,11 +16,12 @@ import argparse
 import multiprocessing
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bench.pipeline import (
+    KEY_PREFIX,
     NABIJ,
     PREFIX,
     cpu_s,
@@ -40,13 +41,20 @@ READY_TIMEOUT_S = 120
 
 @contextmanager
 def shard_processes(
-    count: int, pairs: int, workdir: Path
+    count: int,
+    orders: str,
+    workdir: Path,
+    *,
+    gateway: bool = False,
+    redis_config: Sequence[str] = (),
 ) -> Iterator[tuple[str, str, list[int], list[int]]]:
-    """`count` ready shard processes on a fresh broker and Redis: (MQTT URL, Redis URL, metrics
-    ports, process ids: the shards', then the broker's)."""
+    """`count` ready shard processes (and, with `gateway`, a `nabij gateway` of its own) on a
+    fresh broker and Redis: (MQTT URL, Redis URL, metrics ports, process ids: the shards', the
+    gateway's, then the broker's). `redis_config`: lines added to Redis's (`RedisServer`: AOF,
+    fsync always)."""
     with ExitStack() as servers:
         broker = MosquittoServer(workdir / "mosquitto")
-        store = RedisServer(workdir / "redis")
+        store = RedisServer(workdir / "redis", extra_config=redis_config)
         for server in (broker, store):
             server.start()
             servers.callback(server.stop)
@@ -54,36 +62,41 @@ def shard_processes(
         config.mkdir()
         (config / "nabij.toml").write_text(
             f'[mqtt]\nurl = "{broker.url}"\ntopic_prefix = "{PREFIX}"\n[redis]\n'
-            f'url = "{store.url}"\nkey_prefix = "bench"\n[log]\nlevel = "warning"\n'
+            f'url = "{store.url}"\nkey_prefix = "{KEY_PREFIX}"\n[log]\nlevel = "warning"\n'
         )
-        (config / "orders.toml").write_text(orders_toml(pairs))
-        ports = [free_port() for _ in range(count)]
+        (config / "orders.toml").write_text(orders)
+        # (log name, command line after `nabij`): the shards, then the gateway.
+        services = [
+            (f"shard-{k}", ["proximity", "--shard", f"{k}/{count}"]) for k in range(1, count + 1)
+        ]
+        services += [("gateway", ["gateway"])] if gateway else []
+        ports = [free_port() for _ in services]
         pids = []
-        for index, port in enumerate(ports, start=1):
-            args = ["proximity", "--config", str(config), "--metrics-port", str(port)]
+        for (log_name, command), port in zip(services, ports, strict=True):
             process = subprocess.Popen(
-                [*NABIJ, *args, "--shard", f"{index}/{count}"],
-                stderr=(workdir / f"shard-{index}.log").open("wb"),
+                [*NABIJ, *command, "--config", str(config), "--metrics-port", str(port)],
+                stderr=(workdir / f"{log_name}.log").open("wb"),
             )
             servers.callback(process.wait, timeout=30)
             servers.callback(process.terminate)
             pids.append(process.pid)
+        ready = [(port, command[0]) for (_, command), port in zip(services, ports, strict=True)]
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all(_ready(port) for port in ports) and time.monotonic() < deadline:
+        while not all(_ready(*each) for each in ready) and time.monotonic() < deadline:
             time.sleep(0.1)
         yield broker.url, store.url, ports, [*pids, broker.pid or 0]
 
 
-def _ready(port: int) -> bool:
+def _ready(port: int, service: str) -> bool:
     try:
-        return 'nabij_ready{service="proximity"} 1.0' in scrape_metrics(port)
+        return f'nabij_ready{{service="{service}"}} 1.0' in scrape_metrics(port)
     except OSError:
         return False
 
 
 def saturate(count: int, pairs: int, fixes: int, workdir: Path) -> dict[str, float]:
     messages = payloads(pairs, fixes)
-    with shard_processes(count, pairs, workdir) as (url, redis_url, ports, pids):
+    with shard_processes(count, orders_toml(pairs), workdir) as (url, redis_url, ports, pids):
         publisher = multiprocessing.Process(target=publish, args=(url, messages))
         cpu_before = [cpu_s(pid) for pid in pids]
         started = time.monotonic()

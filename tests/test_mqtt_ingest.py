@@ -286,3 +286,45 @@ def test_subscriptions_added_while_connected_are_heard_now_and_after_a_reconnect
         assert b"c1" not in payloads
     finally:
         broker.stop()
+
+
+@pytest.mark.integration
+def test_qos0_publishes_go_out_with_the_acks_on_the_live_connection(tmp_path: Path) -> None:
+    """What a service confirms to devices (`publish`) reaches them, in order, from the reader's
+    own connection, and the acknowledgements written with it hold: nothing is delivered again."""
+    broker = MosquittoServer(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        endpoint, ids, sink = MqttEndpoint.from_url(broker.url), itertools.count(1), Recorder()
+
+        def subscriber() -> Subscriber:
+            return Subscriber(
+                endpoint, "confirm-test", ["t/+/fix"], sink, keepalive_s=10, connection_ids=ids,
+                marker_topic="t/service/confirm-test/caught-up",
+            )  # fmt: skip
+
+        reader = subscriber()
+        reader.start()
+        wait_until(lambda: reader.caught_up, what="caught up")
+        device = MqttProbe(broker.url, "device")
+        device.connect()
+        device.subscribe("t/+/cmd")
+        for n in range(3):
+            device.publish(f"t/dev-{n}/fix", str(n).encode())
+        wait_until(lambda: len(sink.got) == 3, what="fixes read")
+        confirmations = [(f"t/dev-{n}/cmd", f"committed {n}".encode()) for n in range(3)]
+        reader.publish(
+            b"".join(packets.publish(packets.utf8(t), p, qos=0) for t, p in confirmations)
+        )
+        reader.ack(reader.connection, [(m.mid, m.qos) for _c, m, _u in sink.got])
+        got = [device.next_message() for _ in confirmations]
+        assert [(m.topic, m.payload) for m in got] == confirmations
+        reader.stop()
+        again = subscriber()
+        again.start()
+        wait_until(lambda: again.caught_up, what="caught up again")
+        again.stop()
+        device.disconnect()
+        assert [m.payload for _c, m, _u in sink.got] == [b"0", b"1", b"2"]
+    finally:
+        broker.stop()

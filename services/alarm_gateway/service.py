@@ -64,7 +64,7 @@ from services.alarm_gateway.core.alarms import (
 )
 from services.alarm_gateway.core.retention import plan_trim
 from services.alarm_gateway.evidence import decision_entries
-from services.shell import metrics
+from services.shell import heap, metrics
 from services.shell.commit import HEARTBEAT_INTERVAL_S, ServiceWrites, beat
 from services.shell.health import HealthServer
 from services.shell.lease import LeaseWaitAbortedError
@@ -312,6 +312,9 @@ class GatewayService:
             [record_decoder.decode(fields[b"alarm"]) for _id, fields in resolved] + open_records
         )
         self._update_gauges()
+        # What lives from here on (modules, orders, the book) is left out of every full
+        # collection: 30-50 ms each at 5,000 orders otherwise (tests/gateway/test_heap.py).
+        heap.settle()
 
     def _police_facts(self) -> dict[str, PoliceFacts]:
         raw = streams.hash_items(self._redis, self._keys.police_facts)

@@ -57,7 +57,7 @@ from services.proximity.evidence import BatchRecorder
 from services.proximity.intake import Intake, Received
 from services.proximity.layout import adopt_from_previous_layout, register
 from services.proximity.outbox import CommandOutbox
-from services.shell import heap, metrics
+from services.shell import heap, metrics, mqtt_packets
 from services.shell.commit import HEARTBEAT_INTERVAL_S, CommitAbortedError, ServiceWrites, beat
 from services.shell.health import HealthServer
 from services.shell.lease import LeaseWaitAbortedError
@@ -223,9 +223,6 @@ class ProximityService:
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
         self._outbox = CommandOutbox(self._mqtt, self._topics, self._shard_keys.command_outbox)
-        # Confirmations (QoS 0) on a connection of their own: on the command connection their
-        # message ids would mix with the commands' whose PUBACKs the outbox waits for.
-        self._confirmations = make_client(endpoint, f"{client_id}-ack", persistent_session=False)
         self._health = health
         if health is not None:
             health.add_check("mqtt_subscribed", self.subscribed)
@@ -289,9 +286,8 @@ class ProximityService:
                 return
             self._intake.open()
             endpoint = self._endpoint
-            for client in (self._mqtt, self._confirmations):
-                client.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
-                client.loop_start()
+            self._mqtt.connect_async(endpoint.host, endpoint.port, self._settings.mqtt.keepalive_s)
+            self._mqtt.loop_start()
             self._resend_outbox()  # QoS 1: paho sends them once connected
             log.info(
                 "proximity_started",
@@ -332,9 +328,8 @@ class ProximityService:
                 except CommitAbortedError:
                     log.warning("refusal_letters_lost", letters=len(refused))
             metrics.READY.labels(service=SERVICE).set(0)
-            for client in (self._mqtt, self._confirmations):
-                client.disconnect()
-                client.loop_stop()
+            self._mqtt.disconnect()
+            self._mqtt.loop_stop()
             self._lease.release()
             log.info("proximity_stopped", shard=str(self._shard))
 
@@ -482,12 +477,20 @@ class ProximityService:
 
     def _confirm_to_devices(self, counted: set[str]) -> None:
         """After the commit: each device heard may forget its messages up to what is committed
-        (QoS 0: a lost confirmation is replaced by the next, or the device re-sends)."""
+        (QoS 0: a lost confirmation is replaced by the next, or the device re-sends). A batch's
+        confirmations go out in one write on the bulk reader's connection, with the PUBACKs
+        pending then: a paho publish each cost ~19 us of this process's CPU (its thread's
+        included), half a fix's (`bench.commit_acks`, docs/benchmarks.md)."""
         if not (counted and self._settings.proximity.commit_acks):
             return
         acks = committed_acks(self._engine.device(d) for d in counted)
-        for device_id, ack in acks:
-            self._confirmations.publish(self._topics.device(device_id, "cmd"), encode(ack), qos=0)
+        device, topic = self._topics.device, mqtt_packets.utf8
+        self._bulk.publish(
+            b"".join(
+                mqtt_packets.publish(topic(device(device_id, "cmd")), encode(ack), qos=0)
+                for device_id, ack in acks
+            )
+        )
         metrics.COMMANDS_SENT.labels(type="Committed").inc(len(acks))
 
     def _acknowledge(self, batch: list[Received]) -> None:

@@ -129,6 +129,8 @@ class Subscriber:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()
+        self._outgoing: deque[bytes] = deque()
+        """QoS 0 PUBLISH packets to send on whichever connection is up (`publish`)."""
         # Subscriptions added while connected: still to send, and sent but not yet answered.
         self._filters_lock = threading.Lock()
         self._added: list[tuple[str, int]] = []
@@ -180,6 +182,15 @@ class Subscriber:
         connection is gone (the broker redelivers them on the next one)."""
         if received:
             self._pending.append((connection, received))
+            self._wake()
+
+    def publish(self, data: bytes) -> None:
+        """Send QoS 0 PUBLISH packets (`mqtt_packets.publish`, joined) on the live connection,
+        in one write with the acknowledgements pending then. Dropped when the connection goes
+        down first, as QoS 0 may be: what a service confirms this way, its next confirmation
+        says again (the proximity service's confirmations to devices)."""
+        if data:
+            self._outgoing.append(data)
             self._wake()
 
     def _wake(self) -> None:
@@ -234,6 +245,7 @@ class Subscriber:
         connection = next(self._ids)
         self.connection = connection
         self._pending.clear()  # acks of an earlier connection are void
+        self._outgoing.clear()  # and so are QoS 0 messages that found no connection
         token = os.urandom(8).hex().encode()
         with self._filters_lock:  # everything added so far goes in the first SUBSCRIBE
             self._added.clear()
@@ -352,6 +364,8 @@ class Subscriber:
             batch_connection, received = self._pending.popleft()
             if batch_connection == connection:
                 batches.append(packets.acks(received))
+        while self._outgoing:
+            batches.append(self._outgoing.popleft())
         if batches:
             link.send(b"".join(batches))
 

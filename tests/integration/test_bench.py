@@ -7,22 +7,35 @@ storm, where the press came among the backlog fixes.
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from bench import run, storm
 
 pytestmark = pytest.mark.integration
 
+Step = dict[str, dict[str, float]]
+"""A row of `bench.latency.run`: quantiles by path (decision, notice)."""
+
 
 def test_the_harness_runs_every_part_at_a_tiny_size() -> None:
     """`make bench`'s harness at toy sizes: the broker ceiling and nabij's rate are measured,
-    no device's committed seq is short of its last fix, every probe's decision and notice and
-    every press's notice were seen, and memory per pair is measured in the core and Redis."""
+    no device's committed seq is short of its last fix, every probe's notice (with one
+    process and with shards) and every press's notice were seen, and memory per pair is
+    measured in the core and Redis."""
     figures = run.harness(run.TINY)
     assert figures["broker_per_s"] > 0  # type: ignore[operator]  # a float
     assert figures["sustained"]["devices_short"] == 0  # type: ignore[index]  # a dict
-    (step,) = figures["steps"]  # type: ignore[misc]  # a list of one step
-    assert step["decision"]["n"] == step["notice"]["n"] == run.TINY.probes
+    # One step each: `nabij run`, then each number of shards with a gateway. A decision is read
+    # from the gateway's inbox, which the gateway empties as it applies it: one it deleted
+    # between two reads of the harness is not seen (bench.latency); its notice always is.
+    sharded = cast(dict[int, list[Step]], figures["sharded_steps"])
+    steps = cast(list[Step], figures["steps"]) + [s for n in sorted(sharded) for s in sharded[n]]
+    assert len(steps) == 1 + len(run.TINY.latency_shards)
+    for step in steps:
+        assert step["notice"]["n"] == run.TINY.probes
+        assert step["decision"]["n"] >= 1
     assert figures["storm"]["presses"] == run.TINY.presses  # type: ignore[index]  # a dict
     assert figures["core_bytes_per_pair"] > 0  # type: ignore[operator]  # a float
     assert figures["redis"]["redis_bytes_per_pair"] > 0  # type: ignore[index]  # a dict

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Generic, Literal, TypeVar
 
+from msgspec import Struct
+
 T = TypeVar("T")
 _UNBOUNDED: Final = float("inf")
 Verdict = Literal["admit", "refuse", "wait"]
@@ -38,6 +40,17 @@ class LaneLimits:
     """Messages a second a device may sustain once its burst allowance (`device_max`) is spent."""
 
 
+class Allowance(Struct, gc=False):
+    """One key's token bucket, changed in place (this runs for every message). It lives as long
+    as its device, so it is not tracked by the garbage collector: a list each (as before) put
+    ten thousand objects in every full collection's walk (services/shell/heap.py)."""
+
+    tokens: float
+    """Messages the key may still send at once."""
+    at_ms: int
+    """When `tokens` was worked out."""
+
+
 class FairLane(Generic[T]):
     """Per-key FIFO queues drained round-robin; counts messages and payload bytes."""
 
@@ -46,9 +59,7 @@ class FairLane(Generic[T]):
         self._queues: dict[str, deque[tuple[T, int]]] = {}
         self._ring: deque[str] = deque()
         """Keys with something queued, in the order of their next turn."""
-        self._allowance: dict[str, list[float]] = {}
-        """Per key: [messages it may still send at once, when that was worked out (ms)]; a list
-        changed in place, as this runs for every message."""
+        self._allowance: dict[str, Allowance] = {}
         self._full = float(limits.device_max)
         self._rate = limits.device_rate
         self.count = 0
@@ -92,16 +103,17 @@ class FairLane(Generic[T]):
         """Take one message from the key's allowance (a token bucket holding `device_max`)."""
         bucket = self._allowance.get(key)
         if bucket is None:
-            bucket = self._allowance[key] = [self._full, now_ms]
-        elif bucket[1] != now_ms:  # a read's messages share one time: refilled once a read
+            bucket = self._allowance[key] = Allowance(self._full, now_ms)
+        elif bucket.at_ms != now_ms:  # a read's messages share one time: refilled once a read
             # min(full, level) without its call: this runs for every message (a NaN is full).
-            level = bucket[0] + (now_ms - bucket[1]) * self._rate / 1000
-            bucket[0], bucket[1] = level if level < self._full else self._full, now_ms
+            level = bucket.tokens + (now_ms - bucket.at_ms) * self._rate / 1000
+            bucket.tokens = level if level < self._full else self._full
+            bucket.at_ms = now_ms
         elif self._rate == _UNBOUNDED:  # unbounded: no refill needed to stay full
             return True
-        if bucket[0] < 1:
+        if bucket.tokens < 1:
             return False
-        bucket[0] -= 1
+        bucket.tokens -= 1
         return True
 
     def push(self, key: str, item: T, size: int) -> None:
