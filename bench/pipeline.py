@@ -76,7 +76,9 @@ def payloads(
     pairs: int, fixes: int, start_ts: int = START_TS, apart_deg: float = APART_DEG
 ) -> list[tuple[str, bytes]]:
     """Fixes of both devices of every pair, far apart (the common case: nothing to alarm);
-    device k's n-th fix has seq n + 1, one second after the one before."""
+    device k's n-th fix has seq n (from 0, as a device counts after a boot, so nabij confirms
+    what it committed: from 1, the gap at 0 held every confirmation back and the load left
+    their cost out), one second after the one before."""
     topics = Topics(PREFIX)
     out = []
     for n in range(fixes):
@@ -84,7 +86,7 @@ def payloads(
         role = "ank" if round_ % 2 == 0 else "vic"
         device = f"{role}-{pair}"
         lat = 52.30 + (pair % 100) * 0.001 + (apart_deg if role == "vic" else 0.0)
-        fix = Fix(device, round_ // 2 + 1, start_ts + round_ * 1000, lat, 4.85, 8.0)
+        fix = Fix(device, round_ // 2, start_ts + round_ * 1000, lat, 4.85, 8.0)
         out.append((topics.device(device, "fix"), msgspec.json.encode(fix)))
     return out
 
