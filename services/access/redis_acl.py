@@ -117,6 +117,7 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
                 "R",
             ),
             Grant((*LEASE_COMMANDS, "exists"), (shards.lease,)),
+            Grant(("hset", "hgetall"), (shards.handover,)),
             orders,
             evidence("proximity"),
             orders_evidence,
