@@ -4,6 +4,7 @@ number of shards carries the state over."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from nabij.config import load_config
 from nabij.contract import QUEUE_NAMES, AlarmSignal, encode
 from nabij.keys import Shard
+from services.proximity.core.state import DeviceState, device_state_decoder, pair_state_decoder
 from simulators.check import run_checked
 from simulators.runner import load_scenario
 from tests.integration.conftest import StackFactory
@@ -22,6 +24,7 @@ from tests.integration.stack import (
     north_of,
     wait_until,
 )
+from tests.integration.test_live_orders import apply
 from tests.servers import MosquittoServer, RedisServer
 from tests.simulators.checked import SPEED, checked_stack
 
@@ -241,3 +244,147 @@ def test_the_state_of_a_version_before_shards_is_carried_to_two_shards(
         assert state is not None and state.last_seq == seq, device_id
     stack.wait_notices("police", lambda ns: any(n.kind == "aware_button" for n in ns), "press")
     _more_fixes_open_nothing_again(stack, devices)
+
+
+# A new order links vic-1 (shard 2's component, ank-1) to ank-5 (shard 1's): the joined
+# component is named ank-1, so shard 2 takes ank-5, vic-5 and ORD-B over from shard 1.
+JOINED = f"""{TWO_SHARDED_PAIRS}
+[[order]]
+id = "ORD-C"
+offender_device = "ank-5"
+victim_devices = ["vic-1"]
+alarm_m = 500
+"""
+
+
+class Traffic:
+    """Fixes from every device, a round each 50 ms of wall time (one second of nabij's clock),
+    offenders 50 m from their victims, on a thread of its own until `stop`."""
+
+    def __init__(self, stack: Stack, sims: dict[str, SimDevice]) -> None:
+        self._stack, self._sims = stack, sims
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        ts = 0
+        while not self._stop.wait(0.05):
+            ts = max(ts + 1000, self._stack.clock())
+            for device_id, sim in self._sims.items():
+                sim.fix(
+                    ts, VICTIM_HOME if device_id.startswith("vic") else north_of(VICTIM_HOME, 50)
+                )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _handover_mark(stack: Stack, shard: Shard) -> dict[str, int]:
+    raw = stack.redis.hgetall(stack.keys.proximity(shard).handover)
+    return {name.decode(): int(value) for name, value in raw.items()}
+
+
+def _state_on(stack: Stack, shard: Shard, device_id: str) -> DeviceState | None:
+    blob = stack.redis.get(stack.keys.proximity(shard).device_state(device_id))
+    return None if blob is None else device_state_decoder.decode(blob)
+
+
+def _handed_over_whole(stack: Stack, sims: dict[str, SimDevice]) -> None:
+    """After ank-5 and vic-5 moved to shard 2 under traffic: more fixes of every device are all
+    applied there, each seq once and none missing (the seen-window is full); ORD-B's alarm is
+    still the one alarm opened before (never cleared as order_ended, never opened again), the
+    new ORD-C opened once, and no notice was told twice."""
+    last = _send(stack, sims, 3, 50)
+    new = Shard(2, 2)
+    for device_id, seq in last.items():
+        wait_until(
+            lambda d=device_id, s=seq: (
+                (state := _state_on(stack, new, d)) is not None and state.last_seq == s
+            ),
+            what=f"{device_id} applied up to {seq} on shard 2",
+        )
+        state = _state_on(stack, new, device_id)
+        assert state is not None
+        window = min(state.last_seq - 1, 64)  # seqs count from 1
+        assert state.seen_below & ((1 << window) - 1) == (1 << window) - 1, device_id
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    probation = [n for n in stack.notices("probation") if n.kind == "proximity_alarm"]
+    opened = sorted(n.order_id for n in probation if n.event == "opened")
+    assert opened == ["ORD-A", "ORD-B", "ORD-C"], probation
+    assert not [n for n in probation if n.event == "cleared"], probation
+    pair = stack.redis.get(stack.keys.proximity(new).pair_state("ank-5", "ORD-B", "vic-5"))
+    assert pair is not None and pair_state_decoder.decode(pair).alarm.phase == "inside"
+    assert_no_duplicate(stack)
+
+
+def _two_shards_alarms_open(make_stack: StackFactory) -> tuple[Stack, dict[str, SimDevice]]:
+    """Both shards and the gateway; both alarms open (ORD-A on shard 2, ORD-B on shard 1)."""
+    stack = make_stack(orders_toml=TWO_SHARDED_PAIRS)
+    stack.start_in_process("gateway")
+    for index in (1, 2):
+        stack.start_process("proximity", Shard(index, 2))
+    sims = {d: stack.device(d) for d in ("ank-1", "vic-1", "ank-5", "vic-5")}
+    for device_id, seq in _send(stack, sims, 3, 50).items():
+        stack.wait_applied(device_id, seq)
+    stack.wait_notices(
+        "probation",
+        lambda ns: {n.order_id for n in ns if n.kind == "proximity_alarm"} == {"ORD-A", "ORD-B"},
+        "both alarms",
+    )
+    return stack, sims
+
+
+def test_a_live_order_joining_two_shards_components_hands_one_over_whole(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """Both shards run, fixes flow, ORD-B's alarm is open on shard 1; a live orders version
+    joins its component to shard 2's: shard 2 takes it over with its state."""
+    stack, sims = _two_shards_alarms_open(make_stack)
+    traffic = Traffic(stack, sims)
+    try:
+        apply(stack, tmp_path, JOINED, "judge-a", "a second victim for ank-5")
+        wait_until(
+            lambda: _handover_mark(stack, Shard(2, 2)).get("adopted") == 2,
+            what="shard 2 adopted version 2",
+            detail=stack.logs,
+        )
+    finally:
+        traffic.stop()
+    assert _handover_mark(stack, Shard(1, 2)).get("released") == 2
+    _handed_over_whole(stack, sims)
+    logs = stack.logs()
+    assert "handover_released" in logs and "handover_adopted" in logs
+
+
+def test_a_hand_over_survives_both_shards_killed_mid_way(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """The source (shard 1) is killed -9 before it hands over, the version is applied while it
+    is down, and the destination (shard 2), waiting for it after its own release, is killed
+    -9 too; both start again: shard 2 resumes its step, shard 1 steps on from its last version
+    (its session's backlog judged first), hands over, and nothing is lost or told twice."""
+    stack, sims = _two_shards_alarms_open(make_stack)
+    traffic = Traffic(stack, sims)
+    try:
+        stack.kill_process("proximity-1of2")
+        apply(stack, tmp_path, JOINED, "judge-a", "a second victim for ank-5")
+        wait_until(
+            lambda: _handover_mark(stack, Shard(2, 2)).get("released") == 2,
+            what="shard 2 subscribed and released",
+            detail=stack.logs,
+        )
+        assert _handover_mark(stack, Shard(2, 2)).get("adopted") == 1
+        stack.kill_process("proximity-2of2")
+        stack.start_process("proximity", Shard(2, 2))
+        stack.start_process("proximity", Shard(1, 2))
+        wait_until(
+            lambda: _handover_mark(stack, Shard(2, 2)).get("adopted") == 2,
+            what="shard 2 adopted version 2",
+            detail=stack.logs,
+        )
+    finally:
+        traffic.stop()
+    _handed_over_whole(stack, sims)
+    assert "handover_resumed" in stack.logs()
