@@ -291,21 +291,24 @@ def _state_on(stack: Stack, shard: Shard, device_id: str) -> DeviceState | None:
     return None if blob is None else device_state_decoder.decode(blob)
 
 
-def _handed_over_whole(stack: Stack, sims: dict[str, SimDevice]) -> None:
-    """After ank-5 and vic-5 moved to shard 2 under traffic: more fixes of every device are all
-    applied there, each seq once and none missing (the seen-window is full); ORD-B's alarm is
-    still the one alarm opened before (never cleared as order_ended, never opened again), the
-    new ORD-C opened once, and no notice was told twice."""
+def _handed_over_whole(
+    stack: Stack, sims: dict[str, SimDevice], shard_of_ank5: int, *, cleared: list[str]
+) -> None:
+    """After ank-5 and vic-5 moved (to shard `shard_of_ank5`) under traffic: more fixes of
+    every device are all applied where they are judged now, each seq once and none missing (the
+    seen-window is full); ORD-B's alarm is still the one alarm opened before (never cleared as
+    order_ended, never opened again), ORD-C opened once and only the `cleared` orders' alarms
+    cleared, and no notice was told twice."""
     last = _send(stack, sims, 3, 50)
-    new = Shard(2, 2)
     for device_id, seq in last.items():
+        shard = Shard(shard_of_ank5 if device_id.endswith("5") else 2, 2)
         wait_until(
-            lambda d=device_id, s=seq: (
-                (state := _state_on(stack, new, d)) is not None and state.last_seq == s
+            lambda d=device_id, s=seq, at=shard: (
+                (state := _state_on(stack, at, d)) is not None and state.last_seq == s
             ),
-            what=f"{device_id} applied up to {seq} on shard 2",
+            what=f"{device_id} applied up to {seq} on {shard}",
         )
-        state = _state_on(stack, new, device_id)
+        state = _state_on(stack, shard, device_id)
         assert state is not None
         window = min(state.last_seq - 1, 64)  # seqs count from 1
         assert state.seen_below & ((1 << window) - 1) == (1 << window) - 1, device_id
@@ -313,10 +316,21 @@ def _handed_over_whole(stack: Stack, sims: dict[str, SimDevice]) -> None:
     probation = [n for n in stack.notices("probation") if n.kind == "proximity_alarm"]
     opened = sorted(n.order_id for n in probation if n.event == "opened")
     assert opened == ["ORD-A", "ORD-B", "ORD-C"], probation
-    assert not [n for n in probation if n.event == "cleared"], probation
-    pair = stack.redis.get(stack.keys.proximity(new).pair_state("ank-5", "ORD-B", "vic-5"))
+    assert [(n.order_id, n.cause) for n in probation if n.event == "cleared"] == [
+        (order_id, "order_ended") for order_id in cleared
+    ]
+    at = stack.keys.proximity(Shard(shard_of_ank5, 2))
+    pair = stack.redis.get(at.pair_state("ank-5", "ORD-B", "vic-5"))
     assert pair is not None and pair_state_decoder.decode(pair).alarm.phase == "inside"
     assert_no_duplicate(stack)
+
+
+def _wait_adopted(stack: Stack, shard: Shard, version: int) -> None:
+    wait_until(
+        lambda: _handover_mark(stack, shard).get("adopted") == version,
+        what=f"{shard} adopted version {version}",
+        detail=stack.logs,
+    )
 
 
 def _two_shards_alarms_open(make_stack: StackFactory) -> tuple[Stack, dict[str, SimDevice]]:
@@ -336,26 +350,30 @@ def _two_shards_alarms_open(make_stack: StackFactory) -> tuple[Stack, dict[str, 
     return stack, sims
 
 
-def test_a_live_order_joining_two_shards_components_hands_one_over_whole(
+def test_live_orders_joining_and_splitting_two_shards_components_hand_them_over_whole(
     make_stack: StackFactory, tmp_path: Path
 ) -> None:
     """Both shards run, fixes flow, ORD-B's alarm is open on shard 1; a live orders version
-    joins its component to shard 2's: shard 2 takes it over with its state."""
+    joins its component to shard 2's: shard 2 takes it over with its state. The next version
+    ends the joining order: the component splits, and shard 1 takes ank-5 and ORD-B back."""
     stack, sims = _two_shards_alarms_open(make_stack)
     traffic = Traffic(stack, sims)
     try:
         apply(stack, tmp_path, JOINED, "judge-a", "a second victim for ank-5")
-        wait_until(
-            lambda: _handover_mark(stack, Shard(2, 2)).get("adopted") == 2,
-            what="shard 2 adopted version 2",
-            detail=stack.logs,
-        )
+        _wait_adopted(stack, Shard(2, 2), 2)
     finally:
         traffic.stop()
     assert _handover_mark(stack, Shard(1, 2)).get("released") == 2
-    _handed_over_whole(stack, sims)
+    _handed_over_whole(stack, sims, 2, cleared=[])
     logs = stack.logs()
     assert "handover_released" in logs and "handover_adopted" in logs
+    traffic = Traffic(stack, sims)
+    try:
+        apply(stack, tmp_path, TWO_SHARDED_PAIRS, "judge-a", "ORD-C quashed")
+        _wait_adopted(stack, Shard(1, 2), 3)
+    finally:
+        traffic.stop()
+    _handed_over_whole(stack, sims, 1, cleared=["ORD-C"])
 
 
 def test_a_hand_over_survives_both_shards_killed_mid_way(
@@ -379,12 +397,8 @@ def test_a_hand_over_survives_both_shards_killed_mid_way(
         stack.kill_process("proximity-2of2")
         stack.start_process("proximity", Shard(2, 2))
         stack.start_process("proximity", Shard(1, 2))
-        wait_until(
-            lambda: _handover_mark(stack, Shard(2, 2)).get("adopted") == 2,
-            what="shard 2 adopted version 2",
-            detail=stack.logs,
-        )
+        _wait_adopted(stack, Shard(2, 2), 2)
     finally:
         traffic.stop()
-    _handed_over_whole(stack, sims)
+    _handed_over_whole(stack, sims, 2, cleared=[])
     assert "handover_resumed" in stack.logs()
