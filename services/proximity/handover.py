@@ -11,10 +11,10 @@ this shard's successor after a crash) know where it is:
    (`Hold`), not judged, and not acknowledged.
 2. `released`: once every destination has subscribed, the shard reads its bulk connection up
    to a barrier (everything published before the destinations subscribed is then in its
-   intake), judges what it holds of the leaving devices, and commits, fenced, its engine of the
+   intake), unsubscribes the leaving devices and reads up to a second barrier (no more of
+   them come), judges what its lanes hold of them, and commits, fenced, its engine of the
    `interim` orders with the marker: the leaving devices' last state is in its keys and it
-   never judges them again (orders that moved are dropped without a clear). It then
-   unsubscribes them.
+   never judges them again (orders that moved are dropped without a clear).
 3. `adopted`: once every source has released, the shard reads the arriving devices' state and
    the moved orders' pair state from the sources' keys and their commands still in the
    sources' outboxes, and commits them into its own keys with its engine of the new orders and
@@ -113,8 +113,10 @@ def adoption(client: redis.Redis, keys: Keys, layout: int, plan: Handover) -> Ad
 @dataclass(slots=True)
 class Hold:
     """Between the intake and the engine while a step runs: messages of `arriving` devices wait
-    here unacknowledged until the adoption (`release`), at most `limit` of them; messages of
-    `left` devices, another shard's now, are acknowledged unjudged."""
+    here unacknowledged until the adoption (`release`); at most `limit` of them once this shard
+    has released (`may_stall`), not before: until then other shards wait for its lanes to
+    drain, so it must not stall (that lasts until the destinations have subscribed). Messages
+    of `left` devices, another shard's now, are acknowledged unjudged."""
 
     topics: Topics
     limit: int
@@ -122,6 +124,9 @@ class Hold:
     left: frozenset[str] = frozenset()
     held: list[Received] = field(default_factory=list)
     ready: list[Received] = field(default_factory=list)
+    may_stall: bool = False
+    """Set once this shard has released its side of the step: no other shard waits for its
+    intake any more, so a full hold may stall it until the adoption."""
     told_full: bool = False
 
     @property
@@ -130,7 +135,7 @@ class Hold:
 
     @property
     def full(self) -> bool:
-        return len(self.held) >= self.limit
+        return self.may_stall and len(self.held) >= self.limit
 
     def sort(
         self, batch: list[Received], acknowledge: Callable[[list[Received]], None]
@@ -155,7 +160,7 @@ class Hold:
     def release(self) -> None:
         """The arriving devices are judged here now: what was held goes first."""
         self.ready, self.held, self.arriving = self.ready + self.held, [], frozenset()
-        self.told_full = False
+        self.told_full = self.may_stall = False
 
 
 @dataclass(slots=True)
@@ -170,6 +175,9 @@ class Step:
     subscriptions: tuple[int, ...] = ()
     """The readers' `subscribe` numbers of the arriving devices (bulk, fast)."""
     barrier: int | None = None
+    """The bulk reader's barrier this shard waits for before its release (`passed`)."""
+    unsubscribed: bool = False
+    """The leaving devices are unsubscribed (after the first barrier, before the second)."""
     waiting_told: set[str] = field(default_factory=set)
 
     def tell_waiting(

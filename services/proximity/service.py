@@ -414,7 +414,8 @@ class ProximityService:
             self._step = step
             self._orders_version, self._orders = step.version, after.all_orders()
             self._ownership, self._judged = after, step.plan.interim
-            self._hold.arriving = plan.arriving
+            self._hold.arriving, self._hold.left = plan.arriving, plan.leaving
+            self._hold.may_stall = True
             self._let_go(plan.leaving)
             log.info("handover_resumed", orders_version=step.version, **handover.summary(plan))
         self._hear(self._ownership.devices())
@@ -425,7 +426,8 @@ class ProximityService:
         if hold.idle:
             return self._intake.drain(timeout_s, self._settings.proximity.batch_max)
         if hold.full:
-            # Bounded: the intake stalls (the broker keeps what comes) until the adoption.
+            # Bounded once this shard has released what it hands over (so no shard waits for
+            # it): the intake stalls, the broker keeps what comes, until the adoption.
             if not hold.told_full:
                 log.warning("handover_hold_full", held=len(hold.held))
                 hold.told_full = True
@@ -723,11 +725,7 @@ class ProximityService:
                 if late := self._behind(plan.outgoing, "subscribed", step.version):
                     step.tell_waiting(log, "subscribed", late)
                     return False
-                # Everything the broker queued for us before they subscribed is in the intake
-                # once the barrier is back; then it is judged before the release.
-                if step.barrier is None:
-                    step.barrier = self._bulk.barrier()
-                if not self._bulk.passed(step.barrier) or self._intake.queued(plan.leaving):
+                if not self._drained_of_leaving(step):
                     return False
             self._release(step)
         if plan.sources:
@@ -738,6 +736,22 @@ class ProximityService:
         self._step = None
         metrics.ORDERS_VERSION.labels(service=SERVICE).set(step.version)
         return True
+
+    def _drained_of_leaving(self, step: handover.Step) -> bool:
+        """Whether this shard has judged every message of its leaving devices that only it got:
+        a first barrier back means what the broker queued for it before the destinations
+        subscribed is in its intake; then it unsubscribes them, and a second barrier back
+        means no more of them come; once its lanes hold none of them, it may release."""
+        leaving = step.plan.leaving
+        if step.barrier is not None and not self._bulk.passed(step.barrier):
+            return False
+        if step.barrier is None or not step.unsubscribed:
+            if step.barrier is not None:
+                self._let_go(leaving)
+                step.unsubscribed = True
+            step.barrier = self._bulk.barrier()
+            return False
+        return not self._intake.queued(leaving)
 
     def _behind(self, shards: Iterable[int], stage: handover.Stage, version: int) -> list[str]:
         layout = [Shard(k, self._shard.count) for k in shards]
@@ -782,7 +796,7 @@ class ProximityService:
         done = handover.STAGES if not plan.sources else ("subscribed", "released")
         self._judge_orders(self._clock(), why, self._marker(step.version, *done))
         step.stage = "released"
-        self._let_go(plan.leaving)
+        self._hold.left, self._hold.may_stall = plan.leaving, True
         if plan.outgoing:
             log.info("handover_released", orders_version=step.version, **handover.summary(plan))
 
@@ -814,10 +828,9 @@ class ProximityService:
         )
 
     def _let_go(self, leaving: frozenset[str]) -> None:
-        """Devices another shard judges now: unsubscribed (the broker stops sending them here),
-        and what was read of them already is acknowledged unjudged (`Hold`)."""
+        """Unsubscribe from devices another shard takes over (the broker stops sending them
+        here; that shard's session has them)."""
         if leaving:
-            self._hold.left = leaving
             self._heard -= leaving
             self._bulk.unsubscribe(self._topics.subscriptions(leaving))
             self._fast.unsubscribe(self._topics.events(leaving))
