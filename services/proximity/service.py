@@ -359,7 +359,7 @@ class ProximityService:
             self._redis, self._keys, self._orders, self._clock(), self._orders_evidence()
         )
         mark = handover.marks(self._redis, self._keys, [self._shard])[self._shard.index]
-        self._resume(mark, current)
+        moved_on = self._resume(mark, current)
         metrics.ORDERS_VERSION.labels(service=SERVICE).set(self._orders_version)
         # The broker keeps our messages once a reader is subscribed, or at once when it kept the
         # session (a restart: its backlog then comes before the SUBACK, behind a closed intake).
@@ -385,28 +385,31 @@ class ProximityService:
                 log=log,
                 on_wait=waiting,
             )
-            if not mark:  # a first start: its keys hold the current version's state
-                self._committer.commit(self._marker(current.version, *handover.STAGES), stop)
+            if moved_on:  # a first start, or versions that moved nothing for it: passed
+                marker = self._marker(self._orders_version, *handover.STAGES)
+                self._committer.commit(marker, stop)
         except (LeaseWaitAbortedError, CommitAbortedError):
             return False
         self._engine = self._new_engine()
         self._restore()
         return True
 
-    def _resume(self, mark: dict[str, int], current: order_store.OrdersVersion) -> None:
-        """Where this shard's orders stand at start: at the version it last adopted, from which
-        it steps on live to the current one as a running shard would (other shards may wait for
-        it to hand devices over), or mid-step after its release; on a first start (no mark)
-        at the current version."""
+    def _resume(self, mark: dict[str, int], current: order_store.OrdersVersion) -> bool:
+        """Where this shard's orders stand at start: mid-step after its release if it stopped
+        there, else at the newest version it reaches from the one it last adopted without
+        skipping a step that moves devices to or from it (the other shards may wait for it to
+        hand them over: it steps on live from there, as a running shard would); on a first
+        start (no mark) at the current version. True if its marker must be written (it moved
+        on from what the marker says)."""
         adopted, released = mark.get("adopted", current.version), mark.get("released", 0)
-        start = current
-        if adopted < current.version:
+        start = self._reachable(adopted, current) if released <= adopted else None
+        if start is None:  # mid-step: the version it adopted last, and the step after it
             start = order_store.read_version(self._redis, self._keys, adopted) or current
         self._orders_version, self._orders = start.version, tuple(start.orders)
         self._ownership = Ownership(self._orders, self._shard)
         self._judged = self._ownership.orders()
         step_to = order_store.read_version(self._redis, self._keys, released)
-        if start is not current and released > adopted and step_to is not None:
+        if released > adopted and step_to is not None:
             after = Ownership(step_to.orders, self._shard)
             plan = handover_plan(self._ownership, after)
             step = handover.Step(step_to.version, plan, after)
@@ -420,6 +423,25 @@ class ProximityService:
             log.info("handover_resumed", orders_version=step.version, **handover.summary(plan))
         self._hear(self._ownership.devices())
         self._engine_orders = self._in_force(self._clock())
+        return start.version != mark.get("adopted") and self._step is None
+
+    def _reachable(
+        self, adopted: int, current: order_store.OrdersVersion
+    ) -> order_store.OrdersVersion:
+        """The newest version from `adopted` on up to `current` whose steps move nothing to or
+        from this shard (one process: always `current`)."""
+        version = order_store.read_version(self._redis, self._keys, adopted)
+        if version is None or adopted >= current.version:
+            return current
+        ownership = Ownership(version.orders, self._shard)
+        for number in range(adopted + 1, current.version + 1):
+            after = order_store.read_version(self._redis, self._keys, number)
+            if after is None:
+                return version
+            if handover_plan(ownership, Ownership(after.orders, self._shard)).moves:
+                return version
+            version, ownership = after, Ownership(after.orders, self._shard)
+        return version
 
     def _drain(self, timeout_s: float) -> list[Received]:
         hold = self._hold
