@@ -276,7 +276,10 @@ class Traffic:
                     ts, VICTIM_HOME if device_id.startswith("vic") else north_of(VICTIM_HOME, 50)
                 )
 
-    def stop(self) -> None:
+    def __enter__(self) -> Traffic:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
 
@@ -357,22 +360,16 @@ def test_live_orders_joining_and_splitting_two_shards_components_hand_them_over_
     joins its component to shard 2's: shard 2 takes it over with its state. The next version
     ends the joining order: the component splits, and shard 1 takes ank-5 and ORD-B back."""
     stack, sims = _two_shards_alarms_open(make_stack)
-    traffic = Traffic(stack, sims)
-    try:
+    with Traffic(stack, sims):
         apply(stack, tmp_path, JOINED, "judge-a", "a second victim for ank-5")
         _wait_adopted(stack, Shard(2, 2), 2)
-    finally:
-        traffic.stop()
     assert _handover_mark(stack, Shard(1, 2)).get("released") == 2
     _handed_over_whole(stack, sims, 2, cleared=[])
     logs = stack.logs()
     assert "handover_released" in logs and "handover_adopted" in logs
-    traffic = Traffic(stack, sims)
-    try:
+    with Traffic(stack, sims):
         apply(stack, tmp_path, TWO_SHARDED_PAIRS, "judge-a", "ORD-C quashed")
         _wait_adopted(stack, Shard(1, 2), 3)
-    finally:
-        traffic.stop()
     _handed_over_whole(stack, sims, 1, cleared=["ORD-C"])
 
 
@@ -384,8 +381,7 @@ def test_a_hand_over_survives_both_shards_killed_mid_way(
     -9 too; both start again: shard 2 resumes its step, shard 1 steps on from its last version
     (its session's backlog judged first), hands over, and nothing is lost or told twice."""
     stack, sims = _two_shards_alarms_open(make_stack)
-    traffic = Traffic(stack, sims)
-    try:
+    with Traffic(stack, sims):
         stack.kill_process("proximity-1of2")
         apply(stack, tmp_path, JOINED, "judge-a", "a second victim for ank-5")
         wait_until(
@@ -398,7 +394,5 @@ def test_a_hand_over_survives_both_shards_killed_mid_way(
         stack.start_process("proximity", Shard(2, 2))
         stack.start_process("proximity", Shard(1, 2))
         _wait_adopted(stack, Shard(2, 2), 2)
-    finally:
-        traffic.stop()
     _handed_over_whole(stack, sims, 2, cleared=[])
     assert "handover_resumed" in stack.logs()
