@@ -28,6 +28,7 @@ release) and carries on; a crashed source is waited for until it (its replacemen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
@@ -49,6 +50,8 @@ from services.proximity.layout import commands_for, state_names, stored_state
 
 Stage = Literal["subscribed", "released", "adopted"]
 STAGES: Final[tuple[Stage, ...]] = ("subscribed", "released", "adopted")
+PATIENCE_S: Final = 5.0
+"""Wall seconds a step waits for other shards before it says so (`handover_waiting`)."""
 
 
 def marks(client: redis.Redis, keys: Keys, shards: Iterable[Shard]) -> dict[int, dict[str, int]]:
@@ -178,13 +181,15 @@ class Step:
     """The bulk reader's barrier this shard waits for before its release (`passed`)."""
     unsubscribed: bool = False
     """The leaving devices are unsubscribed (after the first barrier, before the second)."""
+    started_s: float = field(default_factory=time.monotonic)
     waiting_told: set[str] = field(default_factory=set)
 
     def tell_waiting(
         self, log: structlog.typing.FilteringBoundLogger, stage: Stage, shards: list[str]
     ) -> None:
-        """Log once per stage that the step waits for other shards."""
-        if stage not in self.waiting_told:
+        """Log once per stage that the step waits for other shards, once it has waited longer
+        than a hand-over takes when they run (`PATIENCE_S`)."""
+        if stage not in self.waiting_told and time.monotonic() - self.started_s > PATIENCE_S:
             self.waiting_told.add(stage)
             log.warning("handover_waiting", orders_version=self.version, until=stage, shards=shards)
 

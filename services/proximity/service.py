@@ -74,6 +74,8 @@ TICK_INTERVAL_S = 1.0
 MIN_TICK_WALL_S = 0.01
 # How often the current orders version is read: a change applies within this (plus a batch).
 ORDERS_CHECK_S = 0.5
+# ... and while a step hands devices over (`handover.py`): each of its stages waits for a check.
+HANDOVER_CHECK_S = 0.05
 # Longest wall wait for MQTT messages before the loop looks at its timers again.
 DRAIN_WAIT_S = 0.2
 REDIS_START_TIMEOUT_S = 60.0
@@ -322,7 +324,8 @@ class ProximityService:
                     self._process(batch, tick=due, refused=refused)
                 if time.monotonic() >= next_orders_check:
                     self._follow_orders()
-                    next_orders_check = time.monotonic() + ORDERS_CHECK_S
+                    every = ORDERS_CHECK_S if self._step is None else HANDOVER_CHECK_S
+                    next_orders_check = time.monotonic() + every
                 if due:
                     next_tick = time.monotonic() + tick_wall_s
                     if self.subscribed() and time.monotonic() >= next_beat:
