@@ -36,6 +36,7 @@ from typing import Final, Literal, cast
 import redis
 import structlog
 
+from nabij import streams
 from nabij.contract import DeviceCommand, Topics, command_decoder
 from nabij.keys import Keys, Shard
 from services.proximity.core.shards import Handover, Ownership
@@ -77,6 +78,24 @@ def behind(
     """The `shards` that have not done `stage` for `version` yet."""
     found = marks(client, keys, shards)
     return sorted(str(s) for s in shards if found[s.index].get(stage, 0) < version)
+
+
+def unapplied(client: redis.Redis, keys: Keys, shards: Collection[Shard]) -> list[str]:
+    """The `shards` whose signal inbox still holds a signal the gateway has not applied (it
+    deletes what it applied, and notes the newest id per inbox). A shard adopting alarms waits
+    for their sources' (bounded, `PATIENCE_S`): the gateway reads the inboxes side by side, so
+    its first signal of a moved alarm could otherwise overtake the source's last one."""
+    inboxes = [keys.proximity(shard).gateway_inbox for shard in shards]
+    pipe = client.pipeline(transaction=False)
+    for inbox in inboxes:
+        pipe.xrevrange(inbox, count=1)
+    newest = cast(list[list[streams.StreamEntry]], pipe.execute())
+    applied = cast(list[bytes | None], client.hmget(keys.applied_signals, inboxes))
+    return [
+        str(shard)
+        for shard, last, done in zip(shards, newest, applied, strict=True)
+        if last and streams.entry_order(last[0][0]) > streams.entry_order(done or b"0-0")
+    ]
 
 
 @dataclass(slots=True)
@@ -184,12 +203,19 @@ class Step:
     started_s: float = field(default_factory=time.monotonic)
     waiting_told: set[str] = field(default_factory=set)
 
+    def patient(self) -> bool:
+        """Whether the step has waited less than a hand-over takes when the shards run."""
+        return time.monotonic() - self.started_s <= PATIENCE_S
+
     def tell_waiting(
-        self, log: structlog.typing.FilteringBoundLogger, stage: Stage, shards: list[str]
+        self,
+        log: structlog.typing.FilteringBoundLogger,
+        stage: Stage | Literal["gateway"],
+        shards: list[str],
     ) -> None:
         """Log once per stage that the step waits for other shards, once it has waited longer
         than a hand-over takes when they run (`PATIENCE_S`)."""
-        if stage not in self.waiting_told and time.monotonic() - self.started_s > PATIENCE_S:
+        if stage not in self.waiting_told and not self.patient():
             self.waiting_told.add(stage)
             log.warning("handover_waiting", orders_version=self.version, until=stage, shards=shards)
 

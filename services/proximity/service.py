@@ -757,6 +757,11 @@ class ProximityService:
             if late := self._behind(plan.sources, "released", step.version):
                 step.tell_waiting(log, "released", late)
                 return False
+            sources = [Shard(k, self._shard.count) for k in plan.sources]
+            if late := handover.unapplied(self._redis, self._keys, sources):
+                step.tell_waiting(log, "gateway", late)  # then adopts: bounded
+                if step.patient():
+                    return False
             self._adopt(step)
         self._step = None
         metrics.ORDERS_VERSION.labels(service=SERVICE).set(step.version)
