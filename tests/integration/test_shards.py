@@ -373,13 +373,14 @@ def test_live_orders_joining_and_splitting_two_shards_components_hand_them_over_
     _handed_over_whole(stack, sims, 1, cleared=["ORD-C"])
 
 
-def test_a_hand_over_survives_both_shards_killed_mid_way(
-    make_stack: StackFactory, tmp_path: Path
+def test_a_hand_over_survives_both_shards_killed_and_redis_restarted_mid_way(
+    make_stack: StackFactory, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """The source (shard 1) is killed -9 before it hands over, the version is applied while it
     is down, and the destination (shard 2), waiting for it after its own release, is killed
-    -9 too; both start again: shard 2 resumes its step, shard 1 steps on from its last version
-    (its session's backlog judged first), hands over, and nothing is lost or told twice."""
+    -9 too; Redis (AOF on) restarts; both shards start again: shard 2 resumes its step, shard 1
+    steps on from its last version (its session's backlog judged first), hands over, and
+    nothing is lost or told twice."""
     stack, sims = _two_shards_alarms_open(make_stack)
     with Traffic(stack, sims):
         stack.kill_process("proximity-1of2")
@@ -391,6 +392,7 @@ def test_a_hand_over_survives_both_shards_killed_mid_way(
         )
         assert _handover_mark(stack, Shard(2, 2)).get("adopted") == 1
         stack.kill_process("proximity-2of2")
+        redis_server.restart()
         stack.start_process("proximity", Shard(2, 2))
         stack.start_process("proximity", Shard(1, 2))
         _wait_adopted(stack, Shard(2, 2), 2)
