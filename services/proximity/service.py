@@ -20,7 +20,7 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, cast
 
 import paho.mqtt.client as paho
@@ -50,6 +50,7 @@ from services.proximity.core.lanes import LaneLimits
 from services.proximity.core.platform import platform_state_decoder
 from services.proximity.core.shards import Ownership, handover_plan, platform_settings
 from services.proximity.core.state import (
+    DeviceState,
     device_state_decoder,
     pair_state_decoder,
     state_encoder,
@@ -702,10 +703,12 @@ class ProximityService:
         why: Mapping[str, ClearCause | None] | None = None,
         marker: Callable[[Pipeline], None] | None = None,
         effects: Effects | None = None,
+        arriving: Sequence[DeviceState] = (),
     ) -> None:
         """Move the engine to the judged orders in force now (`ProximityEngine.successor`:
         unchanged pairs keep their state, new and changed ones are judged at once), and commit
-        it with the step's `marker` (then always)."""
+        it with the step's `marker` (then always). `arriving`: adopted states of devices the
+        engine before did not know, loaded into the new one (judged from their next message)."""
         in_force = self._in_force(now)
         if in_force == self._engine_orders and marker is None:
             return
@@ -716,6 +719,7 @@ class ProximityService:
             if o not in in_force
         }
         self._engine = self._engine.successor(in_force, now, effects, outside | dict(why or {}))
+        self._engine.load(arriving, ())
         self._engine_orders = in_force
         heap.settle()
         self._commit(effects, [], self._evidence_of([], effects), marker)
@@ -840,13 +844,16 @@ class ProximityService:
         before = tuple(
             o for orders in plan.adopted.values() for o in orders if o.validity(now) == "in_force"
         )
-        self._engine = self._engine.successor(self._engine_orders + before, now, Effects())
-        self._engine.load(taken.devices, taken.pairs)
+        mid = self._engine = self._engine.successor(self._engine_orders + before, now, Effects())
+        mid.load(taken.devices, taken.pairs)
         self._judged = plan.final
         effects = Effects(commands=taken.commands)
         effects.changed_devices.update(d.device_id for d in taken.devices)
         effects.changed_pairs.update(p.key for p in taken.pairs)
-        self._judge_orders(now, marker=self._marker(step.version, "adopted"), effects=effects)
+        # Arriving devices in none of the moved orders (theirs ended): into the new engine.
+        late = [d for d in taken.devices if not mid.is_known(d.device_id)]
+        marker = self._marker(step.version, "adopted")
+        self._judge_orders(now, marker=marker, effects=effects, arriving=late)
         self._hold.release()
         log.info(
             "handover_adopted",

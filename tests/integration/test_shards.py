@@ -256,6 +256,21 @@ victim_devices = ["vic-1"]
 alarm_m = 500
 """
 
+# ORD-B ends and ORD-C gives ank-5 a victim of shard 2's component: ank-5 moves alone.
+REPLACED = """
+[[order]]
+id = "ORD-A"
+offender_device = "ank-1"
+victim_devices = ["vic-1"]
+alarm_m = 500
+
+[[order]]
+id = "ORD-C"
+offender_device = "ank-5"
+victim_devices = ["vic-1"]
+alarm_m = 500
+"""
+
 
 class Traffic:
     """Fixes from every device, a round each 50 ms of wall time (one second of nabij's clock),
@@ -294,6 +309,13 @@ def _state_on(stack: Stack, shard: Shard, device_id: str) -> DeviceState | None:
     return None if blob is None else device_state_decoder.decode(blob)
 
 
+def _every_seq_seen(state: DeviceState | None) -> bool:
+    """Every seq the device sent so far was applied (its seen-window is full; seqs from 1)."""
+    assert state is not None
+    window = (1 << min(state.last_seq - 1, 64)) - 1
+    return state.seen_below & window == window
+
+
 def _handed_over_whole(
     stack: Stack, sims: dict[str, SimDevice], shard_of_ank5: int, *, cleared: list[str]
 ) -> None:
@@ -311,10 +333,7 @@ def _handed_over_whole(
             ),
             what=f"{device_id} applied up to {seq} on {shard}",
         )
-        state = _state_on(stack, shard, device_id)
-        assert state is not None
-        window = min(state.last_seq - 1, 64)  # seqs count from 1
-        assert state.seen_below & ((1 << window) - 1) == (1 << window) - 1, device_id
+        assert _every_seq_seen(_state_on(stack, shard, device_id)), device_id
     wait_until(stack.inbox_settled, what="gateway applied every signal")
     probation = [n for n in stack.notices("probation") if n.kind == "proximity_alarm"]
     opened = sorted(n.order_id for n in probation if n.event == "opened")
@@ -398,3 +417,36 @@ def test_a_hand_over_survives_both_shards_killed_and_redis_restarted_mid_way(
         _wait_adopted(stack, Shard(2, 2), 2)
     _handed_over_whole(stack, sims, 2, cleared=[])
     assert "handover_resumed" in stack.logs()
+
+
+def test_a_device_whose_order_ended_keeps_its_state_when_a_new_order_moves_it(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """One version ends ORD-B and gives ank-5 a new victim, vic-1 (shard 2's): ank-5 moves to
+    shard 2 without an order of its own coming along. ORD-B is cleared once, as order_ended
+    (it did end); ank-5's state (its seq) carries over to shard 2, and the new order opens."""
+    stack, sims = _two_shards_alarms_open(make_stack)
+    with Traffic(stack, sims):
+        apply(stack, tmp_path, REPLACED, "judge-a", "ORD-B replaced by ORD-C")
+        _wait_adopted(stack, Shard(2, 2), 2)
+    del sims["vic-5"]  # in no order now
+    last = _send(stack, sims, 3, 50)
+    for device_id, seq in last.items():
+        wait_until(
+            lambda d=device_id, s=seq: (
+                (state := _state_on(stack, Shard(2, 2), d)) is not None and state.last_seq == s
+            ),
+            what=f"{device_id} applied up to {seq} on shard 2",
+        )
+    assert _every_seq_seen(_state_on(stack, Shard(2, 2), "ank-5"))  # here or on shard 1
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    probation = [n for n in stack.notices("probation") if n.kind == "proximity_alarm"]
+    assert sorted(n.order_id for n in probation if n.event == "opened") == [
+        "ORD-A",
+        "ORD-B",
+        "ORD-C",
+    ]
+    assert [(n.order_id, n.cause) for n in probation if n.event == "cleared"] == [
+        ("ORD-B", "order_ended")
+    ]
+    assert_no_duplicate(stack)
