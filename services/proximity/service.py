@@ -831,6 +831,8 @@ class ProximityService:
         self._judge_orders(self._clock(), why, self._marker(step.version, *done))
         step.stage = "released"
         self._hold.left, self._hold.may_stall = plan.leaving, True
+        if self._shard.count > 1:  # devices in no order any more reach no shard
+            self._let_go(frozenset(self._heard - step.ownership.devices()))
         if plan.outgoing:
             log.info("handover_released", orders_version=step.version, **handover.summary(plan))
 
@@ -866,7 +868,7 @@ class ProximityService:
 
     def _let_go(self, leaving: frozenset[str]) -> None:
         """Unsubscribe from devices another shard takes over (the broker stops sending them
-        here; that shard's session has them)."""
+        here; that shard's session has them), or that left every order."""
         if leaving:
             self._heard -= leaving
             self._bulk.unsubscribe(self._topics.subscriptions(leaving))
