@@ -246,30 +246,24 @@ def test_the_state_of_a_version_before_shards_is_carried_to_two_shards(
     _more_fixes_open_nothing_again(stack, devices)
 
 
+def orders_toml(*orders: tuple[str, str, str]) -> str:
+    """`[[order]]` tables of (id, offender device, victim device), alarm at 500 m."""
+    return "".join(
+        f'\n[[order]]\nid = "{order_id}"\noffender_device = "{offender}"\n'
+        f'victim_devices = ["{victim}"]\nalarm_m = 500\n'
+        for order_id, offender, victim in orders
+    )
+
+
 # A new order links vic-1 (shard 2's component, ank-1) to ank-5 (shard 1's): the joined
 # component is named ank-1, so shard 2 takes ank-5, vic-5 and ORD-B over from shard 1.
-JOINED = f"""{TWO_SHARDED_PAIRS}
-[[order]]
-id = "ORD-C"
-offender_device = "ank-5"
-victim_devices = ["vic-1"]
-alarm_m = 500
-"""
-
+JOINED = TWO_SHARDED_PAIRS + orders_toml(("ORD-C", "ank-5", "vic-1"))
+# ank-1's component gains aa-0 and ank-5's aa-1: named after them, they swap shards.
+SWAPPED = TWO_SHARDED_PAIRS + orders_toml(("ORD-X", "ank-1", "aa-0"), ("ORD-Y", "ank-5", "aa-1"))
 # ORD-B ends and ORD-C gives ank-5 a victim of shard 2's component: ank-5 moves alone.
-REPLACED = """
-[[order]]
-id = "ORD-A"
-offender_device = "ank-1"
-victim_devices = ["vic-1"]
-alarm_m = 500
-
-[[order]]
-id = "ORD-C"
-offender_device = "ank-5"
-victim_devices = ["vic-1"]
-alarm_m = 500
-"""
+REPLACED = orders_toml(("ORD-A", "ank-1", "vic-1"), ("ORD-C", "ank-5", "vic-1"))
+AS_BEFORE = {"ank-1": 2, "vic-1": 2, "ank-5": 1, "vic-5": 1}
+ALL_ON_2 = dict.fromkeys(AS_BEFORE, 2)
 
 
 class Traffic:
@@ -317,16 +311,21 @@ def _every_seq_seen(state: DeviceState | None) -> bool:
 
 
 def _handed_over_whole(
-    stack: Stack, sims: dict[str, SimDevice], shard_of_ank5: int, *, cleared: list[str]
+    stack: Stack,
+    sims: dict[str, SimDevice],
+    where: dict[str, int],
+    *,
+    opened: list[str],
+    cleared: tuple[str, ...] = (),
 ) -> None:
-    """After ank-5 and vic-5 moved (to shard `shard_of_ank5`) under traffic: more fixes of
-    every device are all applied where they are judged now, each seq once and none missing (the
-    seen-window is full); ORD-B's alarm is still the one alarm opened before (never cleared as
-    order_ended, never opened again), ORD-C opened once and only the `cleared` orders' alarms
-    cleared, and no notice was told twice."""
+    """After a hand-over under traffic: more fixes of every device are all applied on the shard
+    `where` says judges it now, each seq once and none missing (the seen-window is full); ORD-A
+    and ORD-B are still the alarms opened before (never cleared as order_ended, never opened
+    again, still inside), the `opened` orders' alarms opened once, only the `cleared` ones
+    cleared (as order_ended), and no notice was told twice."""
     last = _send(stack, sims, 3, 50)
     for device_id, seq in last.items():
-        shard = Shard(shard_of_ank5 if device_id.endswith("5") else 2, 2)
+        shard = Shard(where[device_id], 2)
         wait_until(
             lambda d=device_id, s=seq, at=shard: (
                 (state := _state_on(stack, at, d)) is not None and state.last_seq == s
@@ -336,14 +335,14 @@ def _handed_over_whole(
         assert _every_seq_seen(_state_on(stack, shard, device_id)), device_id
     wait_until(stack.inbox_settled, what="gateway applied every signal")
     probation = [n for n in stack.notices("probation") if n.kind == "proximity_alarm"]
-    opened = sorted(n.order_id for n in probation if n.event == "opened")
-    assert opened == ["ORD-A", "ORD-B", "ORD-C"], probation
+    assert sorted(n.order_id for n in probation if n.event == "opened") == opened, probation
     assert [(n.order_id, n.cause) for n in probation if n.event == "cleared"] == [
         (order_id, "order_ended") for order_id in cleared
     ]
-    at = stack.keys.proximity(Shard(shard_of_ank5, 2))
-    pair = stack.redis.get(at.pair_state("ank-5", "ORD-B", "vic-5"))
-    assert pair is not None and pair_state_decoder.decode(pair).alarm.phase == "inside"
+    for order_id, offender, victim in (("ORD-A", "ank-1", "vic-1"), ("ORD-B", "ank-5", "vic-5")):
+        at = stack.keys.proximity(Shard(where[offender], 2))
+        pair = stack.redis.get(at.pair_state(offender, order_id, victim))
+        assert pair is not None and pair_state_decoder.decode(pair).alarm.phase == "inside"
     assert_no_duplicate(stack)
 
 
@@ -383,13 +382,15 @@ def test_live_orders_joining_and_splitting_two_shards_components_hand_them_over_
         apply(stack, tmp_path, JOINED, "judge-a", "a second victim for ank-5")
         _wait_adopted(stack, Shard(2, 2), 2)
     assert _handover_mark(stack, Shard(1, 2)).get("released") == 2
-    _handed_over_whole(stack, sims, 2, cleared=[])
+    _handed_over_whole(stack, sims, ALL_ON_2, opened=["ORD-A", "ORD-B", "ORD-C"])
     logs = stack.logs()
     assert "handover_released" in logs and "handover_adopted" in logs
     with Traffic(stack, sims):
         apply(stack, tmp_path, TWO_SHARDED_PAIRS, "judge-a", "ORD-C quashed")
         _wait_adopted(stack, Shard(1, 2), 3)
-    _handed_over_whole(stack, sims, 1, cleared=["ORD-C"])
+    _handed_over_whole(
+        stack, sims, AS_BEFORE, opened=["ORD-A", "ORD-B", "ORD-C"], cleared=["ORD-C"]
+    )
 
 
 def test_a_hand_over_survives_both_shards_killed_and_redis_restarted_mid_way(
@@ -415,7 +416,7 @@ def test_a_hand_over_survives_both_shards_killed_and_redis_restarted_mid_way(
         stack.start_process("proximity", Shard(2, 2))
         stack.start_process("proximity", Shard(1, 2))
         _wait_adopted(stack, Shard(2, 2), 2)
-    _handed_over_whole(stack, sims, 2, cleared=[])
+    _handed_over_whole(stack, sims, ALL_ON_2, opened=["ORD-A", "ORD-B", "ORD-C"])
     assert "handover_resumed" in stack.logs()
 
 
@@ -450,3 +451,19 @@ def test_a_device_whose_order_ended_keeps_its_state_when_a_new_order_moves_it(
         ("ORD-B", "order_ended")
     ]
     assert_no_duplicate(stack)
+
+
+def test_two_components_swapping_shards_in_one_version_hand_over_both_ways(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """A version gives each shard's component to the other (each gains a device that names it
+    and hashes to the other shard): both shards hand over and take over in the same step, each
+    releasing before it adopts, so neither waits for the other for ever; both open alarms carry
+    over."""
+    stack, sims = _two_shards_alarms_open(make_stack)
+    with Traffic(stack, sims):
+        apply(stack, tmp_path, SWAPPED, "judge-a", "a victim each")
+        for index in (1, 2):
+            _wait_adopted(stack, Shard(index, 2), 2)
+    swapped = {d: 3 - shard for d, shard in AS_BEFORE.items()}
+    _handed_over_whole(stack, sims, swapped, opened=["ORD-A", "ORD-B"])
