@@ -90,6 +90,14 @@ class ShardKeys:
         start: a newer layout's shards adopt state from the newest older one."""
         return f"{self.tag}:since"
 
+    @property
+    def handover(self) -> str:
+        """Hash of where this shard is in the steps from one orders version to the next
+        (`subscribed`, `released`, `adopted`: each the version it did that for): the other
+        shards read it to hand devices over to it, or take them over from it
+        (services/proximity/handover.py)."""
+        return f"{self.tag}:handover"
+
 
 @dataclass(frozen=True, slots=True)
 class UnshardedKeys:

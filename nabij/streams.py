@@ -82,6 +82,12 @@ def latest(client: redis.Redis, stream: str, count: int) -> list[StreamEntry]:
     return entries[::-1]
 
 
+def entry_order(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id `ms-seq` as a pair that orders like the stream."""
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
 def entries(client: redis.Redis, stream: str) -> list[StreamEntry]:
     """Every entry of a (short) stream, oldest first."""
     return cast(list[StreamEntry], client.xrange(stream))

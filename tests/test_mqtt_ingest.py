@@ -124,6 +124,51 @@ def test_a_persistent_session_gets_its_backlog_before_the_marker_and_unacked_mes
         broker.stop()
 
 
+@pytest.mark.integration
+def test_added_subscriptions_are_confirmed_a_barrier_follows_the_backlog_and_unsubscribed_go(
+    tmp_path: Path,
+) -> None:
+    """What a shard handing devices over relies on: `subscribe` is confirmed once the broker
+    has it; a barrier is back only after everything published before it was delivered; after
+    `unsubscribe` the broker sends nothing more of those topics."""
+    broker = MosquittoServer(tmp_path / "mosquitto")
+    broker.start()
+    sink = Recorder()
+    reader = Subscriber(
+        MqttEndpoint.from_url(broker.url),
+        "handover-test",
+        ["t/a/fix"],
+        sink,
+        keepalive_s=10,
+        connection_ids=itertools.count(1),
+        marker_topic="t/service/handover-test/caught-up",
+    )
+    device = MqttProbe(broker.url, "device")
+    try:
+        reader.start()
+        wait_until(lambda: reader.caught_up, what="caught up")
+        asked = reader.subscribe(["t/b/fix"])
+        wait_until(lambda: reader.confirmed(asked), what="subscription confirmed")
+        device.connect()
+        for n in range(200):
+            device.publish(f"t/{'ab'[n % 2]}/fix", str(n).encode())
+        barrier = reader.barrier()
+        wait_until(lambda: reader.passed(barrier), what="barrier back")
+        with sink.lock:
+            assert [int(m.payload) for _c, m, _u in sink.got] == list(range(200))
+        reader.unsubscribe(["t/b/fix"])
+        after = reader.barrier()
+        wait_until(lambda: reader.passed(after), what="second barrier back")
+        device.publish("t/b/fix", b"gone")
+        device.publish("t/a/fix", b"kept")
+        wait_until(lambda: sink.got[-1][1].payload == b"kept", what="the kept topic's message")
+        assert b"gone" not in [m.payload for _c, m, _u in sink.got]
+    finally:
+        device.disconnect()
+        reader.stop()
+        broker.stop()
+
+
 def _refusals(client_id: str, reason: str) -> float:
     value = REGISTRY.get_sample_value(
         "nabij_mqtt_refused_total", {"client": client_id, "reason": reason}

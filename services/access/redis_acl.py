@@ -117,6 +117,10 @@ def grants(prefix: str) -> dict[RedisRole, list[Grant]]:
                 "R",
             ),
             Grant((*LEASE_COMMANDS, "exists"), (shards.lease,)),
+            Grant(("hset", "hgetall"), (shards.handover,)),
+            # A hand-over waits for the gateway to apply the source's signals (handover.py).
+            Grant(("xrevrange",), (shards.gateway_inbox,), "R"),
+            Grant(("hmget",), (keys.applied_signals,), "R"),
             orders,
             evidence("proximity"),
             orders_evidence,

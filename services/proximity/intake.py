@@ -229,6 +229,12 @@ class Intake:
             metrics.INGEST_QUEUED.labels(service=SERVICE, lane=name).set(depth)
         return batch
 
+    def queued(self, device_ids: frozenset[str]) -> bool:
+        """Whether a lane still holds a message of one of `device_ids` (a shard handing them
+        over to another waits until it has judged them: docs/architecture.md)."""
+        with self._changed:
+            return any(lane.depth(d) for lane in self._lanes.values() for d in device_ids)
+
     def letters(self, now_ms: int, *, final: bool = False) -> list[tuple[Received, Rejection]]:
         """Dead letters of the refusal bursts that ended (all of them if `final`)."""
         with self._changed:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 import redis
@@ -80,7 +80,7 @@ def adopt_from_previous_layout(
         outboxes, platform = [keys.unsharded.command_outbox], keys.unsharded.platform_state
     else:
         states, devices, outboxes, platform = [], [], [], ""
-    commands = _owned_commands(client, outboxes, ownership)
+    commands = commands_for(client, outboxes, ownership.owns_device)
     # The platform watch runs on shard 1 (`platform_judge`): its outage count goes on there.
     platform_state = client.get(platform) if platform and platform_judge(shard) else None
 
@@ -164,25 +164,39 @@ def _owned_state(
     wanted: dict[int, list[tuple[str, str | None]]] = {}
     for order in ownership.orders():
         old = ownership.shard_of_in(order.offender_device, count)
-        devices = (order.offender_device, *order.victim_devices)
-        names: list[tuple[str, str | None]] = [(ShardKeys("").device_state(d), d) for d in devices]
-        names += [
-            (ShardKeys("").pair_state(order.offender_device, order.id, v), None)
-            for v in order.victim_devices
-        ]
-        wanted.setdefault(old, []).extend(names)
+        ends = (order.offender_device, *order.victim_devices)
+        wanted.setdefault(old, []).extend(state_names(ends, [order]))
     states: list[tuple[str, bytes]] = []
     devices_found: set[str] = set()
     for index, names in wanted.items():
-        tag = keys.proximity(Shard(index, count)).tag
-        unique = list(dict.fromkeys(names))
-        blobs = streams.values(client, [tag + suffix for suffix, _device in unique])
-        for (suffix, device), blob in zip(unique, blobs, strict=True):
-            if blob is not None:
-                states.append((suffix, blob))
-                if device is not None:
-                    devices_found.add(device)
+        found, held = stored_state(client, keys.proximity(Shard(index, count)).tag, names)
+        states += found
+        devices_found |= held
     return states, sorted(devices_found)
+
+
+def state_names(devices: Iterable[str], orders: Iterable[Order]) -> list[tuple[str, str | None]]:
+    """The keys (suffix after a shard's tag) of these devices' and these orders' pairs' state,
+    each with its device (None for a pair)."""
+    names: list[tuple[str, str | None]] = [(ShardKeys("").device_state(d), d) for d in devices]
+    names += [
+        (ShardKeys("").pair_state(order.offender_device, order.id, victim), None)
+        for order in orders
+        for victim in order.victim_devices
+    ]
+    return names
+
+
+def stored_state(
+    client: redis.Redis, tag: str, names: list[tuple[str, str | None]]
+) -> tuple[list[tuple[str, bytes]], set[str]]:
+    """What a shard (its `tag`) holds of `names` (`state_names`), in one MGET: (suffix, value)
+    pairs, and the devices whose state it holds."""
+    unique = list(dict.fromkeys(names))
+    blobs = streams.values(client, [tag + suffix for suffix, _device in unique])
+    found = [(name, blob) for name, blob in zip(unique, blobs, strict=True) if blob is not None]
+    states = [(suffix, blob) for (suffix, _device), blob in found]
+    return states, {device for (_suffix, device), _blob in found if device is not None}
 
 
 def _unsharded_state(
@@ -210,14 +224,14 @@ def _unsharded_state(
     return states, sorted({device for (_o, _s, device), _b in found if device is not None})
 
 
-def _owned_commands(
-    client: redis.Redis, outboxes: list[str], ownership: Ownership
+def commands_for(
+    client: redis.Redis, outboxes: list[str], wanted: Callable[[str], bool]
 ) -> list[dict[FieldT, EncodableT]]:
-    """Commands still in the previous layout's `outboxes` for this shard's devices, oldest first
-    per outbox (a repeated command is harmless, a lost `warn` is not)."""
+    """Commands still in `outboxes` for the `wanted` devices, oldest first per outbox (a
+    repeated command is harmless, a lost `warn` is not)."""
     commands: list[dict[FieldT, EncodableT]] = []
     for outbox in outboxes:
         for _id, fields in streams.entries(client, outbox):
-            if ownership.owns_device(fields[b"device"].decode()):
+            if wanted(fields[b"device"].decode()):
                 commands.append({name: value for name, value in fields.items()})
     return commands

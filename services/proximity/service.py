@@ -20,7 +20,7 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, cast
 
 import paho.mqtt.client as paho
@@ -35,6 +35,7 @@ from nabij.evidence.chain import Entry
 from nabij.evidence.store import SharedLog, WriterLog, signer_from
 from nabij.keys import Keys, Shard
 from nabij.orders import InForce, Order
+from services.proximity import handover
 from services.proximity.core.acks import committed_acks
 from services.proximity.core.batch import BatchResult, run_isolating
 from services.proximity.core.census import (
@@ -47,8 +48,9 @@ from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import Rejection
 from services.proximity.core.lanes import LaneLimits
 from services.proximity.core.platform import platform_state_decoder
-from services.proximity.core.shards import Ownership, platform_settings
+from services.proximity.core.shards import Ownership, handover_plan, platform_settings
 from services.proximity.core.state import (
+    DeviceState,
     device_state_decoder,
     pair_state_decoder,
     state_encoder,
@@ -73,6 +75,8 @@ TICK_INTERVAL_S = 1.0
 MIN_TICK_WALL_S = 0.01
 # How often the current orders version is read: a change applies within this (plus a batch).
 ORDERS_CHECK_S = 0.5
+# ... and while a step hands devices over (`handover.py`): each of its stages waits for a check.
+HANDOVER_CHECK_S = 0.05
 # Longest wall wait for MQTT messages before the loop looks at its timers again.
 DRAIN_WAIT_S = 0.2
 REDIS_START_TIMEOUT_S = 60.0
@@ -130,6 +134,10 @@ def shard_client_id(client_id: str, shard: Shard) -> str:
 
 
 class ProximityService:
+    _step: handover.Step | None = None
+    """The orders step under way (`handover.py`), if any."""
+    _in_force_held: InForce | None = None
+
     def __init__(
         self,
         config: Config,
@@ -149,7 +157,8 @@ class ProximityService:
         self._orders_version = 0
         self._orders = config.orders
         self._ownership = Ownership(self._orders, self._shard)
-        self._in_force_held: InForce | None = None
+        # The orders this shard judges: its own, or a step's interim ones (`handover.py`).
+        self._judged = self._ownership.orders()
         self._engine_orders = self._in_force(clock())
         self._engine = self._new_engine()
         ingest = self._settings.proximity
@@ -196,11 +205,12 @@ class ProximityService:
         # is the one earlier versions used, with whatever the broker queued for it.
         client_id = self._client_id = shard_client_id(mqtt.client_id, self._shard)
         # One process hears every device (and reports the unknown ones); a shard only its own.
-        self._heard = None if self._shard.count == 1 else self._ownership.devices()
+        self._heard = self._ownership.devices()
+        heard = None if self._shard.count == 1 else self._heard
         self._bulk = Subscriber(
             endpoint,
             client_id,
-            self._topics.subscriptions(self._heard),
+            self._topics.subscriptions(heard),
             self._intake.bulk,
             keepalive_s=mqtt.keepalive_s,
             connection_ids=connection_ids,
@@ -210,13 +220,16 @@ class ProximityService:
         self._fast = Subscriber(
             endpoint,
             fast_id,
-            self._topics.events(self._heard),
+            self._topics.events(heard),
             self._intake.fast,
             keepalive_s=mqtt.keepalive_s,
             connection_ids=connection_ids,
             marker_topic=self._marker_topic(fast_id),
         )
-        self._readers = (self._bulk, self._fast)
+        self._readers, self._hold = (
+            (self._bulk, self._fast),
+            handover.Hold(self._topics, ingest.lane_max),
+        )
         # Commands go out on a publish-only connection: paho keeps QoS 1 publishes and sends
         # them again after a reconnect.
         self._mqtt = make_client(endpoint, f"{client_id}-cmd", persistent_session=True)
@@ -308,7 +321,8 @@ class ProximityService:
                     self._process(batch, tick=due, refused=refused)
                 if time.monotonic() >= next_orders_check:
                     self._follow_orders()
-                    next_orders_check = time.monotonic() + ORDERS_CHECK_S
+                    every = ORDERS_CHECK_S if self._step is None else HANDOVER_CHECK_S
+                    next_orders_check = time.monotonic() + every
                 if due:
                     next_tick = time.monotonic() + tick_wall_s
                     if self.subscribed() and time.monotonic() >= next_beat:
@@ -343,10 +357,9 @@ class ProximityService:
         current = order_store.bootstrap(
             self._redis, self._keys, self._orders, self._clock(), self._orders_evidence()
         )
-        self._orders_version, self._orders = current.version, tuple(current.orders)
-        self._own(Ownership(self._orders, self._shard))
-        self._engine_orders = self._in_force(self._clock())
-        metrics.ORDERS_VERSION.labels(service=SERVICE).set(current.version)
+        mark = handover.marks(self._redis, self._keys, [self._shard])[self._shard.index]
+        moved_on = self._resume(mark, current)
+        metrics.ORDERS_VERSION.labels(service=SERVICE).set(self._orders_version)
         # The broker keeps our messages once a reader is subscribed, or at once when it kept the
         # session (a restart: its backlog then comes before the SUBACK, behind a closed intake).
         while not all(r.subscribed or r.session_present for r in self._readers):
@@ -371,14 +384,78 @@ class ProximityService:
                 log=log,
                 on_wait=waiting,
             )
-        except LeaseWaitAbortedError:
+            if moved_on:  # a first start, or versions that moved nothing for it: passed
+                marker = self._marker(self._orders_version, *handover.STAGES)
+                self._committer.commit(marker, stop)
+        except (LeaseWaitAbortedError, CommitAbortedError):
             return False
         self._engine = self._new_engine()
         self._restore()
         return True
 
+    def _resume(self, mark: dict[str, int], current: order_store.OrdersVersion) -> bool:
+        """Where this shard's orders stand at start: mid-step after its release if it stopped
+        there, else at the newest version it reaches from the one it last adopted without
+        skipping a step that moves devices to or from it (the other shards may wait for it to
+        hand them over: it steps on live from there, as a running shard would); on a first
+        start (no mark) at the current version. True if its marker must be written (it moved
+        on from what the marker says)."""
+        adopted, released = mark.get("adopted", current.version), mark.get("released", 0)
+        start = self._reachable(adopted, current) if released <= adopted else None
+        if start is None:  # mid-step: the version it adopted last, and the step after it
+            start = order_store.read_version(self._redis, self._keys, adopted) or current
+        self._orders_version, self._orders = start.version, tuple(start.orders)
+        self._ownership = Ownership(self._orders, self._shard)
+        self._judged = self._ownership.orders()
+        step_to = order_store.read_version(self._redis, self._keys, released)
+        if released > adopted and step_to is not None:
+            after = Ownership(step_to.orders, self._shard)
+            plan = handover_plan(self._ownership, after)
+            step = handover.Step(step_to.version, plan, after)
+            step.stage = "released"
+            self._step = step
+            self._orders_version, self._orders = step.version, after.all_orders()
+            self._ownership, self._judged = after, step.plan.interim
+            self._hold.arriving, self._hold.left = plan.arriving, plan.leaving
+            self._hold.may_stall = True
+            self._let_go(plan.leaving)
+            log.info("handover_resumed", orders_version=step.version, **handover.summary(plan))
+        self._hear(self._ownership.devices())
+        self._engine_orders = self._in_force(self._clock())
+        return start.version != mark.get("adopted") and self._step is None
+
+    def _reachable(
+        self, adopted: int, current: order_store.OrdersVersion
+    ) -> order_store.OrdersVersion:
+        """The newest version from `adopted` on up to `current` whose steps move nothing to or
+        from this shard (one process: always `current`)."""
+        version = order_store.read_version(self._redis, self._keys, adopted)
+        if version is None or adopted >= current.version:
+            return current
+        ownership = Ownership(version.orders, self._shard)
+        for number in range(adopted + 1, current.version + 1):
+            after = order_store.read_version(self._redis, self._keys, number)
+            if after is None:
+                return version
+            if handover_plan(ownership, Ownership(after.orders, self._shard)).moves:
+                return version
+            version, ownership = after, Ownership(after.orders, self._shard)
+        return version
+
     def _drain(self, timeout_s: float) -> list[Received]:
-        return self._intake.drain(timeout_s, self._settings.proximity.batch_max)
+        hold = self._hold
+        if hold.idle:
+            return self._intake.drain(timeout_s, self._settings.proximity.batch_max)
+        if hold.full:
+            # Bounded once this shard has released what it hands over (so no shard waits for
+            # it): the intake stalls, the broker keeps what comes, until the adoption.
+            if not hold.told_full:
+                log.warning("handover_hold_full", held=len(hold.held))
+                hold.told_full = True
+            self._stop.wait(timeout_s)
+            return hold.sort([], self._acknowledge)
+        batch = self._intake.drain(timeout_s, self._settings.proximity.batch_max)
+        return hold.sort(batch, self._acknowledge)
 
     def _process(
         self,
@@ -423,12 +500,15 @@ class ProximityService:
         effects: Effects,
         rejected: list[tuple[Received, Rejection]],
         evidence: list[Entry] | None = None,
+        marker: Callable[[Pipeline], None] | None = None,
     ) -> None:
         """State, signals, commands and their evidence first, in one transaction that is retried
         until it lands (through a full Redis too); dead letters after it, best-effort, so junk
-        can never keep a signal out of Redis."""
+        can never keep a signal out of Redis. `marker`: written in the same transaction (an
+        orders step's, `handover.py`)."""
         committed = bool(
-            effects.changed_devices
+            marker
+            or effects.changed_devices
             or effects.changed_pairs
             or effects.signals
             or effects.commands
@@ -438,7 +518,7 @@ class ProximityService:
         if committed:
             now = self._clock()
             self._committer.commit(
-                lambda pipe: self._write(pipe, effects, evidence or [], now), self._stop
+                lambda pipe: self._write(pipe, effects, evidence or [], now, marker), self._stop
             )
             self._outbox.committed()
             if self._evidence is not None:
@@ -448,7 +528,14 @@ class ProximityService:
         if not (committed or letters):
             self._committer.recheck_memory()
 
-    def _write(self, pipe: Pipeline, effects: Effects, evidence: list[Entry], now: int) -> None:
+    def _write(
+        self,
+        pipe: Pipeline,
+        effects: Effects,
+        evidence: list[Entry],
+        now: int,
+        marker: Callable[[Pipeline], None] | None = None,
+    ) -> None:
         keys = self._shard_keys
         if self._evidence is not None:
             self._evidence.write(pipe, evidence, now)
@@ -471,6 +558,8 @@ class ProximityService:
         for signal in effects.signals:
             pipe.xadd(keys.gateway_inbox, {"input": encode(signal)})
         self._outbox.queue(pipe, effects.commands)
+        if marker is not None:
+            marker(pipe)
 
     def _publish_commands(self, effects: Effects) -> None:
         self._outbox.publish(effects.commands)
@@ -581,8 +670,9 @@ class ProximityService:
         self._outbox.resend(self._redis)
 
     def _is_known(self, device_id: str) -> bool:
-        """Asked of the engine of the current orders (a swapped-out device becomes unknown)."""
-        return self._engine.is_known(device_id)
+        """Asked of the engine of the current orders (a swapped-out device becomes unknown);
+        a device this shard is taking over is known: its messages are held for it."""
+        return self._engine.is_known(device_id) or device_id in self._hold.arriving
 
     def _is_elsewhere(self, device_id: str) -> bool:
         """Another shard judges it (or reports it unknown): acknowledged and left alone here."""
@@ -598,28 +688,44 @@ class ProximityService:
         )
 
     def _follow_orders(self) -> None:
-        """Between batches: read a new orders version if there is one (one GET when there is
-        not), and move the engine to the orders in force now (`ProximityEngine.successor`:
-        unchanged pairs keep their state, new and changed ones are judged at once)."""
+        """Between batches: step to the next orders version if there is one (one GET when there
+        is not; a step that moves devices between shards takes several checks, see
+        `handover.py`), and move the engine to the orders in force now."""
         now = self._clock()
         try:
-            self._read_orders_version()
+            while self._step_orders():
+                now = self._clock()
         except redis.RedisError as err:
             # Redis away: the orders in hand still hold (and still expire); retried next check.
             log.warning("orders_check_failed", error=str(err))
+        self._judge_orders(now)
+
+    def _judge_orders(
+        self,
+        now: int,
+        why: Mapping[str, ClearCause | None] | None = None,
+        marker: Callable[[Pipeline], None] | None = None,
+        effects: Effects | None = None,
+        arriving: Sequence[DeviceState] = (),
+    ) -> None:
+        """Move the engine to the judged orders in force now (`ProximityEngine.successor`:
+        unchanged pairs keep their state, new and changed ones are judged at once), and commit
+        it with the step's `marker` (then always). `arriving`: adopted states of devices the
+        engine before did not know, loaded into the new one (judged from their next message)."""
         in_force = self._in_force(now)
-        if in_force == self._engine_orders:
+        if in_force == self._engine_orders and marker is None:
             return
-        effects = Effects()
-        outside: dict[str, ClearCause] = {
+        effects = effects or Effects()
+        outside: dict[str, ClearCause | None] = {
             o.id: "order_not_started" if o.validity(now) == "not_started" else "order_ended"
-            for o in self._ownership.orders()
+            for o in self._judged
             if o not in in_force
         }
-        self._engine = self._engine.successor(in_force, now, effects, outside)
+        self._engine = self._engine.successor(in_force, now, effects, outside | dict(why or {}))
+        self._engine.load(arriving, ())
         self._engine_orders = in_force
         heap.settle()
-        self._commit(effects, [], self._evidence_of([], effects))
+        self._commit(effects, [], self._evidence_of([], effects), marker)
         self._publish_commands(effects)
         log.info(
             "orders_in_force",
@@ -629,45 +735,172 @@ class ProximityService:
             signals=len(effects.signals),
         )
 
-    def _read_orders_version(self) -> None:
+    def _step_orders(self) -> bool:
+        """Take the next orders version, or the current step as far as it goes now (see
+        `handover.py`); True when a step ended (look for the next one)."""
+        hold = self._hold
+        if hold.left and not self._intake.queued(hold.left):
+            hold.left = frozenset()  # what was read of them is acknowledged: no more come
+        step = self._step or self._next_step()
+        if step is None:
+            return False
+        plan = step.plan
+        if step.stage is None:
+            asked = zip(self._readers, step.subscriptions, strict=True)
+            if not all(reader.confirmed(n) for reader, n in asked):
+                return False
+            if plan.arriving:
+                self._committer.commit(self._marker(step.version, "subscribed"), self._stop)
+            step.stage = "subscribed"
+        if step.stage == "subscribed":
+            if plan.outgoing:
+                if late := self._behind(plan.outgoing, "subscribed", step.version):
+                    step.tell_waiting(log, "subscribed", late)
+                    return False
+                if not self._drained_of_leaving(step):
+                    return False
+            self._release(step)
+        if plan.sources:
+            if late := self._behind(plan.sources, "released", step.version):
+                step.tell_waiting(log, "released", late)
+                return False
+            sources = [Shard(k, self._shard.count) for k in plan.sources]
+            if late := handover.unapplied(self._redis, self._keys, sources):
+                step.tell_waiting(log, "gateway", late)  # then adopts: bounded
+                if step.patient():
+                    return False
+            self._adopt(step)
+        self._step = None
+        metrics.ORDERS_VERSION.labels(service=SERVICE).set(step.version)
+        return True
+
+    def _drained_of_leaving(self, step: handover.Step) -> bool:
+        """Whether this shard has judged every message of its leaving devices that only it got:
+        a first barrier back means what the broker queued for it before the destinations
+        subscribed is in its intake; then it unsubscribes them, and a second barrier back
+        means no more of them come; once its lanes hold none of them, it may release."""
+        leaving = step.plan.leaving
+        if step.barrier is not None and not self._bulk.passed(step.barrier):
+            return False
+        if step.barrier is None or not step.unsubscribed:
+            if step.barrier is not None:
+                self._let_go(leaving)
+                step.unsubscribed = True
+            step.barrier = self._bulk.barrier()
+            return False
+        return not self._intake.queued(leaving)
+
+    def _behind(self, shards: Iterable[int], stage: handover.Stage, version: int) -> list[str]:
+        layout = [Shard(k, self._shard.count) for k in shards]
+        return handover.behind(self._redis, self._keys, layout, stage=stage, version=version)
+
+    def _next_step(self) -> handover.Step | None:
+        """The step to the version after this shard's, if there is one: its side of it worked
+        out, and the devices it takes over subscribed to (and held from now on)."""
         raw = self._redis.get(self._keys.orders_version)
-        if raw is None or int(raw) == self._orders_version:
-            return
-        latest = order_store.read_version(self._redis, self._keys, int(raw))
+        if raw is None or int(raw) <= self._orders_version:
+            return None
+        latest = order_store.read_version(self._redis, self._keys, self._orders_version + 1)
         if latest is None:
-            return
-        changes = order_store.changes(self._orders, latest.orders)
+            return None
         log.info(
             "orders_version_read",
             orders_version=latest.version,
             by=latest.by,
             reason=latest.reason,
-            changes=[f"{c.kind} {c.order_id}" for c in changes],
+            changes=[
+                f"{c.kind} {c.order_id}" for c in order_store.changes(self._orders, latest.orders)
+            ],
         )
-        self._orders_version, self._orders = latest.version, tuple(latest.orders)
-        self._own(Ownership(self._orders, self._shard))
-        metrics.ORDERS_VERSION.labels(service=SERVICE).set(latest.version)
+        after = Ownership(latest.orders, self._shard)
+        plan = handover_plan(self._ownership, after)
+        step = self._step = handover.Step(latest.version, plan, after)
+        step.subscriptions = self._hear(after.devices())
+        self._hold.arriving = step.plan.arriving
+        if step.plan.moves:
+            log.info("handover_started", orders_version=step.version, **handover.summary(step.plan))
+        return step
 
-    def _own(self, ownership: Ownership) -> None:
-        """Judge what `ownership` gives this shard; subscribe to the devices new to it (the
-        broker keeps their messages from the SUBACK on). A device another shard took over stays
-        subscribed here: its messages are acknowledged unread, as another shard's."""
-        self._ownership = ownership
-        if self._heard is None:
-            return
-        new = ownership.devices() - self._heard
+    def _release(self, step: handover.Step) -> None:
+        """Judge the step's interim orders from now on and commit that with the marker: the
+        leaving devices' last state is in this shard's keys, and another shard's from now."""
+        plan = step.plan
+        self._orders_version, self._orders = step.version, step.ownership.all_orders()
+        self._ownership, self._judged = step.ownership, plan.interim
+        why: dict[str, ClearCause | None] = {order_id: None for order_id in plan.moved}
+        why |= {order_id: "order_changed" for order_id in plan.replaced}
+        # Nothing to take over: the step is done with its release.
+        done = handover.STAGES if not plan.sources else ("subscribed", "released")
+        self._judge_orders(self._clock(), why, self._marker(step.version, *done))
+        step.stage = "released"
+        self._hold.left, self._hold.may_stall = plan.leaving, True
+        if self._shard.count > 1:  # devices in no order any more reach no shard
+            self._let_go(frozenset(self._heard - step.ownership.devices()))
+        if plan.outgoing:
+            log.info("handover_released", orders_version=step.version, **handover.summary(plan))
+
+    def _adopt(self, step: handover.Step) -> None:
+        """Take the arriving devices' and the moved orders' state over from the sources, judge
+        the new orders with it, and commit it all with the marker; then judge what was held."""
+        plan, now = step.plan, self._clock()
+        taken = handover.adoption(self._redis, self._keys, self._shard.count, plan)
+        # The orders taken over as their sources judged them, with their state: the step's
+        # change of them (and the new orders between them) is judged from there.
+        before = tuple(
+            o for orders in plan.adopted.values() for o in orders if o.validity(now) == "in_force"
+        )
+        mid = self._engine = self._engine.successor(self._engine_orders + before, now, Effects())
+        mid.load(taken.devices, taken.pairs)
+        self._judged = plan.final
+        effects = Effects(commands=taken.commands)
+        effects.changed_devices.update(d.device_id for d in taken.devices)
+        effects.changed_pairs.update(p.key for p in taken.pairs)
+        # Arriving devices in none of the moved orders (theirs ended): into the new engine.
+        late = [d for d in taken.devices if not mid.is_known(d.device_id)]
+        marker = self._marker(step.version, "adopted")
+        self._judge_orders(now, marker=marker, effects=effects, arriving=late)
+        self._hold.release()
+        log.info(
+            "handover_adopted",
+            orders_version=step.version,
+            devices=len(taken.devices),
+            pairs=len(taken.pairs),
+            commands=len(taken.commands),
+            **handover.summary(plan),
+        )
+
+    def _let_go(self, leaving: frozenset[str]) -> None:
+        """Unsubscribe from devices another shard takes over (the broker stops sending them
+        here; that shard's session has them), or that left every order."""
+        if leaving:
+            self._heard -= leaving
+            self._bulk.unsubscribe(self._topics.subscriptions(leaving))
+            self._fast.unsubscribe(self._topics.events(leaving))
+
+    def _marker(self, version: int, *stages: handover.Stage) -> Callable[[Pipeline], None]:
+        def write(pipe: Pipeline) -> None:
+            pipe.hset(self._shard_keys.handover, mapping=dict.fromkeys(stages, version))
+
+        return write
+
+    def _hear(self, devices: set[str]) -> tuple[int, ...]:
+        """Subscribe to the devices this shard did not hear yet (the broker keeps their
+        messages from the SUBACK on); the readers' `subscribe` numbers (`confirmed`)."""
+        new = devices - self._heard if self._shard.count > 1 else set()
         if new:
             self._heard |= new
-            self._bulk.subscribe(self._topics.subscriptions(new))
-            self._fast.subscribe(self._topics.events(new))
             log.info("devices_subscribed", devices=len(new))
+        return (
+            self._bulk.subscribe(self._topics.subscriptions(new) if new else []),
+            self._fast.subscribe(self._topics.events(new) if new else []),
+        )
 
     def _in_force(self, now_ms: int) -> tuple[Order, ...]:
         """This shard's orders that hold now (`starts_at`/`ends_at`); the others raise no alarm,
         their devices are unknown to the engine (refused, dead-lettered) and the gauge counts
         them. Worked out again only for other orders, when one starts or ends, or when the
         clock stepped back (`InForce`)."""
-        owned = self._ownership.orders()
+        owned = self._judged
         held = self._in_force_held
         if held is not None and held.holds(owned, now_ms):
             return held.in_force
@@ -691,7 +924,7 @@ class ProximityService:
         device_blobs = streams.values(self._redis, [keys.device_state(d) for d in device_ids])
         pair_keys = [
             keys.pair_state(order.offender_device, order.id, victim)
-            for order in self._ownership.orders()
+            for order in self._judged
             for victim in order.victim_devices
         ]
         pair_blobs = streams.values(self._redis, pair_keys)

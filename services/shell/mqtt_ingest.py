@@ -10,13 +10,16 @@ what decides the order of processing is the sink, not the TCP stream.
 
 One thread per connection owns the socket (reads, writes, keepalive, reconnect with backoff).
 Other threads only queue acknowledgements (`ack`) and wake it. It speaks what ingest needs:
-CONNECT (clean session off), SUBSCRIBE, PUBLISH in at QoS 0/1/2, PUBACK/PUBREC out when the
-caller says, PINGREQ, DISCONNECT, and one QoS 1 PUBLISH out: the catch-up marker.
+CONNECT (clean session off), SUBSCRIBE, UNSUBSCRIBE, PUBLISH in at QoS 0/1/2, PUBACK/PUBREC
+out when the caller says, PINGREQ, DISCONNECT, and QoS 1 PUBLISH out of its markers.
 
 Catch-up marker: after subscribing, the subscriber publishes a token to a topic of its own that it
 also subscribes to. The broker queues it behind everything it held for this session, so when the
 token comes back, the backlog of the time away has been read: from then on the traffic is live.
-(`caught_up`; without the marker topic, or if the broker's ACL drops it, it stays False.)
+(`caught_up`; without the marker topic, or if the broker's ACL drops it, it stays False.) The
+same token on demand is a barrier (`barrier`, `passed`): once it is back, every message the
+broker queued for this session before it was published has been handed to the sink (a shard
+handing devices over waits for that: docs/architecture.md, "Live hand-over").
 
 Refusals are loud (logged as errors, counted in `nabij_mqtt_refused_total`, readiness false): a
 CONNACK that refuses the credentials, a SUBACK failure, and a marker that has not come back within
@@ -134,7 +137,14 @@ class Subscriber:
         # Subscriptions added while connected: still to send, and sent but not yet answered.
         self._filters_lock = threading.Lock()
         self._added: list[tuple[str, int]] = []
-        self._unanswered: dict[int, list[tuple[str, int]]] = {}
+        self._removed: list[str] = []
+        # Packet id -> (filters, the `subscribe` call the SUBACK confirms up to).
+        self._unanswered: dict[int, tuple[list[tuple[str, int]], int]] = {}
+        self._asked = self._confirmed = 0
+        # Barriers: asked (by number), still to send (token, number), and passed up to.
+        self._barriers_asked = self._barriers_passed = 0
+        self._barriers_unsent: list[tuple[bytes, int]] = []
+        self._barriers_sent: dict[bytes, int] = {}
         self._next_id = _FIRST_ADDED_ID
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -168,14 +178,48 @@ class Subscriber:
         self._wake_r.close()
         self._wake_w.close()
 
-    def subscribe(self, topics: Sequence[str]) -> None:
+    def subscribe(self, topics: Sequence[str]) -> int:
         """Add subscriptions: sent on the live connection now and with every later one. A
-        refusal is as loud as one at connect (`MqttRefusedError`: logged, counted, reconnect)."""
-        if topics:
-            with self._filters_lock:
+        refusal is as loud as one at connect (`MqttRefusedError`: logged, counted, reconnect).
+        Returns the number `confirmed` takes: the broker has them from its SUBACK on."""
+        with self._filters_lock:
+            if topics:
+                self._asked += 1
                 self._filters.extend((topic, 1) for topic in topics)
                 self._added.extend((topic, 1) for topic in topics)
+            asked = self._asked
+        self._wake()
+        return asked
+
+    def confirmed(self, asked: int) -> bool:
+        """The broker acknowledged the subscriptions of `subscribe` call `asked` (SUBACK)."""
+        return self._confirmed >= asked
+
+    def unsubscribe(self, topics: Sequence[str]) -> None:
+        """Drop subscriptions: UNSUBSCRIBE on the live connection (or the next one: the
+        persistent session keeps them until then), and never subscribed again."""
+        if topics:
+            gone = set(topics)
+            with self._filters_lock:
+                self._filters = [f for f in self._filters if f[0] not in gone]
+                self._added = [f for f in self._added if f[0] not in gone]
+                self._removed.extend(topics)
             self._wake()
+
+    def barrier(self) -> int:
+        """Publish a fresh token to the marker topic; `passed` tells when it is back (needs the
+        marker topic). Returns its number."""
+        with self._filters_lock:
+            self._barriers_asked += 1
+            self._barriers_unsent.append((os.urandom(8).hex().encode(), self._barriers_asked))
+            asked = self._barriers_asked
+        self._wake()
+        return asked
+
+    def passed(self, barrier: int) -> bool:
+        """Everything queued for this session before `barrier` was published has been handed
+        to the sink (its token came back, or a later connection caught up)."""
+        return self._barriers_passed >= barrier
 
     def ack(self, connection: int, received: list[tuple[int, int]]) -> None:
         """Acknowledge (packet id, qos) pairs received on `connection`; dropped if that
@@ -249,8 +293,12 @@ class Subscriber:
         token = os.urandom(8).hex().encode()
         with self._filters_lock:  # everything added so far goes in the first SUBSCRIBE
             self._added.clear()
-            self._unanswered = {_SUBSCRIBE_ID: list(self._filters)}
-        out = [packets.subscribe(_SUBSCRIBE_ID, self._unanswered[_SUBSCRIBE_ID])]
+            self._unanswered = {_SUBSCRIBE_ID: (list(self._filters), self._asked)}
+            # This connection's catch-up marker is a barrier behind every one asked so far.
+            self._barriers_unsent.clear()
+            self._barriers_sent.clear()
+            barriers_before = self._barriers_asked
+        out = [packets.subscribe(_SUBSCRIBE_ID, self._unanswered[_SUBSCRIBE_ID][0])]
         if self._marker_topic is not None:
             out.append(
                 packets.publish(
@@ -276,7 +324,7 @@ class Subscriber:
                 data = link.read()
                 if data:
                     publishes = self._controls(link, reader.feed(data))
-                    self._deliver_read(link, connection, publishes, token)
+                    self._deliver_read(link, connection, publishes, token, barriers_before)
                 link.keepalive(self._keepalive_s)
                 waited_s = self._clock() - connected_at
                 overdue = self._marker_topic is not None and waited_s > self._marker_timeout_s
@@ -311,26 +359,50 @@ class Subscriber:
         self._log.error("mqtt_refused", reason=reason, detail=detail, **extra)
 
     def _flush_subscriptions(self, link: _Link) -> None:
+        """Send what `subscribe`, `unsubscribe` and `barrier` asked for since the last time."""
         with self._filters_lock:
             added, self._added = self._added, []
+            removed, self._removed = self._removed, []
+            barriers, self._barriers_unsent = self._barriers_unsent, []
+            asked = self._asked
+        out = []
         if added:
-            packet_id = self._next_id
-            self._next_id = _FIRST_ADDED_ID + (packet_id - _FIRST_ADDED_ID + 1) % 60_000
-            self._unanswered[packet_id] = added
-            link.send(packets.subscribe(packet_id, added))
+            packet_id = self._packet_id()
+            self._unanswered[packet_id] = (added, asked)
+            out.append(packets.subscribe(packet_id, added))
+        if removed:
+            out.append(packets.unsubscribe(self._packet_id(), removed))
+        if barriers and self._marker_topic is not None:
+            topic = packets.utf8(self._marker_topic)
+            for token, number in barriers:
+                self._barriers_sent[token] = number
+                out.append(packets.publish(topic, token, qos=1, packet_id=self._packet_id()))
+        link.send(b"".join(out))
+
+    def _packet_id(self) -> int:
+        packet_id = self._next_id
+        self._next_id = _FIRST_ADDED_ID + (packet_id - _FIRST_ADDED_ID + 1) % 60_000
+        return packet_id
 
     def _on_suback(self, body: bytes) -> None:
-        asked = self._unanswered.pop(int.from_bytes(body[:2], "big"), [])
+        asked, upto = self._unanswered.pop(int.from_bytes(body[:2], "big"), ([], 0))
         codes = body[2:]
         failed = [asked[i][0] for i, c in enumerate(codes) if c >= packets.SUBACK_FAILURE]
         if failed:
             raise MqttRefusedError("subscription_refused", f"broker refused subscriptions {failed}")
         self.subscribed = True
+        self._confirmed = max(self._confirmed, upto)
 
     def _deliver_read(
-        self, link: _Link, connection: int, publishes: list[Publish], token: bytes
+        self,
+        link: _Link,
+        connection: int,
+        publishes: list[Publish],
+        token: bytes,
+        barriers_before: int,
     ) -> None:
-        """Deliver a read; what came before this connection's marker is still backlog."""
+        """Deliver a read; what came before this connection's marker is still backlog, and
+        what came before a barrier's token has been delivered once it is back."""
         start = 0
         for index, message in enumerate(publishes):
             if message.topic != self._marker_topic:
@@ -340,7 +412,10 @@ class Subscriber:
             link.send(packets.acks([(message.mid, message.qos)]))
             if message.payload == token and not self.caught_up:
                 self.caught_up = self.subscribed = True
+                self._barriers_passed = max(self._barriers_passed, barriers_before)
                 self._log.info("mqtt_caught_up", connection=connection)
+            elif (number := self._barriers_sent.pop(message.payload, None)) is not None:
+                self._barriers_passed = max(self._barriers_passed, number)
         self._deliver(link, connection, publishes[start:])
 
     def _deliver(self, link: _Link, connection: int, messages: list[Publish]) -> None:

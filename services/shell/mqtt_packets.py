@@ -78,6 +78,11 @@ def subscribe(packet_id: int, filters: Sequence[tuple[str, int]]) -> bytes:
     return b"\x82" + remaining_length(len(body)) + body
 
 
+def unsubscribe(packet_id: int, filters: Sequence[str]) -> bytes:
+    body = struct.pack("!H", packet_id) + b"".join(utf8(f) for f in filters)
+    return b"\xa2" + remaining_length(len(body)) + body
+
+
 def publish(topic: bytes, payload: bytes, *, qos: int, packet_id: int = 0) -> bytes:
     """One PUBLISH; `topic` already length-prefixed (`utf8(topic)`), so a sender reuses it."""
     if qos == 0:

@@ -4,6 +4,7 @@ number of shards carries the state over."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from nabij.config import load_config
 from nabij.contract import QUEUE_NAMES, AlarmSignal, encode
 from nabij.keys import Shard
+from services.proximity.core.state import DeviceState, device_state_decoder, pair_state_decoder
 from simulators.check import run_checked
 from simulators.runner import load_scenario
 from tests.integration.conftest import StackFactory
@@ -22,6 +24,7 @@ from tests.integration.stack import (
     north_of,
     wait_until,
 )
+from tests.integration.test_live_orders import apply
 from tests.servers import MosquittoServer, RedisServer
 from tests.simulators.checked import SPEED, checked_stack
 
@@ -241,3 +244,226 @@ def test_the_state_of_a_version_before_shards_is_carried_to_two_shards(
         assert state is not None and state.last_seq == seq, device_id
     stack.wait_notices("police", lambda ns: any(n.kind == "aware_button" for n in ns), "press")
     _more_fixes_open_nothing_again(stack, devices)
+
+
+def orders_toml(*orders: tuple[str, str, str]) -> str:
+    """`[[order]]` tables of (id, offender device, victim device), alarm at 500 m."""
+    return "".join(
+        f'\n[[order]]\nid = "{order_id}"\noffender_device = "{offender}"\n'
+        f'victim_devices = ["{victim}"]\nalarm_m = 500\n'
+        for order_id, offender, victim in orders
+    )
+
+
+# A new order links vic-1 (shard 2's component, ank-1) to ank-5 (shard 1's): the joined
+# component is named ank-1, so shard 2 takes ank-5, vic-5 and ORD-B over from shard 1.
+JOINED = TWO_SHARDED_PAIRS + orders_toml(("ORD-C", "ank-5", "vic-1"))
+# ank-1's component gains aa-0 and ank-5's aa-1: named after them, they swap shards.
+SWAPPED = TWO_SHARDED_PAIRS + orders_toml(("ORD-X", "ank-1", "aa-0"), ("ORD-Y", "ank-5", "aa-1"))
+# ORD-B ends and ORD-C gives ank-5 a victim of shard 2's component: ank-5 moves alone.
+REPLACED = orders_toml(("ORD-A", "ank-1", "vic-1"), ("ORD-C", "ank-5", "vic-1"))
+AS_BEFORE = {"ank-1": 2, "vic-1": 2, "ank-5": 1, "vic-5": 1}
+ALL_ON_2 = dict.fromkeys(AS_BEFORE, 2)
+
+
+class Traffic:
+    """Fixes from every device, a round each 50 ms of wall time (one second of nabij's clock),
+    offenders 50 m from their victims, on a thread of its own until `stop`."""
+
+    def __init__(self, stack: Stack, sims: dict[str, SimDevice]) -> None:
+        self._stack, self._sims = stack, sims
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        ts = 0
+        while not self._stop.wait(0.05):
+            ts = max(ts + 1000, self._stack.clock())
+            for device_id, sim in self._sims.items():
+                sim.fix(
+                    ts, VICTIM_HOME if device_id.startswith("vic") else north_of(VICTIM_HOME, 50)
+                )
+
+    def __enter__(self) -> Traffic:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _handover_mark(stack: Stack, shard: Shard) -> dict[str, int]:
+    raw = stack.redis.hgetall(stack.keys.proximity(shard).handover)
+    return {name.decode(): int(value) for name, value in raw.items()}
+
+
+def _state_on(stack: Stack, shard: Shard, device_id: str) -> DeviceState | None:
+    blob = stack.redis.get(stack.keys.proximity(shard).device_state(device_id))
+    return None if blob is None else device_state_decoder.decode(blob)
+
+
+def _every_seq_seen(state: DeviceState | None) -> bool:
+    """Every seq the device sent so far was applied (its seen-window is full; seqs from 1)."""
+    assert state is not None
+    window = (1 << min(state.last_seq - 1, 64)) - 1
+    return state.seen_below & window == window
+
+
+def _handed_over_whole(
+    stack: Stack,
+    sims: dict[str, SimDevice],
+    where: dict[str, int],
+    *,
+    opened: list[str],
+    cleared: tuple[str, ...] = (),
+) -> None:
+    """After a hand-over under traffic: more fixes of every device are all applied on the shard
+    `where` says judges it now, each seq once and none missing (the seen-window is full); ORD-A
+    and ORD-B are still the alarms opened before (never cleared as order_ended, never opened
+    again, still inside), the `opened` orders' alarms opened once, only the `cleared` ones
+    cleared (as order_ended), and no notice was told twice."""
+    last = _send(stack, sims, 3, 50)
+    for device_id, seq in last.items():
+        shard = Shard(where[device_id], 2)
+        wait_until(
+            lambda d=device_id, s=seq, at=shard: (
+                (state := _state_on(stack, at, d)) is not None and state.last_seq == s
+            ),
+            what=f"{device_id} applied up to {seq} on {shard}",
+        )
+        assert _every_seq_seen(_state_on(stack, shard, device_id)), device_id
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    probation = [n for n in stack.notices("probation") if n.kind == "proximity_alarm"]
+    assert sorted(n.order_id for n in probation if n.event == "opened") == opened, probation
+    assert [(n.order_id, n.cause) for n in probation if n.event == "cleared"] == [
+        (order_id, "order_ended") for order_id in cleared
+    ]
+    for order_id, offender, victim in (("ORD-A", "ank-1", "vic-1"), ("ORD-B", "ank-5", "vic-5")):
+        at = stack.keys.proximity(Shard(where[offender], 2))
+        pair = stack.redis.get(at.pair_state(offender, order_id, victim))
+        assert pair is not None and pair_state_decoder.decode(pair).alarm.phase == "inside"
+    assert_no_duplicate(stack)
+
+
+def _wait_adopted(stack: Stack, shard: Shard, version: int) -> None:
+    wait_until(
+        lambda: _handover_mark(stack, shard).get("adopted") == version,
+        what=f"{shard} adopted version {version}",
+        detail=stack.logs,
+    )
+
+
+def _two_shards_alarms_open(make_stack: StackFactory) -> tuple[Stack, dict[str, SimDevice]]:
+    """Both shards and the gateway; both alarms open (ORD-A on shard 2, ORD-B on shard 1)."""
+    stack = make_stack(orders_toml=TWO_SHARDED_PAIRS)
+    stack.start_in_process("gateway")
+    for index in (1, 2):
+        stack.start_process("proximity", Shard(index, 2))
+    sims = {d: stack.device(d) for d in ("ank-1", "vic-1", "ank-5", "vic-5")}
+    for device_id, seq in _send(stack, sims, 3, 50).items():
+        stack.wait_applied(device_id, seq)
+    stack.wait_notices(
+        "probation",
+        lambda ns: {n.order_id for n in ns if n.kind == "proximity_alarm"} == {"ORD-A", "ORD-B"},
+        "both alarms",
+    )
+    return stack, sims
+
+
+def test_live_orders_joining_and_splitting_two_shards_components_hand_them_over_whole(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """Both shards run, fixes flow, ORD-B's alarm is open on shard 1; a live orders version
+    joins its component to shard 2's: shard 2 takes it over with its state. The next version
+    ends the joining order: the component splits, and shard 1 takes ank-5 and ORD-B back."""
+    stack, sims = _two_shards_alarms_open(make_stack)
+    with Traffic(stack, sims):
+        apply(stack, tmp_path, JOINED, "judge-a", "a second victim for ank-5")
+        _wait_adopted(stack, Shard(2, 2), 2)
+    assert _handover_mark(stack, Shard(1, 2)).get("released") == 2
+    _handed_over_whole(stack, sims, ALL_ON_2, opened=["ORD-A", "ORD-B", "ORD-C"])
+    logs = stack.logs()
+    assert "handover_released" in logs and "handover_adopted" in logs
+    with Traffic(stack, sims):
+        apply(stack, tmp_path, TWO_SHARDED_PAIRS, "judge-a", "ORD-C quashed")
+        _wait_adopted(stack, Shard(1, 2), 3)
+    _handed_over_whole(
+        stack, sims, AS_BEFORE, opened=["ORD-A", "ORD-B", "ORD-C"], cleared=["ORD-C"]
+    )
+
+
+def test_a_hand_over_survives_both_shards_killed_and_redis_restarted_mid_way(
+    make_stack: StackFactory, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The source (shard 1) is killed -9 before it hands over, the version is applied while it
+    is down, and the destination (shard 2), waiting for it after its own release, is killed
+    -9 too; Redis (AOF on) restarts; both shards start again: shard 2 resumes its step, shard 1
+    steps on from its last version (its session's backlog judged first), hands over, and
+    nothing is lost or told twice."""
+    stack, sims = _two_shards_alarms_open(make_stack)
+    with Traffic(stack, sims):
+        stack.kill_process("proximity-1of2")
+        apply(stack, tmp_path, JOINED, "judge-a", "a second victim for ank-5")
+        wait_until(
+            lambda: _handover_mark(stack, Shard(2, 2)).get("released") == 2,
+            what="shard 2 subscribed and released",
+            detail=stack.logs,
+        )
+        assert _handover_mark(stack, Shard(2, 2)).get("adopted") == 1
+        stack.kill_process("proximity-2of2")
+        redis_server.restart()
+        stack.start_process("proximity", Shard(2, 2))
+        stack.start_process("proximity", Shard(1, 2))
+        _wait_adopted(stack, Shard(2, 2), 2)
+    _handed_over_whole(stack, sims, ALL_ON_2, opened=["ORD-A", "ORD-B", "ORD-C"])
+    assert "handover_resumed" in stack.logs()
+
+
+def test_a_device_whose_order_ended_keeps_its_state_when_a_new_order_moves_it(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """One version ends ORD-B and gives ank-5 a new victim, vic-1 (shard 2's): ank-5 moves to
+    shard 2 without an order of its own coming along. ORD-B is cleared once, as order_ended
+    (it did end); ank-5's state (its seq) carries over to shard 2, and the new order opens."""
+    stack, sims = _two_shards_alarms_open(make_stack)
+    with Traffic(stack, sims):
+        apply(stack, tmp_path, REPLACED, "judge-a", "ORD-B replaced by ORD-C")
+        _wait_adopted(stack, Shard(2, 2), 2)
+    del sims["vic-5"]  # in no order now
+    last = _send(stack, sims, 3, 50)
+    for device_id, seq in last.items():
+        wait_until(
+            lambda d=device_id, s=seq: (
+                (state := _state_on(stack, Shard(2, 2), d)) is not None and state.last_seq == s
+            ),
+            what=f"{device_id} applied up to {seq} on shard 2",
+        )
+    assert _every_seq_seen(_state_on(stack, Shard(2, 2), "ank-5"))  # here or on shard 1
+    wait_until(stack.inbox_settled, what="gateway applied every signal")
+    probation = [n for n in stack.notices("probation") if n.kind == "proximity_alarm"]
+    assert sorted(n.order_id for n in probation if n.event == "opened") == [
+        "ORD-A",
+        "ORD-B",
+        "ORD-C",
+    ]
+    assert [(n.order_id, n.cause) for n in probation if n.event == "cleared"] == [
+        ("ORD-B", "order_ended")
+    ]
+    assert_no_duplicate(stack)
+
+
+def test_two_components_swapping_shards_in_one_version_hand_over_both_ways(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """A version gives each shard's component to the other (each gains a device that names it
+    and hashes to the other shard): both shards hand over and take over in the same step, each
+    releasing before it adopts, so neither waits for the other for ever; both open alarms carry
+    over."""
+    stack, sims = _two_shards_alarms_open(make_stack)
+    with Traffic(stack, sims):
+        apply(stack, tmp_path, SWAPPED, "judge-a", "a victim each")
+        for index in (1, 2):
+            _wait_adopted(stack, Shard(index, 2), 2)
+    swapped = {d: 3 - shard for d, shard in AS_BEFORE.items()}
+    _handed_over_whole(stack, sims, swapped, opened=["ORD-A", "ORD-B"])

@@ -86,6 +86,31 @@ def test_an_order_not_yet_in_force_clears_saying_so() -> None:
     assert all("(order not started)" in s.reason for s in effects.signals)
 
 
+def test_an_order_moved_to_another_shard_leaves_unclear_and_goes_on_there_as_it_was() -> None:
+    """A live hand-over (docs/architecture.md) as its two engines see it: the source drops the
+    moved order without a signal (`ended_why` None); the destination loads the source's last
+    state of it under the order as it was, then steps to the new orders: the open alarm stays
+    the same open alarm (no signal), beside a new order joining it to the destination's."""
+    source = Drive(engine([order(alarm_m=500)]))
+    t = standing(source, 200, 6)
+    assert opens(source.effects.signals, "proximity_alarm")
+    effects = Effects()
+    source.engine.successor([], t, effects, {"O-1": None})
+    assert effects.signals == [] and effects.changed_pairs == set()
+    kept = order("O-2", offender="ank-0002", victims=["vic-0002"])
+    destination = engine([kept]).successor([kept, order(alarm_m=500)], t, Effects())
+    destination.load(
+        [source.engine.device(OFFENDER), source.engine.device(VICTIM)],
+        [source.engine.pair(("O-1", OFFENDER, VICTIM))],
+    )
+    joining = order("O-3", offender=OFFENDER, victims=["vic-0002"], alarm_m=500)
+    effects = Effects()
+    after = destination.successor([kept, order(alarm_m=500), joining], t, effects)
+    assert after.pair(("O-1", OFFENDER, VICTIM)).alarm.phase == "inside"
+    assert not [s for s in effects.signals if s.order_id == "O-1"]
+    assert after.is_known("vic-0002") and after.device(OFFENDER).last_seq >= 0
+
+
 def test_a_replaced_device_becomes_unknown_and_the_new_one_is_judged_from_its_first_fix() -> None:
     drive = Drive(engine([order(alarm_m=500)]))
     t = standing(drive, 3000, 2)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from nabij.keys import Shard
 from nabij.orders import Order
-from services.proximity.core.shards import Ownership, components
+from services.proximity.core.shards import Handover, Ownership, components, handover_plan
 
 OFFENDERS = st.sampled_from([f"ank-{i}" for i in range(6)])
 VICTIMS = st.sampled_from([f"vic-{i}" for i in range(6)])
@@ -65,6 +65,69 @@ def test_a_device_in_no_order_belongs_to_exactly_one_shard(device: str, count: i
     """An unknown device is reported by one shard and left alone by the others."""
     owners = [k for k in range(1, count + 1) if Ownership([], Shard(k, count)).owns_device(device)]
     assert len(owners) == 1
+
+
+def devices_of(orders: tuple[Order, ...]) -> set[str]:
+    return {d for o in orders for d in (o.offender_device, *o.victim_devices)}
+
+
+def plans(before: list[Order], after: list[Order], count: int) -> dict[int, Handover]:
+    return {
+        k: handover_plan(Ownership(before, Shard(k, count)), Ownership(after, Shard(k, count)))
+        for k in range(1, count + 1)
+    }
+
+
+def test_a_new_order_joining_two_shards_components_moves_one_with_its_order() -> None:
+    """ank-1/vic-1 (ORD-A) and ank-5/vic-5 (ORD-B) live on shards 2 and 1 of 2 (as in the
+    integration tests). A new order links vic-1 to ank-5: the joined component is named ank-1,
+    so shard 2 takes ank-5, vic-5 and ORD-B over from shard 1, which drops ORD-B without a
+    clear; shard 2 judges ORD-A throughout, and ORD-B and the new order once it has adopted."""
+    before = [order("ORD-A", "ank-1", "vic-1"), order("ORD-B", "ank-5", "vic-5")]
+    after = [*before, order("ORD-C", "ank-5", "vic-1")]
+    plan = plans(before, after, 2)
+    assert plan[1].outgoing == {2: {"ank-5", "vic-5"}} and plan[1].moved == {"ORD-B"}
+    assert plan[1].interim == plan[1].final == () and not plan[1].sources
+    assert plan[2].incoming == {1: {"ank-5", "vic-5"}} and plan[2].sources == {1}
+    assert [o.id for o in plan[2].adopted[1]] == ["ORD-B"]
+    assert [o.id for o in plan[2].interim] == ["ORD-A"]
+    assert sorted(o.id for o in plan[2].final) == ["ORD-A", "ORD-B", "ORD-C"]
+    assert not plan[2].moved and not plan[2].replaced
+
+
+def test_one_process_hands_nothing_over() -> None:
+    before = [order("ORD-A", "ank-1", "vic-1")]
+    after = [order("ORD-B", "ank-5", "vic-1")]
+    (plan,) = plans(before, after, 1).values()
+    assert not (plan.incoming or plan.outgoing or plan.adopted or plan.moved or plan.replaced)
+    assert plan.interim == plan.final == tuple(after)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=orders_strategy, after=orders_strategy, count=st.integers(1, 4))
+def test_every_shard_hands_over_what_another_takes_over(
+    before: list[Order], after: list[Order], count: int
+) -> None:
+    """Any step between two sets of orders (ids reused: changed orders): what shard j hands to k
+    is what k takes from j, devices and orders; no device is judged by two shards in between;
+    an order that moves is dropped by its old shard without a clear and adopted (as it was) by
+    its new one; each shard judges in between only orders whose devices it already holds."""
+    plan = plans(before, after, count)
+    for j in plan:
+        for k in plan:
+            assert plan[j].outgoing.get(k, frozenset()) == plan[k].incoming.get(j, frozenset())
+        moved_to = {o.id for k in plan for o in plan[k].adopted.get(j, ())}
+        assert plan[j].moved == moved_to
+    interims = [devices_of(p.interim) for p in plan.values()]
+    assert sum(len(d) for d in interims) == len(set().union(*interims))
+    for k, p in plan.items():
+        held_before = Ownership(before, Shard(k, count)).devices()
+        new_to_all = devices_of(p.final) - devices_of(tuple(before))
+        assert devices_of(p.interim) <= (held_before - p.leaving) | new_to_all
+        assert devices_of(p.interim) <= devices_of(p.final) | held_before
+        assert not (p.arriving & devices_of(p.interim))
+        assert {o.id for o in p.final} == {o.id for o in Ownership(after, Shard(k, count)).orders()}
+        assert not (p.moved & p.replaced)
 
 
 def test_shard_parse_refuses_what_is_not_k_of_n() -> None:

@@ -54,7 +54,7 @@ __all__ = ["Effects", "ProximityEngine"]
 _OPEN_PHASES: Final = OPEN_PHASES
 _DEFAULT_PRIVACY: Final = PrivacySettings()
 _DEFAULT_PLATFORM: Final = PlatformSettings()
-_NO_REASONS: Final[Mapping[str, ClearCause]] = {}
+_NO_REASONS: Final[Mapping[str, ClearCause | None]] = {}
 
 
 class ProximityEngine:
@@ -111,7 +111,7 @@ class ProximityEngine:
         orders: Sequence[Order],
         now_ms: int,
         effects: Effects,
-        ended_why: Mapping[str, ClearCause] = _NO_REASONS,
+        ended_why: Mapping[str, ClearCause | None] = _NO_REASONS,
     ) -> ProximityEngine:
         """The engine for a new version of the orders. Devices keep their state (latest fix
         included) and every pair that still exists keeps its rings. A device swapped within an
@@ -121,7 +121,8 @@ class ProximityEngine:
         from the offender's latest fix, so a wider ring opens and a narrower one starts its exit
         dwell. A pair or zone that no longer exists (order ended, victim or zone removed) has its
         open alarms cleared, saying why (`ended_why`: order id -> why it left, `order_ended` by
-        default; `order_changed` while the order goes on)."""
+        default; `order_changed` while the order goes on; None: the order moved to another shard,
+        which takes its state over, so its alarms are left open here, as they are)."""
         engine = ProximityEngine(
             orders, self._settings, self._privacy, self._platform_settings, predecessor=self
         )
@@ -132,7 +133,7 @@ class ProximityEngine:
             self._pairs.values(),
         )
 
-        def cause(order_id: str) -> ClearCause:
+        def cause(order_id: str) -> ClearCause | None:
             if order_id in engine._orders:
                 return "order_changed"
             return ended_why.get(order_id, "order_ended")
@@ -154,14 +155,15 @@ class ProximityEngine:
             device = engine._devices[device_id]
             zone_changes = engine._zones.judge_orders(device, changed, now_ms, effects)
             engine._zone_commands(device, zone_changes, effects)
-        # A device that left the orders is no longer the new engine's to persist.
+        # A device or pair that left the orders is no longer the new engine's to persist.
         effects.changed_devices.intersection_update(engine._devices)
+        effects.changed_pairs.intersection_update(engine._pairs)
         return engine
 
     def _hand_over_pairs(
         self,
         engine: ProximityEngine,
-        cause: Callable[[str], ClearCause],
+        cause: Callable[[str], ClearCause | None],
         now_ms: int,
         effects: Effects,
     ) -> set[str]:
@@ -183,7 +185,9 @@ class ProximityEngine:
                 effects.changed_pairs.add(heir.key)
                 heirs |= {heir.offender, heir.victim} - {spec.offender, spec.victim}
                 continue
-            self._judge.ended(spec, cause(spec.order_id), now_ms, effects)
+            why = cause(spec.order_id)
+            if why is not None:
+                self._judge.ended(spec, why, now_ms, effects)
             if kept is not None:
                 engine._pairs[key] = PairState(*key)
                 effects.changed_pairs.add(key)
@@ -192,7 +196,7 @@ class ProximityEngine:
     def _hand_over_zones(
         self,
         engine: ProximityEngine,
-        cause: Callable[[str], ClearCause],
+        cause: Callable[[str], ClearCause | None],
         now_ms: int,
         effects: Effects,
     ) -> set[str]:
@@ -210,7 +214,8 @@ class ProximityEngine:
             for spec in zone_set.specs:
                 heir = owner.get(spec.key)
                 if heir is None:
-                    self._zones.ended(device, spec, cause(spec.order_id), now_ms, effects)
+                    if (why := cause(spec.order_id)) is not None:
+                        self._zones.ended(device, spec, why, now_ms, effects)
                 elif heir != offender and (state := device.zones.pop(spec.key, None)):
                     engine._devices[heir].zones[spec.key] = state
                     effects.changed_devices.update((offender, heir))

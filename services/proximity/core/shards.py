@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from nabij.keys import Shard
 from nabij.orders import Order
@@ -55,6 +56,7 @@ class Ownership:
         # Worked out once: a hash per device and call cost the main loop ~2 us an order.
         self._shard_by_device = {device: self.shard_of(device) for device in self._component}
         self._owned_orders = tuple(o for o in self._orders if self.owns_device(o.offender_device))
+        self._by_id = {o.id: o for o in self._orders}
 
     def shard_of(self, device_id: str) -> int:
         return self.shard_of_in(device_id, self._shard.count)
@@ -75,9 +77,114 @@ class Ownership:
         """The orders this shard judges (both ends of each are in one component)."""
         return self._owned_orders
 
+    @property
+    def shard(self) -> Shard:
+        return self._shard
+
+    def all_orders(self) -> tuple[Order, ...]:
+        """Every shard's orders."""
+        return self._orders
+
+    def in_some_order(self, device_id: str) -> bool:
+        return device_id in self._component
+
+    def judged_by(self, order_id: str) -> int | None:
+        """The shard that judges the order; None if there is no such order."""
+        order = self._by_id.get(order_id)
+        return None if order is None else self._shard_by_device[order.offender_device]
+
     def devices(self) -> set[str]:
         """The devices of the orders this shard judges, in force or not."""
         return {d for o in self._owned_orders for d in (o.offender_device, *o.victim_devices)}
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """One shard's part in a step from one orders version to the next while every shard runs
+    (`handover_plan`; docs/architecture.md, "Live hand-over"). Devices of an order judged by
+    another shard before the step are `incoming` from it, devices this shard judged that another
+    one judges after it are `outgoing` to it. Until the sources have handed over, the shard
+    judges the `interim` orders (every one whose devices it holds); from the adoption on,
+    `final`."""
+
+    incoming: Mapping[int, frozenset[str]]
+    """Source shard -> its devices that this shard judges after the step."""
+    outgoing: Mapping[int, frozenset[str]]
+    """Destination shard -> this shard's devices that it judges after the step."""
+    adopted: Mapping[int, tuple[Order, ...]]
+    """Source shard -> the orders it judged before the step that this shard judges after it (as
+    they were before: their pair state comes from the source, and the step's change of them is
+    judged here once adopted)."""
+    moved: frozenset[str]
+    """This shard's orders that another shard judges after the step: dropped here without a
+    clear (their alarms go on there)."""
+    replaced: frozenset[str]
+    """This shard's orders, judged here after the step too, that it cannot judge in between
+    (the order now has a device of another shard and lost one of its own): cleared as
+    `order_changed` at the release, judged afresh at the adoption."""
+    interim: tuple[Order, ...]
+    final: tuple[Order, ...]
+
+    @property
+    def moves(self) -> bool:
+        """Whether the step hands anything over, in either direction."""
+        return bool(self.incoming or self.outgoing or self.adopted or self.moved)
+
+    @property
+    def sources(self) -> frozenset[int]:
+        return frozenset(self.incoming) | frozenset(self.adopted)
+
+    @property
+    def arriving(self) -> frozenset[str]:
+        return frozenset().union(*self.incoming.values())
+
+    @property
+    def leaving(self) -> frozenset[str]:
+        return frozenset().union(*self.outgoing.values())
+
+
+def handover_plan(before: Ownership, after: Ownership) -> Handover:
+    """What one shard hands over and takes over when the orders go from `before` to `after`
+    (both of the same shard and layout). Pure; every shard works out its side of the same
+    step, and each side matches the other's."""
+    shard = after.shard.index
+    mine_before, mine_after = before.devices(), after.devices()
+    incoming: dict[int, set[str]] = {}
+    for device in mine_after - mine_before:
+        if before.in_some_order(device):
+            incoming.setdefault(before.shard_of(device), set()).add(device)
+    outgoing: dict[int, set[str]] = {}
+    for device in mine_before - mine_after:
+        if after.in_some_order(device):
+            outgoing.setdefault(after.shard_of(device), set()).add(device)
+    arriving = frozenset().union(*incoming.values())
+    leaving = frozenset().union(*outgoing.values())
+    adopted: dict[int, list[Order]] = {}
+    for order in before.all_orders():
+        source = before.judged_by(order.id)
+        if source is not None and source != shard and after.judged_by(order.id) == shard:
+            adopted.setdefault(source, []).append(order)
+    adopted_ids = {o.id for orders in adopted.values() for o in orders}
+    pending = {
+        o.id for o in after.orders() if o.id in adopted_ids or arriving & set(_devices_of(o))
+    }
+    kept_before = [o for o in before.orders() if o.id in pending]
+    held = [o for o in kept_before if not leaving & set(_devices_of(o))]
+    return Handover(
+        incoming={k: frozenset(v) for k, v in incoming.items()},
+        outgoing={k: frozenset(v) for k, v in outgoing.items()},
+        adopted={k: tuple(v) for k, v in adopted.items()},
+        moved=frozenset(
+            o.id for o in before.orders() if after.judged_by(o.id) not in (None, shard)
+        ),
+        replaced=frozenset(o.id for o in kept_before) - {o.id for o in held},
+        interim=tuple(o for o in after.orders() if o.id not in pending) + tuple(held),
+        final=after.orders(),
+    )
+
+
+def _devices_of(order: Order) -> tuple[str, ...]:
+    return (order.offender_device, *order.victim_devices)
 
 
 def platform_judge(shard: Shard) -> bool:
