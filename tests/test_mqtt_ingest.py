@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,6 +71,34 @@ class Recorder:
         with self.lock:
             self.got.extend((connection, m, caught_up) for m in messages)
         return Delivery()
+
+
+@contextlib.contextmanager
+def caught_up_reader(
+    tmp_path: Path, client_id: str, filters: list[str]
+) -> Iterator[tuple[Callable[[], Subscriber], Subscriber, MqttProbe, Recorder]]:
+    """On a broker of its own: a factory of `client_id`'s subscribers (persistent session, its
+    catch-up marker, one `Recorder`), the first of them started and caught up, and a connected
+    device; and that recorder."""
+    broker = MosquittoServer(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        endpoint, ids, sink = MqttEndpoint.from_url(broker.url), itertools.count(1), Recorder()
+
+        def subscriber() -> Subscriber:
+            return Subscriber(
+                endpoint, client_id, filters, sink, keepalive_s=10, connection_ids=ids,
+                marker_topic=f"t/service/{client_id}/caught-up",
+            )  # fmt: skip
+
+        reader = subscriber()
+        reader.start()
+        wait_until(lambda: reader.caught_up, what="caught up")
+        device = MqttProbe(broker.url, "device")
+        device.connect()
+        yield subscriber, reader, device, sink
+    finally:
+        broker.stop()
 
 
 @pytest.mark.integration
@@ -294,22 +323,12 @@ def test_subscriptions_added_while_connected_are_heard_now_and_after_a_reconnect
     """A shard that takes over a device subscribes to it on the live connection: that device's
     messages arrive from then on, on this connection and (the session kept) on the next one;
     nothing of a device it never subscribed to arrives."""
-    broker = MosquittoServer(tmp_path / "mosquitto")
-    broker.start()
-    try:
-        endpoint, ids, sink = MqttEndpoint.from_url(broker.url), itertools.count(1), Recorder()
-
-        def subscriber() -> Subscriber:
-            return Subscriber(
-                endpoint, "shard-test", ["t/a/fix"], sink, keepalive_s=10, connection_ids=ids,
-                marker_topic="t/service/shard-test/caught-up",
-            )  # fmt: skip
-
-        reader = subscriber()
-        reader.start()
-        wait_until(lambda: reader.caught_up, what="caught up")
-        device = MqttProbe(broker.url, "device")
-        device.connect()
+    with caught_up_reader(tmp_path, "shard-test", ["t/a/fix"]) as (
+        subscriber,
+        reader,
+        device,
+        sink,
+    ):
         reader.subscribe(["t/b/fix"])
         wait_until(
             lambda: (
@@ -329,30 +348,18 @@ def test_subscriptions_added_while_connected_are_heard_now_and_after_a_reconnect
         payloads = [m.payload for _c, m, _u in sink.got]
         assert {b"a1", b"b1"} <= set(payloads)
         assert b"c1" not in payloads
-    finally:
-        broker.stop()
 
 
 @pytest.mark.integration
 def test_qos0_publishes_go_out_with_the_acks_on_the_live_connection(tmp_path: Path) -> None:
     """What a service confirms to devices (`publish`) reaches them, in order, from the reader's
     own connection, and the acknowledgements written with it hold: nothing is delivered again."""
-    broker = MosquittoServer(tmp_path / "mosquitto")
-    broker.start()
-    try:
-        endpoint, ids, sink = MqttEndpoint.from_url(broker.url), itertools.count(1), Recorder()
-
-        def subscriber() -> Subscriber:
-            return Subscriber(
-                endpoint, "confirm-test", ["t/+/fix"], sink, keepalive_s=10, connection_ids=ids,
-                marker_topic="t/service/confirm-test/caught-up",
-            )  # fmt: skip
-
-        reader = subscriber()
-        reader.start()
-        wait_until(lambda: reader.caught_up, what="caught up")
-        device = MqttProbe(broker.url, "device")
-        device.connect()
+    with caught_up_reader(tmp_path, "confirm-test", ["t/+/fix"]) as (
+        subscriber,
+        reader,
+        device,
+        sink,
+    ):
         device.subscribe("t/+/cmd")
         for n in range(3):
             device.publish(f"t/dev-{n}/fix", str(n).encode())
@@ -371,5 +378,3 @@ def test_qos0_publishes_go_out_with_the_acks_on_the_live_connection(tmp_path: Pa
         again.stop()
         device.disconnect()
         assert [m.payload for _c, m, _u in sink.got] == [b"0", b"1", b"2"]
-    finally:
-        broker.stop()
