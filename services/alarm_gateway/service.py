@@ -282,7 +282,7 @@ class GatewayService:
             # Its group first: an inbox whose group could not be made yet is looked at again.
             self._ensure_group(stream)
             self._inputs[stream] = AlarmSignal
-            self._applied[stream] = _entry_id(applied.get(stream, b"0-0"))
+            self._applied[stream] = streams.entry_order(applied.get(stream, b"0-0"))
         log.info("signal_inboxes", inboxes=sorted(self._inputs))
         return True
 
@@ -377,7 +377,7 @@ class GatewayService:
         acked: dict[str, list[bytes]] = {}
         for stream, (entry_id, fields) in entries:
             acked.setdefault(stream, []).append(entry_id)
-            if _entry_id(entry_id) <= self._applied.get(stream, (-1, -1)):
+            if streams.entry_order(entry_id) <= self._applied.get(stream, (-1, -1)):
                 continue  # applied before a crash kept its XACK from Redis
             raw = fields.get(INPUT_FIELD, b"")
             decoded = self._decode(stream, raw)
@@ -400,9 +400,11 @@ class GatewayService:
         # inbox's applied id, its XACK right after); the dead letters follow in their own
         # best-effort write.
         requests = {s: ids for s, ids in acked.items() if self._inputs[s] is HumanRequest}
-        signals = {s: max(ids, key=_entry_id) for s, ids in acked.items() if s not in requests}
+        signals = {
+            s: max(ids, key=streams.entry_order) for s, ids in acked.items() if s not in requests
+        }
         self._commit(decisions, requests, evidence, now, applied=signals)
-        self._applied |= {stream: _entry_id(newest) for stream, newest in signals.items()}
+        self._applied |= {s: streams.entry_order(entry) for s, entry in signals.items()}
         self._acknowledge_signals({s: ids for s, ids in acked.items() if s in signals})
         self._deadletters.write(
             [
@@ -589,9 +591,3 @@ def _refused(raw: bytes, detail: str, now_ms: int) -> Decision:
     return Decision(
         outcome=RequestOutcome(request_id=request_id, status="refused", at=now_ms, detail=detail)
     )
-
-
-def _entry_id(entry_id: bytes) -> tuple[int, int]:
-    """A stream entry id `ms-seq` as a pair that orders like the stream."""
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
