@@ -327,7 +327,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     )
     args = parser.parse_args(argv)
     rows = run(
-        args.rates, args.duration, args.pairs, args.approaching, args.probes, shards=args.shards
+        args.rates,
+        args.duration,
+        args.pairs,
+        args.approaching,
+        args.probes,
+        shards=args.shards,
+        fsync=args.fsync,
     )
     print(table(rows))
     return rows
