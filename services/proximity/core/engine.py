@@ -216,8 +216,8 @@ class ProximityEngine:
                 if heir is None:
                     if (why := cause(spec.order_id)) is not None:
                         self._zones.ended(device, spec, why, now_ms, effects)
-                elif heir != offender and (state := device.zones.pop(spec.key, None)):
-                    engine._devices[heir].zones[spec.key] = state
+                elif heir != offender and (state := device.pop_zone(spec.key)):
+                    engine._devices[heir].set_zone(spec.key, state)
                     effects.changed_devices.update((offender, heir))
                     heirs.add(heir)
         return heirs
