@@ -1,9 +1,11 @@
-"""A device's recent positions packed in one `bytes`, oldest first.
+"""A device's recent positions packed in one `bytes`, oldest first: its history, its track.
 
 A `Position` object costs ~170 bytes of heap with its numbers; a packed point costs 32 and the
 whole history is one object. Packing is exact (float64 coordinates and accuracy, int64 server
 time): a backlog is judged against the very position the device reported, so no rule changes.
-`timing` keeps it (`remember`) and asks it (`position_at`); a `Position` is made only for an answer.
+`timing` keeps the history (`remember`) and asks it (`position_at`); a `Position` is made only for
+an answer. `motion` reads the track and the candidates (a few points, on every fix) as `Point`
+tuples, without a `Position` each.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import struct
 import sys
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Iterator
+from typing import Final, cast
 
 from nabij.contract import Position
 
 _POINT: Final = struct.Struct("<dddq")
 """lat, lon, acc, ts (server ms), little-endian."""
 POINT_BYTES: Final = _POINT.size
+Point = tuple[float, float, float, int]
+"""A packed point read back: lat, lon, acc, ts."""
 _TS: Final = struct.Struct("<q").unpack_from
 if sys.byteorder != "little":  # `_times` reads the stored int64 in place
     raise ImportError("the packed history needs a little-endian machine")
@@ -30,6 +34,24 @@ def pack(positions: Iterable[Position]) -> bytes:
 
 def unpack(packed: bytes) -> list[Position]:
     return [Position(lat, lon, acc, ts) for lat, lon, acc, ts in _POINT.iter_unpack(packed)]
+
+
+def packed_point(position: Position) -> bytes:
+    return _POINT.pack(position.lat, position.lon, position.acc, position.ts)
+
+
+def points(packed: bytes) -> Iterator[Point]:
+    return cast(Iterator[Point], _POINT.iter_unpack(packed))
+
+
+def newest(packed: bytes) -> Point:
+    """The last point of a non-empty `packed`."""
+    return cast(Point, _POINT.unpack_from(packed, len(packed) - POINT_BYTES))
+
+
+def appended(packed: bytes, position: Position, *, limit: int) -> bytes:
+    """`packed` with `position` after its points, the newest `limit` kept."""
+    return packed[max(0, len(packed) - (limit - 1) * POINT_BYTES) :] + packed_point(position)
 
 
 def _times(packed: bytes) -> memoryview:

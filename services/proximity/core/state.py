@@ -24,11 +24,11 @@ SEEN_MASK = (1 << SEEN_WINDOW) - 1
 STATE_FORMAT: Final = 3
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
 device state; pair states are small maps that omit their defaults). Earlier formats still load,
-converted (`_DeviceStateDecoder`): format 2, the same array with the rarely filled maps (prior
-boots, zones) a map even when empty; format 1, a map by field name, the history a list of
-position maps as well. A new field goes last, with a default (arrays written before it still
-decode); any other change is a new number, with a decoder for this one. Versions before format 3
-cannot read it: no rollback past it."""
+converted (`_DeviceStateDecoder`): format 2, the same array with the track and the candidates as
+lists of positions and the rarely filled maps (prior boots, zones) a map even when empty; format
+1, a map by field name, the history a list of position maps as well. A new field goes last, with
+a default (arrays written before it still decode); any other change is a new number, with a
+decoder for this one. Versions before format 3 cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -104,10 +104,11 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     """Warn level last sent to the device."""
     status_changes: int = 0
     """Counts presence changes, so signal ids born from status messages (no seq) stay unique."""
-    track: list[Position] = []
-    """The last few accepted fixes, oldest first (the newest is `fix`): velocity, jumps."""
-    candidates: list[Position] = []
-    """Outliers (GPS jumps) in a row that agree with each other; enough of them relocate."""
+    packed_track: bytes = b""
+    """The last few accepted fixes (`motion.TRACK_LEN`), oldest first (the newest is `fix`),
+    packed (`history`): velocity, jumps. One object, not a `Position` each (~150 bytes)."""
+    packed_candidates: bytes = b""
+    """Outliers (GPS jumps) in a row that agree with each other, packed; enough relocate."""
     outliers: int = 0
     """Outliers seen in total (their signal-free inputs still advance `seq`)."""
     off_track: bool = False
@@ -175,6 +176,16 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     def history(self) -> list[Position]:
         """The history as positions (unpacked on each call: for tests and tools)."""
         return packing.unpack(self.packed_history)
+
+    @property
+    def track(self) -> list[Position]:
+        """The track as positions (unpacked on each call: for tests and tools)."""
+        return packing.unpack(self.packed_track)
+
+    @property
+    def candidates(self) -> list[Position]:
+        """The candidates as positions (unpacked on each call: for tests and tools)."""
+        return packing.unpack(self.packed_candidates)
 
     def tag(self, seq: int) -> str:
         """What names input `seq` of this device in signal ids: unique across counter restarts."""
@@ -257,6 +268,8 @@ class _Earlier:
 
 
 _FORMAT_2_DIFFERS: Final = {
+    "packed_track": _Earlier("track", list[Position], list, packing.pack),
+    "packed_candidates": _Earlier("candidates", list[Position], list, packing.pack),
     "prior_boots": _Earlier("prior_boots", dict[str, int], dict, _none_if_empty),
     "zone_states": _Earlier("zones", dict[str, ZoneState], dict, _none_if_empty),
 }
