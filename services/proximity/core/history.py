@@ -13,8 +13,8 @@ from __future__ import annotations
 import struct
 import sys
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
-from typing import Final, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
 
 from nabij.contract import Position
 
@@ -40,18 +40,22 @@ def packed_point(position: Position) -> bytes:
     return _POINT.pack(position.lat, position.lon, position.acc, position.ts)
 
 
-def points(packed: bytes) -> Iterator[Point]:
-    return cast(Iterator[Point], _POINT.iter_unpack(packed))
+# Typed as points, without a `cast` call: these run on every fix.
+points: Final[Callable[[bytes], Iterator[Point]]] = _POINT.iter_unpack
+_point_at: Final[Callable[[bytes, int], Point]] = _POINT.unpack_from
 
 
 def newest(packed: bytes) -> Point:
     """The last point of a non-empty `packed`."""
-    return cast(Point, _POINT.unpack_from(packed, len(packed) - POINT_BYTES))
+    return _point_at(packed, len(packed) - POINT_BYTES)
 
 
 def appended(packed: bytes, position: Position, *, limit: int) -> bytes:
     """`packed` with `position` after its points, the newest `limit` kept."""
-    return packed[max(0, len(packed) - (limit - 1) * POINT_BYTES) :] + packed_point(position)
+    kept = (limit - 1) * POINT_BYTES
+    if len(packed) > kept:
+        packed = packed[-kept:] if kept else b""
+    return packed + _POINT.pack(position.lat, position.lon, position.acc, position.ts)
 
 
 def _times(packed: bytes) -> memoryview:

@@ -35,20 +35,19 @@ multipath jump of 100-400 m sideways that the speed filter lets through does not
 Verdict = Literal["accept", "outlier", "relocated"]
 
 
-def consistent(a: Point, b: Point, max_speed_mps: float) -> bool:
+def consistent(a: Point, b: Position, max_speed_mps: float) -> bool:
     """Whether `b` can follow `a` at no more than `max_speed_mps`, granting both radii."""
     a_lat, a_lon, a_acc, a_ts = a
-    b_lat, b_lon, b_acc, b_ts = b
-    dt_s = abs(b_ts - a_ts) / 1000.0
-    reach = max_speed_mps * dt_s + a_acc + b_acc
+    dt_s = abs(b.ts - a_ts) / 1000.0
+    reach = max_speed_mps * dt_s + a_acc + b.acc
     # A flat-earth estimate (within 1% at these ranges) settles all but the borderline cases.
-    north, east = offset_between(a_lat, a_lon, b_lat, b_lon)
+    north, east = offset_between(a_lat, a_lon, b.lat, b.lon)
     flat = math.sqrt(north * north + east * east)
     if flat * 1.01 <= reach:
         return True
     if flat * 0.99 > reach:
         return False
-    return distance_m(a_lat, a_lon, b_lat, b_lon) <= reach
+    return distance_m(a_lat, a_lon, b.lat, b.lon) <= reach
 
 
 def classify(
@@ -58,10 +57,9 @@ def classify(
     none when accepted, else those that agree with `fix`, it last (enough relocate)."""
     if not track:
         return "accept", b""
-    point = (fix.lat, fix.lon, fix.acc, fix.ts)
-    if consistent(newest(track), point, max_speed_mps):
+    if consistent(newest(track), fix, max_speed_mps):
         return "accept", b""
-    if candidates and consistent(newest(candidates), point, max_speed_mps):
+    if candidates and consistent(newest(candidates), fix, max_speed_mps):
         candidates += packed_point(fix)
     else:
         candidates = packed_point(fix)
@@ -133,15 +131,14 @@ def velocity(track: bytes) -> Velocity | None:
     newest_lat, newest_lon, newest_acc, newest_ts = newest(track)
     if newest_acc > MAX_VELOCITY_ACC_M:
         return None
-    oldest = None
-    for point in points(track[:-POINT_BYTES]):
-        age = newest_ts - point[3]
-        if age <= VELOCITY_WINDOW_MS and point[2] <= MAX_VELOCITY_ACC_M:
-            oldest = point
+    # The oldest point within the window and fine enough. The newest itself qualifies (age 0,
+    # fine): found only when no older one is, it gives no span, so None, as no point would.
+    for oldest in points(track):
+        if newest_ts - oldest[3] <= VELOCITY_WINDOW_MS and oldest[2] <= MAX_VELOCITY_ACC_M:
             break
-    if oldest is None or newest_ts - oldest[3] < MIN_VELOCITY_SPAN_MS:
-        return None
     oldest_lat, oldest_lon, oldest_acc, oldest_ts = oldest
+    if newest_ts - oldest_ts < MIN_VELOCITY_SPAN_MS:
+        return None
     north, east = offset_between(oldest_lat, oldest_lon, newest_lat, newest_lon)
     if math.hypot(north, east) <= oldest_acc + newest_acc:
         return STILL
