@@ -10,6 +10,7 @@ state), the pairs 20 km apart. Then:
   and the encoded sizes that make it up.
 
     .venv/bin/python -m bench.memory --pairs 1000
+    .venv/bin/python -m bench.memory --pairs 1000 --interval 60
 """
 
 from __future__ import annotations
@@ -32,15 +33,18 @@ from services.proximity.core.state import state_encoder
 from tests.servers import RedisServer
 
 T0: Final = 1_790_000_000_000
-SPACING_MS: Final = 15_000
+INTERVAL_S: Final = 15.0
 BASE: Final = (52.0, 5.0)
 
 
-def feed(engine: ProximityEngine, pairs: int, minutes: float) -> None:
+def feed(
+    engine: ProximityEngine, pairs: int, minutes: float, interval_s: float = INTERVAL_S
+) -> None:
     effects = Effects()
-    rounds = math.ceil(minutes * 60_000 / SPACING_MS)
+    spacing_ms = round(interval_s * 1000)
+    rounds = math.ceil(minutes * 60_000 / spacing_ms)
     for r in range(rounds):
-        ts = T0 + r * SPACING_MS
+        ts = T0 + r * spacing_ms
         wobble = 0.00005 * math.sin(r)
         for i in range(pairs):
             lat = BASE[0] + (i % 1000) * 0.001 + wobble
@@ -51,7 +55,9 @@ def feed(engine: ProximityEngine, pairs: int, minutes: float) -> None:
         effects = Effects()  # the shell starts a new one every batch
 
 
-def core_bytes(pairs: int, minutes: float) -> tuple[ProximityEngine, float]:
+def core_bytes(
+    pairs: int, minutes: float, interval_s: float = INTERVAL_S
+) -> tuple[ProximityEngine, float]:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -61,7 +67,7 @@ def core_bytes(pairs: int, minutes: float) -> tuple[ProximityEngine, float]:
     ]
     engine = ProximityEngine(orders, ProximitySettings())
     del orders  # the engine keeps what it needs
-    feed(engine, pairs, minutes)
+    feed(engine, pairs, minutes, interval_s)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -107,10 +113,17 @@ def redis_bytes(engine: ProximityEngine, pairs: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1000)
-    parser.add_argument("--minutes", type=float, default=17.0, help="of fixes, 15 s apart")
+    parser.add_argument("--minutes", type=float, default=17.0, help="of fixes")
+    parser.add_argument(
+        "--interval", type=float, default=INTERVAL_S, help="seconds between a device's fixes"
+    )
     args = parser.parse_args(argv)
-    engine, per_pair = core_bytes(args.pairs, args.minutes)
-    result = {"pairs": float(args.pairs), "core_bytes_per_pair": per_pair}
+    engine, per_pair = core_bytes(args.pairs, args.minutes, args.interval)
+    result = {
+        "pairs": float(args.pairs),
+        "interval_s": args.interval,
+        "core_bytes_per_pair": per_pair,
+    }
     result |= redis_bytes(engine, args.pairs)
     print(", ".join(f"{k} {v:,.0f}" for k, v in result.items()))
     return result

@@ -16,6 +16,7 @@ from services.proximity.core.accuracy import (
     sigma_m,
 )
 from services.proximity.core.engine import Effects
+from services.proximity.core.history import pack
 from services.proximity.core.hysteresis import RingParams, Transition, step
 from services.proximity.core.motion import approach, led_to, offset_m, on_track, velocity
 from services.proximity.core.state import RingState
@@ -201,10 +202,15 @@ def test_closing_speed_and_eta_of_a_car_towards_a_still_victim() -> None:
     drive.fix(VICTIM, T0 + 15 * S)
     drive.fix(OFFENDER, T0 + 15 * S, 1950)
     drive.fix(OFFENDER, T0 + 30 * S, 1500)
-    track_o = drive.engine.device(OFFENDER).track
-    track_v = drive.engine.device(VICTIM).track
+    offender, victim = drive.engine.device(OFFENDER), drive.engine.device(VICTIM)
+    assert offender.fix is not None and victim.fix is not None
     predicted = approach(
-        track_o[-1], velocity(track_o), track_v[-1], velocity(track_v), alarm_m=500, horizon_s=60
+        offender.fix,
+        velocity(offender.packed_track),
+        victim.fix,
+        velocity(victim.packed_track),
+        alarm_m=500,
+        horizon_s=60,
     )
     assert predicted is not None
     assert abs(predicted.closing_speed_mps - 30) < 0.5
@@ -275,7 +281,7 @@ def test_going_on_slowing_down_or_stopping_stays_on_the_track(
     fixes += [Position(stopped.lat, stopped.lon, 5.0, stopped.ts + i * interval_s * S)
               for i in range(1, 3)]  # fmt: skip
     for i in range(2, len(fixes)):
-        assert on_track(fixes[max(0, i - 5) : i], fixes[i])
+        assert on_track(pack(fixes[max(0, i - 5) : i]), fixes[i])
 
 
 @settings(max_examples=200, deadline=None)
@@ -292,7 +298,7 @@ def test_a_multipath_jump_off_a_walk_is_off_the_track(
     fixes = _walk(1.4, 90.0, interval_s, 4)
     ahead = _walk(1.4, 90.0, interval_s, 5)[-1]
     lat, lon = point_at(sideways_m, 90.0 + side * 90.0, (ahead.lat, ahead.lon))
-    assert not on_track(fixes, Position(lat, lon, 5.0, ahead.ts))
+    assert not on_track(pack(fixes), Position(lat, lon, 5.0, ahead.ts))
 
 
 def test_a_single_jump_under_the_critical_distance_opens_nothing() -> None:
@@ -374,5 +380,5 @@ def test_where_a_track_leads_is_not_bent_by_its_own_newest_jump() -> None:
     thrown_back = Position(*point_at(270 - 40, 0.0), acc=5.0, ts=walk[3].ts)
     track = [*walk[:3], thrown_back]
     fix = Position(*point_at(200, 90.0, point_at(360, 0.0)), acc=5.0, ts=T0 + 240 * S)
-    north, east = offset_m(walk[0], led_to(track, fix))
+    north, east = offset_m(walk[0], led_to(pack(track), fix))
     assert abs(north - 360) < 5 and abs(east) < 5

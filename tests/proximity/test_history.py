@@ -63,3 +63,27 @@ def test_packed_history_matches_a_list_of_positions(
         assert history.unpack(packed) == kept
     for probe in probes:
         assert history.nearest(packed, now - probe, MAX_AGE_MS) == listed_nearest(kept, now - probe)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-90, 90), st.floats(-180, 180), st.floats(0, 5000)),
+        max_size=12,
+    ),
+    st.integers(1, 6),
+)
+def test_a_packed_track_keeps_the_newest_points_exactly(
+    coordinates: list[tuple[float, float, float]], limit: int
+) -> None:
+    """A track (`appended`) keeps what `del track[:-limit]` after each append kept, read back
+    exactly as positions and as points."""
+    packed, kept = b"", []
+    for i, (lat, lon, acc) in enumerate(coordinates):
+        position = Position(lat, lon, acc, T0 + i)
+        packed = history.appended(packed, position, limit=limit)
+        kept.append(position)
+        del kept[:-limit]
+        assert history.unpack(packed) == kept
+        assert list(history.points(packed)) == [(p.lat, p.lon, p.acc, p.ts) for p in kept]
+        assert history.newest(packed) == (lat, lon, acc, T0 + i)

@@ -63,7 +63,7 @@ def test_a_drop_shorter_than_the_dwell_raises_nothing() -> None:
     status(eng, OFFENDER, True, T0 + 59 * S)
     assert run_ticks(eng, T0, T0 + 400 * S, "device_offline") == []
     device = eng.device(OFFENDER)
-    assert device.online and not device.offline_open and device.drops_ms == [T0]
+    assert device.online and not device.offline_open and device.drops_ms == (T0,)
 
 
 def test_more_drops_than_flap_drops_within_the_window_open_at_once_as_unstable() -> None:

@@ -6,7 +6,13 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.proximity.core.state import SEEN_WINDOW, DeviceState, device_state_decoder
+from services.proximity.core.state import (
+    SEEN_WINDOW,
+    DeviceState,
+    ZoneState,
+    device_state_decoder,
+    state_encoder,
+)
 
 
 def test_seen_window_remembers_accepted_seqs_and_not_skipped_ones() -> None:
@@ -51,3 +57,14 @@ def test_device_state_written_before_off_track_decodes_on_track() -> None:
     old = msgspec.msgpack.encode({"device_id": "ank-0001", "last_seq": 7})
     state = device_state_decoder.decode(old)
     assert state.last_seq == 7 and state.off_track is False
+
+
+def test_zones_are_none_while_empty() -> None:
+    """A device holds no empty dict of its own for its zones (most never have one), and the last
+    zone forgotten leaves None again: a state equals its own round trip."""
+    device = DeviceState("d")
+    assert device.zone_states is None and device.zones == {}
+    device.set_zone("O-1|home", ZoneState())
+    assert device.zones == {"O-1|home": ZoneState()}
+    assert device.pop_zone("O-1|home") == ZoneState() and device.zone_states is None
+    assert device_state_decoder.decode(state_encoder.encode(device)) == device

@@ -2,7 +2,9 @@
 
 `state_format_1.msgpack` holds the device and pair states that main (commit 941bab5, state
 format 1: msgpack maps, the history a list of position maps) wrote after `before_the_gap` below,
-as the service stores them: `{"devices": [offender, victim], "pair": pair}`.
+as the service stores them: `{"devices": [offender, victim], "pair": pair}`;
+`state_format_2.msgpack` the same from main at 31447c7 (format 2: arrays, the track a list of
+positions, the rarely filled maps always maps).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from nabij.contract import AlarmSignal
 from services.proximity.core.engine import Effects, ProximityEngine
@@ -24,6 +27,7 @@ from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, fix_at, opens
 S = 1000
 PAIR = ("O-1", OFFENDER, VICTIM)
 FORMAT_1 = Path(__file__).with_name("state_format_1.msgpack")
+EARLIER_FORMATS = [FORMAT_1, Path(__file__).with_name("state_format_2.msgpack")]
 
 
 def before_the_gap(drive: Drive) -> None:
@@ -43,13 +47,14 @@ def backlog(eng: ProximityEngine) -> list[AlarmSignal]:
     return effects.signals
 
 
-def test_state_of_format_1_loads_exactly_and_decides_the_same() -> None:
+@pytest.mark.parametrize("stored", EARLIER_FORMATS, ids=lambda p: p.stem)
+def test_state_of_an_earlier_format_loads_exactly_and_decides_the_same(stored: Path) -> None:
     """Main's stored state decodes to exactly the state this version holds after the same input
-    (her 21 history positions included), and his backlog then meets her history the same way:
-    the same late alarm, signal for signal, as in an engine that never restarted."""
+    (her 21 history positions and both tracks included), and his backlog then meets her history
+    the same way: the same late alarm, signal for signal, as in an engine that never restarted."""
     drive = Drive(engine())
     before_the_gap(drive)
-    saved = msgspec.msgpack.decode(FORMAT_1.read_bytes())
+    saved = msgspec.msgpack.decode(stored.read_bytes())
     restored = engine()
     restored.load(
         [device_state_decoder.decode(blob) for blob in saved["devices"]],
@@ -59,6 +64,7 @@ def test_state_of_format_1_loads_exactly_and_decides_the_same() -> None:
         assert restored.device(device) == drive.engine.device(device)
     assert restored.pair(PAIR) == drive.engine.pair(PAIR)
     assert len(restored.device(VICTIM).history) == 21
+    assert len(restored.device(OFFENDER).track) == len(restored.device(VICTIM).track) == 5
     signals = backlog(restored)
     assert signals == backlog(drive.engine)
     (alarm,) = opens(signals, "proximity_alarm")
@@ -66,8 +72,8 @@ def test_state_of_format_1_loads_exactly_and_decides_the_same() -> None:
 
 
 def test_state_is_stored_in_the_current_format_and_round_trips() -> None:
-    """What the service writes now is a format-2 array (no field names) that decodes to the
-    same state, history and all."""
+    """What the service writes now is an array led by the current format (no field names) that
+    decodes to the same state, history and all."""
     drive = Drive(engine())
     before_the_gap(drive)
     state = drive.engine.device(VICTIM)

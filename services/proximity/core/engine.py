@@ -32,6 +32,7 @@ from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
 from services.proximity.core.faults import DeviceFaults
+from services.proximity.core.history import POINT_BYTES, appended
 from services.proximity.core.ingest import Uplink
 from services.proximity.core.motion import TRACK_LEN, classify, led_to, on_track
 from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
@@ -216,8 +217,8 @@ class ProximityEngine:
                 if heir is None:
                     if (why := cause(spec.order_id)) is not None:
                         self._zones.ended(device, spec, why, now_ms, effects)
-                elif heir != offender and (state := device.zones.pop(spec.key, None)):
-                    engine._devices[heir].zones[spec.key] = state
+                elif heir != offender and (state := device.pop_zone(spec.key)):
+                    engine._devices[heir].set_zone(spec.key, state)
                     effects.changed_devices.update((offender, heir))
                     heirs.add(heir)
         return heirs
@@ -313,14 +314,14 @@ class ProximityEngine:
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
         position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=at)
-        verdict_move = classify(
-            device.track,
-            device.candidates,
+        verdict_move, candidates = classify(
+            device.packed_track,
+            device.packed_candidates,
             position,
-            acc=acc,
             max_speed_mps=self._max_speed_mps,
             confirm=self._jump_confirm,
         )
+        device.packed_candidates = candidates if verdict_move == "outlier" else b""
         if verdict_move == "outlier":
             # A GPS jump: kept as a candidate, counted, and it moves nothing on its own.
             device.outliers += 1
@@ -328,26 +329,23 @@ class ProximityEngine:
             return
         previous = device.fix
         if verdict_move == "relocated":
-            device.track = device.candidates[-TRACK_LEN:]
-            device.candidates = []
+            device.packed_track = candidates[-TRACK_LEN * POINT_BYTES :]
             device.off_track = False  # the candidates agreed with each other
             device.led_to = None
             previous = None  # no straight path from before the move
         else:
             # A fix on the track before a fix off it: that one was a jump, and leaves the track
             # (its velocity); one on the track of the fix off it confirms a real move.
-            on = on_track(device.track, position)
+            track = device.packed_track
+            on = on_track(track, position)
             # Judged against the track before an off-track fix as well (that one may be a jump).
-            before = device.track[:-1] if device.off_track else device.track
+            before = track[:-POINT_BYTES] if device.off_track else track
             if not on and device.off_track and on_track(before, position):
-                device.track.pop()
+                track = before
                 on = True
             device.off_track = not on
             device.led_to = None if on or not before else led_to(before, position)
-            device.track.append(position)
-            del device.track[:-TRACK_LEN]
-            if device.candidates:
-                device.candidates = []
+            device.packed_track = appended(track, position, limit=TRACK_LEN)
         device.fix = position
         remember(device, position, now_ms, self._history_ms)
         heard_before = device.last_heard_ms

@@ -1,9 +1,11 @@
-"""A device's recent positions packed in one `bytes`, oldest first.
+"""A device's recent positions packed in one `bytes`, oldest first: its history, its track.
 
 A `Position` object costs ~170 bytes of heap with its numbers; a packed point costs 32 and the
 whole history is one object. Packing is exact (float64 coordinates and accuracy, int64 server
 time): a backlog is judged against the very position the device reported, so no rule changes.
-`timing` keeps it (`remember`) and asks it (`position_at`); a `Position` is made only for an answer.
+`timing` keeps the history (`remember`) and asks it (`position_at`); a `Position` is made only for
+an answer. `motion` reads the track and the candidates (a few points, on every fix) as `Point`
+tuples, without a `Position` each.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import struct
 import sys
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from nabij.contract import Position
@@ -19,6 +21,8 @@ from nabij.contract import Position
 _POINT: Final = struct.Struct("<dddq")
 """lat, lon, acc, ts (server ms), little-endian."""
 POINT_BYTES: Final = _POINT.size
+Point = tuple[float, float, float, int]
+"""A packed point read back: lat, lon, acc, ts."""
 _TS: Final = struct.Struct("<q").unpack_from
 if sys.byteorder != "little":  # `_times` reads the stored int64 in place
     raise ImportError("the packed history needs a little-endian machine")
@@ -30,6 +34,28 @@ def pack(positions: Iterable[Position]) -> bytes:
 
 def unpack(packed: bytes) -> list[Position]:
     return [Position(lat, lon, acc, ts) for lat, lon, acc, ts in _POINT.iter_unpack(packed)]
+
+
+def packed_point(position: Position) -> bytes:
+    return _POINT.pack(position.lat, position.lon, position.acc, position.ts)
+
+
+# Typed as points, without a `cast` call: these run on every fix.
+points: Final[Callable[[bytes], Iterator[Point]]] = _POINT.iter_unpack
+_point_at: Final[Callable[[bytes, int], Point]] = _POINT.unpack_from
+
+
+def newest(packed: bytes) -> Point:
+    """The last point of a non-empty `packed`."""
+    return _point_at(packed, len(packed) - POINT_BYTES)
+
+
+def appended(packed: bytes, position: Position, *, limit: int) -> bytes:
+    """`packed` with `position` after its points, the newest `limit` kept."""
+    kept = (limit - 1) * POINT_BYTES
+    if len(packed) > kept:
+        packed = packed[-kept:] if kept else b""
+    return packed + _POINT.pack(position.lat, position.lon, position.acc, position.ts)
 
 
 def _times(packed: bytes) -> memoryview:

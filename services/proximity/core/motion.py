@@ -1,10 +1,11 @@
 """Tracks: GPS-jump rejection, velocity from a device's recent fixes, and time to contact.
 
-A device keeps its last few accepted fixes (`DeviceState.track`). A new fix that would need more
-than `max_speed_mps` from the newest of them (after both fixes' accuracy radii are granted) is
-an *outlier*: it is kept aside as a candidate and changes nothing. When `jump_confirm_fixes`
-candidates in a row agree with each other, the device really moved (a train ride): the
-candidates become its track.
+A device keeps its last few accepted fixes (`DeviceState.packed_track`). A new fix that would
+need more than `max_speed_mps` from the newest of them (after both fixes' accuracy radii are
+granted) is an *outlier*: it is kept aside as a candidate and changes nothing. When
+`jump_confirm_fixes` candidates in a row agree with each other, the device really moved (a train
+ride): the candidates become its track. Tracks and candidates are packed (`history`): these rules
+read their points as tuples.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Final, Literal
 
 from nabij.contract import Position
 from services.proximity.core.geo import distance_m
+from services.proximity.core.history import POINT_BYTES, Point, newest, packed_point, points
 
 TRACK_LEN: Final = 5
 VELOCITY_WINDOW_MS: Final = 90_000
@@ -33,58 +35,53 @@ multipath jump of 100-400 m sideways that the speed filter lets through does not
 Verdict = Literal["accept", "outlier", "relocated"]
 
 
-def consistent(a: Position, b: Position, max_speed_mps: float, acc_a: float, acc_b: float) -> bool:
+def consistent(a: Point, b: Position, max_speed_mps: float) -> bool:
     """Whether `b` can follow `a` at no more than `max_speed_mps`, granting both radii."""
-    dt_s = abs(b.ts - a.ts) / 1000.0
-    reach = max_speed_mps * dt_s + acc_a + acc_b
+    a_lat, a_lon, a_acc, a_ts = a
+    dt_s = abs(b.ts - a_ts) / 1000.0
+    reach = max_speed_mps * dt_s + a_acc + b.acc
     # A flat-earth estimate (within 1% at these ranges) settles all but the borderline cases.
-    north, east = offset_m(a, b)
+    north, east = offset_between(a_lat, a_lon, b.lat, b.lon)
     flat = math.sqrt(north * north + east * east)
     if flat * 1.01 <= reach:
         return True
     if flat * 0.99 > reach:
         return False
-    return distance_m(a.lat, a.lon, b.lat, b.lon) <= reach
+    return distance_m(a_lat, a_lon, b.lat, b.lon) <= reach
 
 
 def classify(
-    track: list[Position],
-    candidates: list[Position],
-    fix: Position,
-    *,
-    acc: float,
-    max_speed_mps: float,
-    confirm: int,
-) -> Verdict:
-    """Judge `fix` against the track; updates `candidates` in place when it is an outlier."""
+    track: bytes, candidates: bytes, fix: Position, *, max_speed_mps: float, confirm: int
+) -> tuple[Verdict, bytes]:
+    """Judge `fix` against the track (packed); returns the verdict and the candidates after it:
+    none when accepted, else those that agree with `fix`, it last (enough relocate)."""
     if not track:
-        return "accept"
-    last = track[-1]
-    if consistent(last, fix, max_speed_mps, last.acc, acc):
-        return "accept"
-    if candidates and consistent(candidates[-1], fix, max_speed_mps, candidates[-1].acc, acc):
-        candidates.append(fix)
+        return "accept", b""
+    if consistent(newest(track), fix, max_speed_mps):
+        return "accept", b""
+    if candidates and consistent(newest(candidates), fix, max_speed_mps):
+        candidates += packed_point(fix)
     else:
-        candidates[:] = [fix]
-    return "relocated" if len(candidates) >= confirm else "outlier"
+        candidates = packed_point(fix)
+    return "relocated" if len(candidates) >= confirm * POINT_BYTES else "outlier", candidates
 
 
-def on_track(track: list[Position], fix: Position) -> bool:
-    """Whether `fix` lies where the device's recent track leads: between its newest position
-    and that position carried on at the track's velocity (it may have slowed or stopped), within
-    both radii plus the larger of `STRAY_MIN_M` and `STRAY_SHARE` of the predicted move. A
-    track that gives no velocity (too short, too old, too coarse) confirms anything: a device's
-    second fix, or its first after a silence, waits for no third."""
+def on_track(track: bytes, fix: Position) -> bool:
+    """Whether `fix` lies where the device's recent track (packed) leads: between its newest
+    position and that position carried on at the track's velocity (it may have slowed or
+    stopped), within both radii plus the larger of `STRAY_MIN_M` and `STRAY_SHARE` of the
+    predicted move. A track that gives no velocity (too short, too old, too coarse) confirms
+    anything: a device's second fix, or its first after a silence, waits for no third."""
     if not track:
         return True
-    last = track[-1]
-    north, east = offset_m(last, fix)
-    if math.hypot(north, east) <= last.acc + fix.acc + STRAY_MIN_M:
+    last_lat, last_lon, last_acc, last_ts = newest(track)
+    north, east = offset_between(last_lat, last_lon, fix.lat, fix.lon)
+    if math.hypot(north, east) <= last_acc + fix.acc + STRAY_MIN_M:
         return True  # near where it was: on any track (it may have stopped); no velocity needed
     moving = velocity(track)
     if moving is None:
         return True
-    dt_s = max(0, fix.ts - last.ts) / 1000.0
+    dt_s = max(0, fix.ts - last_ts) / 1000.0
     ahead_n, ahead_e = moving.north_mps * dt_s, moving.east_mps * dt_s
     predicted_m = math.hypot(ahead_n, ahead_e)
     # The nearest point of the segment last -> last + velocity * dt, as a share of it.
@@ -92,29 +89,29 @@ def on_track(track: list[Position], fix: Position) -> bool:
     if predicted_m > 0.0:
         share = min(max((north * ahead_n + east * ahead_e) / (predicted_m * predicted_m), 0.0), 1.0)
     off_m = math.hypot(north - share * ahead_n, east - share * ahead_e)
-    return off_m <= last.acc + fix.acc + max(STRAY_MIN_M, STRAY_SHARE * predicted_m)
+    return off_m <= last_acc + fix.acc + max(STRAY_MIN_M, STRAY_SHARE * predicted_m)
 
 
-def led_to(track: list[Position], fix: Position) -> Position:
-    """Where a (non-empty) track leads at `fix`'s time: its newest position carried on at its
-    velocity (left where it is when the track gives none), with that position's radius. The
-    newest position may itself be a jump that bent the velocity (one near the track passes
+def led_to(track: bytes, fix: Position) -> Position:
+    """Where a (non-empty, packed) track leads at `fix`'s time: its newest position carried on
+    at its velocity (left where it is when the track gives none), with that position's radius.
+    The newest position may itself be a jump that bent the velocity (one near the track passes
     `on_track`), so the track without it is carried on too: the nearer of the two to `fix`."""
     ahead = _carried_on(track, fix.ts)
-    if len(track) < 3:
+    if len(track) < 3 * POINT_BYTES:
         return ahead
-    before = _carried_on(track[:-1], fix.ts)
+    before = _carried_on(track[:-POINT_BYTES], fix.ts)
     return min(ahead, before, key=lambda p: math.hypot(*offset_m(p, fix)))
 
 
-def _carried_on(track: list[Position], ts: int) -> Position:
-    last = track[-1]
+def _carried_on(track: bytes, ts: int) -> Position:
+    lat, lon, acc, last_ts = newest(track)
     moving = velocity(track) or STILL
-    dt_s = max(0, ts - last.ts) / 1000.0
+    dt_s = max(0, ts - last_ts) / 1000.0
     north, east = moving.north_mps * dt_s, moving.east_mps * dt_s
-    lat = last.lat + north / METRES_PER_DEG
-    lon = last.lon + east / (METRES_PER_DEG * math.cos(math.radians(last.lat)))
-    return Position(lat=lat, lon=lon, acc=last.acc, ts=ts)
+    lat_ahead = lat + north / METRES_PER_DEG
+    lon_ahead = lon + east / (METRES_PER_DEG * math.cos(math.radians(lat)))
+    return Position(lat=lat_ahead, lon=lon_ahead, acc=acc, ts=ts)
 
 
 @dataclass(slots=True)  # not frozen: built on every comparison, and frozen init costs ~4x
@@ -126,33 +123,38 @@ class Velocity:
 STILL: Final = Velocity(0.0, 0.0)
 
 
-def velocity(track: list[Position]) -> Velocity | None:
-    """Mean velocity over the recent track; STILL when the motion is within the fixes' own
-    accuracy; None when the track is too short or too coarse to tell."""
-    if len(track) < 2:
+def velocity(track: bytes) -> Velocity | None:
+    """Mean velocity over the recent track (packed); STILL when the motion is within the fixes'
+    own accuracy; None when the track is too short or too coarse to tell."""
+    if len(track) < 2 * POINT_BYTES:
         return None
-    newest = track[-1]
-    if newest.acc > MAX_VELOCITY_ACC_M:
+    newest_lat, newest_lon, newest_acc, newest_ts = newest(track)
+    if newest_acc > MAX_VELOCITY_ACC_M:
         return None
-    oldest = None
-    for point in track[:-1]:
-        age = newest.ts - point.ts
-        if age <= VELOCITY_WINDOW_MS and point.acc <= MAX_VELOCITY_ACC_M:
-            oldest = point
+    # The oldest point within the window and fine enough. The newest itself qualifies (age 0,
+    # fine): found only when no older one is, it gives no span, so None, as no point would.
+    for oldest in points(track):
+        if newest_ts - oldest[3] <= VELOCITY_WINDOW_MS and oldest[2] <= MAX_VELOCITY_ACC_M:
             break
-    if oldest is None or newest.ts - oldest.ts < MIN_VELOCITY_SPAN_MS:
+    oldest_lat, oldest_lon, oldest_acc, oldest_ts = oldest
+    if newest_ts - oldest_ts < MIN_VELOCITY_SPAN_MS:
         return None
-    north, east = offset_m(oldest, newest)
-    if math.hypot(north, east) <= oldest.acc + newest.acc:
+    north, east = offset_between(oldest_lat, oldest_lon, newest_lat, newest_lon)
+    if math.hypot(north, east) <= oldest_acc + newest_acc:
         return STILL
-    dt_s = (newest.ts - oldest.ts) / 1000.0
+    dt_s = (newest_ts - oldest_ts) / 1000.0
     return Velocity(north / dt_s, east / dt_s)
 
 
 def offset_m(a: Position, b: Position) -> tuple[float, float]:
     """(north, east) metres from `a` to `b`, on a local tangent plane (good for short offsets)."""
-    north = (b.lat - a.lat) * METRES_PER_DEG
-    east = (b.lon - a.lon) * METRES_PER_DEG * math.cos(math.radians((a.lat + b.lat) / 2.0))
+    return offset_between(a.lat, a.lon, b.lat, b.lon)
+
+
+def offset_between(a_lat: float, a_lon: float, b_lat: float, b_lon: float) -> tuple[float, float]:
+    """`offset_m` of two points given by their coordinates."""
+    north = (b_lat - a_lat) * METRES_PER_DEG
+    east = (b_lon - a_lon) * METRES_PER_DEG * math.cos(math.radians((a_lat + b_lat) / 2.0))
     return north, east
 
 

@@ -417,9 +417,9 @@ class _Motion:
             devices = self._judge._devices
             self._value = approach(
                 self._offender,
-                velocity(devices[self._spec.offender].track),
+                velocity(devices[self._spec.offender].packed_track),
                 self._victim,
-                velocity(devices[self._spec.victim].track),
+                velocity(devices[self._spec.victim].packed_track),
                 alarm_m=self._spec.alarm.ring_m,
                 horizon_s=self._judge._horizon_s,
             )

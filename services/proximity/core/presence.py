@@ -59,7 +59,7 @@ class Presence:
         device.online = False
         device.powered_off = powered_off
         device.online_since_ms = None
-        drops = [*self._recent(device.drops_ms, now_ms), now_ms]
+        drops = (*self._recent(device.drops_ms, now_ms), now_ms)
         device.drops_ms = drops[-(self.flap_drops + 1) :]
         return True
 
@@ -78,7 +78,7 @@ class Presence:
         if device.online or device.drops_ms or device.offline_open:
             return False
         device.offline_open = True
-        device.drops_ms = [now_ms]
+        device.drops_ms = (now_ms,)
         return True
 
     def judge(self, device: DeviceState, now_ms: int) -> Verdict | None:
@@ -107,8 +107,8 @@ class Presence:
             return None
         return Verdict("clear", f"back online for {(now_ms - since) // 1000} s, connection steady")
 
-    def _recent(self, drops: list[int], now_ms: int) -> list[int]:
-        return [at for at in drops if now_ms - at < self.flap_window_ms]
+    def _recent(self, drops: tuple[int, ...], now_ms: int) -> tuple[int, ...]:
+        return tuple(at for at in drops if now_ms - at < self.flap_window_ms)
 
 
 def protection_causes(device: DeviceState, now_ms: int, silence_ms: int) -> list[ProtectionCause]:

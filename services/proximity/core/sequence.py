@@ -30,7 +30,7 @@ def admit(device: DeviceState, boot: str | None, seq: int, ts: int) -> Verdict:
     """Judge message (`boot`, `seq`, device time `ts`); restarts the counter on a new boot or a
     recognised reset. "new" messages must then be taken with `take`."""
     if boot is not None and boot != device.boot:
-        ended_at = device.prior_boots.get(boot)
+        ended_at = device.prior_boots.get(boot) if device.prior_boots else None
         if ended_at is not None and seq <= ended_at:
             return "duplicate"  # redelivered from a boot that has ended since
         # A new boot, or an earlier one that goes on (a forged boot id cannot blind the real one).
@@ -67,13 +67,13 @@ def _stray_run(device: DeviceState, seq: int) -> bool:
 def restart(device: DeviceState, boot: str | None, *, resume_at: int | None = None) -> None:
     """Start the counter afresh (a new epoch), remembering where the ended boot stood; a boot
     that goes on resumes above `resume_at`, with everything up to it taken as seen."""
+    boots = dict(device.prior_boots or {})  # a copy at a restart (rare): None stays None
     if device.boot is not None:
-        device.prior_boots[device.boot] = max(
-            device.last_seq, device.prior_boots.get(device.boot, -1)
-        )
-        while len(device.prior_boots) > PRIOR_BOOTS_KEPT:
-            del device.prior_boots[next(iter(device.prior_boots))]
-    device.prior_boots.pop(boot or "", None)
+        boots[device.boot] = max(device.last_seq, boots.get(device.boot, -1))
+        while len(boots) > PRIOR_BOOTS_KEPT:
+            del boots[next(iter(boots))]
+    boots.pop(boot or "", None)
+    device.prior_boots = boots or None
     device.boot = boot
     device.epoch += 1
     device.last_seq = -1 if resume_at is None else resume_at

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -18,13 +21,14 @@ PairKey = tuple[str, str, str]
 SEEN_WINDOW = 64
 SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
-STATE_FORMAT: Final = 2
+STATE_FORMAT: Final = 3
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
-device state; pair states are small maps that omit their defaults). Format 1, a map by field
-name with the history as a list of position maps, is what earlier versions wrote: it still loads
-(`_DeviceStateDecoder`). A new field goes last, with a default (arrays written before it still
-decode); any other change is a new number, with a decoder for this one. Versions before format 2
-cannot read it: no rollback past it."""
+device state; pair states are small maps that omit their defaults). Earlier formats still load,
+converted (`_DeviceStateDecoder`): format 2, the same array with the track and the candidates as
+lists of positions and the rarely filled maps (prior boots, zones) a map even when empty; format
+1, a map by field name, the history a list of position maps as well. A new field goes last, with
+a default (arrays written before it still decode); any other change is a new number, with a
+decoder for this one. Versions before format 3 cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -54,6 +58,9 @@ class ZoneState(msgspec.Struct, omit_defaults=True, gc=False):
     """The last evaluation fell in an exemption window (the tick re-checks when it ends)."""
 
 
+_NO_ZONES: Final[Mapping[str, ZoneState]] = MappingProxyType({})
+
+
 class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     """Untracked by the garbage collector like `Position`: its lists and dicts hold numbers,
     strings and untracked structs, and nothing refers back to a state, so it is in no cycle."""
@@ -64,8 +71,9 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     Signal ids carry it, so a seq reused after a reboot is never taken for a redelivery."""
     boot: str | None = None
     """Boot id of the newest accepted message (None: firmware that sends none)."""
-    prior_boots: dict[str, int] = {}
-    """Recently ended boots -> their highest seq: a redelivery from them stays a duplicate."""
+    prior_boots: dict[str, int] | None = None
+    """Recently ended boots -> their highest seq: a redelivery from them stays a duplicate.
+    None while there are none (nearly every device): no empty dict per device."""
     last_seq: int = -1
     seen_below: int = 0
     """Bit k set: seq `last_seq - 1 - k` was seen, taken or late (see `SEEN_WINDOW`)."""
@@ -96,10 +104,11 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     """Warn level last sent to the device."""
     status_changes: int = 0
     """Counts presence changes, so signal ids born from status messages (no seq) stay unique."""
-    track: list[Position] = []
-    """The last few accepted fixes, oldest first (the newest is `fix`): velocity, jumps."""
-    candidates: list[Position] = []
-    """Outliers (GPS jumps) in a row that agree with each other; enough of them relocate."""
+    packed_track: bytes = b""
+    """The last few accepted fixes (`motion.TRACK_LEN`), oldest first (the newest is `fix`),
+    packed (`history`): velocity, jumps. One object, not a `Position` each (~150 bytes)."""
+    packed_candidates: bytes = b""
+    """Outliers (GPS jumps) in a row that agree with each other, packed; enough relocate."""
     outliers: int = 0
     """Outliers seen in total (their signal-free inputs still advance `seq`)."""
     off_track: bool = False
@@ -109,8 +118,10 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     led_to: Position | None = None
     """While `off_track`: where the track before that fix leads at its time (`motion.led_to`);
     a ring opens on an off-track fix when this position enters it too."""
-    zones: dict[str, ZoneState] = {}
-    """Offender devices: `{order_id}|{zone name}` -> where the device stands to that zone."""
+    zone_states: dict[str, ZoneState] | None = None
+    """Offender devices: `{order_id}|{zone name}` -> where the device stands to that zone; None
+    while empty (every victim, most offenders): no empty dict per device. Read it as `zones`,
+    change it with `set_zone` and `pop_zone`."""
     packed_history: bytes = b""
     """Recent positions on server time, oldest first, thinned (`timing.remember`), packed
     (`history`): a backlog from the partner is judged against where this device was then."""
@@ -129,7 +140,7 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     """device_offline is open: offline beyond the dwell, or the connection unstable."""
     online_since_ms: int | None = None
     """Server time since which the device has been online without a drop (set on return)."""
-    drops_ms: list[int] = []
+    drops_ms: tuple[int, ...] = ()
     """Server times of the latest drops (online -> offline), oldest first; the newest is when
     the current offline stretch began. At most `flap_drops + 1`, within the flap window."""
     powered_off: bool = False
@@ -144,9 +155,37 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     speaks for it, so its own silence and offline alarms wait until it is released."""
 
     @property
+    def zones(self) -> Mapping[str, ZoneState]:
+        return self.zone_states or _NO_ZONES
+
+    def set_zone(self, key: str, state: ZoneState) -> None:
+        if self.zone_states is None:
+            self.zone_states = {}
+        self.zone_states[key] = state
+
+    def pop_zone(self, key: str) -> ZoneState | None:
+        """Forget the state of zone `key` (returned, if there was one)."""
+        if self.zone_states is None:
+            return None
+        state = self.zone_states.pop(key, None)
+        if not self.zone_states:
+            self.zone_states = None
+        return state
+
+    @property
     def history(self) -> list[Position]:
         """The history as positions (unpacked on each call: for tests and tools)."""
         return packing.unpack(self.packed_history)
+
+    @property
+    def track(self) -> list[Position]:
+        """The track as positions (unpacked on each call: for tests and tools)."""
+        return packing.unpack(self.packed_track)
+
+    @property
+    def candidates(self) -> list[Position]:
+        """The candidates as positions (unpacked on each call: for tests and tools)."""
+        return packing.unpack(self.packed_candidates)
 
     def tag(self, seq: int) -> str:
         """What names input `seq` of this device in signal ids: unique across counter restarts."""
@@ -214,16 +253,47 @@ class PairState(msgspec.Struct, omit_defaults=True, gc=False):
         return (self.order_id, self.offender_device, self.victim_device)
 
 
-def _device_state_format_1() -> type[msgspec.Struct]:
-    """The struct of format 1: a map of `DeviceState`'s fields (same defaults; those added
-    since decode as their default), the history a list of positions."""
-    fields = [
-        ("history", list[Position], msgspec.field(default_factory=list))
-        if field.name == "packed_history"
-        else (field.name, field.type, _same_default(field))
-        for field in msgspec.structs.fields(DeviceState)
-    ]
-    return msgspec.defstruct("DeviceStateFormat1", fields)
+def _none_if_empty(value: dict[str, Any]) -> dict[str, Any] | None:
+    return value or None
+
+
+@dataclass(frozen=True, slots=True)
+class _Earlier:
+    """How a field of `DeviceState` was stored before, and how that converts (exactly)."""
+
+    name: str
+    type: object
+    empty: Callable[[], object]
+    convert: Callable[[Any], object]
+
+
+_FORMAT_2_DIFFERS: Final = {
+    "packed_track": _Earlier("track", list[Position], list, packing.pack),
+    "packed_candidates": _Earlier("candidates", list[Position], list, packing.pack),
+    "prior_boots": _Earlier("prior_boots", dict[str, int], dict, _none_if_empty),
+    "zone_states": _Earlier("zones", dict[str, ZoneState], dict, _none_if_empty),
+}
+"""Fields of format 3 that format 2 stored otherwise."""
+_FORMAT_1_DIFFERS: Final = _FORMAT_2_DIFFERS | {
+    "packed_history": _Earlier("history", list[Position], list, packing.pack),
+}
+
+
+def _earlier_format(
+    name: str, differs: Mapping[str, _Earlier], **options: Any
+) -> type[msgspec.Struct]:
+    """The struct of an earlier format: `DeviceState`'s fields (same defaults; those added since
+    decode as their default), those in `differs` as they were stored then."""
+    fields = []
+    for field in msgspec.structs.fields(DeviceState):
+        earlier = differs.get(field.name)
+        if earlier is None:
+            fields.append((field.name, field.type, _same_default(field)))
+        else:
+            fields.append(
+                (earlier.name, earlier.type, msgspec.field(default_factory=earlier.empty))
+            )
+    return msgspec.defstruct(name, fields, **options)
 
 
 def _same_default(field: msgspec.structs.FieldInfo) -> object:
@@ -231,25 +301,37 @@ def _same_default(field: msgspec.structs.FieldInfo) -> object:
     return msgspec.field(default=field.default, default_factory=field.default_factory)  # type: ignore[call-overload]
 
 
+def _upgraded(state: msgspec.Struct, differs: Mapping[str, _Earlier]) -> DeviceState:
+    fields = msgspec.structs.asdict(state)
+    for name, earlier in differs.items():
+        fields[name] = earlier.convert(fields.pop(earlier.name))
+    return DeviceState(**fields)
+
+
 _MAP_HEADERS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 """First byte of a msgpack map: a format-1 state (format 2 and later are arrays)."""
 
 
 class _DeviceStateDecoder:
-    """Decodes the current format, and format 1 (converted) for state written before."""
+    """Decodes the current format, and the earlier ones (converted) for state written before."""
 
     def __init__(self) -> None:
-        self._current = msgspec.msgpack.Decoder(DeviceState)
+        format_2 = _earlier_format("DeviceStateFormat2", _FORMAT_2_DIFFERS, array_like=True, tag=2)
+        # Arrays are told apart by their first element, the format number (the struct's tag).
+        self._arrays: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
+            DeviceState | format_2
+        )
         self._format_1: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
-            _device_state_format_1()
+            _earlier_format("DeviceStateFormat1", _FORMAT_1_DIFFERS)
         )
 
     def decode(self, blob: bytes) -> DeviceState:
         if blob[:1] and blob[0] in _MAP_HEADERS:
-            fields = msgspec.structs.asdict(self._format_1.decode(blob))
-            packed_history = packing.pack(fields.pop("history"))
-            return DeviceState(**fields, packed_history=packed_history)
-        return self._current.decode(blob)
+            return _upgraded(self._format_1.decode(blob), _FORMAT_1_DIFFERS)
+        state = self._arrays.decode(blob)
+        if isinstance(state, DeviceState):
+            return state
+        return _upgraded(state, _FORMAT_2_DIFFERS)
 
 
 # How the shell stores this state (msgpack), built once: the proximity service writes and reads

@@ -103,7 +103,7 @@ class ZoneJudge:
     ) -> list[ZoneChange]:
         """The zone's order ended or no longer has it: an open zone alarm is cleared, saying
         why (the gateway still escalates it until a human acknowledges); its state is dropped."""
-        state = device.zones.pop(spec.key, None)
+        state = device.pop_zone(spec.key)
         if state is None:
             return []
         effects.changed_devices.add(device.device_id)
@@ -196,7 +196,7 @@ class ZoneJudge:
                 changes.append((spec, transition))
             new = ZoneState(ring, round(signed, 1), acc, exempt)
             if new != old:
-                device.zones[spec.key] = new
+                device.set_zone(spec.key, new)
         return changes
 
     def tick(self, device: DeviceState, now_ms: int, effects: Effects) -> list[ZoneChange]:
@@ -235,7 +235,7 @@ class ZoneJudge:
                     )
                 )
                 changes.append((spec, "opened"))
-            device.zones[spec.key] = ZoneState(ring, state.signed_m, state.acc, False)
+            device.set_zone(spec.key, ZoneState(ring, state.signed_m, state.acc, False))
         return changes
 
 
