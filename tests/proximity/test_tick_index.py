@@ -75,12 +75,14 @@ Step = tuple[object, ...]
 
 def look_at_every_device(engine: ProximityEngine) -> None:
     """Make the next tick a pass over every device, as every tick was before the index: the
-    platform's quiet devices found afresh from the states, every device due for the silence,
-    presence and fault checks (whose own tests then decide, as they did in that pass)."""
+    platform's quiet devices found afresh from the states (`load`), and every device due for
+    each check (whose own tests then decide, as they did in that pass): silence, presence,
+    faults, and the release of a grouped device that is not quiet."""
     engine.load(list(engine.devices()), [])
     for device in engine.devices():
         engine._conditions._agenda.book(device.device_id, ALWAYS)
         engine._faults._agenda.book(device.device_id, ALWAYS)
+        engine._platform._heard_again.add(device.device_id)
 
 
 def restarted(

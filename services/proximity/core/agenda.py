@@ -25,8 +25,9 @@ class Agenda:
         self._due: dict[str, int] = {}
         self._slots: dict[int, set[str]] = {}
         self._order: list[int] = []
-        """The numbers of the slots in `_slots`, a heap (a slot emptied by moves stays until
-        its time comes: cheaper than finding it in the heap)."""
+        """The numbers of the slots in `_slots`, a heap. A slot emptied by moves is dropped
+        from `_slots` at once (a set keeps the table of its largest size: a second's worth of
+        devices, every second) but its number stays here until its time comes."""
 
     def __len__(self) -> int:
         return len(self._due)
@@ -37,7 +38,10 @@ class Agenda:
         if booked == due_ms:
             return
         if booked is not None:
-            self._slots[booked // SLOT_MS].discard(device_id)
+            left = self._slots[booked // SLOT_MS]
+            left.discard(device_id)
+            if not left:
+                del self._slots[booked // SLOT_MS]
         if due_ms is None:
             del self._due[device_id]
             return
@@ -58,7 +62,9 @@ class Agenda:
         later: set[str] = set()
         while order and order[0] <= current:
             number = heapq.heappop(order)
-            members = slots.pop(number)
+            members = slots.pop(number, None)
+            if members is None:
+                continue  # emptied by moves (or its number pushed again when it was refilled)
             if number == current:  # the slot of this second: some may be due later in it
                 later = {device_id for device_id in members if due[device_id] > now_ms}
                 members -= later

@@ -96,6 +96,10 @@ class PlatformWatch:
         self._going_quiet = Agenda()
         """Devices heard and not quiet: they go quiet `quiet_after_s` after they were heard."""
         self._grouped: set[str] = set()
+        self._heard_again: set[str] = set()
+        """Grouped devices that may no longer be quiet: released by the tick if so."""
+        self._regrouped: set[str] = set()
+        """Devices grouped or released by the current tick."""
         self._last_tick_ms: int | None = None
 
     def carry_over(self, previous: PlatformWatch) -> None:
@@ -121,6 +125,8 @@ class PlatformWatch:
             self._going_quiet.book(device_id, None)
             return
         self._quiet.pop(device_id, None)
+        if device.grouped:
+            self._heard_again.add(device_id)
         heard = device.last_heard_ms
         self._going_quiet.book(device_id, None if heard is None else heard + self._quiet_ms)
 
@@ -135,14 +141,14 @@ class PlatformWatch:
             self._link_down_since_ms = None
         elif self._link_down_since_ms is None:
             self._link_down_since_ms = now_ms
-        grouped_before = set(self._grouped)
+        self._regrouped = set()
         quiet = self._quiet_now(now_ms, effects)
         state, blind = self.state, self._blind(now_ms)
         if not state.degraded:
             outage = self._found(quiet, blind, now_ms)
             if outage is not None:
                 self._open(outage, now_ms, effects)
-            return grouped_before ^ self._grouped
+            return self._regrouped
         began = state.began_ms if state.began_ms is not None else now_ms
         # Quiet since the outage began; a device quiet before it (say long broken) keeps its
         # own alarms and never holds the outage open.
@@ -153,7 +159,7 @@ class PlatformWatch:
             self._restore(now_ms, effects)
         elif joined:
             self._update(now_ms, effects)
-        return grouped_before ^ self._grouped
+        return self._regrouped
 
     # --- detection -------------------------------------------------------------------------
 
@@ -170,14 +176,19 @@ class PlatformWatch:
                 if since > now_ms and (device.online or not device.drops_ms):
                     del quiet[device_id]
                     self._going_quiet.book(device_id, since)
+                    if device.grouped:
+                        self._heard_again.add(device_id)
         self._last_tick_ms = now_ms
         for device_id in self._going_quiet.take(now_ms):
             heard = devices[device_id].last_heard_ms
             assert heard is not None  # booked from it
             quiet[device_id] = heard + self._quiet_ms
-        for device_id in [d for d in self._grouped if d not in quiet]:
+        released = [d for d in self._heard_again if d in self._grouped and d not in quiet]
+        self._heard_again.clear()
+        for device_id in released:
             devices[device_id].grouped = False
             self._grouped.discard(device_id)
+            self._regrouped.add(device_id)
             effects.changed_devices.add(device_id)
         return quiet
 
@@ -254,6 +265,7 @@ class PlatformWatch:
         for device_id in self._grouped:
             self._devices[device_id].grouped = False
             effects.changed_devices.add(device_id)
+        self._regrouped |= self._grouped
         self._grouped.clear()
         effects.platform_changed = True
 
@@ -277,6 +289,7 @@ class PlatformWatch:
         for device_id in device_ids:
             self._devices[device_id].grouped = True
             self._grouped.add(device_id)
+            self._regrouped.add(device_id)
             effects.changed_devices.add(device_id)
 
     def _orders_of(self) -> list[str]:
