@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from typing import cast
 
-import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from nabij.settings import PlatformSettings
 from services.proximity.core.agenda import ALWAYS, Agenda
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import StatusUpdate
+from services.proximity.core.platform import platform_state_decoder
 from services.proximity.core.state import device_state_decoder, pair_state_decoder, state_encoder
 from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, event, fix_at, of_action, order
 
@@ -61,7 +61,8 @@ steps = st.lists(
         st.tuples(st.just("refused"), device_ids),
         st.tuples(st.just("stale"), device_ids),  # a seq already passed: a fault's cause
         st.tuples(st.just("everyone")),  # a fix from every device: an outage ends
-        # A tick after this much time: mostly forward, sometimes a step back (NTP).
+        # A tick after this much time: mostly forward, sometimes a step back (NTP); the broker
+        # link up five times in six.
         st.tuples(st.just("tick"), st.integers(0, 3 * S), st.integers(0, 5).map(bool)),
         st.tuples(st.just("tick"), st.integers(-25 * S, 10 * S), st.integers(0, 5).map(bool)),
         st.tuples(st.just("restart")),
@@ -73,33 +74,33 @@ steps = st.lists(
 Step = tuple[object, ...]
 
 
-def look_at_every_device(engine: ProximityEngine) -> None:
+def look_at_every_device(eng: ProximityEngine) -> None:
     """Make the next tick a pass over every device, as every tick was before the index: the
     platform's quiet devices found afresh from the states (`load`), and every device due for
     each check (whose own tests then decide, as they did in that pass): silence, presence,
     faults, and the release of a grouped device that is not quiet."""
-    engine.load(list(engine.devices()), [])
-    for device in engine.devices():
-        engine._conditions._agenda.book(device.device_id, ALWAYS)
-        engine._faults._agenda.book(device.device_id, ALWAYS)
-        engine._platform._heard_again.add(device.device_id)
+    eng.load(list(eng.devices()), [])
+    for device in eng.devices():
+        eng._conditions._agenda.book(device.device_id, ALWAYS)
+        eng._faults._agenda.book(device.device_id, ALWAYS)
+        eng._platform._heard_again.add(device.device_id)
 
 
 def restarted(
-    engine: ProximityEngine, orders: list[Order], platform: PlatformSettings | None
+    eng: ProximityEngine, orders: list[Order], platform: PlatformSettings | None
 ) -> ProximityEngine:
     """The engine after a restart: its states back from what the shell persisted."""
     again = ProximityEngine(orders, SETTINGS, platform=platform)
     again.load(
-        [device_state_decoder.decode(state_encoder.encode(d)) for d in engine.devices()],
-        [pair_state_decoder.decode(state_encoder.encode(p)) for p in engine.pairs()],
+        [device_state_decoder.decode(state_encoder.encode(d)) for d in eng.devices()],
+        [pair_state_decoder.decode(state_encoder.encode(p)) for p in eng.pairs()],
     )
-    again.load_platform(msgspec.structs.replace(engine.platform))
+    again.load_platform(platform_state_decoder.decode(state_encoder.encode(eng.platform)))
     return again
 
 
-def outcome(effects: Effects, engine: ProximityEngine) -> tuple[object, ...]:
-    states = state_encoder.encode([*engine.devices(), *engine.pairs(), engine.platform])
+def outcome(effects: Effects, eng: ProximityEngine) -> tuple[object, ...]:
+    states = state_encoder.encode([*eng.devices(), *eng.pairs(), eng.platform])
     return (
         effects.signals,
         effects.commands,
@@ -123,26 +124,26 @@ class Run:
         self.orders = ORDERS
 
     def step(self, step: Step) -> tuple[object, ...]:
-        effects, engine = Effects(), self.engine
+        effects, eng = Effects(), self.engine
         kind = step[0]
         if kind == "tick":
             _, delta, broker_up = step
             assert isinstance(delta, int) and isinstance(broker_up, bool)
             self.now += delta
             if self.every_device:
-                look_at_every_device(engine)
-            engine.tick(self.now, effects, broker_up=broker_up)
+                look_at_every_device(eng)
+            eng.tick(self.now, effects, broker_up=broker_up)
         elif kind == "restart":
-            self.engine = engine = restarted(engine, self.orders, self.platform)
+            self.engine = eng = restarted(eng, self.orders, self.platform)
         elif kind == "orders":
             self.orders = NEW_ORDERS if step[1] else ORDERS
-            self.engine = engine = engine.successor(self.orders, self.now, effects)
+            self.engine = eng = eng.successor(self.orders, self.now, effects)
         elif kind == "everyone":
             for device in DEVICES:
                 self._input(("fix", device, 0, 0.0, None), effects)
         else:
             self._input(step, effects)
-        return outcome(effects, engine)
+        return outcome(effects, eng)
 
     def _input(self, step: Step, effects: Effects) -> None:
         kind, device = step[0], step[1]
