@@ -5,9 +5,10 @@ with C clients (`bench.broker`), (2) nabij's sustained end-to-end rate with zero
 `seq` (`bench.pipeline` saturation) and its ratio to (1), the same with two shards
 (`bench.shards`: whichever number of processes does best counts), latency from the publish to
 the committed decision and to the notice at stepped rates (`bench.latency`: `nabij run`, then as
-deployed, 1, 2 and 4 shards with a gateway, each a process), a backlog storm
-with presses (`bench.storm`) and memory per pair (`bench.memory`). `--tiny` runs every part at a
-toy size (the integration test does, so the harness cannot rot; its figures mean nothing).
+deployed, 1, 2 and 4 shards with a gateway, each a process), a backlog storm with presses
+(`bench.storm`), memory per pair (`bench.memory`) and the tick's CPU at scale (`bench.tick`).
+`--tiny` runs every part at a toy size (the integration test does, so the harness cannot rot;
+its figures mean nothing).
 
     .venv/bin/python -m bench.run            # = make bench
     .venv/bin/python -m bench.run --tiny --only-harness
@@ -22,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import broker, fleet, latency, memory, pipeline, shards, storm
+from bench import broker, fleet, latency, memory, pipeline, shards, storm, tick
 from tests.servers import MosquittoServer
 
 TARGET_RATIO = 0.6
@@ -46,16 +47,18 @@ class Sizes:
     presses: int
     memory_pairs: int
     memory_minutes: float
+    tick_pairs: tuple[int, ...]
 
 
 FULL = Sizes(
     pairs=2000, fixes=100_000, publishers=2, rates=[1000, 2500, 5000, 7500], step_s=20,
     fleet_pairs=5000, probes=200, latency_shards=(1, 2, 4), storm_devices=1000, backlog=1000,
-    presses=20, memory_pairs=1000, memory_minutes=17,
+    presses=20, memory_pairs=1000, memory_minutes=17, tick_pairs=(10_000, 100_000),
 )  # fmt: skip
 TINY = Sizes(
     pairs=20, fixes=400, publishers=1, rates=[100], step_s=4, fleet_pairs=50, probes=3,
     latency_shards=(2,), storm_devices=4, backlog=20, presses=2, memory_pairs=5, memory_minutes=2,
+    tick_pairs=(20,),
 )  # fmt: skip
 
 
@@ -129,6 +132,8 @@ def harness(sizes: Sizes) -> dict[str, object]:
     engine, core = memory.core_bytes(sizes.memory_pairs, sizes.memory_minutes)
     stored = memory.redis_bytes(engine, sizes.memory_pairs)
     print(f"  core {core:,.0f} B/pair, {stored}", flush=True)
+    print("== the tick: CPU per tick, everyone reporting and in a platform outage", flush=True)
+    ticks = tick.main(["--pairs", *map(str, sizes.tick_pairs)])
     return {
         **figures,
         "steps": steps,
@@ -136,6 +141,7 @@ def harness(sizes: Sizes) -> dict[str, object]:
         "storm": stormed,
         "core_bytes_per_pair": core,
         "redis": stored,
+        "tick": ticks,
     }
 
 

@@ -22,8 +22,9 @@ Step = dict[str, dict[str, float]]
 def test_the_harness_runs_every_part_at_a_tiny_size() -> None:
     """`make bench`'s harness at toy sizes: the broker ceiling and nabij's rate are measured,
     no device's committed seq is short of its last fix, every probe's notice (with one
-    process and with shards) and every press's notice were seen, and memory per pair is
-    measured in the core and Redis."""
+    process and with shards) and every press's notice were seen, memory per pair is
+    measured in the core and Redis, and the tick's CPU with everyone reporting and in an
+    outage."""
     figures = run.harness(run.TINY)
     assert figures["broker_per_s"] > 0  # type: ignore[operator]  # a float
     assert figures["sustained"]["devices_short"] == 0  # type: ignore[index]  # a dict
@@ -39,6 +40,7 @@ def test_the_harness_runs_every_part_at_a_tiny_size() -> None:
     assert figures["storm"]["presses"] == run.TINY.presses  # type: ignore[index]  # a dict
     assert figures["core_bytes_per_pair"] > 0  # type: ignore[operator]  # a float
     assert figures["redis"]["redis_bytes_per_pair"] > 0  # type: ignore[index]  # a dict
+    assert set(figures["tick"][20]) == {"reporting_ms", "outage_ms"}  # type: ignore[index]
 
 
 def test_a_press_is_noticed_before_the_backlog_storm_is_taken_in() -> None:

@@ -14,6 +14,7 @@ from typing import Final
 
 from nabij.contract import AlarmKind, DeviceEvent, Position, SignalAction
 from nabij.settings import ProximitySettings
+from services.proximity.core.agenda import Agenda
 from services.proximity.core.effects import Effects
 from services.proximity.core.presence import (
     Presence,
@@ -54,6 +55,11 @@ class DeviceConditions:
             for device, memberships in topology.memberships.items()
             if any(m.role == "victim" for m in memberships)
         )
+        self._offenders = topology.offenders
+        self._ranks = topology.ranks
+        self._agenda = Agenda()
+        self._unsettled: set[str] = set()
+        """Devices whose presence is unsettled (`book`): looked at on every tick."""
 
     def on_fix(
         self,
@@ -127,41 +133,82 @@ class DeviceConditions:
         self._judge_presence(device, cause)
         self._protection(device, cause)
 
+    def book(self, device: DeviceState) -> None:
+        """Index the device again after a change: whether the tick must look at it on every
+        tick (its presence unsettled), and when its silence next needs a look (`Agenda`)."""
+        device_id = device.device_id
+        if device.grouped:  # its own silence and offline alarms wait (`platform.py`)
+            self._unsettled.discard(device_id)
+            self._agenda.book(device_id, None)
+            return
+        if device.online == device.offline_open:  # offline within its dwell, or back within it
+            self._unsettled.add(device_id)
+        else:
+            self._unsettled.discard(device_id)
+        self._agenda.book(device_id, self._silence_due(device))
+
+    def _silence_due(self, device: DeviceState) -> int | None:
+        """When the device's silence first passes a limit the tick acts on (None: no limit left
+        to pass): location_unknown for an offender, silent for a victim."""
+        heard = device.last_heard_ms
+        if heard is None:
+            return None  # never heard: no silence yet (its first fix books it)
+        due = None
+        if not device.location_unknown and device.device_id in self._offenders:
+            due = heard + self._location_unknown_ms + 1
+        if "silent" not in device.unprotected and device.device_id in self._victims:
+            silent_at = heard + self._victim_silence_ms + 1
+            due = silent_at if due is None else min(due, silent_at)
+        return due
+
     def tick(self, now_ms: int, effects: Effects) -> None:
         """On server time: location_unknown for offender devices silent beyond the limit; the
-        debounced device_offline; victim devices that cannot protect their victim."""
+        debounced device_offline; victim devices that cannot protect their victim. Only the
+        devices due (`book`) are looked at, in the order of the orders, each as a full pass
+        would: it finds exactly what the pass over every device found."""
+        due = self._agenda.take(now_ms)
+        silent = sorted(
+            (device_id for device_id in due if device_id in self._offenders),
+            key=self._offenders.__getitem__,
+        )
+        for device_id in silent:
+            self._location_unknown(self._devices[device_id], now_ms, effects)
+        looked = sorted({*due, *self._unsettled}, key=self._ranks.__getitem__)
+        for device_id in looked:
+            self._presence_and_protection(self._devices[device_id], now_ms, effects)
+        for device_id in looked:
+            self.book(self._devices[device_id])
+
+    def _location_unknown(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         limit = self._location_unknown_ms
-        for device_id in self._topology.offenders:
-            device = self._devices[device_id]
-            heard = device.last_heard_ms
-            if heard is None or device.location_unknown or now_ms - heard <= limit:
-                continue
-            if device.grouped:
-                continue  # a platform outage's grouped notice speaks for it (`platform.py`)
-            device.location_unknown = True
-            reason = (
-                f"No fix from offender device {device_id} for {(now_ms - heard) // 1000} s "
-                f"(limit {limit // 1000} s)."
-            )
-            cause = _Cause(f"{device.tag(device.last_seq)}|tick", now_ms, effects)
-            self._signal(device, "location_unknown", "open", reason, cause, role="offender")
+        heard = device.last_heard_ms
+        if heard is None or device.location_unknown or now_ms - heard <= limit:
+            return
+        if device.grouped:
+            return  # a platform outage's grouped notice speaks for it (`platform.py`)
+        device.location_unknown = True
+        reason = (
+            f"No fix from offender device {device.device_id} for {(now_ms - heard) // 1000} s "
+            f"(limit {limit // 1000} s)."
+        )
+        cause = _Cause(f"{device.tag(device.last_seq)}|tick", now_ms, effects)
+        self._signal(device, "location_unknown", "open", reason, cause, role="offender")
+
+    def _presence_and_protection(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         # In a tick a victim's causes change only when her silence begins or device_offline
         # opens or clears (the others change with inputs); anything else is skipped cheaply.
-        cutoff = now_ms - self._victim_silence_ms  # heard before it: silent
-        victims = self._victims
-        for device_id, device in self._devices.items():
-            if device.grouped:
-                continue  # as above: its own offline and silence alarms wait
-            if device.online != device.offline_open:  # presence settled: word and alarm agree
-                heard = device.last_heard_ms
-                if (
-                    heard is None
-                    or heard >= cutoff
-                    or device_id not in victims
-                    or "silent" in device.unprotected
-                ):
-                    continue
-            self._tick_device(device, now_ms, effects)
+        if device.grouped:
+            return  # as above: its own offline and silence alarms wait
+        if device.online != device.offline_open:  # presence settled: word and alarm agree
+            heard = device.last_heard_ms
+            if (
+                heard is None
+                or heard >= now_ms - self._victim_silence_ms  # heard since: not silent
+                or device.device_id not in self._victims
+                or "silent" in device.unprotected
+            ):
+                return
+        self._tick_device(device, now_ms, effects)
 
     def _tick_device(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         if self._presence.adopt_legacy(device, now_ms):

@@ -91,7 +91,7 @@ class ProximityEngine:
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
         self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
         self._zone_offenders = tuple(topology.zones)
-        self._platform = PlatformWatch(topology, platform or _DEFAULT_PLATFORM)
+        self._platform = PlatformWatch(topology, platform or _DEFAULT_PLATFORM, self._devices)
 
     # --- state access ------------------------------------------------------------------------
 
@@ -103,6 +103,7 @@ class ProximityEngine:
         for device in devices:
             if device.device_id in self._devices:
                 self._devices[device.device_id] = device
+                self._book(device)
         for pair in pairs:
             if pair.key in self._pairs:
                 self._pairs[pair.key] = pair
@@ -262,6 +263,8 @@ class ProximityEngine:
             self._on_event(uplink, now_ms, effects)
         elif (device := self._known(uplink.device_id, effects)) is not None:
             self._conditions.on_status(device, uplink.status.online, now_ms, effects)
+        if (device := self._devices.get(uplink.device_id)) is not None:
+            self._book(device)
 
     def backlog(self, fixes: list[Fix], now_ms: int) -> None:
         """A backlog array is about to be applied (its fixes in seq order): a device that has
@@ -272,10 +275,12 @@ class ProximityEngine:
 
     def tick(self, now_ms: int, effects: Effects, *, broker_up: bool = True) -> None:
         """Time-driven checks on server time: whether nabij is blind (`platform`; `broker_up`:
-        the shell's MQTT link), offender silence (location_unknown), and exemption windows that
-        ended while a pair or an offender was inside."""
+        the shell's MQTT link), offender silence (location_unknown), presence, faults, and
+        exemption windows that ended while a pair or an offender was inside. Of the devices, only
+        those due are looked at (`agenda`): every change of a device books it again (`_book`)."""
         if self._platform_settings is not None:
-            self._platform.tick(self._devices, now_ms, effects, broker_up=broker_up)
+            for device_id in self._platform.tick(now_ms, effects, broker_up=broker_up):
+                self._conditions.book(self._devices[device_id])  # grouped or released
         self._conditions.tick(now_ms, effects)
         self._faults.tick(now_ms, effects)
         for spec in self._exempt_pairs:
@@ -298,6 +303,15 @@ class ProximityEngine:
         device = self._devices.get(device_id)
         if device is not None:
             self._faults.on_refused(device, reason, now_ms, effects)
+            self._faults.book(device)
+
+    def _book(self, device: DeviceState) -> None:
+        """After a change of the device, tell each time-driven check when the tick next needs
+        to look at it (their indexes are rebuilt this way after a restart, never persisted)."""
+        self._conditions.book(device)
+        self._faults.book(device)
+        if self._platform_settings is not None:
+            self._platform.book(device)
 
     def _on_fix(self, fix: Fix, now_ms: int, effects: Effects) -> None:
         device = self._known(fix.device_id, effects)

@@ -14,6 +14,7 @@ from typing import Final
 
 from nabij.contract import SignalAction
 from nabij.settings import ProximitySettings
+from services.proximity.core.agenda import ALWAYS, Agenda
 from services.proximity.core.effects import Effects
 from services.proximity.core.signals import device_signal
 from services.proximity.core.state import DeviceState
@@ -31,6 +32,8 @@ class DeviceFaults:
         self._devices = devices  # shared with the engine
         self._clock_limit_ms = round(settings.clock_fault_s * 1000)
         self._dwell_ms = round(settings.fault_dwell_s * 1000)
+        self._ranks = topology.ranks
+        self._agenda = Agenda()
 
     def on_accepted(
         self, device: DeviceState, *, live: bool, now_ms: int, effects: Effects
@@ -58,10 +61,29 @@ class DeviceFaults:
         self._settle(device, now_ms, effects)
 
     def tick(self, now_ms: int, effects: Effects) -> None:
-        """Raise the causes whose dwell has passed since the last message."""
-        for device in self._devices.values():
+        """Raise the causes whose dwell has passed since the last message: only the devices
+        due (`book`), in the order a pass over all of them took."""
+        for device_id in sorted(self._agenda.take(now_ms), key=self._ranks.__getitem__):
+            device = self._devices[device_id]
             if device.clock_off_since_ms is not None or device.refused_since_ms is not None:
                 self._settle(device, now_ms, effects)
+            self.book(device)
+
+    def book(self, device: DeviceState) -> None:
+        """Index the device again after a change: when its causes next differ from its open
+        alarm's (None: never, until an input), so the tick settles it then (`Agenda`)."""
+        self._agenda.book(device.device_id, self._due(device))
+
+    def _due(self, device: DeviceState) -> int | None:
+        sinces = (device.clock_off_since_ms, device.refused_since_ms)
+        if sinces == (None, None):
+            return None  # the common case: the tick leaves the device alone
+        # Between these times the causes stay as they are (each dwell passes at one of them).
+        passed = sorted(since + self._dwell_ms for since in sinces if since is not None)
+        for at in (ALWAYS, *passed):
+            if self._causes(device, at) != device.faults:
+                return at
+        return None
 
     def _causes(self, device: DeviceState, now_ms: int) -> tuple[str, ...]:
         """Causes that hold now: a raised one until its condition is gone, a new one once its

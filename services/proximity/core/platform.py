@@ -1,7 +1,8 @@
 """Whether nabij can see the devices it protects: `platform_degraded` and `platform_restored`.
 
-Pure, on nabij's clock; the engine's tick feeds it the devices in force and whether the broker
-link is up. nabij is blind (one `platform_degraded`, priority 1, to both queues) when:
+Pure, on nabij's clock; the engine shares the devices in force with it, books each one that
+changed (`book`), and its tick says whether the broker link is up. nabij is blind (one
+`platform_degraded`, priority 1, to both queues) when:
 
 - (a) the broker has been unreachable for `blind_after_s`, or, with at least
   `group_min_devices` devices in force, no message came from any device for as long;
@@ -30,6 +31,7 @@ import msgspec
 
 from nabij.contract import AlarmKind, AlarmSignal, SignalAction
 from nabij.settings import PlatformSettings
+from services.proximity.core.agenda import Agenda
 from services.proximity.core.effects import Effects
 from services.proximity.core.signals import signal_id
 from services.proximity.core.state import DeviceState
@@ -69,8 +71,11 @@ class Outage:
 
 
 class PlatformWatch:
-    def __init__(self, topology: Topology, settings: PlatformSettings) -> None:
+    def __init__(
+        self, topology: Topology, settings: PlatformSettings, devices: Mapping[str, DeviceState]
+    ) -> None:
         self._memberships = topology.memberships
+        self._devices = devices  # shared with the engine, which `load`s into it
         self._all_orders = sorted({m.order_id for ms in topology.memberships.values() for m in ms})
         self._blind_ms = round(settings.blind_after_s * 1000)
         self._quiet_ms = round(settings.quiet_after_s * 1000)
@@ -84,6 +89,18 @@ class PlatformWatch:
         self.state = PlatformState()
         self._last_message_ms: int | None = None
         self._link_down_since_ms: int | None = None
+        # The quiet devices, kept as devices change (`book`) and time passes, not found by a
+        # pass over every device: everyone reporting costs the tick nothing here.
+        self._quiet: dict[str, int] = {}
+        """Quiet device -> when it went quiet (see `_quiet_now`)."""
+        self._going_quiet = Agenda()
+        """Devices heard and not quiet: they go quiet `quiet_after_s` after they were heard."""
+        self._grouped: set[str] = set()
+        self._heard_again: set[str] = set()
+        """Grouped devices that may no longer be quiet: released by the tick if so."""
+        self._regrouped: set[str] = set()
+        """Devices grouped or released by the current tick."""
+        self._last_tick_ms: int | None = None
 
     def carry_over(self, previous: PlatformWatch) -> None:
         """Keep the outage and the traffic seen when the orders change (a new engine)."""
@@ -95,63 +112,84 @@ class PlatformWatch:
         """A message of a device in force was received (any kind)."""
         self._last_message_ms = now_ms
 
-    def tick(
-        self,
-        devices: Mapping[str, DeviceState],
-        now_ms: int,
-        effects: Effects,
-        *,
-        broker_up: bool,
-    ) -> None:
-        """Before the devices' own silence checks, so a grouped device never raises its own."""
+    def book(self, device: DeviceState) -> None:
+        """Index the device again after a change: quiet (offline since its drop) or when it
+        goes quiet unless heard again (never heard: never quiet), and whether it is grouped."""
+        device_id = device.device_id
+        if device.grouped:
+            self._grouped.add(device_id)
+        else:
+            self._grouped.discard(device_id)
+        if not device.online and device.drops_ms:
+            self._quiet[device_id] = device.drops_ms[-1]
+            self._going_quiet.book(device_id, None)
+            return
+        self._quiet.pop(device_id, None)
+        if device.grouped:
+            self._heard_again.add(device_id)
+        heard = device.last_heard_ms
+        self._going_quiet.book(device_id, None if heard is None else heard + self._quiet_ms)
+
+    def tick(self, now_ms: int, effects: Effects, *, broker_up: bool) -> set[str]:
+        """Before the devices' own silence checks, so a grouped device never raises its own.
+        Returns the devices it grouped or released (the caller books them again)."""
         if not self._memberships:
-            return  # no order in force: nothing is expected, nothing is missed
+            return set()  # no order in force: nothing is expected, nothing is missed
         if self._last_message_ms is None:
             self._last_message_ms = now_ms  # a (re)start: traffic is judged from here
         if broker_up:
             self._link_down_since_ms = None
         elif self._link_down_since_ms is None:
             self._link_down_since_ms = now_ms
-        quiet = self._quiet(devices, now_ms, effects)
+        self._regrouped = set()
+        quiet = self._quiet_now(now_ms, effects)
         state, blind = self.state, self._blind(now_ms)
         if not state.degraded:
-            outage = self._found(quiet, devices, blind, now_ms)
+            outage = self._found(quiet, blind, now_ms)
             if outage is not None:
-                self._open(outage, devices, now_ms, effects)
-            return
+                self._open(outage, now_ms, effects)
+            return self._regrouped
         began = state.began_ms if state.began_ms is not None else now_ms
         # Quiet since the outage began; a device quiet before it (say long broken) keeps its
         # own alarms and never holds the outage open.
         in_outage = [d for d, since in quiet.items() if since >= began]
-        joined = [d for d in in_outage if not devices[d].grouped]
-        self._group(joined, devices, effects)
+        joined = [d for d in in_outage if d not in self._grouped]
+        self._group(joined, effects)
         if blind is None and 2 * len(in_outage) < self._trigger:
-            self._restore(devices, now_ms, effects)
+            self._restore(now_ms, effects)
         elif joined:
-            self._update(devices, now_ms, effects)
+            self._update(now_ms, effects)
+        return self._regrouped
 
     # --- detection -------------------------------------------------------------------------
 
-    def _quiet(
-        self, devices: Mapping[str, DeviceState], now_ms: int, effects: Effects
-    ) -> dict[str, int]:
+    def _quiet_now(self, now_ms: int, effects: Effects) -> dict[str, int]:
         """Quiet devices and when they went quiet (offline: since the drop; else not heard for
         `quiet_after_s`; never heard: not quiet); a grouped device heard again is released (its
-        own alarms apply). One pass, the common case (online, heard lately) cheap."""
-        quiet_ms = self._quiet_ms
-        cutoff = now_ms - quiet_ms  # heard after it: not quiet
-        quiet: dict[str, int] = {}
-        for device_id, device in devices.items():
-            heard = device.last_heard_ms
-            if not device.online and device.drops_ms:
-                quiet[device_id] = device.drops_ms[-1]  # offline since its drop
-                continue
-            if heard is not None and heard <= cutoff:
-                quiet[device_id] = heard + quiet_ms
-                continue
-            if device.grouped:
-                device.grouped = False
-                effects.changed_devices.add(device_id)
+        own alarms apply). Costs the devices that went quiet or were released, and a clock
+        stepped back costs the quiet ones."""
+        quiet, devices = self._quiet, self._devices
+        if self._last_tick_ms is not None and now_ms < self._last_tick_ms:
+            # Stepped back: a device silent since the time now given is not quiet yet.
+            for device_id, since in list(quiet.items()):
+                device = devices[device_id]
+                if since > now_ms and (device.online or not device.drops_ms):
+                    del quiet[device_id]
+                    self._going_quiet.book(device_id, since)
+                    if device.grouped:
+                        self._heard_again.add(device_id)
+        self._last_tick_ms = now_ms
+        for device_id in self._going_quiet.take(now_ms):
+            heard = devices[device_id].last_heard_ms
+            assert heard is not None  # booked from it
+            quiet[device_id] = heard + self._quiet_ms
+        released = [d for d in self._heard_again if d in self._grouped and d not in quiet]
+        self._heard_again.clear()
+        for device_id in released:
+            devices[device_id].grouped = False
+            self._grouped.discard(device_id)
+            self._regrouped.add(device_id)
+            effects.changed_devices.add(device_id)
         return quiet
 
     def _blind(self, now_ms: int) -> str | None:
@@ -167,7 +205,6 @@ class PlatformWatch:
     def _found(
         self,
         quiet: Mapping[str, int],
-        devices: Mapping[str, DeviceState],
         blind: str | None,
         now_ms: int,
     ) -> Outage | None:
@@ -178,7 +215,7 @@ class PlatformWatch:
             in_outage = [d for d, since in quiet.items() if since >= began]
             return Outage(blind, in_outage, everywhere=True, began_ms=began)
         burst = burst_of(
-            [(since, d) for d, since in quiet.items() if not devices[d].grouped],
+            [(since, d) for d, since in quiet.items() if d not in self._grouped],
             now_ms,
             window_ms=self._window_ms,
             trigger=self._trigger,
@@ -186,19 +223,18 @@ class PlatformWatch:
         if burst is None:
             return None
         window_s = self._window_ms // 1000
-        cause = f"{len(burst)} of {len(devices)} devices went silent or offline within {window_s} s"
+        in_force = len(self._devices)
+        cause = f"{len(burst)} of {in_force} devices went silent or offline within {window_s} s"
         return Outage(cause, burst, everywhere=False, began_ms=min(quiet[d] for d in burst))
 
     # --- signals ---------------------------------------------------------------------------
 
-    def _open(
-        self, outage: Outage, devices: Mapping[str, DeviceState], now_ms: int, effects: Effects
-    ) -> None:
+    def _open(self, outage: Outage, now_ms: int, effects: Effects) -> None:
         state = self.state
         state.outage += 1
         state.degraded, state.since_ms, state.began_ms = True, now_ms, outage.began_ms
-        self._group(outage.devices, devices, effects)
-        state.orders = list(self._all_orders) if outage.everywhere else self._orders_of(devices)
+        self._group(outage.devices, effects)
+        state.orders = list(self._all_orders) if outage.everywhere else self._orders_of()
         reason = (
             f"nabij cannot see {len(state.orders)} of {len(self._all_orders)} orders in force: "
             f"{outage.cause}. No alarm from them can be raised until this is restored."
@@ -206,8 +242,8 @@ class PlatformWatch:
         effects.signals.append(self._signal("platform_degraded", "open", reason, now_ms, "open"))
         effects.platform_changed = True
 
-    def _update(self, devices: Mapping[str, DeviceState], now_ms: int, effects: Effects) -> None:
-        orders = sorted(set(self.state.orders) | set(self._orders_of(devices)))
+    def _update(self, now_ms: int, effects: Effects) -> None:
+        orders = sorted(set(self.state.orders) | set(self._orders_of()))
         if orders == self.state.orders:
             return
         self.state.orders = orders
@@ -216,7 +252,7 @@ class PlatformWatch:
         effects.signals.append(self._signal("platform_degraded", "update", reason, now_ms, tag))
         effects.platform_changed = True
 
-    def _restore(self, devices: Mapping[str, DeviceState], now_ms: int, effects: Effects) -> None:
+    def _restore(self, now_ms: int, effects: Effects) -> None:
         state = self.state
         lasted_s = (now_ms - (state.since_ms or now_ms)) // 1000
         reason = (
@@ -226,10 +262,11 @@ class PlatformWatch:
         effects.signals.append(self._signal("platform_degraded", "clear", reason, now_ms, "clear"))
         effects.signals.append(self._signal("platform_restored", "open", reason, now_ms, "open"))
         state.degraded, state.since_ms, state.began_ms = False, None, None
-        for device_id, device in devices.items():
-            if device.grouped:
-                device.grouped = False
-                effects.changed_devices.add(device_id)
+        for device_id in self._grouped:
+            self._devices[device_id].grouped = False
+            effects.changed_devices.add(device_id)
+        self._regrouped |= self._grouped
+        self._grouped.clear()
         effects.platform_changed = True
 
     def _signal(
@@ -248,21 +285,16 @@ class PlatformWatch:
             orders=tuple(self.state.orders),
         )
 
-    def _group(
-        self, device_ids: Sequence[str], devices: Mapping[str, DeviceState], effects: Effects
-    ) -> None:
+    def _group(self, device_ids: Sequence[str], effects: Effects) -> None:
         for device_id in device_ids:
-            devices[device_id].grouped = True
+            self._devices[device_id].grouped = True
+            self._grouped.add(device_id)
+            self._regrouped.add(device_id)
             effects.changed_devices.add(device_id)
 
-    def _orders_of(self, devices: Mapping[str, DeviceState]) -> list[str]:
+    def _orders_of(self) -> list[str]:
         return sorted(
-            {
-                m.order_id
-                for device_id, device in devices.items()
-                if device.grouped
-                for m in self._memberships[device_id]
-            }
+            {m.order_id for device_id in self._grouped for m in self._memberships[device_id]}
         )
 
 

@@ -1,0 +1,77 @@
+"""When each device next needs a look from the tick, so the tick takes the devices due and no
+others (a shard of 75,000 pairs otherwise spends a tenth of every second walking them all).
+
+A timer wheel of one-second slots: each slot a set of devices, the slots ordered by a heap of
+their numbers. A device is in one slot at most, moved whenever its owner books it again after a
+change, so a device that keeps reporting is never looked at. Nothing here is persisted: after a
+restart the owner books every device again from its state.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Final
+
+SLOT_MS: Final = 1000
+
+ALWAYS: Final = -(1 << 62)
+"""A due time before any tick: the device needs a look whatever the clock says."""
+
+
+class Agenda:
+    __slots__ = ("_due", "_order", "_slots")
+
+    def __init__(self) -> None:
+        self._due: dict[str, int] = {}
+        self._slots: dict[int, set[str]] = {}
+        self._order: list[int] = []
+        """The numbers of the slots in `_slots`, a heap. A slot emptied by moves is dropped
+        from `_slots` at once (a set keeps the table of its largest size: a second's worth of
+        devices, every second) but its number stays here until its time comes."""
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def book(self, device_id: str, due_ms: int | None) -> None:
+        """The device needs a look once server time reaches `due_ms` (None: no look)."""
+        booked = self._due.get(device_id)
+        if booked == due_ms:
+            return
+        if booked is not None:
+            left = self._slots[booked // SLOT_MS]
+            left.discard(device_id)
+            if not left:
+                del self._slots[booked // SLOT_MS]
+        if due_ms is None:
+            del self._due[device_id]
+            return
+        self._due[device_id] = due_ms
+        number = due_ms // SLOT_MS
+        members = self._slots.get(number)
+        if members is None:
+            self._slots[number] = members = set()
+            heapq.heappush(self._order, number)
+        members.add(device_id)
+
+    def take(self, now_ms: int) -> list[str]:
+        """The devices due at `now_ms`, no longer booked: the owner books each again after its
+        look. One due later stays booked, whichever way the clock moved since the last call."""
+        current = now_ms // SLOT_MS
+        due, slots, order = self._due, self._slots, self._order
+        taken: list[str] = []
+        later: set[str] = set()
+        while order and order[0] <= current:
+            number = heapq.heappop(order)
+            members = slots.pop(number, None)
+            if members is None:
+                continue  # emptied by moves (or its number pushed again when it was refilled)
+            if number == current:  # the slot of this second: some may be due later in it
+                later = {device_id for device_id in members if due[device_id] > now_ms}
+                members -= later
+            taken.extend(members)
+        for device_id in taken:
+            del due[device_id]
+        if later:
+            slots[current] = later
+            heapq.heappush(order, current)
+        return taken

@@ -1,0 +1,256 @@
+"""The tick looks only at the devices due (`core/agenda.py`) and finds what a pass over every
+device finds: an engine checked against a twin that looks at every device on every tick, under
+random fixes, events, statuses, refusals, restarts, new orders and a clock that steps back."""
+
+from __future__ import annotations
+
+import re
+from typing import cast
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nabij.config import Order, ProximitySettings
+from nabij.contract import DeviceStatus, EventType
+from nabij.settings import PlatformSettings
+from services.proximity.core.agenda import ALWAYS, Agenda
+from services.proximity.core.engine import Effects, ProximityEngine
+from services.proximity.core.ingest import StatusUpdate
+from services.proximity.core.platform import platform_state_decoder
+from services.proximity.core.state import device_state_decoder, pair_state_decoder, state_encoder
+from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, event, fix_at, of_action, order
+
+S = 1_000
+# vic-1 is a victim in O-1 before she is the offender of O-3: the offenders' order (the silence
+# checks') differs from the devices' (the presence checks'), and both must be kept.
+ORDERS = [
+    order("O-1", "ank-1", ["vic-1"]),
+    order("O-2", "ank-2", ["vic-2", "vic-3"]),
+    order("O-3", "vic-1", ["vic-4"]),
+]
+NEW_ORDERS = [ORDERS[0], order("O-2", "ank-2", ["vic-3"]), order("O-4", "ank-4", ["vic-2"])]
+DEVICES = ["ank-1", "vic-1", "ank-2", "vic-2", "vic-3", "vic-4", "ank-4"]
+# Every limit within seconds, so random steps cross them all.
+SETTINGS = ProximitySettings(
+    location_unknown_s=6,
+    victim_silence_s=9,
+    offline_dwell_s=3,
+    online_dwell_s=4,
+    flap_drops=2,
+    flap_window_s=12,
+    fault_dwell_s=3,
+    clock_fault_s=2,
+    late_after_s=5,
+)
+PLATFORM = PlatformSettings(blind_after_s=8, quiet_after_s=4, group_window_s=3, group_min_devices=2)
+EVENTS: list[EventType] = ["power_off", "battery_low", "gnss_lost", "strap_tamper"]
+
+device_ids = st.sampled_from(DEVICES)
+steps = st.lists(
+    st.one_of(
+        # A fix: its device clock on time, a little or far off (late), somewhere near or far.
+        st.tuples(
+            st.just("fix"),
+            device_ids,
+            st.sampled_from([0, 3 * S, -3 * S, 20 * S]),
+            st.sampled_from([0.0, 400.0, 3000.0]),
+            st.one_of(st.none(), st.integers(0, 100)),
+        ),
+        st.tuples(st.just("event"), device_ids, st.sampled_from(EVENTS)),
+        st.tuples(st.just("status"), device_ids, st.booleans()),
+        st.tuples(st.just("refused"), device_ids),
+        st.tuples(st.just("stale"), device_ids),  # a seq already passed: a fault's cause
+        st.tuples(st.just("everyone")),  # a fix from every device: an outage ends
+        # A tick after this much time: mostly forward, sometimes a step back (NTP); the broker
+        # link up five times in six.
+        st.tuples(st.just("tick"), st.integers(0, 3 * S), st.integers(0, 5).map(bool)),
+        st.tuples(st.just("tick"), st.integers(-25 * S, 10 * S), st.integers(0, 5).map(bool)),
+        st.tuples(st.just("restart")),
+        st.tuples(st.just("orders"), st.booleans()),
+    ),
+    min_size=30,
+    max_size=150,
+)
+Step = tuple[object, ...]
+
+
+def look_at_every_device(eng: ProximityEngine) -> None:
+    """Make the next tick a pass over every device, as every tick was before the index: the
+    platform's quiet devices found afresh from the states (`load`), and every device due for
+    each check (whose own tests then decide, as they did in that pass): silence, presence,
+    faults, and the release of a grouped device that is not quiet."""
+    eng.load(list(eng.devices()), [])
+    for device in eng.devices():
+        eng._conditions._agenda.book(device.device_id, ALWAYS)
+        eng._faults._agenda.book(device.device_id, ALWAYS)
+        eng._platform._heard_again.add(device.device_id)
+
+
+def restarted(
+    eng: ProximityEngine, orders: list[Order], platform: PlatformSettings | None
+) -> ProximityEngine:
+    """The engine after a restart: its states back from what the shell persisted."""
+    again = ProximityEngine(orders, SETTINGS, platform=platform)
+    again.load(
+        [device_state_decoder.decode(state_encoder.encode(d)) for d in eng.devices()],
+        [pair_state_decoder.decode(state_encoder.encode(p)) for p in eng.pairs()],
+    )
+    again.load_platform(platform_state_decoder.decode(state_encoder.encode(eng.platform)))
+    return again
+
+
+def outcome(effects: Effects, eng: ProximityEngine) -> tuple[object, ...]:
+    states = state_encoder.encode([*eng.devices(), *eng.pairs(), eng.platform])
+    return (
+        effects.signals,
+        effects.commands,
+        effects.changed_devices,
+        effects.changed_pairs,
+        effects.ignored,
+        effects.platform_changed,
+        states,
+    )
+
+
+class Run:
+    """One engine driven through the steps; the seqs and the clock are the test's."""
+
+    def __init__(self, platform: PlatformSettings | None, *, every_device: bool) -> None:
+        self.platform = platform
+        self.engine = ProximityEngine(ORDERS, SETTINGS, platform=platform)
+        self.every_device = every_device
+        self.seqs = dict.fromkeys(DEVICES, 0)
+        self.now = T0
+        self.orders = ORDERS
+
+    def step(self, step: Step) -> tuple[object, ...]:
+        effects, eng = Effects(), self.engine
+        kind = step[0]
+        if kind == "tick":
+            _, delta, broker_up = step
+            assert isinstance(delta, int) and isinstance(broker_up, bool)
+            self.now += delta
+            if self.every_device:
+                look_at_every_device(eng)
+            eng.tick(self.now, effects, broker_up=broker_up)
+        elif kind == "restart":
+            self.engine = eng = restarted(eng, self.orders, self.platform)
+        elif kind == "orders":
+            self.orders = NEW_ORDERS if step[1] else ORDERS
+            self.engine = eng = eng.successor(self.orders, self.now, effects)
+        elif kind == "everyone":
+            for device in DEVICES:
+                self._input(("fix", device, 0, 0.0, None), effects)
+        else:
+            self._input(step, effects)
+        return outcome(effects, eng)
+
+    def _input(self, step: Step, effects: Effects) -> None:
+        kind, device = step[0], step[1]
+        assert isinstance(device, str)
+        self.seqs[device] += 1
+        seq, now = self.seqs[device], self.now
+        if kind == "fix":
+            _, _, skew, distance, batt = step
+            assert isinstance(skew, int) and isinstance(distance, float)
+            assert batt is None or isinstance(batt, int)
+            fix = fix_at(device, seq, now - skew, distance, batt=batt)
+            self.engine.apply(fix, now, effects)
+        elif kind == "event":
+            event_type = cast(EventType, step[2])
+            batt = 10 if event_type == "battery_low" else None
+            self.engine.apply(event(device, seq, now, event_type, batt=batt), now, effects)
+        elif kind == "status":
+            online = step[2]
+            assert isinstance(online, bool)
+            self.engine.apply(StatusUpdate(device, DeviceStatus(online=online)), now, effects)
+        elif kind == "refused":
+            self.engine.refused(device, "invalid", now, effects)
+        else:  # stale: a seq below the counter
+            self.engine.apply(fix_at(device, max(seq - 5, 0), now, 0.0), now, effects)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=steps, judges_platform=st.booleans())
+def test_the_tick_over_the_devices_due_finds_what_a_pass_over_every_device_finds(
+    steps: list[Step], judges_platform: bool
+) -> None:
+    """Every step's signals, commands, changed states and the states themselves are the same
+    as the twin's, whose every tick looks at every device. Among the steps: devices never
+    heard, silences and presence dwells that pass, faults, platform outages (devices grouped and
+    released), restarts (the index rebuilt from the persisted states), new orders, and ticks
+    that step back in time; with and without the platform watch (a shard that does not judge
+    it: no device is ever grouped, so more silences are the devices' own)."""
+    platform = PLATFORM if judges_platform else None
+    indexed, every = Run(platform, every_device=False), Run(platform, every_device=True)
+    for step in [*steps, ("tick", 60 * S, True)]:
+        assert indexed.step(step) == every.step(step), step
+
+
+def test_the_agenda_gives_each_device_once_it_is_due_whichever_way_the_clock_moves() -> None:
+    agenda = Agenda()
+    agenda.book("a", T0 + 1_500)
+    agenda.book("b", T0 + 1_200)
+    agenda.book("c", T0 + 9_000)
+    agenda.book("c", T0 + 1_000)  # moved earlier: booked once, at the new time
+    agenda.book("d", T0 + 1_100)
+    agenda.book("d", None)  # no longer needs a look
+    assert sorted(agenda.take(T0 + 1_200)) == ["b", "c"]  # "a" is due later in this second
+    assert agenda.take(T0 + 500) == []  # stepped back: nothing early, and "a" stays booked
+    assert agenda.take(T0 + 1_500) == ["a"]
+    assert (agenda.take(T0 + 60_000), len(agenda)) == ([], 0)  # taken devices are unbooked
+    agenda.book("e", ALWAYS)
+    assert agenda.take(T0 - 10**9) == ["e"]
+
+
+def test_silence_is_found_to_the_millisecond_and_a_step_back_loses_nothing() -> None:
+    """location_unknown opens on the first tick past the limit (180 s), not before, not twice;
+    a clock stepped back in between neither fires it early nor loses it."""
+    drive = Drive(engine())
+    drive.fix(OFFENDER, T0)
+    for now in (T0 + 180 * S, T0 + 100 * S, T0 + 180 * S):
+        effects = Effects()
+        drive.engine.tick(now, effects)
+        assert effects.signals == []
+    for opened in (1, 0):
+        effects = Effects()
+        drive.engine.tick(T0 + 180 * S + 1, effects)
+        assert len(of_action(effects.signals, "open", "location_unknown")) == opened
+
+
+def test_a_restart_rebuilds_the_index_from_the_states() -> None:
+    """Nothing of the index is persisted: an engine that loads the states finds the offender
+    silent and the victim unprotected as the one before would have."""
+    drive = Drive(engine())
+    drive.fix(OFFENDER, T0)
+    drive.fix(VICTIM, T0)
+    again = restarted(drive.engine, [order()], PlatformSettings())
+    effects = Effects()
+    again.tick(T0 + 301 * S, effects)
+    assert [s.kind for s in effects.signals] == ["location_unknown", "victim_unprotected"]
+
+
+def test_devices_never_heard_are_never_silent() -> None:
+    effects = Effects()
+    engine().tick(T0 + 10**9, effects)
+    assert effects.signals == []
+
+
+def test_the_devices_due_signal_in_the_order_a_pass_over_every_device_took() -> None:
+    """Silent offenders in the order of the orders (vic-1 became one in O-3, after ank-2's
+    O-2, though she is known since O-1), then the other checks in the order of the devices."""
+    eng = ProximityEngine(ORDERS, SETTINGS, platform=None)
+    for device in eng.devices():
+        eng.apply(fix_at(device.device_id, 1, T0), T0, Effects())
+    effects = Effects()
+    eng.tick(T0 + 60 * S, effects)
+    devices = [re.findall(r"(?:ank|vic)-\d", s.reason) for s in effects.signals]
+    assert [(s.kind, s.order_id, *d) for s, d in zip(effects.signals, devices, strict=True)] == [
+        ("location_unknown", "O-1", "ank-1"),
+        ("location_unknown", "O-2", "ank-2"),
+        ("location_unknown", "O-3", "vic-1"),
+        ("victim_unprotected", "O-1", "vic-1"),
+        ("victim_unprotected", "O-2", "vic-2"),
+        ("victim_unprotected", "O-2", "vic-3"),
+        ("victim_unprotected", "O-3", "vic-4"),
+    ]
