@@ -7,11 +7,12 @@ from __future__ import annotations
 import re
 from typing import cast
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nabij.config import Order, ProximitySettings
-from nabij.contract import DeviceStatus, EventType
+from nabij.contract import AlarmSignal, DeviceStatus, EventType
 from nabij.settings import PlatformSettings
 from services.proximity.core.agenda import ALWAYS, Agenda
 from services.proximity.core.engine import Effects, ProximityEngine
@@ -201,6 +202,40 @@ def test_the_agenda_gives_each_device_once_it_is_due_whichever_way_the_clock_mov
     assert (agenda.take(T0 + 60_000), len(agenda)) == ([], 0)  # taken devices are unbooked
     agenda.book("e", ALWAYS)
     assert agenda.take(T0 - 10**9) == ["e"]
+
+
+def test_a_later_due_time_keeps_the_booking_and_an_earlier_one_moves_it() -> None:
+    agenda = Agenda()
+    agenda.book("a", T0 + 1_000)
+    agenda.book("a", T0 + 5_000)  # heard again: the earlier booking stays, nothing moves
+    assert agenda.take(T0 + 1_000) == ["a"]  # taken early: its owner books it again
+    agenda.book("a", T0 + 5_000)
+    agenda.book("a", T0 + 3_000)  # earlier: moved
+    assert agenda.take(T0 + 2_999) == []
+    assert agenda.take(T0 + 3_000) == ["a"]
+    agenda.book("b", None)  # never booked: nothing to cancel
+    assert (agenda.take(T0 + 10**6), len(agenda)) == ([], 0)
+
+
+@pytest.mark.parametrize("judges_platform", [True, False])
+def test_devices_that_report_again_and_again_then_fall_silent_signal_as_in_a_full_pass(
+    judges_platform: bool,
+) -> None:
+    """Every fix only moves the devices' due times later, so they stay booked early and the
+    tick keeps taking them before they are due: no silence may come of it while they report,
+    and once they stop, what a pass over every device finds (silences, presence, an outage)."""
+    platform = PLATFORM if judges_platform else None
+    indexed, every = Run(platform, every_device=False), Run(platform, every_device=True)
+    reporting: list[Step] = [("everyone",), *[("tick", 1_000, True)] * 3] * 20
+    silent: list[Step] = [("tick", 700, True)] * 40
+    kinds: list[list[str]] = [[], []]
+    for phase, phase_steps in enumerate((reporting, silent)):
+        for step in phase_steps:
+            found = indexed.step(step)
+            assert found == every.step(step), step
+            kinds[phase] += [signal.kind for signal in cast(list[AlarmSignal], found[0])]
+    # The devices are side by side, so proximity alarms come and go meanwhile.
+    assert "location_unknown" not in kinds[0] and "location_unknown" in kinds[1]
 
 
 def test_silence_is_found_to_the_millisecond_and_a_step_back_loses_nothing() -> None:

@@ -2,9 +2,11 @@
 others (a shard of 75,000 pairs otherwise spends a tenth of every second walking them all).
 
 A timer wheel of one-second slots: each slot a set of devices, the slots ordered by a heap of
-their numbers. A device is in one slot at most, moved whenever its owner books it again after a
-change, so a device that keeps reporting is never looked at. Nothing here is persisted: after a
-restart the owner books every device again from its state.
+their numbers. A device is in one slot at most. Booking is lazy: only an earlier due time (or
+none) moves a device, so the input of a device that keeps reporting, which only moves its due
+time later, costs a look-up and no move; the tick then takes it early, once a limit, and its
+owner, finding it not due yet from its state, books it again. Nothing here is persisted: after
+a restart the owner books every device again from its state.
 """
 
 from __future__ import annotations
@@ -33,17 +35,20 @@ class Agenda:
         return len(self._due)
 
     def book(self, device_id: str, due_ms: int | None) -> None:
-        """The device needs a look once server time reaches `due_ms` (None: no look)."""
+        """The device needs a look once server time reaches `due_ms` (None: no look), or
+        earlier: a booking already due sooner stays (the owner's look must bear an early take)."""
         booked = self._due.get(device_id)
-        if booked == due_ms:
-            return
         if booked is not None:
+            if due_ms is not None and due_ms >= booked:
+                return  # the common case: a device that keeps reporting
             left = self._slots[booked // SLOT_MS]
             left.discard(device_id)
             if not left:
                 del self._slots[booked // SLOT_MS]
-        if due_ms is None:
-            del self._due[device_id]
+            if due_ms is None:
+                del self._due[device_id]
+                return
+        elif due_ms is None:
             return
         self._due[device_id] = due_ms
         number = due_ms // SLOT_MS

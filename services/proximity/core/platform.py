@@ -182,7 +182,11 @@ class PlatformWatch:
         for device_id in self._going_quiet.take(now_ms):
             heard = devices[device_id].last_heard_ms
             assert heard is not None  # booked from it
-            quiet[device_id] = heard + self._quiet_ms
+            since = heard + self._quiet_ms
+            if since > now_ms:  # heard again since it was booked (`Agenda.book` is lazy)
+                self._going_quiet.book(device_id, since)
+            else:
+                quiet[device_id] = since
         released = [d for d in self._heard_again if d in self._grouped and d not in quiet]
         self._heard_again.clear()
         for device_id in released:
