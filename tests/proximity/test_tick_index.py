@@ -82,7 +82,7 @@ def look_at_every_device(eng: ProximityEngine) -> None:
     faults, and the release of a grouped device that is not quiet."""
     eng.load(list(eng.devices()), [])
     for device in eng.devices():
-        eng._conditions._agenda.book(device.device_id, ALWAYS)
+        eng._silences.book(device.device_id, ALWAYS)
         eng._faults._agenda.book(device.device_id, ALWAYS)
         eng._platform._heard_again.add(device.device_id)
 

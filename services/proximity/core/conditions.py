@@ -41,7 +41,11 @@ class _Cause:
 
 class DeviceConditions:
     def __init__(
-        self, topology: Topology, devices: dict[str, DeviceState], settings: ProximitySettings
+        self,
+        topology: Topology,
+        devices: dict[str, DeviceState],
+        settings: ProximitySettings,
+        silences: Agenda,
     ) -> None:
         self._topology = topology
         self._devices = devices  # shared with the engine, which `load`s into it
@@ -57,7 +61,8 @@ class DeviceConditions:
         )
         self._offenders = topology.offenders
         self._ranks = topology.ranks
-        self._agenda = Agenda()
+        self._silences = silences
+        """Shared with the platform watch, which books the same devices (`book`)."""
         self._unsettled: set[str] = set()
         """Devices whose presence is unsettled (`book`): looked at on every tick."""
 
@@ -135,17 +140,20 @@ class DeviceConditions:
 
     def book(self, device: DeviceState) -> None:
         """Index the device again after a change: whether the tick must look at it on every
-        tick (its presence unsettled), and when its silence next needs a look (`Agenda`)."""
+        tick (its presence unsettled), and when its silence next needs a look. The platform
+        books the same devices, so none is cancelled here: a booking it no longer needs only
+        costs a look that finds nothing (`tick`)."""
         device_id = device.device_id
         if device.grouped:  # its own silence and offline alarms wait (`platform.py`)
             self._unsettled.discard(device_id)
-            self._agenda.book(device_id, None)
             return
         if device.online == device.offline_open:  # offline within its dwell, or back within it
             self._unsettled.add(device_id)
         else:
             self._unsettled.discard(device_id)
-        self._agenda.book(device_id, self._silence_due(device))
+        due = self._silence_due(device)
+        if due is not None:
+            self._silences.book(device_id, due)
 
     def _silence_due(self, device: DeviceState) -> int | None:
         """When the device's silence first passes a limit the tick acts on (None: no limit left
@@ -161,12 +169,12 @@ class DeviceConditions:
             due = silent_at if due is None else min(due, silent_at)
         return due
 
-    def tick(self, now_ms: int, effects: Effects) -> None:
+    def tick(self, now_ms: int, due: list[str], effects: Effects) -> None:
         """On server time: location_unknown for offender devices silent beyond the limit; the
         debounced device_offline; victim devices that cannot protect their victim. Only the
         devices due (`book`) are looked at, in the order of the orders, each as a full pass
-        would: it finds exactly what the pass over every device found."""
-        due = self._agenda.take(now_ms)
+        would: it finds exactly what the pass over every device found. `due`: the devices
+        whose silence was booked for now or earlier, taken for this tick."""
         silent = sorted(
             (device_id for device_id in due if device_id in self._offenders),
             key=self._offenders.__getitem__,

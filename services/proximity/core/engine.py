@@ -28,6 +28,7 @@ from nabij.contract import (
 from nabij.orders import Order
 from nabij.settings import PlatformSettings, PrivacySettings, ProximitySettings
 from services.proximity.core.accuracy import effective_acc
+from services.proximity.core.agenda import Agenda
 from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
@@ -85,13 +86,18 @@ class ProximityEngine:
         self._pairs = {key: PairState(*key) for key in topology.pairs}
         self._late_ms = round(settings.late_after_s * 1000)
         self._history_ms = round(settings.history_s * 1000)
-        self._conditions = DeviceConditions(topology, self._devices, settings)
+        # When each device's silence next needs a look: one booking for the devices' own
+        # checks and the platform's alike, at the sooner of their times (`Agenda.book`).
+        self._silences = Agenda()
+        self._conditions = DeviceConditions(topology, self._devices, settings, self._silences)
         self._faults = DeviceFaults(topology, self._devices, settings)
         self._judge = PairJudge(self._devices, self._pairs, settings, grid)
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
         self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
         self._zone_offenders = tuple(topology.zones)
-        self._platform = PlatformWatch(topology, platform or _DEFAULT_PLATFORM, self._devices)
+        self._platform = PlatformWatch(
+            topology, platform or _DEFAULT_PLATFORM, self._devices, self._silences
+        )
 
     # --- state access ------------------------------------------------------------------------
 
@@ -278,10 +284,11 @@ class ProximityEngine:
         the shell's MQTT link), offender silence (location_unknown), presence, faults, and
         exemption windows that ended while a pair or an offender was inside. Of the devices, only
         those due are looked at (`agenda`): every change of a device books it again (`_book`)."""
+        silent = self._silences.take(now_ms)
         if self._platform_settings is not None:
-            for device_id in self._platform.tick(now_ms, effects, broker_up=broker_up):
+            for device_id in self._platform.tick(now_ms, silent, effects, broker_up=broker_up):
                 self._conditions.book(self._devices[device_id])  # grouped or released
-        self._conditions.tick(now_ms, effects)
+        self._conditions.tick(now_ms, silent, effects)
         self._faults.tick(now_ms, effects)
         for spec in self._exempt_pairs:
             pair = self._pairs[spec.key]

@@ -72,7 +72,11 @@ class Outage:
 
 class PlatformWatch:
     def __init__(
-        self, topology: Topology, settings: PlatformSettings, devices: Mapping[str, DeviceState]
+        self,
+        topology: Topology,
+        settings: PlatformSettings,
+        devices: Mapping[str, DeviceState],
+        silences: Agenda,
     ) -> None:
         self._memberships = topology.memberships
         self._devices = devices  # shared with the engine, which `load`s into it
@@ -93,8 +97,9 @@ class PlatformWatch:
         # pass over every device: everyone reporting costs the tick nothing here.
         self._quiet: dict[str, int] = {}
         """Quiet device -> when it went quiet (see `_quiet_now`)."""
-        self._going_quiet = Agenda()
-        """Devices heard and not quiet: they go quiet `quiet_after_s` after they were heard."""
+        self._silences = silences
+        """Devices heard and not quiet go quiet `quiet_after_s` after they were heard; shared
+        with the devices' own silence checks, which book the same devices (`book`)."""
         self._grouped: set[str] = set()
         self._heard_again: set[str] = set()
         """Grouped devices that may no longer be quiet: released by the tick if so."""
@@ -121,17 +126,21 @@ class PlatformWatch:
         else:
             self._grouped.discard(device_id)
         if not device.online and device.drops_ms:
+            # Its booking stays, if any (the silence checks may need it): the tick skips it.
             self._quiet[device_id] = device.drops_ms[-1]
-            self._going_quiet.book(device_id, None)
             return
         self._quiet.pop(device_id, None)
         if device.grouped:
             self._heard_again.add(device_id)
         heard = device.last_heard_ms
-        self._going_quiet.book(device_id, None if heard is None else heard + self._quiet_ms)
+        if heard is not None:
+            self._silences.book(device_id, heard + self._quiet_ms)
 
-    def tick(self, now_ms: int, effects: Effects, *, broker_up: bool) -> set[str]:
+    def tick(
+        self, now_ms: int, silent: list[str], effects: Effects, *, broker_up: bool
+    ) -> set[str]:
         """Before the devices' own silence checks, so a grouped device never raises its own.
+        `silent`: the devices whose silence was booked for now or earlier, taken for this tick.
         Returns the devices it grouped or released (the caller books them again)."""
         if not self._memberships:
             return set()  # no order in force: nothing is expected, nothing is missed
@@ -142,7 +151,7 @@ class PlatformWatch:
         elif self._link_down_since_ms is None:
             self._link_down_since_ms = now_ms
         self._regrouped = set()
-        quiet = self._quiet_now(now_ms, effects)
+        quiet = self._quiet_now(now_ms, silent, effects)
         state, blind = self.state, self._blind(now_ms)
         if not state.degraded:
             outage = self._found(quiet, blind, now_ms)
@@ -163,7 +172,7 @@ class PlatformWatch:
 
     # --- detection -------------------------------------------------------------------------
 
-    def _quiet_now(self, now_ms: int, effects: Effects) -> dict[str, int]:
+    def _quiet_now(self, now_ms: int, silent: list[str], effects: Effects) -> dict[str, int]:
         """Quiet devices and when they went quiet (offline: since the drop; else not heard for
         `quiet_after_s`; never heard: not quiet); a grouped device heard again is released (its
         own alarms apply). Costs the devices that went quiet or were released, and a clock
@@ -175,16 +184,17 @@ class PlatformWatch:
                 device = devices[device_id]
                 if since > now_ms and (device.online or not device.drops_ms):
                     del quiet[device_id]
-                    self._going_quiet.book(device_id, since)
+                    self._silences.book(device_id, since)
                     if device.grouped:
                         self._heard_again.add(device_id)
         self._last_tick_ms = now_ms
-        for device_id in self._going_quiet.take(now_ms):
+        for device_id in silent:
             heard = devices[device_id].last_heard_ms
-            assert heard is not None  # booked from it
+            if heard is None or device_id in quiet:
+                continue  # booked for the silence checks: quiet already, or never heard
             since = heard + self._quiet_ms
-            if since > now_ms:  # heard again since it was booked (`Agenda.book` is lazy)
-                self._going_quiet.book(device_id, since)
+            if since > now_ms:  # booked for the silence checks, or heard again since
+                self._silences.book(device_id, since)
             else:
                 quiet[device_id] = since
         released = [d for d in self._heard_again if d in self._grouped and d not in quiet]
