@@ -79,10 +79,14 @@ def look_at_every_device(eng: ProximityEngine) -> None:
     """Make the next tick a pass over every device, as every tick was before the index: the
     platform's quiet devices found afresh from the states (`load`), and every device due for
     each check (whose own tests then decide, as they did in that pass): silence, presence,
-    faults, and the release of a grouped device that is not quiet."""
+    faults, and the release of a grouped device that is not quiet. The silence checks take
+    every device as due, whatever its state says (`DeviceConditions.tick` books again without
+    a look the devices whose silence it finds not due)."""
     eng.load(list(eng.devices()), [])
+    eng._conditions._silence_due = lambda device: ALWAYS  # type: ignore[method-assign]
     for device in eng.devices():
         eng._silences.book(device.device_id, ALWAYS)
+        eng._conditions._unsettled.add(device.device_id)
         eng._faults._agenda.book(device.device_id, ALWAYS)
         eng._platform._heard_again.add(device.device_id)
 

@@ -169,12 +169,21 @@ class DeviceConditions:
             due = silent_at if due is None else min(due, silent_at)
         return due
 
-    def tick(self, now_ms: int, due: list[str], effects: Effects) -> None:
+    def tick(self, now_ms: int, taken: list[str], effects: Effects) -> None:
         """On server time: location_unknown for offender devices silent beyond the limit; the
         debounced device_offline; victim devices that cannot protect their victim. Only the
         devices due (`book`) are looked at, in the order of the orders, each as a full pass
-        would: it finds exactly what the pass over every device found. `due`: the devices
-        whose silence was booked for now or earlier, taken for this tick."""
+        would: it finds exactly what the pass over every device found. `taken`: the devices
+        whose silence was booked for now or earlier; those whose silence is not due by their
+        state (booked early, or for the platform) are booked again without a look."""
+        devices, due = self._devices, []
+        for device_id in taken:
+            device = devices[device_id]
+            at = None if device.grouped else self._silence_due(device)
+            if at is not None and at <= now_ms:
+                due.append(device_id)
+            else:
+                self.book(device)
         silent = sorted(
             (device_id for device_id in due if device_id in self._offenders),
             key=self._offenders.__getitem__,

@@ -288,6 +288,8 @@ class ProximityEngine:
         if self._platform_settings is not None:
             for device_id in self._platform.tick(now_ms, silent, effects, broker_up=broker_up):
                 self._conditions.book(self._devices[device_id])  # grouped or released
+            # A device released may be silent by now (a silence limit below `quiet_after_s`).
+            silent = list(dict.fromkeys([*silent, *self._silences.take(now_ms)]))
         self._conditions.tick(now_ms, silent, effects)
         self._faults.tick(now_ms, effects)
         for spec in self._exempt_pairs:
