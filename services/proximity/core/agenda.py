@@ -5,8 +5,9 @@ A timer wheel of one-second slots: each slot a set of devices, the slots ordered
 their numbers. A device is in one slot at most. Booking is lazy: only an earlier due time (or
 none) moves a device, so the input of a device that keeps reporting, which only moves its due
 time later, costs a look-up and no move; the tick then takes it early, once a limit, and its
-owner, finding it not due yet from its state, books it again. Nothing here is persisted: after
-a restart the owner books every device again from its state.
+owners, finding it not due yet from its state, book it again. Owners that book the same device
+share an agenda: it keeps the sooner of their times. Nothing here is persisted: after a restart
+the owners book every device again from their states.
 """
 
 from __future__ import annotations
