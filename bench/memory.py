@@ -9,8 +9,13 @@ state), the pairs 20 km apart. Then:
   each, plus the set of device ids) into a fresh redis-server; growth of `used_memory` per pair,
   and the encoded sizes that make it up.
 
+`--resident`: the process's resident memory (`VmRSS`) instead, without the Redis part: for a
+million pairs, where tracemalloc's own bookkeeping would double the memory and the time; it
+counts what the allocator holds as well (arenas, free lists), so it reads higher.
+
     .venv/bin/python -m bench.memory --pairs 1000
     .venv/bin/python -m bench.memory --pairs 1000 --interval 60
+    .venv/bin/python -m bench.memory --pairs 1000000 --interval 60 --resident
 """
 
 from __future__ import annotations
@@ -55,12 +60,27 @@ def feed(
         effects = Effects()  # the shell starts a new one every batch
 
 
+def resident_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def core_bytes(
-    pairs: int, minutes: float, interval_s: float = INTERVAL_S
+    pairs: int, minutes: float, interval_s: float = INTERVAL_S, *, resident: bool = False
 ) -> tuple[ProximityEngine, float]:
+    """The engine fed, and the memory it took per pair (`resident`: growth of the process's
+    resident memory, else of tracemalloc's count)."""
+
+    def used() -> int:
+        return resident_bytes() if resident else tracemalloc.get_traced_memory()[0]
+
     gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    if not resident:
+        tracemalloc.start()
+    before = used()
     orders = [
         Order(id=f"O-{i}", offender_device=f"ank-{i}", victim_devices=[f"vic-{i}"], alarm_m=500)
         for i in range(pairs)
@@ -69,8 +89,9 @@ def core_bytes(
     del orders  # the engine keeps what it needs
     feed(engine, pairs, minutes, interval_s)
     gc.collect()
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
+    after = used()
+    if not resident:
+        tracemalloc.stop()
     return engine, (after - before) / pairs
 
 
@@ -117,14 +138,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--interval", type=float, default=INTERVAL_S, help="seconds between a device's fixes"
     )
+    parser.add_argument(
+        "--resident",
+        action="store_true",
+        help="the process's resident memory instead of tracemalloc's count; no Redis part",
+    )
     args = parser.parse_args(argv)
-    engine, per_pair = core_bytes(args.pairs, args.minutes, args.interval)
+    engine, per_pair = core_bytes(args.pairs, args.minutes, args.interval, resident=args.resident)
     result = {
         "pairs": float(args.pairs),
         "interval_s": args.interval,
-        "core_bytes_per_pair": per_pair,
+        "resident_bytes_per_pair" if args.resident else "core_bytes_per_pair": per_pair,
     }
-    result |= redis_bytes(engine, args.pairs)
+    if not args.resident:
+        result |= redis_bytes(engine, args.pairs)
     print(", ".join(f"{k} {v:,.0f}" for k, v in result.items()))
     return result
 
