@@ -29,7 +29,7 @@ if sys.byteorder != "little":  # `_times` reads the stored int64 in place
 
 
 def pack(positions: Iterable[Position]) -> bytes:
-    return b"".join(_POINT.pack(p.lat, p.lon, p.acc, p.ts) for p in positions)
+    return b"".join(map(packed_point, positions))
 
 
 def unpack(packed: bytes) -> list[Position]:
@@ -55,7 +55,7 @@ def appended(packed: bytes, position: Position, *, limit: int) -> bytes:
     kept = (limit - 1) * POINT_BYTES
     if len(packed) > kept:
         packed = packed[-kept:] if kept else b""
-    return packed + _POINT.pack(position.lat, position.lon, position.acc, position.ts)
+    return packed + packed_point(position)
 
 
 def _times(packed: bytes) -> memoryview:
@@ -71,7 +71,7 @@ def added(
     before it (thinning evenly, the newest always kept), and at most `limit` points."""
     # This runs for every accepted fix: few times read in place (`_TS` at a point's end less
     # 8, so `end - 40` is the one before the last), and the result cut once.
-    point = _POINT.pack(position.lat, position.lon, position.acc, position.ts)
+    point = packed_point(position)
     end = len(packed)
     newest, last = position.ts, _TS(packed, end - 8)[0] if end else 0
     if end and newest < last:  # a late fix: rare
