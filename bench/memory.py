@@ -30,7 +30,8 @@ from typing import Final
 
 import redis
 
-from nabij.config import Order, ProximitySettings
+from bench.orders import one_victim_orders
+from nabij.config import ProximitySettings
 from nabij.contract import Fix
 from nabij.keys import Keys, Shard
 from services.proximity.core.engine import Effects, ProximityEngine
@@ -81,10 +82,7 @@ def core_bytes(
     if not resident:
         tracemalloc.start()
     before = used()
-    orders = [
-        Order(id=f"O-{i}", offender_device=f"ank-{i}", victim_devices=[f"vic-{i}"], alarm_m=500)
-        for i in range(pairs)
-    ]
+    orders = one_victim_orders(pairs)
     engine = ProximityEngine(orders, ProximitySettings())
     del orders  # the engine keeps what it needs
     feed(engine, pairs, minutes, interval_s)

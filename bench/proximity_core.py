@@ -17,6 +17,7 @@ import math
 import time
 from typing import Final
 
+from bench.orders import one_victim_orders
 from nabij.config import Order, ProximitySettings
 from nabij.contract import DeviceStatus, Fix
 from nabij.settings import PlatformSettings
@@ -104,10 +105,7 @@ PLATFORM_IDLE: Final = PlatformSettings(blind_after_s=3600, quiet_after_s=3600)
 
 def run_tick(offline_share: float, platform: PlatformSettings | None = None) -> float:
     """Mean ms per tick over `TICKS` seconds; `offline_share` of the devices went offline."""
-    orders = [
-        Order(id=f"O-{i}", offender_device=f"ank-{i}", victim_devices=[f"vic-{i}"], alarm_m=500)
-        for i in range(TICK_ORDERS)
-    ]
+    orders = one_victim_orders(TICK_ORDERS)
     engine = ProximityEngine(orders, ProximitySettings(), platform=platform or PlatformSettings())
     effects = Effects()
     for i in range(TICK_ORDERS):

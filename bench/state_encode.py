@@ -14,7 +14,8 @@ import argparse
 import time
 
 from bench.memory import feed
-from nabij.config import Order, ProximitySettings
+from bench.orders import one_victim_orders
+from nabij.config import ProximitySettings
 from services.proximity.core.engine import ProximityEngine
 from services.proximity.core.state import state_encoder
 
@@ -24,10 +25,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=200)
     args = parser.parse_args(argv)
-    orders = [
-        Order(id=f"O-{i}", offender_device=f"ank-{i}", victim_devices=[f"vic-{i}"], alarm_m=500)
-        for i in range(args.pairs)
-    ]
+    orders = one_victim_orders(args.pairs)
     engine = ProximityEngine(orders, ProximitySettings())
     feed(engine, args.pairs, 17.0)
     states = [engine.device(f"{kind}-{i}") for kind in ("ank", "vic") for i in range(args.pairs)]

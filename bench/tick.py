@@ -16,7 +16,8 @@ import argparse
 import statistics
 import time
 
-from nabij.config import Order, ProximitySettings
+from bench.orders import one_victim_orders
+from nabij.config import ProximitySettings
 from nabij.contract import Fix
 from services.proximity.core.engine import Effects, ProximityEngine
 
@@ -28,10 +29,7 @@ OUTAGE_S = 150
 
 
 def build(pairs: int) -> tuple[ProximityEngine, list[tuple[str, float, float]]]:
-    orders = [
-        Order(id=f"O-{i}", offender_device=f"ank-{i}", victim_devices=[f"vic-{i}"], alarm_m=500)
-        for i in range(pairs)
-    ]
+    orders = one_victim_orders(pairs)
     devices = []
     for i in range(pairs):
         lat = BASE[0] + i * 100.0 / 111_200.0
