@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from bench.pipeline import orders_toml
 from simulators.firmware import Behaviour
@@ -31,7 +32,16 @@ KILL_AT_STEP = 15
 PREFIX = "bench-kill"
 
 
-def one_run(directory: Path, pairs: int, keep: bool, down_s: float, settle_s: float) -> dict:
+class Run(TypedDict):
+    sent: int
+    missing: int
+    which: dict[str, str]
+    """Device -> the range of its seqs never accounted for."""
+    recovery_s: float | None
+    resent: int
+
+
+def one_run(directory: Path, pairs: int, keep: bool, down_s: float, settle_s: float) -> Run:
     mosquitto = MosquittoServer(directory / "mosquitto")
     redis_server = RedisServer(directory / "redis")
     mosquitto.start()

@@ -27,6 +27,7 @@ import redis
 from bench.pipeline import PREFIX, proximity, report_runs, scrape
 from nabij.contract import DeviceEvent, Fix, Topics, encode, notice_decoder
 from nabij.keys import Keys, Shard
+from nabij.streams import read_streams
 from services.shell.mqtt import MqttEndpoint, make_client
 from simulators.fleet.wire import PublishConnection, topic_field
 
@@ -127,16 +128,15 @@ def wait_for_notices(store: redis.Redis, streams: dict[str, bytes]) -> dict[str,
     seen: dict[str, float] = {}
     deadline = time.monotonic() + 600
     while len(seen) < 2 and time.monotonic() < deadline:
-        for stream, entries in store.xread(streams, block=1000) or []:  # type: ignore[arg-type]  # redis-py accepts str keys
-            for entry_id, fields in entries:
-                streams[stream.decode()] = entry_id
-                notice = notice_decoder.decode(fields[b"notice"])
-                police = stream.decode().endswith(":police")
-                if notice.event == "opened" and (
-                    (notice.kind == "aware_button" and police)
-                    or (notice.kind == "proximity_alarm" and not police)
-                ):
-                    seen.setdefault(notice.kind, time.monotonic())
+        for stream, (entry_id, fields) in read_streams(store, streams, block_ms=1000):
+            streams[stream] = entry_id
+            notice = notice_decoder.decode(fields[b"notice"])
+            police = stream.endswith(":police")
+            if notice.event == "opened" and (
+                (notice.kind == "aware_button" and police)
+                or (notice.kind == "proximity_alarm" and not police)
+            ):
+                seen.setdefault(notice.kind, time.monotonic())
     if len(seen) < 2:
         raise TimeoutError(f"notices seen: {sorted(seen)}")
     return seen

@@ -42,6 +42,7 @@ import redis
 
 from bench.pipeline import KEY_PREFIX, PREFIX, proximity
 from bench.shards import shard_processes
+from nabij import streams
 from nabij.contract import AlarmSignal, Fix, Topics, encode, gateway_input_decoder, notice_decoder
 from nabij.keys import Keys, Shard
 from services.shell.mqtt import MqttEndpoint
@@ -172,18 +173,17 @@ class Decisions(threading.Thread):
     def run(self) -> None:
         last: dict[str, bytes] = dict.fromkeys(self._inboxes, b"$")
         while not self._done.is_set():
-            reply = self._store.xread(dict(last), block=500)
-            for stream, entries in reply or []:
-                for entry_id, fields in entries:
-                    last[stream.decode()] = entry_id
-                    signal = gateway_input_decoder.decode(fields[b"input"])
-                    if (
-                        isinstance(signal, AlarmSignal)
-                        and signal.order_id.startswith("PROBE-")
-                        and signal.kind == "proximity_alarm"
-                        and signal.action == "open"
-                    ):
-                        self.committed_ms.setdefault(signal.order_id, entry_ms(entry_id))
+            for stream, (entry_id, fields) in streams.read_streams(self._store, last, block_ms=500):
+                last[stream] = entry_id
+                signal = gateway_input_decoder.decode(fields[b"input"])
+                if (
+                    isinstance(signal, AlarmSignal)
+                    and (order_id := signal.order_id) is not None
+                    and order_id.startswith("PROBE-")
+                    and signal.kind == "proximity_alarm"
+                    and signal.action == "open"
+                ):
+                    self.committed_ms.setdefault(order_id, entry_ms(entry_id))
 
     def stop(self) -> None:
         self._done.set()
@@ -203,7 +203,8 @@ def collect(
     noticed: dict[str, int] = {}
     deadline = time.monotonic() + 120
     while len(noticed) < len(sent) and time.monotonic() < deadline:
-        for entry_id, fields in store.xrange(keys.dispatch("probation"), min=f"{since_ms}-0"):
+        probation = keys.dispatch("probation")
+        for entry_id, fields in streams.entries(store, probation, min_id=f"{since_ms}-0"):
             notice = notice_decoder.decode(fields[b"notice"])
             opened = notice.kind == "proximity_alarm" and notice.event == "opened"
             if notice.order_id in sent and opened:

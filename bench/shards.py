@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 from bench.pipeline import (
@@ -127,9 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     for count in args.shards:
-        report_runs(
-            args.runs, lambda workdir, n=count: saturate(n, args.pairs, args.fixes, workdir)
-        )
+        report_runs(args.runs, partial(saturate, count, args.pairs, args.fixes))
 
 
 if __name__ == "__main__":

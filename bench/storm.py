@@ -28,6 +28,7 @@ import redis
 
 from bench.latency import entry_ms, quantiles
 from bench.pipeline import KEY_PREFIX, PREFIX, proximity, received, scrape
+from nabij import streams
 from nabij.contract import DeviceEvent, Fix, Topics, encode, notice_decoder
 from nabij.keys import Keys
 from services.shell.mqtt import MqttEndpoint
@@ -118,11 +119,14 @@ def run(devices: int, fixes: int, presses: int, press_every_s: float) -> dict[st
                 next_press += press_every_s
             pressing.poll()
             new = [
-                (notice.order_id, entry_ms(entry_id))
-                for entry_id, fields in store.xrange(keys.dispatch("police"), min=f"{since_ms}-0")
+                (order_id, entry_ms(entry_id))
+                for entry_id, fields in streams.entries(
+                    store, keys.dispatch("police"), min_id=f"{since_ms}-0"
+                )
                 if (notice := notice_decoder.decode(fields[b"notice"])).kind == "aware_button"
                 and notice.event == "opened"
-                and notice.order_id not in noticed
+                and (order_id := notice.order_id) is not None
+                and order_id not in noticed
             ]
             if new:
                 taken = received(scrape(running.metrics_port)) - 2 * len(pressed)

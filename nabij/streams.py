@@ -76,6 +76,16 @@ def read(
     return _entries_of(client.xread({stream: after_id}, count=count, block=block_ms))
 
 
+def read_streams(
+    client: redis.Redis, after_ids: dict[str, bytes], *, block_ms: int | None
+) -> list[tuple[str, StreamEntry]]:
+    """XREAD of several streams, entries after each one's id (`$`: only new ones), every entry
+    with the stream it came from."""
+    wanted: dict[KeyT, StreamIdT] = {stream: after for stream, after in after_ids.items()}
+    reply = cast(list[tuple[bytes, list[StreamEntry]]], client.xread(wanted, block=block_ms))
+    return [(stream.decode(), entry) for stream, entries in reply or [] for entry in entries]
+
+
 def latest(client: redis.Redis, stream: str, count: int) -> list[StreamEntry]:
     """The newest `count` entries, oldest first."""
     entries = cast(list[StreamEntry], client.xrevrange(stream, count=count))
@@ -88,9 +98,9 @@ def entry_order(entry_id: bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def entries(client: redis.Redis, stream: str) -> list[StreamEntry]:
-    """Every entry of a (short) stream, oldest first."""
-    return cast(list[StreamEntry], client.xrange(stream))
+def entries(client: redis.Redis, stream: str, *, min_id: str = "-") -> list[StreamEntry]:
+    """Every entry of a (short) stream from `min_id` on, oldest first."""
+    return cast(list[StreamEntry], client.xrange(stream, min=min_id))
 
 
 def _entries_of(reply: object) -> list[StreamEntry]:

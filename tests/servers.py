@@ -574,7 +574,7 @@ def fill_to_the_cap(client: redis.Redis) -> None:
     SETRANGE past the end makes Redis allocate the string itself: a short command (a short AOF
     entry too) whatever the size. Deleting `FILLER_KEY` frees the memory again.
     """
-    maxmemory = int(client.config_get("maxmemory")["maxmemory"])
+    maxmemory = int(client.config_get("maxmemory")["maxmemory"] or 0)
     assert maxmemory > 0, "this Redis has no maxmemory"
     client.setrange(FILLER_KEY, maxmemory, b"x")
 

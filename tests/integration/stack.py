@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +23,7 @@ import msgspec
 import paho.mqtt.client as paho
 import redis
 
+from nabij import streams
 from nabij.clock import Timescale
 from nabij.config import Config, load_config, with_shard
 from nabij.contract import (
@@ -31,6 +33,7 @@ from nabij.contract import (
     Fix,
     Notice,
     QueueName,
+    TopicKind,
     Topics,
     downlink_decoder,
     encode,
@@ -250,10 +253,10 @@ class SimDevice:
         self.boot = boot
         self.seq = -1
 
-    def publish_raw(self, kind: str, payload: bytes, topic: str | None = None) -> None:
+    def publish_raw(self, kind: TopicKind, payload: bytes, topic: str | None = None) -> None:
         info = self.client.publish(
             topic or self.topics.device(self.device_id, kind), payload, qos=1
-        )  # type: ignore[arg-type]  # kind is one of the topic kinds
+        )
         info.wait_for_publish(timeout=10)
 
 
@@ -307,8 +310,8 @@ class Stack:
         if shards > 1 and "proximity" in wanted:
             for index in range(1, shards + 1):
                 config = with_shard(self.config, Shard(index, shards))
-                service = ProximityService(config, health=health, clock=self.clock)
-                self.services[service.name] = service
+                shard = ProximityService(config, health=health, clock=self.clock)
+                self.services[shard.name] = shard
         for name, service in self.services.items():
             thread = threading.Thread(
                 target=service.run, args=(self._stop,), name=name, daemon=True
@@ -355,11 +358,10 @@ class Stack:
         for name in names or ("proximity", "gateway"):
             self.redis.delete(self.keys.health(name))
         for name in names or ("proximity", "gateway"):
-            wait_until(
-                lambda n=name: self.redis.exists(self.keys.health(n)) == 1,
-                what=f"{name} ready",
-                detail=self.logs,
-            )
+            wait_until(partial(self._healthy, name), what=f"{name} ready", detail=self.logs)
+
+    def _healthy(self, name: str) -> bool:
+        return self.redis.exists(self.keys.health(name)) == 1
 
     def stop(self) -> None:
         self._stop.set()
@@ -415,7 +417,7 @@ class Stack:
     def notices(self, queue: QueueName) -> list[Notice]:
         return [
             notice_decoder.decode(fields[b"notice"])
-            for _id, fields in self.redis.xrange(self.keys.dispatch(queue))
+            for _id, fields in streams.entries(self.redis, self.keys.dispatch(queue))
         ]
 
     def wait_notices(
@@ -429,7 +431,7 @@ class Stack:
     def device_state(self, device_id: str) -> DeviceState | None:
         """The device's state as the proximity service last committed it."""
         key = device_state_key(self.redis, self.keys, self.config.orders, device_id)
-        blob = self.redis.get(key)
+        [blob] = streams.values(self.redis, [key])
         return None if blob is None else device_state_decoder.decode(blob)
 
     def wait_committed(self, device: SimDevice) -> None:
@@ -452,7 +454,7 @@ class Stack:
         wait_until(applied, what=f"{device_id} applied up to seq {seq}", timeout_s=timeout_s)
 
     def deadletters(self) -> list[dict[bytes, bytes]]:
-        return [fields for _id, fields in self.redis.xrange(self.keys.deadletter)]
+        return [fields for _id, fields in streams.entries(self.redis, self.keys.deadletter)]
 
     def inbox_settled(self) -> bool:
         """Every signal the proximity shards wrote has been applied by the gateway."""

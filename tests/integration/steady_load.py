@@ -57,7 +57,7 @@ class SteadyLoad:
                 (VictimDevice, f"vic-{i}", home),
                 (AnkleMonitor, f"ank-{i}", offender_at),
             ):
-                firmware = cls(
+                firmware: Firmware = cls(
                     _still(device_id, where, seed=i),
                     self.stack.topics,
                     round(self.step_s),
