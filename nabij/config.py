@@ -196,15 +196,20 @@ def _load_shapes(
 
     out: list[Order] = []
     for oi, order in enumerate(orders):
-        zones = [
+        if all(z.geojson is None for z in order.zone) and all(
+            e.corridor is None for e in order.exemption
+        ):
+            out.append(order)  # nothing to read: a copy would only cost memory
+            continue
+        zones = tuple(
             zone
             if zone.geojson is None
             else zone.model_copy(
                 update={"geometry": read(zone.geojson, ("order", oi, "zone", zi, "geojson"))}
             )
             for zi, zone in enumerate(order.zone)
-        ]
-        exemptions = [
+        )
+        exemptions = tuple(
             item
             if item.corridor is None
             else item.model_copy(
@@ -215,7 +220,7 @@ def _load_shapes(
                 }
             )
             for ei, item in enumerate(order.exemption)
-        ]
+        )
         out.append(order.model_copy(update={"zone": zones, "exemption": exemptions}))
     return tuple(out)
 

@@ -97,9 +97,12 @@ def describe(change: OrderChange, old: Sequence[Order], new: Sequence[Order]) ->
 
 
 def _short(value: object) -> str:
-    if isinstance(value, list) and value and isinstance(value[0], StrictModel):
+    if not isinstance(value, tuple):
+        return repr(value)
+    # An order's arrays are tuples; the diff shows them as the file writes them, lists.
+    if value and isinstance(value[0], StrictModel):
         return repr([item.model_dump(exclude={"geometry", "corridor_geometry"}) for item in value])
-    return repr(value)
+    return repr(list(value))
 
 
 def read_version(

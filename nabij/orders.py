@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import zoneinfo
 from collections import Counter
 from dataclasses import dataclass
@@ -121,15 +122,23 @@ class Exemption(StrictModel):
         return int(sh) * 60 + int(sm), int(eh) * 60 + int(em)
 
 
+# One set object per distinct set of field names given, shared by every order that gave those.
+_FIELDS_SETS: Final[dict[frozenset[str], set[str]]] = {}
+
+
+# Every shard keeps all the orders (75,000 and more), so an order is kept small: tuples, not
+# lists (an empty one is Python's one empty tuple), and `model_fields_set` shared between the
+# orders that set the same fields (a frozen model never adds to it; `model_copy` copies it before
+# adding the updated names). A comment, not a docstring: that would go into the JSON Schema.
 class Order(StrictModel):
     id: str = Field(min_length=1, max_length=128)
     offender_device: DeviceId
-    victim_devices: list[DeviceId] = Field(default_factory=list)
+    victim_devices: tuple[DeviceId, ...] = Field(default_factory=tuple)
     alarm_m: float = Field(gt=0, le=100_000)
     pre_alert_m: float | None = Field(default=None, gt=0, le=200_000)
     timezone: str = DEFAULT_TIMEZONE
-    zone: list[Zone] = Field(default_factory=list)
-    exemption: list[Exemption] = Field(default_factory=list)
+    zone: tuple[Zone, ...] = Field(default_factory=tuple)
+    exemption: tuple[Exemption, ...] = Field(default_factory=tuple)
     starts_at: AwareDatetime | None = None
     """ISO 8601 with offset; before it the order raises no alarm (absent: in force already)."""
     ends_at: AwareDatetime | None = None
@@ -142,7 +151,7 @@ class Order(StrictModel):
             zoneinfo.ZoneInfo(name)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
             raise ValueError(f"unknown time zone {name!r}") from err
-        return name
+        return sys.intern(name)  # a file or the store gives each order its own copy
 
     @model_validator(mode="after")
     def _rings_nest(self) -> Order:
@@ -160,6 +169,11 @@ class Order(StrictModel):
                 if rule.startswith("zone:") and rule[5:] not in names:
                     raise ValueError(f"exemption rule {rule!r} names no zone of this order")
         return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        given = self.__pydantic_fields_set__
+        shared = _FIELDS_SETS.setdefault(frozenset(given), given)
+        object.__setattr__(self, "__pydantic_fields_set__", shared)
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:

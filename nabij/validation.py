@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+# An order keeps its arrays as tuples (smaller); the file, the store and `--set` still hold lists.
+_WORDING = {"extra_forbidden": "unknown key", "tuple_type": "Input should be a valid list"}
+
 Location = tuple[str | int, ...]
 
 
@@ -27,9 +30,7 @@ def key_problems(err: ValidationError) -> list[KeyProblem]:
     return [
         KeyProblem(
             tuple(part for part in item["loc"] if not _is_union_tag(part)),
-            "unknown key"
-            if item["type"] == "extra_forbidden"
-            else item["msg"].removeprefix("Value error, "),
+            _WORDING.get(item["type"], item["msg"].removeprefix("Value error, ")),
         )
         for item in err.errors()
     ]

@@ -294,7 +294,7 @@ def order_view(order: Order, reader: Reader) -> dict[str, Any]:
     return {
         "order_id": order.id,
         "offender_device": order.offender_device,
-        "victim_devices": order.victim_devices,
+        "victim_devices": list(order.victim_devices),
         "alarm_m": order.alarm_m,
         "pre_alert_m": order.pre_alert_ring_m,
         "zones": zones_of(order),

@@ -29,7 +29,7 @@ def test_orders_pair_each_ankle_monitor_with_its_victim_device() -> None:
     plan = FleetPlan(pairs=3, interval_s=30)
     orders = validate_orders(tomllib.loads(plan.orders_toml())["order"], "fleet")
     assert [(o.offender_device, o.victim_devices) for o in orders] == [
-        (f"ank-f{k:06d}", [f"vic-f{k:06d}"]) for k in range(3)
+        (f"ank-f{k:06d}", (f"vic-f{k:06d}",)) for k in range(3)
     ]
     assert plan.rate == pytest.approx(0.2)
 

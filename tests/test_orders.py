@@ -1,0 +1,87 @@
+"""An order kept small (every shard keeps all of them) means and reads the same as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nabij.config import ConfigError, load_config
+from nabij.order_store import OrderChange, describe
+from nabij.orders import Order
+from tests.test_config import ISSUE_ORDERS, ISSUE_SETTINGS, write
+
+
+def order(i: int, **more: object) -> Order:
+    return Order.model_validate(
+        {"id": f"O-{i}", "offender_device": f"ank-{i}", "victim_devices": [f"vic-{i}"]}
+        | {"alarm_m": 500}
+        | more
+    )
+
+
+def test_orders_setting_the_same_fields_share_one_fields_set_that_says_what_was_set() -> None:
+    """Fails if pydantic no longer calls `model_post_init` with the fields set in place."""
+    a, b, c = order(1), order(2), order(3, pre_alert_m=1500)
+    assert a.model_fields_set is b.model_fields_set
+    assert a.model_fields_set == {"id", "offender_device", "victim_devices", "alarm_m"}
+    assert c.model_fields_set == a.model_fields_set | {"pre_alert_m"}
+    assert b.model_dump(exclude_unset=True) == {
+        "id": "O-2",
+        "offender_device": "ank-2",
+        "victim_devices": ("vic-2",),
+        "alarm_m": 500,
+    }
+
+
+def test_a_copy_with_an_update_marks_the_update_set_on_the_copy_only() -> None:
+    a, b = order(1), order(2)
+    wider = a.model_copy(update={"pre_alert_m": 2000.0})
+    assert "pre_alert_m" in wider.model_fields_set
+    assert "pre_alert_m" not in b.model_fields_set
+    assert a.model_fields_set is b.model_fields_set
+
+
+def test_arrays_are_tuples_the_empty_one_shared_and_the_json_is_unchanged() -> None:
+    a = order(1)
+    assert a.victim_devices == ("vic-1",)
+    assert a.zone is () and a.exemption is ()  # noqa: F632  # the one empty tuple, shared
+    assert a.model_dump_json() == (
+        '{"id":"O-1","offender_device":"ank-1","victim_devices":["vic-1"],"alarm_m":500.0,'
+        '"pre_alert_m":null,"timezone":"Europe/Amsterdam","zone":[],"exemption":[],'
+        '"starts_at":null,"ends_at":null}'
+    )
+    assert Order.model_validate_json(a.model_dump_json()) == a
+    schema = Order.model_json_schema()["properties"]
+    assert {schema[k]["type"] for k in ("victim_devices", "zone", "exemption")} == {"array"}
+
+
+def test_a_file_that_sets_no_zone_leaves_it_unset(tmp_path: Path) -> None:
+    """Loading fills GeoJSON shapes in by a copy; an order without any is kept as it was read
+    (`nabij replay --set` dumps what the file set)."""
+    loaded = load_config(write(tmp_path, ISSUE_SETTINGS, ISSUE_ORDERS), env={}).orders[0]
+    assert set(loaded.model_dump(exclude_unset=True)) == {
+        "id",
+        "offender_device",
+        "victim_devices",
+        "alarm_m",
+        "pre_alert_m",
+    }
+
+
+def test_a_file_still_reads_an_array_as_a_list(tmp_path: Path) -> None:
+    orders = ISSUE_ORDERS.replace('["vic-0001"]', '"vic-0001"')
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, ISSUE_SETTINGS, orders), env={})
+    assert [(p.path, p.message) for p in caught.value.problems] == [
+        ("order[0].victim_devices", "Input should be a valid list")
+    ]
+
+
+def test_a_changed_order_is_described_with_lists_as_the_file_writes_them() -> None:
+    before, after = order(1), order(1, victim_devices=["vic-1", "vic-9"])
+    change = OrderChange("O-1", "changed", ("victim_devices",))
+    assert describe(change, [before], [after])[1:] == [
+        "    victim_devices: - ['vic-1']",
+        "    victim_devices: + ['vic-1', 'vic-9']",
+    ]
