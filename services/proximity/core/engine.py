@@ -72,7 +72,7 @@ class ProximityEngine:
         """`predecessor`: the engine of the orders before (see `successor`): what it built for
         orders that did not change is reused. `platform` None: another process judges whether
         nabij is blind (a shard other than the first, `shards.platform_judge`)."""
-        self._orders = {order.id: order for order in orders}
+        self._orders = tuple(orders)  # for `successor`; the service's own tuple is kept, not copied
         self._settings, self._privacy, self._platform_settings = settings, privacy, platform
         grid = SnapGrid(privacy.offender_grid_m)
         known_zones = {} if predecessor is None else predecessor.zone_sets()
@@ -135,14 +135,16 @@ class ProximityEngine:
             orders, self._settings, self._privacy, self._platform_settings, predecessor=self
         )
         engine._platform.carry_over(self._platform)
-        unchanged = {i for i, order in engine._orders.items() if self._orders.get(i) == order}
+        before = {order.id: order for order in self._orders}
+        after = {order.id: order for order in engine._orders}
+        unchanged = {i for i, order in after.items() if before.get(i) == order}
         engine.load(
             (d for d in self._devices.values() if engine.is_known(d.device_id)),
             self._pairs.values(),
         )
 
         def cause(order_id: str) -> ClearCause | None:
-            if order_id in engine._orders:
+            if order_id in after:
                 return "order_changed"
             return ended_why.get(order_id, "order_ended")
 
@@ -158,7 +160,7 @@ class ProximityEngine:
             effects.changed_pairs.add(key)
             if changes is not None:
                 engine._command(spec, changes, effects)
-        changed = engine._orders.keys() - unchanged
+        changed = after.keys() - unchanged
         for device_id in engine._zone_offenders:
             device = engine._devices[device_id]
             zone_changes = engine._zones.judge_orders(device, changed, now_ms, effects)

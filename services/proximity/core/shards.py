@@ -15,6 +15,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from nabij.keys import Shard
 from nabij.orders import Order
@@ -47,27 +48,34 @@ def shard_index(component: str, count: int) -> int:
 
 
 class Ownership:
-    """What one shard owns under a set of orders."""
+    """What one shard owns under a set of orders. Every shard holds one for every shard's
+    orders, so it keeps a single map by device, and none by order."""
 
     def __init__(self, orders: Iterable[Order], shard: Shard) -> None:
         self._orders = tuple(orders)
         self._shard = shard
-        self._component = components(self._orders)
         # Worked out once: a hash per device and call cost the main loop ~2 us an order.
-        self._shard_by_device = {device: self.shard_of(device) for device in self._component}
+        self._shard_by_device = {
+            device: shard_index(component, shard.count)
+            for device, component in components(self._orders).items()
+        }
         self._owned_orders = tuple(o for o in self._orders if self.owns_device(o.offender_device))
-        self._by_id = {o.id: o for o in self._orders}
 
     def shard_of(self, device_id: str) -> int:
-        return self.shard_of_in(device_id, self._shard.count)
+        shard = self._shard_by_device.get(device_id)
+        return shard_index(device_id, self._shard.count) if shard is None else shard
 
     def shard_of_in(self, device_id: str, count: int) -> int:
         """The shard of a device's component had there been `count` shards (a re-shard)."""
         return shard_index(self._component.get(device_id, device_id), count)
 
+    @cached_property
+    def _component(self) -> dict[str, str]:
+        # Only a re-shard's plan asks (`nabij layout`), never a running shard.
+        return components(self._orders)
+
     def owns_device(self, device_id: str) -> bool:
-        shard = self._shard_by_device.get(device_id)
-        return (shard or self.shard_of(device_id)) == self._shard.index
+        return self.shard_of(device_id) == self._shard.index
 
     def elsewhere(self, device_id: str) -> bool:
         """A device another shard judges (or reports unknown)."""
@@ -86,12 +94,12 @@ class Ownership:
         return self._orders
 
     def in_some_order(self, device_id: str) -> bool:
-        return device_id in self._component
+        return device_id in self._shard_by_device
 
-    def judged_by(self, order_id: str) -> int | None:
-        """The shard that judges the order; None if there is no such order."""
-        order = self._by_id.get(order_id)
-        return None if order is None else self._shard_by_device[order.offender_device]
+    def judges(self) -> dict[str, int]:
+        """Order id -> the shard that judges it; worked out on each call (a hand-over's), as
+        keeping it would cost every shard an entry per order of every shard."""
+        return {o.id: self._shard_by_device[o.offender_device] for o in self._orders}
 
     def devices(self) -> set[str]:
         """The devices of the orders this shard judges, in force or not."""
@@ -159,10 +167,11 @@ def handover_plan(before: Ownership, after: Ownership) -> Handover:
             outgoing.setdefault(after.shard_of(device), set()).add(device)
     arriving = frozenset().union(*incoming.values())
     leaving = frozenset().union(*outgoing.values())
+    judge_after = after.judges()
     adopted: dict[int, list[Order]] = {}
     for order in before.all_orders():
-        source = before.judged_by(order.id)
-        if source is not None and source != shard and after.judged_by(order.id) == shard:
+        source = before.shard_of(order.offender_device)
+        if source != shard and judge_after.get(order.id) == shard:
             adopted.setdefault(source, []).append(order)
     adopted_ids = {o.id for orders in adopted.values() for o in orders}
     pending = {
@@ -175,7 +184,7 @@ def handover_plan(before: Ownership, after: Ownership) -> Handover:
         outgoing={k: frozenset(v) for k, v in outgoing.items()},
         adopted={k: tuple(v) for k, v in adopted.items()},
         moved=frozenset(
-            o.id for o in before.orders() if after.judged_by(o.id) not in (None, shard)
+            o.id for o in before.orders() if judge_after.get(o.id) not in (None, shard)
         ),
         replaced=frozenset(o.id for o in kept_before) - {o.id for o in held},
         interim=tuple(o for o in after.orders() if o.id not in pending) + tuple(held),
