@@ -36,7 +36,21 @@ _RULE: Final = re.compile(r"proximity|zone|zone:[A-Za-z0-9_.-]{1,64}")
 _POLYGON: Final = TypeAdapter(PolygonRings)
 
 
-class PolygonGeometry(StrictModel):
+# One set object per distinct set of field names given, shared by every model that gave those.
+_FIELDS_SETS: Final[dict[frozenset[str], set[str]]] = {}
+
+
+class _Kept(StrictModel):
+    # Every shard keeps all the orders (75,000 and more) and their parts, so each shares its
+    # `model_fields_set` with those that set the same fields (216 bytes each otherwise): a
+    # frozen model never adds to it, and `model_copy` copies it before adding the updated names.
+    def model_post_init(self, context: Any, /) -> None:
+        given = self.__pydantic_fields_set__
+        shared = _FIELDS_SETS.setdefault(frozenset(given), given)
+        object.__setattr__(self, "__pydantic_fields_set__", shared)
+
+
+class PolygonGeometry(_Kept):
     """A GeoJSON Polygon or MultiPolygon in WGS84 (positions are [lon, lat])."""
 
     type: Literal["Polygon", "MultiPolygon"]
@@ -61,7 +75,7 @@ class PolygonGeometry(StrictModel):
         return [[[(p[0], p[1]) for p in ring] for ring in polygon] for polygon in polygons]
 
 
-class Zone(StrictModel):
+class Zone(_Kept):
     """A fixed exclusion zone: a circle (`lat`, `lon`, `radius_m`) or a polygon (`geojson`)."""
 
     name: str = Field(pattern=ZONE_NAME_PATTERN)
@@ -86,7 +100,7 @@ class Zone(StrictModel):
         return self
 
 
-class Exemption(StrictModel):
+class Exemption(_Kept):
     """A weekly window in which some rules of an order are suspended (in the order's timezone).
 
     `end` before `start` runs past midnight into the next day. `rules`: "proximity" (both rings
@@ -122,15 +136,9 @@ class Exemption(StrictModel):
         return int(sh) * 60 + int(sm), int(eh) * 60 + int(em)
 
 
-# One set object per distinct set of field names given, shared by every order that gave those.
-_FIELDS_SETS: Final[dict[frozenset[str], set[str]]] = {}
-
-
-# Every shard keeps all the orders (75,000 and more), so an order is kept small: tuples, not
-# lists (an empty one is Python's one empty tuple), and `model_fields_set` shared between the
-# orders that set the same fields (a frozen model never adds to it; `model_copy` copies it before
-# adding the updated names). A comment, not a docstring: that would go into the JSON Schema.
-class Order(StrictModel):
+# Its arrays are tuples, not lists (an empty one is Python's one empty tuple). A comment, not a
+# docstring: that would go into the JSON Schema.
+class Order(_Kept):
     id: str = Field(min_length=1, max_length=128)
     offender_device: DeviceId
     victim_devices: tuple[DeviceId, ...] = Field(default_factory=tuple)
@@ -169,11 +177,6 @@ class Order(StrictModel):
                 if rule.startswith("zone:") and rule[5:] not in names:
                     raise ValueError(f"exemption rule {rule!r} names no zone of this order")
         return self
-
-    def model_post_init(self, context: Any, /) -> None:
-        given = self.__pydantic_fields_set__
-        shared = _FIELDS_SETS.setdefault(frozenset(given), given)
-        object.__setattr__(self, "__pydantic_fields_set__", shared)
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:

@@ -34,6 +34,15 @@ def test_orders_setting_the_same_fields_share_one_fields_set_that_says_what_was_
     }
 
 
+def test_zones_and_exemptions_share_theirs_too() -> None:
+    home = {"name": "home", "lat": 52.0, "lon": 5.0, "radius_m": 300}
+    window = {"days": ["mon"], "start": "08:00", "end": "09:00", "rules": ["zone"]}
+    a, b = (order(i, zone=[home], exemption=[window]) for i in (1, 2))
+    assert a.zone[0].model_fields_set is b.zone[0].model_fields_set
+    assert a.zone[0].model_fields_set == set(home)
+    assert a.exemption[0].model_fields_set is b.exemption[0].model_fields_set
+
+
 def test_a_copy_with_an_update_marks_the_update_set_on_the_copy_only() -> None:
     a, b = order(1), order(2)
     wider = a.model_copy(update={"pre_alert_m": 2000.0})
