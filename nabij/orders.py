@@ -36,8 +36,10 @@ _RULE: Final = re.compile(r"proximity|zone|zone:[A-Za-z0-9_.-]{1,64}")
 _POLYGON: Final = TypeAdapter(PolygonRings)
 
 
-# One set object per distinct set of field names given, shared by every model that gave those.
+# One set object per distinct set of field names given, shared by every model that gave those;
+# one float object per ring size.
 _FIELDS_SETS: Final[dict[frozenset[str], set[str]]] = {}
+_RINGS: Final[dict[float, float]] = {}
 
 
 class _Kept(StrictModel):
@@ -160,6 +162,12 @@ class Order(_Kept):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
             raise ValueError(f"unknown time zone {name!r}") from err
         return sys.intern(name)  # a file or the store gives each order its own copy
+
+    @field_validator("alarm_m", "pre_alert_m")
+    @classmethod
+    def _shared_ring(cls, metres: float | None) -> float | None:
+        # Most orders use a few ring sizes: one float object each, not one an order (24 bytes).
+        return None if metres is None else _RINGS.setdefault(metres, metres)
 
     @model_validator(mode="after")
     def _rings_nest(self) -> Order:

@@ -43,6 +43,12 @@ def test_zones_and_exemptions_share_theirs_too() -> None:
     assert a.exemption[0].model_fields_set is b.exemption[0].model_fields_set
 
 
+def test_orders_with_the_same_rings_share_their_floats() -> None:
+    a, b = order(1, pre_alert_m=1500), order(2, pre_alert_m=1500.0)
+    assert a.alarm_m is b.alarm_m and a.pre_alert_m is b.pre_alert_m
+    assert (a.alarm_m, a.pre_alert_m) == (500.0, 1500.0)
+
+
 def test_a_copy_with_an_update_marks_the_update_set_on_the_copy_only() -> None:
     a, b = order(1), order(2)
     wider = a.model_copy(update={"pre_alert_m": 2000.0})
