@@ -58,7 +58,7 @@ class PairSpec:
 class Node:
     """What the orders say of one device: one record, not one dict entry per fact (a million
     pairs' worth of dicts was most of the topology's memory: docs/benchmarks.md). Built once,
-    never changed."""
+    never changed (not frozen only because a frozen one is slower to build, a million of them)."""
 
     rank: int
     """Its place among the devices, in the order of the orders: the tick looks at the devices
