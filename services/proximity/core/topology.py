@@ -93,12 +93,15 @@ class Topology:
         """Every order the device is in, and its role there (a device kind alarm is signalled
         per order). Made on demand: only a signal needs them."""
         node = self.nodes[device_id]
+        # The offender of each of its orders, from its pairs there; none: an order with no
+        # victim, whose offender it is.
         offenders = {spec.order_id: spec.offender for spec in node.pairs}
-        return tuple(
-            Membership(order_id, offender, "offender" if offender == device_id else "victim")
-            for order_id in node.orders
-            if (offender := offenders.get(order_id, device_id))
-        )
+        made = []
+        for order_id in node.orders:
+            offender = offenders.get(order_id, device_id)
+            role: Role = "offender" if offender == device_id else "victim"
+            made.append(Membership(order_id, offender, role))
+        return tuple(made)
 
     @classmethod
     def build(
