@@ -8,7 +8,7 @@ import re
 from typing import cast
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nabij.config import Order, ProximitySettings
@@ -219,6 +219,47 @@ def test_a_later_due_time_keeps_the_booking_and_an_earlier_one_moves_it() -> Non
     assert agenda.take(T0 + 3_000) == ["a"]
     agenda.book("b", None)  # never booked: nothing to cancel
     assert (agenda.take(T0 + 10**6), len(agenda)) == ([], 0)
+
+
+agenda_steps = st.lists(
+    st.one_of(
+        # Due times within a few slots, so devices move between slots, back into a slot they
+        # left (still listed there) and within one; None unbooks.
+        st.tuples(st.sampled_from("abc"), st.one_of(st.none(), st.integers(0, 2_999))),
+        st.tuples(st.just("take"), st.integers(-500, 3_499)),  # a clock that may step back
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(steps=agenda_steps)
+# Listed in slot 2 still when booked there again: once after moving away (and being taken),
+# once after being unbooked. The old listing (2,500) must not take it before 2,800.
+@example(steps=[("a", 2_500), ("a", 200), ("take", 300), ("a", 2_800), ("take", 2_600)])
+@example(steps=[("a", 2_500), ("a", None), ("a", 2_800), ("take", 2_600), ("take", 2_800)])
+def test_the_agenda_takes_exactly_the_devices_due_as_a_table_of_due_times_does(
+    steps: list[tuple[str, int | None]],
+) -> None:
+    """The agenda against a plain table of due times (a booking keeps the sooner time, None
+    removes it; a take gives every device due by then, once, and removes it): devices a slot
+    still lists after they left it, or twice, are neither given early, nor twice, nor lost."""
+    agenda, table = Agenda(), dict[str, int]()
+    for name, ms in steps:
+        at = None if ms is None else T0 + ms
+        if name != "take":
+            agenda.book(name, at)
+            if at is None:
+                table.pop(name, None)
+            elif at < table.get(name, at + 1):
+                table[name] = at
+            continue
+        assert at is not None
+        due = sorted(device_id for device_id, due_ms in table.items() if due_ms <= at)
+        assert sorted(agenda.take(at)) == due
+        for device_id in due:
+            del table[device_id]
+        assert len(agenda) == len(table)
 
 
 @pytest.mark.parametrize("judges_platform", [True, False])

@@ -54,13 +54,7 @@ class DeviceConditions:
         self._location_unknown_ms = round(settings.location_unknown_s * 1000)
         self._presence = Presence.build(settings)
         self._victim_silence_ms = round(settings.victim_silence_s * 1000)
-        self._victims = frozenset(
-            device
-            for device, memberships in topology.memberships.items()
-            if any(m.role == "victim" for m in memberships)
-        )
-        self._offenders = topology.offenders
-        self._ranks = topology.ranks
+        self._nodes = topology.nodes
         self._silences = silences
         """Shared with the platform watch, which books the same devices (`book`)."""
         self._unsettled: set[str] = set()
@@ -106,7 +100,7 @@ class DeviceConditions:
         """An accepted event. Its position moves nothing: only a press carries it, in the signal.
         `tag` names it in signal ids when its seq cannot (a safety event)."""
         cause = _Cause(tag or device.tag(event.seq), now_ms, effects)
-        role = self._topology.role_names[device.device_id]
+        role = self._nodes[device.device_id].role
         if event.type == "aware_button":
             self._aware_press(device, event, cause)
         elif event.type == "strap_tamper":
@@ -161,10 +155,11 @@ class DeviceConditions:
         heard = device.last_heard_ms
         if heard is None:
             return None  # never heard: no silence yet (its first fix books it)
+        node = self._nodes[device.device_id]
         due = None
-        if not device.location_unknown and device.device_id in self._offenders:
+        if not device.location_unknown and node.offender_rank is not None:
             due = heard + self._location_unknown_ms + 1
-        if "silent" not in device.unprotected and device.device_id in self._victims:
+        if "silent" not in device.unprotected and node.victim:
             silent_at = heard + self._victim_silence_ms + 1
             due = silent_at if due is None else min(due, silent_at)
         return due
@@ -176,7 +171,7 @@ class DeviceConditions:
         would: it finds exactly what the pass over every device found. `taken`: the devices
         whose silence was booked for now or earlier; those whose silence is not due by their
         state (booked early, or for the platform) are booked again without a look."""
-        devices, due = self._devices, []
+        devices, nodes, due = self._devices, self._nodes, []
         for device_id in taken:
             device = devices[device_id]
             at = None if device.grouped else self._silence_due(device)
@@ -185,12 +180,13 @@ class DeviceConditions:
             else:
                 self.book(device)
         silent = sorted(
-            (device_id for device_id in due if device_id in self._offenders),
-            key=self._offenders.__getitem__,
+            (rank, device_id)
+            for device_id in due
+            if (rank := nodes[device_id].offender_rank) is not None
         )
-        for device_id in silent:
+        for _, device_id in silent:
             self._location_unknown(self._devices[device_id], now_ms, effects)
-        looked = sorted({*due, *self._unsettled}, key=self._ranks.__getitem__)
+        looked = sorted({*due, *self._unsettled}, key=lambda device_id: nodes[device_id].rank)
         for device_id in looked:
             self._presence_and_protection(self._devices[device_id], now_ms, effects)
         for device_id in looked:
@@ -221,7 +217,7 @@ class DeviceConditions:
             if (
                 heard is None
                 or heard >= now_ms - self._victim_silence_ms  # heard since: not silent
-                or device.device_id not in self._victims
+                or not self._nodes[device.device_id].victim
                 or "silent" in device.unprotected
             ):
                 return
@@ -245,7 +241,7 @@ class DeviceConditions:
         pressed_at: Position | None = device.fix
         if event.lat is not None and event.lon is not None and event.acc is not None:
             pressed_at = Position(lat=event.lat, lon=event.lon, acc=event.acc, ts=event.ts)
-        for membership in self._topology.memberships[device_id]:
+        for membership in self._topology.memberships(device_id):
             if membership.role == "victim":
                 offender = self._devices[membership.offender_device].fix
                 victim = pressed_at
@@ -276,19 +272,19 @@ class DeviceConditions:
 
     def _open_or_clear(self, device: DeviceState, verdict: Verdict, cause: _Cause) -> None:
         device.offline_open = verdict.action == "open"
-        role = self._topology.role_names[device.device_id]
+        role = self._nodes[device.device_id].role
         reason = f"{role.capitalize()} device {device.device_id}: {verdict.why}."
         self._signal(device, "device_offline", verdict.action, reason, cause)
 
     def _protection_changed(self, device: DeviceState, now_ms: int) -> bool:
-        if device.device_id not in self._victims:
+        if not self._nodes[device.device_id].victim:
             return False
         causes = protection_causes(device, now_ms, self._victim_silence_ms)
         return tuple(causes) != device.unprotected
 
     def _protection(self, device: DeviceState, cause: _Cause) -> None:
         """Open, update (the causes changed) or clear victim_unprotected for a victim device."""
-        if device.device_id not in self._victims:
+        if not self._nodes[device.device_id].victim:
             return
         causes = protection_causes(device, cause.now_ms, self._victim_silence_ms)
         if tuple(causes) == device.unprotected:
@@ -311,7 +307,7 @@ class DeviceConditions:
         if batt is not None and batt != device.batt:
             device.batt = batt
             cause.effects.changed_devices.add(device.device_id)
-        role = self._topology.role_names[device.device_id]
+        role = self._nodes[device.device_id].role
         level = "" if batt is None else f" ({batt}%)"
         low = reported_low or (batt is not None and batt <= self._battery_low_pct)
         if low and not device.battery_low:
@@ -334,7 +330,7 @@ class DeviceConditions:
         role: Role | None = None,
     ) -> None:
         """One signal per order of the device (only those it has `role` in, if given)."""
-        for membership in self._topology.memberships[device.device_id]:
+        for membership in self._topology.memberships(device.device_id):
             if role is not None and membership.role != role:
                 continue
             signal = device_signal(

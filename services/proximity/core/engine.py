@@ -77,12 +77,12 @@ class ProximityEngine:
         grid = SnapGrid(privacy.offender_grid_m)
         known_zones = {} if predecessor is None else predecessor.zone_sets()
         self._topology = topology = Topology.build(orders, settings, grid, known_zones)
-        self._pairs_of = topology.pairs_of
+        self._nodes = topology.nodes
         self._alarm_interval_s = settings.alarm_interval_s
         self._normal_interval_s = settings.normal_interval_s
         self._max_speed_mps = settings.max_speed_mps
         self._jump_confirm = settings.jump_confirm_fixes
-        self._devices = {device: DeviceState(device) for device in topology.memberships}
+        self._devices = {device: DeviceState(device) for device in topology.nodes}
         self._pairs = {key: PairState(*key) for key in topology.pairs}
         self._late_ms = round(settings.late_after_s * 1000)
         self._history_ms = round(settings.history_s * 1000)
@@ -378,7 +378,7 @@ class ProximityEngine:
         if live:
             # A late fix says nothing of now: it neither ends a silence nor reports a battery.
             self._conditions.on_fix(device, fix.batt, heard_before, now_ms, effects)
-        for spec in self._pairs_of.get(device.device_id, ()):
+        for spec in self._nodes[device.device_id].pairs:
             changes = self._judge.compare(spec, device, fix.seq, now_ms, effects)
             if changes is not None:
                 self._command(spec, changes, effects)
@@ -490,7 +490,7 @@ class ProximityEngine:
         if any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values()):
             return "alarm"
         level: WarnLevel | None = None
-        for spec in self._pairs_of.get(device.device_id, ()):
+        for spec in self._nodes[device.device_id].pairs:
             pair = self._pairs[spec.key]
             if spec.offender != device.device_id:
                 ring = pair.alarm
@@ -519,7 +519,7 @@ class ProximityEngine:
         """
         near = any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values())
         if not near:
-            for spec in self._pairs_of.get(device.device_id, ()):
+            for spec in self._nodes[device.device_id].pairs:
                 pair = self._pairs[spec.key]
                 if spec.offender == device.device_id:
                     near = _offender_near(pair)

@@ -78,13 +78,13 @@ class PlatformWatch:
         devices: Mapping[str, DeviceState],
         silences: Agenda,
     ) -> None:
-        self._memberships = topology.memberships
+        self._nodes = topology.nodes
         self._devices = devices  # shared with the engine, which `load`s into it
-        self._all_orders = sorted({m.order_id for ms in topology.memberships.values() for m in ms})
+        self._all_orders = sorted({order for node in self._nodes.values() for order in node.orders})
         self._blind_ms = round(settings.blind_after_s * 1000)
         self._quiet_ms = round(settings.quiet_after_s * 1000)
         self._window_ms = round(settings.group_window_s * 1000)
-        in_force = len(topology.memberships)
+        in_force = len(topology.nodes)
         self._trigger = max(
             settings.group_min_devices, math.ceil(settings.group_min_share * in_force)
         )
@@ -142,7 +142,7 @@ class PlatformWatch:
         """Before the devices' own silence checks, so a grouped device never raises its own.
         `silent`: the devices whose silence was booked for now or earlier, taken for this tick.
         Returns the devices it grouped or released (the caller books them again)."""
-        if not self._memberships:
+        if not self._nodes:
             return set()  # no order in force: nothing is expected, nothing is missed
         if self._last_message_ms is None:
             self._last_message_ms = now_ms  # a (re)start: traffic is judged from here
@@ -308,7 +308,7 @@ class PlatformWatch:
 
     def _orders_of(self) -> list[str]:
         return sorted(
-            {m.order_id for device_id in self._grouped for m in self._memberships[device_id]}
+            {order for device_id in self._grouped for order in self._nodes[device_id].orders}
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -19,8 +20,10 @@ Role = Literal["offender", "victim"]
 _NO_ZONES: Final[Mapping[str, ZoneSet]] = {}
 
 
+@functools.cache
 def victim_role(index: int) -> str:
-    """The role of the order's `index`-th victim (0-based) in its alarm keys: "victim1", ..."""
+    """The role of the order's `index`-th victim (0-based) in its alarm keys: "victim1", ...
+    (one string per place, not one per pair)."""
     return f"victim{index + 1}"
 
 
@@ -51,24 +54,54 @@ class PairSpec:
     exemptions: Exemptions | None = None
 
 
+@dataclass(slots=True)
+class Node:
+    """What the orders say of one device: one record, not one dict entry per fact (a million
+    pairs' worth of dicts was most of the topology's memory: docs/benchmarks.md). Built once,
+    never changed (not frozen only because a frozen one is slower to build, a million of them)."""
+
+    rank: int
+    """Its place among the devices, in the order of the orders: the tick looks at the devices
+    due in this order, so it signals in the order a pass over every device did."""
+    offender_rank: int | None
+    """Its place among the offenders, in the order of the orders (None: offender in none)."""
+    victim: bool
+    """A victim in some order."""
+    pairs: tuple[PairSpec, ...]
+    """Every pair it is in, as offender or victim."""
+    orders: tuple[str, ...]
+    """The ids of every order it is in (its role and the offender there: `pairs`, or, an order
+    with no pair of it, its own, as its offender: `Topology.memberships`)."""
+
+    @property
+    def role(self) -> Role:
+        """For reasons: a device that is offender in any order is called the offender device."""
+        return "victim" if self.offender_rank is None else "offender"
+
+
 @dataclass(frozen=True, slots=True)
 class Topology:
     pairs: dict[PairKey, PairSpec]
-    pairs_of: dict[str, tuple[PairSpec, ...]]
-    """Device -> every pair it is in, as offender or victim."""
-    memberships: dict[str, tuple[Membership, ...]]
-    """Device -> every order it is in (a device kind alarm is signalled per order)."""
-    offenders: dict[str, int]
-    """Offender device -> its place among the offenders, in the order of the orders."""
-    ranks: dict[str, int]
-    """Device -> its place in `memberships`. The tick looks at the devices due in these orders,
-    so it signals in the order a pass over every device did."""
-    role_names: dict[str, Role]
-    """For reasons: a device that is offender in any order is called the offender device."""
+    nodes: dict[str, Node]
+    """Device -> what the orders say of it, in the order of the orders (`Node.rank`)."""
     zones: dict[str, ZoneSet]
     """Offender device -> its exclusion zones (only offenders with zones)."""
     exemptions: dict[str, Exemptions]
     """Order id -> its exemption windows (only orders that have some)."""
+
+    def memberships(self, device_id: str) -> tuple[Membership, ...]:
+        """Every order the device is in, and its role there (a device kind alarm is signalled
+        per order). Made on demand: only a signal needs them."""
+        node = self.nodes[device_id]
+        # The offender of each of its orders, from its pairs there; none: an order with no
+        # victim, whose offender it is.
+        offenders = {spec.order_id: spec.offender for spec in node.pairs}
+        made = []
+        for order_id in node.orders:
+            offender = offenders.get(order_id, device_id)
+            role: Role = "offender" if offender == device_id else "victim"
+            made.append(Membership(order_id, offender, role))
+        return tuple(made)
 
     @classmethod
     def build(
@@ -82,8 +115,9 @@ class Topology:
         settings); an offender whose zones did not change keeps his, as projecting every zone
         again is most of the cost of a new version (docs/benchmarks.md)."""
         pairs: dict[PairKey, PairSpec] = {}
-        pairs_of: dict[str, list[PairSpec]] = {}
-        memberships: dict[str, dict[Membership, None]] = {}
+        # Device -> each order it is in: (the order's id in a tuple, its pairs there).
+        joined: dict[str, list[tuple[tuple[str], tuple[PairSpec, ...]]]] = {}
+        offenders: dict[str, None] = {}
         zones_of: dict[str, list[tuple[str, Zone]]] = {}
         exemptions: dict[str, Exemptions] = {}
         # Orders share a few ring sizes: one (frozen) set of parameters per size, not per pair.
@@ -103,31 +137,32 @@ class Topology:
             exempt = Exemptions(order) if order.exemption else None
             if exempt is not None:
                 exemptions[order.id] = exempt
-            memberships.setdefault(offender, {})[Membership(order.id, offender, "offender")] = None
             zones_of.setdefault(offender, []).extend((order.id, zone) for zone in order.zone)
+            made = []
             for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
                 key = (order.id, offender, victim)
-                spec = PairSpec(
+                pairs[key] = spec = PairSpec(
                     key, order.id, offender, victim, victim_role(index), pre_alert, alarm,
                     offender_pre_alert, offender_alarm, exempt,
                 )  # fmt: skip
-                pairs[key] = spec
-                pairs_of.setdefault(offender, []).append(spec)
-                pairs_of.setdefault(victim, []).append(spec)
-                memberships.setdefault(victim, {})[Membership(order.id, offender, "victim")] = None
-        offenders = {
-            device: rank
-            for rank, device in enumerate(dict.fromkeys(order.offender_device for order in orders))
-        }
+                made.append(spec)
+            specs = tuple(made)
+            # Tuples shared by the order's devices: a device in one order keeps them as they are.
+            order_ids = (order.id,)
+            offenders[offender] = None
+            joined.setdefault(offender, []).append((order_ids, specs))
+            for spec in specs:
+                # A one-victim order's pairs are hers as well: the same tuple, not a copy.
+                mine = specs if len(specs) == 1 else (spec,)
+                joined.setdefault(spec.victim, []).append((order_ids, mine))
+        # One int per place, shared by the ranks and the offenders' ranks.
+        places = list(range(len(joined)))
+        offender_ranks = {device: places[rank] for rank, device in enumerate(offenders)}
         return cls(
             pairs=pairs,
-            pairs_of={device: tuple(specs) for device, specs in pairs_of.items()},
-            memberships={device: tuple(ms) for device, ms in memberships.items()},
-            offenders=offenders,
-            ranks={device: rank for rank, device in enumerate(memberships)},
-            # A dict to test against: over a tuple this was quadratic (minutes at 75,000 orders).
-            role_names={
-                device: "offender" if device in offenders else "victim" for device in memberships
+            nodes={
+                device: _node(device, places[rank], offender_ranks.get(device), joins)
+                for rank, (device, joins) in enumerate(joined.items())
             },
             zones={
                 device: _zone_set(device, zones, settings, known_zones)
@@ -136,6 +171,22 @@ class Topology:
             },
             exemptions=exemptions,
         )
+
+
+def _node(
+    device: str,
+    rank: int,
+    offender_rank: int | None,
+    joins: list[tuple[tuple[str], tuple[PairSpec, ...]]],
+) -> Node:
+    orders: tuple[str, ...]
+    if len(joins) == 1:  # the common case: a device in one order
+        ((orders, specs),) = joins
+    else:
+        orders = tuple(order_id for (order_id,), _ in joins)
+        specs = tuple(spec for _, pair_specs in joins for spec in pair_specs)
+    victim = any(spec.victim == device for spec in specs)
+    return Node(rank, offender_rank, victim, specs, orders)
 
 
 def _zone_set(

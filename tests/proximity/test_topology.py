@@ -1,0 +1,64 @@
+"""The topology's one record per device (`Node`) says what the five lookups it replaced said:
+checked against them, computed the plain way, for random orders (shared devices, a victim who
+is an offender elsewhere, an order with no victim, a victim listed twice)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nabij.config import Order, ProximitySettings
+from services.proximity.core.cells import SnapGrid
+from services.proximity.core.topology import Topology
+from tests.proximity import order
+
+DEVICES = [f"dev-{i}" for i in range(6)]
+
+
+@st.composite
+def some_orders(draw: st.DrawFn) -> list[Order]:
+    made = []
+    for i in range(draw(st.integers(0, 6))):
+        offender = draw(st.sampled_from(DEVICES))
+        others = [d for d in DEVICES if d != offender]
+        victims = draw(st.lists(st.sampled_from(others), max_size=3))  # may repeat, or be none
+        made.append(order(f"O-{i}", offender, victims))
+    return made
+
+
+def plain_lookups(orders: list[Order]) -> tuple[dict[str, list[object]], dict[str, list[object]]]:
+    """Device -> its pairs' keys, and device -> its memberships, as the dicts were built."""
+    pairs_of: dict[str, list[object]] = {}
+    memberships: dict[str, dict[object, None]] = {}
+    for o in orders:
+        memberships.setdefault(o.offender_device, {})[o.id, o.offender_device, "offender"] = None
+        for victim in dict.fromkeys(o.victim_devices):
+            key = (o.id, o.offender_device, victim)
+            pairs_of.setdefault(o.offender_device, []).append(key)
+            pairs_of.setdefault(victim, []).append(key)
+            memberships.setdefault(victim, {})[o.id, o.offender_device, "victim"] = None
+    return pairs_of, {device: list(ms) for device, ms in memberships.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(orders=some_orders())
+def test_each_device_record_says_what_the_plain_lookups_say(orders: list[Order]) -> None:
+    topology = Topology.build(orders, ProximitySettings(), SnapGrid(100))
+    pairs_of, memberships = plain_lookups(orders)
+    offenders = list(dict.fromkeys(o.offender_device for o in orders))
+    assert list(topology.nodes) == list(memberships)  # the devices, in rank order
+    for rank, (device, node) in enumerate(topology.nodes.items()):
+        assert node.rank == rank
+        assert node.offender_rank == (offenders.index(device) if device in offenders else None)
+        roles = {role for _, _, role in memberships[device]}
+        assert node.victim == ("victim" in roles)
+        assert node.role == ("offender" if "offender" in roles else "victim")
+        assert [spec.key for spec in node.pairs] == pairs_of.get(device, [])
+        assert [
+            (m.order_id, m.offender_device, m.role) for m in topology.memberships(device)
+        ] == memberships[device]
+    for o in orders:
+        for index, victim in enumerate(dict.fromkeys(o.victim_devices)):
+            assert (
+                topology.pairs[o.id, o.offender_device, victim].victim_role == f"victim{index + 1}"
+            )
