@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.proximity.core.state import (
+    RARE_DEFAULTS,
     SEEN_WINDOW,
+    DeviceRare,
     DeviceState,
     ZoneState,
     device_state_decoder,
@@ -68,3 +71,26 @@ def test_zones_are_none_while_empty() -> None:
     assert device.zones == {"O-1|home": ZoneState()}
     assert device.pop_zone("O-1|home") == ZoneState() and device.zone_states is None
     assert device_state_decoder.decode(state_encoder.encode(device)) == device
+
+
+def test_rare_fields_take_no_room_until_set_and_none_again_at_their_defaults() -> None:
+    """Writing a default makes nothing; the first other value makes `rare`; the write that
+    leaves every rare field at its default drops it again, so the state equals a fresh one."""
+    device = DeviceState("d")
+    device.refused, device.grouped, device.refused_since_ms = 0, False, None
+    assert device.rare is None and device.refused == 0
+    device.refused, device.refused_reason = 3, "seq_jump"
+    assert device.rare == DeviceRare(refused=3, refused_reason="seq_jump")
+    assert (device.refused, device.refused_reason) == (3, "seq_jump")
+    device.refused = 0
+    assert device.rare == DeviceRare(refused_reason="seq_jump")
+    device.refused_reason = None
+    assert device.rare is None and device == DeviceState("d")
+    assert device_state_decoder.decode(state_encoder.encode(device)) == device
+
+
+def test_the_shared_defaults_cannot_be_written() -> None:
+    """Hot paths read `device.rare or RARE_DEFAULTS`: a write to that one object would change
+    every device without a `rare`, so it fails instead."""
+    with pytest.raises(AttributeError):
+        RARE_DEFAULTS.grouped = True  # type: ignore[misc]
