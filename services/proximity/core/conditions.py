@@ -23,7 +23,7 @@ from services.proximity.core.presence import (
     protection_causes,
 )
 from services.proximity.core.signals import device_signal
-from services.proximity.core.state import DeviceState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState
 from services.proximity.core.topology import Role, Topology
 
 # A battery_low alarm clears only this far above the threshold, so a wavering gauge cannot flap.
@@ -75,10 +75,11 @@ class DeviceConditions:
         effects: Effects,
     ) -> None:
         """An accepted fix: the device is located, online, and may report its battery."""
+        rare = device.rare or RARE_DEFAULTS
         if not (
-            device.location_unknown
+            rare.location_unknown
             or not device.online
-            or device.unprotected
+            or rare.unprotected
             or (batt is not None and (batt != device.batt or device.battery_low))
         ):
             return  # the common case, kept cheap
@@ -144,10 +145,11 @@ class DeviceConditions:
         books the same devices, so none is cancelled here: a booking it no longer needs only
         costs a look that finds nothing (`tick`)."""
         device_id = device.device_id
-        if device.grouped:  # its own silence and offline alarms wait (`platform.py`)
+        rare = device.rare or RARE_DEFAULTS
+        if rare.grouped:  # its own silence and offline alarms wait (`platform.py`)
             self._unsettled.discard(device_id)
             return
-        if device.online == device.offline_open:  # offline within its dwell, or back within it
+        if device.online == rare.offline_open:  # offline within its dwell, or back within it
             self._unsettled.add(device_id)
         else:
             self._unsettled.discard(device_id)
@@ -162,9 +164,10 @@ class DeviceConditions:
         if heard is None:
             return None  # never heard: no silence yet (its first fix books it)
         due = None
-        if not device.location_unknown and device.device_id in self._offenders:
+        rare = device.rare or RARE_DEFAULTS
+        if not rare.location_unknown and device.device_id in self._offenders:
             due = heard + self._location_unknown_ms + 1
-        if "silent" not in device.unprotected and device.device_id in self._victims:
+        if "silent" not in rare.unprotected and device.device_id in self._victims:
             silent_at = heard + self._victim_silence_ms + 1
             due = silent_at if due is None else min(due, silent_at)
         return due

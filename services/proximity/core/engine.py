@@ -45,7 +45,7 @@ from services.proximity.core.sequence import (
     seen_press,
     take,
 )
-from services.proximity.core.state import DeviceState, PairKey, PairState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState, PairKey, PairState
 from services.proximity.core.timing import anchor_backlog, place, remember
 from services.proximity.core.topology import PairSpec, Topology
 from services.proximity.core.zone_rules import ZoneChange, ZoneJudge
@@ -337,14 +337,17 @@ class ProximityEngine:
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
         position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=at)
+        # Rare fields (candidates, led_to): read without a call, written only to change them.
+        rare = device.rare or RARE_DEFAULTS
         verdict_move, candidates = classify(
             device.packed_track,
-            device.packed_candidates,
+            rare.packed_candidates,
             position,
             max_speed_mps=self._max_speed_mps,
             confirm=self._jump_confirm,
         )
-        device.packed_candidates = candidates if verdict_move == "outlier" else b""
+        if verdict_move == "outlier" or rare.packed_candidates:
+            device.packed_candidates = candidates if verdict_move == "outlier" else b""
         if verdict_move == "outlier":
             # A GPS jump: kept as a candidate, counted, and it moves nothing on its own.
             device.outliers += 1
@@ -367,7 +370,9 @@ class ProximityEngine:
                 track = before
                 on = True
             device.off_track = not on
-            device.led_to = None if on or not before else led_to(before, position)
+            leads_to = None if on or not before else led_to(before, position)
+            if leads_to is not None or rare.led_to is not None:
+                device.led_to = leads_to
             device.packed_track = appended(track, position, limit=TRACK_LEN)
         device.fix = position
         remember(device, position, now_ms, self._history_ms)

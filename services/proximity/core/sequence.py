@@ -11,7 +11,12 @@ from __future__ import annotations
 import hashlib
 from typing import Final, Literal
 
-from services.proximity.core.state import SEEN_MASK, SEEN_WINDOW, DeviceState
+from services.proximity.core.state import (
+    RARE_DEFAULTS,
+    SEEN_MASK,
+    SEEN_WINDOW,
+    DeviceState,
+)
 
 Verdict = Literal["new", "duplicate", "out_of_order", "seq_jump"]
 
@@ -98,8 +103,9 @@ def take(device: DeviceState, seq: int, ts: int) -> None:
     """Record a "new" message: it moves the counter."""
     device.advance_seq(seq)
     device.last_ts = ts
-    device.strays = 0
-    device.stray_seq = -1
+    if (device.rare or RARE_DEFAULTS).stray_seq != -1:  # a stray run (rare fields) ends
+        device.strays = 0
+        device.stray_seq = -1
 
 
 def safety_digest(*parts: object) -> str:

@@ -244,7 +244,7 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
         return (self.rare or RARE_DEFAULTS).zone_states or _NO_ZONES
 
     def set_zone(self, key: str, state: ZoneState) -> None:
-        zones = self.zone_states
+        zones = (self.rare or RARE_DEFAULTS).zone_states
         if zones is None:
             self.zone_states = zones = {}
         zones[key] = state
