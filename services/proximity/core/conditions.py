@@ -80,7 +80,7 @@ class DeviceConditions:
             rare.location_unknown
             or not device.online
             or rare.unprotected
-            or (batt is not None and (batt != device.batt or device.battery_low))
+            or (batt is not None and (batt != device.batt or rare.battery_low))
         ):
             return  # the common case, kept cheap
         cause = _Cause(device.tag(device.last_seq), now_ms, effects)

@@ -337,7 +337,8 @@ class ProximityEngine:
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
         position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=at)
-        # Rare fields (candidates, led_to): read without a call, written only to change them.
+        # Rare fields (candidates, off_track, led_to): read without a call, written only to
+        # change them.
         rare = device.rare or RARE_DEFAULTS
         verdict_move, candidates = classify(
             device.packed_track,
@@ -365,11 +366,12 @@ class ProximityEngine:
             track = device.packed_track
             on = on_track(track, position)
             # Judged against the track before an off-track fix as well (that one may be a jump).
-            before = track[:-POINT_BYTES] if device.off_track else track
-            if not on and device.off_track and on_track(before, position):
+            before = track[:-POINT_BYTES] if rare.off_track else track
+            if not on and rare.off_track and on_track(before, position):
                 track = before
                 on = True
-            device.off_track = not on
+            if not on or rare.off_track:
+                device.off_track = not on
             leads_to = None if on or not before else led_to(before, position)
             if leads_to is not None or rare.led_to is not None:
                 device.led_to = leads_to

@@ -79,6 +79,7 @@ class DeviceRare(msgspec.Struct, array_like=True, gc=False):
     strays: int = 0
     """Messages in a row, increasing, whose seq lies far below the counter (a reset to confirm)."""
     stray_seq: int = -1
+    battery_low: bool = False
     location_unknown: bool = False
     gnss_lost: bool = False
     status_changes: int = 0
@@ -87,6 +88,9 @@ class DeviceRare(msgspec.Struct, array_like=True, gc=False):
     """Outliers (GPS jumps) in a row that agree with each other, packed; enough relocate."""
     outliers: int = 0
     """Outliers seen in total (their signal-free inputs still advance `seq`)."""
+    off_track: bool = False
+    """The newest fix lies off the device's recent track (`motion.on_track`): perhaps a
+    multipath jump, so no ring of its pairs opens on it until a next fix is back on a track."""
     led_to: Position | None = None
     """While `off_track`: where the track before that fix leads at its time (`motion.led_to`);
     a ring opens on an off-track fix when this position enters it too."""
@@ -196,7 +200,6 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     online: bool = True
     """What the device last said of its presence (status, power_off, a fix). The debounced
     device_offline alarm is `offline_open` (see `presence.py`)."""
-    battery_low: bool = False
     batt: int | None = None
     interval_s: int | None = None
     """Fix interval last asked of the device."""
@@ -205,9 +208,6 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     packed_track: bytes = b""
     """The last few accepted fixes (`motion.TRACK_LEN`), oldest first (the newest is `fix`),
     packed (`history`): velocity, jumps. One object, not a `Position` each (~150 bytes)."""
-    off_track: bool = False
-    """The newest fix lies off the device's recent track (`motion.on_track`): perhaps a
-    multipath jump, so no ring of its pairs opens on it until a next fix is back on a track."""
     packed_history: bytes = b""
     """Recent positions on server time, oldest first, thinned (`timing.remember`), packed
     (`history`): a backlog from the partner is judged against where this device was then."""
@@ -218,11 +218,13 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     seen_above = _RareField[tuple[int, ...]](())
     strays = _RareField(0)
     stray_seq = _RareField(-1)
+    battery_low = _RareField(False)
     location_unknown = _RareField(False)
     gnss_lost = _RareField(False)
     status_changes = _RareField(0)
     packed_candidates = _RareField(b"")
     outliers = _RareField(0)
+    off_track = _RareField(False)
     led_to = _RareField[Position | None](None)
     zone_states = _RareField[dict[str, ZoneState] | None](None)
     presses = _RareField[tuple[str, ...]](())
