@@ -46,7 +46,7 @@ FULL: dict[str, object] = {
     "boot": "b3",
     "prior_boots": {"b1": 40, "b2": 7},
     "last_seq": 12,
-    "seen_below": 0b1011,
+    "seen_below": 0b1011,  # seqs 11, 10 and 8 seen (and 12, the newest)
     "seen_above": (15, 17),
     "last_ts": T0 + 1,
     "strays": 2,
@@ -84,6 +84,8 @@ FULL: dict[str, object] = {
     "grouped": True,
 }
 """Every field of format 3 set, none to its default (the packed ones as positions)."""
+SEEN = [8, 10, 11, 12]
+"""The seqs `FULL`'s window says were seen (format 4 keeps the gaps: `unseen_below`)."""
 
 
 def before_the_gap(drive: Drive) -> None:
@@ -144,7 +146,10 @@ def test_a_format_3_state_with_every_field_set_converts_exactly() -> None:
     conversion (none left at a default), and the converted state round-trips."""
     blob = msgspec.msgpack.decode(FORMAT_3.read_bytes())["full"]
     state = device_state_decoder.decode(blob)
-    assert {name: getattr(state, name) for name in FULL} == FULL
+    fields = {name: value for name, value in FULL.items() if name != "seen_below"}
+    assert {name: getattr(state, name) for name in fields} == fields
+    assert [seq for seq in range(13) if state.seq_seen(seq)] == SEEN
+    assert state.committed_upto() == -1  # seq 0 was never seen (nor 1-7, 9)
     assert state.rare is not None
     assert device_state_decoder.decode(state_encoder.encode(state)) == state
 
@@ -152,6 +157,6 @@ def test_a_format_3_state_with_every_field_set_converts_exactly() -> None:
 def test_a_format_3_state_at_defaults_converts_without_its_rare_fields() -> None:
     """A format-3 state whose rarely set fields are all defaults holds none (`rare` None), as
     the same state built now does: the two compare equal."""
-    blob = msgspec.msgpack.encode([3, "d", 0, "b", None, 5])
+    blob = msgspec.msgpack.encode([3, "d", 0, "b", None, 5, 0b11111])  # seqs 0-5 seen
     assert device_state_decoder.decode(blob) == DeviceState("d", boot="b", last_seq=5)
     assert device_state_decoder.decode(blob).rare is None

@@ -13,7 +13,6 @@ from typing import Final, Literal
 
 from services.proximity.core.state import (
     RARE_DEFAULTS,
-    SEEN_MASK,
     SEEN_WINDOW,
     DeviceState,
 )
@@ -82,7 +81,7 @@ def restart(device: DeviceState, boot: str | None, *, resume_at: int | None = No
     device.boot = boot
     device.epoch += 1
     device.last_seq = -1 if resume_at is None else resume_at
-    device.seen_below = 0 if resume_at is None else SEEN_MASK
+    device.unseen_below = 0  # none seen (none yet: -1), or every one up to `resume_at`
     device.seen_above = ()
     device.strays = 0
     device.stray_seq = -1

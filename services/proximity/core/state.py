@@ -187,8 +187,10 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     boot: str | None = None
     """Boot id of the newest accepted message (None: firmware that sends none)."""
     last_seq: int = -1
-    seen_below: int = 0
-    """Bit k set: seq `last_seq - 1 - k` was seen, taken or late (see `SEEN_WINDOW`)."""
+    unseen_below: int = 0
+    """Bit k set: seq `last_seq - 1 - k` (>= 0) was never seen, taken nor late (see
+    `SEEN_WINDOW`). The gaps, not the seen seqs: a device with none holds 0, Python's shared
+    small int, where a full window of seen bits is an int object of its own (~40 bytes)."""
     last_ts: int = 0
     """Device time of the message with the newest accepted seq (orders, never judges)."""
     clock_offset_ms: int | None = None
@@ -285,16 +287,17 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
         if seq == self.last_seq:
             return True
         offset = self.last_seq - 1 - seq
-        return 0 <= offset < SEEN_WINDOW and bool(self.seen_below >> offset & 1)
+        return 0 <= offset < SEEN_WINDOW and not self.unseen_below >> offset & 1
 
     def advance_seq(self, seq: int) -> None:
         """Accept `seq` (> last_seq) as the newest message of the device."""
         delta = seq - self.last_seq
-        # A large jump forgets everything (and avoids building a huge int only to mask it).
-        mask = (self.seen_below << delta) & SEEN_MASK if delta < SEEN_WINDOW else 0
-        if self.last_seq >= 0 and delta <= SEEN_WINDOW:
-            mask |= 1 << (delta - 1)
-        self.seen_below = mask
+        # The seqs skipped (from the old newest up to this one) are unseen; a jump past the
+        # window leaves every seq in it unseen (and builds no huge int only to mask it).
+        skipped = (1 << min(delta - 1, SEEN_WINDOW)) - 1
+        if delta < SEEN_WINDOW:
+            skipped |= (self.unseen_below << delta) & SEEN_MASK
+        self.unseen_below = skipped
         self.last_seq = seq
         if (self.rare or RARE_DEFAULTS).seen_above:
             passed = [s for s in self.seen_above if s <= seq]
@@ -307,14 +310,13 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
         or tamper, or a message that came after a newer one (after a broker crash)."""
         offset = self.last_seq - 1 - seq
         if 0 <= offset < SEEN_WINDOW:
-            self.seen_below |= 1 << offset
+            self.unseen_below &= ~(1 << offset)
 
     def committed_upto(self) -> int:
         """The highest seq at or below which every message was seen, as far as the window
         remembers (-1: none). A gap holds it below the gap until the gap is filled or leaves the
         window (`SEEN_WINDOW` messages later)."""
-        window = min(SEEN_WINDOW, max(self.last_seq, 0))
-        unseen = ~self.seen_below & ((1 << window) - 1)
+        unseen = self.unseen_below
         if not unseen:
             return self.last_seq
         # The highest unseen bit is the lowest unseen seq: everything below it was seen.
@@ -366,24 +368,33 @@ _FORMAT_3_ORDER: Final = (
     *("powered_off", "unprotected", "tick_signals", "grouped"),
 )
 """Format 3 (and earlier) kept every field in the state itself, in this order; format 4 moved
-the rarely set ones into `rare` (`DeviceRare`), None while all are at their defaults."""
+the rarely set ones into `rare` (`DeviceRare`), None while all are at their defaults, and keeps
+the seq window's gaps (`unseen_below`) instead of its seen seqs."""
 _RARE_NAMES: Final = tuple(field.name for field in msgspec.structs.fields(DeviceRare))
+
+
+class _Format3Only(msgspec.Struct):
+    seen_below: int = 0
+    """Bit k set: seq `last_seq - 1 - k` was seen, taken or late (now `unseen_below`)."""
 
 
 def _format_3_fields() -> list[msgspec.structs.FieldInfo]:
     """The fields as format 3 stored them: those of `DeviceState` and `DeviceRare`, flat."""
     by_name = {
         field.name: field
-        for struct in (DeviceState, DeviceRare)
+        for struct in (DeviceState, DeviceRare, _Format3Only)
         for field in msgspec.structs.fields(struct)
     }
     return [by_name[name] for name in _FORMAT_3_ORDER]
 
 
 def _from_format_3(fields: dict[str, Any]) -> DeviceState:
-    """The state of format 3's flat fields: the rare ones in `rare`, None if all are defaults."""
+    """The state of format 3's flat fields: the rare ones in `rare`, None if all are defaults;
+    the window's unseen seqs (>= 0) where it kept the seen ones."""
     rare = DeviceRare(**{name: fields.pop(name) for name in _RARE_NAMES})
-    return DeviceState(**fields, rare=None if rare == _EMPTY else rare)
+    window = (1 << min(SEEN_WINDOW, max(fields["last_seq"], 0))) - 1
+    unseen = ~fields.pop("seen_below") & window
+    return DeviceState(**fields, unseen_below=unseen, rare=None if rare == _EMPTY else rare)
 
 
 _FORMAT_2_DIFFERS: Final = {
