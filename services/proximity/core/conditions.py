@@ -182,7 +182,7 @@ class DeviceConditions:
         devices, due = self._devices, []
         for device_id in taken:
             device = devices[device_id]
-            at = None if device.grouped else self._silence_due(device)
+            at = None if (device.rare or RARE_DEFAULTS).grouped else self._silence_due(device)
             if at is not None and at <= now_ms:
                 due.append(device_id)
             else:
@@ -217,15 +217,16 @@ class DeviceConditions:
     def _presence_and_protection(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         # In a tick a victim's causes change only when her silence begins or device_offline
         # opens or clears (the others change with inputs); anything else is skipped cheaply.
-        if device.grouped:
+        rare = device.rare or RARE_DEFAULTS
+        if rare.grouped:
             return  # as above: its own offline and silence alarms wait
-        if device.online != device.offline_open:  # presence settled: word and alarm agree
+        if device.online != rare.offline_open:  # presence settled: word and alarm agree
             heard = device.last_heard_ms
             if (
                 heard is None
                 or heard >= now_ms - self._victim_silence_ms  # heard since: not silent
                 or device.device_id not in self._victims
-                or "silent" in device.unprotected
+                or "silent" in rare.unprotected
             ):
                 return
         self._tick_device(device, now_ms, effects)
