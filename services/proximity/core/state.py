@@ -294,10 +294,11 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
         delta = seq - self.last_seq
         # The seqs skipped (from the old newest up to this one) are unseen; a jump past the
         # window leaves every seq in it unseen (and builds no huge int only to mask it).
-        skipped = (1 << min(delta - 1, SEEN_WINDOW)) - 1
-        if delta < SEEN_WINDOW:
-            skipped |= (self.unseen_below << delta) & SEEN_MASK
-        self.unseen_below = skipped
+        if delta <= SEEN_WINDOW:
+            skipped = (1 << (delta - 1)) - 1
+            self.unseen_below = (self.unseen_below << delta) & SEEN_MASK | skipped
+        else:
+            self.unseen_below = SEEN_MASK
         self.last_seq = seq
         if (self.rare or RARE_DEFAULTS).seen_above:
             passed = [s for s in self.seen_above if s <= seq]
