@@ -201,10 +201,10 @@ class DeviceConditions:
 
     def _location_unknown(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         limit = self._location_unknown_ms
-        heard = device.last_heard_ms
-        if heard is None or device.location_unknown or now_ms - heard <= limit:
+        heard, rare = device.last_heard_ms, device.rare or RARE_DEFAULTS
+        if heard is None or rare.location_unknown or now_ms - heard <= limit:
             return
-        if device.grouped:
+        if rare.grouped:
             return  # a platform outage's grouped notice speaks for it (`platform.py`)
         device.location_unknown = True
         reason = (
