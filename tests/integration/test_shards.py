@@ -307,7 +307,7 @@ def _every_seq_seen(state: DeviceState | None) -> bool:
     """Every seq the device sent so far was applied (its seen-window is full; seqs from 1)."""
     assert state is not None
     window = (1 << min(state.last_seq - 1, 64)) - 1
-    return state.seen_below & window == window
+    return state.unseen_below & window == 0
 
 
 def _handed_over_whole(

@@ -4,7 +4,9 @@
 format 1: msgpack maps, the history a list of position maps) wrote after `before_the_gap` below,
 as the service stores them: `{"devices": [offender, victim], "pair": pair}`;
 `state_format_2.msgpack` the same from main at 31447c7 (format 2: arrays, the track a list of
-positions, the rarely filled maps always maps).
+positions, the rarely filled maps always maps); `state_format_3.msgpack` the same from main
+at 06e58d2 (format 3: every field in one array), and under "full" a device state with every
+field set (`FULL` below; written by `DeviceState(**FULL)` with the packed fields packed).
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from nabij.contract import AlarmSignal
+from nabij.contract import AlarmSignal, Position
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.state import (
     STATE_FORMAT,
+    DeviceState,
+    RingState,
+    ZoneState,
     device_state_decoder,
     pair_state_decoder,
     state_encoder,
@@ -27,7 +32,60 @@ from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, fix_at, opens
 S = 1000
 PAIR = ("O-1", OFFENDER, VICTIM)
 FORMAT_1 = Path(__file__).with_name("state_format_1.msgpack")
-EARLIER_FORMATS = [FORMAT_1, Path(__file__).with_name("state_format_2.msgpack")]
+FORMAT_3 = Path(__file__).with_name("state_format_3.msgpack")
+EARLIER_FORMATS = [FORMAT_1, Path(__file__).with_name("state_format_2.msgpack"), FORMAT_3]
+
+
+def at(i: int) -> Position:
+    return Position(lat=52.0 + i / 1000, lon=5.0 + i / 1000, acc=5.0 + i, ts=T0 + i * 15_000)
+
+
+FULL: dict[str, object] = {
+    "device_id": "full-1",
+    "epoch": 3,
+    "boot": "b3",
+    "prior_boots": {"b1": 40, "b2": 7},
+    "last_seq": 12,
+    "seen_below": 0b1011,  # seqs 11, 10 and 8 seen (and 12, the newest)
+    "seen_above": (15, 17),
+    "last_ts": T0 + 1,
+    "strays": 2,
+    "stray_seq": 5,
+    "clock_offset_ms": -1500,
+    "fix": at(9),
+    "last_heard_ms": T0 + 2,
+    "online": False,
+    "battery_low": True,
+    "batt": 9,
+    "location_unknown": True,
+    "gnss_lost": True,
+    "interval_s": 15,
+    "warned": "alarm",
+    "status_changes": 4,
+    "track": [at(1), at(2)],
+    "candidates": [at(3)],
+    "outliers": 6,
+    "off_track": True,
+    "led_to": at(4),
+    "zones": {"O-1|home": ZoneState(ring=RingState("inside", T0 + 3), signed_m=-12.5, acc=8.0)},
+    "history": [at(5), at(6), at(7)],
+    "presses": ("abc",),
+    "faults": ("clock", "refused"),
+    "clock_off_since_ms": T0 + 4,
+    "refused": 4,
+    "refused_since_ms": T0 + 5,
+    "refused_reason": "seq_jump",
+    "offline_open": True,
+    "online_since_ms": T0 + 6,
+    "drops_ms": (T0 + 7, T0 + 8),
+    "powered_off": True,
+    "unprotected": ("offline",),
+    "tick_signals": 7,
+    "grouped": True,
+}
+"""Every field of format 3 set, none to its default (the packed ones as positions)."""
+SEEN = [8, 10, 11, 12]
+"""The seqs `FULL`'s window says were seen (format 4 keeps the gaps: `unseen_below`)."""
 
 
 def before_the_gap(drive: Drive) -> None:
@@ -81,3 +139,24 @@ def test_state_is_stored_in_the_current_format_and_round_trips() -> None:
     assert msgspec.msgpack.decode(blob)[0] == STATE_FORMAT
     assert device_state_decoder.decode(blob) == state
     assert len(blob) < len(FORMAT_1.read_bytes()) / 2
+
+
+def test_a_format_3_state_with_every_field_set_converts_exactly() -> None:
+    """Each of format 3's fields, the rarely set ones included, reads the same after the
+    conversion (none left at a default), and the converted state round-trips."""
+    blob = msgspec.msgpack.decode(FORMAT_3.read_bytes())["full"]
+    state = device_state_decoder.decode(blob)
+    fields = {name: value for name, value in FULL.items() if name != "seen_below"}
+    assert {name: getattr(state, name) for name in fields} == fields
+    assert [seq for seq in range(13) if state.seq_seen(seq)] == SEEN
+    assert state.committed_upto() == -1  # seq 0 was never seen (nor 1-7, 9)
+    assert state.rare is not None
+    assert device_state_decoder.decode(state_encoder.encode(state)) == state
+
+
+def test_a_format_3_state_at_defaults_converts_without_its_rare_fields() -> None:
+    """A format-3 state whose rarely set fields are all defaults holds none (`rare` None), as
+    the same state built now does: the two compare equal."""
+    blob = msgspec.msgpack.encode([3, "d", 0, "b", None, 5, 0b11111])  # seqs 0-5 seen
+    assert device_state_decoder.decode(blob) == DeviceState("d", boot="b", last_seq=5)
+    assert device_state_decoder.decode(blob).rare is None

@@ -23,7 +23,7 @@ from services.proximity.core.presence import (
     protection_causes,
 )
 from services.proximity.core.signals import device_signal
-from services.proximity.core.state import DeviceState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState
 from services.proximity.core.topology import Role, Topology
 
 # A battery_low alarm clears only this far above the threshold, so a wavering gauge cannot flap.
@@ -69,11 +69,12 @@ class DeviceConditions:
         effects: Effects,
     ) -> None:
         """An accepted fix: the device is located, online, and may report its battery."""
+        rare = device.rare or RARE_DEFAULTS
         if not (
-            device.location_unknown
+            rare.location_unknown
             or not device.online
-            or device.unprotected
-            or (batt is not None and (batt != device.batt or device.battery_low))
+            or rare.unprotected
+            or (batt is not None and (batt != device.batt or rare.battery_low))
         ):
             return  # the common case, kept cheap
         cause = _Cause(device.tag(device.last_seq), now_ms, effects)
@@ -138,10 +139,11 @@ class DeviceConditions:
         books the same devices, so none is cancelled here: a booking it no longer needs only
         costs a look that finds nothing (`tick`)."""
         device_id = device.device_id
-        if device.grouped:  # its own silence and offline alarms wait (`platform.py`)
+        rare = device.rare or RARE_DEFAULTS
+        if rare.grouped:  # its own silence and offline alarms wait (`platform.py`)
             self._unsettled.discard(device_id)
             return
-        if device.online == device.offline_open:  # offline within its dwell, or back within it
+        if device.online == rare.offline_open:  # offline within its dwell, or back within it
             self._unsettled.add(device_id)
         else:
             self._unsettled.discard(device_id)
@@ -157,9 +159,10 @@ class DeviceConditions:
             return None  # never heard: no silence yet (its first fix books it)
         node = self._nodes[device.device_id]
         due = None
-        if not device.location_unknown and node.offender_rank is not None:
+        rare = device.rare or RARE_DEFAULTS
+        if not rare.location_unknown and node.offender_rank is not None:
             due = heard + self._location_unknown_ms + 1
-        if "silent" not in device.unprotected and node.victim:
+        if "silent" not in rare.unprotected and node.victim:
             silent_at = heard + self._victim_silence_ms + 1
             due = silent_at if due is None else min(due, silent_at)
         return due
@@ -174,7 +177,7 @@ class DeviceConditions:
         devices, nodes, due = self._devices, self._nodes, []
         for device_id in taken:
             device = devices[device_id]
-            at = None if device.grouped else self._silence_due(device)
+            at = None if (device.rare or RARE_DEFAULTS).grouped else self._silence_due(device)
             if at is not None and at <= now_ms:
                 due.append(device_id)
             else:
@@ -194,10 +197,10 @@ class DeviceConditions:
 
     def _location_unknown(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         limit = self._location_unknown_ms
-        heard = device.last_heard_ms
-        if heard is None or device.location_unknown or now_ms - heard <= limit:
+        heard, rare = device.last_heard_ms, device.rare or RARE_DEFAULTS
+        if heard is None or rare.location_unknown or now_ms - heard <= limit:
             return
-        if device.grouped:
+        if rare.grouped:
             return  # a platform outage's grouped notice speaks for it (`platform.py`)
         device.location_unknown = True
         reason = (
@@ -210,15 +213,16 @@ class DeviceConditions:
     def _presence_and_protection(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         # In a tick a victim's causes change only when her silence begins or device_offline
         # opens or clears (the others change with inputs); anything else is skipped cheaply.
-        if device.grouped:
+        rare = device.rare or RARE_DEFAULTS
+        if rare.grouped:
             return  # as above: its own offline and silence alarms wait
-        if device.online != device.offline_open:  # presence settled: word and alarm agree
+        if device.online != rare.offline_open:  # presence settled: word and alarm agree
             heard = device.last_heard_ms
             if (
                 heard is None
                 or heard >= now_ms - self._victim_silence_ms  # heard since: not silent
                 or not self._nodes[device.device_id].victim
-                or "silent" in device.unprotected
+                or "silent" in rare.unprotected
             ):
                 return
         self._tick_device(device, now_ms, effects)

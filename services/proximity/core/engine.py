@@ -45,7 +45,7 @@ from services.proximity.core.sequence import (
     seen_press,
     take,
 )
-from services.proximity.core.state import DeviceState, PairKey, PairState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState, PairKey, PairState
 from services.proximity.core.timing import anchor_backlog, place, remember
 from services.proximity.core.topology import PairSpec, Topology
 from services.proximity.core.zone_rules import ZoneChange, ZoneJudge
@@ -339,14 +339,18 @@ class ProximityEngine:
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
         position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=at)
+        # Rare fields (candidates, off_track, led_to): read without a call, written only to
+        # change them.
+        rare = device.rare or RARE_DEFAULTS
         verdict_move, candidates = classify(
             device.packed_track,
-            device.packed_candidates,
+            rare.packed_candidates,
             position,
             max_speed_mps=self._max_speed_mps,
             confirm=self._jump_confirm,
         )
-        device.packed_candidates = candidates if verdict_move == "outlier" else b""
+        if verdict_move == "outlier" or rare.packed_candidates:
+            device.packed_candidates = candidates if verdict_move == "outlier" else b""
         if verdict_move == "outlier":
             # A GPS jump: kept as a candidate, counted, and it moves nothing on its own.
             device.outliers += 1
@@ -364,12 +368,15 @@ class ProximityEngine:
             track = device.packed_track
             on = on_track(track, position)
             # Judged against the track before an off-track fix as well (that one may be a jump).
-            before = track[:-POINT_BYTES] if device.off_track else track
-            if not on and device.off_track and on_track(before, position):
+            before = track[:-POINT_BYTES] if rare.off_track else track
+            if not on and rare.off_track and on_track(before, position):
                 track = before
                 on = True
-            device.off_track = not on
-            device.led_to = None if on or not before else led_to(before, position)
+            if not on or rare.off_track:
+                device.off_track = not on
+            leads_to = None if on or not before else led_to(before, position)
+            if leads_to is not None or rare.led_to is not None:
+                device.led_to = leads_to
             device.packed_track = appended(track, position, limit=TRACK_LEN)
         device.fix = position
         remember(device, position, now_ms, self._history_ms)

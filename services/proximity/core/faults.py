@@ -17,7 +17,7 @@ from nabij.settings import ProximitySettings
 from services.proximity.core.agenda import ALWAYS, Agenda
 from services.proximity.core.effects import Effects
 from services.proximity.core.signals import device_signal
-from services.proximity.core.state import DeviceState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState
 from services.proximity.core.topology import Topology
 
 REFUSED_MIN: Final = 3
@@ -39,14 +39,21 @@ class DeviceFaults:
         self, device: DeviceState, *, live: bool, now_ms: int, effects: Effects
     ) -> None:
         """A message was accepted; `live` fixes also tell whether the device clock is off."""
-        device.refused = 0
-        device.refused_since_ms = None
+        # Its causes are rare fields: read without a call (`RARE_DEFAULTS`), written only to
+        # change them, so a device that never misbehaved gets no `rare`.
+        rare = device.rare or RARE_DEFAULTS
+        if rare.refused_since_ms is not None:
+            device.refused = 0
+            device.refused_since_ms = None
+            device.refused_reason = None
         if live and device.clock_offset_ms is not None:
             if abs(device.clock_offset_ms) <= self._clock_limit_ms:
-                device.clock_off_since_ms = None
-            elif device.clock_off_since_ms is None:
+                if rare.clock_off_since_ms is not None:
+                    device.clock_off_since_ms = None
+            elif rare.clock_off_since_ms is None:
                 device.clock_off_since_ms = now_ms
-        if device.faults or device.clock_off_since_ms is not None:
+        rare = device.rare or RARE_DEFAULTS
+        if rare.faults or rare.clock_off_since_ms is not None:
             self._settle(device, now_ms, effects)
 
     def on_refused(self, device: DeviceState, reason: str, now_ms: int, effects: Effects) -> None:
@@ -76,7 +83,8 @@ class DeviceFaults:
         self._agenda.book(device.device_id, self._due(device))
 
     def _due(self, device: DeviceState) -> int | None:
-        sinces = (device.clock_off_since_ms, device.refused_since_ms)
+        rare = device.rare or RARE_DEFAULTS
+        sinces = (rare.clock_off_since_ms, rare.refused_since_ms)
         if sinces == (None, None):
             return None  # the common case: the tick leaves the device alone
         # Between these times the causes stay as they are (each dwell passes at one of them).

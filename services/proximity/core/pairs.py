@@ -25,7 +25,7 @@ from services.proximity.core.geo import distance_m
 from services.proximity.core.hysteresis import RingParams, Transition, step
 from services.proximity.core.motion import Approach, approach, velocity
 from services.proximity.core.signals import Facts, Observation, ring_signal
-from services.proximity.core.state import DeviceState, PairState, RingState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState, PairState, RingState
 from services.proximity.core.timing import lateness_s, position_at
 from services.proximity.core.topology import PairSpec
 
@@ -128,8 +128,8 @@ class PairJudge:
         pre_reading = ring_reading(distance, uncertainty, pre_ring, pre_alert=True)
         alarm_reading = ring_reading(distance, uncertainty, spec.alarm.ring_m, pre_alert=False)
         # A late fix meets the partner's history, of which her newest fix's flag says nothing.
-        partner_off_track = obs.late_s is None and partner_device.off_track
-        confirmed = not (reporter.off_track or partner_off_track)
+        partner_off_track = obs.late_s is None and (partner_device.rare or RARE_DEFAULTS).off_track
+        confirmed = not ((reporter.rare or RARE_DEFAULTS).off_track or partner_off_track)
         if not confirmed:
             led = _led_to(reporter, own, partner_device if partner_off_track else None, partner)
             led_pre = led_alarm = None

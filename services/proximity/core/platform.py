@@ -34,7 +34,7 @@ from nabij.settings import PlatformSettings
 from services.proximity.core.agenda import Agenda
 from services.proximity.core.effects import Effects
 from services.proximity.core.signals import signal_id
-from services.proximity.core.state import DeviceState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState
 from services.proximity.core.topology import Topology
 
 REPORTER: Final = "platform"
@@ -121,7 +121,8 @@ class PlatformWatch:
         """Index the device again after a change: quiet (offline since its drop) or when it
         goes quiet unless heard again (never heard: never quiet), and whether it is grouped."""
         device_id = device.device_id
-        if device.grouped:
+        grouped = (device.rare or RARE_DEFAULTS).grouped
+        if grouped:
             self._grouped.add(device_id)
         else:
             self._grouped.discard(device_id)
@@ -130,7 +131,7 @@ class PlatformWatch:
             self._quiet[device_id] = device.drops_ms[-1]
             return
         self._quiet.pop(device_id, None)
-        if device.grouped:
+        if grouped:
             self._heard_again.add(device_id)
         heard = device.last_heard_ms
         if heard is not None:

@@ -23,7 +23,7 @@ from typing import Literal
 
 from nabij.contract import SignalAction
 from nabij.settings import ProximitySettings
-from services.proximity.core.state import DeviceState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState
 
 ProtectionCause = Literal["silent", "offline", "battery_low"]
 
@@ -75,7 +75,8 @@ class Presence:
         """A state saved before presence was debounced said `online: false` for an open
         device_offline and kept no drops: take that alarm as open, offline since now, without a
         signal (the gateway has it open already)."""
-        if device.online or device.drops_ms or device.offline_open:
+        rare = device.rare or RARE_DEFAULTS  # asked on every tick while offline: no calls
+        if device.online or rare.drops_ms or rare.offline_open:
             return False
         device.offline_open = True
         device.drops_ms = (now_ms,)
@@ -83,8 +84,9 @@ class Presence:
 
     def judge(self, device: DeviceState, now_ms: int) -> Verdict | None:
         """Whether device_offline opens or clears at `now_ms`; None if it stays as it is."""
-        drops = device.drops_ms
-        if not device.offline_open:
+        rare = device.rare or RARE_DEFAULTS  # judged on every tick while offline: no calls
+        drops = rare.drops_ms
+        if not rare.offline_open:
             if device.online or not drops:
                 return None
             if len(drops) > self.flap_drops:
@@ -96,13 +98,13 @@ class Presence:
             offline_ms = now_ms - drops[-1]
             if offline_ms < self.offline_dwell_ms:
                 return None
-            how = "reported power off" if device.powered_off else "reported offline"
+            how = "reported power off" if rare.powered_off else "reported offline"
             limit_s = self.offline_dwell_ms // 1000
             return Verdict("open", f"offline for {offline_ms // 1000} s ({how}; limit {limit_s} s)")
         if not device.online:
             return None
         # `came_online` always sets it; a missing value starts the dwell now.
-        since = now_ms if device.online_since_ms is None else device.online_since_ms
+        since = now_ms if rare.online_since_ms is None else rare.online_since_ms
         if now_ms - since < self.online_dwell_ms or len(self._recent(drops, now_ms)) > 1:
             return None
         return Verdict("clear", f"back online for {(now_ms - since) // 1000} s, connection steady")

@@ -11,7 +11,11 @@ from __future__ import annotations
 import hashlib
 from typing import Final, Literal
 
-from services.proximity.core.state import SEEN_MASK, SEEN_WINDOW, DeviceState
+from services.proximity.core.state import (
+    RARE_DEFAULTS,
+    SEEN_WINDOW,
+    DeviceState,
+)
 
 Verdict = Literal["new", "duplicate", "out_of_order", "seq_jump"]
 
@@ -77,7 +81,7 @@ def restart(device: DeviceState, boot: str | None, *, resume_at: int | None = No
     device.boot = boot
     device.epoch += 1
     device.last_seq = -1 if resume_at is None else resume_at
-    device.seen_below = 0 if resume_at is None else SEEN_MASK
+    device.unseen_below = 0  # none seen (none yet: -1), or every one up to `resume_at`
     device.seen_above = ()
     device.strays = 0
     device.stray_seq = -1
@@ -98,8 +102,9 @@ def take(device: DeviceState, seq: int, ts: int) -> None:
     """Record a "new" message: it moves the counter."""
     device.advance_seq(seq)
     device.last_ts = ts
-    device.strays = 0
-    device.stray_seq = -1
+    if (device.rare or RARE_DEFAULTS).stray_seq != -1:  # a stray run (rare fields) ends
+        device.strays = 0
+        device.stray_seq = -1
 
 
 def safety_digest(*parts: object) -> str:

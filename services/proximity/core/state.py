@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar, cast, overload
 
 import msgspec
 
@@ -21,14 +21,16 @@ PairKey = tuple[str, str, str]
 SEEN_WINDOW = 64
 SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
-STATE_FORMAT: Final = 3
+STATE_FORMAT: Final = 4
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
-device state; pair states are small maps that omit their defaults). Earlier formats still load,
-converted (`_DeviceStateDecoder`): format 2, the same array with the track and the candidates as
-lists of positions and the rarely filled maps (prior boots, zones) a map even when empty; format
-1, a map by field name, the history a list of position maps as well. A new field goes last, with
-a default (arrays written before it still decode); any other change is a new number, with a
-decoder for this one. Versions before format 3 cannot read it: no rollback past it."""
+device state; pair states are small maps that omit their defaults), the rarely set fields a
+nested array or nil (`DeviceState.rare`). Earlier formats still load, converted
+(`_DeviceStateDecoder`): format 3, every field in the one array (`_FORMAT_3_ORDER`); format 2,
+as 3 with the track and the candidates as lists of positions and the rarely filled maps (prior
+boots, zones) a map even when empty; format 1, a map by field name, the history a list of
+position maps as well. A new field goes last (of the state or of `DeviceRare`), with a default
+(arrays written before it still decode); any other change is a new number, with a decoder for
+this one. Versions before format 4 cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -61,60 +63,34 @@ class ZoneState(msgspec.Struct, omit_defaults=True, gc=False):
 _NO_ZONES: Final[Mapping[str, ZoneState]] = MappingProxyType({})
 
 
-class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
-    """Untracked by the garbage collector like `Position`: its lists and dicts hold numbers,
-    strings and untracked structs, and nothing refers back to a state, so it is in no cycle."""
+class DeviceRare(msgspec.Struct, array_like=True, gc=False):
+    """The fields of `DeviceState` that nearly every device leaves at their defaults for good
+    (boots, strays, refusals, faults, presses, zones, outliers, presence debouncing...). A state
+    holds them in one of these only while one of them is set: `DeviceState.rare` is None
+    otherwise, 8 bytes instead of ~190 a device. Read and write them as attributes of the
+    state (`_RareField`); a hot path reads them as `(device.rare or RARE_DEFAULTS).field`."""
 
-    device_id: str
-    epoch: int = 0
-    """Restarts of the device's counter so far (a new boot, or a reset taken from old firmware).
-    Signal ids carry it, so a seq reused after a reboot is never taken for a redelivery."""
-    boot: str | None = None
-    """Boot id of the newest accepted message (None: firmware that sends none)."""
     prior_boots: dict[str, int] | None = None
     """Recently ended boots -> their highest seq: a redelivery from them stays a duplicate.
     None while there are none (nearly every device): no empty dict per device."""
-    last_seq: int = -1
-    seen_below: int = 0
-    """Bit k set: seq `last_seq - 1 - k` was seen, taken or late (see `SEEN_WINDOW`)."""
     seen_above: tuple[int, ...] = ()
     """Seqs above `last_seq` already taken (a press or tamper that overtook earlier messages):
     they join the window once the counter passes them."""
-    last_ts: int = 0
-    """Device time of the message with the newest accepted seq (orders, never judges)."""
     strays: int = 0
     """Messages in a row, increasing, whose seq lies far below the counter (a reset to confirm)."""
     stray_seq: int = -1
-    clock_offset_ms: int | None = None
-    """Server receive time minus device time, from the newest fix that arrived live."""
-    fix: Position | None = None
-    """Newest accepted position; its `ts` is server time (when nabij places its measurement)."""
-    last_heard_ms: int | None = None
-    """Server time of the newest accepted position; silence is measured on it."""
-    online: bool = True
-    """What the device last said of its presence (status, power_off, a fix). The debounced
-    device_offline alarm is `offline_open` (see `presence.py`)."""
     battery_low: bool = False
-    batt: int | None = None
     location_unknown: bool = False
     gnss_lost: bool = False
-    interval_s: int | None = None
-    """Fix interval last asked of the device."""
-    warned: WarnLevel | None = None
-    """Warn level last sent to the device."""
     status_changes: int = 0
     """Counts presence changes, so signal ids born from status messages (no seq) stay unique."""
-    packed_track: bytes = b""
-    """The last few accepted fixes (`motion.TRACK_LEN`), oldest first (the newest is `fix`),
-    packed (`history`): velocity, jumps. One object, not a `Position` each (~150 bytes)."""
     packed_candidates: bytes = b""
     """Outliers (GPS jumps) in a row that agree with each other, packed; enough relocate."""
     outliers: int = 0
     """Outliers seen in total (their signal-free inputs still advance `seq`)."""
     off_track: bool = False
     """The newest fix lies off the device's recent track (`motion.on_track`): perhaps a
-    multipath jump, so no ring of its pairs opens on it until a next fix is back on a track.
-    Absent from state written before this field: decoded as False (on track)."""
+    multipath jump, so no ring of its pairs opens on it until a next fix is back on a track."""
     led_to: Position | None = None
     """While `off_track`: where the track before that fix leads at its time (`motion.led_to`);
     a ring opens on an off-track fix when this position enters it too."""
@@ -122,9 +98,6 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     """Offender devices: `{order_id}|{zone name}` -> where the device stands to that zone; None
     while empty (every victim, most offenders): no empty dict per device. Read it as `zones`,
     change it with `set_zone` and `pop_zone`."""
-    packed_history: bytes = b""
-    """Recent positions on server time, oldest first, thinned (`timing.remember`), packed
-    (`history`): a backlog from the partner is judged against where this device was then."""
     presses: tuple[str, ...] = ()
     """Digests of the newest safety events (press, tamper): only the very same one is a repeat."""
     faults: tuple[str, ...] = ()
@@ -154,21 +127,139 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     """Quiet within a platform outage (`platform.py`): the grouped `platform_degraded` notice
     speaks for it, so its own silence and offline alarms wait until it is released."""
 
+
+class _Defaults(DeviceRare, frozen=True):  # type: ignore[misc]  # msgspec allows it
+    """Frozen: the one shared object of defaults cannot be written by mistake."""
+
+
+RARE_DEFAULTS: Final[DeviceRare] = _Defaults()
+"""What a state without `rare` reads: `(device.rare or RARE_DEFAULTS).field`, no call."""
+_EMPTY: Final = DeviceRare()
+"""To tell a `rare` that went back to all defaults (a frozen subclass never compares equal)."""
+
+T = TypeVar("T")
+
+
+class _RareField(Generic[T]):
+    """A field of `DeviceRare` as an attribute of `DeviceState` (~50 ns a read or write more
+    than a field): `rare` is made on the first write of a value other than the default, and
+    dropped again on a write that leaves all of them at their defaults."""
+
+    __slots__ = ("default", "name")
+
+    def __init__(self, default: T) -> None:
+        self.default = default
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, device: None, owner: type) -> _RareField[T]: ...
+    @overload
+    def __get__(self, device: DeviceState, owner: type) -> T: ...
+    def __get__(self, device: DeviceState | None, owner: type) -> T | _RareField[T]:
+        if device is None:
+            return self
+        rare = device.rare
+        return self.default if rare is None else cast(T, getattr(rare, self.name))
+
+    def __set__(self, device: DeviceState, value: T) -> None:
+        rare = device.rare
+        if rare is None:
+            if value == self.default:
+                return
+            rare = device.rare = DeviceRare()
+        setattr(rare, self.name, value)
+        if value == self.default and rare == _EMPTY:
+            device.rare = None
+
+
+class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
+    """Untracked by the garbage collector like `Position`: its lists and dicts hold numbers,
+    strings and untracked structs, and nothing refers back to a state, so it is in no cycle.
+    Its fields are those nearly every message reads or writes; the rest are in `rare`."""
+
+    device_id: str
+    epoch: int = 0
+    """Restarts of the device's counter so far (a new boot, or a reset taken from old firmware).
+    Signal ids carry it, so a seq reused after a reboot is never taken for a redelivery."""
+    boot: str | None = None
+    """Boot id of the newest accepted message (None: firmware that sends none)."""
+    last_seq: int = -1
+    unseen_below: int = 0
+    """Bit k set: seq `last_seq - 1 - k` (>= 0) was never seen, taken nor late (see
+    `SEEN_WINDOW`). The gaps, not the seen seqs: a device with none holds 0, Python's shared
+    small int, where a full window of seen bits is an int object of its own (~40 bytes)."""
+    last_ts: int = 0
+    """Device time of the message with the newest accepted seq (orders, never judges)."""
+    clock_offset_ms: int | None = None
+    """Server receive time minus device time, from the newest fix that arrived live."""
+    fix: Position | None = None
+    """Newest accepted position; its `ts` is server time (when nabij places its measurement)."""
+    last_heard_ms: int | None = None
+    """Server time of the newest accepted position; silence is measured on it."""
+    online: bool = True
+    """What the device last said of its presence (status, power_off, a fix). The debounced
+    device_offline alarm is `offline_open` (see `presence.py`)."""
+    batt: int | None = None
+    interval_s: int | None = None
+    """Fix interval last asked of the device."""
+    warned: WarnLevel | None = None
+    """Warn level last sent to the device."""
+    packed_track: bytes = b""
+    """The last few accepted fixes (`motion.TRACK_LEN`), oldest first (the newest is `fix`),
+    packed (`history`): velocity, jumps. One object, not a `Position` each (~150 bytes)."""
+    packed_history: bytes = b""
+    """Recent positions on server time, oldest first, thinned (`timing.remember`), packed
+    (`history`): a backlog from the partner is judged against where this device was then."""
+    rare: DeviceRare | None = None
+    """The rarely set fields, None while all are at their defaults (`DeviceRare`)."""
+
+    prior_boots = _RareField[dict[str, int] | None](None)
+    seen_above = _RareField[tuple[int, ...]](())
+    strays = _RareField(0)
+    stray_seq = _RareField(-1)
+    battery_low = _RareField(False)
+    location_unknown = _RareField(False)
+    gnss_lost = _RareField(False)
+    status_changes = _RareField(0)
+    packed_candidates = _RareField(b"")
+    outliers = _RareField(0)
+    off_track = _RareField(False)
+    led_to = _RareField[Position | None](None)
+    zone_states = _RareField[dict[str, ZoneState] | None](None)
+    presses = _RareField[tuple[str, ...]](())
+    faults = _RareField[tuple[str, ...]](())
+    clock_off_since_ms = _RareField[int | None](None)
+    refused = _RareField(0)
+    refused_since_ms = _RareField[int | None](None)
+    refused_reason = _RareField[str | None](None)
+    offline_open = _RareField(False)
+    online_since_ms = _RareField[int | None](None)
+    drops_ms = _RareField[tuple[int, ...]](())
+    powered_off = _RareField(False)
+    unprotected = _RareField[tuple[str, ...]](())
+    tick_signals = _RareField(0)
+    grouped = _RareField(False)
+
     @property
     def zones(self) -> Mapping[str, ZoneState]:
-        return self.zone_states or _NO_ZONES
+        return (self.rare or RARE_DEFAULTS).zone_states or _NO_ZONES
 
     def set_zone(self, key: str, state: ZoneState) -> None:
-        if self.zone_states is None:
-            self.zone_states = {}
-        self.zone_states[key] = state
+        zones = (self.rare or RARE_DEFAULTS).zone_states
+        if zones is None:
+            self.zone_states = zones = {}
+        zones[key] = state
 
     def pop_zone(self, key: str) -> ZoneState | None:
         """Forget the state of zone `key` (returned, if there was one)."""
-        if self.zone_states is None:
+        zones = self.zone_states
+        if zones is None:
             return None
-        state = self.zone_states.pop(key, None)
-        if not self.zone_states:
+        state = zones.pop(key, None)
+        if not zones:
             self.zone_states = None
         return state
 
@@ -196,18 +287,20 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
         if seq == self.last_seq:
             return True
         offset = self.last_seq - 1 - seq
-        return 0 <= offset < SEEN_WINDOW and bool(self.seen_below >> offset & 1)
+        return 0 <= offset < SEEN_WINDOW and not self.unseen_below >> offset & 1
 
     def advance_seq(self, seq: int) -> None:
         """Accept `seq` (> last_seq) as the newest message of the device."""
         delta = seq - self.last_seq
-        # A large jump forgets everything (and avoids building a huge int only to mask it).
-        mask = (self.seen_below << delta) & SEEN_MASK if delta < SEEN_WINDOW else 0
-        if self.last_seq >= 0 and delta <= SEEN_WINDOW:
-            mask |= 1 << (delta - 1)
-        self.seen_below = mask
+        # The seqs skipped (from the old newest up to this one) are unseen; a jump past the
+        # window leaves every seq in it unseen (and builds no huge int only to mask it).
+        if delta <= SEEN_WINDOW:
+            skipped = (1 << (delta - 1)) - 1
+            self.unseen_below = (self.unseen_below << delta) & SEEN_MASK | skipped
+        else:
+            self.unseen_below = SEEN_MASK
         self.last_seq = seq
-        if self.seen_above:
+        if (self.rare or RARE_DEFAULTS).seen_above:
             passed = [s for s in self.seen_above if s <= seq]
             self.seen_above = tuple(s for s in self.seen_above if s > seq)
             for earlier in passed:
@@ -218,14 +311,13 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
         or tamper, or a message that came after a newer one (after a broker crash)."""
         offset = self.last_seq - 1 - seq
         if 0 <= offset < SEEN_WINDOW:
-            self.seen_below |= 1 << offset
+            self.unseen_below &= ~(1 << offset)
 
     def committed_upto(self) -> int:
         """The highest seq at or below which every message was seen, as far as the window
         remembers (-1: none). A gap holds it below the gap until the gap is filled or leaves the
         window (`SEEN_WINDOW` messages later)."""
-        window = min(SEEN_WINDOW, max(self.last_seq, 0))
-        unseen = ~self.seen_below & ((1 << window) - 1)
+        unseen = self.unseen_below
         if not unseen:
             return self.last_seq
         # The highest unseen bit is the lowest unseen seq: everything below it was seen.
@@ -267,6 +359,45 @@ class _Earlier:
     convert: Callable[[Any], object]
 
 
+_FORMAT_3_ORDER: Final = (
+    *("device_id", "epoch", "boot", "prior_boots", "last_seq", "seen_below", "seen_above"),
+    *("last_ts", "strays", "stray_seq", "clock_offset_ms", "fix", "last_heard_ms", "online"),
+    *("battery_low", "batt", "location_unknown", "gnss_lost", "interval_s", "warned"),
+    *("status_changes", "packed_track", "packed_candidates", "outliers", "off_track", "led_to"),
+    *("zone_states", "packed_history", "presses", "faults", "clock_off_since_ms", "refused"),
+    *("refused_since_ms", "refused_reason", "offline_open", "online_since_ms", "drops_ms"),
+    *("powered_off", "unprotected", "tick_signals", "grouped"),
+)
+"""Format 3 (and earlier) kept every field in the state itself, in this order; format 4 moved
+the rarely set ones into `rare` (`DeviceRare`), None while all are at their defaults, and keeps
+the seq window's gaps (`unseen_below`) instead of its seen seqs."""
+_RARE_NAMES: Final = tuple(field.name for field in msgspec.structs.fields(DeviceRare))
+
+
+class _Format3Only(msgspec.Struct):
+    seen_below: int = 0
+    """Bit k set: seq `last_seq - 1 - k` was seen, taken or late (now `unseen_below`)."""
+
+
+def _format_3_fields() -> list[msgspec.structs.FieldInfo]:
+    """The fields as format 3 stored them: those of `DeviceState` and `DeviceRare`, flat."""
+    by_name = {
+        field.name: field
+        for struct in (DeviceState, DeviceRare, _Format3Only)
+        for field in msgspec.structs.fields(struct)
+    }
+    return [by_name[name] for name in _FORMAT_3_ORDER]
+
+
+def _from_format_3(fields: dict[str, Any]) -> DeviceState:
+    """The state of format 3's flat fields: the rare ones in `rare`, None if all are defaults;
+    the window's unseen seqs (>= 0) where it kept the seen ones."""
+    rare = DeviceRare(**{name: fields.pop(name) for name in _RARE_NAMES})
+    window = (1 << min(SEEN_WINDOW, max(fields["last_seq"], 0))) - 1
+    unseen = ~fields.pop("seen_below") & window
+    return DeviceState(**fields, unseen_below=unseen, rare=None if rare == _EMPTY else rare)
+
+
 _FORMAT_2_DIFFERS: Final = {
     "packed_track": _Earlier("track", list[Position], list, packing.pack),
     "packed_candidates": _Earlier("candidates", list[Position], list, packing.pack),
@@ -282,10 +413,10 @@ _FORMAT_1_DIFFERS: Final = _FORMAT_2_DIFFERS | {
 def _earlier_format(
     name: str, differs: Mapping[str, _Earlier], **options: Any
 ) -> type[msgspec.Struct]:
-    """The struct of an earlier format: `DeviceState`'s fields (same defaults; those added since
+    """The struct of an earlier format: format 3's fields (same defaults; those added since
     decode as their default), those in `differs` as they were stored then."""
     fields = []
-    for field in msgspec.structs.fields(DeviceState):
+    for field in _format_3_fields():
         earlier = differs.get(field.name)
         if earlier is None:
             fields.append((field.name, field.type, _same_default(field)))
@@ -305,7 +436,7 @@ def _upgraded(state: msgspec.Struct, differs: Mapping[str, _Earlier]) -> DeviceS
     fields = msgspec.structs.asdict(state)
     for name, earlier in differs.items():
         fields[name] = earlier.convert(fields.pop(earlier.name))
-    return DeviceState(**fields)
+    return _from_format_3(fields)
 
 
 _MAP_HEADERS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
@@ -316,10 +447,15 @@ class _DeviceStateDecoder:
     """Decodes the current format, and the earlier ones (converted) for state written before."""
 
     def __init__(self) -> None:
+        format_3 = _earlier_format("DeviceStateFormat3", {}, array_like=True, tag=3)
         format_2 = _earlier_format("DeviceStateFormat2", _FORMAT_2_DIFFERS, array_like=True, tag=2)
+        self._differs: dict[type[msgspec.Struct], Mapping[str, _Earlier]] = {
+            format_3: {},
+            format_2: _FORMAT_2_DIFFERS,
+        }
         # Arrays are told apart by their first element, the format number (the struct's tag).
         self._arrays: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
-            DeviceState | format_2
+            DeviceState | format_3 | format_2
         )
         self._format_1: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
             _earlier_format("DeviceStateFormat1", _FORMAT_1_DIFFERS)
@@ -331,7 +467,7 @@ class _DeviceStateDecoder:
         state = self._arrays.decode(blob)
         if isinstance(state, DeviceState):
             return state
-        return _upgraded(state, _FORMAT_2_DIFFERS)
+        return _upgraded(state, self._differs[type(state)])
 
 
 # How the shell stores this state (msgpack), built once: the proximity service writes and reads
