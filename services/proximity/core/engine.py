@@ -20,7 +20,6 @@ from nabij.contract import (
     ClearCause,
     DeviceEvent,
     Fix,
-    Position,
     SetInterval,
     Warn,
     WarnLevel,
@@ -33,7 +32,7 @@ from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
 from services.proximity.core.faults import DeviceFaults
-from services.proximity.core.history import POINT_BYTES, appended
+from services.proximity.core.history import POINT_BYTES, appended, quantised
 from services.proximity.core.ingest import Uplink
 from services.proximity.core.motion import TRACK_LEN, classify, led_to, on_track
 from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
@@ -336,7 +335,7 @@ class ProximityEngine:
         live = now_ms - at <= self._late_ms  # `lateness_s(...) is None`, without its call
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
-        position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=at)
+        position = quantised(fix.lat, fix.lon, acc, at)  # on the grid its history packs
         verdict_move, candidates = classify(
             device.packed_track,
             device.packed_candidates,

@@ -1,8 +1,13 @@
 """A device's recent positions packed in one `bytes`, oldest first: its history, its track.
 
-A `Position` object costs ~170 bytes of heap with its numbers; a packed point costs 32 and the
-whole history is one object. Packing is exact (float64 coordinates and accuracy, int64 server
-time): a backlog is judged against the very position the device reported, so no rule changes.
+A `Position` object costs ~170 bytes of heap with its numbers; a packed point costs 20 and the
+whole history is one object. A point is integers on a fixed grid: latitude and longitude in
+1e-7 degree (int32 "E7", ~1.1 cm, as GPS chips and MAVLink report them), the accuracy radius in
+millimetres (uint32, as u-blox's hAcc and MAVLink's h_acc: up to 4,294 km, past the contract's
+100 km), the server time in ms (int64, last: the same offset from a point's end as before).
+The core puts every position of a fix on that grid once, where it enters (`quantised`), so a
+point packs and unpacks exactly (`to_point`, `from_point`): a backlog is judged against the very
+position the core decided on, and nothing is rounded a second time.
 `timing` keeps the history (`remember`) and asks it (`position_at`); a `Position` is made only for
 an answer. `motion` reads the track and the candidates (a few points, on every fix) as `Point`
 tuples, without a `Position` each.
@@ -11,38 +16,62 @@ tuples, without a `Position` each.
 from __future__ import annotations
 
 import struct
-import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from itertools import starmap
 from typing import Final
 
 from nabij.contract import Position
 
-_POINT: Final = struct.Struct("<dddq")
-"""lat, lon, acc, ts (server ms), little-endian."""
+_POINT: Final = struct.Struct("<iiIq")
+"""lat E7, lon E7, acc mm, ts (server ms), little-endian."""
 POINT_BYTES: Final = _POINT.size
+_TS_AT: Final = POINT_BYTES - 8
+"""Where a point's time starts in it."""
+E7: Final = 10_000_000
+"""Grid steps a degree (1e-7 degree: 1.1 cm of latitude)."""
+MM: Final = 1000
+"""Grid steps a metre of accuracy radius."""
+_FORMAT_3_POINT: Final = struct.Struct("<dddq")
+"""A point as state format 3 stored it: lat, lon, acc, ts."""
 Point = tuple[float, float, float, int]
 """A packed point read back: lat, lon, acc, ts."""
 _TS: Final = struct.Struct("<q").unpack_from
-if sys.byteorder != "little":  # `_times` reads the stored int64 in place
-    raise ImportError("the packed history needs a little-endian machine")
+
+
+def quantised(lat: float, lon: float, acc: float, ts: int) -> Position:
+    """The position on the grid nearest to these figures: how a fix enters the core."""
+    return Position(*from_point(round(lat * E7), round(lon * E7), round(acc * MM), ts))
+
+
+def to_point(position: Position) -> bytes:
+    """`position` packed; exact for a position on the grid (`quantised`): its own integers."""
+    return _POINT.pack(
+        round(position.lat * E7), round(position.lon * E7), round(position.acc * MM), position.ts
+    )
+
+
+def from_point(lat_e7: int, lon_e7: int, acc_mm: int, ts: int) -> Point:
+    """A packed point's integers as figures (the one division each that `quantised` makes)."""
+    return lat_e7 / E7, lon_e7 / E7, acc_mm / MM, ts
+
+
+def from_format_3(packed: bytes) -> bytes:
+    """Points packed as stored before the grid (float64 figures, 32 bytes) put on it."""
+    return b"".join(to_point(Position(*point)) for point in _FORMAT_3_POINT.iter_unpack(packed))
 
 
 def pack(positions: Iterable[Position]) -> bytes:
-    return b"".join(map(packed_point, positions))
+    return b"".join(map(to_point, positions))
 
 
 def unpack(packed: bytes) -> list[Position]:
-    return [Position(lat, lon, acc, ts) for lat, lon, acc, ts in _POINT.iter_unpack(packed)]
+    return [Position(*from_point(*point)) for point in _POINT.iter_unpack(packed)]
 
 
-def packed_point(position: Position) -> bytes:
-    return _POINT.pack(position.lat, position.lon, position.acc, position.ts)
-
-
-# Typed as points, without a `cast` call: these run on every fix.
-points: Final[Callable[[bytes], Iterator[Point]]] = _POINT.iter_unpack
-_point_at: Final[Callable[[bytes, int], Point]] = _POINT.unpack_from
+def points(packed: bytes) -> Iterator[Point]:
+    return starmap(from_point, _POINT.iter_unpack(packed))
 
 
 def newest(packed: bytes) -> Point:
@@ -50,17 +79,25 @@ def newest(packed: bytes) -> Point:
     return _point_at(packed, len(packed) - POINT_BYTES)
 
 
+def _point_at(packed: bytes, offset: int) -> Point:
+    return from_point(*_POINT.unpack_from(packed, offset))
+
+
 def appended(packed: bytes, position: Position, *, limit: int) -> bytes:
     """`packed` with `position` after its points, the newest `limit` kept."""
     kept = (limit - 1) * POINT_BYTES
     if len(packed) > kept:
         packed = packed[-kept:] if kept else b""
-    return packed + packed_point(position)
+    return packed + to_point(position)
 
 
-def _times(packed: bytes) -> memoryview:
-    """The points' times, a view without a copy (bisect searches it at C speed)."""
-    return memoryview(packed).cast("q")[3::4]
+def _index(packed: bytes, t_ms: int, bisect: Callable[..., int]) -> int:
+    """`bisect` (left or right) over the points' times, each read in place."""
+    return bisect(range(len(packed) // POINT_BYTES), t_ms, key=partial(_time, packed))
+
+
+def _time(packed: bytes, index: int) -> int:
+    return int(_TS(packed, index * POINT_BYTES + _TS_AT)[0])
 
 
 def added(
@@ -70,21 +107,23 @@ def added(
     `horizon_ms` dropped, the second newest dropped when it lies within `spacing_ms` of the one
     before it (thinning evenly, the newest always kept), and at most `limit` points."""
     # This runs for every accepted fix: few times read in place (`_TS` at a point's end less
-    # 8, so `end - 40` is the one before the last), and the result cut once.
-    point = packed_point(position)
+    # 8, the time being last), and the result cut once.
+    point = to_point(position)
     end = len(packed)
     newest, last = position.ts, _TS(packed, end - 8)[0] if end else 0
     if end and newest < last:  # a late fix: rare
-        at = bisect_right(_times(packed), newest) * POINT_BYTES
+        at = _index(packed, newest, bisect_right) * POINT_BYTES
         packed, point = packed[:at] + point + packed[at:-POINT_BYTES], packed[-POINT_BYTES:]
         newest, last = last, _TS(packed, end - 8)[0]
     # Now `point` (at `newest`) goes after the `end` bytes of `packed` (the last at `last`).
     start = 0
-    while start < end and _TS(packed, start + 24)[0] < horizon_ms:
+    while start < end and _TS(packed, start + _TS_AT)[0] < horizon_ms:
         start += POINT_BYTES
     if start == end and newest < horizon_ms:
         return b""
-    thinned = end - start >= 2 * POINT_BYTES and last - _TS(packed, end - 40)[0] < spacing_ms
+    thinned = (
+        end - start >= 2 * POINT_BYTES and last - _TS(packed, end - 8 - POINT_BYTES)[0] < spacing_ms
+    )
     kept_end = end - POINT_BYTES if thinned else end  # the second newest thinned out
     start = max(start, kept_end - (limit - 1) * POINT_BYTES)
     return (packed[start:kept_end] if start or thinned else packed) + point
@@ -92,14 +131,12 @@ def added(
 
 def nearest(packed: bytes, t_ms: int, max_age_ms: int) -> Position | None:
     """The point nearest in time to `t_ms` (the earlier on a tie), if within `max_age_ms`."""
-    times = _times(packed)
-    after = bisect_left(times, t_ms)
+    after = _index(packed, t_ms, bisect_left)
     best, best_gap = -1, 0
-    for index in range(max(0, after - 1), min(after + 1, len(times))):
-        gap = abs(times[index] - t_ms)
+    for index in range(max(0, after - 1), min(after + 1, len(packed) // POINT_BYTES)):
+        gap = abs(_time(packed, index) - t_ms)
         if gap <= max_age_ms and (best < 0 or gap < best_gap):
             best, best_gap = index, gap
     if best < 0:
         return None
-    lat, lon, acc, ts = _POINT.unpack_from(packed, best * POINT_BYTES)
-    return Position(lat, lon, acc, ts)
+    return Position(*_point_at(packed, best * POINT_BYTES))

@@ -16,7 +16,7 @@ from typing import Final, Literal
 
 from nabij.contract import Position
 from services.proximity.core.geo import distance_m
-from services.proximity.core.history import POINT_BYTES, Point, newest, packed_point, points
+from services.proximity.core.history import POINT_BYTES, Point, newest, points, to_point
 
 TRACK_LEN: Final = 5
 VELOCITY_WINDOW_MS: Final = 90_000
@@ -60,9 +60,9 @@ def classify(
     if consistent(newest(track), fix, max_speed_mps):
         return "accept", b""
     if candidates and consistent(newest(candidates), fix, max_speed_mps):
-        candidates += packed_point(fix)
+        candidates += to_point(fix)
     else:
-        candidates = packed_point(fix)
+        candidates = to_point(fix)
     return "relocated" if len(candidates) >= confirm * POINT_BYTES else "outlier", candidates
 
 
