@@ -65,7 +65,7 @@ def test_reordered_and_duplicated_fixes_never_move_state_backwards(
             if device.fix is not None:
                 newest = by_seq[(device_id, device.last_seq)]
                 placed = received[(device_id, device.last_seq)]
-                assert device.fix == quantised(newest.lat, newest.lon, newest.acc, placed)
+                assert device.fix == quantised(newest.lat, newest.lon, newest.acc, placed)[0]
         assert eng.pair(PAIR).last_obs_ts >= pair_time
         pair_time = eng.pair(PAIR).last_obs_ts
         before = states(eng)

@@ -25,19 +25,17 @@ def test_a_position_put_on_the_grid_packs_and_unpacks_exactly(
     lat: float, lon: float, acc: float, ts: int
 ) -> None:
     """Any position the contract allows is put on the grid within half a step (0.5e-7 degree,
-    0.5 mm), once: that position unpacks bit for bit, packs to the very point the raw figures
-    pack to (no second rounding), and stays where it is when put on the grid again."""
-    on_grid = history.quantised(lat, lon, acc, ts)
-    point = history.to_point(on_grid)
+    0.5 mm; a hair more for the float products): its point unpacks to it bit for bit, and put
+    on the grid or packed again it stays where it is (nothing drifts)."""
+    on_grid, point = history.quantised(lat, lon, acc, ts)
     assert len(point) == history.POINT_BYTES == 20
     assert history.unpack(point) == [on_grid]
     assert history.newest(point) == (on_grid.lat, on_grid.lon, on_grid.acc, ts)
-    assert point == history.to_point(Position(lat, lon, acc, ts))
-    assert history.quantised(on_grid.lat, on_grid.lon, on_grid.acc, ts) == on_grid
-    assert abs(on_grid.lat - lat) <= 0.5e-7 * (1 + 1e-9) and abs(on_grid.lon - lon) <= 0.5e-7 * (
-        1 + 1e-9
-    )
-    assert abs(on_grid.acc - acc) <= 0.5e-3 * (1 + 1e-9) and on_grid.ts == ts
+    assert history.quantised(on_grid.lat, on_grid.lon, on_grid.acc, ts) == (on_grid, point)
+    assert history.to_point(on_grid) == point
+    half = 0.5 + 1e-6
+    assert abs(on_grid.lat - lat) * 1e7 <= half and abs(on_grid.lon - lon) * 1e7 <= half
+    assert abs(on_grid.acc - acc) * 1e3 <= half and on_grid.ts == ts
 
 
 @settings(max_examples=100, deadline=None)
@@ -48,7 +46,7 @@ def test_points_stored_as_float64_figures_load_onto_the_grid(
     """Points packed by state format 3 (`<dddq`, 32 bytes) convert to the points of the same
     positions put on the grid, in order."""
     stored = b"".join(struct.pack("<dddq", *point) for point in figures)
-    on_grid = [history.quantised(*point) for point in figures]
+    on_grid = [history.quantised(*point)[0] for point in figures]
     assert history.unpack(history.from_format_3(stored)) == on_grid
 
 
@@ -93,10 +91,10 @@ def test_packed_history_matches_a_list_of_positions(
     packed, kept, now = b"", list[Position](), T0
     for advance_ms, back_ms, lat in steps:
         now += advance_ms
-        position = history.quantised(lat, lat / 3, 1 / 3 + advance_ms, now - back_ms)
+        position, point = history.quantised(lat, lat / 3, 1 / 3 + advance_ms, now - back_ms)
         listed(kept, position, now)
         packed = history.added(
-            packed, position, horizon_ms=now - WINDOW_MS, spacing_ms=WINDOW_MS // POINTS, limit=40
+            packed, point, horizon_ms=now - WINDOW_MS, spacing_ms=WINDOW_MS // POINTS, limit=40
         )
         assert history.unpack(packed) == kept
     for probe in probes:
@@ -118,8 +116,8 @@ def test_a_packed_track_keeps_the_newest_points_exactly(
     the grid), read back exactly as positions and as points."""
     packed, kept = b"", []
     for i, (lat, lon, acc) in enumerate(coordinates):
-        position = history.quantised(lat, lon, acc, T0 + i)
-        packed = history.appended(packed, position, limit=limit)
+        position, point = history.quantised(lat, lon, acc, T0 + i)
+        packed = history.appended(packed, point, limit=limit)
         kept.append(position)
         del kept[:-limit]
         assert history.unpack(packed) == kept

@@ -245,7 +245,7 @@ class DeviceConditions:
         device_id = device.device_id
         pressed_at: Position | None = device.fix
         if event.lat is not None and event.lon is not None and event.acc is not None:
-            pressed_at = quantised(event.lat, event.lon, event.acc, event.ts)
+            pressed_at = quantised(event.lat, event.lon, event.acc, event.ts)[0]
         for membership in self._topology.memberships[device_id]:
             if membership.role == "victim":
                 offender = self._devices[membership.offender_device].fix

@@ -335,11 +335,12 @@ class ProximityEngine:
         live = now_ms - at <= self._late_ms  # `lateness_s(...) is None`, without its call
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
-        position = quantised(fix.lat, fix.lon, acc, at)  # on the grid its history packs
+        position, point = quantised(fix.lat, fix.lon, acc, at)  # on the grid its history packs
         verdict_move, candidates = classify(
             device.packed_track,
             device.packed_candidates,
             position,
+            point,
             max_speed_mps=self._max_speed_mps,
             confirm=self._jump_confirm,
         )
@@ -367,9 +368,9 @@ class ProximityEngine:
                 on = True
             device.off_track = not on
             device.led_to = None if on or not before else led_to(before, position)
-            device.packed_track = appended(track, position, limit=TRACK_LEN)
+            device.packed_track = appended(track, point, limit=TRACK_LEN)
         device.fix = position
-        remember(device, position, now_ms, self._history_ms)
+        remember(device, point, now_ms, self._history_ms)
         heard_before = device.last_heard_ms
         device.last_heard_ms = max(at, heard_before or at)
         if live:

@@ -5,9 +5,9 @@ whole history is one object. A point is integers on a fixed grid: latitude and l
 1e-7 degree (int32 "E7", ~1.1 cm, as GPS chips and MAVLink report them), the accuracy radius in
 millimetres (uint32, as u-blox's hAcc and MAVLink's h_acc: up to 4,294 km, past the contract's
 100 km), the server time in ms (int64, last: the same offset from a point's end as before).
-The core puts every position of a fix on that grid once, where it enters (`quantised`), so a
-point packs and unpacks exactly (`to_point`, `from_point`): a backlog is judged against the very
-position the core decided on, and nothing is rounded a second time.
+The core puts every position of a fix on that grid once, where it enters (`quantised`: the
+position and its point from the same integers), and a point unpacks exactly (`from_point`): a
+backlog is judged against the very position the core decided on, nothing is rounded again.
 `timing` keeps the history (`remember`) and asks it (`position_at`); a `Position` is made only for
 an answer. `motion` reads the track and the candidates (a few points, on every fix) as `Point`
 tuples, without a `Position` each.
@@ -29,9 +29,10 @@ _POINT: Final = struct.Struct("<iiIq")
 POINT_BYTES: Final = _POINT.size
 _TS_AT: Final = POINT_BYTES - 8
 """Where a point's time starts in it."""
-E7: Final = 10_000_000
-"""Grid steps a degree (1e-7 degree: 1.1 cm of latitude)."""
-MM: Final = 1000
+E7: Final = 1e7
+"""Grid steps a degree (1e-7 degree: 1.1 cm of latitude). A float: `n / E7` is `n / 10**7`
+exactly (both correctly rounded, n well within 2**53), and faster."""
+MM: Final = 1e3
 """Grid steps a metre of accuracy radius."""
 _FORMAT_3_POINT: Final = struct.Struct("<dddq")
 """A point as state format 3 stored it: lat, lon, acc, ts."""
@@ -40,16 +41,17 @@ Point = tuple[float, float, float, int]
 _TS: Final = struct.Struct("<q").unpack_from
 
 
-def quantised(lat: float, lon: float, acc: float, ts: int) -> Position:
-    """The position on the grid nearest to these figures: how a fix enters the core."""
-    return Position(*from_point(round(lat * E7), round(lon * E7), round(acc * MM), ts))
+def quantised(lat: float, lon: float, acc: float, ts: int) -> tuple[Position, bytes]:
+    """The position on the grid nearest to these figures, and its point: how a fix enters the
+    core. Both come from the same integers, so the point unpacks to the very position."""
+    lat_e7, lon_e7, acc_mm = round(lat * E7), round(lon * E7), round(acc * MM)
+    point = _POINT.pack(lat_e7, lon_e7, acc_mm, ts)
+    return Position(*from_point(lat_e7, lon_e7, acc_mm, ts)), point
 
 
 def to_point(position: Position) -> bytes:
-    """`position` packed; exact for a position on the grid (`quantised`): its own integers."""
-    return _POINT.pack(
-        round(position.lat * E7), round(position.lon * E7), round(position.acc * MM), position.ts
-    )
+    """`position` put on the grid and packed: for positions stored before the grid."""
+    return quantised(position.lat, position.lon, position.acc, position.ts)[1]
 
 
 def from_point(lat_e7: int, lon_e7: int, acc_mm: int, ts: int) -> Point:
@@ -83,12 +85,12 @@ def _point_at(packed: bytes, offset: int) -> Point:
     return from_point(*_POINT.unpack_from(packed, offset))
 
 
-def appended(packed: bytes, position: Position, *, limit: int) -> bytes:
-    """`packed` with `position` after its points, the newest `limit` kept."""
+def appended(packed: bytes, point: bytes, *, limit: int) -> bytes:
+    """`packed` with `point` after its points, the newest `limit` kept."""
     kept = (limit - 1) * POINT_BYTES
     if len(packed) > kept:
         packed = packed[-kept:] if kept else b""
-    return packed + to_point(position)
+    return packed + point
 
 
 def _index(packed: bytes, t_ms: int, bisect: Callable[..., int]) -> int:
@@ -100,17 +102,14 @@ def _time(packed: bytes, index: int) -> int:
     return int(_TS(packed, index * POINT_BYTES + _TS_AT)[0])
 
 
-def added(
-    packed: bytes, position: Position, *, horizon_ms: int, spacing_ms: int, limit: int
-) -> bytes:
-    """`packed` with `position` inserted in time order (after equal times), points before
+def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limit: int) -> bytes:
+    """`packed` with `point` inserted in time order (after equal times), points before
     `horizon_ms` dropped, the second newest dropped when it lies within `spacing_ms` of the one
     before it (thinning evenly, the newest always kept), and at most `limit` points."""
     # This runs for every accepted fix: few times read in place (`_TS` at a point's end less
     # 8, the time being last), and the result cut once.
-    point = to_point(position)
     end = len(packed)
-    newest, last = position.ts, _TS(packed, end - 8)[0] if end else 0
+    newest, last = _TS(point, _TS_AT)[0], _TS(packed, end - 8)[0] if end else 0
     if end and newest < last:  # a late fix: rare
         at = _index(packed, newest, bisect_right) * POINT_BYTES
         packed, point = packed[:at] + point + packed[at:-POINT_BYTES], packed[-POINT_BYTES:]

@@ -16,7 +16,7 @@ from typing import Final, Literal
 
 from nabij.contract import Position
 from services.proximity.core.geo import distance_m
-from services.proximity.core.history import POINT_BYTES, Point, newest, points, to_point
+from services.proximity.core.history import POINT_BYTES, Point, newest, points
 
 TRACK_LEN: Final = 5
 VELOCITY_WINDOW_MS: Final = 90_000
@@ -51,18 +51,25 @@ def consistent(a: Point, b: Position, max_speed_mps: float) -> bool:
 
 
 def classify(
-    track: bytes, candidates: bytes, fix: Position, *, max_speed_mps: float, confirm: int
+    track: bytes,
+    candidates: bytes,
+    fix: Position,
+    point: bytes,
+    *,
+    max_speed_mps: float,
+    confirm: int,
 ) -> tuple[Verdict, bytes]:
-    """Judge `fix` against the track (packed); returns the verdict and the candidates after it:
-    none when accepted, else those that agree with `fix`, it last (enough relocate)."""
+    """Judge `fix` (packed: `point`) against the track (packed); returns the verdict and the
+    candidates after it: none when accepted, else those that agree with `fix`, it last (enough
+    relocate)."""
     if not track:
         return "accept", b""
     if consistent(newest(track), fix, max_speed_mps):
         return "accept", b""
     if candidates and consistent(newest(candidates), fix, max_speed_mps):
-        candidates += to_point(fix)
+        candidates += point
     else:
-        candidates = to_point(fix)
+        candidates = point
     return "relocated" if len(candidates) >= confirm * POINT_BYTES else "outlier", candidates
 
 

@@ -272,7 +272,7 @@ class _Earlier:
 def _on_the_grid(position: Position | None) -> Position | None:
     if position is None:
         return None
-    return packing.quantised(position.lat, position.lon, position.acc, position.ts)
+    return packing.quantised(position.lat, position.lon, position.acc, position.ts)[0]
 
 
 _FORMAT_3_DIFFERS: Final = {
