@@ -32,7 +32,7 @@ from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
 from services.proximity.core.faults import DeviceFaults
-from services.proximity.core.history import POINT_BYTES, appended, quantised
+from services.proximity.core.history import POINT_BYTES, appended, newest, quantised
 from services.proximity.core.ingest import Uplink
 from services.proximity.core.motion import TRACK_LEN, classify, led_to, on_track
 from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
@@ -336,8 +336,10 @@ class ProximityEngine:
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
         position, point = quantised(fix.lat, fix.lon, acc, at)  # on the grid its history packs
+        track = device.packed_track
+        last = newest(track) if track else None  # read once for the jump filter and on_track
         verdict_move, candidates = classify(
-            device.packed_track,
+            last,
             device.packed_candidates,
             position,
             point,
@@ -359,8 +361,7 @@ class ProximityEngine:
         else:
             # A fix on the track before a fix off it: that one was a jump, and leaves the track
             # (its velocity); one on the track of the fix off it confirms a real move.
-            track = device.packed_track
-            on = on_track(track, position)
+            on = on_track(track, position, last=last)
             # Judged against the track before an off-track fix as well (that one may be a jump).
             before = track[:-POINT_BYTES] if device.off_track else track
             if not on and device.off_track and on_track(before, position):

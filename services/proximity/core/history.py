@@ -39,13 +39,15 @@ _FORMAT_3_POINT: Final = struct.Struct("<dddq")
 Point = tuple[float, float, float, int]
 """A packed point read back: lat, lon, acc, ts."""
 _TS: Final = struct.Struct("<q").unpack_from
+_pack: Final = _POINT.pack
+_unpack_from: Final = _POINT.unpack_from
 
 
 def quantised(lat: float, lon: float, acc: float, ts: int) -> tuple[Position, bytes]:
     """The position on the grid nearest to these figures, and its point: how a fix enters the
     core. Both come from the same integers, so the point unpacks to the very position."""
     lat_e7, lon_e7, acc_mm = round(lat * E7), round(lon * E7), round(acc * MM)
-    point = _POINT.pack(lat_e7, lon_e7, acc_mm, ts)
+    point = _pack(lat_e7, lon_e7, acc_mm, ts)
     return Position(*from_point(lat_e7, lon_e7, acc_mm, ts)), point
 
 
@@ -78,11 +80,7 @@ def points(packed: bytes) -> Iterator[Point]:
 
 def newest(packed: bytes) -> Point:
     """The last point of a non-empty `packed`."""
-    return _point_at(packed, len(packed) - POINT_BYTES)
-
-
-def _point_at(packed: bytes, offset: int) -> Point:
-    return from_point(*_POINT.unpack_from(packed, offset))
+    return from_point(*_unpack_from(packed, len(packed) - POINT_BYTES))
 
 
 def appended(packed: bytes, point: bytes, *, limit: int) -> bytes:
@@ -138,4 +136,4 @@ def nearest(packed: bytes, t_ms: int, max_age_ms: int) -> Position | None:
             best, best_gap = index, gap
     if best < 0:
         return None
-    return Position(*_point_at(packed, best * POINT_BYTES))
+    return Position(*from_point(*_unpack_from(packed, best * POINT_BYTES)))
