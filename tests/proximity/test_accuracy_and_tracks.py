@@ -16,7 +16,7 @@ from services.proximity.core.accuracy import (
     sigma_m,
 )
 from services.proximity.core.engine import Effects
-from services.proximity.core.history import pack
+from services.proximity.core.history import pack, quantised
 from services.proximity.core.hysteresis import RingParams, Transition, step
 from services.proximity.core.motion import approach, led_to, offset_m, on_track, velocity
 from services.proximity.core.state import RingState
@@ -162,8 +162,8 @@ def test_with_the_jump_filter_state_stays_monotonic_under_reordering(
     steps: list[tuple[float, int]], order: random.Random
 ) -> None:
     """Shuffled and duplicated fixes, many of them jumps: a device's seq never goes down (device
-    time orders nothing beyond it), its accepted position is always one of its fixes no newer than
-    its seq, and an outlier never changes the pair."""
+    time orders nothing beyond it), its accepted position is always one of its fixes (on the grid)
+    no newer than its seq, and an outlier never changes the pair."""
     fixes: list[Fix] = []
     t = T0
     for seq, (distance, gap) in enumerate(steps):
@@ -183,8 +183,7 @@ def test_with_the_jump_filter_state_stays_monotonic_under_reordering(
         last_seq = device.last_seq
         if device.fix is not None:
             assert any(
-                (f.lat, f.lon, f.ts) == (device.fix.lat, device.fix.lon, device.fix.ts)
-                and f.seq <= device.last_seq
+                quantised(f.lat, f.lon, f.acc, f.ts)[0] == device.fix and f.seq <= device.last_seq
                 for f in fixes
             )
         if (OFFENDER, "outlier") in effects.ignored:
@@ -321,10 +320,11 @@ def test_a_single_jump_under_the_critical_distance_opens_nothing() -> None:
 def test_a_steady_walk_to_her_door_opens_on_the_fix_under_the_critical_distance() -> None:
     """The rule costs a fix only when the arrival lies off the track: a steady walk (1.5 m/s)
     up to her door (alarm ring 100 m) opens the alarm on the very fix that brings him under the
-    critical distance."""
+    critical distance (100 m, less both 5 m radii: none of his fixes lies on it, where the grid's
+    millimetres would break the tie)."""
     drive = Drive(engine([order(alarm_m=100)], predict_horizon_s=0))
     drive.fix(VICTIM, T0)
-    for i, distance in enumerate([200, 170, 140, 110, 80]):
+    for i, distance in enumerate([201, 171, 141, 111, 81]):
         drive.fix(OFFENDER, T0 + i * 20 * S, distance)
     (alarm,) = opens(drive.effects.signals, "proximity_alarm")
     assert alarm.at == T0 + 80 * S

@@ -7,6 +7,7 @@ import msgspec
 from nabij.config import ProximitySettings
 from nabij.contract import DeviceStatus
 from services.proximity.core.engine import Effects, ProximityEngine
+from services.proximity.core.history import quantised
 from services.proximity.core.ingest import StatusUpdate, Uplink
 from services.proximity.core.state import DeviceState, PairState
 from tests.proximity import (
@@ -103,7 +104,8 @@ def test_aware_press_is_never_dropped() -> None:
     assert press.alarm_key == f"aware_button|O-1|{VICTIM}"
     assert press.signal_id.startswith(f"aware_button|O-1|{VICTIM}|open|{VICTIM}|aware_button-")
     assert press.victim is not None and press.victim.ts == old_press.ts
-    assert press.victim.lat == old_press.lat and press.victim.acc == 8.0
+    assert old_press.lat is not None and old_press.lon is not None
+    assert press.victim == quantised(old_press.lat, old_press.lon, 8.0, old_press.ts)[0]
     assert press.offender == eng.device(OFFENDER).fix
     late_press = event(VICTIM, 9, T0 + 50 * S, "aware_button")  # sent before fix 10, came after
     effects = apply(eng, late_press, T0 + 62 * S)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from nabij.contract import Fix
 from services.proximity.core.engine import Effects, ProximityEngine
+from services.proximity.core.history import quantised
 from tests.proximity import OFFENDER, T0, VICTIM, engine, fix_at
 
 S = 1_000
@@ -41,9 +42,9 @@ def test_reordered_and_duplicated_fixes_never_move_state_backwards(
     duplicates: list[int],
 ) -> None:
     """Fed a shuffled sequence with duplicates, a device's state only ever comes from a newer
-    seq (its fix is always the one of its last_seq, placed at its receipt; last_seq and pair
-    time never go down), and feeding any message a second time right away is a duplicate that
-    changes nothing (a late one was remembered as seen the first time)."""
+    seq (its fix is always the one of its last_seq, on the grid, placed at its receipt; last_seq
+    and pair time never go down), and feeding any message a second time right away is a
+    duplicate that changes nothing (a late one was remembered as seen the first time)."""
     fixes = track(OFFENDER, offender_path, T0) + track(VICTIM, victim_path, T0 + 3 * S)
     stream = fixes + [fixes[i % len(fixes)] for i in duplicates]
     order.shuffle(stream)
@@ -63,11 +64,8 @@ def test_reordered_and_duplicated_fixes_never_move_state_backwards(
             last[device_id] = device.last_seq
             if device.fix is not None:
                 newest = by_seq[(device_id, device.last_seq)]
-                assert (device.fix.lat, device.fix.lon, device.fix.ts) == (
-                    newest.lat,
-                    newest.lon,
-                    received[(device_id, device.last_seq)],
-                )
+                placed = received[(device_id, device.last_seq)]
+                assert device.fix == quantised(newest.lat, newest.lon, newest.acc, placed)[0]
         assert eng.pair(PAIR).last_obs_ts >= pair_time
         pair_time = eng.pair(PAIR).last_obs_ts
         before = states(eng)

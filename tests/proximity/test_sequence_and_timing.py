@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nabij.contract import Position
+from services.proximity.core.history import quantised
 from services.proximity.core.sequence import MAX_SEQ_JUMP, admit, take
 from services.proximity.core.state import DeviceState
 from services.proximity.core.timing import (
@@ -124,9 +125,8 @@ def test_history_is_bounded_and_finds_a_near_position(times_s: list[int], probe_
     now = T0
     for t in sorted(times_s):
         now = T0 + t * S
-        position = Position(lat=0.0, lon=0.0, acc=5.0, ts=now)
-        device.fix = position
-        remember(device, position, now, WINDOW_MS)
+        device.fix, point = quantised(0.0, 0.0, 5.0, now)
+        remember(device, point, now, WINDOW_MS)
     history = device.history
     assert len(history) <= HISTORY_POINTS
     assert history[-1] == device.fix

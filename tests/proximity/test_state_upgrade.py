@@ -5,8 +5,9 @@ format 1: msgpack maps, the history a list of position maps) wrote after `before
 as the service stores them: `{"devices": [offender, victim], "pair": pair}`;
 `state_format_2.msgpack` the same from main at 31447c7 (format 2: arrays, the track a list of
 positions, the rarely filled maps always maps); `state_format_3.msgpack` the same from main
-at 06e58d2 (format 3: every field in one array), and under "full" a device state with every
-field set (`FULL` below; written by `DeviceState(**FULL)` with the packed fields packed).
+at 06e58d2 (format 3: every field in one array, points packed as float64 figures, off the grid
+of format 4), and under "full" a device state with every field set (`FULL` below; written by
+`DeviceState(**FULL)` with the packed fields packed).
 """
 
 from __future__ import annotations
@@ -108,8 +109,10 @@ def backlog(eng: ProximityEngine) -> list[AlarmSignal]:
 @pytest.mark.parametrize("stored", EARLIER_FORMATS, ids=lambda p: p.stem)
 def test_state_of_an_earlier_format_loads_exactly_and_decides_the_same(stored: Path) -> None:
     """Main's stored state decodes to exactly the state this version holds after the same input
-    (her 21 history positions and both tracks included), and his backlog then meets her history
-    the same way: the same late alarm, signal for signal, as in an engine that never restarted."""
+    (her 21 history positions and both tracks included; his positions, off the grid, put on it),
+    and his backlog then meets her history the same way: the same late alarm, signal for signal,
+    as in an engine that never restarted. The pair keeps the distance its last comparison
+    measured on his unrounded fix: within 1 cm of the one on the grid."""
     drive = Drive(engine())
     before_the_gap(drive)
     saved = msgspec.msgpack.decode(stored.read_bytes())
@@ -120,7 +123,10 @@ def test_state_of_an_earlier_format_loads_exactly_and_decides_the_same(stored: P
     )
     for device in (OFFENDER, VICTIM):
         assert restored.device(device) == drive.engine.device(device)
-    assert restored.pair(PAIR) == drive.engine.pair(PAIR)
+    pair, same_pair = restored.pair(PAIR), drive.engine.pair(PAIR)
+    assert pair.last_distance_m is not None and same_pair.last_distance_m is not None
+    assert abs(pair.last_distance_m - same_pair.last_distance_m) < 0.01
+    assert msgspec.structs.replace(pair, last_distance_m=same_pair.last_distance_m) == same_pair
     assert len(restored.device(VICTIM).history) == 21
     assert len(restored.device(OFFENDER).track) == len(restored.device(VICTIM).track) == 5
     signals = backlog(restored)

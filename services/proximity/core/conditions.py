@@ -16,6 +16,7 @@ from nabij.contract import AlarmKind, DeviceEvent, Position, SignalAction
 from nabij.settings import ProximitySettings
 from services.proximity.core.agenda import Agenda
 from services.proximity.core.effects import Effects
+from services.proximity.core.history import quantised
 from services.proximity.core.presence import (
     Presence,
     Verdict,
@@ -244,7 +245,7 @@ class DeviceConditions:
         device_id = device.device_id
         pressed_at: Position | None = device.fix
         if event.lat is not None and event.lon is not None and event.acc is not None:
-            pressed_at = Position(lat=event.lat, lon=event.lon, acc=event.acc, ts=event.ts)
+            pressed_at = quantised(event.lat, event.lon, event.acc, event.ts)[0]
         for membership in self._topology.memberships(device_id):
             if membership.role == "victim":
                 offender = self._devices[membership.offender_device].fix

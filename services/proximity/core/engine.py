@@ -20,7 +20,6 @@ from nabij.contract import (
     ClearCause,
     DeviceEvent,
     Fix,
-    Position,
     SetInterval,
     Warn,
     WarnLevel,
@@ -33,7 +32,7 @@ from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.effects import Effects
 from services.proximity.core.faults import DeviceFaults
-from services.proximity.core.history import POINT_BYTES, appended
+from services.proximity.core.history import POINT_BYTES, appended, newest, quantised
 from services.proximity.core.ingest import Uplink
 from services.proximity.core.motion import TRACK_LEN, classify, led_to, on_track
 from services.proximity.core.pairs import OPEN_PHASES, Changes, PairJudge
@@ -338,14 +337,17 @@ class ProximityEngine:
         live = now_ms - at <= self._late_ms  # `lateness_s(...) is None`, without its call
         self._faults.on_accepted(device, live=live, now_ms=now_ms, effects=effects)
         acc = effective_acc(fix.acc, fix.src)
-        position = Position(lat=fix.lat, lon=fix.lon, acc=acc, ts=at)
+        position, point = quantised(fix.lat, fix.lon, acc, at)  # on the grid its history packs
+        track = device.packed_track
+        last = newest(track) if track else None  # read once for the jump filter and on_track
         # Rare fields (candidates, off_track, led_to): read without a call, written only to
         # change them.
         rare = device.rare or RARE_DEFAULTS
         verdict_move, candidates = classify(
-            device.packed_track,
+            last,
             rare.packed_candidates,
             position,
+            point,
             max_speed_mps=self._max_speed_mps,
             confirm=self._jump_confirm,
         )
@@ -365,8 +367,7 @@ class ProximityEngine:
         else:
             # A fix on the track before a fix off it: that one was a jump, and leaves the track
             # (its velocity); one on the track of the fix off it confirms a real move.
-            track = device.packed_track
-            on = on_track(track, position)
+            on = on_track(track, position, last=last)
             # Judged against the track before an off-track fix as well (that one may be a jump).
             before = track[:-POINT_BYTES] if rare.off_track else track
             if not on and rare.off_track and on_track(before, position):
@@ -377,9 +378,9 @@ class ProximityEngine:
             leads_to = None if on or not before else led_to(before, position)
             if leads_to is not None or rare.led_to is not None:
                 device.led_to = leads_to
-            device.packed_track = appended(track, position, limit=TRACK_LEN)
+            device.packed_track = appended(track, point, limit=TRACK_LEN)
         device.fix = position
-        remember(device, position, now_ms, self._history_ms)
+        remember(device, point, now_ms, self._history_ms)
         heard_before = device.last_heard_ms
         device.last_heard_ms = max(at, heard_before or at)
         if live:

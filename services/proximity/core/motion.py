@@ -16,7 +16,7 @@ from typing import Final, Literal
 
 from nabij.contract import Position
 from services.proximity.core.geo import distance_m
-from services.proximity.core.history import POINT_BYTES, Point, newest, packed_point, points
+from services.proximity.core.history import POINT_BYTES, Point, newest, points
 
 TRACK_LEN: Final = 5
 VELOCITY_WINDOW_MS: Final = 90_000
@@ -51,30 +51,36 @@ def consistent(a: Point, b: Position, max_speed_mps: float) -> bool:
 
 
 def classify(
-    track: bytes, candidates: bytes, fix: Position, *, max_speed_mps: float, confirm: int
+    last: Point | None,
+    candidates: bytes,
+    fix: Position,
+    point: bytes,
+    *,
+    max_speed_mps: float,
+    confirm: int,
 ) -> tuple[Verdict, bytes]:
-    """Judge `fix` against the track (packed); returns the verdict and the candidates after it:
-    none when accepted, else those that agree with `fix`, it last (enough relocate)."""
-    if not track:
-        return "accept", b""
-    if consistent(newest(track), fix, max_speed_mps):
+    """Judge `fix` (packed: `point`) against the newest point of the track (`last`; None: no
+    track); returns the verdict and the candidates after it: none when accepted, else those
+    that agree with `fix`, it last (enough relocate)."""
+    if last is None or consistent(last, fix, max_speed_mps):
         return "accept", b""
     if candidates and consistent(newest(candidates), fix, max_speed_mps):
-        candidates += packed_point(fix)
+        candidates += point
     else:
-        candidates = packed_point(fix)
+        candidates = point
     return "relocated" if len(candidates) >= confirm * POINT_BYTES else "outlier", candidates
 
 
-def on_track(track: bytes, fix: Position) -> bool:
+def on_track(track: bytes, fix: Position, *, last: Point | None = None) -> bool:
     """Whether `fix` lies where the device's recent track (packed) leads: between its newest
     position and that position carried on at the track's velocity (it may have slowed or
     stopped), within both radii plus the larger of `STRAY_MIN_M` and `STRAY_SHARE` of the
     predicted move. A track that gives no velocity (too short, too old, too coarse) confirms
-    anything: a device's second fix, or its first after a silence, waits for no third."""
+    anything: a device's second fix, or its first after a silence, waits for no third. `last`:
+    the track's newest point, when the caller has read it already (one read a fix)."""
     if not track:
         return True
-    last_lat, last_lon, last_acc, last_ts = newest(track)
+    last_lat, last_lon, last_acc, last_ts = last or newest(track)
     north, east = offset_between(last_lat, last_lon, fix.lat, fix.lon)
     if math.hypot(north, east) <= last_acc + fix.acc + STRAY_MIN_M:
         return True  # near where it was: on any track (it may have stopped); no velocity needed

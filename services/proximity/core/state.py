@@ -24,13 +24,15 @@ SEEN_MASK = (1 << SEEN_WINDOW) - 1
 STATE_FORMAT: Final = 4
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
 device state; pair states are small maps that omit their defaults), the rarely set fields a
-nested array or nil (`DeviceState.rare`). Earlier formats still load, converted
-(`_DeviceStateDecoder`): format 3, every field in the one array (`_FORMAT_3_ORDER`); format 2,
-as 3 with the track and the candidates as lists of positions and the rarely filled maps (prior
-boots, zones) a map even when empty; format 1, a map by field name, the history a list of
-position maps as well. A new field goes last (of the state or of `DeviceRare`), with a default
-(arrays written before it still decode); any other change is a new number, with a decoder for
-this one. Versions before format 4 cannot read it: no rollback past it."""
+nested array or nil (`DeviceState.rare`), positions as `history`'s 20-byte points on a grid.
+Earlier formats still load, converted (`_DeviceStateDecoder`): format 3, every field in the one
+array (`_FORMAT_3_ORDER`), with 32-byte packed points (float64 figures: its points and `fix` are
+put on the grid as they load); format 2, as 3 with the track and the candidates as lists of
+positions and the rarely filled maps (prior boots, zones) a map even when empty; format 1, a map
+by field name, the history a list of position maps as well. A new field goes last (of the state
+or of `DeviceRare`), with a default (arrays written before it still decode); any other change is
+a new number, with a decoder for this one. Versions before format 4 cannot read it: no rollback
+past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -398,13 +400,24 @@ def _from_format_3(fields: dict[str, Any]) -> DeviceState:
     return DeviceState(**fields, unseen_below=unseen, rare=None if rare == _EMPTY else rare)
 
 
-_FORMAT_2_DIFFERS: Final = {
+def _on_the_grid(position: Position | None) -> Position | None:
+    if position is None:
+        return None
+    return packing.quantised(position.lat, position.lon, position.acc, position.ts)[0]
+
+
+_FORMAT_3_DIFFERS: Final = {
+    name: _Earlier(name, bytes, bytes, packing.from_format_3)
+    for name in ("packed_track", "packed_candidates", "packed_history")
+} | {"fix": _Earlier("fix", Position | None, lambda: None, _on_the_grid)}
+"""Fields of format 4 that format 3 stored otherwise: points of float64 figures."""
+_FORMAT_2_DIFFERS: Final = _FORMAT_3_DIFFERS | {
     "packed_track": _Earlier("track", list[Position], list, packing.pack),
     "packed_candidates": _Earlier("candidates", list[Position], list, packing.pack),
     "prior_boots": _Earlier("prior_boots", dict[str, int], dict, _none_if_empty),
     "zone_states": _Earlier("zones", dict[str, ZoneState], dict, _none_if_empty),
 }
-"""Fields of format 3 that format 2 stored otherwise."""
+"""Fields of format 4 that format 2 stored otherwise (its history as format 3 did)."""
 _FORMAT_1_DIFFERS: Final = _FORMAT_2_DIFFERS | {
     "packed_history": _Earlier("history", list[Position], list, packing.pack),
 }
@@ -447,10 +460,10 @@ class _DeviceStateDecoder:
     """Decodes the current format, and the earlier ones (converted) for state written before."""
 
     def __init__(self) -> None:
-        format_3 = _earlier_format("DeviceStateFormat3", {}, array_like=True, tag=3)
+        format_3 = _earlier_format("DeviceStateFormat3", _FORMAT_3_DIFFERS, array_like=True, tag=3)
         format_2 = _earlier_format("DeviceStateFormat2", _FORMAT_2_DIFFERS, array_like=True, tag=2)
         self._differs: dict[type[msgspec.Struct], Mapping[str, _Earlier]] = {
-            format_3: {},
+            format_3: _FORMAT_3_DIFFERS,
             format_2: _FORMAT_2_DIFFERS,
         }
         # Arrays are told apart by their first element, the format number (the struct's tag).

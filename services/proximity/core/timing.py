@@ -63,12 +63,12 @@ def lateness_s(measured_ms: int, now_ms: int, late_after_ms: int) -> int | None:
     return late_ms // 1000 if late_ms > late_after_ms else None
 
 
-def remember(device: DeviceState, position: Position, now_ms: int, window_ms: int) -> None:
-    """Add an accepted position (server time) to the device's history, thinned to
-    `HISTORY_POINTS` over the window."""
+def remember(device: DeviceState, point: bytes, now_ms: int, window_ms: int) -> None:
+    """Add an accepted position (server time), packed (`history.quantised`), to the device's
+    history, thinned to `HISTORY_POINTS` over the window."""
     device.packed_history = history.added(
         device.packed_history,
-        position,
+        point,
         horizon_ms=now_ms - window_ms,
         spacing_ms=window_ms // HISTORY_POINTS,
         limit=HISTORY_POINTS,
