@@ -8,24 +8,33 @@ takes them:
   sealing into the chain (`extend`, two SHA-256 and two encodes a record, plus the chain hash),
   the stored form, and one signed checkpoint.
 Redis's side (the bytes the batch's one transaction carries) is in `bench.pipeline --compare`.
+`--held PAIRS`: instead, the memory the recorder holds after one fix from each of the pairs'
+devices (tracemalloc; the topics parsed first, as the service's reader does): what it keeps
+per device or topic, for ever.
 
     .venv/bin/python -m bench.evidence
+    .venv/bin/python -m bench.evidence --held 50000
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
 import os
 import statistics
 import time
+import tracemalloc
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.orders import one_victim_orders
 from bench.pipeline import PREFIX, START_TS, orders_toml, payloads
 from nabij.config import validate_orders
 from nabij.contract import Topics
 from nabij.evidence.chain import ChainHead, Signer, extend
 from nabij.settings import ProximitySettings
 from services.proximity.core.batch import run_batch
+from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
 from services.proximity.evidence import BatchRecorder
 from services.proximity.intake import Received
@@ -73,7 +82,35 @@ def one_run() -> tuple[float, float]:
     return core_s * 1e6 / FIXES, evidence_s * 1e6 / FIXES
 
 
-def main() -> None:
+def held_bytes(pairs: int) -> float:
+    """Bytes a pair the recorder holds after a fix from each device, beyond its orders map."""
+    orders = one_victim_orders(pairs)
+    topics = Topics(PREFIX)
+    recorder = BatchRecorder(topics, orders)
+    items = [
+        Received(topics.device(device, "fix"), b"{}", 0, 1, START_TS, 1)
+        for i in range(pairs)
+        for device in (f"ank-{i}", f"vic-{i}")
+    ]
+    for item in items:
+        topics.parse(item.topic)  # the reader has parsed every message's topic before
+    gc.collect()
+    tracemalloc.start()
+    for start in range(0, len(items), BATCH):
+        recorder.entries(items[start : start + BATCH], Effects(), START_TS)
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return held / pairs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--held", type=int, metavar="PAIRS", help="memory held, not CPU")
+    args = parser.parse_args(argv)
+    if args.held:
+        print(f"held after a fix a device: {held_bytes(args.held):,.0f} bytes a pair")
+        return
     runs = [one_run() for _ in range(RUNS)]
     for i, (core, evidence) in enumerate(runs, start=1):
         print(f"run {i}: core {core:.2f} us/fix, evidence {evidence:.2f} us/fix")

@@ -40,6 +40,7 @@ _POLYGON: Final = TypeAdapter(PolygonRings)
 # one float object per ring size.
 _FIELDS_SETS: Final[dict[frozenset[str], set[str]]] = {}
 _RINGS: Final[dict[float, float]] = {}
+_RINGS_KEPT: Final = 4096
 
 
 class _Kept(StrictModel):
@@ -167,7 +168,10 @@ class Order(_Kept):
     @classmethod
     def _shared_ring(cls, metres: float | None) -> float | None:
         # Most orders use a few ring sizes: one float object each, not one an order (24 bytes).
-        return None if metres is None else _RINGS.setdefault(metres, metres)
+        # Bounded: a process that validates orders for years (the console) keeps no more.
+        if metres is None or len(_RINGS) >= _RINGS_KEPT:
+            return metres
+        return _RINGS.setdefault(metres, metres)
 
     @model_validator(mode="after")
     def _rings_nest(self) -> Order:
