@@ -11,11 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final, Literal
 
-from services.proximity.core.state import (
-    RARE_DEFAULTS,
-    SEEN_WINDOW,
-    DeviceState,
-)
+from services.proximity.core.state import RARE_DEFAULTS, SEEN_WINDOW, DeviceState
 
 Verdict = Literal["new", "duplicate", "out_of_order", "seq_jump"]
 
