@@ -1,6 +1,7 @@
 """CPU a fix in one proximity process's two halves, without a broker or Redis.
 
-- core: `run_batch` (parse + engine) over `bench.pipeline`'s saturation load, batches of 500;
+- core: `run_batch` (parse + engine) and the freeze after it (the device states it looked at
+  encoded back, as the shell does) over `bench.pipeline`'s saturation load, batches of 500;
   `--near` puts the pairs 5.6 km apart, the load's old distance (inside the prediction's reach:
   both rings and the prediction run on every fix).
 - intake: the reader's half: MQTT packets cut from 256 KB reads, delivered to the bulk lane,
@@ -49,6 +50,7 @@ def core(messages: list[Received]) -> Callable[[], None]:
         for start in range(0, len(messages), 500):
             now = pipeline.START_TS + start // PAIRS * 1000 + 500
             run_batch(engine, topics, messages[start : start + 500], now, tick=False)
+            engine.freeze()  # as the shell does after each batch (its commit writes the blobs)
 
     return run
 

@@ -41,24 +41,32 @@ from tests.servers import RedisServer
 T0: Final = 1_790_000_000_000
 INTERVAL_S: Final = 15.0
 BASE: Final = (52.0, 5.0)
+BATCH: Final = 500
+"""Fixes between two freezes (`ProximityEngine.freeze`), as the shell does after each batch."""
 
 
 def feed(
     engine: ProximityEngine, pairs: int, minutes: float, interval_s: float = INTERVAL_S
 ) -> None:
-    effects = Effects()
+    """Every device a fix each `interval_s`; a batch (`BATCH` fixes: a freeze and a new
+    `Effects`, as the shell does) ends within a round and at its end: the states are held
+    as the shell holds them between batches."""
     spacing_ms = round(interval_s * 1000)
     rounds = math.ceil(minutes * 60_000 / spacing_ms)
     for r in range(rounds):
         ts = T0 + r * spacing_ms
         wobble = 0.00005 * math.sin(r)
+        effects = Effects()
         for i in range(pairs):
             lat = BASE[0] + (i % 1000) * 0.001 + wobble
             engine.apply(Fix(f"ank-{i}", r + 1, ts, lat, BASE[1], 5.0), ts, effects)
             engine.apply(
                 Fix(f"vic-{i}", r + 1, ts + 500, lat, BASE[1] + 0.3, 5.0), ts + 500, effects
             )
-        effects = Effects()  # the shell starts a new one every batch
+            if i % (BATCH // 2) == BATCH // 2 - 1:
+                engine.freeze()
+                effects = Effects()
+        engine.freeze()
 
 
 def resident_bytes() -> int:

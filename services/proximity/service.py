@@ -30,7 +30,7 @@ from redis.client import Pipeline
 
 from nabij import order_store, streams
 from nabij.config import Config
-from nabij.contract import ClearCause, Topics, encode
+from nabij.contract import ClearCause, Committed, Topics, encode
 from nabij.evidence.chain import Entry
 from nabij.evidence.store import SharedLog, WriterLog, signer_from
 from nabij.keys import Keys, Shard
@@ -481,9 +481,12 @@ class ProximityService:
             # No message behind it: the letter names the tick; the batch went on without it.
             the_tick = Received(TICK_TOPIC, b"", 0, 0, self._clock(), 0)
             rejected.append((the_tick, result.tick_failure))
+        # Read before the freeze, while the states are live; sent once the batch is committed.
+        acks = self._committed_acks(result.counted)
+        self._engine.freeze()  # encodes the states the commit then writes
         self._commit(effects, rejected, self._evidence_of(result.accepted, effects))
         self._publish_commands(effects)
-        self._confirm_to_devices(result.counted)
+        self._confirm_to_devices(acks)
         self._acknowledge(batch)
         self._observe(batch, effects, rejected)
         self._observe_uplinks(result)
@@ -544,7 +547,8 @@ class ProximityService:
         # redis-py's cluster pipeline refuses its `mset` method (keys may span slots), while
         # all of a shard's keys share one slot, which the transaction checks.
         engine, encoded = self._engine, state_encoder.encode
-        states = {keys.device_state(d): encoded(engine.device(d)) for d in effects.changed_devices}
+        # As `freeze` encoded them at the batch's end: no second encoding for the commit.
+        states = {keys.device_state(d): engine.encoded_device(d) for d in effects.changed_devices}
         for order_id, offender, victim in effects.changed_pairs:
             pair = engine.pair((order_id, offender, victim))
             states[keys.pair_state(offender, order_id, victim)] = encoded(pair)
@@ -564,15 +568,21 @@ class ProximityService:
     def _publish_commands(self, effects: Effects) -> None:
         self._outbox.publish(effects.commands)
 
-    def _confirm_to_devices(self, counted: set[str]) -> None:
+    def _committed_acks(self, counted: set[str]) -> list[tuple[str, Committed]]:
+        """What each device heard in the batch may forget, from its state after the batch (the
+        state the commit writes)."""
+        if not (counted and self._settings.proximity.commit_acks):
+            return []
+        return committed_acks(self._engine.device(d) for d in counted)
+
+    def _confirm_to_devices(self, acks: list[tuple[str, Committed]]) -> None:
         """After the commit: each device heard may forget its messages up to what is committed
         (QoS 0: a lost confirmation is replaced by the next, or the device re-sends). A batch's
         confirmations go out in one write on the bulk reader's connection, with the PUBACKs
         pending then: a paho publish each cost ~19 us of this process's CPU (its thread's
         included), half a fix's (`bench.commit_acks`, docs/benchmarks.md)."""
-        if not (counted and self._settings.proximity.commit_acks):
+        if not acks:
             return
-        acks = committed_acks(self._engine.device(d) for d in counted)
         device, topic = self._topics.device, mqtt_packets.utf8
         self._bulk.publish(
             b"".join(
@@ -650,7 +660,8 @@ class ProximityService:
             engine = self._engine
             degraded = engine.platform.degraded
             metrics.PLATFORM_DEGRADED.labels(service=SERVICE).set(1 if degraded else 0)
-            self._census_round = CensusRound(list(engine.pairs()), list(engine.devices()))
+            # The devices decoded a slice at a time, none kept: not a million objects at once.
+            self._census_round = CensusRound(list(engine.pairs()), engine.devices())
         census = self._census_round
         if not census.step(self._clock(), CENSUS_SLICE):
             return
@@ -723,6 +734,7 @@ class ProximityService:
         }
         self._engine = self._engine.successor(in_force, now, effects, outside | dict(why or {}))
         self._engine.load(arriving, ())
+        self._engine.freeze()  # encodes the states the commit then writes
         self._engine_orders = in_force
         heap.settle()
         self._commit(effects, [], self._evidence_of([], effects), marker)
@@ -934,6 +946,7 @@ class ProximityService:
             [d for d in devices if self._engine.is_known(d.device_id)],
             pairs,
         )
+        self._engine.freeze()
         if self._evidence is not None:
             self._evidence.restore()
         # GET, not MGET: the proximity ACL user may GET and SET this key only.

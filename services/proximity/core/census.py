@@ -9,7 +9,7 @@ batch behind it for ~22 ms at 10,000 devices, once a second, and a press in that
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -50,7 +50,7 @@ class CensusRound:
     changes during the round is counted as it is when its slice comes (each state once)."""
 
     pairs: list[PairState]
-    devices: list[DeviceState]
+    devices: Sequence[DeviceState]
     phases: Counter[tuple[str, Phase]] = field(default_factory=Counter)
     contact: Counter[tuple[str, bool]] = field(default_factory=Counter)
     grouped: int = 0

@@ -15,6 +15,7 @@ from typing import Final
 from nabij.contract import AlarmKind, DeviceEvent, Position, SignalAction
 from nabij.settings import ProximitySettings
 from services.proximity.core.agenda import Agenda
+from services.proximity.core.devices import DeviceTable
 from services.proximity.core.effects import Effects
 from services.proximity.core.history import quantised
 from services.proximity.core.presence import (
@@ -44,7 +45,7 @@ class DeviceConditions:
     def __init__(
         self,
         topology: Topology,
-        devices: dict[str, DeviceState],
+        devices: DeviceTable,
         settings: ProximitySettings,
         silences: Agenda,
     ) -> None:

@@ -30,6 +30,7 @@ from services.proximity.core.accuracy import effective_acc
 from services.proximity.core.agenda import Agenda
 from services.proximity.core.cells import SnapGrid
 from services.proximity.core.conditions import DeviceConditions
+from services.proximity.core.devices import DeviceTable
 from services.proximity.core.effects import Effects
 from services.proximity.core.faults import DeviceFaults
 from services.proximity.core.history import POINT_BYTES, appended, newest, quantised
@@ -81,7 +82,7 @@ class ProximityEngine:
         self._normal_interval_s = settings.normal_interval_s
         self._max_speed_mps = settings.max_speed_mps
         self._jump_confirm = settings.jump_confirm_fixes
-        self._devices = {device: DeviceState(device) for device in topology.nodes}
+        self._devices = DeviceTable(topology.nodes)
         self._pairs = {key: PairState(*key) for key in topology.pairs}
         self._late_ms = round(settings.late_after_s * 1000)
         self._history_ms = round(settings.history_s * 1000)
@@ -137,10 +138,9 @@ class ProximityEngine:
         before = {order.id: order for order in self._orders}
         after = {order.id: order for order in engine._orders}
         unchanged = {i for i, order in after.items() if before.get(i) == order}
-        engine.load(
-            (d for d in self._devices.values() if engine.is_known(d.device_id)),
-            self._pairs.values(),
-        )
+        for device_id in engine._devices.take_over(self._devices):
+            engine._book(engine._devices.peek(device_id))
+        engine.load((), self._pairs.values())
 
         def cause(order_id: str) -> ClearCause | None:
             if order_id in after:
@@ -244,8 +244,18 @@ class ProximityEngine:
     def pair_keys(self) -> list[PairKey]:
         return list(self._pairs)
 
-    def devices(self) -> Iterable[DeviceState]:
-        return self._devices.values()
+    def devices(self) -> Sequence[DeviceState]:
+        """Every device's state, to read: decoded one at a time, none kept (`DeviceTable`)."""
+        return self._devices.states()
+
+    def encoded_device(self, device_id: str) -> bytes:
+        """The device's state as the shell stores it (after `freeze`: encoded by it)."""
+        return self._devices.encoded(device_id)
+
+    def freeze(self) -> None:
+        """At a batch's end: every device state the batch looked at back into its encoded form
+        (`DeviceTable.freeze`); the decisions never depend on whether it was called."""
+        self._devices.freeze()
 
     def pairs(self) -> Iterable[PairState]:
         return self._pairs.values()

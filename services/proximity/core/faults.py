@@ -15,6 +15,7 @@ from typing import Final
 from nabij.contract import SignalAction
 from nabij.settings import ProximitySettings
 from services.proximity.core.agenda import ALWAYS, Agenda
+from services.proximity.core.devices import DeviceTable
 from services.proximity.core.effects import Effects
 from services.proximity.core.signals import device_signal
 from services.proximity.core.state import RARE_DEFAULTS, DeviceState
@@ -26,7 +27,7 @@ REFUSED_MIN: Final = 3
 
 class DeviceFaults:
     def __init__(
-        self, topology: Topology, devices: dict[str, DeviceState], settings: ProximitySettings
+        self, topology: Topology, devices: DeviceTable, settings: ProximitySettings
     ) -> None:
         self._topology = topology
         self._devices = devices  # shared with the engine

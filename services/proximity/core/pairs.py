@@ -20,6 +20,7 @@ from services.proximity.core.accuracy import (
     sigma_m,
 )
 from services.proximity.core.cells import SnapGrid, beyond, cell_reading
+from services.proximity.core.devices import DeviceTable
 from services.proximity.core.effects import Effects
 from services.proximity.core.geo import distance_m
 from services.proximity.core.hysteresis import RingParams, Transition, step
@@ -51,7 +52,7 @@ class Changes(NamedTuple):
 class PairJudge:
     def __init__(
         self,
-        devices: dict[str, DeviceState],
+        devices: DeviceTable,
         pairs: dict[tuple[str, str, str], PairState],
         settings: ProximitySettings,
         grid: SnapGrid,

@@ -32,6 +32,7 @@ import msgspec
 from nabij.contract import AlarmKind, AlarmSignal, SignalAction
 from nabij.settings import PlatformSettings
 from services.proximity.core.agenda import Agenda
+from services.proximity.core.devices import DeviceTable
 from services.proximity.core.effects import Effects
 from services.proximity.core.signals import signal_id
 from services.proximity.core.state import RARE_DEFAULTS, DeviceState
@@ -75,7 +76,7 @@ class PlatformWatch:
         self,
         topology: Topology,
         settings: PlatformSettings,
-        devices: Mapping[str, DeviceState],
+        devices: DeviceTable,
         silences: Agenda,
     ) -> None:
         self._nodes = topology.nodes

@@ -1,0 +1,143 @@
+"""The engine's device states, held encoded ("cold") while no batch works on them.
+
+A live `DeviceState` with its parts costs ~850 bytes; the same state encoded as the shell stores
+it in Redis (`state_encoder`, format 4) ~520, in one `bytes`. A device sends a fix a minute or
+so, and is idle in between: so `DeviceTable` keeps each device as its blob, decodes it when the
+engine looks at it ("thawed": the live object, kept while the batch goes on) and encodes every
+thawed one back at the batch's end (`freeze`, called by the shell). A device never heard is
+kept as None (its default state), not as a blob.
+
+Nothing a freeze does is seen by the decisions: a state decodes to an equal state, so the same
+inputs give the same effects whether or not a freeze came between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final, overload
+
+import msgspec
+
+from services.proximity.core.state import DeviceState, state_encoder
+
+_decode: Final = msgspec.msgpack.Decoder(DeviceState).decode
+"""Of the current format only: the table holds the blobs it encoded itself (states of earlier
+formats come in as objects, decoded by `device_state_decoder`), and this skips its checks."""
+
+
+class DeviceTable:
+    """Device id -> its state, for the devices in force: `table[id]` and `get` return the live
+    state (thawing it); `freeze` encodes every thawed state back. Reading every state (`states`)
+    decodes them on the fly and keeps none."""
+
+    __slots__ = ("_buffer", "_cold", "_thawed")
+
+    def __init__(self, device_ids: Iterable[str]) -> None:
+        self._cold: dict[str, bytes | None] = dict.fromkeys(device_ids)
+        """Every device in force, with its state as of the last freeze (None: never changed)."""
+        self._thawed: dict[str, DeviceState] = {}
+        """The states taken out since: the live ones, newer than their blob."""
+        self._buffer = bytearray()
+        """Where `freeze` encodes: `encode` returns its working buffer, ~50% larger than what
+        it holds (800 bytes for a 520-byte state); a copy of this is the size of the state."""
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._cold
+
+    def __len__(self) -> int:
+        return len(self._cold)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cold)
+
+    def __getitem__(self, device_id: str) -> DeviceState:
+        try:
+            return self._thawed[device_id]
+        except KeyError:
+            return self._thaw(device_id)
+
+    def get(self, device_id: str) -> DeviceState | None:
+        device = self._thawed.get(device_id)
+        if device is None and device_id in self._cold:
+            return self._thaw(device_id)
+        return device
+
+    def __setitem__(self, device_id: str, device: DeviceState) -> None:
+        """Put a state in place of a device's (loaded or handed over): live until the freeze."""
+        if device_id not in self._cold:
+            raise KeyError(device_id)
+        self._thawed[device_id] = device
+
+    def _thaw(self, device_id: str) -> DeviceState:
+        device = self._read(device_id, self._cold[device_id])
+        self._thawed[device_id] = device
+        return device
+
+    @staticmethod
+    def _read(device_id: str, blob: bytes | None) -> DeviceState:
+        return DeviceState(device_id) if blob is None else _decode(blob)
+
+    def peek(self, device_id: str) -> DeviceState:
+        """The state to read, not to change: the live one if thawed, else decoded and not kept
+        (a change to it is lost)."""
+        device = self._thawed.get(device_id)
+        return self._read(device_id, self._cold[device_id]) if device is None else device
+
+    def freeze(self) -> None:
+        """Encode every thawed state back into its blob and let the objects go. All of them,
+        not only those an `Effects` names as changed: whatever was changed is never lost."""
+        encode, cold, buffer = state_encoder.encode_into, self._cold, self._buffer
+        for device_id, device in self._thawed.items():
+            encode(device, buffer)
+            cold[device_id] = bytes(buffer)
+        self._thawed.clear()
+
+    def encoded(self, device_id: str) -> bytes:
+        """The state as the shell stores it: after a `freeze`, the blob it made (no encoding
+        again for the commit)."""
+        device = self._thawed.get(device_id)
+        blob = self._cold[device_id]
+        if device is None and blob is not None:
+            return blob
+        return state_encoder.encode(self._read(device_id, blob) if device is None else device)
+
+    def take_over(self, other: DeviceTable) -> list[str]:
+        """Take `other`'s state of every device both hold, as it is held there (a blob is
+        shared, not decoded; a live state stays live); returns those devices, in `other`'s
+        order."""
+        cold, thawed = self._cold, self._thawed
+        taken = [device_id for device_id in other._cold if device_id in cold]
+        for device_id in taken:
+            cold[device_id] = other._cold[device_id]
+            if (device := other._thawed.get(device_id)) is not None:
+                thawed[device_id] = device
+        return taken
+
+    def states(self) -> Sequence[DeviceState]:
+        """Every state, in the table's order, to read (`peek`): none is thawed into the table,
+        so a count over all of them (the census) holds one at a time."""
+        return _States(self, list(self._cold))
+
+
+class _States(Sequence[DeviceState]):
+    """The table's states by position, each decoded as it is asked for (`DeviceTable.peek`)."""
+
+    __slots__ = ("_ids", "_table")
+
+    def __init__(self, table: DeviceTable, device_ids: list[str]) -> None:
+        self._table, self._ids = table, device_ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, index: int) -> DeviceState: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[DeviceState]: ...
+    def __getitem__(self, index: int | slice) -> DeviceState | list[DeviceState]:
+        if isinstance(index, slice):
+            return [self._table.peek(device_id) for device_id in self._ids[index]]
+        return self._table.peek(self._ids[index])
+
+    def __iter__(self) -> Iterator[DeviceState]:
+        return map(self._table.peek, self._ids)
