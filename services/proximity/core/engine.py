@@ -94,7 +94,13 @@ class ProximityEngine:
         self._judge = PairJudge(self._devices, self._pairs, settings, grid)
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
         self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
-        self._zone_offenders = tuple(topology.zones)
+        # Offenders with a zone of an order with exemption windows: the only ones whose zones
+        # the tick can change (`ZoneJudge.tick`); the others' states are not thawed for a look.
+        self._exempt_zone_offenders = tuple(
+            offender
+            for offender, zone_set in topology.zones.items()
+            if any(spec.order_id in topology.exemptions for spec in zone_set.specs)
+        )
         self._platform = PlatformWatch(
             topology, platform or _DEFAULT_PLATFORM, self._devices, self._silences
         )
@@ -152,15 +158,19 @@ class ProximityEngine:
         for device_id in heirs:
             engine._brief(engine._devices[device_id], effects)
         for key, spec in engine._topology.pairs.items():
+            if key[0] in unchanged:
+                continue  # before its offender is read: no thawing of every device in force
             offender = engine._devices[spec.offender]
-            if key[0] in unchanged or offender.fix is None:
+            if offender.fix is None:
                 continue
             changes = engine._judge.compare(spec, offender, offender.last_seq, now_ms, effects)
             effects.changed_pairs.add(key)
             if changes is not None:
                 engine._command(spec, changes, effects)
         changed = after.keys() - unchanged
-        for device_id in engine._zone_offenders:
+        for device_id, zone_set in engine._topology.zones.items():
+            if not any(spec.order_id in changed for spec in zone_set.specs):
+                continue  # nothing to judge (`judge_orders`): not thawed for it
             device = engine._devices[device_id]
             zone_changes = engine._zones.judge_orders(device, changed, now_ms, effects)
             engine._zone_commands(device, zone_changes, effects)
@@ -313,7 +323,7 @@ class ProximityEngine:
             changes = self._judge.reopen_after_exemption(spec, now_ms, effects)
             if changes is not None:
                 self._command(spec, changes, effects)
-        for device_id in self._zone_offenders:
+        for device_id in self._exempt_zone_offenders:
             device = self._devices[device_id]
             if device.zones:
                 self._zone_commands(device, self._zones.tick(device, now_ms, effects), effects)
