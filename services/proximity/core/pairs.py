@@ -25,7 +25,7 @@ from services.proximity.core.geo import distance_m
 from services.proximity.core.hysteresis import RingParams, Transition, step
 from services.proximity.core.motion import Approach, approach, velocity
 from services.proximity.core.signals import Facts, Observation, ring_signal
-from services.proximity.core.state import RARE_DEFAULTS, DeviceState, PairState, RingState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState, RingState
 from services.proximity.core.timing import lateness_s, position_at
 from services.proximity.core.topology import PairSpec
 
@@ -52,14 +52,12 @@ class PairJudge:
     def __init__(
         self,
         devices: dict[str, DeviceState],
-        pairs: dict[tuple[str, str, str], PairState],
         settings: ProximitySettings,
         grid: SnapGrid,
     ) -> None:
         self._devices = devices  # shared with the engine
         self._grid = grid
         self._snap_error_m = grid.worst_error_m
-        self._pairs = pairs
         self._max_fix_age_ms = round(settings.max_fix_age_s * 1000)
         self._late_ms = round(settings.late_after_s * 1000)
         self._horizon_s = settings.predict_horizon_s
@@ -83,7 +81,7 @@ class PairJudge:
         offender, victim = (own, partner) if is_offender else (partner, own)
         distance = distance_m(offender.lat, offender.lon, victim.lat, victim.lon)
         uncertainty = offender.acc + victim.acc
-        pair = self._pairs[spec.key]
+        pair = spec.state
         t_ms = max(own.ts, pair.last_obs_ts)  # pair time never goes backwards
         pair.last_obs_ts = t_ms
         pair.last_distance_m = distance
@@ -190,7 +188,7 @@ class PairJudge:
     def ended(self, spec: PairSpec, cause: ClearCause, now_ms: int, effects: Effects) -> None:
         """The pair's order ended or no longer binds these two devices: each of her open rings
         is cleared, saying why (the gateway still escalates it until a human acknowledges)."""
-        pair = self._pairs[spec.key]
+        pair = spec.state
         offender, victim = self._devices[spec.offender].fix, self._devices[spec.victim].fix
         if offender is None or victim is None:
             return  # a ring opens only on two fixes: none of hers is open
@@ -224,7 +222,7 @@ class PairJudge:
         self, spec: PairSpec, now_ms: int, effects: Effects
     ) -> Changes | None:
         """The tick found the pair's exemption over: open what the last comparison is inside."""
-        pair = self._pairs[spec.key]
+        pair = spec.state
         pair.exempt = False
         effects.changed_pairs.add(spec.key)
         offender = self._devices[spec.offender]

@@ -13,7 +13,7 @@ from nabij.settings import ProximitySettings
 from services.proximity.core.cells import SnapGrid, offender_ring
 from services.proximity.core.exemptions import Exemptions
 from services.proximity.core.hysteresis import RingParams
-from services.proximity.core.state import PairKey
+from services.proximity.core.state import PairKey, PairState
 from services.proximity.core.zones import ZoneSet
 
 Role = Literal["offender", "victim"]
@@ -36,10 +36,12 @@ class Membership:
     role: Role
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class PairSpec:
-    """The fixed part of a pair: who, the two rings' parameters (and the offender's, judged on
-    her grid cell: `cells`), and the order's exemptions."""
+    """A pair: who, the two rings' parameters (and the offender's, judged on her grid cell:
+    `cells`), the order's exemptions, and its state. The state lives here rather than in a
+    second dict by the same keys (~50 bytes a pair): only `state` ever changes (not frozen
+    for it), the rest is fixed."""
 
     key: PairKey
     order_id: str
@@ -51,7 +53,9 @@ class PairSpec:
     alarm: RingParams
     offender_pre_alert: RingParams
     offender_alarm: RingParams
-    exemptions: Exemptions | None = None
+    exemptions: Exemptions | None
+    state: PairState
+    """Replaced as a whole by the engine (loaded, handed over); changed in place by `pairs`."""
 
 
 @dataclass(slots=True)
@@ -143,7 +147,7 @@ class Topology:
                 key = (order.id, offender, victim)
                 pairs[key] = spec = PairSpec(
                     key, order.id, offender, victim, victim_role(index), pre_alert, alarm,
-                    offender_pre_alert, offender_alarm, exempt,
+                    offender_pre_alert, offender_alarm, exempt, PairState(*key),
                 )  # fmt: skip
                 made.append(spec)
             specs = tuple(made)
