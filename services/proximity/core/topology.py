@@ -73,9 +73,17 @@ class Node:
     """A victim in some order."""
     pairs: tuple[PairSpec, ...]
     """Every pair it is in, as offender or victim."""
-    orders: tuple[str, ...]
-    """The ids of every order it is in (its role and the offender there: `pairs`, or, an order
-    with no pair of it, its own, as its offender: `Topology.memberships`)."""
+    other_orders: tuple[str, ...] | None
+    """The ids of every order it is in, when its pairs do not say so (an order with no pair of
+    it, its own, as its offender), else None: a tuple an order less (`orders`)."""
+
+    @property
+    def orders(self) -> tuple[str, ...]:
+        """The ids of every order it is in (its role and the offender there: `pairs`, or, an
+        order with no pair of it, its own, as its offender: `Topology.memberships`)."""
+        if self.other_orders is not None:
+            return self.other_orders
+        return _orders_of(self.pairs)
 
     @property
     def role(self) -> Role:
@@ -119,8 +127,8 @@ class Topology:
         settings); an offender whose zones did not change keeps his, as projecting every zone
         again is most of the cost of a new version (docs/benchmarks.md)."""
         pairs: dict[PairKey, PairSpec] = {}
-        # Device -> each order it is in: (the order's id in a tuple, its pairs there).
-        joined: dict[str, list[tuple[tuple[str], tuple[PairSpec, ...]]]] = {}
+        # Device -> each order it is in: (the order's id, its pairs there).
+        joined: dict[str, list[tuple[str, tuple[PairSpec, ...]]]] = {}
         offenders: dict[str, None] = {}
         zones_of: dict[str, list[tuple[str, Zone]]] = {}
         exemptions: dict[str, Exemptions] = {}
@@ -151,14 +159,13 @@ class Topology:
                 )  # fmt: skip
                 made.append(spec)
             specs = tuple(made)
-            # Tuples shared by the order's devices: a device in one order keeps them as they are.
-            order_ids = (order.id,)
+            # A tuple shared by the order's devices: a device in one order keeps it as it is.
             offenders[offender] = None
-            joined.setdefault(offender, []).append((order_ids, specs))
+            joined.setdefault(offender, []).append((order.id, specs))
             for spec in specs:
                 # A one-victim order's pairs are hers as well: the same tuple, not a copy.
                 mine = specs if len(specs) == 1 else (spec,)
-                joined.setdefault(spec.victim, []).append((order_ids, mine))
+                joined.setdefault(spec.victim, []).append((order.id, mine))
         # One int per place, shared by the ranks and the offenders' ranks.
         places = list(range(len(joined)))
         offender_ranks = {device: places[rank] for rank, device in enumerate(offenders)}
@@ -181,16 +188,21 @@ def _node(
     device: str,
     rank: int,
     offender_rank: int | None,
-    joins: list[tuple[tuple[str], tuple[PairSpec, ...]]],
+    joins: list[tuple[str, tuple[PairSpec, ...]]],
 ) -> Node:
-    orders: tuple[str, ...]
     if len(joins) == 1:  # the common case: a device in one order
-        ((orders, specs),) = joins
+        ((_, specs),) = joins
+        said = bool(specs)
     else:
-        orders = tuple(order_id for (order_id,), _ in joins)
         specs = tuple(spec for _, pair_specs in joins for spec in pair_specs)
+        said = all(pair_specs for _, pair_specs in joins)
     victim = any(spec.victim == device for spec in specs)
-    return Node(rank, offender_rank, victim, specs, orders)
+    other_orders = None if said else tuple(order_id for order_id, _ in joins)
+    return Node(rank, offender_rank, victim, specs, other_orders)
+
+
+def _orders_of(specs: tuple[PairSpec, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(spec.order_id for spec in specs))
 
 
 def _zone_set(
