@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from nabij.contract import AlarmKind
 from nabij.orders import Order, Zone
 from nabij.settings import ProximitySettings
 from services.proximity.core.cells import SnapGrid, offender_ring
@@ -36,6 +35,17 @@ class Membership:
     role: Role
 
 
+@dataclass(frozen=True, slots=True)
+class Rings:
+    """The two rings' parameters, and the offender's (judged on her grid cell: `cells`): one
+    object for every pair of the same ring sizes, not four fields a pair."""
+
+    pre_alert: RingParams
+    alarm: RingParams
+    offender_pre_alert: RingParams
+    offender_alarm: RingParams
+
+
 @dataclass(slots=True, eq=False)
 class PairSpec:
     """A pair: who, the two rings' parameters (and the offender's, judged on her grid cell:
@@ -49,10 +59,7 @@ class PairSpec:
     victim: str
     victim_role: str
     """Her role in the order's alarm keys (`victim_role`): her place in the order."""
-    pre_alert: RingParams
-    alarm: RingParams
-    offender_pre_alert: RingParams
-    offender_alarm: RingParams
+    rings: Rings
     exemptions: Exemptions | None
     state: PairState
     """Replaced as a whole by the engine (loaded, handed over); changed in place by `pairs`."""
@@ -133,19 +140,23 @@ class Topology:
         zones_of: dict[str, list[tuple[str, Zone]]] = {}
         exemptions: dict[str, Exemptions] = {}
         # Orders share a few ring sizes: one (frozen) set of parameters per size, not per pair.
-        rings: dict[tuple[AlarmKind, float], tuple[RingParams, RingParams]] = {}
+        sizes: dict[tuple[float, float], Rings] = {}
 
-        def ring(kind: AlarmKind, ring_m: float) -> tuple[RingParams, RingParams]:
-            """The ring's parameters, and the offender's (judged on her cell: `cells`)."""
-            if (kind, ring_m) not in rings:
-                params = RingParams.build(kind, ring_m, settings)
-                rings[kind, ring_m] = params, offender_ring(params, grid.worst_error_m)
-            return rings[kind, ring_m]
+        def rings_of(order: Order) -> Rings:
+            size = (order.pre_alert_ring_m, order.alarm_m)
+            if size not in sizes:
+                pre_alert = RingParams.build("proximity_pre_alert", size[0], settings)
+                alarm = RingParams.build("proximity_alarm", size[1], settings)
+                sizes[size] = Rings(
+                    pre_alert,
+                    alarm,
+                    *(offender_ring(p, grid.worst_error_m) for p in (pre_alert, alarm)),
+                )
+            return sizes[size]
 
         for order in orders:
             offender = order.offender_device
-            pre_alert, offender_pre_alert = ring("proximity_pre_alert", order.pre_alert_ring_m)
-            alarm, offender_alarm = ring("proximity_alarm", order.alarm_m)
+            rings = rings_of(order)
             exempt = Exemptions(order) if order.exemption else None
             if exempt is not None:
                 exemptions[order.id] = exempt
@@ -154,8 +165,8 @@ class Topology:
             for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
                 key = (order.id, offender, victim)
                 pairs[key] = spec = PairSpec(
-                    key, order.id, offender, victim, victim_role(index), pre_alert, alarm,
-                    offender_pre_alert, offender_alarm, exempt, PairState(*key),
+                    key, order.id, offender, victim, victim_role(index), rings, exempt,
+                    PairState(*key),
                 )  # fmt: skip
                 made.append(spec)
             specs = tuple(made)
