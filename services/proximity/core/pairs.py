@@ -70,11 +70,12 @@ class PairJudge:
         """Compare the reporter's new fix with where its partner was at that time (its latest
         position for a live fix, its history for a late one); returns the rings' transitions,
         or None when no ring (hers or his) changed phase."""
-        is_offender = reporter.device_id == spec.offender
+        order_id, offender_id, victim_id = spec.key  # read once: `PairSpec.offender` is a call
+        is_offender = reporter.device_id == offender_id
         own = reporter.fix
         if own is None:
             return None
-        partner_device = self._devices[spec.victim if is_offender else spec.offender]
+        partner_device = self._devices[victim_id if is_offender else offender_id]
         partner = position_at(partner_device, own.ts, self._max_fix_age_ms)
         if partner is None:
             return None
@@ -109,9 +110,9 @@ class PairJudge:
         ):
             return None  # the common case: far apart (or exempt), nothing can change
         obs = Observation(
-            order_id=spec.order_id,
-            offender_device=spec.offender,
-            victim_device=spec.victim,
+            order_id=order_id,
+            offender_device=offender_id,
+            victim_device=victim_id,
             victim_role=spec.victim_role,
             distance_m=distance,
             uncertainty_m=uncertainty,

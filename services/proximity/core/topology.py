@@ -54,15 +54,25 @@ class PairSpec:
     for it), the rest is fixed."""
 
     key: PairKey
-    order_id: str
-    offender: str
-    victim: str
+    """(order id, offender, victim): the parts are read from it, not kept again (`offender`)."""
     victim_role: str
     """Her role in the order's alarm keys (`victim_role`): her place in the order."""
     rings: Rings
     exemptions: Exemptions | None
     state: PairState
     """Replaced as a whole by the engine (loaded, handed over); changed in place by `pairs`."""
+
+    @property
+    def order_id(self) -> str:
+        return self.key[0]
+
+    @property
+    def offender(self) -> str:
+        return self.key[1]
+
+    @property
+    def victim(self) -> str:
+        return self.key[2]
 
 
 @dataclass(slots=True)
@@ -165,8 +175,7 @@ class Topology:
             for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
                 key = (order.id, offender, victim)
                 pairs[key] = spec = PairSpec(
-                    key, order.id, offender, victim, victim_role(index), rings, exempt,
-                    PairState(*key),
+                    key, victim_role(index), rings, exempt, PairState(*key),
                 )  # fmt: skip
                 made.append(spec)
             specs = tuple(made)
