@@ -41,6 +41,8 @@ _POLYGON: Final = TypeAdapter(PolygonRings)
 _FIELDS_SETS: Final[dict[frozenset[str], set[str]]] = {}
 _RINGS: Final[dict[float, float]] = {}
 _RINGS_KEPT: Final = 4096
+_SPLIT_DICTS: Final[dict[type, dict[str, Any]]] = {}
+"""Model class -> a dict of its fields sharing the class's table of keys (`_key_sharing`)."""
 
 
 class _Kept(StrictModel):
@@ -51,6 +53,23 @@ class _Kept(StrictModel):
         given = self.__pydantic_fields_set__
         shared = _FIELDS_SETS.setdefault(frozenset(given), given)
         object.__setattr__(self, "__pydantic_fields_set__", shared)
+        object.__setattr__(self, "__dict__", _key_sharing(self))
+
+
+def _key_sharing(model: _Kept) -> dict[str, Any]:
+    """The model's fields in a dict that shares its table of keys with the other models of its
+    class (CPython's split table, as an ordinary object's attributes get): pydantic gives each
+    its own table, a hundred bytes an order more. A copy of the class's first such dict (made
+    by setting the fields on a blank instance) keeps sharing while only its values change."""
+    template = _SPLIT_DICTS.get(type(model))
+    if template is None:
+        blank = object.__new__(type(model))
+        for name, value in model.__dict__.items():
+            object.__setattr__(blank, name, value)
+        template = _SPLIT_DICTS[type(model)] = blank.__dict__
+    fields = template.copy()
+    fields.update(model.__dict__)
+    return fields
 
 
 class PolygonGeometry(_Kept):

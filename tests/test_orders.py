@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from nabij.config import ConfigError, load_config
 from nabij.order_store import OrderChange, describe
-from nabij.orders import Order
+from nabij.orders import Order, _key_sharing
 from tests.test_config import ISSUE_ORDERS, ISSUE_SETTINGS, write
 
 
@@ -100,3 +102,25 @@ def test_a_changed_order_is_described_with_lists_as_the_file_writes_them() -> No
         "    victim_devices: - ['vic-1']",
         "    victim_devices: + ['vic-1', 'vic-9']",
     ]
+
+
+def test_orders_keep_their_fields_in_a_key_sharing_dict_the_same_as_pydantics() -> None:
+    """Fails if each order has its own table of keys again (~100 bytes an order more)."""
+    made = [order(i, pre_alert_m=1500) for i in range(2000)]
+    fresh = Order.model_validate_json(made[7].model_dump_json())
+    assert fresh == made[7] and fresh.model_dump() == made[7].model_dump()
+    assert fresh.model_copy(update={"alarm_m": 600.0}).alarm_m == 600.0 and fresh.alarm_m == 500
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        own = [dict(o.__dict__) for o in made]  # one table of keys each, as pydantic makes
+        per_own = (tracemalloc.get_traced_memory()[0] - before) / len(made)
+        del own
+        before = tracemalloc.get_traced_memory()[0]
+        shared = [_key_sharing(o) for o in made]
+        per_shared = (tracemalloc.get_traced_memory()[0] - before) / len(made)
+    finally:
+        tracemalloc.stop()
+    assert shared[3] == made[3].__dict__
+    assert per_shared < per_own - 80, (per_shared, per_own)

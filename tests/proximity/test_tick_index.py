@@ -5,7 +5,7 @@ random fixes, events, statuses, refusals, restarts, new orders and a clock that 
 from __future__ import annotations
 
 import re
-from typing import cast
+from typing import NamedTuple, cast
 
 import pytest
 from hypothesis import example, given, settings
@@ -192,8 +192,15 @@ def test_the_tick_over_the_devices_due_finds_what_a_pass_over_every_device_finds
         assert indexed.step(step) == every.step(step), step
 
 
+class Place(NamedTuple):
+    rank: int
+
+
+PLACES = {device_id: Place(rank) for rank, device_id in enumerate("abcde")}
+
+
 def test_the_agenda_gives_each_device_once_it_is_due_whichever_way_the_clock_moves() -> None:
-    agenda = Agenda()
+    agenda = Agenda(PLACES)
     agenda.book("a", T0 + 1_500)
     agenda.book("b", T0 + 1_200)
     agenda.book("c", T0 + 9_000)
@@ -209,7 +216,7 @@ def test_the_agenda_gives_each_device_once_it_is_due_whichever_way_the_clock_mov
 
 
 def test_a_later_due_time_keeps_the_booking_and_an_earlier_one_moves_it() -> None:
-    agenda = Agenda()
+    agenda = Agenda(PLACES)
     agenda.book("a", T0 + 1_000)
     agenda.book("a", T0 + 5_000)  # heard again: the earlier booking stays, nothing moves
     assert agenda.take(T0 + 1_000) == ["a"]  # taken early: its owner books it again
@@ -244,7 +251,7 @@ def test_the_agenda_takes_exactly_the_devices_due_as_a_table_of_due_times_does(
     """The agenda against a plain table of due times (a booking keeps the sooner time, None
     removes it; a take gives every device due by then, once, and removes it): devices a slot
     still lists after they left it, or twice, are neither given early, nor twice, nor lost."""
-    agenda, table = Agenda(), dict[str, int]()
+    agenda, table = Agenda(PLACES), dict[str, int]()
     for name, ms in steps:
         at = None if ms is None else T0 + ms
         if name != "take":

@@ -54,6 +54,12 @@ def test_each_device_record_says_what_the_plain_lookups_say(orders: list[Order])
         assert node.victim == ("victim" in roles)
         assert node.role == ("offender" if "offender" in roles else "victim")
         assert [spec.key for spec in node.pairs] == pairs_of.get(device, [])
+        assert node.orders == tuple(order_id for order_id, _, _ in memberships[device])
+        # Kept only when its pairs do not say it (an order of it has none of its pairs).
+        assert (node.other_orders is None) == all(
+            any(key[0] == order_id for key in pairs_of.get(device, []))
+            for order_id, _, _ in memberships[device]
+        )
         assert [
             (m.order_id, m.offender_device, m.role) for m in topology.memberships(device)
         ] == memberships[device]

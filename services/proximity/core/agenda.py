@@ -9,24 +9,42 @@ time later, costs a look-up and no move; the tick then takes it early, once a li
 owners, finding it not due yet from its state, book it again. Owners that book the same device
 share an agenda: it keeps the sooner of their times. Nothing here is persisted: after a restart
 the owners book every device again from their states.
+
+The due times are one array of 64-bit ints by the devices' places (`Node.rank`), not a dict of
+int objects: ~130 bytes a pair less, every device in force being booked while it reports.
 """
 
 from __future__ import annotations
 
 import heapq
-from typing import Final
+from array import array
+from collections.abc import Mapping
+from typing import Final, Protocol
 
 SLOT_MS: Final = 1000
 
 ALWAYS: Final = -(1 << 62)
 """A due time before any tick: the device needs a look whatever the clock says."""
+_UNBOOKED: Final = (1 << 63) - 1
+"""In `_due`: the device is not booked (no due time is this late)."""
+
+
+class Placed(Protocol):
+    """What the agenda knows a device by: its place among the devices (`topology.Node`)."""
+
+    @property
+    def rank(self) -> int: ...
 
 
 class Agenda:
-    __slots__ = ("_due", "_order", "_slots")
+    __slots__ = ("_booked", "_due", "_order", "_places", "_slots")
 
-    def __init__(self) -> None:
-        self._due: dict[str, int] = {}
+    def __init__(self, places: Mapping[str, Placed]) -> None:
+        """`places`: every device that may be booked, its `rank` from 0 up, each its own."""
+        self._places = places
+        self._due = array("q", [_UNBOOKED]) * len(places)
+        """Place -> when the device is due (`_UNBOOKED`: it is not booked)."""
+        self._booked = 0
         self._slots: dict[int, list[str]] = {}
         """Slot number -> the devices booked in it. A list, not a set (a set's table is four
         times its devices, kept at its largest size): a device moved out of its slot, or no
@@ -36,23 +54,27 @@ class Agenda:
         """The numbers of the slots in `_slots`, a heap."""
 
     def __len__(self) -> int:
-        return len(self._due)
+        return self._booked
 
     def book(self, device_id: str, due_ms: int | None) -> None:
         """The device needs a look once server time reaches `due_ms` (None: no look), or
         earlier: a booking already due sooner stays (the owner's look must bear an early take)."""
-        booked = self._due.get(device_id)
-        if booked is not None:
+        due, place = self._due, self._places[device_id].rank
+        booked = due[place]
+        if booked != _UNBOOKED:
             if due_ms is not None and due_ms >= booked:
                 return  # the common case: a device that keeps reporting
             if due_ms is None:
-                del self._due[device_id]
+                due[place] = _UNBOOKED
+                self._booked -= 1
                 return
         elif due_ms is None:
             return
-        self._due[device_id] = due_ms
+        else:
+            self._booked += 1
+        due[place] = due_ms
         number = due_ms // SLOT_MS
-        if booked is not None and booked // SLOT_MS == number:
+        if booked != _UNBOOKED and booked // SLOT_MS == number:
             return  # moved within its slot: listed there already
         members = self._slots.get(number)
         if members is None:
@@ -64,20 +86,22 @@ class Agenda:
         """The devices due at `now_ms`, no longer booked: the owner books each again after its
         look. One due later stays booked, whichever way the clock moved since the last call."""
         current = now_ms // SLOT_MS
-        due, slots, order = self._due, self._slots, self._order
+        due, places, slots, order = self._due, self._places, self._slots, self._order
         taken: list[str] = []
         later: list[str] = []
         while order and order[0] <= current:
             number = heapq.heappop(order)
             for device_id in slots.pop(number):
-                at = due.get(device_id)
-                if at is None or at // SLOT_MS != number:
+                place = places[device_id].rank
+                at = due[place]
+                if at == _UNBOOKED or at // SLOT_MS != number:
                     continue  # moved to another slot, no longer booked, or listed twice
                 if at > now_ms:  # in the slot of this second, due later in it
                     later.append(device_id)
                 else:
                     taken.append(device_id)
-                    del due[device_id]  # a second listing of it is skipped
+                    due[place] = _UNBOOKED  # a second listing of it is skipped
+        self._booked -= len(taken)
         if later:
             slots[current] = later
             heapq.heappush(order, current)

@@ -83,15 +83,14 @@ class ProximityEngine:
         self._max_speed_mps = settings.max_speed_mps
         self._jump_confirm = settings.jump_confirm_fixes
         self._devices = DeviceTable(topology.nodes)
-        self._pairs = {key: PairState(*key) for key in topology.pairs}
         self._late_ms = round(settings.late_after_s * 1000)
         self._history_ms = round(settings.history_s * 1000)
         # When each device's silence next needs a look: one booking for the devices' own
         # checks and the platform's alike, at the sooner of their times (`Agenda.book`).
-        self._silences = Agenda()
+        self._silences = Agenda(topology.nodes)
         self._conditions = DeviceConditions(topology, self._devices, settings, self._silences)
         self._faults = DeviceFaults(topology, self._devices, settings)
-        self._judge = PairJudge(self._devices, self._pairs, settings, grid)
+        self._judge = PairJudge(self._devices, settings, grid)
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
         self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
         # Offenders with a zone of an order with exemption windows: the only ones whose zones
@@ -116,9 +115,10 @@ class ProximityEngine:
             if device.device_id in self._devices:
                 self._devices[device.device_id] = device
                 self._book(device)
+        specs = self._topology.pairs
         for pair in pairs:
-            if pair.key in self._pairs:
-                self._pairs[pair.key] = pair
+            if (spec := specs.get(pair.key)) is not None:
+                spec.state = pair
 
     def successor(
         self,
@@ -146,7 +146,7 @@ class ProximityEngine:
         unchanged = {i for i, order in after.items() if before.get(i) == order}
         for device_id in engine._devices.take_over(self._devices):
             engine._book(engine._devices.peek(device_id))
-        engine.load((), self._pairs.values())
+        engine.load((), self.pairs())
 
         def cause(order_id: str) -> ClearCause | None:
             if order_id in after:
@@ -176,7 +176,7 @@ class ProximityEngine:
             engine._zone_commands(device, zone_changes, effects)
         # A device or pair that left the orders is no longer the new engine's to persist.
         effects.changed_devices.intersection_update(engine._devices)
-        effects.changed_pairs.intersection_update(engine._pairs)
+        effects.changed_pairs.intersection_update(engine._topology.pairs)
         return engine
 
     def _hand_over_pairs(
@@ -197,9 +197,9 @@ class ProximityEngine:
             if kept is not None and kept.victim_role == spec.victim_role:
                 continue
             heir = by_role.get((spec.order_id, spec.victim_role))
-            if kept is None and heir is not None and heir.key not in self._pairs:
-                engine._pairs[heir.key] = msgspec.structs.replace(
-                    self._pairs[key], offender_device=heir.offender, victim_device=heir.victim
+            if kept is None and heir is not None and heir.key not in self._topology.pairs:
+                heir.state = msgspec.structs.replace(
+                    spec.state, offender_device=heir.offender, victim_device=heir.victim
                 )
                 effects.changed_pairs.add(heir.key)
                 heirs |= {heir.offender, heir.victim} - {spec.offender, spec.victim}
@@ -208,7 +208,7 @@ class ProximityEngine:
             if why is not None:
                 self._judge.ended(spec, why, now_ms, effects)
             if kept is not None:
-                engine._pairs[key] = PairState(*key)
+                kept.state = PairState(*key)
                 effects.changed_pairs.add(key)
         return heirs
 
@@ -249,10 +249,10 @@ class ProximityEngine:
         return self._devices[device_id]
 
     def pair(self, key: PairKey) -> PairState:
-        return self._pairs[key]
+        return self._topology.pairs[key].state
 
     def pair_keys(self) -> list[PairKey]:
-        return list(self._pairs)
+        return list(self._topology.pairs)
 
     def devices(self) -> Sequence[DeviceState]:
         """Every device's state, to read: decoded one at a time, none kept (`DeviceTable`)."""
@@ -268,7 +268,7 @@ class ProximityEngine:
         self._devices.freeze()
 
     def pairs(self) -> Iterable[PairState]:
-        return self._pairs.values()
+        return (spec.state for spec in self._topology.pairs.values())
 
     @property
     def platform(self) -> PlatformState:
@@ -314,7 +314,7 @@ class ProximityEngine:
         self._conditions.tick(now_ms, silent, effects)
         self._faults.tick(now_ms, effects)
         for spec in self._exempt_pairs:
-            pair = self._pairs[spec.key]
+            pair = spec.state
             if not pair.exempt or spec.exemptions is None:
                 continue
             offender = self._devices[spec.offender].fix
@@ -519,7 +519,7 @@ class ProximityEngine:
             return "alarm"
         level: WarnLevel | None = None
         for spec in self._nodes[device.device_id].pairs:
-            pair = self._pairs[spec.key]
+            pair = spec.state
             if spec.offender != device.device_id:
                 ring = pair.alarm
             else:
@@ -548,7 +548,7 @@ class ProximityEngine:
         near = any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values())
         if not near:
             for spec in self._nodes[device.device_id].pairs:
-                pair = self._pairs[spec.key]
+                pair = spec.state
                 if spec.offender == device.device_id:
                     near = _offender_near(pair)
                 else:

@@ -26,7 +26,7 @@ from services.proximity.core.geo import distance_m
 from services.proximity.core.hysteresis import RingParams, Transition, step
 from services.proximity.core.motion import Approach, approach, velocity
 from services.proximity.core.signals import Facts, Observation, ring_signal
-from services.proximity.core.state import RARE_DEFAULTS, DeviceState, PairState, RingState
+from services.proximity.core.state import RARE_DEFAULTS, DeviceState, RingState
 from services.proximity.core.timing import lateness_s, position_at
 from services.proximity.core.topology import PairSpec
 
@@ -53,14 +53,12 @@ class PairJudge:
     def __init__(
         self,
         devices: DeviceTable,
-        pairs: dict[tuple[str, str, str], PairState],
         settings: ProximitySettings,
         grid: SnapGrid,
     ) -> None:
         self._devices = devices  # shared with the engine
         self._grid = grid
         self._snap_error_m = grid.worst_error_m
-        self._pairs = pairs
         self._max_fix_age_ms = round(settings.max_fix_age_s * 1000)
         self._late_ms = round(settings.late_after_s * 1000)
         self._horizon_s = settings.predict_horizon_s
@@ -73,18 +71,19 @@ class PairJudge:
         """Compare the reporter's new fix with where its partner was at that time (its latest
         position for a live fix, its history for a late one); returns the rings' transitions,
         or None when no ring (hers or his) changed phase."""
-        is_offender = reporter.device_id == spec.offender
+        order_id, offender_id, victim_id = spec.key  # read once: `PairSpec.offender` is a call
+        is_offender = reporter.device_id == offender_id
         own = reporter.fix
         if own is None:
             return None
-        partner_device = self._devices[spec.victim if is_offender else spec.offender]
+        partner_device = self._devices[victim_id if is_offender else offender_id]
         partner = position_at(partner_device, own.ts, self._max_fix_age_ms)
         if partner is None:
             return None
         offender, victim = (own, partner) if is_offender else (partner, own)
         distance = distance_m(offender.lat, offender.lon, victim.lat, victim.lon)
         uncertainty = offender.acc + victim.acc
-        pair = self._pairs[spec.key]
+        pair, rings = spec.state, spec.rings
         t_ms = max(own.ts, pair.last_obs_ts)  # pair time never goes backwards
         pair.last_obs_ts = t_ms
         pair.last_distance_m = distance
@@ -94,7 +93,7 @@ class PairJudge:
         pair.exempt = exempt
         old_pre, old_alarm = pair.pre_alert, pair.alarm
         old_his_pre, old_his_alarm = pair.offender_pre_alert, pair.offender_alarm
-        pre_ring = spec.pre_alert.ring_m
+        pre_ring = rings.pre_alert.ring_m
         if (
             old_pre.phase == "outside"
             and old_alarm.phase == "outside"
@@ -105,16 +104,16 @@ class PairJudge:
                 or (
                     # Her cell beyond his pre-alert ring: so is she beyond hers, and beyond both
                     # alarm rings (a pre-alert ring is always the larger).
-                    beyond(distance, uncertainty, spec.offender_pre_alert, self._snap_error_m)
-                    and distance - uncertainty > spec.alarm.ring_m + self._predict_reach_m
+                    beyond(distance, uncertainty, rings.offender_pre_alert, self._snap_error_m)
+                    and distance - uncertainty > rings.alarm.ring_m + self._predict_reach_m
                 )
             )
         ):
             return None  # the common case: far apart (or exempt), nothing can change
         obs = Observation(
-            order_id=spec.order_id,
-            offender_device=spec.offender,
-            victim_device=spec.victim,
+            order_id=order_id,
+            offender_device=offender_id,
+            victim_device=victim_id,
             victim_role=spec.victim_role,
             distance_m=distance,
             uncertainty_m=uncertainty,
@@ -127,7 +126,7 @@ class PairJudge:
         )
         motion = _Motion(self, spec, offender, victim)
         pre_reading = ring_reading(distance, uncertainty, pre_ring, pre_alert=True)
-        alarm_reading = ring_reading(distance, uncertainty, spec.alarm.ring_m, pre_alert=False)
+        alarm_reading = ring_reading(distance, uncertainty, rings.alarm.ring_m, pre_alert=False)
         # A late fix meets the partner's history, of which her newest fix's flag says nothing.
         partner_off_track = obs.late_s is None and (partner_device.rare or RARE_DEFAULTS).off_track
         confirmed = not ((reporter.rare or RARE_DEFAULTS).off_track or partner_off_track)
@@ -136,19 +135,22 @@ class PairJudge:
             led_pre = led_alarm = None
             if led is not None:
                 led_pre = ring_reading(*led, pre_ring, pre_alert=True)
-                led_alarm = ring_reading(*led, spec.alarm.ring_m, pre_alert=False)
+                led_alarm = ring_reading(*led, rings.alarm.ring_m, pre_alert=False)
             pre_reading = off_track_reading(
                 pre_reading, led_pre, pre_ring, entering=old_pre.phase == "entering"
             )
             alarm_reading = off_track_reading(
-                alarm_reading, led_alarm, spec.alarm.ring_m, entering=old_alarm.phase == "entering"
+                alarm_reading,
+                led_alarm,
+                rings.alarm.ring_m,
+                entering=old_alarm.phase == "entering",
             )
         pair.pre_alert, pre_change = self._ring(
-            old_pre, spec.pre_alert, pre_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
+            old_pre, rings.pre_alert, pre_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
             effects=effects,
         )  # fmt: skip
         pair.alarm, alarm_change = self._ring(
-            old_alarm, spec.alarm, alarm_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
+            old_alarm, rings.alarm, alarm_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
             effects=effects,
         )  # fmt: skip
         if (
@@ -165,18 +167,18 @@ class PairJudge:
         if (
             old_his_pre.phase == "outside"
             and old_his_alarm.phase == "outside"
-            and beyond(distance, uncertainty, spec.offender_pre_alert, self._snap_error_m)
+            and beyond(distance, uncertainty, rings.offender_pre_alert, self._snap_error_m)
         ):
             # His rings stay outside, as in the far-apart shortcut: no cell geodesic needed.
             his_pre_change = his_alarm_change = None
         else:
             cell_m = self._cell_distance(offender, victim)
             pair.offender_pre_alert, his_pre_change = _offender_step(
-                old_his_pre, spec.offender_pre_alert, spec.pre_alert,
+                old_his_pre, rings.offender_pre_alert, rings.pre_alert,
                 cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
             )  # fmt: skip
             pair.offender_alarm, his_alarm_change = _offender_step(
-                old_his_alarm, spec.offender_alarm, spec.alarm,
+                old_his_alarm, rings.offender_alarm, rings.alarm,
                 cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
             )  # fmt: skip
         if (
@@ -191,7 +193,7 @@ class PairJudge:
     def ended(self, spec: PairSpec, cause: ClearCause, now_ms: int, effects: Effects) -> None:
         """The pair's order ended or no longer binds these two devices: each of her open rings
         is cleared, saying why (the gateway still escalates it until a human acknowledges)."""
-        pair = self._pairs[spec.key]
+        pair = spec.state
         offender, victim = self._devices[spec.offender].fix, self._devices[spec.victim].fix
         if offender is None or victim is None:
             return  # a ring opens only on two fixes: none of hers is open
@@ -208,7 +210,10 @@ class PairJudge:
             tag=f"order-{now_ms}",
             now_ms=now_ms,
         )
-        for params, ring in ((spec.pre_alert, pair.pre_alert), (spec.alarm, pair.alarm)):
+        for params, ring in (
+            (spec.rings.pre_alert, pair.pre_alert),
+            (spec.rings.alarm, pair.alarm),
+        ):
             if ring.phase in OPEN_PHASES:
                 signal = ring_signal(obs, params, "clear", 0)
                 reason = (
@@ -225,7 +230,7 @@ class PairJudge:
         self, spec: PairSpec, now_ms: int, effects: Effects
     ) -> Changes | None:
         """The tick found the pair's exemption over: open what the last comparison is inside."""
-        pair = self._pairs[spec.key]
+        pair = spec.state
         pair.exempt = False
         effects.changed_pairs.add(spec.key)
         offender = self._devices[spec.offender]
@@ -254,7 +259,7 @@ class PairJudge:
             now_ms=now_ms,
         )
         changes: list[Transition | None] = []
-        for params, attr in ((spec.pre_alert, "pre_alert"), (spec.alarm, "alarm")):
+        for params, attr in ((spec.rings.pre_alert, "pre_alert"), (spec.rings.alarm, "alarm")):
             state: RingState = getattr(pair, attr)
             reading = ring_reading(
                 distance, uncertainty, params.ring_m, pre_alert=attr == "pre_alert"
@@ -277,8 +282,8 @@ class PairJudge:
                 changes.append(None)
         cell_m = self._cell_distance(offender.fix, victim.fix)
         for his, real, attr in (
-            (spec.offender_pre_alert, spec.pre_alert, "offender_pre_alert"),
-            (spec.offender_alarm, spec.alarm, "offender_alarm"),
+            (spec.rings.offender_pre_alert, spec.rings.pre_alert, "offender_pre_alert"),
+            (spec.rings.offender_alarm, spec.rings.alarm, "offender_alarm"),
         ):
             state = getattr(pair, attr)
             reading = cell_reading(cell_m, uncertainty, his, real)
@@ -351,16 +356,16 @@ class PairJudge:
         if (
             predicted is None
             or predicted.closing_speed_mps < MIN_PREDICT_CLOSING_MPS
-            or predicted.closest_m > spec.alarm.ring_m
+            or predicted.closest_m > spec.rings.alarm.ring_m
         ):
             return state, None
-        facts = self._facts(obs, spec.pre_alert, motion)
+        facts = self._facts(obs, spec.rings.pre_alert, motion)
         cause = (
             f"closing at {predicted.closing_speed_mps:.0f} m/s, predicted within "
             f"{predicted.closest_m:.0f} m in {predicted.closest_in_s:.0f} s"
         )
         facts = Facts(facts.confidence, facts.closing_speed_mps, facts.eta_s, cause=cause)
-        effects.signals.append(ring_signal(obs, spec.pre_alert, "open", 0, facts))
+        effects.signals.append(ring_signal(obs, spec.rings.pre_alert, "open", 0, facts))
         return RingState("inside", t_ms, obs.distance_m), "opened"
 
     def _facts(self, obs: Observation, params: RingParams, motion: _Motion) -> Facts:
@@ -421,7 +426,7 @@ class _Motion:
                 velocity(devices[self._spec.offender].packed_track),
                 self._victim,
                 velocity(devices[self._spec.victim].packed_track),
-                alarm_m=self._spec.alarm.ring_m,
+                alarm_m=self._spec.rings.alarm.ring_m,
                 horizon_s=self._judge._horizon_s,
             )
         return self._value

@@ -7,13 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from nabij.contract import AlarmKind
 from nabij.orders import Order, Zone
 from nabij.settings import ProximitySettings
 from services.proximity.core.cells import SnapGrid, offender_ring
 from services.proximity.core.exemptions import Exemptions
 from services.proximity.core.hysteresis import RingParams
-from services.proximity.core.state import PairKey
+from services.proximity.core.state import PairKey, PairState
 from services.proximity.core.zones import ZoneSet
 
 Role = Literal["offender", "victim"]
@@ -37,21 +36,43 @@ class Membership:
 
 
 @dataclass(frozen=True, slots=True)
-class PairSpec:
-    """The fixed part of a pair: who, the two rings' parameters (and the offender's, judged on
-    her grid cell: `cells`), and the order's exemptions."""
+class Rings:
+    """The two rings' parameters, and the offender's (judged on her grid cell: `cells`): one
+    object for every pair of the same ring sizes, not four fields a pair."""
 
-    key: PairKey
-    order_id: str
-    offender: str
-    victim: str
-    victim_role: str
-    """Her role in the order's alarm keys (`victim_role`): her place in the order."""
     pre_alert: RingParams
     alarm: RingParams
     offender_pre_alert: RingParams
     offender_alarm: RingParams
-    exemptions: Exemptions | None = None
+
+
+@dataclass(slots=True, eq=False)
+class PairSpec:
+    """A pair: who, the two rings' parameters (and the offender's, judged on her grid cell:
+    `cells`), the order's exemptions, and its state. The state lives here rather than in a
+    second dict by the same keys (~50 bytes a pair): only `state` ever changes (not frozen
+    for it), the rest is fixed."""
+
+    key: PairKey
+    """(order id, offender, victim): the parts are read from it, not kept again (`offender`)."""
+    victim_role: str
+    """Her role in the order's alarm keys (`victim_role`): her place in the order."""
+    rings: Rings
+    exemptions: Exemptions | None
+    state: PairState
+    """Replaced as a whole by the engine (loaded, handed over); changed in place by `pairs`."""
+
+    @property
+    def order_id(self) -> str:
+        return self.key[0]
+
+    @property
+    def offender(self) -> str:
+        return self.key[1]
+
+    @property
+    def victim(self) -> str:
+        return self.key[2]
 
 
 @dataclass(slots=True)
@@ -69,9 +90,17 @@ class Node:
     """A victim in some order."""
     pairs: tuple[PairSpec, ...]
     """Every pair it is in, as offender or victim."""
-    orders: tuple[str, ...]
-    """The ids of every order it is in (its role and the offender there: `pairs`, or, an order
-    with no pair of it, its own, as its offender: `Topology.memberships`)."""
+    other_orders: tuple[str, ...] | None
+    """The ids of every order it is in, when its pairs do not say so (an order with no pair of
+    it, its own, as its offender), else None: a tuple an order less (`orders`)."""
+
+    @property
+    def orders(self) -> tuple[str, ...]:
+        """The ids of every order it is in (its role and the offender there: `pairs`, or, an
+        order with no pair of it, its own, as its offender: `Topology.memberships`)."""
+        if self.other_orders is not None:
+            return self.other_orders
+        return _orders_of(self.pairs)
 
     @property
     def role(self) -> Role:
@@ -115,25 +144,29 @@ class Topology:
         settings); an offender whose zones did not change keeps his, as projecting every zone
         again is most of the cost of a new version (docs/benchmarks.md)."""
         pairs: dict[PairKey, PairSpec] = {}
-        # Device -> each order it is in: (the order's id in a tuple, its pairs there).
-        joined: dict[str, list[tuple[tuple[str], tuple[PairSpec, ...]]]] = {}
+        # Device -> each order it is in: (the order's id, its pairs there).
+        joined: dict[str, list[tuple[str, tuple[PairSpec, ...]]]] = {}
         offenders: dict[str, None] = {}
         zones_of: dict[str, list[tuple[str, Zone]]] = {}
         exemptions: dict[str, Exemptions] = {}
         # Orders share a few ring sizes: one (frozen) set of parameters per size, not per pair.
-        rings: dict[tuple[AlarmKind, float], tuple[RingParams, RingParams]] = {}
+        sizes: dict[tuple[float, float], Rings] = {}
 
-        def ring(kind: AlarmKind, ring_m: float) -> tuple[RingParams, RingParams]:
-            """The ring's parameters, and the offender's (judged on her cell: `cells`)."""
-            if (kind, ring_m) not in rings:
-                params = RingParams.build(kind, ring_m, settings)
-                rings[kind, ring_m] = params, offender_ring(params, grid.worst_error_m)
-            return rings[kind, ring_m]
+        def rings_of(order: Order) -> Rings:
+            size = (order.pre_alert_ring_m, order.alarm_m)
+            if size not in sizes:
+                pre_alert = RingParams.build("proximity_pre_alert", size[0], settings)
+                alarm = RingParams.build("proximity_alarm", size[1], settings)
+                sizes[size] = Rings(
+                    pre_alert,
+                    alarm,
+                    *(offender_ring(p, grid.worst_error_m) for p in (pre_alert, alarm)),
+                )
+            return sizes[size]
 
         for order in orders:
             offender = order.offender_device
-            pre_alert, offender_pre_alert = ring("proximity_pre_alert", order.pre_alert_ring_m)
-            alarm, offender_alarm = ring("proximity_alarm", order.alarm_m)
+            rings = rings_of(order)
             exempt = Exemptions(order) if order.exemption else None
             if exempt is not None:
                 exemptions[order.id] = exempt
@@ -142,19 +175,17 @@ class Topology:
             for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
                 key = (order.id, offender, victim)
                 pairs[key] = spec = PairSpec(
-                    key, order.id, offender, victim, victim_role(index), pre_alert, alarm,
-                    offender_pre_alert, offender_alarm, exempt,
+                    key, victim_role(index), rings, exempt, PairState(*key),
                 )  # fmt: skip
                 made.append(spec)
             specs = tuple(made)
-            # Tuples shared by the order's devices: a device in one order keeps them as they are.
-            order_ids = (order.id,)
+            # A tuple shared by the order's devices: a device in one order keeps it as it is.
             offenders[offender] = None
-            joined.setdefault(offender, []).append((order_ids, specs))
+            joined.setdefault(offender, []).append((order.id, specs))
             for spec in specs:
                 # A one-victim order's pairs are hers as well: the same tuple, not a copy.
                 mine = specs if len(specs) == 1 else (spec,)
-                joined.setdefault(spec.victim, []).append((order_ids, mine))
+                joined.setdefault(spec.victim, []).append((order.id, mine))
         # One int per place, shared by the ranks and the offenders' ranks.
         places = list(range(len(joined)))
         offender_ranks = {device: places[rank] for rank, device in enumerate(offenders)}
@@ -177,16 +208,21 @@ def _node(
     device: str,
     rank: int,
     offender_rank: int | None,
-    joins: list[tuple[tuple[str], tuple[PairSpec, ...]]],
+    joins: list[tuple[str, tuple[PairSpec, ...]]],
 ) -> Node:
-    orders: tuple[str, ...]
     if len(joins) == 1:  # the common case: a device in one order
-        ((orders, specs),) = joins
+        ((_, specs),) = joins
+        said = bool(specs)
     else:
-        orders = tuple(order_id for (order_id,), _ in joins)
         specs = tuple(spec for _, pair_specs in joins for spec in pair_specs)
+        said = all(pair_specs for _, pair_specs in joins)
     victim = any(spec.victim == device for spec in specs)
-    return Node(rank, offender_rank, victim, specs, orders)
+    other_orders = None if said else tuple(order_id for order_id, _ in joins)
+    return Node(rank, offender_rank, victim, specs, other_orders)
+
+
+def _orders_of(specs: tuple[PairSpec, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(spec.order_id for spec in specs))
 
 
 def _zone_set(
