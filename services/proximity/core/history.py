@@ -20,7 +20,8 @@ import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
-from itertools import starmap
+from itertools import accumulate, pairwise, starmap
+from operator import add, sub
 from typing import Final
 
 from nabij.contract import Position
@@ -98,6 +99,155 @@ def appended(packed: bytes, point: bytes, *, limit: int) -> bytes:
     return packed + point
 
 
+# --- The history, coded: its newest point whole (last), each older point as its step to the
+# next newer one (newer less older, field by field), all steps of one width a field. ---
+
+_WIDTHS: Final = ("hhhH", "iiiI", "qqqQ")
+"""A step's fields (lat, lon, acc, time) at each width level: 2, 4 or 8 bytes. The time step is
+never negative (a history is in time order). Level 0 holds steps within 3.6 km, 32 m of radius
+and 65 s: a person's or a car's minute, 8 bytes a point."""
+_LIMITS: Final = (1 << 15, 1 << 31, 1 << 63)
+"""The signed fields' bound at each level (the unsigned time's is twice as high)."""
+_TIME: Final = 3
+_NARROW: Final = struct.Struct("<" + _WIDTHS[0])
+_NARROW_MODE: Final = b"\0"
+
+
+@cache
+def _steps_struct(mode: int, count: int) -> struct.Struct:
+    """`count` steps at the widths of `mode` (two bits a field, its level; lat lowest)."""
+    return struct.Struct("<" + "".join(_WIDTHS[mode >> 2 * f & 3][f] for f in range(4)) * count)
+
+
+@cache
+def _narrow_gaps(count: int) -> Callable[[bytes], tuple[int, ...]]:
+    """The time steps of a history of `count` narrow steps, read at C speed (all else skipped)."""
+    return struct.Struct(f"<x{'6xH' * count}{POINT_BYTES}x").unpack
+
+
+def _level(field: int, low: int, high: int) -> int:
+    for level, limit in enumerate(_LIMITS):
+        if (low >= 0 and high < 2 * limit) if field == _TIME else (-limit <= low and high < limit):
+            return level
+    raise ValueError(f"a step of field {field} beyond 64 bits: {low}..{high}")
+
+
+def _mode(steps: list[int]) -> int:
+    """The narrowest width a field that holds all these steps (flat, four a step)."""
+    mode = 0
+    for field in range(4) if steps else ():
+        column = steps[field::4]
+        mode |= _level(field, min(column), max(column)) << 2 * field
+    return mode
+
+
+def coded(points: bytes) -> bytes:
+    """A history of these points (packed whole, in time order), coded: a byte that says the
+    widths (the narrowest that fit: one history, one coding), the steps, the newest point."""
+    if not points:
+        return b""
+    whole = list(_POINT.iter_unpack(points))
+    steps = [n - o for older, newer in pairwise(whole) for n, o in zip(newer, older, strict=True)]
+    mode = _mode(steps)
+    packed_steps = _steps_struct(mode, len(whole) - 1).pack(*steps)
+    return bytes((mode,)) + packed_steps + points[-POINT_BYTES:]
+
+
+def _steps(packed: bytes) -> tuple[int, ...]:
+    """A (non-empty) coded history's steps, flat (four a step), oldest first."""
+    mode = packed[0]
+    count = (len(packed) - 1 - POINT_BYTES) // _steps_struct(mode, 1).size
+    return _steps_struct(mode, count).unpack_from(packed, 1)
+
+
+def _columns(packed: bytes) -> tuple[tuple[int, ...], list[int]]:
+    """A (non-empty) coded history's newest point, and its points' times, oldest first."""
+    newest = _unpack_from(packed, len(packed) - POINT_BYTES)
+    times = list(accumulate(reversed(_steps(packed)[_TIME::4]), sub, initial=newest[_TIME]))
+    times.reverse()
+    return newest, times
+
+
+def uncoded(packed: bytes) -> bytes:
+    """A coded history's points packed whole, oldest first."""
+    if not packed:
+        return b""
+    steps, newest = _steps(packed), _unpack_from(packed, len(packed) - POINT_BYTES)
+    columns = [accumulate(reversed(steps[f::4]), sub, initial=newest[f]) for f in range(4)]
+    return b"".join(starmap(_pack, reversed(list(zip(*columns, strict=True)))))
+
+
+def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limit: int) -> bytes:
+    """The coded history `packed` with `point` inserted in time order (after equal times),
+    points before `horizon_ms` dropped, the second newest dropped when it lies within
+    `spacing_ms` of the one before it (thinning evenly, the newest always kept), and at most
+    `limit` points."""
+    if packed[:1] == _NARROW_MODE:  # nearly every fix: coded in place
+        done = _added_narrow(packed, point, horizon_ms, spacing_ms, limit)
+        if done is not None:
+            return done
+    whole = _added_whole(uncoded(packed), point, horizon_ms, spacing_ms, limit)
+    return coded(whole)
+
+
+def _added_narrow(
+    packed: bytes, point: bytes, horizon_ms: int, spacing_ms: int, limit: int
+) -> bytes | None:
+    """`added` to a history of narrow steps, for a point that comes last and whose step fits
+    narrow too: the steps stay as they are, a few cut off its ends (None for any other case)."""
+    end = len(packed) - POINT_BYTES
+    last_lat, last_lon, last_acc, last = _unpack_from(packed, end)
+    lat, lon, acc, ts = _unpack_from(point)
+    if ts < last:
+        return None  # a late fix
+    step = (lat - last_lat, lon - last_lon, acc - last_acc, ts - last)
+    count = (end - 1) // _NARROW.size  # the steps: the points before the newest
+    gaps = _narrow_gaps(count)(packed)
+    # Point i (0 the oldest, `count` the newest) is kept from `first` on: at or after the horizon.
+    first, at = 0, last - sum(gaps)
+    while at < horizon_ms and first < count:
+        at += gaps[first]
+        first += 1
+    if at < horizon_ms:
+        return b"" if ts < horizon_ms else _NARROW_MODE + point
+    kept_last = count
+    if count - first >= 1 and gaps[-1] < spacing_ms:  # the second newest thinned out
+        kept_last -= 1
+        step = tuple(map(add, step, _NARROW.unpack_from(packed, 1 + kept_last * _NARROW.size)))
+    first = max(first, kept_last - limit + 2)  # at most `limit - 1` points before `point`
+    if first > kept_last:
+        return _NARROW_MODE + point
+    try:
+        last_step = _NARROW.pack(*step)
+    except struct.error:
+        return None  # a big step or a long gap: wider steps
+    size = _NARROW.size
+    return _NARROW_MODE + packed[1 + first * size : 1 + kept_last * size] + last_step + point
+
+
+def nearest(packed: bytes, t_ms: int, max_age_ms: int) -> Position | None:
+    """The point of the coded history `packed` nearest in time to `t_ms` (the earlier on a
+    tie), if within `max_age_ms`."""
+    if not packed:
+        return None
+    newest, times = _columns(packed)
+    after = bisect_left(times, t_ms)
+    best, best_gap = -1, 0
+    for index in range(max(0, after - 1), min(after + 1, len(times))):
+        gap = abs(times[index] - t_ms)
+        if gap <= max_age_ms and (best < 0 or gap < best_gap):
+            best, best_gap = index, gap
+    if best < 0:
+        return None
+    steps = _steps(packed)[4 * best :]
+    lat, lon, acc = (newest[f] - sum(steps[f::4]) for f in range(3))
+    return Position(*from_point(lat, lon, acc, times[best]))
+
+
+# --- The history packed whole: where a point comes before the newest (a backlog), and the
+# reference the coded one holds exactly. ---
+
+
 def _times(packed: bytes) -> tuple[int, ...]:
     """The points' times, read at C speed (bisect searches them likewise)."""
     return _times_unpacker(len(packed) // POINT_BYTES)(packed)
@@ -109,12 +259,12 @@ def _times_unpacker(count: int) -> Callable[[bytes], tuple[int, ...]]:
     return struct.Struct("<" + f"{_TS_AT}xq" * count).unpack
 
 
-def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limit: int) -> bytes:
-    """`packed` with `point` inserted in time order (after equal times), points before
-    `horizon_ms` dropped, the second newest dropped when it lies within `spacing_ms` of the one
-    before it (thinning evenly, the newest always kept), and at most `limit` points."""
-    # This runs for every accepted fix: few times read in place (`_TS` at a point's end less
-    # 8, the time being last), and the result cut once.
+def _added_whole(
+    packed: bytes, point: bytes, horizon_ms: int, spacing_ms: int, limit: int
+) -> bytes:
+    """`added` on points packed whole."""
+    # A late fix is inserted once; then the few times read in place (`_TS` at a point's end
+    # less 8, the time being last), and the result cut once.
     end = len(packed)
     newest, last = _TS(point, _TS_AT)[0], _TS(packed, end - 8)[0] if end else 0
     if end and newest < last:  # a late fix: rare
@@ -133,17 +283,3 @@ def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limi
     kept_end = end - POINT_BYTES if thinned else end  # the second newest thinned out
     start = max(start, kept_end - (limit - 1) * POINT_BYTES)
     return (packed[start:kept_end] if start or thinned else packed) + point
-
-
-def nearest(packed: bytes, t_ms: int, max_age_ms: int) -> Position | None:
-    """The point nearest in time to `t_ms` (the earlier on a tie), if within `max_age_ms`."""
-    times = _times(packed)
-    after = bisect_left(times, t_ms)
-    best, best_gap = -1, 0
-    for index in range(max(0, after - 1), min(after + 1, len(times))):
-        gap = abs(times[index] - t_ms)
-        if gap <= max_age_ms and (best < 0 or gap < best_gap):
-            best, best_gap = index, gap
-    if best < 0:
-        return None
-    return Position(*from_point(*_unpack_from(packed, best * POINT_BYTES)))
