@@ -182,35 +182,26 @@ def test_the_coded_history_holds_exactly_what_points_packed_whole_hold(
         assert history.nearest(coded, t_ms, MAX_AGE_MS) == listed_nearest(kept, t_ms)
 
 
+def remembered(coded: bytes, lat: float, lon: float, acc: float, now: int) -> bytes:
+    """`coded` with a fix at `now`, as `timing.remember` adds it."""
+    point = history.quantised(lat, lon, acc, now)[1]
+    options = {"horizon_ms": now - WINDOW_MS, "spacing_ms": WINDOW_MS // POINTS, "limit": POINTS}
+    return history.added(coded, point, **options)
+
+
 def test_a_fix_a_minute_codes_in_8_bytes_a_point() -> None:
     """A walk with a fix a minute (its radius wandering by metres) takes 8 bytes a point past
     the newest (21 bytes with the byte of widths); a step that does not fit widens the steps
     only while it is in the history."""
-    coded, spacing = b"", WINDOW_MS // POINTS
+    coded = b""
     for i in range(20):
-        point = history.quantised(52 + i * 1e-4, 5 - i * 1e-4, 5 + i % 3, T0 + i * 60_000)[1]
-        coded = history.added(
-            coded, point, horizon_ms=T0 + i * 60_000 - WINDOW_MS, spacing_ms=spacing, limit=POINTS
-        )
+        coded = remembered(coded, 52 + i * 1e-4, 5 - i * 1e-4, 5 + i % 3, T0 + i * 60_000)
     assert len(history.unpack(history.uncoded(coded))) == 16
     assert len(coded) == 1 + 15 * 8 + 20
     gap_at = T0 + 19 * 60_000 + 70_000  # a gap past 65.5 s: 10-byte steps while it is held
-    coded = history.added(
-        coded,
-        history.quantised(52, 5, 5, gap_at)[1],
-        horizon_ms=gap_at - WINDOW_MS,
-        spacing_ms=spacing,
-        limit=POINTS,
-    )
+    coded = remembered(coded, 52, 5, 5, gap_at)
     points = len(history.unpack(history.uncoded(coded)))
     assert points == 15 and len(coded) == 1 + (points - 1) * 10 + 20
     for i in range(1, 17):
-        at = gap_at + i * 60_000
-        coded = history.added(
-            coded,
-            history.quantised(52, 5, 5, at)[1],
-            horizon_ms=at - WINDOW_MS,
-            spacing_ms=spacing,
-            limit=POINTS,
-        )
+        coded = remembered(coded, 52, 5, 5, gap_at + i * 60_000)
     assert len(coded) == 1 + 15 * 8 + 20

@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
-from itertools import accumulate, pairwise, starmap
+from itertools import accumulate, chain, starmap
 from operator import add, sub
 from typing import Final
 
@@ -109,20 +109,38 @@ and 65 s: a person's or a car's minute, 8 bytes a point."""
 _LIMITS: Final = (1 << 15, 1 << 31, 1 << 63)
 """The signed fields' bound at each level (the unsigned time's is twice as high)."""
 _TIME: Final = 3
-_NARROW: Final = struct.Struct("<" + _WIDTHS[0])
-_NARROW_MODE: Final = b"\0"
+_SINGLE: Final = b"\0"
+"""The byte of widths of a history of one point (no steps)."""
+
+
+@cache
+def _step(mode: int) -> struct.Struct:
+    """A step at the widths of `mode` (two bits a field, its level; lat lowest)."""
+    return struct.Struct("<" + "".join(_WIDTHS[mode >> 2 * f & 3][f] for f in range(4)))
 
 
 @cache
 def _steps_struct(mode: int, count: int) -> struct.Struct:
-    """`count` steps at the widths of `mode` (two bits a field, its level; lat lowest)."""
-    return struct.Struct("<" + "".join(_WIDTHS[mode >> 2 * f & 3][f] for f in range(4)) * count)
+    return struct.Struct("<" + _step(mode).format[1:] * count)
 
 
 @cache
-def _narrow_gaps(count: int) -> Callable[[bytes], tuple[int, ...]]:
-    """The time steps of a history of `count` narrow steps, read at C speed (all else skipped)."""
-    return struct.Struct(f"<x{'6xH' * count}{POINT_BYTES}x").unpack
+def _gaps_struct(mode: int, count: int) -> struct.Struct:
+    """The time steps alone (the rest skipped): at C speed, for a search in time."""
+    time = _step(mode).format[-1]
+    return struct.Struct(f"<{f'{_step(mode).size - struct.calcsize(time)}x{time}' * count}")
+
+
+@cache
+def _places_struct(mode: int, count: int) -> struct.Struct:
+    """The steps of lat, lon and acc alone (the time skipped)."""
+    time = _step(mode).format[-1]
+    return struct.Struct(f"<{f'{_step(mode).format[1:-1]}{struct.calcsize(time)}x' * count}")
+
+
+@cache
+def _whole_struct(count: int) -> struct.Struct:
+    return struct.Struct("<" + _POINT.format[1:] * count)
 
 
 def _level(field: int, low: int, high: int) -> int:
@@ -132,13 +150,20 @@ def _level(field: int, low: int, high: int) -> int:
     raise ValueError(f"a step of field {field} beyond 64 bits: {low}..{high}")
 
 
-def _mode(steps: list[int]) -> int:
-    """The narrowest width a field that holds all these steps (flat, four a step)."""
-    mode = 0
-    for field in range(4) if steps else ():
-        column = steps[field::4]
-        mode |= _level(field, min(column), max(column)) << 2 * field
-    return mode
+def _mode(columns: Sequence[Sequence[int]]) -> int:
+    """The narrowest width a field that holds all these steps (a column a field)."""
+    return sum(
+        _level(field, min(column), max(column)) << 2 * field
+        for field, column in enumerate(columns)
+        if column
+    )
+
+
+def _widths_held(mode: int, removed: Sequence[int]) -> bool:
+    """Whether steps (flat, four a step) that leave a history of `mode` held one of its widths
+    above the narrowest: the steps left may fit narrower (one coding: they must then be)."""
+    held = _mode([removed[field::4] for field in range(4)])
+    return any(mode >> s & 3 and held >> s & 3 == mode >> s & 3 for s in range(0, 8, 2))
 
 
 def coded(points: bytes) -> bytes:
@@ -146,35 +171,35 @@ def coded(points: bytes) -> bytes:
     widths (the narrowest that fit: one history, one coding), the steps, the newest point."""
     if not points:
         return b""
-    whole = list(_POINT.iter_unpack(points))
-    steps = [n - o for older, newer in pairwise(whole) for n, o in zip(newer, older, strict=True)]
+    count = len(points) // POINT_BYTES
+    whole = _whole_struct(count).unpack(points)
+    columns = [whole[field::4] for field in range(4)]
+    steps = [list(map(sub, column[1:], column[:-1])) for column in columns]
     mode = _mode(steps)
-    packed_steps = _steps_struct(mode, len(whole) - 1).pack(*steps)
+    packed_steps = _steps_struct(mode, count - 1).pack(
+        *chain.from_iterable(zip(*steps, strict=True))
+    )
     return bytes((mode,)) + packed_steps + points[-POINT_BYTES:]
 
 
-def _steps(packed: bytes) -> tuple[int, ...]:
-    """A (non-empty) coded history's steps, flat (four a step), oldest first."""
-    mode = packed[0]
-    count = (len(packed) - 1 - POINT_BYTES) // _steps_struct(mode, 1).size
-    return _steps_struct(mode, count).unpack_from(packed, 1)
-
-
-def _columns(packed: bytes) -> tuple[tuple[int, ...], list[int]]:
-    """A (non-empty) coded history's newest point, and its points' times, oldest first."""
-    newest = _unpack_from(packed, len(packed) - POINT_BYTES)
-    times = list(accumulate(reversed(_steps(packed)[_TIME::4]), sub, initial=newest[_TIME]))
-    times.reverse()
-    return newest, times
+def _count(packed: bytes) -> int:
+    """How many steps a (non-empty) coded history holds: its points less the newest."""
+    return (len(packed) - 1 - POINT_BYTES) // _step(packed[0]).size
 
 
 def uncoded(packed: bytes) -> bytes:
     """A coded history's points packed whole, oldest first."""
     if not packed:
         return b""
-    steps, newest = _steps(packed), _unpack_from(packed, len(packed) - POINT_BYTES)
-    columns = [accumulate(reversed(steps[f::4]), sub, initial=newest[f]) for f in range(4)]
-    return b"".join(starmap(_pack, reversed(list(zip(*columns, strict=True)))))
+    count = _count(packed)
+    steps = _steps_struct(packed[0], count).unpack_from(packed, 1)
+    newest = _unpack_from(packed, len(packed) - POINT_BYTES)
+    # Each field from its oldest value (the newest's less all its steps) on, adding at C speed.
+    columns = [steps[f::4] for f in range(4)]
+    points = zip(
+        *(accumulate(c, initial=newest[f] - sum(c)) for f, c in enumerate(columns)), strict=True
+    )
+    return _whole_struct(count + 1).pack(*chain.from_iterable(points))
 
 
 def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limit: int) -> bytes:
@@ -182,47 +207,50 @@ def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limi
     points before `horizon_ms` dropped, the second newest dropped when it lies within
     `spacing_ms` of the one before it (thinning evenly, the newest always kept), and at most
     `limit` points."""
-    if packed[:1] == _NARROW_MODE:  # nearly every fix: coded in place
-        done = _added_narrow(packed, point, horizon_ms, spacing_ms, limit)
+    if packed:  # nearly every fix: coded in place
+        done = _added_in_place(packed, point, horizon_ms, spacing_ms, limit)
         if done is not None:
             return done
-    whole = _added_whole(uncoded(packed), point, horizon_ms, spacing_ms, limit)
-    return coded(whole)
+    return coded(_added_whole(uncoded(packed), point, horizon_ms, spacing_ms, limit))
 
 
-def _added_narrow(
+def _added_in_place(
     packed: bytes, point: bytes, horizon_ms: int, spacing_ms: int, limit: int
 ) -> bytes | None:
-    """`added` to a history of narrow steps, for a point that comes last and whose step fits
-    narrow too: the steps stay as they are, a few cut off its ends (None for any other case)."""
-    end = len(packed) - POINT_BYTES
+    """`added` for a point that comes last, where the widths stay: the steps stay as they are,
+    a few cut off the ends, one added. None for any other case: a late fix, a step wider than
+    the history's, or steps that leave holding a width (the rest may fit narrower)."""
+    mode, end = packed[0], len(packed) - POINT_BYTES
     last_lat, last_lon, last_acc, last = _unpack_from(packed, end)
     lat, lon, acc, ts = _unpack_from(point)
     if ts < last:
         return None  # a late fix
+    step_struct = _step(mode)
+    size, count = step_struct.size, _count(packed)
     step = (lat - last_lat, lon - last_lon, acc - last_acc, ts - last)
-    count = (end - 1) // _NARROW.size  # the steps: the points before the newest
-    gaps = _narrow_gaps(count)(packed)
+    gaps = _gaps_struct(mode, count).unpack_from(packed, 1)
     # Point i (0 the oldest, `count` the newest) is kept from `first` on: at or after the horizon.
     first, at = 0, last - sum(gaps)
     while at < horizon_ms and first < count:
         at += gaps[first]
         first += 1
     if at < horizon_ms:
-        return b"" if ts < horizon_ms else _NARROW_MODE + point
-    kept_last = count
+        return b"" if ts < horizon_ms else _SINGLE + point
+    kept_last, replaced = count, ()
     if count - first >= 1 and gaps[-1] < spacing_ms:  # the second newest thinned out
         kept_last -= 1
-        step = tuple(map(add, step, _NARROW.unpack_from(packed, 1 + kept_last * _NARROW.size)))
+        replaced = step_struct.unpack_from(packed, 1 + kept_last * size)
+        step = tuple(map(add, step, replaced))
     first = max(first, kept_last - limit + 2)  # at most `limit - 1` points before `point`
     if first > kept_last:
-        return _NARROW_MODE + point
+        return _SINGLE + point
+    if mode and _widths_held(mode, _steps_struct(mode, first).unpack_from(packed, 1) + replaced):
+        return None
     try:
-        last_step = _NARROW.pack(*step)
+        last_step = step_struct.pack(*step)
     except struct.error:
         return None  # a big step or a long gap: wider steps
-    size = _NARROW.size
-    return _NARROW_MODE + packed[1 + first * size : 1 + kept_last * size] + last_step + point
+    return packed[:1] + packed[1 + first * size : 1 + kept_last * size] + last_step + point
 
 
 def nearest(packed: bytes, t_ms: int, max_age_ms: int) -> Position | None:
@@ -230,7 +258,10 @@ def nearest(packed: bytes, t_ms: int, max_age_ms: int) -> Position | None:
     tie), if within `max_age_ms`."""
     if not packed:
         return None
-    newest, times = _columns(packed)
+    mode, count = packed[0], _count(packed)
+    newest = _unpack_from(packed, len(packed) - POINT_BYTES)
+    gaps = _gaps_struct(mode, count).unpack_from(packed, 1)
+    times = list(accumulate(gaps, initial=newest[_TIME] - sum(gaps)))
     after = bisect_left(times, t_ms)
     best, best_gap = -1, 0
     for index in range(max(0, after - 1), min(after + 1, len(times))):
@@ -239,9 +270,10 @@ def nearest(packed: bytes, t_ms: int, max_age_ms: int) -> Position | None:
             best, best_gap = index, gap
     if best < 0:
         return None
-    steps = _steps(packed)[4 * best :]
-    lat, lon, acc = (newest[f] - sum(steps[f::4]) for f in range(3))
-    return Position(*from_point(lat, lon, acc, times[best]))
+    # Its place: the newest's less the steps from it on (read alone).
+    places = _places_struct(mode, count - best).unpack_from(packed, 1 + best * _step(mode).size)
+    lat, lon, acc = newest[0] - sum(places[::3]), newest[1] - sum(places[1::3]), newest[2]
+    return Position(*from_point(lat, lon, acc - sum(places[2::3]), times[best]))
 
 
 # --- The history packed whole: where a point comes before the newest (a backlog), and the
