@@ -9,7 +9,10 @@ The core puts every position of a fix on that grid once, where it enters (`quant
 position and its point from the same integers), and a point unpacks exactly (`from_point`): a
 backlog is judged against the very position the core decided on, nothing is rounded again.
 `timing` keeps the history (`remember`) and asks it (`position_at`); a `Position` is made only for
-an answer. `motion` reads the track and the candidates (a few points, on every fix) as `Point`
+an answer. The history, up to 40 points, is coded (`coded`): its newest point whole, last, each
+older one as its step to the next newer one, ~8 bytes instead of 20; the very same integers come
+back. A fix adds to it in place (steps cut off its ends, one appended), a backlog search reads
+the time steps alone. `motion` reads the track and the candidates (a few points, on every fix) as `Point`
 tuples, without a `Position` each.
 """
 
