@@ -229,7 +229,8 @@ def _added_in_place(
     if ts < last:
         return None  # a late fix
     step_struct = _step(mode)
-    size, count = step_struct.size, _count(packed)
+    size = step_struct.size
+    count = (end - 1) // size  # the steps: the points before the newest
     step = (lat - last_lat, lon - last_lon, acc - last_acc, ts - last)
     gaps = _gaps_struct(mode, count).unpack_from(packed, 1)
     # Point i (0 the oldest, `count` the newest) is kept from `first` on: at or after the horizon.
