@@ -96,7 +96,7 @@ def test_packed_history_matches_a_list_of_positions(
         packed = history.added(
             packed, point, horizon_ms=now - WINDOW_MS, spacing_ms=WINDOW_MS // POINTS, limit=40
         )
-        assert history.unpack(packed) == kept
+        assert history.unpack(history.uncoded(packed)) == kept
     for probe in probes:
         assert history.nearest(packed, now - probe, MAX_AGE_MS) == listed_nearest(kept, now - probe)
 
@@ -123,3 +123,85 @@ def test_a_packed_track_keeps_the_newest_points_exactly(
         assert history.unpack(packed) == kept
         assert list(history.points(packed)) == [(p.lat, p.lon, p.acc, p.ts) for p in kept]
         assert history.newest(packed) == (position.lat, position.lon, position.acc, T0 + i)
+
+
+E7_LATS = st.integers(-900_000_000, 900_000_000)
+E7_LONS = st.integers(-1_800_000_000, 1_800_000_000)
+ACC_MM = st.integers(0, 100_000_000)  # the contract's 100 km
+NEAR = st.integers(-40_000, 40_000)  # a few km of E7, 40 m of radius: narrow steps, or not quite
+
+
+@st.composite
+def coordinates(draw: st.DrawFn, previous: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Near the previous point (the common case, steps that fit narrow or just not) or anywhere
+    (a jump across the globe or the antimeridian, a radius from 0 to 100 km)."""
+    if draw(st.integers(0, 9)):
+        lat, lon, acc = (value + draw(NEAR) for value in previous)
+        return (max(-900_000_000, min(lat, 900_000_000)), lon, max(0, acc))
+    return draw(E7_LATS), draw(E7_LONS), draw(ACC_MM)
+
+
+@st.composite
+def arrivals(draw: st.DrawFn) -> list[tuple[int, bytes]]:
+    """(now, point) pairs: live fixes a few seconds to hours apart, late ones placed back."""
+    now, where, steps = T0, (520_000_000, 50_000_000, 5000), []
+    for _ in range(draw(st.integers(0, 90))):
+        now += draw(st.sampled_from([0, 1, 15_000, 22_499, 22_500, 60_000, 65_535, 65_536]))
+        if draw(st.integers(0, 9)) == 0:
+            now += draw(st.sampled_from([400_000, 899_999, 5_000_000_000]))  # a long gap
+        back = draw(st.sampled_from([0, 0, 0, 1, 15_000, 299_999, 300_000]))  # late fixes
+        where = draw(coordinates(where))
+        steps.append((now, struct.pack("<iiIq", *where, now - back)))
+    return steps
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    arrivals(),
+    st.sampled_from([(900_000, 40), (900_000, 16), (60_000, 3), (900_000, 1)]),
+    st.lists(st.integers(-1_000_000, 4_000_000), max_size=8),
+)
+def test_the_coded_history_holds_exactly_what_points_packed_whole_hold(
+    steps: list[tuple[int, bytes]], window: tuple[int, int], probes: list[int]
+) -> None:
+    """After every addition (big steps, long gaps, late fixes, coordinates and radii anywhere
+    in the contract), the coded history decodes to exactly the points the 20-byte points held
+    (`_added_whole`, main's code), is the one coding of those points (as a state loaded from
+    format 4 codes them), and finds the same position at every time as a list of them."""
+    window_ms, limit = window
+    coded, whole = b"", b""
+    for now, point in steps:
+        options = {"horizon_ms": now - window_ms, "spacing_ms": window_ms // limit, "limit": limit}
+        coded = history.added(coded, point, **options)
+        whole = history._added_whole(whole, point, **options)
+        assert history.uncoded(coded) == whole
+        assert history.coded(whole) == coded
+    kept = history.unpack(whole)
+    for probe in probes:
+        t_ms = steps[-1][0] - probe if steps else T0
+        assert history.nearest(coded, t_ms, MAX_AGE_MS) == listed_nearest(kept, t_ms)
+
+
+def remembered(coded: bytes, lat: float, lon: float, acc: float, now: int) -> bytes:
+    """`coded` with a fix at `now`, as `timing.remember` adds it."""
+    point = history.quantised(lat, lon, acc, now)[1]
+    options = {"horizon_ms": now - WINDOW_MS, "spacing_ms": WINDOW_MS // POINTS, "limit": POINTS}
+    return history.added(coded, point, **options)
+
+
+def test_a_fix_a_minute_codes_in_8_bytes_a_point() -> None:
+    """A walk with a fix a minute (its radius wandering by metres) takes 8 bytes a point past
+    the newest (21 bytes with the byte of widths); a step that does not fit widens the steps
+    only while it is in the history."""
+    coded = b""
+    for i in range(20):
+        coded = remembered(coded, 52 + i * 1e-4, 5 - i * 1e-4, 5 + i % 3, T0 + i * 60_000)
+    assert len(history.unpack(history.uncoded(coded))) == 16
+    assert len(coded) == 1 + 15 * 8 + 20
+    gap_at = T0 + 19 * 60_000 + 70_000  # a gap past 65.5 s: 10-byte steps while it is held
+    coded = remembered(coded, 52, 5, 5, gap_at)
+    points = len(history.unpack(history.uncoded(coded)))
+    assert points == 15 and len(coded) == 1 + (points - 1) * 10 + 20
+    for i in range(1, 17):
+        coded = remembered(coded, 52, 5, 5, gap_at + i * 60_000)
+    assert len(coded) == 1 + 15 * 8 + 20

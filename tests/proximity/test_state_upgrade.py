@@ -7,7 +7,9 @@ as the service stores them: `{"devices": [offender, victim], "pair": pair}`;
 positions, the rarely filled maps always maps); `state_format_3.msgpack` the same from main
 at 06e58d2 (format 3: every field in one array, points packed as float64 figures, off the grid
 of format 4), and under "full" a device state with every field set (`FULL` below; written by
-`DeviceState(**FULL)` with the packed fields packed).
+`DeviceState(**FULL)` with the packed fields packed); `state_format_4.msgpack` the same from
+main at 122fa38 (format 4: the history's points whole, 20 bytes each, where format 5 codes
+them), its "full" that format-3 state as main loaded and stored it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ S = 1000
 PAIR = ("O-1", OFFENDER, VICTIM)
 FORMAT_1 = Path(__file__).with_name("state_format_1.msgpack")
 FORMAT_3 = Path(__file__).with_name("state_format_3.msgpack")
-EARLIER_FORMATS = [FORMAT_1, Path(__file__).with_name("state_format_2.msgpack"), FORMAT_3]
+FORMAT_4 = Path(__file__).with_name("state_format_4.msgpack")
+EARLIER_FORMATS = [FORMAT_1, Path(__file__).with_name("state_format_2.msgpack"), FORMAT_3, FORMAT_4]
 
 
 def at(i: int) -> Position:
@@ -157,6 +160,19 @@ def test_a_format_3_state_with_every_field_set_converts_exactly() -> None:
     assert [seq for seq in range(13) if state.seq_seen(seq)] == SEEN
     assert state.committed_upto() == -1  # seq 0 was never seen (nor 1-7, 9)
     assert state.rare is not None
+    assert device_state_decoder.decode(state_encoder.encode(state)) == state
+
+
+def test_a_format_4_state_with_every_field_set_converts_exactly() -> None:
+    """Format 4's full state (format 3's, stored by main) loads as format 3's does: every
+    field, its three history positions coded, and it round-trips."""
+    blob = msgspec.msgpack.decode(FORMAT_4.read_bytes())["full"]
+    assert msgspec.msgpack.decode(blob)[0] == 4
+    state = device_state_decoder.decode(blob)
+    assert state == device_state_decoder.decode(
+        msgspec.msgpack.decode(FORMAT_3.read_bytes())["full"]
+    )
+    assert state.history == FULL["history"]
     assert device_state_decoder.decode(state_encoder.encode(state)) == state
 
 

@@ -9,8 +9,11 @@ The core puts every position of a fix on that grid once, where it enters (`quant
 position and its point from the same integers), and a point unpacks exactly (`from_point`): a
 backlog is judged against the very position the core decided on, nothing is rounded again.
 `timing` keeps the history (`remember`) and asks it (`position_at`); a `Position` is made only for
-an answer. `motion` reads the track and the candidates (a few points, on every fix) as `Point`
-tuples, without a `Position` each.
+an answer. The history, up to 40 points, is coded (`coded`): its newest point whole, last, each
+older one as its step to the next newer one, ~8 bytes instead of 20; the very same integers come
+back. A fix adds to it in place (steps cut off its ends, one appended), a backlog search reads
+the time steps alone. `motion` reads the track and the candidates (a few points, on every fix,
+kept whole) as `Point` tuples, without a `Position` each.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from __future__ import annotations
 import math
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
-from itertools import starmap
+from itertools import accumulate, chain, starmap
+from operator import add, sub
 from typing import Final
 
 from nabij.contract import Position
@@ -98,6 +102,188 @@ def appended(packed: bytes, point: bytes, *, limit: int) -> bytes:
     return packed + point
 
 
+# --- The history, coded: its newest point whole (last), each older point as its step to the
+# next newer one (newer less older, field by field), all steps of one width a field. ---
+
+_WIDTHS: Final = ("hhhH", "iiiI", "qqqQ")
+"""A step's fields (lat, lon, acc, time) at each width level: 2, 4 or 8 bytes. The time step is
+never negative (a history is in time order). Level 0 holds steps within 3.6 km, 32 m of radius
+and 65 s: a person's or a car's minute, 8 bytes a point."""
+_LIMITS: Final = (1 << 15, 1 << 31, 1 << 63)
+"""The signed fields' bound at each level (the unsigned time's is twice as high)."""
+_TIME: Final = 3
+_SINGLE: Final = b"\0"
+"""The byte of widths of a history of one point (no steps)."""
+
+
+@cache
+def _step(mode: int) -> struct.Struct:
+    """A step at the widths of `mode` (two bits a field, its level; lat lowest)."""
+    return struct.Struct("<" + "".join(_WIDTHS[mode >> 2 * f & 3][f] for f in range(4)))
+
+
+@cache
+def _steps_struct(mode: int, count: int) -> struct.Struct:
+    return struct.Struct("<" + _step(mode).format[1:] * count)
+
+
+@cache
+def _gaps_struct(mode: int, count: int) -> struct.Struct:
+    """The time steps alone (the rest skipped): at C speed, for a search in time."""
+    time = _step(mode).format[-1]
+    return struct.Struct(f"<{f'{_step(mode).size - struct.calcsize(time)}x{time}' * count}")
+
+
+@cache
+def _places_struct(mode: int, count: int) -> struct.Struct:
+    """The steps of lat, lon and acc alone (the time skipped)."""
+    time = _step(mode).format[-1]
+    return struct.Struct(f"<{f'{_step(mode).format[1:-1]}{struct.calcsize(time)}x' * count}")
+
+
+@cache
+def _whole_struct(count: int) -> struct.Struct:
+    return struct.Struct("<" + _POINT.format[1:] * count)
+
+
+def _level(field: int, low: int, high: int) -> int:
+    for level, limit in enumerate(_LIMITS):
+        if (low >= 0 and high < 2 * limit) if field == _TIME else (-limit <= low and high < limit):
+            return level
+    raise ValueError(f"a step of field {field} beyond 64 bits: {low}..{high}")
+
+
+def _mode(columns: Sequence[Sequence[int]]) -> int:
+    """The narrowest width a field that holds all these steps (a column a field)."""
+    return sum(
+        _level(field, min(column), max(column)) << 2 * field
+        for field, column in enumerate(columns)
+        if column
+    )
+
+
+def _widths_held(mode: int, removed: Sequence[int]) -> bool:
+    """Whether steps (flat, four a step) that leave a history of `mode` held one of its widths
+    above the narrowest: the steps left may fit narrower (one coding: they must then be)."""
+    held = _mode([removed[field::4] for field in range(4)])
+    return any(mode >> s & 3 and held >> s & 3 == mode >> s & 3 for s in range(0, 8, 2))
+
+
+def coded(points: bytes) -> bytes:
+    """A history of these points (packed whole, in time order), coded: a byte that says the
+    widths (the narrowest that fit: one history, one coding), the steps, the newest point."""
+    if not points:
+        return b""
+    count = len(points) // POINT_BYTES
+    whole = _whole_struct(count).unpack(points)
+    columns = [whole[field::4] for field in range(4)]
+    steps = [list(map(sub, column[1:], column[:-1])) for column in columns]
+    mode = _mode(steps)
+    packed_steps = _steps_struct(mode, count - 1).pack(
+        *chain.from_iterable(zip(*steps, strict=True))
+    )
+    return bytes((mode,)) + packed_steps + points[-POINT_BYTES:]
+
+
+def _count(packed: bytes) -> int:
+    """How many steps a (non-empty) coded history holds: its points less the newest."""
+    return (len(packed) - 1 - POINT_BYTES) // _step(packed[0]).size
+
+
+def uncoded(packed: bytes) -> bytes:
+    """A coded history's points packed whole, oldest first."""
+    if not packed:
+        return b""
+    count = _count(packed)
+    steps = _steps_struct(packed[0], count).unpack_from(packed, 1)
+    newest = _unpack_from(packed, len(packed) - POINT_BYTES)
+    # Each field from its oldest value (the newest's less all its steps) on, adding at C speed.
+    columns = [steps[f::4] for f in range(4)]
+    points = zip(
+        *(accumulate(c, initial=newest[f] - sum(c)) for f, c in enumerate(columns)), strict=True
+    )
+    return _whole_struct(count + 1).pack(*chain.from_iterable(points))
+
+
+def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limit: int) -> bytes:
+    """The coded history `packed` with `point` inserted in time order (after equal times),
+    points before `horizon_ms` dropped, the second newest dropped when it lies within
+    `spacing_ms` of the one before it (thinning evenly, the newest always kept), and at most
+    `limit` points."""
+    if packed:  # nearly every fix: coded in place
+        done = _added_in_place(packed, point, horizon_ms, spacing_ms, limit)
+        if done is not None:
+            return done
+    return coded(_added_whole(uncoded(packed), point, horizon_ms, spacing_ms, limit))
+
+
+def _added_in_place(
+    packed: bytes, point: bytes, horizon_ms: int, spacing_ms: int, limit: int
+) -> bytes | None:
+    """`added` for a point that comes last, where the widths stay: the steps stay as they are,
+    a few cut off the ends, one added. None for any other case: a late fix, a step wider than
+    the history's, or steps that leave holding a width (the rest may fit narrower)."""
+    mode, end = packed[0], len(packed) - POINT_BYTES
+    last_lat, last_lon, last_acc, last = _unpack_from(packed, end)
+    lat, lon, acc, ts = _unpack_from(point)
+    if ts < last:
+        return None  # a late fix
+    step_struct = _step(mode)
+    size = step_struct.size
+    count = (end - 1) // size  # the steps: the points before the newest
+    step = (lat - last_lat, lon - last_lon, acc - last_acc, ts - last)
+    gaps = _gaps_struct(mode, count).unpack_from(packed, 1)
+    # Point i (0 the oldest, `count` the newest) is kept from `first` on: at or after the horizon.
+    first, at = 0, last - sum(gaps)
+    while at < horizon_ms and first < count:
+        at += gaps[first]
+        first += 1
+    if at < horizon_ms:
+        return b"" if ts < horizon_ms else _SINGLE + point
+    kept_last, replaced = count, ()
+    if count - first >= 1 and gaps[-1] < spacing_ms:  # the second newest thinned out
+        kept_last -= 1
+        replaced = step_struct.unpack_from(packed, 1 + kept_last * size)
+        step = tuple(map(add, step, replaced))
+    first = max(first, kept_last - limit + 2)  # at most `limit - 1` points before `point`
+    if first > kept_last:
+        return _SINGLE + point
+    if mode and _widths_held(mode, _steps_struct(mode, first).unpack_from(packed, 1) + replaced):
+        return None
+    try:
+        last_step = step_struct.pack(*step)
+    except struct.error:
+        return None  # a big step or a long gap: wider steps
+    return packed[:1] + packed[1 + first * size : 1 + kept_last * size] + last_step + point
+
+
+def nearest(packed: bytes, t_ms: int, max_age_ms: int) -> Position | None:
+    """The point of the coded history `packed` nearest in time to `t_ms` (the earlier on a
+    tie), if within `max_age_ms`."""
+    if not packed:
+        return None
+    mode, count = packed[0], _count(packed)
+    newest = _unpack_from(packed, len(packed) - POINT_BYTES)
+    gaps = _gaps_struct(mode, count).unpack_from(packed, 1)
+    times = list(accumulate(gaps, initial=newest[_TIME] - sum(gaps)))
+    after = bisect_left(times, t_ms)
+    best, best_gap = -1, 0
+    for index in range(max(0, after - 1), min(after + 1, len(times))):
+        gap = abs(times[index] - t_ms)
+        if gap <= max_age_ms and (best < 0 or gap < best_gap):
+            best, best_gap = index, gap
+    if best < 0:
+        return None
+    # Its place: the newest's less the steps from it on (read alone).
+    places = _places_struct(mode, count - best).unpack_from(packed, 1 + best * _step(mode).size)
+    lat, lon, acc = newest[0] - sum(places[::3]), newest[1] - sum(places[1::3]), newest[2]
+    return Position(*from_point(lat, lon, acc - sum(places[2::3]), times[best]))
+
+
+# --- The history packed whole: where a point comes before the newest (a backlog), and the
+# reference the coded one holds exactly. ---
+
+
 def _times(packed: bytes) -> tuple[int, ...]:
     """The points' times, read at C speed (bisect searches them likewise)."""
     return _times_unpacker(len(packed) // POINT_BYTES)(packed)
@@ -109,12 +295,12 @@ def _times_unpacker(count: int) -> Callable[[bytes], tuple[int, ...]]:
     return struct.Struct("<" + f"{_TS_AT}xq" * count).unpack
 
 
-def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limit: int) -> bytes:
-    """`packed` with `point` inserted in time order (after equal times), points before
-    `horizon_ms` dropped, the second newest dropped when it lies within `spacing_ms` of the one
-    before it (thinning evenly, the newest always kept), and at most `limit` points."""
-    # This runs for every accepted fix: few times read in place (`_TS` at a point's end less
-    # 8, the time being last), and the result cut once.
+def _added_whole(
+    packed: bytes, point: bytes, horizon_ms: int, spacing_ms: int, limit: int
+) -> bytes:
+    """`added` on points packed whole."""
+    # A late fix is inserted once; then the few times read in place (`_TS` at a point's end
+    # less 8, the time being last), and the result cut once.
     end = len(packed)
     newest, last = _TS(point, _TS_AT)[0], _TS(packed, end - 8)[0] if end else 0
     if end and newest < last:  # a late fix: rare
@@ -133,17 +319,3 @@ def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limi
     kept_end = end - POINT_BYTES if thinned else end  # the second newest thinned out
     start = max(start, kept_end - (limit - 1) * POINT_BYTES)
     return (packed[start:kept_end] if start or thinned else packed) + point
-
-
-def nearest(packed: bytes, t_ms: int, max_age_ms: int) -> Position | None:
-    """The point nearest in time to `t_ms` (the earlier on a tie), if within `max_age_ms`."""
-    times = _times(packed)
-    after = bisect_left(times, t_ms)
-    best, best_gap = -1, 0
-    for index in range(max(0, after - 1), min(after + 1, len(times))):
-        gap = abs(times[index] - t_ms)
-        if gap <= max_age_ms and (best < 0 or gap < best_gap):
-            best, best_gap = index, gap
-    if best < 0:
-        return None
-    return Position(*from_point(*_unpack_from(packed, best * POINT_BYTES)))

@@ -21,18 +21,19 @@ PairKey = tuple[str, str, str]
 SEEN_WINDOW = 64
 SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
-STATE_FORMAT: Final = 4
+STATE_FORMAT: Final = 5
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
 device state; pair states are small maps that omit their defaults), the rarely set fields a
-nested array or nil (`DeviceState.rare`), positions as `history`'s 20-byte points on a grid.
-Earlier formats still load, converted (`_DeviceStateDecoder`): format 3, every field in the one
-array (`_FORMAT_3_ORDER`), with 32-byte packed points (float64 figures: its points and `fix` are
-put on the grid as they load); format 2, as 3 with the track and the candidates as lists of
-positions and the rarely filled maps (prior boots, zones) a map even when empty; format 1, a map
-by field name, the history a list of position maps as well. A new field goes last (of the state
-or of `DeviceRare`), with a default (arrays written before it still decode); any other change is
-a new number, with a decoder for this one. Versions before format 4 cannot read it: no rollback
-past it."""
+nested array or nil (`DeviceState.rare`), positions as `history`'s 20-byte points on a grid, the
+history coded (`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each).
+Earlier formats still load, converted (`_DeviceStateDecoder`): format 4, as 5 with the history's
+points whole; format 3, every field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed
+points (float64 figures: its points and `fix` are put on the grid as they load); format 2, as 3
+with the track and the candidates as lists of positions and the rarely filled maps (prior boots,
+zones) a map even when empty; format 1, a map by field name, the history a list of position maps
+as well. A new field goes last (of the state or of `DeviceRare`), with a default (arrays written
+before it still decode); any other change is a new number, with a decoder for this one. Versions
+before format 5 cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -213,8 +214,8 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     """The last few accepted fixes (`motion.TRACK_LEN`), oldest first (the newest is `fix`),
     packed (`history`): velocity, jumps. One object, not a `Position` each (~150 bytes)."""
     packed_history: bytes = b""
-    """Recent positions on server time, oldest first, thinned (`timing.remember`), packed
-    (`history`): a backlog from the partner is judged against where this device was then."""
+    """Recent positions on server time, oldest first, thinned (`timing.remember`), coded
+    (`history.added`): a backlog from the partner is judged against where this device was then."""
     rare: DeviceRare | None = None
     """The rarely set fields, None while all are at their defaults (`DeviceRare`)."""
 
@@ -268,7 +269,7 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
     @property
     def history(self) -> list[Position]:
         """The history as positions (unpacked on each call: for tests and tools)."""
-        return packing.unpack(self.packed_history)
+        return packing.unpack(packing.uncoded(self.packed_history))
 
     @property
     def track(self) -> list[Position]:
@@ -406,11 +407,23 @@ def _on_the_grid(position: Position | None) -> Position | None:
     return packing.quantised(position.lat, position.lon, position.acc, position.ts)[0]
 
 
+def _history_of_format_3(packed: bytes) -> bytes:
+    return packing.coded(packing.from_format_3(packed))
+
+
+def _history_of_format_1(positions: list[Position]) -> bytes:
+    return packing.coded(packing.pack(positions))
+
+
 _FORMAT_3_DIFFERS: Final = {
     name: _Earlier(name, bytes, bytes, packing.from_format_3)
-    for name in ("packed_track", "packed_candidates", "packed_history")
-} | {"fix": _Earlier("fix", Position | None, lambda: None, _on_the_grid)}
-"""Fields of format 4 that format 3 stored otherwise: points of float64 figures."""
+    for name in ("packed_track", "packed_candidates")
+} | {
+    "packed_history": _Earlier("packed_history", bytes, bytes, _history_of_format_3),
+    "fix": _Earlier("fix", Position | None, lambda: None, _on_the_grid),
+}
+"""Fields of format 4 that format 3 stored otherwise: points of float64 figures (the history's
+coded as format 5 holds it)."""
 _FORMAT_2_DIFFERS: Final = _FORMAT_3_DIFFERS | {
     "packed_track": _Earlier("track", list[Position], list, packing.pack),
     "packed_candidates": _Earlier("candidates", list[Position], list, packing.pack),
@@ -419,7 +432,7 @@ _FORMAT_2_DIFFERS: Final = _FORMAT_3_DIFFERS | {
 }
 """Fields of format 4 that format 2 stored otherwise (its history as format 3 did)."""
 _FORMAT_1_DIFFERS: Final = _FORMAT_2_DIFFERS | {
-    "packed_history": _Earlier("history", list[Position], list, packing.pack),
+    "packed_history": _Earlier("history", list[Position], list, _history_of_format_1),
 }
 
 
@@ -456,10 +469,26 @@ _MAP_HEADERS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 """First byte of a msgpack map: a format-1 state (format 2 and later are arrays)."""
 
 
+def _format_4() -> type[msgspec.Struct]:
+    """Format 4's struct: the fields of this one, its history's points whole."""
+    fields = [
+        (field.name, field.type, _same_default(field))
+        for field in msgspec.structs.fields(DeviceState)
+    ]
+    return msgspec.defstruct("DeviceStateFormat4", fields, array_like=True, tag=4, gc=False)
+
+
+def _from_format_4(state: msgspec.Struct) -> DeviceState:
+    fields = msgspec.structs.asdict(state)
+    fields["packed_history"] = packing.coded(fields["packed_history"])
+    return DeviceState(**fields)
+
+
 class _DeviceStateDecoder:
     """Decodes the current format, and the earlier ones (converted) for state written before."""
 
     def __init__(self) -> None:
+        self._format_4 = _format_4()
         format_3 = _earlier_format("DeviceStateFormat3", _FORMAT_3_DIFFERS, array_like=True, tag=3)
         format_2 = _earlier_format("DeviceStateFormat2", _FORMAT_2_DIFFERS, array_like=True, tag=2)
         self._differs: dict[type[msgspec.Struct], Mapping[str, _Earlier]] = {
@@ -468,7 +497,7 @@ class _DeviceStateDecoder:
         }
         # Arrays are told apart by their first element, the format number (the struct's tag).
         self._arrays: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
-            DeviceState | format_3 | format_2
+            DeviceState | self._format_4 | format_3 | format_2
         )
         self._format_1: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
             _earlier_format("DeviceStateFormat1", _FORMAT_1_DIFFERS)
@@ -480,6 +509,8 @@ class _DeviceStateDecoder:
         state = self._arrays.decode(blob)
         if isinstance(state, DeviceState):
             return state
+        if isinstance(state, self._format_4):
+            return _from_format_4(state)
         return _upgraded(state, self._differs[type(state)])
 
 
