@@ -9,7 +9,7 @@ import prometheus_client
 import pytest
 import redis
 import structlog
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.connection import Connection
 
@@ -263,7 +263,9 @@ def test_the_lean_packer_packs_every_command_as_redis_py_does(
     assert b"".join(LeanPacker().pack(*args)) == expected
 
 
-@settings(max_examples=30)
+# Hundreds of arguments an example by design: drawing them is slow on a loaded machine, which
+# says nothing of the packer (a health check on time is a timing assertion).
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     arguments=st.lists(
         st.one_of(st.binary(max_size=600), st.text(max_size=40), st.integers()),
