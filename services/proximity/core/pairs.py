@@ -76,7 +76,9 @@ class PairJudge:
         own = reporter.fix
         if own is None:
             return None
-        partner_device = self._devices[victim_id if is_offender else offender_id]
+        # Read, never changed here: a cold partner is decoded for the look and not kept, so
+        # the batch's freeze does not encode it again (`DeviceTable.peek`).
+        partner_device = self._devices.peek(victim_id if is_offender else offender_id)
         partner = position_at(partner_device, own.ts, self._max_fix_age_ms)
         if partner is None:
             return None
