@@ -249,7 +249,7 @@ class DeviceConditions:
             pressed_at = quantised(event.lat, event.lon, event.acc, event.ts)[0]
         for membership in self._topology.memberships(device_id):
             if membership.role == "victim":
-                offender = self._devices[membership.offender_device].fix
+                offender = self._devices.peek(membership.offender_device).fix
                 victim = pressed_at
             else:
                 offender, victim = pressed_at, None
@@ -347,7 +347,7 @@ class DeviceConditions:
                 tag=cause.tag,
                 now_ms=cause.now_ms,
                 reason=reason,
-                offender=self._devices[membership.offender_device].fix,
+                offender=self._devices.peek(membership.offender_device).fix,
             )
             cause.effects.signals.append(signal)
         cause.effects.changed_devices.add(device.device_id)

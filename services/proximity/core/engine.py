@@ -317,7 +317,7 @@ class ProximityEngine:
             pair = spec.state
             if not pair.exempt or spec.exemptions is None:
                 continue
-            offender = self._devices[spec.offender].fix
+            offender = self._devices.peek(spec.offender).fix
             if spec.exemptions.exempt("proximity", now_ms, offender):
                 continue
             changes = self._judge.reopen_after_exemption(spec, now_ms, effects)

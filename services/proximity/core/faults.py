@@ -134,7 +134,7 @@ class DeviceFaults:
                     tag=tag,
                     now_ms=now_ms,
                     reason=reason,
-                    offender=self._devices[membership.offender_device].fix,
+                    offender=self._devices.peek(membership.offender_device).fix,
                 )
             )
 

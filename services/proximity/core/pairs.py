@@ -196,7 +196,10 @@ class PairJudge:
         """The pair's order ended or no longer binds these two devices: each of her open rings
         is cleared, saying why (the gateway still escalates it until a human acknowledges)."""
         pair = spec.state
-        offender, victim = self._devices[spec.offender].fix, self._devices[spec.victim].fix
+        offender, victim = (
+            self._devices.peek(spec.offender).fix,
+            self._devices.peek(spec.victim).fix,
+        )
         if offender is None or victim is None:
             return  # a ring opens only on two fixes: none of hers is open
         obs = Observation(
