@@ -173,10 +173,12 @@ class PairJudge:
             pair.offender_pre_alert, his_pre_change = _offender_step(
                 old_his_pre, spec.offender_pre_alert, spec.pre_alert,
                 cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
+                off_track=not confirmed,
             )  # fmt: skip
             pair.offender_alarm, his_alarm_change = _offender_step(
                 old_his_alarm, spec.offender_alarm, spec.alarm,
                 cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
+                off_track=not confirmed,
             )  # fmt: skip
         if (
             pair.pre_alert.phase == old_pre.phase
@@ -386,11 +388,15 @@ def _offender_step(
     uncertainty_m: float,
     t_ms: int,
     exempt: bool,
+    off_track: bool,
 ) -> tuple[RingState, Transition | None]:
     """Advance one of his rings on his distance to her cell; suspended like hers when exempt."""
     if exempt and old.phase in _CLOSED_PHASES:
         return _suspended(old, t_ms), None
-    return step(old, cell_reading(cell_m, uncertainty_m, ring, real), t_ms, ring)
+    keeps_dwell = off_track and old.phase == "entering"
+    return step(
+        old, cell_reading(cell_m, uncertainty_m, ring, real, keeps_dwell=keeps_dwell), t_ms, ring
+    )
 
 
 def _suspended(old: RingState, t_ms: int) -> RingState:
