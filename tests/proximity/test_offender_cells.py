@@ -128,11 +128,23 @@ HER_JUMP_OUT = [
     (VICTIM, 3, 146.0, 0.0, 40.0),
 ]
 
+# She stands still; he walks in, his ring opens, hers starts its dwell; her fix jumps 400 m out
+# (off her track) and her device is silent for 85 s: on each of his fixes her dwell is kept (her
+# track leads inside), so his ring must not start its exit and clear meanwhile.
+HER_JUMP_OUT_THEN_SILENT = (
+    [(VICTIM, 10, 0.0, 0.0, 5.0)] * 3
+    + [(OFFENDER, 5, 700.0 - 25 * i, 0.0, 5.0) for i in range(9)]
+    + [(VICTIM, 2, 400.0, 180.0, 5.0)]
+    + [(OFFENDER, 20, 500.0, 0.0, 5.0)] * 4
+    + [(VICTIM, 5, 0.0, 0.0, 5.0)]
+)
+
 
 @settings(max_examples=150, deadline=None)
 @given(walk=streams(1_200.0))
 @example(walk=HIS_JUMP_OUT)
 @example(walk=HER_JUMP_OUT)
+@example(walk=HER_JUMP_OUT_THEN_SILENT)
 def test_every_real_alarm_finds_him_warned(
     walk: list[tuple[str, int, float, float, float]],
 ) -> None:

@@ -61,21 +61,23 @@ def cell_reading(
     ring: RingParams,
     real: RingParams,
     *,
-    keeps_dwell: bool = False,
+    off_track: bool = False,
 ) -> Reading:
     """What the offender's `ring` sees at distance `cell_m` from her cell's centre.
 
     Fine and may-open follow the `real` ring (`accuracy.ring_reading`), so a fix too coarse for
     the real ring is too coarse here as well: his ring never moves outward while hers cannot.
-    `keeps_dwell`: a fix of the pair lies off its track while his ring is entering. The real
-    ring then keeps its dwell if where that track led is within it (`accuracy.off_track_reading`);
-    his cannot see where her track led (it is finer than her cell), so he keeps his on any."""
+    While a fix of the pair lies `off_track`, the real ring keeps an entry dwell if where that
+    track led is within it (`accuracy.off_track_reading`). His cannot see where her track led
+    (it is finer than her cell), so his ring then never moves outward: it cancels no dwell, or
+    the real alarm could open with his merely entering, and starts no exit, or it could clear
+    while hers is kept entering."""
     fine = uncertainty_m <= real.ring_m
     enter_m = entry_m(cell_m, uncertainty_m, ring.ring_m)
     return Reading(
         enter_m,
         cell_m - uncertainty_m,
-        fine and not (keeps_dwell and enter_m > ring.ring_m),
+        fine and not (off_track and enter_m > ring.ring_m),
         fine or real.kind == "proximity_pre_alert",
     )
 

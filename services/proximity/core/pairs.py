@@ -393,9 +393,8 @@ def _offender_step(
     """Advance one of his rings on his distance to her cell; suspended like hers when exempt."""
     if exempt and old.phase in _CLOSED_PHASES:
         return _suspended(old, t_ms), None
-    keeps_dwell = off_track and old.phase == "entering"
     return step(
-        old, cell_reading(cell_m, uncertainty_m, ring, real, keeps_dwell=keeps_dwell), t_ms, ring
+        old, cell_reading(cell_m, uncertainty_m, ring, real, off_track=off_track), t_ms, ring
     )
 
 
