@@ -106,9 +106,9 @@ def test_her_position_in_the_cell_matters_with_a_1_m_grid() -> None:
     assert first_alarm(south, 1.0) > first_alarm(north, 1.0)
 
 
-# His jump 441 m out (off his track) at 22 s keeps her entry dwell (his track still leads inside
-# her ring) while her next fix puts her cell beyond his: his dwell must be kept too, or her
-# alarm opens at 28 s with his ring merely entering again.
+# His fix at 22 s jumps out to 441 m from her (off his track): her entry dwell is kept (his track
+# still leads inside her ring), and her next fix puts her cell beyond his ring: his dwell must be
+# kept too, or her alarm opens at 28 s with his ring merely entering again.
 HIS_JUMP_OUT = [(OFFENDER, 1, 0.0, 0.0, 5.0)] * 5 + [
     (OFFENDER, 5, 291.0, 35.0, 5.0),
     (VICTIM, 8, 0.0, 0.0, 5.0),
@@ -117,7 +117,8 @@ HIS_JUMP_OUT = [(OFFENDER, 1, 0.0, 0.0, 5.0)] * 5 + [
     (OFFENDER, 3, 40.0, 0.0, 5.0),
 ]
 
-# Her own jump 726 m out (off her track) at 15 s: her dwell is kept, so his must be too.
+# Her fix at 15 s jumps 151 m, to 726 m from him (off her track): her dwell is kept (her track
+# leads inside), so his must be too.
 HER_JUMP_OUT = [
     (OFFENDER, 1, 291.0, 0.0, 5.0),
     (VICTIM, 2, 0.0, 0.0, 5.0),
