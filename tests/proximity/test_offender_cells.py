@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import msgspec
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nabij.contract import Fix, SetInterval, Warn
@@ -106,8 +106,46 @@ def test_her_position_in_the_cell_matters_with_a_1_m_grid() -> None:
     assert first_alarm(south, 1.0) > first_alarm(north, 1.0)
 
 
+# His fix at 22 s jumps out to 441 m from her (off his track): her entry dwell is kept (his track
+# still leads inside her ring), and her next fix puts her cell beyond his ring: his dwell must be
+# kept too, or her alarm opens at 28 s with his ring merely entering again.
+HIS_JUMP_OUT = [(OFFENDER, 1, 0.0, 0.0, 5.0)] * 5 + [
+    (OFFENDER, 5, 291.0, 35.0, 5.0),
+    (VICTIM, 8, 0.0, 0.0, 5.0),
+    (OFFENDER, 4, 441.0, 0.0, 5.0),
+    (VICTIM, 3, 133.0, 160.0, 5.0),
+    (OFFENDER, 3, 40.0, 0.0, 5.0),
+]
+
+# Her fix at 15 s jumps 151 m, to 726 m from him (off her track): her dwell is kept (her track
+# leads inside), so his must be too.
+HER_JUMP_OUT = [
+    (OFFENDER, 1, 291.0, 0.0, 5.0),
+    (VICTIM, 2, 0.0, 0.0, 5.0),
+    (OFFENDER, 1, 0.0, 0.0, 5.0),
+    (OFFENDER, 3, 726.0, 0.0, 40.0),
+    (VICTIM, 1, 151.0, 0.0, 40.0),
+    (VICTIM, 7, 0.0, 0.0, 5.0),
+    (VICTIM, 3, 146.0, 0.0, 40.0),
+]
+
+# She stands still; he walks in, his ring opens, hers starts its dwell; her fix jumps 400 m out
+# (off her track) and her device is silent for 85 s: on each of his fixes her dwell is kept (her
+# track leads inside), so his ring must not start its exit and clear meanwhile.
+HER_JUMP_OUT_THEN_SILENT = (
+    [(VICTIM, 10, 0.0, 0.0, 5.0)] * 3
+    + [(OFFENDER, 5, 700.0 - 25 * i, 0.0, 5.0) for i in range(9)]
+    + [(VICTIM, 2, 400.0, 180.0, 5.0)]
+    + [(OFFENDER, 20, 500.0, 0.0, 5.0)] * 4
+    + [(VICTIM, 5, 0.0, 0.0, 5.0)]
+)
+
+
 @settings(max_examples=150, deadline=None)
 @given(walk=streams(1_200.0))
+@example(walk=HIS_JUMP_OUT)
+@example(walk=HER_JUMP_OUT)
+@example(walk=HER_JUMP_OUT_THEN_SILENT)
 def test_every_real_alarm_finds_him_warned(
     walk: list[tuple[str, int, float, float, float]],
 ) -> None:

@@ -1,10 +1,12 @@
 """What the offender's device is told is judged on the victim's grid cell, never on her position.
 
 Every byte sent to the offender (his `warn` levels, his fix interval, and when they are sent) is
-a function of his own fixes and of the cell her position falls in: two positions of hers in one
-cell give him the very same commands, so his own track and his warnings cannot place her closer
-than the cell (docs/privacy.md). His rings are the order's rings enlarged by the worst snap error,
-so every warning judged on her exact position is still given to him, at the same fix or earlier.
+a function of his own fixes and of the cell her position falls in (and of whether a fix of the
+pair lies off its track: like the jump filter, her own track's business): two positions of hers
+in one cell give him the very same commands, so his own track and his warnings cannot place her
+closer than the cell (docs/privacy.md). His rings are the order's rings enlarged by the worst snap
+error, so every warning judged on her exact position is still given to him, at the same fix or
+earlier.
 """
 
 from __future__ import annotations
@@ -54,17 +56,28 @@ def offender_ring(params: RingParams, error_m: float) -> RingParams:
 
 
 def cell_reading(
-    cell_m: float, uncertainty_m: float, ring: RingParams, real: RingParams
+    cell_m: float,
+    uncertainty_m: float,
+    ring: RingParams,
+    real: RingParams,
+    *,
+    off_track: bool = False,
 ) -> Reading:
     """What the offender's `ring` sees at distance `cell_m` from her cell's centre.
 
     Fine and may-open follow the `real` ring (`accuracy.ring_reading`), so a fix too coarse for
-    the real ring is too coarse here as well: his ring never moves outward while hers cannot."""
+    the real ring is too coarse here as well: his ring never moves outward while hers cannot.
+    While a fix of the pair lies `off_track`, the real ring keeps an entry dwell if where that
+    track led is within it (`accuracy.off_track_reading`). His cannot see where her track led
+    (it is finer than her cell), so his ring then never moves outward: it cancels no dwell, or
+    the real alarm could open with his merely entering, and starts no exit, or it could clear
+    while hers is kept entering."""
     fine = uncertainty_m <= real.ring_m
+    enter_m = entry_m(cell_m, uncertainty_m, ring.ring_m)
     return Reading(
-        entry_m(cell_m, uncertainty_m, ring.ring_m),
+        enter_m,
         cell_m - uncertainty_m,
-        fine,
+        fine and not (off_track and enter_m > ring.ring_m),
         fine or real.kind == "proximity_pre_alert",
     )
 

@@ -178,10 +178,12 @@ class PairJudge:
             pair.offender_pre_alert, his_pre_change = _offender_step(
                 old_his_pre, rings.offender_pre_alert, rings.pre_alert,
                 cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
+                off_track=not confirmed,
             )  # fmt: skip
             pair.offender_alarm, his_alarm_change = _offender_step(
                 old_his_alarm, rings.offender_alarm, rings.alarm,
                 cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
+                off_track=not confirmed,
             )  # fmt: skip
         if (
             pair.pre_alert.phase == old_pre.phase
@@ -397,11 +399,14 @@ def _offender_step(
     uncertainty_m: float,
     t_ms: int,
     exempt: bool,
+    off_track: bool,
 ) -> tuple[RingState, Transition | None]:
     """Advance one of his rings on his distance to her cell; suspended like hers when exempt."""
     if exempt and old.phase in _CLOSED_PHASES:
         return _suspended(old, t_ms), None
-    return step(old, cell_reading(cell_m, uncertainty_m, ring, real), t_ms, ring)
+    return step(
+        old, cell_reading(cell_m, uncertainty_m, ring, real, off_track=off_track), t_ms, ring
+    )
 
 
 def _suspended(old: RingState, t_ms: int) -> RingState:
