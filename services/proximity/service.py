@@ -81,8 +81,10 @@ HANDOVER_CHECK_S = 0.05
 DRAIN_WAIT_S = 0.2
 REDIS_START_TIMEOUT_S = 60.0
 SUBSCRIBE_POLL_S = 0.05
-# States counted per loop for the gauges (`CensusRound`): ~1.5 ms of the loop at 1,000.
-CENSUS_SLICE = 1000
+# States counted per loop for the gauges (`CensusRound`): a device is decoded for its count
+# (`DeviceTable.states`), so 250 keep a loop's share under ~0.5 ms; 1,000 doubled the p99 of
+# publish -> decision at 5,000 fixes/s (docs/benchmarks.md, the sixth pass).
+CENSUS_SLICE = 250
 # Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
 log = structlog.get_logger(service=SERVICE)
 
