@@ -85,6 +85,8 @@ SUBSCRIBE_POLL_S = 0.05
 # (`DeviceTable.states`), so 250 keep a loop's share under ~0.5 ms; 1,000 doubled the p99 of
 # publish -> decision at 5,000 fixes/s (docs/benchmarks.md, the sixth pass).
 CENSUS_SLICE = 250
+# Device states decoded and loaded at a time on a restore (`_restore`), then encoded again.
+RESTORE_SLICE = 10_000
 # Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
 log = structlog.get_logger(service=SERVICE)
 
@@ -942,17 +944,21 @@ class ProximityService:
             for victim in order.victim_devices
         ]
         pair_blobs = streams.values(self._redis, pair_keys)
-        devices = [device_state_decoder.decode(b) for b in device_blobs if b is not None]
+        # A slice of devices at a time, each frozen before the next: a million live states at
+        # once would take ~0.85 KB each on top of their blobs (`DeviceTable`).
+        devices = 0
+        for start in range(0, len(device_blobs), RESTORE_SLICE):
+            blobs = device_blobs[start : start + RESTORE_SLICE]
+            states = [device_state_decoder.decode(b) for b in blobs if b is not None]
+            self._engine.load([d for d in states if self._engine.is_known(d.device_id)], ())
+            self._engine.freeze()
+            devices += len(states)
         pairs = [pair_state_decoder.decode(b) for b in pair_blobs if b is not None]
-        self._engine.load(
-            [d for d in devices if self._engine.is_known(d.device_id)],
-            pairs,
-        )
-        self._engine.freeze()
+        self._engine.load((), pairs)
         if self._evidence is not None:
             self._evidence.restore()
         # GET, not MGET: the proximity ACL user may GET and SET this key only.
         if (platform := cast(bytes | None, self._redis.get(keys.platform_state))) is not None:
             self._engine.load_platform(platform_state_decoder.decode(platform))
         heap.settle()
-        log.info("state_restored", devices=len(devices), pairs=len(pairs))
+        log.info("state_restored", devices=devices, pairs=len(pairs))
