@@ -59,7 +59,7 @@ def one_run() -> tuple[float, float]:
 
     orders = validate_orders(tomllib.loads(orders_toml(PAIRS))["order"], "bench")
     engine = ProximityEngine(orders, ProximitySettings())
-    recorder = BatchRecorder(Topics(PREFIX), orders)
+    recorder = BatchRecorder(Topics(PREFIX), engine.orders_of)
     topics = Topics(PREFIX)
     signer = Signer.of(Ed25519PrivateKey.generate())
     head = ChainHead()
@@ -83,10 +83,11 @@ def one_run() -> tuple[float, float]:
 
 
 def held_bytes(pairs: int) -> float:
-    """Bytes a pair the recorder holds after a fix from each device, beyond its orders map."""
-    orders = one_victim_orders(pairs)
+    """Bytes a pair the recorder holds after a fix from each device (the engine it asks which
+    orders a device is in built before)."""
+    engine = ProximityEngine(one_victim_orders(pairs), ProximitySettings())
     topics = Topics(PREFIX)
-    recorder = BatchRecorder(topics, orders)
+    recorder = BatchRecorder(topics, engine.orders_of)
     items = [
         Received(topics.device(device, "fix"), b"{}", 0, 1, START_TS, 1)
         for i in range(pairs)

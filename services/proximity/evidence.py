@@ -7,14 +7,13 @@ clears a ring or zone alarm); every device command. Each record names the orders
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
 
 from nabij.contract import DeviceCommand, Topics, concerned_orders, encode
 from nabij.evidence.chain import Entry
-from nabij.orders import Order
 from services.proximity.core.effects import Effects
 from services.proximity.intake import Received
 
@@ -37,28 +36,20 @@ class CommandData(msgspec.Struct, frozen=True):
 _encoder: Final = msgspec.json.Encoder()
 
 
-def orders_by_device(orders: Sequence[Order]) -> dict[str, tuple[str, ...]]:
-    """Device id -> the ids of the orders it belongs to."""
-    found: dict[str, list[str]] = {}
-    for order in orders:
-        for device in (order.offender_device, *order.victim_devices):
-            found.setdefault(device, []).append(order.id)
-    return {device: tuple(ids) for device, ids in found.items()}
-
-
 class BatchRecorder:
-    """The records of a batch, for one set of orders (the shell makes a new one when they
-    change). Nothing is kept per topic: a million pairs' topics would hold ~0.5 KB a pair."""
+    """The records of a batch. Nothing is kept per topic or per device: a million pairs'
+    topics would hold ~0.5 KB a pair, a dict of each device's orders ~0.2 KB; the engine of the
+    orders in force says which orders a device is in (`orders_of`)."""
 
-    def __init__(self, topics: Topics, orders: Sequence[Order]) -> None:
+    def __init__(self, topics: Topics, orders_of: Callable[[str], tuple[str, ...]]) -> None:
         self._topics = topics
-        self._orders_of = orders_by_device(orders)
+        self._orders_of = orders_of
 
     def entries(self, accepted: Sequence[Received], effects: Effects, now_ms: int) -> list[Entry]:
         entries = []
         for item in accepted:
             parsed = self._topics.parse(item.topic)  # its own cache is bounded
-            orders = self._orders_of.get(parsed[0], _NO_ORDERS) if parsed else _NO_ORDERS
+            orders = self._orders_of(parsed[0]) if parsed else _NO_ORDERS
             data = b"".join(
                 (
                     b'{"topic":',
@@ -76,6 +67,6 @@ class BatchRecorder:
             entries.append(Entry("decision", now_ms, orders, encode(signal)))
         for device_id, command in effects.commands:
             data_c = _encoder.encode(CommandData(device_id, command))
-            orders = self._orders_of.get(device_id, _NO_ORDERS)
+            orders = self._orders_of(device_id)
             entries.append(Entry("command", now_ms, orders, data_c))
         return entries

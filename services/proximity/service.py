@@ -196,10 +196,7 @@ class ProximityService:
         self._committer, self._deadletters = writes.committer, writes.deadletters
         self._signer = signer_from(self._settings.audit)
         self._evidence = self._evidence_log()
-        self._recorder: tuple[tuple[Order, ...], BatchRecorder] = (
-            (),
-            BatchRecorder(self._topics, ()),
-        )
+        self._recorder = (self._engine, BatchRecorder(self._topics, self._engine.orders_of))
         self._rejections = LogAggregator(log, "rejected")
         self._stop = threading.Event()
         mqtt = self._settings.mqtt
@@ -498,8 +495,8 @@ class ProximityService:
     def _evidence_of(self, accepted: list[Received], effects: Effects) -> list[Entry]:
         if self._evidence is None:
             return []
-        if self._recorder[0] is not self._engine_orders:
-            self._recorder = (self._engine_orders, BatchRecorder(self._topics, self._engine_orders))
+        if self._recorder[0] is not self._engine:  # a new one for new orders
+            self._recorder = (self._engine, BatchRecorder(self._topics, self._engine.orders_of))
         return self._recorder[1].entries(accepted, effects, self._clock())
 
     def _commit(

@@ -109,6 +109,11 @@ class ProximityEngine:
     def is_known(self, device_id: str) -> bool:
         return device_id in self._devices
 
+    def orders_of(self, device_id: str) -> tuple[str, ...]:
+        """The ids of the orders the device is in, in the order of the orders (none: unknown)."""
+        node = self._nodes.get(device_id)
+        return () if node is None else node.orders
+
     def load(self, devices: Iterable[DeviceState], pairs: Iterable[PairState]) -> None:
         """Restore persisted states; those of devices or pairs no longer in an order are dropped."""
         for device in devices:
