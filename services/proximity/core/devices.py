@@ -107,11 +107,13 @@ class DeviceTable:
         """Take `other`'s state of every device both hold, as it is held there (a blob is
         shared, not decoded; a live state stays live); returns those devices, in `other`'s
         order."""
-        nodes, thawed = self._nodes, self._thawed
-        taken = [device_id for device_id in other._nodes if device_id in nodes]
-        for device_id in taken:
-            nodes[device_id].blob = other._nodes[device_id].blob
-            if (device := other._thawed.get(device_id)) is not None:
+        nodes, thawed, taken = self._nodes, self._thawed, []
+        for device_id, theirs in other._nodes.items():
+            if (mine := nodes.get(device_id)) is not None:
+                mine.blob = theirs.blob
+                taken.append(device_id)
+        for device_id, device in other._thawed.items():
+            if device_id in nodes:
                 thawed[device_id] = device
         return taken
 
