@@ -5,6 +5,7 @@ random fixes, events, statuses, refusals, restarts, new orders and a clock that 
 from __future__ import annotations
 
 import re
+import sys
 from typing import NamedTuple, cast
 
 import pytest
@@ -200,7 +201,7 @@ PLACES = {device_id: Place(rank) for rank, device_id in enumerate("abcde")}
 
 
 def test_the_agenda_gives_each_device_once_it_is_due_whichever_way_the_clock_moves() -> None:
-    agenda = Agenda(PLACES)
+    agenda = Agenda(PLACES, list(PLACES))
     agenda.book("a", T0 + 1_500)
     agenda.book("b", T0 + 1_200)
     agenda.book("c", T0 + 9_000)
@@ -216,7 +217,7 @@ def test_the_agenda_gives_each_device_once_it_is_due_whichever_way_the_clock_mov
 
 
 def test_a_later_due_time_keeps_the_booking_and_an_earlier_one_moves_it() -> None:
-    agenda = Agenda(PLACES)
+    agenda = Agenda(PLACES, list(PLACES))
     agenda.book("a", T0 + 1_000)
     agenda.book("a", T0 + 5_000)  # heard again: the earlier booking stays, nothing moves
     assert agenda.take(T0 + 1_000) == ["a"]  # taken early: its owner books it again
@@ -226,6 +227,35 @@ def test_a_later_due_time_keeps_the_booking_and_an_earlier_one_moves_it() -> Non
     assert agenda.take(T0 + 3_000) == ["a"]
     agenda.book("b", None)  # never booked: nothing to cancel
     assert (agenda.take(T0 + 10**6), len(agenda)) == ([], 0)
+
+
+def test_a_take_hands_back_the_devices_own_strings_and_keeps_none_it_was_booked_with() -> None:
+    """A device is booked with the id its input came with, a string of its own (a fix's): the
+    agenda must not keep it alive while the device stays booked (~110 bytes a pair)."""
+    ids = ["ank-1", "vic-1"]
+    agenda = Agenda({device_id: Place(rank) for rank, device_id in enumerate(ids)}, ids)
+    booked = "-".join(["vic", "1"])  # equal to ids[1], another object
+    held = sys.getrefcount(booked)
+    agenda.book(booked, T0 + 1_000)
+    assert sys.getrefcount(booked) == held
+    (taken,) = agenda.take(T0 + 1_000)
+    assert taken is ids[1]
+
+
+def test_no_fix_keeps_its_device_id_string_alive_in_the_engine() -> None:
+    """A million devices reporting must not cost a million more id strings: once the batch is
+    frozen, nothing the engine holds refers to a fix's own string (only to the orders')."""
+    eng = engine(ORDERS)
+    effects = Effects()
+    fixes = [fix_at("-".join(["ank", "1"]), 1, T0), fix_at("-".join(["vic", "1"]), 1, T0)]
+    held = [sys.getrefcount(fix.device_id) for fix in fixes]
+    for fix in fixes:
+        eng.apply(fix, T0, effects)
+    eng.tick(T0 + S, effects)
+    eng.apply(fix_at("-".join(["ank", "1"]), 2, T0 + S), T0 + S, effects)
+    del effects
+    eng.freeze()
+    assert [sys.getrefcount(fix.device_id) for fix in fixes] == held
 
 
 agenda_steps = st.lists(
@@ -251,7 +281,7 @@ def test_the_agenda_takes_exactly_the_devices_due_as_a_table_of_due_times_does(
     """The agenda against a plain table of due times (a booking keeps the sooner time, None
     removes it; a take gives every device due by then, once, and removes it): devices a slot
     still lists after they left it, or twice, are neither given early, nor twice, nor lost."""
-    agenda, table = Agenda(PLACES), dict[str, int]()
+    agenda, table = Agenda(PLACES, list(PLACES)), dict[str, int]()
     for name, ms in steps:
         at = None if ms is None else T0 + ms
         if name != "take":

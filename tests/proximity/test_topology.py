@@ -4,6 +4,8 @@ is an offender elsewhere, an order with no victim, a victim listed twice)."""
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,8 +49,11 @@ def test_each_device_record_says_what_the_plain_lookups_say(orders: list[Order])
     pairs_of, memberships = plain_lookups(orders)
     offenders = list(dict.fromkeys(o.offender_device for o in orders))
     assert list(topology.nodes) == list(memberships)  # the devices, in rank order
+    # By rank, the very strings of the keys (an agenda hands them back for its places).
+    assert list(map(id, topology.device_ids)) == list(map(id, topology.nodes))
     for rank, (device, node) in enumerate(topology.nodes.items()):
         assert node.rank == rank
+        assert node.blob is None  # never heard
         assert node.offender_rank == (offenders.index(device) if device in offenders else None)
         roles = {role for _, _, role in memberships[device]}
         assert node.victim == ("victim" in roles)
@@ -68,3 +73,24 @@ def test_each_device_record_says_what_the_plain_lookups_say(orders: list[Order])
             assert (
                 topology.pairs[o.id, o.offender_device, victim].victim_role == f"victim{index + 1}"
             )
+
+
+@settings(max_examples=100, deadline=None)
+@given(orders=some_orders())
+def test_no_node_can_be_reached_from_what_it_refers_to(orders: list[Order]) -> None:
+    """A `Node` is untracked by the garbage collector: a cycle through it would never be
+    freed. Whatever its fields lead to (pairs, their states, rings, exemptions, its blob),
+    no path comes back to a node."""
+    topology = Topology.build(orders, ProximitySettings(), SnapGrid(100))
+    nodes = {id(node) for node in topology.nodes.values()}
+    for node in topology.nodes.values():
+        node.blob = b"state"
+        seen: set[int] = set()
+        todo: list[object] = gc.get_referents(node)
+        while todo:
+            found = todo.pop()
+            if id(found) in seen or isinstance(found, type):
+                continue  # a class leads to modules and everything else: no instance data
+            assert id(found) not in nodes
+            seen.add(id(found))
+            todo.extend(gc.get_referents(found))

@@ -11,14 +11,17 @@ share an agenda: it keeps the sooner of their times. Nothing here is persisted: 
 the owners book every device again from their states.
 
 The due times are one array of 64-bit ints by the devices' places (`Node.rank`), not a dict of
-int objects: ~130 bytes a pair less, every device in force being booked while it reports.
+int objects: ~130 bytes a pair less, every device in force being booked while it reports. The
+slots list places too (4 bytes, not a pointer), and a take names the devices by the topology's
+own id strings: a device is booked with the id its input came with, a string of its own (a
+fix's), which a slot listing it would keep alive for as long as it is booked (~110 bytes a pair).
 """
 
 from __future__ import annotations
 
 import heapq
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 SLOT_MS: Final = 1000
@@ -27,6 +30,8 @@ ALWAYS: Final = -(1 << 62)
 """A due time before any tick: the device needs a look whatever the clock says."""
 _UNBOOKED: Final = (1 << 63) - 1
 """In `_due`: the device is not booked (no due time is this late)."""
+_PLACE: Final = "I"
+"""The slots' type code: a place in 32 bits unsigned (4 billion devices)."""
 
 
 class Placed(Protocol):
@@ -37,19 +42,21 @@ class Placed(Protocol):
 
 
 class Agenda:
-    __slots__ = ("_booked", "_due", "_order", "_places", "_slots")
+    __slots__ = ("_booked", "_due", "_ids", "_order", "_places", "_slots")
 
-    def __init__(self, places: Mapping[str, Placed]) -> None:
-        """`places`: every device that may be booked, its `rank` from 0 up, each its own."""
+    def __init__(self, places: Mapping[str, Placed], device_ids: Sequence[str]) -> None:
+        """`places`: every device that may be booked, its `rank` from 0 up, each its own;
+        `device_ids`: their ids by rank, the strings `take` hands back (shared, not copied)."""
         self._places = places
+        self._ids = device_ids
         self._due = array("q", [_UNBOOKED]) * len(places)
         """Place -> when the device is due (`_UNBOOKED`: it is not booked)."""
         self._booked = 0
-        self._slots: dict[int, list[str]] = {}
-        """Slot number -> the devices booked in it. A list, not a set (a set's table is four
-        times its devices, kept at its largest size): a device moved out of its slot, or no
-        longer booked, stays listed there until the slot's time, and the take skips it (its
-        `_due` says where it is booked now)."""
+        self._slots: dict[int, array[int]] = {}
+        """Slot number -> the places of the devices booked in it. An array, not a set (a set's
+        table is four times its devices, kept at its largest size): a device moved out of its
+        slot, or no longer booked, stays listed there until the slot's time, and the take skips
+        it (its `_due` says where it is booked now)."""
         self._order: list[int] = []
         """The numbers of the slots in `_slots`, a heap."""
 
@@ -78,28 +85,27 @@ class Agenda:
             return  # moved within its slot: listed there already
         members = self._slots.get(number)
         if members is None:
-            self._slots[number] = members = []
+            self._slots[number] = members = array(_PLACE)
             heapq.heappush(self._order, number)
-        members.append(device_id)
+        members.append(place)
 
     def take(self, now_ms: int) -> list[str]:
         """The devices due at `now_ms`, no longer booked: the owner books each again after its
         look. One due later stays booked, whichever way the clock moved since the last call."""
         current = now_ms // SLOT_MS
-        due, places, slots, order = self._due, self._places, self._slots, self._order
+        due, ids, slots, order = self._due, self._ids, self._slots, self._order
         taken: list[str] = []
-        later: list[str] = []
+        later = array(_PLACE)
         while order and order[0] <= current:
             number = heapq.heappop(order)
-            for device_id in slots.pop(number):
-                place = places[device_id].rank
+            for place in slots.pop(number):
                 at = due[place]
                 if at == _UNBOOKED or at // SLOT_MS != number:
                     continue  # moved to another slot, no longer booked, or listed twice
                 if at > now_ms:  # in the slot of this second, due later in it
-                    later.append(device_id)
+                    later.append(place)
                 else:
-                    taken.append(device_id)
+                    taken.append(ids[place])
                     due[place] = _UNBOOKED  # a second listing of it is skipped
         self._booked -= len(taken)
         if later:

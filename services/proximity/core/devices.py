@@ -2,10 +2,10 @@
 
 A live `DeviceState` with its parts costs ~850 bytes; the same state encoded as the shell stores
 it in Redis (`state_encoder`, format 4) ~520, in one `bytes`. A device sends a fix a minute or
-so, and is idle in between: so `DeviceTable` keeps each device as its blob, decodes it when the
-engine looks at it ("thawed": the live object, kept while the batch goes on) and encodes every
-thawed one back at the batch's end (`freeze`, called by the shell). A device never heard is
-kept as None (its default state), not as a blob.
+so, and is idle in between: so `DeviceTable` keeps each device as its blob (in its `Node`),
+decodes it when the engine looks at it ("thawed": the live object, kept while the batch goes
+on) and encodes every thawed one back at the batch's end (`freeze`, called by the shell). A
+device never heard is kept as None (its default state), not as a blob.
 
 Nothing a freeze does is seen by the decisions: a state decodes to an equal state, so the same
 inputs give the same effects whether or not a freeze came between them.
@@ -13,12 +13,13 @@ inputs give the same effects whether or not a freeze came between them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Final, overload
 
 import msgspec
 
 from services.proximity.core.state import DeviceState, state_encoder
+from services.proximity.core.topology import Node
 
 _decode: Final = msgspec.msgpack.Decoder(DeviceState).decode
 """Of the current format only: the table holds the blobs it encoded itself (states of earlier
@@ -30,11 +31,12 @@ class DeviceTable:
     state (thawing it); `freeze` encodes every thawed state back. Reading every state (`states`)
     decodes them on the fly and keeps none."""
 
-    __slots__ = ("_buffer", "_cold", "_thawed")
+    __slots__ = ("_buffer", "_nodes", "_thawed")
 
-    def __init__(self, device_ids: Iterable[str]) -> None:
-        self._cold: dict[str, bytes | None] = dict.fromkeys(device_ids)
-        """Every device in force, with its state as of the last freeze (None: never changed)."""
+    def __init__(self, nodes: Mapping[str, Node]) -> None:
+        self._nodes = nodes
+        """Every device in force, its state as of the last freeze in its node (`Node.blob`):
+        the topology's own records, not a second dict by the same keys."""
         self._thawed: dict[str, DeviceState] = {}
         """The states taken out since: the live ones, newer than their blob."""
         self._buffer = bytearray()
@@ -42,13 +44,13 @@ class DeviceTable:
         it holds (800 bytes for a 520-byte state); a copy of this is the size of the state."""
 
     def __contains__(self, device_id: object) -> bool:
-        return device_id in self._cold
+        return device_id in self._nodes
 
     def __len__(self) -> int:
-        return len(self._cold)
+        return len(self._nodes)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._cold)
+        return iter(self._nodes)
 
     def __getitem__(self, device_id: str) -> DeviceState:
         try:
@@ -58,18 +60,18 @@ class DeviceTable:
 
     def get(self, device_id: str) -> DeviceState | None:
         device = self._thawed.get(device_id)
-        if device is None and device_id in self._cold:
+        if device is None and device_id in self._nodes:
             return self._thaw(device_id)
         return device
 
     def __setitem__(self, device_id: str, device: DeviceState) -> None:
         """Put a state in place of a device's (loaded or handed over): live until the freeze."""
-        if device_id not in self._cold:
+        if device_id not in self._nodes:
             raise KeyError(device_id)
         self._thawed[device_id] = device
 
     def _thaw(self, device_id: str) -> DeviceState:
-        device = self._read(device_id, self._cold[device_id])
+        device = self._read(device_id, self._nodes[device_id].blob)
         self._thawed[device_id] = device
         return device
 
@@ -81,22 +83,22 @@ class DeviceTable:
         """The state to read, not to change: the live one if thawed, else decoded and not kept
         (a change to it is lost)."""
         device = self._thawed.get(device_id)
-        return self._read(device_id, self._cold[device_id]) if device is None else device
+        return self._read(device_id, self._nodes[device_id].blob) if device is None else device
 
     def freeze(self) -> None:
         """Encode every thawed state back into its blob and let the objects go. All of them,
         not only those an `Effects` names as changed: whatever was changed is never lost."""
-        encode, cold, buffer = state_encoder.encode_into, self._cold, self._buffer
+        encode, nodes, buffer = state_encoder.encode_into, self._nodes, self._buffer
         for device_id, device in self._thawed.items():
             encode(device, buffer)
-            cold[device_id] = bytes(buffer)
+            nodes[device_id].blob = bytes(buffer)
         self._thawed.clear()
 
     def encoded(self, device_id: str) -> bytes:
         """The state as the shell stores it: after a `freeze`, the blob it made (no encoding
         again for the commit)."""
         device = self._thawed.get(device_id)
-        blob = self._cold[device_id]
+        blob = self._nodes[device_id].blob
         if device is None and blob is not None:
             return blob
         return state_encoder.encode(self._read(device_id, blob) if device is None else device)
@@ -105,18 +107,20 @@ class DeviceTable:
         """Take `other`'s state of every device both hold, as it is held there (a blob is
         shared, not decoded; a live state stays live); returns those devices, in `other`'s
         order."""
-        cold, thawed = self._cold, self._thawed
-        taken = [device_id for device_id in other._cold if device_id in cold]
-        for device_id in taken:
-            cold[device_id] = other._cold[device_id]
-            if (device := other._thawed.get(device_id)) is not None:
+        nodes, thawed, taken = self._nodes, self._thawed, []
+        for device_id, theirs in other._nodes.items():
+            if (mine := nodes.get(device_id)) is not None:
+                mine.blob = theirs.blob
+                taken.append(device_id)
+        for device_id, device in other._thawed.items():
+            if device_id in nodes:
                 thawed[device_id] = device
         return taken
 
     def states(self) -> Sequence[DeviceState]:
         """Every state, in the table's order, to read (`peek`): none is thawed into the table,
         so a count over all of them (the census) holds one at a time."""
-        return _States(self, list(self._cold))
+        return _States(self, list(self._nodes))
 
 
 class _States(Sequence[DeviceState]):

@@ -87,7 +87,7 @@ class ProximityEngine:
         self._history_ms = round(settings.history_s * 1000)
         # When each device's silence next needs a look: one booking for the devices' own
         # checks and the platform's alike, at the sooner of their times (`Agenda.book`).
-        self._silences = Agenda(topology.nodes)
+        self._silences = Agenda(topology.nodes, topology.device_ids)
         self._conditions = DeviceConditions(topology, self._devices, settings, self._silences)
         self._faults = DeviceFaults(topology, self._devices, settings)
         self._judge = PairJudge(self._devices, settings, grid)

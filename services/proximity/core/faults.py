@@ -34,7 +34,7 @@ class DeviceFaults:
         self._clock_limit_ms = round(settings.clock_fault_s * 1000)
         self._dwell_ms = round(settings.fault_dwell_s * 1000)
         self._nodes = topology.nodes
-        self._agenda = Agenda(topology.nodes)
+        self._agenda = Agenda(topology.nodes, topology.device_ids)
 
     def on_accepted(
         self, device: DeviceState, *, live: bool, now_ms: int, effects: Effects

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import msgspec
+
 from nabij.orders import Order, Zone
 from nabij.settings import ProximitySettings
 from services.proximity.core.cells import SnapGrid, offender_ring
@@ -75,11 +77,13 @@ class PairSpec:
         return self.key[2]
 
 
-@dataclass(slots=True)
-class Node:
-    """What the orders say of one device: one record, not one dict entry per fact (a million
-    pairs' worth of dicts was most of the topology's memory: docs/benchmarks.md). Built once,
-    never changed (not frozen only because a frozen one is slower to build, a million of them)."""
+class Node(msgspec.Struct, gc=False):
+    """What the orders say of one device, and its state: one record, not one dict entry per
+    fact (a million pairs' worth of dicts was most of the topology's memory:
+    docs/benchmarks.md). Built once; only `blob` ever changes (not frozen for it). A struct
+    untracked by the garbage collector (16 bytes less than a slotted dataclass, faster to
+    build): nothing it refers to (its pairs, its blob) refers back to a node, so it is in no
+    cycle."""
 
     rank: int
     """Its place among the devices, in the order of the orders: the tick looks at the devices
@@ -93,6 +97,9 @@ class Node:
     other_orders: tuple[str, ...] | None
     """The ids of every order it is in, when its pairs do not say so (an order with no pair of
     it, its own, as its offender), else None: a tuple an order less (`orders`)."""
+    blob: bytes | None = None
+    """Its device's state as of the last freeze, encoded (None: never heard): kept here for the
+    `DeviceTable` rather than in a dict of its own by the same keys (~50 bytes a pair)."""
 
     @property
     def orders(self) -> tuple[str, ...]:
@@ -113,6 +120,9 @@ class Topology:
     pairs: dict[PairKey, PairSpec]
     nodes: dict[str, Node]
     """Device -> what the orders say of it, in the order of the orders (`Node.rank`)."""
+    device_ids: list[str]
+    """The keys of `nodes` by rank, the very strings: for what keeps devices by their place
+    (`Agenda`) and hands them back by id."""
     zones: dict[str, ZoneSet]
     """Offender device -> its exclusion zones (only offenders with zones)."""
     exemptions: dict[str, Exemptions]
@@ -195,6 +205,7 @@ class Topology:
                 device: _node(device, places[rank], offender_ranks.get(device), joins)
                 for rank, (device, joins) in enumerate(joined.items())
             },
+            device_ids=list(joined),
             zones={
                 device: _zone_set(device, zones, settings, known_zones)
                 for device, zones in zones_of.items()
