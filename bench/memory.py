@@ -5,9 +5,9 @@ apart for `--minutes` (long enough to fill its position history, the largest par
 state), the pairs 20 km apart. Then:
 - core: Python heap allocated by building and feeding the engine (`tracemalloc`, which also
   counts the orders themselves), per pair;
-- Redis: every device and pair state written as the service writes it (`state_encoder`, one key
-  each, plus the set of device ids) into a fresh redis-server; growth of `used_memory` per pair,
-  and the encoded sizes that make it up.
+- Redis: every device and pair state written as the service writes it (`state_encoder`,
+  `encode_pair`: one key each, plus the set of device ids) into a fresh redis-server; growth of
+  `used_memory` per pair, and the encoded sizes that make it up.
 
 `--resident`: the process's resident memory (`VmRSS`) instead, without the Redis part: for a
 million pairs, where tracemalloc's own bookkeeping would double the memory and the time; it
@@ -35,7 +35,7 @@ from nabij.config import ProximitySettings
 from nabij.contract import Fix
 from nabij.keys import Keys, Shard
 from services.proximity.core.engine import Effects, ProximityEngine
-from services.proximity.core.state import state_encoder
+from services.proximity.core.state import encode_pair, state_encoder
 from tests.servers import RedisServer
 
 T0: Final = 1_790_000_000_000
@@ -120,7 +120,7 @@ def redis_bytes(engine: ProximityEngine, pairs: int) -> dict[str, float]:
                     pipe.set(keys.device_state(device), blob)
                     pipe.sadd(keys.proximity_devices, device)
                 pair_key = (f"O-{i}", f"ank-{i}", f"vic-{i}")
-                blob = state_encoder.encode(engine.pair(pair_key))
+                blob = encode_pair(engine.pair(pair_key))
                 pair_sizes.append(len(blob))
                 pipe.set(keys.pair_state(f"ank-{i}", f"O-{i}", f"vic-{i}"), blob)
                 if i % 1000 == 999:

@@ -47,7 +47,7 @@ from services.proximity.core.state import (
     pair_state_decoder,
 )
 from services.proximity.intake import Received
-from services.proximity.layout import commands_for, state_names, stored_state
+from services.proximity.layout import commands_for, pair_names, state_names, stored_state
 
 Stage = Literal["subscribed", "released", "adopted"]
 STAGES: Final[tuple[Stage, ...]] = ("subscribed", "released", "adopted")
@@ -113,13 +113,15 @@ def adoption(client: redis.Redis, keys: Keys, layout: int, plan: Handover) -> Ad
     devices: list[DeviceState] = []
     pairs: list[PairState] = []
     for source in sorted(plan.sources):
-        names = state_names(plan.incoming.get(source, ()), plan.adopted.get(source, ()))
+        adopted = plan.adopted.get(source, ())
+        names = state_names(plan.incoming.get(source, ()), adopted)
         found, _held = stored_state(client, keys.proximity(Shard(source, layout)).tag, names)
+        pair_of = pair_names(adopted)  # a stored pair holds no ids: its key says them
         for suffix, blob in found:
             if suffix.startswith(":device:"):
                 devices.append(device_state_decoder.decode(blob))
             else:
-                pairs.append(pair_state_decoder.decode(blob))
+                pairs.append(pair_state_decoder.decode(blob, pair_of[suffix]))
     outboxes = [keys.proximity(Shard(k, layout)).command_outbox for k in sorted(plan.incoming)]
     arriving = plan.arriving
     commands = [

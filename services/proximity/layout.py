@@ -26,6 +26,7 @@ from nabij import streams
 from nabij.keys import Keys, Shard, ShardKeys, UnshardedKeys
 from nabij.orders import Order
 from services.proximity.core.shards import Ownership, platform_judge
+from services.proximity.core.state import PairKey
 from services.shell.commit import Committer
 from services.shell.lease import LeaseWaitAbortedError
 
@@ -179,12 +180,22 @@ def state_names(devices: Iterable[str], orders: Iterable[Order]) -> list[tuple[s
     """The keys (suffix after a shard's tag) of these devices' and these orders' pairs' state,
     each with its device (None for a pair)."""
     names: list[tuple[str, str | None]] = [(ShardKeys("").device_state(d), d) for d in devices]
-    names += [
-        (ShardKeys("").pair_state(order.offender_device, order.id, victim), None)
+    names += [(suffix, None) for suffix in pair_names(orders)]
+    return names
+
+
+def pair_names(orders: Iterable[Order]) -> dict[str, PairKey]:
+    """The keys (suffix after a shard's tag) of these orders' pairs' state, each with the
+    pair's ids (which a stored pair state does not hold: `PAIR_FORMAT`)."""
+    return {
+        ShardKeys("").pair_state(order.offender_device, order.id, victim): (
+            order.id,
+            order.offender_device,
+            victim,
+        )
         for order in orders
         for victim in order.victim_devices
-    ]
-    return names
+    }
 
 
 def stored_state(

@@ -52,6 +52,7 @@ from services.proximity.core.shards import Ownership, handover_plan, platform_se
 from services.proximity.core.state import (
     DeviceState,
     device_state_decoder,
+    encode_pair,
     pair_state_decoder,
     state_encoder,
 )
@@ -85,7 +86,8 @@ SUBSCRIBE_POLL_S = 0.05
 # (`DeviceTable.states`), so 250 keep a loop's share under ~0.5 ms; 1,000 doubled the p99 of
 # publish -> decision at 5,000 fixes/s (docs/benchmarks.md, the sixth pass).
 CENSUS_SLICE = 250
-# Device states decoded and loaded at a time on a restore (`_restore`), then encoded again.
+# Device (and pair) states decoded and loaded at a time on a restore (`_restore`), then
+# encoded again (kept in the pairs' records).
 RESTORE_SLICE = 10_000
 # Bound, not a logger name: the name is dropped by the renderer, and `nabij run` would say "run".
 log = structlog.get_logger(service=SERVICE)
@@ -547,12 +549,12 @@ class ProximityService:
         # core's decisions (docs/benchmarks.md, the profile). Sent as a raw command because
         # redis-py's cluster pipeline refuses its `mset` method (keys may span slots), while
         # all of a shard's keys share one slot, which the transaction checks.
-        engine, encoded = self._engine, state_encoder.encode
+        engine = self._engine
         # As `freeze` encoded them at the batch's end: no second encoding for the commit.
         states = {keys.device_state(d): engine.encoded_device(d) for d in effects.changed_devices}
         for order_id, offender, victim in effects.changed_pairs:
             pair = engine.pair((order_id, offender, victim))
-            states[keys.pair_state(offender, order_id, victim)] = encoded(pair)
+            states[keys.pair_state(offender, order_id, victim)] = encode_pair(pair)
         if states:
             flat = itertools.chain.from_iterable(states.items())
             pipe.execute_command("MSET", *flat)  # type: ignore[no-untyped-call]  # untyped in redis-py
@@ -662,7 +664,7 @@ class ProximityService:
             degraded = engine.platform.degraded
             metrics.PLATFORM_DEGRADED.labels(service=SERVICE).set(1 if degraded else 0)
             # The devices decoded a slice at a time, none kept: not a million objects at once.
-            self._census_round = CensusRound(list(engine.pairs()), engine.devices())
+            self._census_round = CensusRound(engine.pair_rings(), engine.devices())
         census = self._census_round
         if not census.step(self._clock(), CENSUS_SLICE):
             return
@@ -936,11 +938,13 @@ class ProximityService:
         device_ids = [d.decode() for d in streams.members(self._redis, keys.proximity_devices)]
         device_blobs = streams.values(self._redis, [keys.device_state(d) for d in device_ids])
         pair_keys = [
-            keys.pair_state(order.offender_device, order.id, victim)
+            (order.id, order.offender_device, victim)
             for order in self._judged
             for victim in order.victim_devices
         ]
-        pair_blobs = streams.values(self._redis, pair_keys)
+        pair_blobs = streams.values(
+            self._redis, [keys.pair_state(offender, o, victim) for o, offender, victim in pair_keys]
+        )
         # A slice of devices at a time, each frozen before the next: a million live states at
         # once would take ~0.85 KB each on top of their blobs (`DeviceTable`).
         devices = 0
@@ -950,12 +954,18 @@ class ProximityService:
             self._engine.load([d for d in states if self._engine.is_known(d.device_id)], ())
             self._engine.freeze()
             devices += len(states)
-        pairs = [pair_state_decoder.decode(b) for b in pair_blobs if b is not None]
-        self._engine.load((), pairs)
+        # Pairs too: the engine keeps their state in its records, not the states loaded.
+        pairs = 0
+        for start in range(0, len(pair_blobs), RESTORE_SLICE):
+            end = start + RESTORE_SLICE
+            stored = zip(pair_keys[start:end], pair_blobs[start:end], strict=True)
+            loaded = [pair_state_decoder.decode(b, key) for key, b in stored if b is not None]
+            self._engine.load((), loaded)
+            pairs += len(loaded)
         if self._evidence is not None:
             self._evidence.restore()
         # GET, not MGET: the proximity ACL user may GET and SET this key only.
         if (platform := cast(bytes | None, self._redis.get(keys.platform_state))) is not None:
             self._engine.load_platform(platform_state_decoder.decode(platform))
         heap.settle()
-        log.info("state_restored", devices=devices, pairs=len(pairs))
+        log.info("state_restored", devices=devices, pairs=pairs)

@@ -342,7 +342,11 @@ def _handed_over_whole(
     for order_id, offender, victim in (("ORD-A", "ank-1", "vic-1"), ("ORD-B", "ank-5", "vic-5")):
         at = stack.keys.proximity(Shard(where[offender], 2))
         pair = stack.redis.get(at.pair_state(offender, order_id, victim))
-        assert pair is not None and pair_state_decoder.decode(pair).alarm.phase == "inside"
+        assert (
+            pair is not None
+            and pair_state_decoder.decode(pair, (order_id, offender, victim)).alarm.phase
+            == "inside"
+        )
     assert_no_duplicate(stack)
 
 

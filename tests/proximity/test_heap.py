@@ -35,7 +35,7 @@ def test_a_dropped_engine_leaves_no_cyclic_garbage(path: Path) -> None:
 
 def test_the_state_that_grows_with_the_shard_is_untracked() -> None:
     engine = played(SCENARIOS[0])
-    devices, pairs = list(engine.devices()), list(engine.pairs())
+    devices, pairs = list(engine.devices()), list(engine.pair_rings())
     assert devices and pairs
     for device in devices:
         assert not gc.is_tracked(device)

@@ -8,7 +8,12 @@ from hypothesis import strategies as st
 from nabij.config import Order
 from nabij.contract import Warn
 from services.proximity.core.engine import Effects
-from services.proximity.core.state import device_state_decoder, pair_state_decoder, state_encoder
+from services.proximity.core.state import (
+    device_state_decoder,
+    encode_pair,
+    pair_state_decoder,
+    state_encoder,
+)
 from tests.proximity import (
     DAM,
     OFFENDER,
@@ -288,7 +293,7 @@ def test_a_swap_survives_a_restart_through_msgpack() -> None:
     fresh = engine([order(offender=NEW_OFFENDER)])
     fresh.load(
         [device_state_decoder.decode(state_encoder.encode(d)) for d in devices],
-        [pair_state_decoder.decode(state_encoder.encode(p)) for p in pairs],
+        [pair_state_decoder.decode(encode_pair(p), p.key) for p in pairs],
     )
     drive.engine, drive.effects = fresh, Effects()
     standing_as(drive, NEW_OFFENDER, VICTIM, 3000, 12, start=t + 10 * S)

@@ -122,7 +122,7 @@ def test_state_of_an_earlier_format_loads_exactly_and_decides_the_same(stored: P
     restored = engine()
     restored.load(
         [device_state_decoder.decode(blob) for blob in saved["devices"]],
-        [pair_state_decoder.decode(saved["pair"])],
+        [pair_state_decoder.decode(saved["pair"], PAIR)],
     )
     for device in (OFFENDER, VICTIM):
         assert restored.device(device) == drive.engine.device(device)

@@ -19,7 +19,12 @@ from services.proximity.core.agenda import ALWAYS, Agenda
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import StatusUpdate
 from services.proximity.core.platform import platform_state_decoder
-from services.proximity.core.state import device_state_decoder, pair_state_decoder, state_encoder
+from services.proximity.core.state import (
+    device_state_decoder,
+    encode_pair,
+    pair_state_decoder,
+    state_encoder,
+)
 from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, event, fix_at, of_action, order
 
 S = 1_000
@@ -99,7 +104,7 @@ def restarted(
     again = ProximityEngine(orders, SETTINGS, platform=platform)
     again.load(
         [device_state_decoder.decode(state_encoder.encode(d)) for d in eng.devices()],
-        [pair_state_decoder.decode(state_encoder.encode(p)) for p in eng.pairs()],
+        [pair_state_decoder.decode(encode_pair(p), p.key) for p in eng.pairs()],
     )
     again.load_platform(platform_state_decoder.decode(state_encoder.encode(eng.platform)))
     return again

@@ -70,9 +70,16 @@ def test_each_device_record_says_what_the_plain_lookups_say(orders: list[Order])
         ] == memberships[device]
     for o in orders:
         for index, victim in enumerate(dict.fromkeys(o.victim_devices)):
-            assert (
-                topology.pairs[o.id, o.offender_device, victim].victim_role == f"victim{index + 1}"
-            )
+            spec = topology.pair((o.id, o.offender_device, victim))
+            assert spec is not None and spec.victim_role == f"victim{index + 1}"
+            assert spec.key == (o.id, o.offender_device, victim)
+    # Every pair once, in the order of the orders; a key of none is none.
+    assert [spec.key for spec in topology.pairs] == [
+        (o.id, o.offender_device, victim)
+        for o in orders
+        for victim in dict.fromkeys(o.victim_devices)
+    ]
+    assert topology.pair(("O-none", DEVICES[0], DEVICES[1])) is None
 
 
 @settings(max_examples=100, deadline=None)

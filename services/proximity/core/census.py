@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
-from services.proximity.core.state import DeviceState, PairState, Phase
+from services.proximity.core.state import DeviceState, Phase, RingState
 
 RINGS: Final = ("pre_alert", "alarm")
 PHASES: Final[tuple[Phase, ...]] = ("outside", "entering", "inside", "exiting")
@@ -22,7 +22,16 @@ CONTACT_AGES: Final = ((60, "under_1m"), (300, "1m_5m"), (900, "5m_15m"), (3600,
 CONTACT_AGE_LABELS: Final = (*(label for _edge, label in CONTACT_AGES), "over_1h", "never")
 
 
-def pair_phases(pairs: Iterable[PairState]) -> Counter[tuple[str, Phase]]:
+class PairRings(Protocol):
+    """What the census reads of a pair: a stored state or the engine's record alike."""
+
+    @property
+    def pre_alert(self) -> RingState: ...
+    @property
+    def alarm(self) -> RingState: ...
+
+
+def pair_phases(pairs: Iterable[PairRings]) -> Counter[tuple[str, Phase]]:
     """(ring, phase) -> how many pairs; a combination with none is absent (the caller sets 0)."""
     counts: Counter[tuple[str, Phase]] = Counter()
     for pair in pairs:
@@ -49,7 +58,7 @@ class CensusRound:
     """One count of the pairs and devices listed at its start, a slice at a time. A state that
     changes during the round is counted as it is when its slice comes (each state once)."""
 
-    pairs: list[PairState]
+    pairs: Sequence[PairRings]
     devices: Sequence[DeviceState]
     phases: Counter[tuple[str, Phase]] = field(default_factory=Counter)
     contact: Counter[tuple[str, bool]] = field(default_factory=Counter)

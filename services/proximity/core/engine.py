@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
-import msgspec
-
 from nabij.contract import (
     SAFETY_EVENTS,
     ClearCause,
@@ -29,6 +27,7 @@ from nabij.settings import PlatformSettings, PrivacySettings, ProximitySettings
 from services.proximity.core.accuracy import effective_acc
 from services.proximity.core.agenda import Agenda
 from services.proximity.core.cells import SnapGrid
+from services.proximity.core.census import PairRings
 from services.proximity.core.conditions import DeviceConditions
 from services.proximity.core.devices import DeviceTable
 from services.proximity.core.effects import Effects
@@ -57,6 +56,8 @@ _OPEN_PHASES: Final = OPEN_PHASES
 _DEFAULT_PRIVACY: Final = PrivacySettings()
 _DEFAULT_PLATFORM: Final = PlatformSettings()
 _NO_REASONS: Final[Mapping[str, ClearCause | None]] = {}
+_PAIR_START: Final = PairState("", "", "")
+"""A pair's state before any comparison (`PairSpec.restore` reads no ids)."""
 
 
 class ProximityEngine:
@@ -92,7 +93,7 @@ class ProximityEngine:
         self._faults = DeviceFaults(topology, self._devices, settings)
         self._judge = PairJudge(self._devices, settings, grid)
         self._zones = ZoneJudge(topology.zones, topology.exemptions, settings)
-        self._exempt_pairs = tuple(s for s in topology.pairs.values() if s.exemptions is not None)
+        self._exempt_pairs = tuple(s for s in topology.pairs if s.exemptions is not None)
         # Offenders with a zone of an order with exemption windows: the only ones whose zones
         # the tick can change (`ZoneJudge.tick`); the others' states are not thawed for a look.
         self._exempt_zone_offenders = tuple(
@@ -120,10 +121,9 @@ class ProximityEngine:
             if device.device_id in self._devices:
                 self._devices[device.device_id] = device
                 self._book(device)
-        specs = self._topology.pairs
         for pair in pairs:
-            if (spec := specs.get(pair.key)) is not None:
-                spec.state = pair
+            if (spec := self._topology.pair(pair.key)) is not None:
+                spec.restore(pair)
 
     def successor(
         self,
@@ -151,7 +151,9 @@ class ProximityEngine:
         unchanged = {i for i, order in after.items() if before.get(i) == order}
         for device_id in engine._devices.take_over(self._devices):
             engine._book(engine._devices.peek(device_id))
-        engine.load((), self.pairs())
+        for spec in self._topology.pairs:
+            if (kept := engine._topology.pair(spec.key)) is not None:
+                kept.restore(spec)
 
         def cause(order_id: str) -> ClearCause | None:
             if order_id in after:
@@ -162,14 +164,14 @@ class ProximityEngine:
         heirs |= self._hand_over_zones(engine, cause, now_ms, effects)
         for device_id in heirs:
             engine._brief(engine._devices[device_id], effects)
-        for key, spec in engine._topology.pairs.items():
-            if key[0] in unchanged:
+        for spec in engine._topology.pairs:
+            if spec.order_id in unchanged:
                 continue  # before its offender is read: no thawing of every device in force
             offender = engine._devices[spec.offender]
             if offender.fix is None:
                 continue
             changes = engine._judge.compare(spec, offender, offender.last_seq, now_ms, effects)
-            effects.changed_pairs.add(key)
+            effects.changed_pairs.add(spec.key)
             if changes is not None:
                 engine._command(spec, changes, effects)
         changed = after.keys() - unchanged
@@ -181,7 +183,9 @@ class ProximityEngine:
             engine._zone_commands(device, zone_changes, effects)
         # A device or pair that left the orders is no longer the new engine's to persist.
         effects.changed_devices.intersection_update(engine._devices)
-        effects.changed_pairs.intersection_update(engine._topology.pairs)
+        effects.changed_pairs.difference_update(
+            [key for key in effects.changed_pairs if engine._topology.pair(key) is None]
+        )
         return engine
 
     def _hand_over_pairs(
@@ -195,17 +199,15 @@ class ProximityEngine:
         its order and role (a swapped device; returns the new devices), or ended (its open rings
         cleared). A victim whose role moved (one before her left the order) is judged afresh
         under her new alarm keys."""
-        by_role = {(s.order_id, s.victim_role): s for s in engine._topology.pairs.values()}
+        by_role = {(s.order_id, s.victim_role): s for s in engine._topology.pairs}
         heirs: set[str] = set()
-        for key, spec in self._topology.pairs.items():
-            kept = engine._topology.pairs.get(key)
+        for spec in self._topology.pairs:
+            kept = engine._topology.pair(spec.key)
             if kept is not None and kept.victim_role == spec.victim_role:
                 continue
             heir = by_role.get((spec.order_id, spec.victim_role))
-            if kept is None and heir is not None and heir.key not in self._topology.pairs:
-                heir.state = msgspec.structs.replace(
-                    spec.state, offender_device=heir.offender, victim_device=heir.victim
-                )
+            if kept is None and heir is not None and self._topology.pair(heir.key) is None:
+                heir.restore(spec)
                 effects.changed_pairs.add(heir.key)
                 heirs |= {heir.offender, heir.victim} - {spec.offender, spec.victim}
                 continue
@@ -213,8 +215,8 @@ class ProximityEngine:
             if why is not None:
                 self._judge.ended(spec, why, now_ms, effects)
             if kept is not None:
-                kept.state = PairState(*key)
-                effects.changed_pairs.add(key)
+                kept.restore(_PAIR_START)
+                effects.changed_pairs.add(kept.key)
         return heirs
 
     def _hand_over_zones(
@@ -254,10 +256,13 @@ class ProximityEngine:
         return self._devices[device_id]
 
     def pair(self, key: PairKey) -> PairState:
-        return self._topology.pairs[key].state
+        spec = self._topology.pair(key)
+        if spec is None:
+            raise KeyError(key)
+        return spec.state()
 
     def pair_keys(self) -> list[PairKey]:
-        return list(self._topology.pairs)
+        return [spec.key for spec in self._topology.pairs]
 
     def devices(self) -> Sequence[DeviceState]:
         """Every device's state, to read: decoded one at a time, none kept (`DeviceTable`)."""
@@ -273,7 +278,12 @@ class ProximityEngine:
         self._devices.freeze()
 
     def pairs(self) -> Iterable[PairState]:
-        return (spec.state for spec in self._topology.pairs.values())
+        """Every pair's state, made one at a time as it is asked for."""
+        return (spec.state() for spec in self._topology.pairs)
+
+    def pair_rings(self) -> Sequence[PairRings]:
+        """Every pair's rings, to read (the census): the records, no state made for them."""
+        return self._topology.pairs
 
     @property
     def platform(self) -> PlatformState:
@@ -319,8 +329,7 @@ class ProximityEngine:
         self._conditions.tick(now_ms, silent, effects)
         self._faults.tick(now_ms, effects)
         for spec in self._exempt_pairs:
-            pair = spec.state
-            if not pair.exempt or spec.exemptions is None:
+            if not spec.exempt or spec.exemptions is None:
                 continue
             offender = self._devices.peek(spec.offender).fix
             if spec.exemptions.exempt("proximity", now_ms, offender):
@@ -524,12 +533,11 @@ class ProximityEngine:
             return "alarm"
         level: WarnLevel | None = None
         for spec in self._nodes[device.device_id].pairs:
-            pair = spec.state
             if spec.offender != device.device_id:
-                ring = pair.alarm
+                ring = spec.alarm
             else:
-                ring = pair.offender_alarm
-                if pair.offender_pre_alert.phase in _OPEN_PHASES:
+                ring = spec.offender_alarm
+                if spec.offender_pre_alert.phase in _OPEN_PHASES:
                     level = "pre_alert"
             if ring.phase in _OPEN_PHASES:
                 return "alarm"
@@ -553,13 +561,12 @@ class ProximityEngine:
         near = any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values())
         if not near:
             for spec in self._nodes[device.device_id].pairs:
-                pair = spec.state
                 if spec.offender == device.device_id:
-                    near = _offender_near(pair)
+                    near = _offender_near(spec)
                 else:
                     near = any(
                         phase in _OPEN_PHASES or phase == "entering"
-                        for phase in (pair.pre_alert.phase, pair.alarm.phase)
+                        for phase in (spec.pre_alert.phase, spec.alarm.phase)
                     )
                 if near:
                     break
@@ -572,7 +579,7 @@ class ProximityEngine:
         effects.changed_devices.add(device.device_id)
 
 
-def _offender_near(pair: PairState) -> bool:
+def _offender_near(pair: PairSpec) -> bool:
     """His own rings (judged on her grid cell) hold a warning."""
     return (
         pair.offender_pre_alert.phase in _OPEN_PHASES or pair.offender_alarm.phase in _OPEN_PHASES

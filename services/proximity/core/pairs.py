@@ -71,7 +71,7 @@ class PairJudge:
         """Compare the reporter's new fix with where its partner was at that time (its latest
         position for a live fix, its history for a late one); returns the rings' transitions,
         or None when no ring (hers or his) changed phase."""
-        order_id, offender_id, victim_id = spec.key  # read once: `PairSpec.offender` is a call
+        order_id, offender_id, victim_id = spec.order_id, spec.offender, spec.victim
         is_offender = reporter.device_id == offender_id
         own = reporter.fix
         if own is None:
@@ -85,16 +85,13 @@ class PairJudge:
         offender, victim = (own, partner) if is_offender else (partner, own)
         distance = distance_m(offender.lat, offender.lon, victim.lat, victim.lon)
         uncertainty = offender.acc + victim.acc
-        pair, rings = spec.state, spec.rings
-        t_ms = max(own.ts, pair.last_obs_ts)  # pair time never goes backwards
-        pair.last_obs_ts = t_ms
-        pair.last_distance_m = distance
-        pair.last_uncertainty_m = uncertainty
-        effects.changed_pairs.add(spec.key)
+        rings = spec.rings
+        t_ms = spec.observe(own.ts, distance, uncertainty)  # pair time never goes backwards
+        effects.changed_pairs.add((order_id, offender_id, victim_id))
         exempt = spec.exemptions is not None and spec.exemptions.exempt("proximity", t_ms, offender)
-        pair.exempt = exempt
-        old_pre, old_alarm = pair.pre_alert, pair.alarm
-        old_his_pre, old_his_alarm = pair.offender_pre_alert, pair.offender_alarm
+        spec.exempt = exempt
+        old_pre, old_alarm = spec.pre_alert, spec.alarm
+        old_his_pre, old_his_alarm = spec.offender_pre_alert, spec.offender_alarm
         pre_ring = rings.pre_alert.ring_m
         if (
             old_pre.phase == "outside"
@@ -147,24 +144,24 @@ class PairJudge:
                 rings.alarm.ring_m,
                 entering=old_alarm.phase == "entering",
             )
-        pair.pre_alert, pre_change = self._ring(
+        spec.pre_alert, pre_change = self._ring(
             old_pre, rings.pre_alert, pre_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
             effects=effects,
         )  # fmt: skip
-        pair.alarm, alarm_change = self._ring(
+        spec.alarm, alarm_change = self._ring(
             old_alarm, rings.alarm, alarm_reading, obs=obs, t_ms=t_ms, exempt=exempt, motion=motion,
             effects=effects,
         )  # fmt: skip
         if (
             not exempt
             and pre_change is None
-            and pair.pre_alert.phase in _CLOSED_PHASES
+            and spec.pre_alert.phase in _CLOSED_PHASES
             and alarm_reading.fine
             and confirmed  # a fix off its track predicts nothing: it bends the velocity
             and self._horizon_s > 0
         ):
-            pair.pre_alert, pre_change = self._predict(
-                pair.pre_alert, spec, obs=obs, t_ms=t_ms, motion=motion, effects=effects
+            spec.pre_alert, pre_change = self._predict(
+                spec.pre_alert, spec, obs=obs, t_ms=t_ms, motion=motion, effects=effects
             )
         if (
             old_his_pre.phase == "outside"
@@ -175,21 +172,21 @@ class PairJudge:
             his_pre_change = his_alarm_change = None
         else:
             cell_m = self._cell_distance(offender, victim)
-            pair.offender_pre_alert, his_pre_change = _offender_step(
+            spec.offender_pre_alert, his_pre_change = _offender_step(
                 old_his_pre, rings.offender_pre_alert, rings.pre_alert,
                 cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
                 off_track=not confirmed,
             )  # fmt: skip
-            pair.offender_alarm, his_alarm_change = _offender_step(
+            spec.offender_alarm, his_alarm_change = _offender_step(
                 old_his_alarm, rings.offender_alarm, rings.alarm,
                 cell_m=cell_m, uncertainty_m=uncertainty, t_ms=t_ms, exempt=exempt,
                 off_track=not confirmed,
             )  # fmt: skip
         if (
-            pair.pre_alert.phase == old_pre.phase
-            and pair.alarm.phase == old_alarm.phase
-            and pair.offender_pre_alert.phase == old_his_pre.phase
-            and pair.offender_alarm.phase == old_his_alarm.phase
+            spec.pre_alert.phase == old_pre.phase
+            and spec.alarm.phase == old_alarm.phase
+            and spec.offender_pre_alert.phase == old_his_pre.phase
+            and spec.offender_alarm.phase == old_his_alarm.phase
         ):
             return None
         return Changes(pre_change, alarm_change, his_pre_change, his_alarm_change)
@@ -197,7 +194,6 @@ class PairJudge:
     def ended(self, spec: PairSpec, cause: ClearCause, now_ms: int, effects: Effects) -> None:
         """The pair's order ended or no longer binds these two devices: each of her open rings
         is cleared, saying why (the gateway still escalates it until a human acknowledges)."""
-        pair = spec.state
         offender, victim = (
             self._devices.peek(spec.offender).fix,
             self._devices.peek(spec.victim).fix,
@@ -218,8 +214,8 @@ class PairJudge:
             now_ms=now_ms,
         )
         for params, ring in (
-            (spec.rings.pre_alert, pair.pre_alert),
-            (spec.rings.alarm, pair.alarm),
+            (spec.rings.pre_alert, spec.pre_alert),
+            (spec.rings.alarm, spec.alarm),
         ):
             if ring.phase in OPEN_PHASES:
                 signal = ring_signal(obs, params, "clear", 0)
@@ -237,12 +233,11 @@ class PairJudge:
         self, spec: PairSpec, now_ms: int, effects: Effects
     ) -> Changes | None:
         """The tick found the pair's exemption over: open what the last comparison is inside."""
-        pair = spec.state
-        pair.exempt = False
+        spec.exempt = False
         effects.changed_pairs.add(spec.key)
         offender = self._devices[spec.offender]
         victim = self._devices[spec.victim]
-        distance, uncertainty = pair.last_distance_m, pair.last_uncertainty_m
+        distance, uncertainty = spec.last_distance_m, spec.last_uncertainty_m
         if (
             distance is None
             or uncertainty is None
@@ -267,7 +262,7 @@ class PairJudge:
         )
         changes: list[Transition | None] = []
         for params, attr in ((spec.rings.pre_alert, "pre_alert"), (spec.rings.alarm, "alarm")):
-            state: RingState = getattr(pair, attr)
+            state: RingState = getattr(spec, attr)
             reading = ring_reading(
                 distance, uncertainty, params.ring_m, pre_alert=attr == "pre_alert"
             )
@@ -283,7 +278,7 @@ class PairJudge:
                 effects.signals.append(
                     msgspec.structs.replace(signal, signal_id=f"{signal.signal_id}|exemption-end")
                 )
-                setattr(pair, attr, RingState("inside", pair.last_obs_ts, distance))
+                setattr(spec, attr, RingState("inside", spec.last_obs_ts, distance))
                 changes.append("opened")
             else:
                 changes.append(None)
@@ -292,10 +287,10 @@ class PairJudge:
             (spec.rings.offender_pre_alert, spec.rings.pre_alert, "offender_pre_alert"),
             (spec.rings.offender_alarm, spec.rings.alarm, "offender_alarm"),
         ):
-            state = getattr(pair, attr)
+            state = getattr(spec, attr)
             reading = cell_reading(cell_m, uncertainty, his, real)
             if _reopens(state, reading, his):
-                setattr(pair, attr, RingState("inside", pair.last_obs_ts, reading.enter_m))
+                setattr(spec, attr, RingState("inside", spec.last_obs_ts, reading.enter_m))
                 changes.append("opened")
             else:
                 changes.append(None)

@@ -47,14 +47,14 @@ class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """Distance last sent in an open or update signal while the ring is open."""
 
 
-_OUTSIDE: Final = RingState()
+OUTSIDE: Final = RingState()
 """Every ring's start, one object: a frozen state is shared, not copied per pair or zone."""
 
 
 class ZoneState(msgspec.Struct, omit_defaults=True, gc=False):
     """Where an offender stands relative to one exclusion zone of one order."""
 
-    ring: RingState = _OUTSIDE
+    ring: RingState = OUTSIDE
     signed_m: float | None = None
     """Last distance to the zone's boundary, negative inside."""
     acc: float | None = None
@@ -328,24 +328,47 @@ class DeviceState(msgspec.Struct, array_like=True, tag=STATE_FORMAT, gc=False):
 
 
 class PairState(msgspec.Struct, omit_defaults=True, gc=False):
+    """A pair's state as the shell stores it and the engine loads it; the engine holds it in
+    the pair's record (`topology.PairSpec`, the same state fields) and makes this when asked."""
+
     order_id: str
     offender_device: str
     victim_device: str
-    pre_alert: RingState = _OUTSIDE
-    alarm: RingState = _OUTSIDE
+    pre_alert: RingState = OUTSIDE
+    alarm: RingState = OUTSIDE
     last_obs_ts: int = 0
     """Device time of the newest comparison; never goes backwards."""
     last_distance_m: float | None = None
     last_uncertainty_m: float | None = None
     exempt: bool = False
     """The last comparison fell in an exemption window (the tick re-checks when it ends)."""
-    offender_pre_alert: RingState = _OUTSIDE
-    offender_alarm: RingState = _OUTSIDE
+    offender_pre_alert: RingState = OUTSIDE
+    offender_alarm: RingState = OUTSIDE
     """The offender's rings, judged on her grid cell (`cells`): his warnings and interval."""
 
     @property
     def key(self) -> PairKey:
         return (self.order_id, self.offender_device, self.victim_device)
+
+
+PAIR_FORMAT: Final = 2
+"""Pair states are stored as msgpack arrays led by this number, without the ids: the Redis key
+holds them (`Keys.pair_state`), and they were most of a stored pair (~40 bytes, not ~140).
+Format 1, a map by field name with the ids, omitting the defaults, still loads
+(`_PairStateDecoder`). Versions before format 2 cannot read it: no rollback past it."""
+
+
+class _StoredPair(msgspec.Struct, array_like=True, tag=PAIR_FORMAT, gc=False):
+    """`PairState` as stored: its fields but the ids, in its order."""
+
+    pre_alert: RingState = OUTSIDE
+    alarm: RingState = OUTSIDE
+    last_obs_ts: int = 0
+    last_distance_m: float | None = None
+    last_uncertainty_m: float | None = None
+    exempt: bool = False
+    offender_pre_alert: RingState = OUTSIDE
+    offender_alarm: RingState = OUTSIDE
 
 
 def _none_if_empty(value: dict[str, Any]) -> dict[str, Any] | None:
@@ -514,8 +537,28 @@ class _DeviceStateDecoder:
         return _upgraded(state, self._differs[type(state)])
 
 
+def encode_pair(state: PairState) -> bytes:
+    """The pair's state as the shell stores it (format `PAIR_FORMAT`)."""
+    return state_encoder.encode(_StoredPair(*msgspec.structs.astuple(state)[3:]))  # no ids
+
+
+class _PairStateDecoder:
+    """Decodes a stored pair state, of this format or format 1, under its key."""
+
+    def __init__(self) -> None:
+        self._stored = msgspec.msgpack.Decoder(_StoredPair)
+        self._format_1 = msgspec.msgpack.Decoder(PairState)
+
+    def decode(self, blob: bytes, key: PairKey) -> PairState:
+        """`key`: the pair's ids, as its Redis key says them (format 1 holds its own)."""
+        if blob[:1] and blob[0] in _MAP_HEADERS:
+            return self._format_1.decode(blob)
+        stored = self._stored.decode(blob)
+        return PairState(*key, *msgspec.structs.astuple(stored))
+
+
 # How the shell stores this state (msgpack), built once: the proximity service writes and reads
 # it, the console and the tests only read device state.
 state_encoder: Final = msgspec.msgpack.Encoder()
 device_state_decoder: Final = _DeviceStateDecoder()
-pair_state_decoder: Final = msgspec.msgpack.Decoder(PairState)
+pair_state_decoder: Final = _PairStateDecoder()

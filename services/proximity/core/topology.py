@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -14,7 +16,7 @@ from nabij.settings import ProximitySettings
 from services.proximity.core.cells import SnapGrid, offender_ring
 from services.proximity.core.exemptions import Exemptions
 from services.proximity.core.hysteresis import RingParams
-from services.proximity.core.state import PairKey, PairState
+from services.proximity.core.state import OUTSIDE, PairKey, PairState, RingState
 from services.proximity.core.zones import ZoneSet
 
 Role = Literal["offender", "victim"]
@@ -48,33 +50,100 @@ class Rings:
     offender_alarm: RingParams
 
 
-@dataclass(slots=True, eq=False)
-class PairSpec:
-    """A pair: who, the two rings' parameters (and the offender's, judged on her grid cell:
-    `cells`), the order's exemptions, and its state. The state lives here rather than in a
-    second dict by the same keys (~50 bytes a pair): only `state` ever changes (not frozen
-    for it), the rest is fixed."""
+class PairSpec(msgspec.Struct, gc=False):
+    """A pair and its state in one record: who, the two rings' parameters (and the offender's,
+    judged on her grid cell: `cells`), the order's exemptions, then where the pair stands. One
+    object with no key tuple (~170 bytes a pair less than a spec holding a `PairState` under a
+    key: docs/benchmarks.md). Untracked by the collector (`gc=False`): nothing it holds refers
+    back to it. Changed in place: the nodes share it (`Node.pairs`); the state fields are those
+    of `PairState` and change, the rest never does."""
 
-    key: PairKey
-    """(order id, offender, victim): the parts are read from it, not kept again (`offender`)."""
+    order_id: str
+    offender: str
+    victim: str
     victim_role: str
     """Her role in the order's alarm keys (`victim_role`): her place in the order."""
     rings: Rings
     exemptions: Exemptions | None
-    state: PairState
-    """Replaced as a whole by the engine (loaded, handed over); changed in place by `pairs`."""
+    pre_alert: RingState = OUTSIDE
+    alarm: RingState = OUTSIDE
+    observed: bytes | None = None
+    """The last comparison: its time, distance and uncertainty, packed (`_OBSERVED`; None
+    before any): one object where an int and two floats took ~100 bytes. Read them as
+    `last_obs_ts`, `last_distance_m` and `last_uncertainty_m`; set them with `observe`."""
+    exempt: bool = False
+    """The last comparison fell in an exemption window (the tick re-checks when it ends)."""
+    offender_pre_alert: RingState = OUTSIDE
+    offender_alarm: RingState = OUTSIDE
+    """The offender's rings, judged on her grid cell (`cells`): his warnings and interval."""
 
     @property
-    def order_id(self) -> str:
-        return self.key[0]
+    def key(self) -> PairKey:
+        """(order id, offender, victim): made when asked, not kept (64 bytes a pair)."""
+        return (self.order_id, self.offender, self.victim)
 
     @property
-    def offender(self) -> str:
-        return self.key[1]
+    def last_obs_ts(self) -> int:
+        """Device time of the newest comparison; never goes backwards."""
+        observed = self.observed
+        return 0 if observed is None else int(_OBSERVED.unpack_from(observed)[0])
 
     @property
-    def victim(self) -> str:
-        return self.key[2]
+    def last_distance_m(self) -> float | None:
+        return None if self.observed is None else _figure(_OBSERVED.unpack(self.observed)[1])
+
+    @property
+    def last_uncertainty_m(self) -> float | None:
+        return None if self.observed is None else _figure(_OBSERVED.unpack(self.observed)[2])
+
+    def observe(self, ts: int, distance_m: float, uncertainty_m: float) -> int:
+        """Note a comparison of device time `ts`; returns the pair's time (`last_obs_ts`)."""
+        observed = self.observed
+        if observed is not None:
+            ts = max(ts, _OBSERVED.unpack_from(observed)[0])  # it never goes backwards
+        self.observed = _OBSERVED.pack(ts, distance_m, uncertainty_m)
+        return ts
+
+    def state(self) -> PairState:
+        """Where the pair stands, as the shell stores it."""
+        return PairState(
+            self.order_id, self.offender, self.victim, self.pre_alert, self.alarm,
+            self.last_obs_ts, self.last_distance_m, self.last_uncertainty_m, self.exempt,
+            self.offender_pre_alert, self.offender_alarm,
+        )  # fmt: skip
+
+    def restore(self, state: PairState | PairSpec) -> None:
+        """Take the state of `state` (loaded, handed over, or a pair's start): its ids are
+        not read, this record keeps its own."""
+        self.pre_alert, self.alarm = state.pre_alert, state.alarm
+        if isinstance(state, PairSpec):
+            self.observed = state.observed
+        else:
+            self.observed = _packed(
+                state.last_obs_ts, state.last_distance_m, state.last_uncertainty_m
+            )
+        self.exempt = state.exempt
+        self.offender_pre_alert = state.offender_pre_alert
+        self.offender_alarm = state.offender_alarm
+
+
+_OBSERVED: Final = struct.Struct("<qdd")
+"""A pair's last comparison (`PairSpec.observed`): time, distance, uncertainty; a figure it
+lacks as NaN (no comparison gives one; only a stored state may lack one)."""
+
+
+def _packed(ts: int, distance_m: float | None, uncertainty_m: float | None) -> bytes | None:
+    if ts == 0 and distance_m is None and uncertainty_m is None:
+        return None  # never compared
+    return _OBSERVED.pack(
+        ts,
+        math.nan if distance_m is None else distance_m,
+        math.nan if uncertainty_m is None else uncertainty_m,
+    )
+
+
+def _figure(packed: float) -> float | None:
+    return None if math.isnan(packed) else packed
 
 
 class Node(msgspec.Struct, gc=False):
@@ -117,7 +186,8 @@ class Node(msgspec.Struct, gc=False):
 
 @dataclass(frozen=True, slots=True)
 class Topology:
-    pairs: dict[PairKey, PairSpec]
+    pairs: tuple[PairSpec, ...]
+    """Every pair, in the order of the orders (found by key through its offender: `pair`)."""
     nodes: dict[str, Node]
     """Device -> what the orders say of it, in the order of the orders (`Node.rank`)."""
     device_ids: list[str]
@@ -127,6 +197,21 @@ class Topology:
     """Offender device -> its exclusion zones (only offenders with zones)."""
     exemptions: dict[str, Exemptions]
     """Order id -> its exemption windows (only orders that have some)."""
+
+    def pair(self, key: PairKey) -> PairSpec | None:
+        """The pair of `key`, among its offender's few: no dict by key (~110 bytes a pair with
+        its key tuple)."""
+        order_id, offender, victim = key
+        node = self.nodes.get(offender)
+        if node is not None:
+            for spec in node.pairs:
+                if (
+                    spec.order_id == order_id
+                    and spec.victim == victim
+                    and spec.offender == offender
+                ):
+                    return spec
+        return None
 
     def memberships(self, device_id: str) -> tuple[Membership, ...]:
         """Every order the device is in, and its role there (a device kind alarm is signalled
@@ -153,7 +238,7 @@ class Topology:
         """`known_zones`: the zone sets of the engine before a new version of the orders (same
         settings); an offender whose zones did not change keeps his, as projecting every zone
         again is most of the cost of a new version (docs/benchmarks.md)."""
-        pairs: dict[PairKey, PairSpec] = {}
+        pairs: list[PairSpec] = []
         # Device -> each order it is in: (the order's id, its pairs there).
         joined: dict[str, list[tuple[str, tuple[PairSpec, ...]]]] = {}
         offenders: dict[str, None] = {}
@@ -183,12 +268,9 @@ class Topology:
             zones_of.setdefault(offender, []).extend((order.id, zone) for zone in order.zone)
             made = []
             for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
-                key = (order.id, offender, victim)
-                pairs[key] = spec = PairSpec(
-                    key, victim_role(index), rings, exempt, PairState(*key),
-                )  # fmt: skip
-                made.append(spec)
+                made.append(PairSpec(order.id, offender, victim, victim_role(index), rings, exempt))
             specs = tuple(made)
+            pairs.extend(specs)
             # A tuple shared by the order's devices: a device in one order keeps it as it is.
             offenders[offender] = None
             joined.setdefault(offender, []).append((order.id, specs))
@@ -200,7 +282,7 @@ class Topology:
         places = list(range(len(joined)))
         offender_ranks = {device: places[rank] for rank, device in enumerate(offenders)}
         return cls(
-            pairs=pairs,
+            pairs=tuple(pairs),
             nodes={
                 device: _node(device, places[rank], offender_ranks.get(device), joins)
                 for rank, (device, joins) in enumerate(joined.items())
