@@ -323,11 +323,13 @@ def test_a_suback_failure_is_refused_loudly_and_never_ready() -> None:
 
 @pytest.mark.integration
 def test_subscriptions_added_while_connected_are_heard_now_and_after_a_reconnect(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A shard that takes over a device subscribes to it on the live connection: that device's
-    messages arrive from then on, on this connection and (the session kept) on the next one;
-    nothing of a device it never subscribed to arrives."""
+    messages arrive from then on, on this connection and (the session kept) on the next one,
+    which subscribes with a packet a filter; nothing of a device it never subscribed to
+    arrives."""
+    monkeypatch.setattr(mqtt_ingest, "FILTERS_PER_PACKET", 1)
     with caught_up_reader(tmp_path, "shard-test", ["t/a/fix"]) as (
         subscriber,
         reader,
