@@ -7,7 +7,8 @@ documented in `docs/contract.md`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -369,6 +370,41 @@ def concerned_orders(order_id: str | None, platform_orders: tuple[str, ...]) -> 
 TopicKind = Literal["fix", "event", "status", "cmd"]
 
 
+@dataclass(frozen=True, slots=True)
+class TopicFilters:
+    """Topic filters `{prefix}{name}{suffix}`: each name with each suffix, in that order. A
+    shard's readers subscribe to 4 topics of each of its devices and keep them to subscribe again
+    on every reconnect: kept as the device ids (the strings its orders hold anyway), they cost 8
+    bytes a device a reader, not a string and an entry a topic (~150 bytes); the topics are made
+    only while a packet is built. Plain topics are names alone (no prefix, one empty suffix)."""
+
+    names: tuple[str, ...]
+    prefix: str = ""
+    suffixes: tuple[str, ...] = ("",)
+
+    def __len__(self) -> int:
+        return len(self.names) * len(self.suffixes)
+
+    def __iter__(self) -> Iterator[str]:
+        prefix, suffixes = self.prefix, self.suffixes
+        return (f"{prefix}{name}{suffix}" for name in self.names for suffix in suffixes)
+
+    def of(self, names: Iterable[str]) -> TopicFilters:
+        """The same filters for other names."""
+        return replace(self, names=tuple(names))
+
+    def adding(self, names: Iterable[str]) -> TopicFilters:
+        return self.of((*self.names, *names))
+
+    def removing(self, names: Collection[str]) -> TopicFilters:
+        return self.of(name for name in self.names if name not in names)
+
+    def parts(self, most: int) -> Iterator[TopicFilters]:
+        """These filters in parts of at most `most` topics (of one name at least), in order."""
+        step = max(1, most // len(self.suffixes))
+        return (self.of(self.names[i : i + step]) for i in range(0, len(self.names), step))
+
+
 TOPICS_CACHED: Final = 100_000
 """Parsed topic strings a `Topics` keeps (three a device); beyond it its cache starts again, so
 topics a client invents cannot grow it without bound."""
@@ -386,18 +422,18 @@ class Topics:
     def device(self, device_id: str, kind: TopicKind) -> str:
         return f"{self._device_prefix}{device_id}/{kind}"
 
-    def subscriptions(self, devices: Iterable[str] | None = None) -> list[str]:
+    def subscriptions(self, devices: Iterable[str] | None = None) -> TopicFilters:
         """What the proximity service subscribes to: every device's uplinks, or only those of
         `devices` (a shard's own: the broker then delivers it nothing of another shard's)."""
         return self._filters(devices, ("fix", "event", "status"))
 
-    def events(self, devices: Iterable[str] | None = None) -> list[str]:
+    def events(self, devices: Iterable[str] | None = None) -> TopicFilters:
         """The event topics alone (presses, tampers: the fast lane's), of all or of `devices`."""
         return self._filters(devices, ("event",))
 
-    def _filters(self, devices: Iterable[str] | None, kinds: tuple[TopicKind, ...]) -> list[str]:
-        ids = ["+"] if devices is None else sorted(devices)
-        return [self.device(d, kind) for d in ids for kind in kinds]
+    def _filters(self, devices: Iterable[str] | None, kinds: tuple[TopicKind, ...]) -> TopicFilters:
+        names = ("+",) if devices is None else tuple(sorted(devices))
+        return TopicFilters(names, self._device_prefix, tuple(f"/{kind}" for kind in kinds))
 
     def parse(self, topic: str) -> tuple[str, str] | None:
         """Split a device topic into (device_id, kind); None if it is not one of ours. Split once

@@ -8,6 +8,8 @@ from typing import Final
 import jsonschema
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nabij import contract
 from nabij.schemas import render_schemas
@@ -137,6 +139,50 @@ def test_topics_round_trip() -> None:
     assert topics.parse(topic) == ("vic-0001", "event")
     assert topics.parse("other/devices/vic-0001/event") is None
     assert topics.parse("nabij/v1/devices/vic-0001/event/extra") is None
+
+
+def test_a_shards_filters_are_its_devices_topics_made_when_read() -> None:
+    """Every uplink (or event) topic of each device, parsed back to it; all devices' with `+`;
+    the names kept are the device ids given, not copies."""
+    topics = contract.Topics("nabij/v1")
+    devices = {"vic-2", "ank-1"}
+    uplinks = topics.subscriptions(devices)
+    assert list(uplinks) == [
+        topics.device(d, kind) for d in ["ank-1", "vic-2"] for kind in ("fix", "event", "status")
+    ]
+    assert len(uplinks) == 6
+    assert [topics.parse(t) for t in topics.events(devices)] == [
+        ("ank-1", "event"),
+        ("vic-2", "event"),
+    ]
+    assert all(any(n is d for d in devices) for n in uplinks.names)
+    assert list(topics.events()) == ["nabij/v1/devices/+/event"]
+
+
+_NAMES = st.text("abc", min_size=1, max_size=2)
+
+
+@given(
+    start=st.lists(_NAMES, max_size=6),
+    changes=st.lists(st.tuples(st.booleans(), st.lists(_NAMES, max_size=4)), max_size=6),
+    most=st.integers(1, 7),
+)
+def test_topic_filters_are_their_names_with_each_suffix_after_any_changes(
+    start: list[str], changes: list[tuple[bool, list[str]]], most: int
+) -> None:
+    """Added names come after the others, removed ones go wherever they are; the filters read
+    in parts of at most `most` (or one name's) are the same filters, in the same order."""
+    filters = contract.TopicFilters(tuple(start), "p/", ("/x", "/y"))
+    names = list(start)
+    for add, changed in changes:
+        if add:
+            filters, names = filters.adding(changed), names + changed
+        else:
+            filters, names = filters.removing(set(changed)), [n for n in names if n not in changed]
+    assert list(filters) == [f"p/{n}{s}" for n in names for s in ("/x", "/y")]
+    parts = list(filters.parts(most))
+    assert [t for part in parts for t in part] == list(filters)
+    assert all(0 < len(part) <= max(most, 2) for part in parts)
 
 
 def test_parsed_topics_are_kept_within_their_bound() -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import socket
 import threading
+import tracemalloc
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +17,8 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from nabij.contract import Topics
+from services.shell import mqtt_ingest
 from services.shell import mqtt_packets as packets
 from services.shell.mqtt import MqttEndpoint
 from services.shell.mqtt_ingest import Delivery, Subscriber
@@ -318,11 +323,13 @@ def test_a_suback_failure_is_refused_loudly_and_never_ready() -> None:
 
 @pytest.mark.integration
 def test_subscriptions_added_while_connected_are_heard_now_and_after_a_reconnect(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A shard that takes over a device subscribes to it on the live connection: that device's
-    messages arrive from then on, on this connection and (the session kept) on the next one;
-    nothing of a device it never subscribed to arrives."""
+    messages arrive from then on, on this connection and (the session kept) on the next one,
+    which subscribes with a packet a filter; nothing of a device it never subscribed to
+    arrives."""
+    monkeypatch.setattr(mqtt_ingest, "FILTERS_PER_PACKET", 1)
     with caught_up_reader(tmp_path, "shard-test", ["t/a/fix"]) as (
         subscriber,
         reader,
@@ -378,3 +385,151 @@ def test_qos0_publishes_go_out_with_the_acks_on_the_live_connection(tmp_path: Pa
         again.stop()
         device.disconnect()
         assert [m.payload for _c, m, _u in sink.got] == [b"0", b"1", b"2"]
+
+
+class ScriptedBroker:
+    """A broker on a socket that notes each connection's SUBSCRIBE and UNSUBSCRIBE filters,
+    grants them all and sends every QoS 1 message (the markers) back. A connection waits for its
+    CONNACK until `admit`; `drop` closes the current one."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"mqtt://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.packets: list[tuple[int, str, list[str]]] = []
+        """(connection, "subscribe" or "unsubscribe", its filters), in the order received."""
+        self._admitted = threading.Semaphore(0)
+        self._dropped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def admit(self) -> None:
+        self._admitted.release()
+
+    def drop(self) -> None:
+        self._dropped.set()
+
+    def filters(self, connection: int, kind: str) -> list[list[str]]:
+        return [f for c, k, f in list(self.packets) if (c, k) == (connection, kind)]
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            for connection in itertools.count(1):
+                conn, _ = self._listener.accept()
+                with conn:
+                    self._admitted.acquire()
+                    self._dropped.clear()
+                    self._converse(conn, connection)
+
+    def _converse(self, conn: socket.socket, connection: int) -> None:
+        conn.settimeout(0.05)
+        reader, echoed = packets.PacketReader(), itertools.count(1)
+        while not self._dropped.is_set():
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                return
+            for packet in reader.feed(data):
+                if isinstance(packet, Publish):  # a marker: acknowledged, and back to its sender
+                    conn.sendall(packets.acks([(packet.mid, 1)]))
+                    topic = packets.utf8(packet.topic)
+                    conn.sendall(
+                        packets.publish(topic, packet.payload, qos=1, packet_id=next(echoed))
+                    )
+                elif packet.kind == packets.CONNECT:
+                    conn.sendall(b"\x20\x02\x00\x00")
+                elif packet.kind in (packets.SUBSCRIBE, 10):  # 10: UNSUBSCRIBE
+                    subscribe = packet.kind == packets.SUBSCRIBE
+                    filters = _filters(packet.body[2:], with_qos=subscribe)
+                    kind = "subscribe" if subscribe else "unsubscribe"
+                    self.packets.append((connection, kind, filters))
+                    if subscribe:
+                        body = packet.body[:2] + b"\x01" * len(filters)
+                        conn.sendall(b"\x90" + packets.remaining_length(len(body)) + body)
+                    else:
+                        conn.sendall(b"\xb0\x02" + packet.body[:2])
+                elif packet.kind == packets.PINGREQ:
+                    conn.sendall(b"\xd0\x00")
+
+
+def _filters(data: bytes, *, with_qos: bool) -> list[str]:
+    filters, pos = [], 0
+    while pos < len(data):
+        end = pos + 2 + int.from_bytes(data[pos : pos + 2], "big")
+        filters.append(data[pos + 2 : end].decode())
+        pos = end + with_qos
+    return filters
+
+
+def test_every_reconnect_subscribes_to_exactly_the_filters_in_force(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shard's reader subscribes to its devices' topics in packets of a bounded size; while
+    connected it sends exactly what is added or removed; a reconnect subscribes to exactly the
+    filters in force then, each once (what changed while it was away included, and nothing
+    gone), and unsubscribes from what went while it was away (the session still had it)."""
+    monkeypatch.setattr(mqtt_ingest, "FILTERS_PER_PACKET", 4)  # 3 filters a device: 1 a packet
+    topics = Topics("t")
+    broker = ScriptedBroker()
+    reader = Subscriber(
+        MqttEndpoint.from_url(broker.url), "filters-test", topics.subscriptions({"a", "b"}),
+        Recorder(), keepalive_s=10, connection_ids=itertools.count(1),
+        marker_topic="t/service/filters-test/caught-up",
+    )  # fmt: skip
+    marker = ["t/service/filters-test/caught-up"]
+
+    def uplinks(*devices: str) -> list[str]:
+        return list(topics.subscriptions(devices))
+
+    def subscribed(connection: int) -> Counter[str]:
+        return Counter(t for f in broker.filters(connection, "subscribe") for t in f)
+
+    try:
+        broker.admit()
+        reader.start()
+        wait_until(lambda: reader.caught_up, what="caught up")
+        assert broker.filters(1, "subscribe") == [uplinks("a"), uplinks("b"), marker]
+        asked = reader.subscribe(["c", "d"])
+        wait_until(lambda: reader.confirmed(asked), what="added subscriptions confirmed")
+        reader.unsubscribe(["a"])
+        barrier = reader.barrier()
+        wait_until(lambda: reader.passed(barrier), what="barrier back")
+        assert broker.filters(1, "subscribe")[3:] == [uplinks("c"), uplinks("d")]
+        assert broker.filters(1, "unsubscribe") == [uplinks("a")]
+        broker.drop()
+        wait_until(lambda: reader.connection == 0, what="connection lost")
+        asked = reader.subscribe(["e"])
+        reader.unsubscribe(["c"])
+        broker.admit()
+        wait_until(lambda: reader.caught_up and reader.confirmed(asked), what="caught up again")
+        barrier = reader.barrier()  # behind the UNSUBSCRIBE
+        wait_until(lambda: reader.passed(barrier), what="barrier back")
+        assert subscribed(2) == Counter(uplinks("b", "d", "e") + marker)
+        assert broker.filters(2, "unsubscribe") == [uplinks("c")]
+    finally:
+        reader.stop()
+        broker.close()
+
+
+def test_a_subscriber_holds_its_filters_names_not_a_string_a_filter() -> None:
+    """A shard's reader keeps its 3 filters a device as the device ids it was given: a
+    reference to each (plus what waits to be sent), not a topic string a filter (~100 bytes)."""
+    devices = [f"ank-{n:06}" for n in range(30_000)]
+    topics = Topics("nabij/v1")
+    gc.collect()
+    tracemalloc.start()
+    reader = Subscriber(
+        MqttEndpoint("localhost", 1883), "held", topics.subscriptions(devices[:20_000]),
+        Recorder(), keepalive_s=10, connection_ids=itertools.count(1),
+    )  # fmt: skip
+    reader.subscribe(devices[20_000:])
+    reader.unsubscribe(devices[:5_000])
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    reader.stop()
+    # 25,000 devices subscribed, 10,000 of them and 5,000 others still to send: 8 bytes each.
+    assert held < 16 * len(devices)

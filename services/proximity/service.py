@@ -889,8 +889,8 @@ class ProximityService:
         here; that shard's session has them), or that left every order."""
         if leaving:
             self._heard -= leaving
-            self._bulk.unsubscribe(self._topics.subscriptions(leaving))
-            self._fast.unsubscribe(self._topics.events(leaving))
+            self._bulk.unsubscribe(leaving)
+            self._fast.unsubscribe(leaving)
 
     def _marker(self, version: int, *stages: handover.Stage) -> Callable[[Pipeline], None]:
         def write(pipe: Pipeline) -> None:
@@ -901,14 +901,12 @@ class ProximityService:
     def _hear(self, devices: set[str]) -> tuple[int, ...]:
         """Subscribe to the devices this shard did not hear yet (the broker keeps their
         messages from the SUBACK on); the readers' `subscribe` numbers (`confirmed`)."""
-        new = devices - self._heard if self._shard.count > 1 else set()
+        new = sorted(devices - self._heard) if self._shard.count > 1 else []
         if new:
-            self._heard |= new
+            self._heard.update(new)
             log.info("devices_subscribed", devices=len(new))
-        return (
-            self._bulk.subscribe(self._topics.subscriptions(new) if new else []),
-            self._fast.subscribe(self._topics.events(new) if new else []),
-        )
+        # The readers' filters are made of device ids (`Topics.subscriptions`, `events`).
+        return self._bulk.subscribe(new), self._fast.subscribe(new)
 
     def _in_force(self, now_ms: int) -> tuple[Order, ...]:
         """This shard's orders that hold now (`starts_at`/`ends_at`); the others raise no alarm,

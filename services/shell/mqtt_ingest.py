@@ -44,12 +44,13 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import structlog
 
+from nabij.contract import TopicFilters
 from nabij.failures import NabijError
 from services.shell import metrics
 from services.shell import mqtt_packets as packets
@@ -65,10 +66,13 @@ WAIT_SLICE_S: Final = 0.1
 """How long a full sink is waited on before the acks and keepalive are seen to again."""
 MARKER_TIMEOUT_S: Final = 300.0
 """A marker not back by then: not a long backlog any more, but an ACL that drops our messages."""
-_SUBSCRIBE_ID: Final = 1
+FILTERS_PER_PACKET: Final = 10_000
+"""Filters a SUBSCRIBE or UNSUBSCRIBE carries at most, so that their topics are made a packet at a
+time: a shard's bulk reader of 100,000 pairs built its one 21 MB SUBSCRIBE with a peak of 119 MB
+of heap, in packets of this size 5 MB."""
 _MARKER_ID: Final = 2
-_FIRST_ADDED_ID: Final = 3
-"""Packet ids of subscriptions added on a live connection (`subscribe`) start here."""
+_FIRST_ID: Final = 3
+"""The packet ids of subscriptions and barriers cycle from here."""
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +113,7 @@ class Subscriber:
         self,
         endpoint: MqttEndpoint,
         client_id: str,
-        subscriptions: Sequence[str],
+        subscriptions: TopicFilters | Sequence[str],
         sink: Sink,
         *,
         keepalive_s: int,
@@ -120,9 +124,12 @@ class Subscriber:
     ) -> None:
         self._endpoint = endpoint
         self.client_id = client_id
-        self._filters = [(topic, 1) for topic in subscriptions]
-        if marker_topic is not None:
-            self._filters.append((marker_topic, 1))
+        # Replaced, never changed: the I/O thread builds a reconnect's SUBSCRIBE from one.
+        self._filters = (
+            subscriptions
+            if isinstance(subscriptions, TopicFilters)
+            else TopicFilters(tuple(subscriptions))
+        )
         self._marker_topic = marker_topic
         self._marker_timeout_s = marker_timeout_s
         self._sink = sink
@@ -134,18 +141,19 @@ class Subscriber:
         self._pending: deque[tuple[int, list[tuple[int, int]]]] = deque()
         self._outgoing: deque[bytes] = deque()
         """QoS 0 PUBLISH packets to send on whichever connection is up (`publish`)."""
-        # Subscriptions added while connected: still to send, and sent but not yet answered.
+        # Names subscribed or unsubscribed while connected, still to send; and sent SUBSCRIBEs
+        # not answered yet: packet id -> (its filters, the `subscribe` call its SUBACK confirms
+        # up to, None if a later packet's does).
         self._filters_lock = threading.Lock()
-        self._added: list[tuple[str, int]] = []
+        self._added: list[str] = []
         self._removed: list[str] = []
-        # Packet id -> (filters, the `subscribe` call the SUBACK confirms up to).
-        self._unanswered: dict[int, tuple[list[tuple[str, int]], int]] = {}
+        self._unanswered: dict[int, tuple[TopicFilters, int | None]] = {}
         self._asked = self._confirmed = 0
         # Barriers: asked (by number), still to send (token, number), and passed up to.
         self._barriers_asked = self._barriers_passed = 0
         self._barriers_unsent: list[tuple[bytes, int]] = []
         self._barriers_sent: dict[bytes, int] = {}
-        self._next_id = _FIRST_ADDED_ID
+        self._next_id = _FIRST_ID
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -178,15 +186,16 @@ class Subscriber:
         self._wake_r.close()
         self._wake_w.close()
 
-    def subscribe(self, topics: Sequence[str]) -> int:
-        """Add subscriptions: sent on the live connection now and with every later one. A
-        refusal is as loud as one at connect (`MqttRefusedError`: logged, counted, reconnect).
-        Returns the number `confirmed` takes: the broker has them from its SUBACK on."""
+    def subscribe(self, names: Collection[str]) -> int:
+        """Add the subscriptions of `names` (topics, or what the `TopicFilters` it was given are
+        made of: a shard's device ids): sent on the live connection now and with every later
+        one. A refusal is as loud as one at connect (`MqttRefusedError`: logged, counted,
+        reconnect). Returns the number `confirmed` takes: the broker has them from its SUBACK on."""
         with self._filters_lock:
-            if topics:
+            if names:
                 self._asked += 1
-                self._filters.extend((topic, 1) for topic in topics)
-                self._added.extend((topic, 1) for topic in topics)
+                self._filters = self._filters.adding(names)
+                self._added.extend(names)
             asked = self._asked
         self._wake()
         return asked
@@ -195,15 +204,16 @@ class Subscriber:
         """The broker acknowledged the subscriptions of `subscribe` call `asked` (SUBACK)."""
         return self._confirmed >= asked
 
-    def unsubscribe(self, topics: Sequence[str]) -> None:
-        """Drop subscriptions: UNSUBSCRIBE on the live connection (or the next one: the
-        persistent session keeps them until then), and never subscribed again."""
-        if topics:
-            gone = set(topics)
+    def unsubscribe(self, names: Collection[str]) -> None:
+        """Drop the subscriptions of `names` (as `subscribe`'s): UNSUBSCRIBE on the live
+        connection (or the next one: the persistent session keeps them until then), and never
+        subscribed again."""
+        if names:
+            gone = set(names)
             with self._filters_lock:
-                self._filters = [f for f in self._filters if f[0] not in gone]
-                self._added = [f for f in self._added if f[0] not in gone]
-                self._removed.extend(topics)
+                self._filters = self._filters.removing(gone)
+                self._added = [name for name in self._added if name not in gone]
+                self._removed.extend(names)
             self._wake()
 
     def barrier(self) -> int:
@@ -291,22 +301,15 @@ class Subscriber:
         self._pending.clear()  # acks of an earlier connection are void
         self._outgoing.clear()  # and so are QoS 0 messages that found no connection
         token = os.urandom(8).hex().encode()
-        with self._filters_lock:  # everything added so far goes in the first SUBSCRIBE
+        with self._filters_lock:  # everything added so far goes in the first SUBSCRIBEs
             self._added.clear()
-            self._unanswered = {_SUBSCRIBE_ID: (list(self._filters), self._asked)}
+            filters, asked = self._filters, self._asked
             # This connection's catch-up marker is a barrier behind every one asked so far.
             self._barriers_unsent.clear()
             self._barriers_sent.clear()
             barriers_before = self._barriers_asked
-        out = [packets.subscribe(_SUBSCRIBE_ID, self._unanswered[_SUBSCRIBE_ID][0])]
-        if self._marker_topic is not None:
-            out.append(
-                packets.publish(
-                    packets.utf8(self._marker_topic), token, qos=1, packet_id=_MARKER_ID
-                )
-            )
         link = _Link(sock, self._clock)
-        link.send(b"".join(out))
+        self._subscribe_all(link, filters, asked, token)
         self._log.info("mqtt_connected", connection=connection)
         metrics.MQTT_CONNECTIONS.labels(client=self.client_id).inc()
         metrics.MQTT_CONNECTED.labels(client=self.client_id).set(1)
@@ -343,6 +346,18 @@ class Subscriber:
         finally:
             selector.close()
 
+    def _subscribe_all(self, link: _Link, filters: TopicFilters, asked: int, token: bytes) -> None:
+        """A connection's first packets: SUBSCRIBE to every filter in force (and the marker
+        topic), then the catch-up marker behind them."""
+        self._unanswered.clear()
+        if self._marker_topic is None:
+            link.send_each(self._subscribe_packets([filters], asked))
+            return
+        marker = TopicFilters((self._marker_topic,))
+        link.send_each(self._subscribe_packets([filters, marker], asked))
+        topic = packets.utf8(self._marker_topic)
+        link.send(packets.publish(topic, token, qos=1, packet_id=_MARKER_ID))
+
     def _controls(self, link: _Link, received: list[Publish | Control]) -> list[Publish]:
         publishes = []
         for packet in received:
@@ -364,34 +379,47 @@ class Subscriber:
             added, self._added = self._added, []
             removed, self._removed = self._removed, []
             barriers, self._barriers_unsent = self._barriers_unsent, []
-            asked = self._asked
-        out = []
+            filters, asked = self._filters, self._asked
         if added:
-            packet_id = self._packet_id()
-            self._unanswered[packet_id] = (added, asked)
-            out.append(packets.subscribe(packet_id, added))
+            link.send_each(self._subscribe_packets([filters.of(added)], asked))
         if removed:
-            out.append(packets.unsubscribe(self._packet_id(), removed))
+            link.send_each(
+                packets.unsubscribe(self._packet_id(), list(part))
+                for part in filters.of(removed).parts(FILTERS_PER_PACKET)
+            )
         if barriers and self._marker_topic is not None:
             topic = packets.utf8(self._marker_topic)
+            out = []
             for token, number in barriers:
                 self._barriers_sent[token] = number
                 out.append(packets.publish(topic, token, qos=1, packet_id=self._packet_id()))
-        link.send(b"".join(out))
+            link.send(b"".join(out))
+
+    def _subscribe_packets(self, asked: Iterable[TopicFilters], upto: int) -> Iterator[bytes]:
+        """SUBSCRIBE packets of `FILTERS_PER_PACKET` filters at most, each made as it is sent
+        (its topics gone with it); the last one's SUBACK confirms `subscribe` call `upto`."""
+        parts = [part for filters in asked for part in filters.parts(FILTERS_PER_PACKET)]
+        for number, part in enumerate(parts, start=1):
+            packet_id = self._packet_id()
+            self._unanswered[packet_id] = (part, upto if number == len(parts) else None)
+            yield packets.subscribe(packet_id, [(topic, 1) for topic in part])
 
     def _packet_id(self) -> int:
         packet_id = self._next_id
-        self._next_id = _FIRST_ADDED_ID + (packet_id - _FIRST_ADDED_ID + 1) % 60_000
+        self._next_id = _FIRST_ID + (packet_id - _FIRST_ID + 1) % 60_000
         return packet_id
 
     def _on_suback(self, body: bytes) -> None:
-        asked, upto = self._unanswered.pop(int.from_bytes(body[:2], "big"), ([], 0))
+        asked, upto = self._unanswered.pop(int.from_bytes(body[:2], "big"), (TopicFilters(()), 0))
         codes = body[2:]
-        failed = [asked[i][0] for i, c in enumerate(codes) if c >= packets.SUBACK_FAILURE]
+        failed = [
+            topic for topic, c in zip(asked, codes, strict=False) if c >= packets.SUBACK_FAILURE
+        ]
         if failed:
             raise MqttRefusedError("subscription_refused", f"broker refused subscriptions {failed}")
-        self.subscribed = True
-        self._confirmed = max(self._confirmed, upto)
+        if upto is not None:
+            self.subscribed = True
+            self._confirmed = max(self._confirmed, upto)
 
     def _deliver_read(
         self,
@@ -502,6 +530,11 @@ class _Link:
         if data:
             self._sock.sendall(data)
             self._last_write = self._clock()
+
+    def send_each(self, each: Iterable[bytes]) -> None:
+        """Send packets as they are made: never all of them in memory at once."""
+        for packet in each:
+            self.send(packet)
 
     def read(self) -> bytes:
         """What the socket has now, one read's worth (b"" if nothing); raises when the broker
