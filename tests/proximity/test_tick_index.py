@@ -18,7 +18,12 @@ from services.proximity.core.agenda import ALWAYS, Agenda
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.ingest import StatusUpdate
 from services.proximity.core.platform import platform_state_decoder
-from services.proximity.core.state import device_state_decoder, pair_state_decoder, state_encoder
+from services.proximity.core.state import (
+    device_state_decoder,
+    encoded_device,
+    pair_state_decoder,
+    state_encoder,
+)
 from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, event, fix_at, of_action, order
 
 S = 1_000
@@ -97,7 +102,10 @@ def restarted(
     """The engine after a restart: its states back from what the shell persisted."""
     again = ProximityEngine(orders, SETTINGS, platform=platform)
     again.load(
-        [device_state_decoder.decode(state_encoder.encode(d)) for d in eng.devices()],
+        [
+            device_state_decoder.decode(d.device_id, encoded_device(d, bytearray()))
+            for d in eng.devices()
+        ],
         [pair_state_decoder.decode(state_encoder.encode(p)) for p in eng.pairs()],
     )
     again.load_platform(platform_state_decoder.decode(state_encoder.encode(eng.platform)))

@@ -14,15 +14,9 @@ inputs give the same effects whether or not a freeze came between them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final, overload
+from typing import overload
 
-import msgspec
-
-from services.proximity.core.state import DeviceState, state_encoder
-
-_decode: Final = msgspec.msgpack.Decoder(DeviceState).decode
-"""Of the current format only: the table holds the blobs it encoded itself (states of earlier
-formats come in as objects, decoded by `device_state_decoder`), and this skips its checks."""
+from services.proximity.core.state import DeviceState, decoded_device, encoded_device
 
 
 class DeviceTable:
@@ -75,7 +69,7 @@ class DeviceTable:
 
     @staticmethod
     def _read(device_id: str, blob: bytes | None) -> DeviceState:
-        return DeviceState(device_id) if blob is None else _decode(blob)
+        return DeviceState(device_id) if blob is None else decoded_device(device_id, blob)
 
     def peek(self, device_id: str) -> DeviceState:
         """The state to read, not to change: the live one if thawed, else decoded and not kept
@@ -86,10 +80,9 @@ class DeviceTable:
     def freeze(self) -> None:
         """Encode every thawed state back into its blob and let the objects go. All of them,
         not only those an `Effects` names as changed: whatever was changed is never lost."""
-        encode, cold, buffer = state_encoder.encode_into, self._cold, self._buffer
+        cold, buffer = self._cold, self._buffer
         for device_id, device in self._thawed.items():
-            encode(device, buffer)
-            cold[device_id] = bytes(buffer)
+            cold[device_id] = encoded_device(device, buffer)
         self._thawed.clear()
 
     def encoded(self, device_id: str) -> bytes:
@@ -99,7 +92,9 @@ class DeviceTable:
         blob = self._cold[device_id]
         if device is None and blob is not None:
             return blob
-        return state_encoder.encode(self._read(device_id, blob) if device is None else device)
+        return encoded_device(
+            self._read(device_id, blob) if device is None else device, self._buffer
+        )
 
     def take_over(self, other: DeviceTable) -> list[str]:
         """Take `other`'s state of every device both hold, as it is held there (a blob is
