@@ -1,7 +1,7 @@
 """The engine's device states, held encoded ("cold") while no batch works on them.
 
 A live `DeviceState` with its parts costs ~850 bytes; the same state encoded as the shell stores
-it in Redis (`state_encoder`, format 4) ~520, in one `bytes`. A device sends a fix a minute or
+it in Redis (`encoded_device`, format 6) ~280, in one `bytes`. A device sends a fix a minute or
 so, and is idle in between: so `DeviceTable` keeps each device as its blob, decodes it when the
 engine looks at it ("thawed": the live object, kept while the batch goes on) and encodes every
 thawed one back at the batch's end (`freeze`, called by the shell). A device never heard is
