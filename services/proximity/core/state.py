@@ -24,14 +24,13 @@ SEEN_MASK = (1 << SEEN_WINDOW) - 1
 STATE_FORMAT: Final = 6
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
 device state; pair states are small maps that omit their defaults), the rarely set fields a
-nested array or nil (`DeviceRare`), positions as `history`'s 20-byte points on a grid, the
+nested array or nil (`DeviceState.rare`), positions as `history`'s 20-byte points on a grid, the
 history coded (`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each),
-and without what the state repeats (`encoded_device`, ~100 bytes of a 340-byte state): its id
-(the key holds it), its fix and its history's newest point (the track's newest point), its
-times as steps from the fix's. Earlier formats still load, converted (`_DeviceStateDecoder`):
-format 5, as 6 with nothing left out; format 4, as 5 with the history's points whole; format 3,
-every field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed points (float64 figures:
-its points and `fix` are put on the grid as they load); format 2, as 3 with the track and the
+without what the state repeats (`encoded_device`: its id, which the key holds, and its fix, its
+track's newest point). Earlier formats still load, converted (`_DeviceStateDecoder`): format 5,
+as 6 with nothing left out; format 4, as 5 with the history's points whole; format 3, every
+field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed points (float64 figures: its
+points and `fix` are put on the grid as they load); format 2, as 3 with the track and the
 candidates as lists of positions and the rarely filled maps (prior boots, zones) a map even when
 empty; format 1, a map by field name, the history a list of position maps as well. A new field
 goes last (of the state or of `DeviceRare`), with a default (arrays written before it still
