@@ -5,7 +5,7 @@ apart for `--minutes` (long enough to fill its position history, the largest par
 state), the pairs 20 km apart. Then:
 - core: Python heap allocated by building and feeding the engine (`tracemalloc`, which also
   counts the orders themselves), per pair;
-- Redis: every device and pair state written as the service writes it (`state_encoder`,
+- Redis: every device and pair state written as the service writes it (`encoded_device`,
   `encode_pair`: one key each, plus the set of device ids) into a fresh redis-server; growth of
   `used_memory` per pair, and the encoded sizes that make it up.
 
@@ -113,10 +113,10 @@ def redis_bytes(engine: ProximityEngine, pairs: int) -> dict[str, float]:
             pipe = store.pipeline(transaction=False)
             for i in range(pairs):
                 for device in (f"ank-{i}", f"vic-{i}"):
-                    state = engine.device(device)
-                    blob = state_encoder.encode(state)
+                    blob = engine.encoded_device(device)  # as the service writes it
                     device_sizes.append(len(blob))
-                    history_sizes.append(len(state_encoder.encode(state.packed_history)))
+                    history = engine.device(device).packed_history
+                    history_sizes.append(len(state_encoder.encode(history)))
                     pipe.set(keys.device_state(device), blob)
                     pipe.sadd(keys.proximity_devices, device)
                 pair_key = (f"O-{i}", f"ank-{i}", f"vic-{i}")

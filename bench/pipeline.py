@@ -123,7 +123,7 @@ def lost(redis_url: str, expected: dict[str, int], shards: int = 1) -> int:
         blobs = streams.values(store, [keys.device_state(d) for d in devices])
         for device, blob in zip(devices, blobs, strict=True):
             if blob is not None:
-                seq = device_state_decoder.decode(blob).last_seq
+                seq = device_state_decoder.decode(device, blob).last_seq
                 committed[device] = max(committed[device], seq)
     return sum(committed[d] != expected[d] for d in devices)
 

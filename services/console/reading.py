@@ -87,7 +87,7 @@ class Reader:
     def device(self, device_id: str) -> DeviceState | None:
         key = device_state_key(self.client, self.keys, self.orders(), device_id)
         blob = cast(bytes | None, self.client.get(key))
-        return None if blob is None else device_state_decoder.decode(blob)
+        return None if blob is None else device_state_decoder.decode(device_id, blob)
 
     def gateway_alive(self) -> bool:
         return bool(self.client.exists(self.keys.health("gateway")))

@@ -38,7 +38,7 @@ import structlog
 
 from nabij import streams
 from nabij.contract import DeviceCommand, Topics, command_decoder
-from nabij.keys import Keys, Shard
+from nabij.keys import Keys, Shard, ShardKeys
 from services.proximity.core.shards import Handover, Ownership
 from services.proximity.core.state import (
     DeviceState,
@@ -53,6 +53,8 @@ Stage = Literal["subscribed", "released", "adopted"]
 STAGES: Final[tuple[Stage, ...]] = ("subscribed", "released", "adopted")
 PATIENCE_S: Final = 5.0
 """Wall seconds a step waits for other shards before it says so (`handover_waiting`)."""
+_DEVICE_STATE: Final = ShardKeys("").device_state("")
+"""How the name of a device's state begins after a shard's tag: the device id follows."""
 
 
 def marks(client: redis.Redis, keys: Keys, shards: Iterable[Shard]) -> dict[int, dict[str, int]]:
@@ -118,8 +120,8 @@ def adoption(client: redis.Redis, keys: Keys, layout: int, plan: Handover) -> Ad
         found, _held = stored_state(client, keys.proximity(Shard(source, layout)).tag, names)
         pair_of = pair_names(adopted)  # a stored pair holds no ids: its key says them
         for suffix, blob in found:
-            if suffix.startswith(":device:"):
-                devices.append(device_state_decoder.decode(blob))
+            if suffix.startswith(_DEVICE_STATE):
+                devices.append(device_state_decoder.decode(suffix[len(_DEVICE_STATE) :], blob))
             else:
                 pairs.append(pair_state_decoder.decode(blob, pair_of[suffix]))
     outboxes = [keys.proximity(Shard(k, layout)).command_outbox for k in sorted(plan.incoming)]

@@ -948,7 +948,12 @@ class ProximityService:
         devices = 0
         for start in range(0, len(device_blobs), RESTORE_SLICE):
             blobs = device_blobs[start : start + RESTORE_SLICE]
-            states = [device_state_decoder.decode(b) for b in blobs if b is not None]
+            ids = device_ids[start : start + RESTORE_SLICE]
+            states = [
+                device_state_decoder.decode(device_id, blob)
+                for device_id, blob in zip(ids, blobs, strict=True)
+                if blob is not None
+            ]
             self._engine.load([d for d in states if self._engine.is_known(d.device_id)], ())
             self._engine.freeze()
             devices += len(states)

@@ -432,7 +432,7 @@ class Stack:
         """The device's state as the proximity service last committed it."""
         key = device_state_key(self.redis, self.keys, self.config.orders, device_id)
         [blob] = streams.values(self.redis, [key])
-        return None if blob is None else device_state_decoder.decode(blob)
+        return None if blob is None else device_state_decoder.decode(device_id, blob)
 
     def wait_committed(self, device: SimDevice) -> None:
         """Until the proximity service has committed the device's latest message."""

@@ -300,7 +300,7 @@ def _handover_mark(stack: Stack, shard: Shard) -> dict[str, int]:
 
 def _state_on(stack: Stack, shard: Shard, device_id: str) -> DeviceState | None:
     blob = stack.redis.get(stack.keys.proximity(shard).device_state(device_id))
-    return None if blob is None else device_state_decoder.decode(blob)
+    return None if blob is None else device_state_decoder.decode(device_id, blob)
 
 
 def _every_seq_seen(state: DeviceState | None) -> bool:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from services.proximity.core.devices import DeviceTable
 from services.proximity.core.engine import Effects
-from services.proximity.core.state import DeviceState, device_state_decoder, state_encoder
+from services.proximity.core.state import DeviceState, device_state_decoder, encoded_device
 from services.proximity.core.topology import Node
 from tests.proximity import OFFENDER, T0, VICTIM, engine, fix_at
 from tests.proximity.test_tick_index import PLATFORM, Run, Step, steps
@@ -78,13 +78,13 @@ def test_the_commit_writes_the_blob_the_freeze_made() -> None:
     after a freeze the very blob the freeze made (encoded once)."""
     eng = engine()
     eng.apply(fix_at(OFFENDER, 1, T0), T0, Effects())
-    live = state_encoder.encode(eng.device(OFFENDER))
+    live = encoded_device(eng.device(OFFENDER), bytearray())
     assert eng.encoded_device(OFFENDER) == live  # thawed: encoded on the call
     eng.freeze()
     blob = eng.encoded_device(OFFENDER)
     assert blob == live and blob is eng.encoded_device(OFFENDER)
-    assert device_state_decoder.decode(blob) == eng.device(OFFENDER)
-    assert eng.encoded_device(VICTIM) == state_encoder.encode(DeviceState(VICTIM))
+    assert device_state_decoder.decode(OFFENDER, blob) == eng.device(OFFENDER)
+    assert eng.encoded_device(VICTIM) == encoded_device(DeviceState(VICTIM), bytearray())
 
 
 def test_an_orders_change_takes_the_blobs_over_as_they_are() -> None:

@@ -11,8 +11,8 @@ from services.proximity.core.engine import Effects
 from services.proximity.core.state import (
     device_state_decoder,
     encode_pair,
+    encoded_device,
     pair_state_decoder,
-    state_encoder,
 )
 from tests.proximity import (
     DAM,
@@ -292,7 +292,7 @@ def test_a_swap_survives_a_restart_through_msgpack() -> None:
     devices = [swapped.device(d) for d in effects.changed_devices | {VICTIM}]
     fresh = engine([order(offender=NEW_OFFENDER)])
     fresh.load(
-        [device_state_decoder.decode(state_encoder.encode(d)) for d in devices],
+        [device_state_decoder.decode(d.device_id, encoded_device(d, bytearray())) for d in devices],
         [pair_state_decoder.decode(encode_pair(p), p.key) for p in pairs],
     )
     drive.engine, drive.effects = fresh, Effects()

@@ -9,7 +9,9 @@ at 06e58d2 (format 3: every field in one array, points packed as float64 figures
 of format 4), and under "full" a device state with every field set (`FULL` below; written by
 `DeviceState(**FULL)` with the packed fields packed); `state_format_4.msgpack` the same from
 main at 122fa38 (format 4: the history's points whole, 20 bytes each, where format 5 codes
-them), its "full" that format-3 state as main loaded and stored it.
+them), its "full" that format-3 state as main loaded and stored it; `state_format_5.msgpack`
+the same from main at b84d854 (format 5: every state whole, where format 6 leaves out its id
+and a fix that is its track's newest point), its "full" format 4's as main loaded and stored it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from services.proximity.core.state import (
     DeviceState,
     RingState,
     ZoneState,
+    decoded_device,
     device_state_decoder,
+    encoded_device,
     pair_state_decoder,
-    state_encoder,
 )
 from tests.proximity import OFFENDER, T0, VICTIM, Drive, engine, fix_at, opens
 
@@ -37,7 +40,14 @@ PAIR = ("O-1", OFFENDER, VICTIM)
 FORMAT_1 = Path(__file__).with_name("state_format_1.msgpack")
 FORMAT_3 = Path(__file__).with_name("state_format_3.msgpack")
 FORMAT_4 = Path(__file__).with_name("state_format_4.msgpack")
-EARLIER_FORMATS = [FORMAT_1, Path(__file__).with_name("state_format_2.msgpack"), FORMAT_3, FORMAT_4]
+FORMAT_5 = Path(__file__).with_name("state_format_5.msgpack")
+EARLIER_FORMATS = [
+    FORMAT_1,
+    Path(__file__).with_name("state_format_2.msgpack"),
+    FORMAT_3,
+    FORMAT_4,
+    FORMAT_5,
+]
 
 
 def at(i: int) -> Position:
@@ -121,7 +131,10 @@ def test_state_of_an_earlier_format_loads_exactly_and_decides_the_same(stored: P
     saved = msgspec.msgpack.decode(stored.read_bytes())
     restored = engine()
     restored.load(
-        [device_state_decoder.decode(blob) for blob in saved["devices"]],
+        [
+            device_state_decoder.decode(device_id, blob)
+            for device_id, blob in zip((OFFENDER, VICTIM), saved["devices"], strict=True)
+        ],
         [pair_state_decoder.decode(saved["pair"], PAIR)],
     )
     for device in (OFFENDER, VICTIM):
@@ -143,10 +156,11 @@ def test_state_is_stored_in_the_current_format_and_round_trips() -> None:
     decodes to the same state, history and all."""
     drive = Drive(engine())
     before_the_gap(drive)
+    drive.engine.freeze()
+    blob = drive.engine.encoded_device(VICTIM)
     state = drive.engine.device(VICTIM)
-    blob = state_encoder.encode(state)
     assert msgspec.msgpack.decode(blob)[0] == STATE_FORMAT
-    assert device_state_decoder.decode(blob) == state
+    assert device_state_decoder.decode(VICTIM, blob) == state
     assert len(blob) < len(FORMAT_1.read_bytes()) / 2
 
 
@@ -154,31 +168,34 @@ def test_a_format_3_state_with_every_field_set_converts_exactly() -> None:
     """Each of format 3's fields, the rarely set ones included, reads the same after the
     conversion (none left at a default), and the converted state round-trips."""
     blob = msgspec.msgpack.decode(FORMAT_3.read_bytes())["full"]
-    state = device_state_decoder.decode(blob)
+    state = device_state_decoder.decode("full-1", blob)
     fields = {name: value for name, value in FULL.items() if name != "seen_below"}
     assert {name: getattr(state, name) for name in fields} == fields
     assert [seq for seq in range(13) if state.seq_seen(seq)] == SEEN
     assert state.committed_upto() == -1  # seq 0 was never seen (nor 1-7, 9)
     assert state.rare is not None
-    assert device_state_decoder.decode(state_encoder.encode(state)) == state
+    assert decoded_device("full-1", encoded_device(state, bytearray())) == state
 
 
-def test_a_format_4_state_with_every_field_set_converts_exactly() -> None:
-    """Format 4's full state (format 3's, stored by main) loads as format 3's does: every
-    field, its three history positions coded, and it round-trips."""
-    blob = msgspec.msgpack.decode(FORMAT_4.read_bytes())["full"]
-    assert msgspec.msgpack.decode(blob)[0] == 4
-    state = device_state_decoder.decode(blob)
+@pytest.mark.parametrize(("stored", "number"), [(FORMAT_4, 4), (FORMAT_5, 5)])
+def test_a_format_4_or_5_state_with_every_field_set_converts_exactly(
+    stored: Path, number: int
+) -> None:
+    """Format 4's and 5's full state (format 3's, stored by main) loads as format 3's does:
+    every field, its three history positions coded, and it round-trips."""
+    blob = msgspec.msgpack.decode(stored.read_bytes())["full"]
+    assert msgspec.msgpack.decode(blob)[0] == number
+    state = device_state_decoder.decode("full-1", blob)
     assert state == device_state_decoder.decode(
-        msgspec.msgpack.decode(FORMAT_3.read_bytes())["full"]
+        "full-1", msgspec.msgpack.decode(FORMAT_3.read_bytes())["full"]
     )
     assert state.history == FULL["history"]
-    assert device_state_decoder.decode(state_encoder.encode(state)) == state
+    assert decoded_device("full-1", encoded_device(state, bytearray())) == state
 
 
 def test_a_format_3_state_at_defaults_converts_without_its_rare_fields() -> None:
     """A format-3 state whose rarely set fields are all defaults holds none (`rare` None), as
     the same state built now does: the two compare equal."""
     blob = msgspec.msgpack.encode([3, "d", 0, "b", None, 5, 0b11111])  # seqs 0-5 seen
-    assert device_state_decoder.decode(blob) == DeviceState("d", boot="b", last_seq=5)
-    assert device_state_decoder.decode(blob).rare is None
+    assert device_state_decoder.decode("d", blob) == DeviceState("d", boot="b", last_seq=5)
+    assert device_state_decoder.decode("d", blob).rare is None

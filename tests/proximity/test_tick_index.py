@@ -22,6 +22,7 @@ from services.proximity.core.platform import platform_state_decoder
 from services.proximity.core.state import (
     device_state_decoder,
     encode_pair,
+    encoded_device,
     pair_state_decoder,
     state_encoder,
 )
@@ -103,7 +104,10 @@ def restarted(
     """The engine after a restart: its states back from what the shell persisted."""
     again = ProximityEngine(orders, SETTINGS, platform=platform)
     again.load(
-        [device_state_decoder.decode(state_encoder.encode(d)) for d in eng.devices()],
+        [
+            device_state_decoder.decode(d.device_id, encoded_device(d, bytearray()))
+            for d in eng.devices()
+        ],
         [pair_state_decoder.decode(encode_pair(p), p.key) for p in eng.pairs()],
     )
     again.load_platform(platform_state_decoder.decode(state_encoder.encode(eng.platform)))

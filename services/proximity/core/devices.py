@@ -1,7 +1,7 @@
 """The engine's device states, held encoded ("cold") while no batch works on them.
 
 A live `DeviceState` with its parts costs ~850 bytes; the same state encoded as the shell stores
-it in Redis (`state_encoder`, format 4) ~520, in one `bytes`. A device sends a fix a minute or
+it in Redis (`encoded_device`, format 6) ~280, in one `bytes`. A device sends a fix a minute or
 so, and is idle in between: so `DeviceTable` keeps each device as its blob (in its `Node`),
 decodes it when the engine looks at it ("thawed": the live object, kept while the batch goes
 on) and encodes every thawed one back at the batch's end (`freeze`, called by the shell). A
@@ -14,16 +14,10 @@ inputs give the same effects whether or not a freeze came between them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Final, overload
+from typing import overload
 
-import msgspec
-
-from services.proximity.core.state import DeviceState, state_encoder
+from services.proximity.core.state import DeviceState, decoded_device, encoded_device
 from services.proximity.core.topology import Node
-
-_decode: Final = msgspec.msgpack.Decoder(DeviceState).decode
-"""Of the current format only: the table holds the blobs it encoded itself (states of earlier
-formats come in as objects, decoded by `device_state_decoder`), and this skips its checks."""
 
 
 class DeviceTable:
@@ -77,7 +71,7 @@ class DeviceTable:
 
     @staticmethod
     def _read(device_id: str, blob: bytes | None) -> DeviceState:
-        return DeviceState(device_id) if blob is None else _decode(blob)
+        return DeviceState(device_id) if blob is None else decoded_device(device_id, blob)
 
     def peek(self, device_id: str) -> DeviceState:
         """The state to read, not to change: the live one if thawed, else decoded and not kept
@@ -88,10 +82,9 @@ class DeviceTable:
     def freeze(self) -> None:
         """Encode every thawed state back into its blob and let the objects go. All of them,
         not only those an `Effects` names as changed: whatever was changed is never lost."""
-        encode, nodes, buffer = state_encoder.encode_into, self._nodes, self._buffer
+        nodes, buffer = self._nodes, self._buffer
         for device_id, device in self._thawed.items():
-            encode(device, buffer)
-            nodes[device_id].blob = bytes(buffer)
+            nodes[device_id].blob = encoded_device(device, buffer)
         self._thawed.clear()
 
     def encoded(self, device_id: str) -> bytes:
@@ -101,7 +94,9 @@ class DeviceTable:
         blob = self._nodes[device_id].blob
         if device is None and blob is not None:
             return blob
-        return state_encoder.encode(self._read(device_id, blob) if device is None else device)
+        return encoded_device(
+            self._read(device_id, blob) if device is None else device, self._buffer
+        )
 
     def take_over(self, other: DeviceTable) -> list[str]:
         """Take `other`'s state of every device both hold, as it is held there (a blob is

@@ -89,6 +89,28 @@ def points(packed: bytes) -> Iterator[Point]:
     return starmap(from_point, _POINT.iter_unpack(packed))
 
 
+def newest_position(packed: bytes) -> Position:
+    """The last point of a non-empty `packed`, as a position."""
+    lat_e7, lon_e7, acc_mm, ts = _unpack_from(packed, len(packed) - POINT_BYTES)
+    return Position(lat_e7 / E7, lon_e7 / E7, acc_mm / MM, ts)
+
+
+def is_newest(position: Position, packed: bytes) -> bool:
+    """Whether `position` is the last point of a non-empty `packed` (equals its
+    `newest_position`), without making that position."""
+    lat_e7: int
+    lon_e7: int
+    acc_mm: int
+    ts: int
+    lat_e7, lon_e7, acc_mm, ts = _unpack_from(packed, len(packed) - POINT_BYTES)
+    return (
+        position.ts == ts
+        and position.lat == lat_e7 / E7
+        and position.lon == lon_e7 / E7
+        and position.acc == acc_mm / MM
+    )
+
+
 def newest(packed: bytes) -> Point:
     """The last point of a non-empty `packed`."""
     return from_point(*_unpack_from(packed, len(packed) - POINT_BYTES))

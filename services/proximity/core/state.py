@@ -21,19 +21,21 @@ PairKey = tuple[str, str, str]
 SEEN_WINDOW = 64
 SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
-STATE_FORMAT: Final = 5
+STATE_FORMAT: Final = 6
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
 device state; pair states are small maps that omit their defaults), the rarely set fields a
 nested array or nil (`DeviceState.rare`), positions as `history`'s 20-byte points on a grid, the
-history coded (`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each).
-Earlier formats still load, converted (`_DeviceStateDecoder`): format 4, as 5 with the history's
-points whole; format 3, every field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed
-points (float64 figures: its points and `fix` are put on the grid as they load); format 2, as 3
-with the track and the candidates as lists of positions and the rarely filled maps (prior boots,
-zones) a map even when empty; format 1, a map by field name, the history a list of position maps
-as well. A new field goes last (of the state or of `DeviceRare`), with a default (arrays written
-before it still decode); any other change is a new number, with a decoder for this one. Versions
-before format 5 cannot read it: no rollback past it."""
+history coded (`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each),
+without what the state repeats (`encoded_device`: its id, which the key holds, and its fix, its
+track's newest point). Earlier formats still load, converted (`_DeviceStateDecoder`): format 5,
+as 6 with nothing left out; format 4, as 5 with the history's points whole; format 3, every
+field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed points (float64 figures: its
+points and `fix` are put on the grid as they load); format 2, as 3 with the track and the
+candidates as lists of positions and the rarely filled maps (prior boots, zones) a map even when
+empty; format 1, a map by field name, the history a list of position maps as well. A new field
+goes last (of the state or of `DeviceRare`), with a default (arrays written before it still
+decode); any other change is a new number, with a decoder for this one. Versions before format
+6 cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -492,13 +494,17 @@ _MAP_HEADERS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 """First byte of a msgpack map: a format-1 state (format 2 and later are arrays)."""
 
 
-def _format_4() -> type[msgspec.Struct]:
-    """Format 4's struct: the fields of this one, its history's points whole."""
+def _same_fields(tag: int) -> type[msgspec.Struct]:
+    """The struct of an earlier format that stored this one's fields (in full): 5, and 4."""
     fields = [
         (field.name, field.type, _same_default(field))
         for field in msgspec.structs.fields(DeviceState)
     ]
-    return msgspec.defstruct("DeviceStateFormat4", fields, array_like=True, tag=4, gc=False)
+    return msgspec.defstruct(f"DeviceStateFormat{tag}", fields, array_like=True, tag=tag, gc=False)
+
+
+def _from_format_5(state: msgspec.Struct) -> DeviceState:
+    return DeviceState(**msgspec.structs.asdict(state))
 
 
 def _from_format_4(state: msgspec.Struct) -> DeviceState:
@@ -507,11 +513,65 @@ def _from_format_4(state: msgspec.Struct) -> DeviceState:
     return DeviceState(**fields)
 
 
+# How the shell stores this state (msgpack), built once: the proximity service writes and reads
+# it, the console and the tests only read device state.
+state_encoder: Final = msgspec.msgpack.Encoder()
+_encode_into: Final = state_encoder.encode_into
+_decode: Final = msgspec.msgpack.Decoder(DeviceState).decode
+"""Of this format only, for the engine's own blobs (`decoded_device`): it skips the checks of
+`device_state_decoder`."""
+
+_POINT_BYTES: Final = packing.POINT_BYTES
+_is_newest: Final = packing.is_newest
+_newest_position: Final = packing.newest_position
+_NO_FIX: Final = b"\0"
+"""After the track's points in a stored state: the state has no fix, though it has a track (the
+engine never leaves it so: a fix is its track's newest point)."""
+
+
+def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
+    """The state as the shell stores it and the engine holds it between batches (format 6),
+    encoded in `buffer` (reused: `encode_into` grows it once), without what it repeats: its id
+    (empty: the key holds it) and its fix when that is its track's newest point (nil: 1 byte
+    for 52). `decoded_device` puts them back exactly. The state is changed while it is
+    encoded, and back."""
+    device_id, fix, track = device.device_id, device.fix, device.packed_track
+    device.device_id = ""
+    if track:
+        if fix is None:
+            device.packed_track = track + _NO_FIX
+        elif _is_newest(fix, track):
+            device.fix = None
+    try:
+        _encode_into(device, buffer)
+    finally:
+        device.device_id, device.fix, device.packed_track = device_id, fix, track
+    return bytes(buffer)
+
+
+def decoded_device(device_id: str, blob: bytes) -> DeviceState:
+    """The state stored under `device_id` in this format: exactly the state encoded, by
+    `encoded_device` (what it left out put back) or whole (`state_encoder`: its id in it)."""
+    device = _decode(blob)
+    if device.device_id:
+        return device
+    device.device_id = device_id
+    if device.fix is None:
+        track = device.packed_track
+        if len(track) % _POINT_BYTES:
+            device.packed_track = track[: -len(_NO_FIX)]
+        elif track:
+            device.fix = _newest_position(track)
+    return device
+
+
 class _DeviceStateDecoder:
-    """Decodes the current format, and the earlier ones (converted) for state written before."""
+    """Decodes the current format (`decoded_device`), and the earlier ones (converted) for
+    state written before."""
 
     def __init__(self) -> None:
-        self._format_4 = _format_4()
+        self._format_5 = _same_fields(5)
+        self._format_4 = _same_fields(4)
         format_3 = _earlier_format("DeviceStateFormat3", _FORMAT_3_DIFFERS, array_like=True, tag=3)
         format_2 = _earlier_format("DeviceStateFormat2", _FORMAT_2_DIFFERS, array_like=True, tag=2)
         self._differs: dict[type[msgspec.Struct], Mapping[str, _Earlier]] = {
@@ -520,18 +580,23 @@ class _DeviceStateDecoder:
         }
         # Arrays are told apart by their first element, the format number (the struct's tag).
         self._arrays: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
-            DeviceState | self._format_4 | format_3 | format_2
+            self._format_5 | self._format_4 | format_3 | format_2
         )
         self._format_1: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
             _earlier_format("DeviceStateFormat1", _FORMAT_1_DIFFERS)
         )
 
-    def decode(self, blob: bytes) -> DeviceState:
+    def decode(self, device_id: str, blob: bytes) -> DeviceState:
+        """The state stored under `device_id` (one of format 5 or earlier holds it too)."""
+        try:
+            return decoded_device(device_id, blob)
+        except msgspec.ValidationError:
+            pass  # not of this format
         if blob[:1] and blob[0] in _MAP_HEADERS:
             return _upgraded(self._format_1.decode(blob), _FORMAT_1_DIFFERS)
         state = self._arrays.decode(blob)
-        if isinstance(state, DeviceState):
-            return state
+        if isinstance(state, self._format_5):
+            return _from_format_5(state)
         if isinstance(state, self._format_4):
             return _from_format_4(state)
         return _upgraded(state, self._differs[type(state)])
@@ -557,8 +622,5 @@ class _PairStateDecoder:
         return PairState(*key, *msgspec.structs.astuple(stored))
 
 
-# How the shell stores this state (msgpack), built once: the proximity service writes and reads
-# it, the console and the tests only read device state.
-state_encoder: Final = msgspec.msgpack.Encoder()
 device_state_decoder: Final = _DeviceStateDecoder()
 pair_state_decoder: Final = _PairStateDecoder()
