@@ -237,7 +237,7 @@ class PairJudge:
         effects.changed_pairs.add(spec.key)
         offender = self._devices[spec.offender]
         victim = self._devices[spec.victim]
-        distance, uncertainty = spec.last_distance_m, spec.last_uncertainty_m
+        pair_ts, distance, uncertainty = spec.last_comparison()
         if (
             distance is None
             or uncertainty is None
@@ -278,7 +278,7 @@ class PairJudge:
                 effects.signals.append(
                     msgspec.structs.replace(signal, signal_id=f"{signal.signal_id}|exemption-end")
                 )
-                setattr(spec, attr, RingState("inside", spec.last_obs_ts, distance))
+                setattr(spec, attr, RingState("inside", pair_ts, distance))
                 changes.append("opened")
             else:
                 changes.append(None)
@@ -290,7 +290,7 @@ class PairJudge:
             state = getattr(spec, attr)
             reading = cell_reading(cell_m, uncertainty, his, real)
             if _reopens(state, reading, his):
-                setattr(spec, attr, RingState("inside", spec.last_obs_ts, reading.enter_m))
+                setattr(spec, attr, RingState("inside", pair_ts, reading.enter_m))
                 changes.append("opened")
             else:
                 changes.append(None)

@@ -23,7 +23,7 @@ SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
 STATE_FORMAT: Final = 6
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
-device state; pair states are small maps that omit their defaults), the rarely set fields a
+device state; pair states: `PAIR_FORMAT`), the rarely set fields a
 nested array or nil (`DeviceState.rare`), positions as `history`'s 20-byte points on a grid, the
 history coded (`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each),
 without what the state repeats (`encoded_device`: its id, which the key holds, and its fix, its

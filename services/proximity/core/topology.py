@@ -53,7 +53,7 @@ class Rings:
 class PairSpec(msgspec.Struct, gc=False):
     """A pair and its state in one record: who, the two rings' parameters (and the offender's,
     judged on her grid cell: `cells`), the order's exemptions, then where the pair stands. One
-    object with no key tuple (~170 bytes a pair less than a spec holding a `PairState` under a
+    object with no key tuple (~200 bytes a pair less than a spec holding a `PairState` under a
     key: docs/benchmarks.md). Untracked by the collector (`gc=False`): nothing it holds refers
     back to it. Changed in place: the nodes share it (`Node.pairs`); the state fields are those
     of `PairState` and change, the rest never does."""
@@ -90,11 +90,18 @@ class PairSpec(msgspec.Struct, gc=False):
 
     @property
     def last_distance_m(self) -> float | None:
-        return None if self.observed is None else _figure(_OBSERVED.unpack(self.observed)[1])
+        return self.last_comparison()[1]
 
     @property
     def last_uncertainty_m(self) -> float | None:
-        return None if self.observed is None else _figure(_OBSERVED.unpack(self.observed)[2])
+        return self.last_comparison()[2]
+
+    def last_comparison(self) -> tuple[int, float | None, float | None]:
+        """`last_obs_ts`, `last_distance_m` and `last_uncertainty_m`, unpacked at once."""
+        if self.observed is None:
+            return 0, None, None
+        ts, distance_m, uncertainty_m = _OBSERVED.unpack(self.observed)
+        return ts, _figure(distance_m), _figure(uncertainty_m)
 
     def observe(self, ts: int, distance_m: float, uncertainty_m: float) -> int:
         """Note a comparison of device time `ts`; returns the pair's time (`last_obs_ts`)."""
@@ -108,8 +115,7 @@ class PairSpec(msgspec.Struct, gc=False):
         """Where the pair stands, as the shell stores it."""
         return PairState(
             self.order_id, self.offender, self.victim, self.pre_alert, self.alarm,
-            self.last_obs_ts, self.last_distance_m, self.last_uncertainty_m, self.exempt,
-            self.offender_pre_alert, self.offender_alarm,
+            *self.last_comparison(), self.exempt, self.offender_pre_alert, self.offender_alarm,
         )  # fmt: skip
 
     def restore(self, state: PairState | PairSpec) -> None:
