@@ -1,10 +1,12 @@
-"""What a proximity shard's MQTT subscriptions hold per pair.
+"""What a proximity process holds per pair beside its core: its ownership and subscriptions.
 
 A shard (`--shard K/N`, N > 1) subscribes to its own devices' topics only: its bulk reader to
-each device's fix, event and status topics, its fast reader to its event topic. Builds the two
-`Subscriber`s as `ProximityService` does for `--pairs` one-pair orders (no connection: what they
-keep to subscribe again on every reconnect), the device ids built before, as the ownership holds
-them; reports the Python heap they hold (`tracemalloc`), per pair.
+each device's fix, event and status topics, its fast reader to its event topic; a single process
+to every device's topics with one wildcard. Builds the `Ownership` and the two `Subscriber`s as
+`ProximityService` does for `--pairs` one-pair orders (no connection: what they keep to subscribe
+again on every reconnect; the orders built before, as the process holds them anyway), for a
+single process and for shard 1 of `--shards`; reports the Python heap they hold (`tracemalloc`),
+per pair the process judges.
 
     .venv/bin/python -m bench.subscriptions --pairs 100000
 """
@@ -36,12 +38,15 @@ class _Unread:
         return Delivery()
 
 
-def held_bytes(pairs: int) -> float:
-    """Bytes a pair the bulk and fast readers of a shard judging `pairs` one-pair orders hold."""
-    heard = Ownership(tuple(one_victim_orders(pairs)), Shard(1, 1)).devices()
+def held_bytes(pairs: int, shard: Shard) -> float:
+    """Bytes a pair it judges the ownership and the two readers of `shard` hold, of `pairs`
+    one-pair orders in all."""
+    orders = tuple(one_victim_orders(pairs))
     topics, endpoint, ids = Topics(PREFIX), MqttEndpoint("localhost", 1883), itertools.count(1)
     gc.collect()
     tracemalloc.start()
+    ownership = Ownership(orders, shard)
+    heard = None if shard.count == 1 else ownership.devices()
     readers = [
         Subscriber(endpoint, client_id, filters, _Unread(), keepalive_s=30, connection_ids=ids)
         for client_id, filters in [
@@ -49,19 +54,29 @@ def held_bytes(pairs: int) -> float:
             ("bench-fast", topics.events(heard)),
         ]
     ]
+    # As the service asks of each message, so what it keeps on the way is counted too.
+    for order in orders:
+        ownership.elsewhere(order.offender_device)
+    del heard
     gc.collect()
     held = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     for reader in readers:
         reader.stop()
-    return held / pairs
+    return held / len(ownership.orders())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pairs", type=int, default=100_000)
+    parser.add_argument("--shards", type=int, default=2, help="N of the shard measured")
     args = parser.parse_args(argv)
-    print(f"held by a shard's two readers: {held_bytes(args.pairs):,.0f} bytes a pair")
+    for label, shard in [
+        ("a single process", Shard(1, 1)),
+        (f"shard 1/{args.shards}", Shard(1, args.shards)),
+    ]:
+        held = held_bytes(args.pairs, shard)
+        print(f"held by {label}'s ownership and two readers: {held:,.0f} bytes a pair it judges")
 
 
 if __name__ == "__main__":

@@ -158,6 +158,25 @@ def test_a_persistent_session_gets_its_backlog_before_the_marker_and_unacked_mes
         broker.stop()
 
 
+def test_names_are_what_the_subscriptions_are_made_of_after_subscribe_and_unsubscribe() -> None:
+    """A shard asks its bulk reader which devices it hears (it keeps no copy of its own)."""
+    reader = Subscriber(
+        MqttEndpoint("localhost", 1883),
+        "names-test",
+        Topics("t").subscriptions(["vic-2", "ank-1"]),
+        Recorder(),
+        keepalive_s=10,
+        connection_ids=itertools.count(1),
+    )
+    try:
+        assert reader.names == ("ank-1", "vic-2")
+        reader.subscribe(["ank-3"])
+        reader.unsubscribe(["ank-1"])
+        assert reader.names == ("vic-2", "ank-3")
+    finally:
+        reader.stop()
+
+
 @pytest.mark.integration
 def test_added_subscriptions_are_confirmed_a_barrier_follows_the_backlog_and_unsubscribed_go(
     tmp_path: Path,

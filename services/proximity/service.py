@@ -207,9 +207,9 @@ class ProximityService:
         # A single process's bulk reader keeps the configured client id: its persistent session
         # is the one earlier versions used, with whatever the broker queued for it.
         client_id = self._client_id = shard_client_id(mqtt.client_id, self._shard)
-        # One process hears every device (and reports the unknown ones); a shard only its own.
-        self._heard = self._ownership.devices()
-        heard = None if self._shard.count == 1 else self._heard
+        # One process hears every device (and reports the unknown ones); a shard only its own,
+        # which its readers keep (`Subscriber.names`): this process keeps no other copy of them.
+        heard = None if self._shard.count == 1 else self._ownership.devices()
         self._bulk = Subscriber(
             endpoint,
             client_id,
@@ -423,7 +423,7 @@ class ProximityService:
             self._hold.may_stall = True
             self._let_go(plan.leaving)
             log.info("handover_resumed", orders_version=step.version, **handover.summary(plan))
-        self._hear(self._ownership.devices())
+        self._hear(self._ownership)
         self._engine_orders = self._in_force(self._clock())
         return start.version != mark.get("adopted") and self._step is None
 
@@ -830,7 +830,7 @@ class ProximityService:
         after = Ownership(latest.orders, self._shard)
         plan = handover_plan(self._ownership, after)
         step = self._step = handover.Step(latest.version, plan, after)
-        step.subscriptions = self._hear(after.devices())
+        step.subscriptions = self._hear(after)
         self._hold.arriving = step.plan.arriving
         if step.plan.moves:
             log.info("handover_started", orders_version=step.version, **handover.summary(step.plan))
@@ -850,7 +850,7 @@ class ProximityService:
         step.stage = "released"
         self._hold.left, self._hold.may_stall = plan.leaving, True
         if self._shard.count > 1:  # devices in no order any more reach no shard
-            self._let_go(frozenset(self._heard - step.ownership.devices()))
+            self._let_go(frozenset(self._bulk.names).difference(step.ownership.devices()))
         if plan.outgoing:
             log.info("handover_released", orders_version=step.version, **handover.summary(plan))
 
@@ -888,7 +888,6 @@ class ProximityService:
         """Unsubscribe from devices another shard takes over (the broker stops sending them
         here; that shard's session has them), or that left every order."""
         if leaving:
-            self._heard -= leaving
             self._bulk.unsubscribe(leaving)
             self._fast.unsubscribe(leaving)
 
@@ -898,12 +897,14 @@ class ProximityService:
 
         return write
 
-    def _hear(self, devices: set[str]) -> tuple[int, ...]:
-        """Subscribe to the devices this shard did not hear yet (the broker keeps their
-        messages from the SUBACK on); the readers' `subscribe` numbers (`confirmed`)."""
-        new = sorted(devices - self._heard) if self._shard.count > 1 else []
+    def _hear(self, ownership: Ownership) -> tuple[int, ...]:
+        """Subscribe to the devices of `ownership` this shard did not hear yet (the broker keeps
+        their messages from the SUBACK on); the readers' `subscribe` numbers (`confirmed`). A
+        single process hears every device already."""
+        new = []
+        if self._shard.count > 1:
+            new = sorted(ownership.devices().difference(self._bulk.names))
         if new:
-            self._heard.update(new)
             log.info("devices_subscribed", devices=len(new))
         # The readers' filters are made of device ids (`Topics.subscriptions`, `events`).
         return self._bulk.subscribe(new), self._fast.subscribe(new)

@@ -200,6 +200,12 @@ class Subscriber:
         self._wake()
         return asked
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What its subscriptions are made of now (a shard's device ids), `subscribe`d and not
+        `unsubscribe`d: the owner asks it instead of keeping its own copy."""
+        return self._filters.names
+
     def confirmed(self, asked: int) -> bool:
         """The broker acknowledged the subscriptions of `subscribe` call `asked` (SUBACK)."""
         return self._confirmed >= asked

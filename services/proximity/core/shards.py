@@ -49,19 +49,30 @@ def shard_index(component: str, count: int) -> int:
 
 class Ownership:
     """What one shard owns under a set of orders. Every shard holds one for every shard's
-    orders, so it keeps a single map by device, and none by order."""
+    orders, so it keeps a single map by device, and none by order. A single process (count 1)
+    keeps no map at all: every device is its own, in an order or not."""
 
     def __init__(self, orders: Iterable[Order], shard: Shard) -> None:
         self._orders = tuple(orders)
         self._shard = shard
-        # Worked out once: a hash per device and call cost the main loop ~2 us an order.
-        self._shard_by_device = {
-            device: shard_index(component, shard.count)
+        self._owned_orders = (
+            self._orders
+            if shard.count == 1
+            else tuple(o for o in self._orders if self.owns_device(o.offender_device))
+        )
+
+    @cached_property
+    def _shard_by_device(self) -> dict[str, int]:
+        # Worked out once: a hash per device and call cost a shard's main loop ~2 us an order.
+        # A single process builds it only if `in_some_order` is asked.
+        return {
+            device: shard_index(component, self._shard.count)
             for device, component in components(self._orders).items()
         }
-        self._owned_orders = tuple(o for o in self._orders if self.owns_device(o.offender_device))
 
     def shard_of(self, device_id: str) -> int:
+        if self._shard.count == 1:
+            return 1
         shard = self._shard_by_device.get(device_id)
         return shard_index(device_id, self._shard.count) if shard is None else shard
 
@@ -99,7 +110,7 @@ class Ownership:
     def judges(self) -> dict[str, int]:
         """Order id -> the shard that judges it; worked out on each call (a hand-over's), as
         keeping it would cost every shard an entry per order of every shard."""
-        return {o.id: self._shard_by_device[o.offender_device] for o in self._orders}
+        return {o.id: self.shard_of(o.offender_device) for o in self._orders}
 
     def devices(self) -> set[str]:
         """The devices of the orders this shard judges, in force or not."""
@@ -156,6 +167,9 @@ def handover_plan(before: Ownership, after: Ownership) -> Handover:
     (both of the same shard and layout). Pure; every shard works out its side of the same
     step, and each side matches the other's."""
     shard = after.shard.index
+    if after.shard.count == 1:
+        # Nothing to hand over alone; and no set of every device, before and after, at the peak.
+        return Handover({}, {}, {}, frozenset(), frozenset(), after.orders(), after.orders())
     mine_before, mine_after = before.devices(), after.devices()
     incoming: dict[int, set[str]] = {}
     for device in mine_after - mine_before:
