@@ -322,7 +322,7 @@ def _node(
 
 def _orders_of(specs: tuple[PairSpec, ...]) -> tuple[str, ...]:
     if len(specs) == 1:  # the common case (asked for every uplink's evidence record)
-        return (specs[0].key[0],)
+        return (specs[0].order_id,)
     return tuple(dict.fromkeys(spec.order_id for spec in specs))
 
 
