@@ -360,19 +360,6 @@ Format 1, a map by field name with the ids, omitting the defaults, still loads
 (`_PairStateDecoder`). Versions before format 2 cannot read it: no rollback past it."""
 
 
-class _StoredPair(msgspec.Struct, array_like=True, tag=PAIR_FORMAT, gc=False):
-    """`PairState` as stored: its fields but the ids, in its order."""
-
-    pre_alert: RingState = OUTSIDE
-    alarm: RingState = OUTSIDE
-    last_obs_ts: int = 0
-    last_distance_m: float | None = None
-    last_uncertainty_m: float | None = None
-    exempt: bool = False
-    offender_pre_alert: RingState = OUTSIDE
-    offender_alarm: RingState = OUTSIDE
-
-
 def _none_if_empty(value: dict[str, Any]) -> dict[str, Any] | None:
     return value or None
 
@@ -481,6 +468,21 @@ def _earlier_format(
 def _same_default(field: msgspec.structs.FieldInfo) -> object:
     # Both unset (NODEFAULT) keeps the field required; the stubs allow setting one at most.
     return msgspec.field(default=field.default, default_factory=field.default_factory)  # type: ignore[call-overload]
+
+
+_PAIR_IDS: Final = 3
+"""`PairState`'s first fields, its ids: not stored (`PAIR_FORMAT`)."""
+_StoredPair: Final = msgspec.defstruct(
+    "StoredPair",
+    [
+        (field.name, field.type, _same_default(field))
+        for field in msgspec.structs.fields(PairState)[_PAIR_IDS:]
+    ],
+    array_like=True,
+    tag=PAIR_FORMAT,
+    gc=False,
+)
+"""`PairState` as stored: its fields but the ids, in its order."""
 
 
 def _upgraded(state: msgspec.Struct, differs: Mapping[str, _Earlier]) -> DeviceState:
@@ -604,7 +606,7 @@ class _DeviceStateDecoder:
 
 def encode_pair(state: PairState) -> bytes:
     """The pair's state as the shell stores it (format `PAIR_FORMAT`)."""
-    return state_encoder.encode(_StoredPair(*msgspec.structs.astuple(state)[3:]))  # no ids
+    return state_encoder.encode(_StoredPair(*msgspec.structs.astuple(state)[_PAIR_IDS:]))
 
 
 class _PairStateDecoder:
