@@ -34,8 +34,8 @@ class DeviceTable:
         self._thawed: dict[str, DeviceState] = {}
         """The states taken out since: the live ones, newer than their blob."""
         self._buffer = bytearray()
-        """Where `freeze` encodes: `encode` returns its working buffer, ~50% larger than what
-        it holds (800 bytes for a 520-byte state); a copy of this is the size of the state."""
+        """Where `freeze` encodes (`encoded_device`): `encode` may return its working buffer,
+        up to ~50% larger than what it holds; a copy of this is the size of the state."""
 
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._nodes
