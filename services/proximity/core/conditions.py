@@ -26,7 +26,7 @@ from services.proximity.core.presence import (
 )
 from services.proximity.core.signals import device_signal
 from services.proximity.core.state import RARE_DEFAULTS, DeviceState
-from services.proximity.core.topology import Role, Topology
+from services.proximity.core.topology import NOT_OFFENDER, Role, Topology
 
 # A battery_low alarm clears only this far above the threshold, so a wavering gauge cannot flap.
 BATTERY_CLEAR_MARGIN_PCT: Final = 10
@@ -158,12 +158,14 @@ class DeviceConditions:
         heard = device.last_heard_ms
         if heard is None:
             return None  # never heard: no silence yet (its first fix books it)
-        topology, device_id = self._topology, device.device_id
+        # Read from the columns at its rank, not by the topology's lookups: it runs for every fix.
+        topology = self._topology
+        rank = topology.ranks[device.device_id]
         due = None
         rare = device.rare or RARE_DEFAULTS
-        if not rare.location_unknown and topology.offender_rank(device_id) is not None:
+        if not rare.location_unknown and topology.offender_ranks[rank] != NOT_OFFENDER:
             due = heard + self._location_unknown_ms + 1
-        if "silent" not in rare.unprotected and topology.is_victim(device_id):
+        if "silent" not in rare.unprotected and topology.victims[rank]:
             silent_at = heard + self._victim_silence_ms + 1
             due = silent_at if due is None else min(due, silent_at)
         return due
