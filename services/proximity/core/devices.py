@@ -65,12 +65,9 @@ class DeviceTable:
         self._thawed[device_id] = device
 
     def _thaw(self, device_id: str) -> DeviceState:
-        device = self._read(device_id, self._blob(device_id))
+        device = self._read(device_id, self._blobs[self._ranks[device_id]])
         self._thawed[device_id] = device
         return device
-
-    def _blob(self, device_id: str) -> bytes | None:
-        return self._blobs[self._ranks[device_id]]
 
     @staticmethod
     def _read(device_id: str, blob: bytes | None) -> DeviceState:
@@ -80,7 +77,9 @@ class DeviceTable:
         """The state to read, not to change: the live one if thawed, else decoded and not kept
         (a change to it is lost)."""
         device = self._thawed.get(device_id)
-        return self._read(device_id, self._blob(device_id)) if device is None else device
+        if device is None:
+            return self._read(device_id, self._blobs[self._ranks[device_id]])
+        return device
 
     def freeze(self) -> None:
         """Encode every thawed state back into its blob and let the objects go. All of them,
@@ -94,7 +93,7 @@ class DeviceTable:
         """The state as the shell stores it: after a `freeze`, the blob it made (no encoding
         again for the commit)."""
         device = self._thawed.get(device_id)
-        blob = self._blob(device_id)
+        blob = self._blobs[self._ranks[device_id]]
         if device is None and blob is not None:
             return blob
         return encoded_device(
