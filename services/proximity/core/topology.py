@@ -163,7 +163,7 @@ class Topology:
     """Every pair, in the order of the orders (found by key through its offender: `pair`)."""
     ranks: dict[str, int]
     """Device -> its place among the devices, in the order of the orders: its index in the
-    columns below (one column a fact, not a record a device: ~130 bytes a pair less,
+    columns below (one column a fact, not a record a device: ~140 bytes a pair less,
     docs/benchmarks.md). The tick looks at the devices due in this order, so it signals in
     the order a pass over every device did."""
     device_ids: list[str]
