@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from services.proximity.core.devices import DeviceTable
 from services.proximity.core.engine import Effects
 from services.proximity.core.state import DeviceState, device_state_decoder, encoded_device
-from services.proximity.core.topology import Node
 from tests.proximity import OFFENDER, T0, VICTIM, engine, fix_at
 from tests.proximity.test_tick_index import PLATFORM, Run, Step, steps
 
@@ -101,7 +100,7 @@ def test_an_orders_change_takes_the_blobs_over_as_they_are() -> None:
 def test_a_blob_takes_its_size_not_the_encoders_buffer() -> None:
     """msgspec's `encode` returns its working buffer, ~half as large again as the state: the
     table keeps an exact copy (~240 bytes a device at a fix a minute)."""
-    table = DeviceTable({f"d{i}": Node(i, None, False, (), None) for i in range(200)})
+    table = DeviceTable({f"d{i}": i for i in range(200)}, [None] * 200)
     for i in range(200):
         table[f"d{i}"].packed_history = bytes(range(200)) + i.to_bytes(2)
     tracemalloc.start()

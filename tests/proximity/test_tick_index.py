@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import NamedTuple, cast
+from typing import cast
 
 import pytest
 from hypothesis import example, given, settings
@@ -202,11 +202,7 @@ def test_the_tick_over_the_devices_due_finds_what_a_pass_over_every_device_finds
         assert indexed.step(step) == every.step(step), step
 
 
-class Place(NamedTuple):
-    rank: int
-
-
-PLACES = {device_id: Place(rank) for rank, device_id in enumerate("abcde")}
+PLACES = {device_id: rank for rank, device_id in enumerate("abcde")}
 
 
 def test_the_agenda_gives_each_device_once_it_is_due_whichever_way_the_clock_moves() -> None:
@@ -242,7 +238,7 @@ def test_a_take_hands_back_the_devices_own_strings_and_keeps_none_it_was_booked_
     """A device is booked with the id its input came with, a string of its own (a fix's): the
     agenda must not keep it alive while the device stays booked (~110 bytes a pair)."""
     ids = ["ank-1", "vic-1"]
-    agenda = Agenda({device_id: Place(rank) for rank, device_id in enumerate(ids)}, ids)
+    agenda = Agenda({device_id: rank for rank, device_id in enumerate(ids)}, ids)
     booked = "-".join(["vic", "1"])  # equal to ids[1], another object
     held = sys.getrefcount(booked)
     agenda.book(booked, T0 + 1_000)

@@ -1,4 +1,4 @@
-"""The topology's one record per device (`Node`) says what the five lookups it replaced said:
+"""The topology's columns by device (`Topology.ranks`) say what the five lookups they replaced said:
 checked against them, computed the plain way, for random orders (shared devices, a victim who
 is an offender elsewhere, an order with no victim, a victim listed twice)."""
 
@@ -48,20 +48,26 @@ def test_each_device_record_says_what_the_plain_lookups_say(orders: list[Order])
     topology = Topology.build(orders, ProximitySettings(), SnapGrid(100))
     pairs_of, memberships = plain_lookups(orders)
     offenders = list(dict.fromkeys(o.offender_device for o in orders))
-    assert list(topology.nodes) == list(memberships)  # the devices, in rank order
+    assert list(topology.ranks) == list(memberships)  # the devices, in rank order
     # By rank, the very strings of the keys (an agenda hands them back for its places).
-    assert list(map(id, topology.device_ids)) == list(map(id, topology.nodes))
-    for rank, (device, node) in enumerate(topology.nodes.items()):
-        assert node.rank == rank
-        assert node.blob is None  # never heard
-        assert node.offender_rank == (offenders.index(device) if device in offenders else None)
+    assert list(map(id, topology.device_ids)) == list(map(id, topology.ranks))
+    columns = (topology.held, topology.blobs, topology.offender_ranks, topology.victims)
+    assert all(len(column) == len(memberships) for column in columns)
+    for rank, (device, its_rank) in enumerate(topology.ranks.items()):
+        assert its_rank == rank
+        assert topology.blobs[rank] is None  # never heard
+        assert topology.offender_rank(device) == (
+            offenders.index(device) if device in offenders else None
+        )
         roles = {role for _, _, role in memberships[device]}
-        assert node.victim == ("victim" in roles)
-        assert node.role == ("offender" if "offender" in roles else "victim")
-        assert [spec.key for spec in node.pairs] == pairs_of.get(device, [])
-        assert node.orders == tuple(order_id for order_id, _, _ in memberships[device])
+        assert topology.is_victim(device) == ("victim" in roles)
+        assert topology.role(device) == ("offender" if "offender" in roles else "victim")
+        assert [spec.key for spec in topology.pairs_of(device)] == pairs_of.get(device, [])
+        # A device in one pair holds the pair itself: no tuple of one.
+        assert isinstance(topology.held[rank], tuple) == (len(pairs_of.get(device, [])) != 1)
+        assert topology.orders(device) == tuple(order_id for order_id, _, _ in memberships[device])
         # Kept only when its pairs do not say it (an order of it has none of its pairs).
-        assert (node.other_orders is None) == all(
+        assert (rank not in topology.other_orders) == all(
             any(key[0] == order_id for key in pairs_of.get(device, []))
             for order_id, _, _ in memberships[device]
         )
@@ -84,20 +90,22 @@ def test_each_device_record_says_what_the_plain_lookups_say(orders: list[Order])
 
 @settings(max_examples=100, deadline=None)
 @given(orders=some_orders())
-def test_no_node_can_be_reached_from_what_it_refers_to(orders: list[Order]) -> None:
-    """A `Node` is untracked by the garbage collector: a cycle through it would never be
-    freed. Whatever its fields lead to (pairs, their states, rings, exemptions, its blob),
-    no path comes back to a node."""
+def test_no_column_can_be_reached_from_what_it_holds(orders: list[Order]) -> None:
+    """A pair (`PairSpec`) is untracked by the garbage collector: a cycle through it would
+    never be freed. Whatever a device's pairs lead to (their states, rings, exemptions), no
+    path comes back to a pair or to a column that holds them."""
     topology = Topology.build(orders, ProximitySettings(), SnapGrid(100))
-    nodes = {id(node) for node in topology.nodes.values()}
-    for node in topology.nodes.values():
-        node.blob = b"state"
+    topology.blobs[:] = [b"state"] * len(topology.blobs)
+    held = {id(topology), id(topology.held), id(topology.blobs), *map(id, topology.pairs)}
+    for device in topology.ranks:
         seen: set[int] = set()
-        todo: list[object] = gc.get_referents(node)
+        todo: list[object] = [
+            referent for spec in topology.pairs_of(device) for referent in gc.get_referents(spec)
+        ]
         while todo:
             found = todo.pop()
             if id(found) in seen or isinstance(found, type):
                 continue  # a class leads to modules and everything else: no instance data
-            assert id(found) not in nodes
+            assert id(found) not in held
             seen.add(id(found))
             todo.extend(gc.get_referents(found))

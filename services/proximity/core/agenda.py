@@ -10,11 +10,12 @@ owners, finding it not due yet from its state, book it again. Owners that book t
 share an agenda: it keeps the sooner of their times. Nothing here is persisted: after a restart
 the owners book every device again from their states.
 
-The due times are one array of 64-bit ints by the devices' places (`Node.rank`), not a dict of
-int objects: ~130 bytes a pair less, every device in force being booked while it reports. The
-slots list places too (4 bytes, not a pointer), and a take names the devices by the topology's
-own id strings: a device is booked with the id its input came with, a string of its own (a
-fix's), which a slot listing it would keep alive for as long as it is booked (~110 bytes a pair).
+The due times are one array of 64-bit ints by the devices' places (`Topology.ranks`), not a
+dict of int objects: ~130 bytes a pair less, every device in force being booked while it
+reports. The slots list places too (4 bytes, not a pointer), and a take names the devices by the
+topology's own id strings: a device is booked with the id its input came with, a string of its
+own (a fix's), which a slot listing it would keep alive for as long as it is booked (~110 bytes a
+pair).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections.abc import Mapping, Sequence
-from typing import Final, Protocol
+from typing import Final
 
 SLOT_MS: Final = 1000
 
@@ -34,18 +35,11 @@ _PLACE: Final = "I"
 """The slots' type code: a place in 32 bits unsigned (4 billion devices)."""
 
 
-class Placed(Protocol):
-    """What the agenda knows a device by: its place among the devices (`topology.Node`)."""
-
-    @property
-    def rank(self) -> int: ...
-
-
 class Agenda:
     __slots__ = ("_booked", "_due", "_ids", "_order", "_places", "_slots")
 
-    def __init__(self, places: Mapping[str, Placed], device_ids: Sequence[str]) -> None:
-        """`places`: every device that may be booked, its `rank` from 0 up, each its own;
+    def __init__(self, places: Mapping[str, int], device_ids: Sequence[str]) -> None:
+        """`places`: every device that may be booked, its place from 0 up, each its own;
         `device_ids`: their ids by rank, the strings `take` hands back (shared, not copied)."""
         self._places = places
         self._ids = device_ids
@@ -66,7 +60,7 @@ class Agenda:
     def book(self, device_id: str, due_ms: int | None) -> None:
         """The device needs a look once server time reaches `due_ms` (None: no look), or
         earlier: a booking already due sooner stays (the owner's look must bear an early take)."""
-        due, place = self._due, self._places[device_id].rank
+        due, place = self._due, self._places[device_id]
         booked = due[place]
         if booked != _UNBOOKED:
             if due_ms is not None and due_ms >= booked:

@@ -26,7 +26,7 @@ from services.proximity.core.presence import (
 )
 from services.proximity.core.signals import device_signal
 from services.proximity.core.state import RARE_DEFAULTS, DeviceState
-from services.proximity.core.topology import Role, Topology
+from services.proximity.core.topology import NOT_OFFENDER, Role, Topology
 
 # A battery_low alarm clears only this far above the threshold, so a wavering gauge cannot flap.
 BATTERY_CLEAR_MARGIN_PCT: Final = 10
@@ -56,7 +56,6 @@ class DeviceConditions:
         self._location_unknown_ms = round(settings.location_unknown_s * 1000)
         self._presence = Presence.build(settings)
         self._victim_silence_ms = round(settings.victim_silence_s * 1000)
-        self._nodes = topology.nodes
         self._silences = silences
         """Shared with the platform watch, which books the same devices (`book`)."""
         self._unsettled: set[str] = set()
@@ -103,7 +102,7 @@ class DeviceConditions:
         """An accepted event. Its position moves nothing: only a press carries it, in the signal.
         `tag` names it in signal ids when its seq cannot (a safety event)."""
         cause = _Cause(tag or device.tag(event.seq), now_ms, effects)
-        role = self._nodes[device.device_id].role
+        role = self._topology.role(device.device_id)
         if event.type == "aware_button":
             self._aware_press(device, event, cause)
         elif event.type == "strap_tamper":
@@ -159,12 +158,14 @@ class DeviceConditions:
         heard = device.last_heard_ms
         if heard is None:
             return None  # never heard: no silence yet (its first fix books it)
-        node = self._nodes[device.device_id]
+        # Read from the columns at its rank, not by the topology's lookups: it runs for every fix.
+        topology = self._topology
+        rank = topology.ranks[device.device_id]
         due = None
         rare = device.rare or RARE_DEFAULTS
-        if not rare.location_unknown and node.offender_rank is not None:
+        if not rare.location_unknown and topology.offender_ranks[rank] != NOT_OFFENDER:
             due = heard + self._location_unknown_ms + 1
-        if "silent" not in rare.unprotected and node.victim:
+        if "silent" not in rare.unprotected and topology.victims[rank]:
             silent_at = heard + self._victim_silence_ms + 1
             due = silent_at if due is None else min(due, silent_at)
         return due
@@ -176,7 +177,7 @@ class DeviceConditions:
         would: it finds exactly what the pass over every device found. `taken`: the devices
         whose silence was booked for now or earlier; those whose silence is not due by their
         state (booked early, or for the platform) are booked again without a look."""
-        devices, nodes, due = self._devices, self._nodes, []
+        devices, topology, due = self._devices, self._topology, []
         for device_id in taken:
             device = devices[device_id]
             at = None if (device.rare or RARE_DEFAULTS).grouped else self._silence_due(device)
@@ -187,11 +188,11 @@ class DeviceConditions:
         silent = sorted(
             (rank, device_id)
             for device_id in due
-            if (rank := nodes[device_id].offender_rank) is not None
+            if (rank := topology.offender_rank(device_id)) is not None
         )
         for _, device_id in silent:
             self._location_unknown(self._devices[device_id], now_ms, effects)
-        looked = sorted({*due, *self._unsettled}, key=lambda device_id: nodes[device_id].rank)
+        looked = sorted({*due, *self._unsettled}, key=topology.ranks.__getitem__)
         for device_id in looked:
             self._presence_and_protection(self._devices[device_id], now_ms, effects)
         for device_id in looked:
@@ -223,7 +224,7 @@ class DeviceConditions:
             if (
                 heard is None
                 or heard >= now_ms - self._victim_silence_ms  # heard since: not silent
-                or not self._nodes[device.device_id].victim
+                or not self._topology.is_victim(device.device_id)
                 or "silent" in rare.unprotected
             ):
                 return
@@ -278,19 +279,19 @@ class DeviceConditions:
 
     def _open_or_clear(self, device: DeviceState, verdict: Verdict, cause: _Cause) -> None:
         device.offline_open = verdict.action == "open"
-        role = self._nodes[device.device_id].role
+        role = self._topology.role(device.device_id)
         reason = f"{role.capitalize()} device {device.device_id}: {verdict.why}."
         self._signal(device, "device_offline", verdict.action, reason, cause)
 
     def _protection_changed(self, device: DeviceState, now_ms: int) -> bool:
-        if not self._nodes[device.device_id].victim:
+        if not self._topology.is_victim(device.device_id):
             return False
         causes = protection_causes(device, now_ms, self._victim_silence_ms)
         return tuple(causes) != device.unprotected
 
     def _protection(self, device: DeviceState, cause: _Cause) -> None:
         """Open, update (the causes changed) or clear victim_unprotected for a victim device."""
-        if not self._nodes[device.device_id].victim:
+        if not self._topology.is_victim(device.device_id):
             return
         causes = protection_causes(device, cause.now_ms, self._victim_silence_ms)
         if tuple(causes) == device.unprotected:
@@ -313,7 +314,7 @@ class DeviceConditions:
         if batt is not None and batt != device.batt:
             device.batt = batt
             cause.effects.changed_devices.add(device.device_id)
-        role = self._nodes[device.device_id].role
+        role = self._topology.role(device.device_id)
         level = "" if batt is None else f" ({batt}%)"
         low = reported_low or (batt is not None and batt <= self._battery_low_pct)
         if low and not device.battery_low:

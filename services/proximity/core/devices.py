@@ -2,7 +2,7 @@
 
 A live `DeviceState` with its parts costs ~850 bytes; the same state encoded as the shell stores
 it in Redis (`encoded_device`, format 6) ~280, in one `bytes`. A device sends a fix a minute or
-so, and is idle in between: so `DeviceTable` keeps each device as its blob (in its `Node`),
+so, and is idle in between: so `DeviceTable` keeps each device as its blob (`Topology.blobs`),
 decodes it when the engine looks at it ("thawed": the live object, kept while the batch goes
 on) and encodes every thawed one back at the batch's end (`freeze`, called by the shell). A
 device never heard is kept as None (its default state), not as a blob.
@@ -13,11 +13,10 @@ inputs give the same effects whether or not a freeze came between them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableSequence, Sequence
 from typing import overload
 
 from services.proximity.core.state import DeviceState, decoded_device, encoded_device
-from services.proximity.core.topology import Node
 
 
 class DeviceTable:
@@ -25,12 +24,13 @@ class DeviceTable:
     state (thawing it); `freeze` encodes every thawed state back. Reading every state (`states`)
     decodes them on the fly and keeps none."""
 
-    __slots__ = ("_buffer", "_nodes", "_thawed")
+    __slots__ = ("_blobs", "_buffer", "_ranks", "_thawed")
 
-    def __init__(self, nodes: Mapping[str, Node]) -> None:
-        self._nodes = nodes
-        """Every device in force, its state as of the last freeze in its node (`Node.blob`):
-        the topology's own records, not a second dict by the same keys."""
+    def __init__(self, ranks: Mapping[str, int], blobs: MutableSequence[bytes | None]) -> None:
+        """`ranks`: every device in force, its place in `blobs`, where its state as of the last
+        freeze is kept: the topology's own columns (`Topology.blobs`), not a second dict by the
+        same keys."""
+        self._ranks, self._blobs = ranks, blobs
         self._thawed: dict[str, DeviceState] = {}
         """The states taken out since: the live ones, newer than their blob."""
         self._buffer = bytearray()
@@ -38,13 +38,13 @@ class DeviceTable:
         up to ~50% larger than what it holds; a copy of this is the size of the state."""
 
     def __contains__(self, device_id: object) -> bool:
-        return device_id in self._nodes
+        return device_id in self._ranks
 
     def __len__(self) -> int:
-        return len(self._nodes)
+        return len(self._ranks)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._nodes)
+        return iter(self._ranks)
 
     def __getitem__(self, device_id: str) -> DeviceState:
         try:
@@ -54,18 +54,18 @@ class DeviceTable:
 
     def get(self, device_id: str) -> DeviceState | None:
         device = self._thawed.get(device_id)
-        if device is None and device_id in self._nodes:
+        if device is None and device_id in self._ranks:
             return self._thaw(device_id)
         return device
 
     def __setitem__(self, device_id: str, device: DeviceState) -> None:
         """Put a state in place of a device's (loaded or handed over): live until the freeze."""
-        if device_id not in self._nodes:
+        if device_id not in self._ranks:
             raise KeyError(device_id)
         self._thawed[device_id] = device
 
     def _thaw(self, device_id: str) -> DeviceState:
-        device = self._read(device_id, self._nodes[device_id].blob)
+        device = self._read(device_id, self._blobs[self._ranks[device_id]])
         self._thawed[device_id] = device
         return device
 
@@ -77,21 +77,23 @@ class DeviceTable:
         """The state to read, not to change: the live one if thawed, else decoded and not kept
         (a change to it is lost)."""
         device = self._thawed.get(device_id)
-        return self._read(device_id, self._nodes[device_id].blob) if device is None else device
+        if device is None:
+            return self._read(device_id, self._blobs[self._ranks[device_id]])
+        return device
 
     def freeze(self) -> None:
         """Encode every thawed state back into its blob and let the objects go. All of them,
         not only those an `Effects` names as changed: whatever was changed is never lost."""
-        nodes, buffer = self._nodes, self._buffer
+        ranks, blobs, buffer = self._ranks, self._blobs, self._buffer
         for device_id, device in self._thawed.items():
-            nodes[device_id].blob = encoded_device(device, buffer)
+            blobs[ranks[device_id]] = encoded_device(device, buffer)
         self._thawed.clear()
 
     def encoded(self, device_id: str) -> bytes:
         """The state as the shell stores it: after a `freeze`, the blob it made (no encoding
         again for the commit)."""
         device = self._thawed.get(device_id)
-        blob = self._nodes[device_id].blob
+        blob = self._blobs[self._ranks[device_id]]
         if device is None and blob is not None:
             return blob
         return encoded_device(
@@ -102,20 +104,20 @@ class DeviceTable:
         """Take `other`'s state of every device both hold, as it is held there (a blob is
         shared, not decoded; a live state stays live); returns those devices, in `other`'s
         order."""
-        nodes, thawed, taken = self._nodes, self._thawed, []
-        for device_id, theirs in other._nodes.items():
-            if (mine := nodes.get(device_id)) is not None:
-                mine.blob = theirs.blob
+        ranks, blobs, thawed, taken = self._ranks, self._blobs, self._thawed, []
+        for device_id, theirs in other._ranks.items():
+            if (mine := ranks.get(device_id)) is not None:
+                blobs[mine] = other._blobs[theirs]
                 taken.append(device_id)
         for device_id, device in other._thawed.items():
-            if device_id in nodes:
+            if device_id in ranks:
                 thawed[device_id] = device
         return taken
 
     def states(self) -> Sequence[DeviceState]:
         """Every state, in the table's order, to read (`peek`): none is thawed into the table,
         so a count over all of them (the census) holds one at a time."""
-        return _States(self, list(self._nodes))
+        return _States(self, list(self._ranks))
 
 
 class _States(Sequence[DeviceState]):

@@ -78,17 +78,16 @@ class ProximityEngine:
         grid = SnapGrid(privacy.offender_grid_m)
         known_zones = {} if predecessor is None else predecessor.zone_sets()
         self._topology = topology = Topology.build(orders, settings, grid, known_zones)
-        self._nodes = topology.nodes
         self._alarm_interval_s = settings.alarm_interval_s
         self._normal_interval_s = settings.normal_interval_s
         self._max_speed_mps = settings.max_speed_mps
         self._jump_confirm = settings.jump_confirm_fixes
-        self._devices = DeviceTable(topology.nodes)
+        self._devices = DeviceTable(topology.ranks, topology.blobs)
         self._late_ms = round(settings.late_after_s * 1000)
         self._history_ms = round(settings.history_s * 1000)
         # When each device's silence next needs a look: one booking for the devices' own
         # checks and the platform's alike, at the sooner of their times (`Agenda.book`).
-        self._silences = Agenda(topology.nodes, topology.device_ids)
+        self._silences = Agenda(topology.ranks, topology.device_ids)
         self._conditions = DeviceConditions(topology, self._devices, settings, self._silences)
         self._faults = DeviceFaults(topology, self._devices, settings)
         self._judge = PairJudge(self._devices, settings, grid)
@@ -112,8 +111,8 @@ class ProximityEngine:
 
     def orders_of(self, device_id: str) -> tuple[str, ...]:
         """The ids of the orders the device is in, in the order of the orders (none: unknown)."""
-        node = self._nodes.get(device_id)
-        return () if node is None else node.orders
+        topology = self._topology
+        return topology.orders(device_id) if device_id in topology.ranks else ()
 
     def load(self, devices: Iterable[DeviceState], pairs: Iterable[PairState]) -> None:
         """Restore persisted states; those of devices or pairs no longer in an order are dropped."""
@@ -420,7 +419,7 @@ class ProximityEngine:
         if live:
             # A late fix says nothing of now: it neither ends a silence nor reports a battery.
             self._conditions.on_fix(device, fix.batt, heard_before, now_ms, effects)
-        for spec in self._nodes[device.device_id].pairs:
+        for spec in self._topology.pairs_of(device.device_id):
             changes = self._judge.compare(spec, device, fix.seq, now_ms, effects)
             if changes is not None:
                 self._command(spec, changes, effects)
@@ -532,7 +531,7 @@ class ProximityEngine:
         if any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values()):
             return "alarm"
         level: WarnLevel | None = None
-        for spec in self._nodes[device.device_id].pairs:
+        for spec in self._topology.pairs_of(device.device_id):
             if spec.offender != device.device_id:
                 ring = spec.alarm
             else:
@@ -560,7 +559,7 @@ class ProximityEngine:
         """
         near = any(zone.ring.phase in _OPEN_PHASES for zone in device.zones.values())
         if not near:
-            for spec in self._nodes[device.device_id].pairs:
+            for spec in self._topology.pairs_of(device.device_id):
                 if spec.offender == device.device_id:
                     near = _offender_near(spec)
                 else:

@@ -33,8 +33,7 @@ class DeviceFaults:
         self._devices = devices  # shared with the engine
         self._clock_limit_ms = round(settings.clock_fault_s * 1000)
         self._dwell_ms = round(settings.fault_dwell_s * 1000)
-        self._nodes = topology.nodes
-        self._agenda = Agenda(topology.nodes, topology.device_ids)
+        self._agenda = Agenda(topology.ranks, topology.device_ids)
 
     def on_accepted(
         self, device: DeviceState, *, live: bool, now_ms: int, effects: Effects
@@ -71,8 +70,8 @@ class DeviceFaults:
     def tick(self, now_ms: int, effects: Effects) -> None:
         """Raise the causes whose dwell has passed since the last message: only the devices
         due (`book`), in the order a pass over all of them took."""
-        nodes = self._nodes
-        for device_id in sorted(self._agenda.take(now_ms), key=lambda d: nodes[d].rank):
+        ranks = self._topology.ranks
+        for device_id in sorted(self._agenda.take(now_ms), key=ranks.__getitem__):
             device = self._devices[device_id]
             if device.clock_off_since_ms is not None or device.refused_since_ms is not None:
                 self._settle(device, now_ms, effects)
@@ -139,7 +138,7 @@ class DeviceFaults:
             )
 
     def _reason(self, device: DeviceState, causes: tuple[str, ...], now_ms: int) -> str:
-        who = f"{self._nodes[device.device_id].role.capitalize()} device {device.device_id}"
+        who = f"{self._topology.role(device.device_id).capitalize()} device {device.device_id}"
         parts = []
         if "clock" in causes and device.clock_offset_ms is not None:
             off_s = abs(device.clock_offset_ms) // 1000
@@ -156,5 +155,5 @@ class DeviceFaults:
         return f"{who} misbehaves: {'; '.join(parts)}."
 
     def _cleared(self, device: DeviceState) -> str:
-        who = f"{self._nodes[device.device_id].role.capitalize()} device {device.device_id}"
+        who = f"{self._topology.role(device.device_id).capitalize()} device {device.device_id}"
         return f"{who} behaves again: clock and messages in order."

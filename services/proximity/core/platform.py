@@ -79,13 +79,15 @@ class PlatformWatch:
         devices: DeviceTable,
         silences: Agenda,
     ) -> None:
-        self._nodes = topology.nodes
+        self._topology = topology
         self._devices = devices  # shared with the engine, which `load`s into it
-        self._all_orders = sorted({order for node in self._nodes.values() for order in node.orders})
+        self._all_orders = sorted(
+            {order for device_id in topology.ranks for order in topology.orders(device_id)}
+        )
         self._blind_ms = round(settings.blind_after_s * 1000)
         self._quiet_ms = round(settings.quiet_after_s * 1000)
         self._window_ms = round(settings.group_window_s * 1000)
-        in_force = len(topology.nodes)
+        in_force = len(topology.ranks)
         self._trigger = max(
             settings.group_min_devices, math.ceil(settings.group_min_share * in_force)
         )
@@ -144,7 +146,7 @@ class PlatformWatch:
         """Before the devices' own silence checks, so a grouped device never raises its own.
         `silent`: the devices whose silence was booked for now or earlier, taken for this tick.
         Returns the devices it grouped or released (the caller books them again)."""
-        if not self._nodes:
+        if not self._topology.ranks:
             return set()  # no order in force: nothing is expected, nothing is missed
         if self._last_message_ms is None:
             self._last_message_ms = now_ms  # a (re)start: traffic is judged from here
@@ -310,7 +312,7 @@ class PlatformWatch:
 
     def _orders_of(self) -> list[str]:
         return sorted(
-            {order for device_id in self._grouped for order in self._nodes[device_id].orders}
+            {order for device_id in self._grouped for order in self._topology.orders(device_id)}
         )
 
 

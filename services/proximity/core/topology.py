@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -21,6 +22,10 @@ from services.proximity.core.zones import ZoneSet
 
 Role = Literal["offender", "victim"]
 _NO_ZONES: Final[Mapping[str, ZoneSet]] = {}
+NOT_OFFENDER: Final = -1
+"""In `Topology.offender_ranks`: the device is offender in no order."""
+_RANK: Final = "i"
+"""`Topology.offender_ranks`' type code: a place in 32 bits, signed for `NOT_OFFENDER`."""
 
 
 @functools.cache
@@ -55,7 +60,7 @@ class PairSpec(msgspec.Struct, gc=False):
     judged on her grid cell: `cells`), the order's exemptions, then where the pair stands. One
     object with no key tuple (~200 bytes a pair less than a spec holding a `PairState` under a
     key: docs/benchmarks.md). Untracked by the collector (`gc=False`): nothing it holds refers
-    back to it. Changed in place: the nodes share it (`Node.pairs`); the state fields are those
+    back to it. Changed in place: its devices share it (`Topology.held`); the state fields are those
     of `PairState` and change, the rest never does."""
 
     order_id: str
@@ -152,65 +157,73 @@ def _figure(packed: float) -> float | None:
     return None if math.isnan(packed) else packed
 
 
-class Node(msgspec.Struct, gc=False):
-    """What the orders say of one device, and its state: one record, not one dict entry per
-    fact (a million pairs' worth of dicts was most of the topology's memory:
-    docs/benchmarks.md). Built once; only `blob` ever changes (not frozen for it). A struct
-    untracked by the garbage collector (16 bytes less than a slotted dataclass, faster to
-    build): nothing it refers to (its pairs, its blob) refers back to a node, so it is in no
-    cycle."""
-
-    rank: int
-    """Its place among the devices, in the order of the orders: the tick looks at the devices
-    due in this order, so it signals in the order a pass over every device did."""
-    offender_rank: int | None
-    """Its place among the offenders, in the order of the orders (None: offender in none)."""
-    victim: bool
-    """A victim in some order."""
-    pairs: tuple[PairSpec, ...]
-    """Every pair it is in, as offender or victim."""
-    other_orders: tuple[str, ...] | None
-    """The ids of every order it is in, when its pairs do not say so (an order with no pair of
-    it, its own, as its offender), else None: a tuple an order less (`orders`)."""
-    blob: bytes | None = None
-    """Its device's state as of the last freeze, encoded (None: never heard): kept here for the
-    `DeviceTable` rather than in a dict of its own by the same keys (~50 bytes a pair)."""
-
-    @property
-    def orders(self) -> tuple[str, ...]:
-        """The ids of every order it is in (its role and the offender there: `pairs`, or, an
-        order with no pair of it, its own, as its offender: `Topology.memberships`)."""
-        if self.other_orders is not None:
-            return self.other_orders
-        return _orders_of(self.pairs)
-
-    @property
-    def role(self) -> Role:
-        """For reasons: a device that is offender in any order is called the offender device."""
-        return "victim" if self.offender_rank is None else "offender"
-
-
 @dataclass(frozen=True, slots=True)
 class Topology:
     pairs: tuple[PairSpec, ...]
     """Every pair, in the order of the orders (found by key through its offender: `pair`)."""
-    nodes: dict[str, Node]
-    """Device -> what the orders say of it, in the order of the orders (`Node.rank`)."""
+    ranks: dict[str, int]
+    """Device -> its place among the devices, in the order of the orders: its index in the
+    columns below (one column a fact, not a record a device: ~140 bytes a pair less,
+    docs/benchmarks.md). The tick looks at the devices due in this order, so it signals in
+    the order a pass over every device did."""
     device_ids: list[str]
-    """The keys of `nodes` by rank, the very strings: for what keeps devices by their place
+    """The keys of `ranks` by rank, the very strings: for what keeps devices by their place
     (`Agenda`) and hands them back by id."""
+    held: tuple[PairSpec | tuple[PairSpec, ...], ...]
+    """By rank: every pair the device is in, as offender or victim; a device in one pair holds
+    that pair itself, not a tuple of one (48 bytes a pair). Read through `pairs_of`."""
+    blobs: list[bytes | None]
+    """By rank: its device's state as of the last freeze, encoded (None: never heard): the
+    column `DeviceTable` writes, not a dict of its own by the same keys."""
+    offender_ranks: array[int]
+    """By rank: its place among the offenders, in the order of the orders (`NOT_OFFENDER`:
+    offender in none)."""
+    victims: bytearray
+    """By rank: 1 for a victim in some order."""
+    other_orders: dict[int, tuple[str, ...]]
+    """Rank -> the ids of every order the device is in, for the few whose pairs do not say so
+    (an order with no pair of it, its own, as its offender: `orders`)."""
     zones: dict[str, ZoneSet]
     """Offender device -> its exclusion zones (only offenders with zones)."""
     exemptions: dict[str, Exemptions]
     """Order id -> its exemption windows (only orders that have some)."""
 
+    def pairs_of(self, device_id: str) -> tuple[PairSpec, ...]:
+        """Every pair the device is in, as offender or victim."""
+        held = self.held[self.ranks[device_id]]
+        return held if isinstance(held, tuple) else (held,)
+
+    def offender_rank(self, device_id: str) -> int | None:
+        """Its place among the offenders (None: offender in none)."""
+        rank = self.offender_ranks[self.ranks[device_id]]
+        return None if rank == NOT_OFFENDER else rank
+
+    def is_victim(self, device_id: str) -> bool:
+        """A victim in some order."""
+        return bool(self.victims[self.ranks[device_id]])
+
+    def role(self, device_id: str) -> Role:
+        """For reasons: a device that is offender in any order is called the offender device."""
+        return "victim" if self.offender_rank(device_id) is None else "offender"
+
+    def orders(self, device_id: str) -> tuple[str, ...]:
+        """The ids of every order the device is in (its role and the offender there: its
+        pairs, or, an order with no pair of it, its own, as its offender: `memberships`)."""
+        rank = self.ranks[device_id]
+        listed = self.other_orders.get(rank)
+        if listed is not None:
+            return listed
+        held = self.held[rank]
+        if not isinstance(held, tuple):  # the common case (asked for every uplink's evidence)
+            return (held.order_id,)
+        return tuple(dict.fromkeys(spec.order_id for spec in held))
+
     def pair(self, key: PairKey) -> PairSpec | None:
         """The pair of `key`, among its offender's few: no dict by key (~110 bytes a pair with
         its key tuple)."""
         order_id, offender, victim = key
-        node = self.nodes.get(offender)
-        if node is not None:
-            for spec in node.pairs:
+        if offender in self.ranks:
+            for spec in self.pairs_of(offender):
                 if (
                     spec.order_id == order_id
                     and spec.victim == victim
@@ -222,12 +235,11 @@ class Topology:
     def memberships(self, device_id: str) -> tuple[Membership, ...]:
         """Every order the device is in, and its role there (a device kind alarm is signalled
         per order). Made on demand: only a signal needs them."""
-        node = self.nodes[device_id]
         # The offender of each of its orders, from its pairs there; none: an order with no
         # victim, whose offender it is.
-        offenders = {spec.order_id: spec.offender for spec in node.pairs}
+        offenders = {spec.order_id: spec.offender for spec in self.pairs_of(device_id)}
         made = []
-        for order_id in node.orders:
+        for order_id in self.orders(device_id):
             offender = offenders.get(order_id, device_id)
             role: Role = "offender" if offender == device_id else "victim"
             made.append(Membership(order_id, offender, role))
@@ -277,23 +289,32 @@ class Topology:
                 made.append(PairSpec(order.id, offender, victim, victim_role(index), rings, exempt))
             specs = tuple(made)
             pairs.extend(specs)
-            # A tuple shared by the order's devices: a device in one order keeps it as it is.
             offenders[offender] = None
             joined.setdefault(offender, []).append((order.id, specs))
             for spec in specs:
-                # A one-victim order's pairs are hers as well: the same tuple, not a copy.
+                # A one-victim order's pairs are hers as well: the same tuple, not another.
                 mine = specs if len(specs) == 1 else (spec,)
                 joined.setdefault(spec.victim, []).append((order.id, mine))
-        # One int per place, shared by the ranks and the offenders' ranks.
-        places = list(range(len(joined)))
-        offender_ranks = {device: places[rank] for rank, device in enumerate(offenders)}
+        ranks = {device: rank for rank, device in enumerate(joined)}
+        offender_ranks = array(_RANK, [NOT_OFFENDER]) * len(joined)
+        for offender_rank, offender in enumerate(offenders):
+            offender_ranks[ranks[offender]] = offender_rank
+        held, victims, other_orders = [], bytearray(len(joined)), {}
+        for rank, (device, joins) in enumerate(joined.items()):
+            specs, said = _pairs_joined(joins)
+            held.append(specs[0] if len(specs) == 1 else specs)
+            victims[rank] = any(spec.victim == device for spec in specs)
+            if not said:
+                other_orders[rank] = tuple(order_id for order_id, _ in joins)
         return cls(
             pairs=tuple(pairs),
-            nodes={
-                device: _node(device, places[rank], offender_ranks.get(device), joins)
-                for rank, (device, joins) in enumerate(joined.items())
-            },
+            ranks=ranks,
             device_ids=list(joined),
+            held=tuple(held),
+            blobs=[None] * len(joined),
+            offender_ranks=offender_ranks,
+            victims=victims,
+            other_orders=other_orders,
             zones={
                 device: _zone_set(device, zones, settings, known_zones)
                 for device, zones in zones_of.items()
@@ -303,27 +324,15 @@ class Topology:
         )
 
 
-def _node(
-    device: str,
-    rank: int,
-    offender_rank: int | None,
+def _pairs_joined(
     joins: list[tuple[str, tuple[PairSpec, ...]]],
-) -> Node:
+) -> tuple[tuple[PairSpec, ...], bool]:
+    """A device's pairs over the orders it joined, and whether they name every such order."""
     if len(joins) == 1:  # the common case: a device in one order
         ((_, specs),) = joins
-        said = bool(specs)
-    else:
-        specs = tuple(spec for _, pair_specs in joins for spec in pair_specs)
-        said = all(pair_specs for _, pair_specs in joins)
-    victim = any(spec.victim == device for spec in specs)
-    other_orders = None if said else tuple(order_id for order_id, _ in joins)
-    return Node(rank, offender_rank, victim, specs, other_orders)
-
-
-def _orders_of(specs: tuple[PairSpec, ...]) -> tuple[str, ...]:
-    if len(specs) == 1:  # the common case (asked for every uplink's evidence record)
-        return (specs[0].order_id,)
-    return tuple(dict.fromkeys(spec.order_id for spec in specs))
+        return specs, bool(specs)
+    specs = tuple(spec for _, pair_specs in joins for spec in pair_specs)
+    return specs, all(pair_specs for _, pair_specs in joins)
 
 
 def _zone_set(
