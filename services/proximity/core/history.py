@@ -214,17 +214,25 @@ def _count(packed: bytes) -> int:
 
 def uncoded(packed: bytes) -> bytes:
     """A coded history's points packed whole, oldest first."""
+    return newest_points(packed, _count(packed) + 1) if packed else b""
+
+
+def newest_points(packed: bytes, count: int) -> bytes:
+    """The newest `count` points (at least one) of the coded history `packed`, packed whole,
+    oldest first (fewer if it holds fewer): only their steps are read, from its end (a step's
+    width is the same throughout)."""
     if not packed:
         return b""
-    count = _count(packed)
-    steps = _steps_struct(packed[0], count).unpack_from(packed, 1)
-    newest = _unpack_from(packed, len(packed) - POINT_BYTES)
+    mode, end = packed[0], len(packed) - POINT_BYTES
+    read = min(count - 1, _count(packed))
+    steps = _steps_struct(mode, read).unpack_from(packed, end - read * _step(mode).size)
+    newest = _unpack_from(packed, end)
     # Each field from its oldest value (the newest's less all its steps) on, adding at C speed.
     columns = [steps[f::4] for f in range(4)]
     points = zip(
         *(accumulate(c, initial=newest[f] - sum(c)) for f, c in enumerate(columns)), strict=True
     )
-    return _whole_struct(count + 1).pack(*chain.from_iterable(points))
+    return _whole_struct(read + 1).pack(*chain.from_iterable(points))
 
 
 def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limit: int) -> bytes:
