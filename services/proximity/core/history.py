@@ -23,7 +23,7 @@ import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
-from itertools import accumulate, chain, starmap
+from itertools import accumulate, starmap
 from operator import add, sub
 from typing import Final
 
@@ -131,9 +131,10 @@ _WIDTHS: Final = ("hhhH", "iiiI", "qqqQ")
 """A step's fields (lat, lon, acc, time) at each width level: 2, 4 or 8 bytes. The time step is
 never negative (a history is in time order). Level 0 holds steps within 3.6 km, 32 m of radius
 and 65 s: a person's or a car's minute, 8 bytes a point."""
-_LIMITS: Final = (1 << 15, 1 << 31, 1 << 63)
-"""The signed fields' bound at each level (the unsigned time's is twice as high)."""
 _TIME: Final = 3
+_LEVEL_OF_BITS: Final = tuple(0 if bits <= 15 else 1 if bits <= 31 else 2 for bits in range(64))
+"""A signed field's level by the bits of the farthest of its steps from zero (`max(high, ~low)`:
+within ±2**15 takes 15); the time's, unsigned, by one bit less (below 2**16 takes 16)."""
 _SINGLE: Final = b"\0"
 """The byte of widths of a history of one point (no steps)."""
 
@@ -169,10 +170,15 @@ def _whole_struct(count: int) -> struct.Struct:
 
 
 def _level(field: int, low: int, high: int) -> int:
-    for level, limit in enumerate(_LIMITS):
-        if (low >= 0 and high < 2 * limit) if field == _TIME else (-limit <= low and high < limit):
-            return level
-    raise ValueError(f"a step of field {field} beyond 64 bits: {low}..{high}")
+    if field != _TIME:
+        bits = max(high, ~low).bit_length()
+    elif low >= 0:
+        bits = max(high.bit_length() - 1, 0)
+    else:
+        raise ValueError(f"a time step back: {low}")
+    if bits >= len(_LEVEL_OF_BITS):
+        raise ValueError(f"a step of field {field} beyond 64 bits: {low}..{high}")
+    return _LEVEL_OF_BITS[bits]
 
 
 def _mode(columns: Sequence[Sequence[int]]) -> int:
@@ -198,13 +204,9 @@ def coded(points: bytes) -> bytes:
         return b""
     count = len(points) // POINT_BYTES
     whole = _whole_struct(count).unpack(points)
-    columns = [whole[field::4] for field in range(4)]
-    steps = [list(map(sub, column[1:], column[:-1])) for column in columns]
-    mode = _mode(steps)
-    packed_steps = _steps_struct(mode, count - 1).pack(
-        *chain.from_iterable(zip(*steps, strict=True))
-    )
-    return bytes((mode,)) + packed_steps + points[-POINT_BYTES:]
+    steps = list(map(sub, whole[4:], whole[:-4]))  # flat, as packed: each field less its last
+    mode = _mode([steps[field::4] for field in range(4)])
+    return bytes((mode,)) + _steps_struct(mode, count - 1).pack(*steps) + points[-POINT_BYTES:]
 
 
 def _count(packed: bytes) -> int:
@@ -224,15 +226,19 @@ def newest_points(packed: bytes, count: int) -> bytes:
     if not packed:
         return b""
     mode, end = packed[0], len(packed) - POINT_BYTES
-    read = min(count - 1, _count(packed))
-    steps = _steps_struct(mode, read).unpack_from(packed, end - read * _step(mode).size)
-    newest = _unpack_from(packed, end)
-    # Each field from its oldest value (the newest's less all its steps) on, adding at C speed.
-    columns = [steps[f::4] for f in range(4)]
-    points = zip(
-        *(accumulate(c, initial=newest[f] - sum(c)) for f, c in enumerate(columns)), strict=True
-    )
-    return _whole_struct(read + 1).pack(*chain.from_iterable(points))
+    size = _step(mode).size
+    read = min(count - 1, (end - 1) // size)
+    steps = _steps_struct(mode, read).unpack_from(packed, end - read * size)
+    lat, lon, acc, ts = _unpack_from(packed, end)
+    points = [packed[end:]]
+    # From the newest back, each point its newer one less the step between them: a loop of
+    # plain ints costs less than a field at a time (`accumulate`) at the track's 5 points.
+    back = reversed(steps)
+    for time_step, acc_step, lon_step, lat_step in zip(back, back, back, back, strict=True):
+        lat, lon, acc, ts = lat - lat_step, lon - lon_step, acc - acc_step, ts - time_step
+        points.append(_pack(lat, lon, acc, ts))
+    points.reverse()
+    return b"".join(points)
 
 
 def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limit: int) -> bytes:
