@@ -205,20 +205,17 @@ def test_the_stored_state_leaves_out_its_repeats() -> None:
     device = _walked(60)
     stored = _stored(device)
     assert stored["device_id"] == "" and stored["fix"] is None
-    assert stored["packed_track"] == bytes((5 << 3,))
+    assert stored["packed_track"] == bytes((5 << 2,))
     whole = state_encoder.encode(device)
     assert len(whole) - len(encoded_device(device, bytearray())) == len(VICTIM) + 51 + 99
 
 
-def test_a_track_the_thinned_history_does_not_hold_is_stored_as_steps() -> None:
+def test_a_track_the_thinned_history_does_not_hold_is_stored_less_its_newest_point() -> None:
     """At a fix every 15 s the history keeps one 30 s apart, so the track is not its tail: it
-    is stored as its steps (8 bytes each, as the history codes them), less its newest point
-    (the history's newest), 34 bytes for 100."""
+    is stored whole but its newest point (the history's newest), 81 bytes for 100."""
     device = _walked(15)
     assert len(device.track) == 5 and device.history[-5:] != device.track
-    stored = _stored(device)
-    assert stored["packed_track"] == b"\2" + history.coded(device.packed_track)[:-20]
-    assert len(stored["packed_track"]) == 1 + 1 + 4 * 8  # type: ignore[arg-type]
+    assert _stored(device)["packed_track"] == b"\2" + device.packed_track[:-20]
     assert decoded_device(VICTIM, encoded_device(device, bytearray())) == device
 
 
@@ -239,11 +236,13 @@ def tracks_and_histories(draw: st.DrawFn) -> DeviceState:
     newest point, or not; in time order or not; any fix, candidates."""
     held = sorted(draw(POINTS), key=lambda point: point[3])
     history_points = b"".join(struct.pack("<iiIq", *point) for point in held)
-    kind = draw(st.sampled_from(["tail", "newest", "other", "unordered"]))
+    kind = draw(st.sampled_from(["tail", "longer", "newest", "other", "unordered"]))
     ordered = sorted(draw(POINTS), key=lambda point: point[3])
     own = b"".join(struct.pack("<iiIq", *point) for point in ordered)
     if kind == "tail":
         track = history_points[-draw(st.integers(0, 10)) * 20 :]
+    elif kind == "longer":
+        track = own + history_points
     elif kind == "newest":
         track = own + history_points[-20:]
     elif kind == "other":

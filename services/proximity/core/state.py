@@ -528,18 +528,14 @@ _POINT_BYTES: Final = packing.POINT_BYTES
 _is_newest: Final = packing.is_newest
 _newest_position: Final = packing.newest_position
 _newest_points: Final = packing.newest_points
-_coded: Final = packing.coded
-_uncoded: Final = packing.uncoded
+_ends_with: Final = packing.ends_with
 _NO_FIX: Final = 1
 """A stored track's first byte, this bit: the state has no fix, though a track (the engine
 never leaves it so: a fix is its track's newest point)."""
 _NEWEST_LEFT_OUT: Final = 2
-"""A stored track's first byte, this bit: its steps follow, its newest point is the
-history's newest (not stored)."""
-_WHOLE: Final = 4
-"""A stored track's first byte, this bit: its points follow whole, a time in them before the
-one ahead (only a server clock set back leaves a track so: steps in time cannot code it)."""
-_TAIL_AT: Final = 3
+"""A stored track's first byte, this bit: its points but the newest follow, that one is the
+history's newest."""
+_TAIL_AT: Final = 2
 """A stored track's first byte shifted right by this: how many of the history's newest points
 the track is (nothing follows; 0: it is not)."""
 _LONGEST_TAIL: Final = 0xFF >> _TAIL_AT
@@ -547,20 +543,15 @@ _LONGEST_TAIL: Final = 0xFF >> _TAIL_AT
 
 def _stored_track(track: bytes, history: bytes, no_fix: int) -> bytes:
     """A (non-empty) track as format 7 stores it: a byte that says how (`_TAIL_AT`,
-    `_NEWEST_LEFT_OUT`, `_WHOLE`, `_NO_FIX`), then its steps (`history.coded`) and its newest
-    point, each unless the history holds it. At a fix a minute the track is the history's
-    newest points: 1 byte for 100."""
-    newest_held = track[-_POINT_BYTES:] == history[-_POINT_BYTES:]
+    `_NEWEST_LEFT_OUT`, `_NO_FIX`), then its points whole but those the history holds. At a fix
+    a minute the track is the history's newest points: 1 byte for 100; at one every 15 s it
+    ends at the history's newest, 80 bytes."""
+    if track[-_POINT_BYTES:] != history[-_POINT_BYTES:]:
+        return bytes((no_fix,)) + track
     count = len(track) // _POINT_BYTES
-    if newest_held and count <= _LONGEST_TAIL and _newest_points(history, count) == track:
+    if count <= _LONGEST_TAIL and _ends_with(history, track):
         return bytes((count << _TAIL_AT | no_fix,))
-    try:
-        coded = _coded(track)
-    except ValueError:
-        return bytes((_WHOLE | no_fix,)) + track
-    if newest_held:
-        return bytes((_NEWEST_LEFT_OUT | no_fix,)) + coded[:-_POINT_BYTES]
-    return bytes((no_fix,)) + coded
+    return bytes((_NEWEST_LEFT_OUT | no_fix,)) + track[:-_POINT_BYTES]
 
 
 def _track_stored(stored: bytes, history: bytes) -> bytes:
@@ -568,11 +559,9 @@ def _track_stored(stored: bytes, history: bytes) -> bytes:
     how = stored[0]
     if how >> _TAIL_AT:
         return _newest_points(history, how >> _TAIL_AT)
-    if how & _WHOLE:
-        return stored[1:]
     if how & _NEWEST_LEFT_OUT:
-        return _uncoded(stored[1:] + history[-_POINT_BYTES:])
-    return _uncoded(stored[1:])
+        return stored[1:] + history[-_POINT_BYTES:]
+    return stored[1:]
 
 
 def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
