@@ -241,21 +241,25 @@ def newest_points(packed: bytes, count: int) -> bytes:
 
 def ends_with(packed: bytes, points: bytes) -> bool:
     """Whether the coded history `packed` ends with `points` (packed whole, at least one): their
-    newest compared first, then their times (where a thinned history and a track part, at C
-    speed), then all of them (`newest_points`)."""
+    newest compared, then their steps, packed at the history's widths, with its last steps as
+    they lie (no point rebuilt: a few calls at C speed)."""
     if packed[-POINT_BYTES:] != points[-POINT_BYTES:]:
         return False
-    steps = len(points) // POINT_BYTES - 1
+    count = len(points) // POINT_BYTES
     mode, end = packed[0], len(packed) - POINT_BYTES
-    size = _step(mode).size
-    if (end - 1) // size < steps:
-        return False
-    times = _times(points)
-    gaps = _gaps_struct(mode, steps).unpack_from(packed, end - steps * size)
-    return (
-        tuple(map(sub, times[1:], times[:-1])) == gaps
-        and newest_points(packed, steps + 1) == points
-    )
+    start = end - (count - 1) * _step(mode).size
+    if start < 1:
+        return False  # the history holds fewer points
+    if count > 1 and _gaps_struct(mode, 1).unpack_from(packed, start)[0] != (
+        _TS(points, POINT_BYTES + _TS_AT)[0] - _TS(points, _TS_AT)[0]
+    ):
+        return False  # at once where the history is thinned and the points are not
+    whole = _whole_struct(count).unpack(points)
+    try:
+        steps = _steps_struct(mode, count - 1).pack(*map(sub, whole[4:], whole[:-4]))
+    except struct.error:
+        return False  # a step wider than the history's (or back in time): not one of its own
+    return steps == packed[start:end]
 
 
 def added(packed: bytes, point: bytes, *, horizon_ms: int, spacing_ms: int, limit: int) -> bytes:
