@@ -12,8 +12,9 @@ backlog is judged against the very position the core decided on, nothing is roun
 an answer. The history, up to 40 points, is coded (`coded`): its newest point whole, last, each
 older one as its step to the next newer one, ~8 bytes instead of 20; the very same integers come
 back. A fix adds to it in place (steps cut off its ends, one appended), a backlog search reads
-the time steps alone. `motion` reads the track and the candidates (a few points, on every fix,
-kept whole) as `Point` tuples, without a `Position` each.
+the time steps alone; a stored track that is its newest points is told (`ends_with`) and
+rebuilt (`newest_points`) from its end. `motion` reads the track and the candidates (a few
+points, on every fix, kept whole) as `Point` tuples, without a `Position` each.
 """
 
 from __future__ import annotations
