@@ -220,6 +220,19 @@ def uncoded(packed: bytes) -> bytes:
     return newest_points(packed, _count(packed) + 1) if packed else b""
 
 
+@cache
+def _newest_structs(
+    mode: int, steps: int
+) -> tuple[int, Callable[[bytes, int], tuple[int, ...]], Callable[..., bytes]]:
+    """For the newest `steps` steps of a history of `mode`: their bytes, their reader, and the
+    packer of their points whole (one look-up a decode, not three)."""
+    return (
+        _step(mode).size * steps,
+        _steps_struct(mode, steps).unpack_from,
+        _whole_struct(steps + 1).pack,
+    )
+
+
 def newest_points(packed: bytes, count: int) -> bytes:
     """The newest `count` points (at least one) of the coded history `packed`, packed whole,
     oldest first (fewer if it holds fewer): only their steps are read, from its end (a step's
@@ -227,9 +240,10 @@ def newest_points(packed: bytes, count: int) -> bytes:
     if not packed:
         return b""
     mode, end = packed[0], len(packed) - POINT_BYTES
-    size = _step(mode).size
-    read = min(count - 1, (end - 1) // size)
-    steps = _steps_struct(mode, read).unpack_from(packed, end - read * size)
+    span, read_steps, pack_points = _newest_structs(mode, count - 1)
+    if span >= end:  # it holds fewer: all of them
+        span, read_steps, pack_points = _newest_structs(mode, _count(packed))
+    steps = read_steps(packed, end - span)
     # Each point is its newer one less the step between them: with every field reversed, newest
     # first, a difference with the value four before it, which `map` takes at C speed from the
     # list as it grows (~1.5 us for the track's 5 points, a loop ~1.8, a field at a time ~3.9).
@@ -237,7 +251,7 @@ def newest_points(packed: bytes, count: int) -> bytes:
     values.reverse()
     values += map(sub, values, reversed(steps))
     values.reverse()
-    return _whole_struct(read + 1).pack(*values)
+    return pack_points(*values)
 
 
 def ends_with(packed: bytes, points: bytes) -> bool:
