@@ -160,14 +160,17 @@ def arrivals(draw: st.DrawFn) -> list[tuple[int, bytes]]:
     arrivals(),
     st.sampled_from([(900_000, 40), (900_000, 16), (60_000, 3), (900_000, 1)]),
     st.lists(st.integers(-1_000_000, 4_000_000), max_size=8),
+    st.integers(1, 45),
 )
 def test_the_coded_history_holds_exactly_what_points_packed_whole_hold(
-    steps: list[tuple[int, bytes]], window: tuple[int, int], probes: list[int]
+    steps: list[tuple[int, bytes]], window: tuple[int, int], probes: list[int], newest: int
 ) -> None:
     """After every addition (big steps, long gaps, late fixes, coordinates and radii anywhere
     in the contract), the coded history decodes to exactly the points the 20-byte points held
     (`_added_whole`, main's code), is the one coding of those points (as a state loaded from
-    format 4 codes them), and finds the same position at every time as a list of them."""
+    format 4 codes them), gives its `newest` points read from its end as their last ones (all
+    of them, if it holds fewer) and tells them from others (one of them left out), and finds
+    the same position at every time as a list of them."""
     window_ms, limit = window
     coded, whole = b"", b""
     for now, point in steps:
@@ -176,6 +179,12 @@ def test_the_coded_history_holds_exactly_what_points_packed_whole_hold(
         whole = history._added_whole(whole, point, **options)
         assert history.uncoded(coded) == whole
         assert history.coded(whole) == coded
+        tail = whole[-newest * history.POINT_BYTES :]
+        assert history.newest_points(coded, newest) == tail
+        if tail:
+            assert history.ends_with(coded, tail)
+            skipped = tail[: history.POINT_BYTES] + tail[2 * history.POINT_BYTES :]
+            assert history.ends_with(coded, skipped) == (skipped == whole[-len(skipped) :])
     kept = history.unpack(whole)
     for probe in probes:
         t_ms = steps[-1][0] - probe if steps else T0

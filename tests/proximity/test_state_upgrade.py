@@ -11,7 +11,10 @@ of format 4), and under "full" a device state with every field set (`FULL` below
 main at 122fa38 (format 4: the history's points whole, 20 bytes each, where format 5 codes
 them), its "full" that format-3 state as main loaded and stored it; `state_format_5.msgpack`
 the same from main at b84d854 (format 5: every state whole, where format 6 leaves out its id
-and a fix that is its track's newest point), its "full" format 4's as main loaded and stored it.
+and a fix that is its track's newest point), its "full" format 4's as main loaded and stored it;
+`state_format_6.msgpack` the same from main at 554714b (format 6: the track's points whole,
+where format 7 stores what its history does not hold), its "full" format 5's as main loaded
+and stored it (`encoded_device`).
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ FORMAT_1 = Path(__file__).with_name("state_format_1.msgpack")
 FORMAT_3 = Path(__file__).with_name("state_format_3.msgpack")
 FORMAT_4 = Path(__file__).with_name("state_format_4.msgpack")
 FORMAT_5 = Path(__file__).with_name("state_format_5.msgpack")
+FORMAT_6 = Path(__file__).with_name("state_format_6.msgpack")
 EARLIER_FORMATS = [
     FORMAT_1,
     Path(__file__).with_name("state_format_2.msgpack"),
     FORMAT_3,
     FORMAT_4,
     FORMAT_5,
+    FORMAT_6,
 ]
 
 
@@ -177,11 +182,11 @@ def test_a_format_3_state_with_every_field_set_converts_exactly() -> None:
     assert decoded_device("full-1", encoded_device(state, bytearray())) == state
 
 
-@pytest.mark.parametrize(("stored", "number"), [(FORMAT_4, 4), (FORMAT_5, 5)])
-def test_a_format_4_or_5_state_with_every_field_set_converts_exactly(
+@pytest.mark.parametrize(("stored", "number"), [(FORMAT_4, 4), (FORMAT_5, 5), (FORMAT_6, 6)])
+def test_a_format_4_5_or_6_state_with_every_field_set_converts_exactly(
     stored: Path, number: int
 ) -> None:
-    """Format 4's and 5's full state (format 3's, stored by main) loads as format 3's does:
+    """Format 4's, 5's and 6's full state (format 3's, stored by main) loads as format 3's does:
     every field, its three history positions coded, and it round-trips."""
     blob = msgspec.msgpack.decode(stored.read_bytes())["full"]
     assert msgspec.msgpack.decode(blob)[0] == number

@@ -21,21 +21,22 @@ PairKey = tuple[str, str, str]
 SEEN_WINDOW = 64
 SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
-STATE_FORMAT: Final = 6
+STATE_FORMAT: Final = 7
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
 device state; pair states: `PAIR_FORMAT`), the rarely set fields a
 nested array or nil (`DeviceState.rare`), positions as `history`'s 20-byte points on a grid, the
 history coded (`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each),
-without what the state repeats (`encoded_device`: its id, which the key holds, and its fix, its
-track's newest point). Earlier formats still load, converted (`_DeviceStateDecoder`): format 5,
-as 6 with nothing left out; format 4, as 5 with the history's points whole; format 3, every
+without what the state repeats (`encoded_device`: its id, which the key holds, its fix, its
+track's newest point, and of its track what its history holds). Earlier formats still load,
+converted (`_DeviceStateDecoder`): format 6, as 7 with the track's points whole; format 5, as 6
+with nothing left out; format 4, as 5 with the history's points whole; format 3, every
 field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed points (float64 figures: its
 points and `fix` are put on the grid as they load); format 2, as 3 with the track and the
 candidates as lists of positions and the rarely filled maps (prior boots, zones) a map even when
 empty; format 1, a map by field name, the history a list of position maps as well. A new field
 goes last (of the state or of `DeviceRare`), with a default (arrays written before it still
 decode); any other change is a new number, with a decoder for this one. Versions before format
-6 cannot read it: no rollback past it."""
+7 cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -497,7 +498,7 @@ _MAP_HEADERS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 
 
 def _same_fields(tag: int) -> type[msgspec.Struct]:
-    """The struct of an earlier format that stored this one's fields (in full): 5, and 4."""
+    """The struct of an earlier format that stored this one's fields (in full): 6, 5 and 4."""
     fields = [
         (field.name, field.type, _same_default(field))
         for field in msgspec.structs.fields(DeviceState)
@@ -526,24 +527,58 @@ _decode: Final = msgspec.msgpack.Decoder(DeviceState).decode
 _POINT_BYTES: Final = packing.POINT_BYTES
 _is_newest: Final = packing.is_newest
 _newest_position: Final = packing.newest_position
-_NO_FIX: Final = b"\0"
-"""After the track's points in a stored state: the state has no fix, though it has a track (the
-engine never leaves it so: a fix is its track's newest point)."""
+_newest_points: Final = packing.newest_points
+_ends_with: Final = packing.ends_with
+_NO_FIX: Final = 1
+"""A stored track's first byte, this bit: the state has no fix, though a track (the engine
+never leaves it so: a fix is its track's newest point)."""
+_NEWEST_LEFT_OUT: Final = 2
+"""A stored track's first byte, this bit: its points but the newest follow, that one is the
+history's newest."""
+_TAIL_AT: Final = 2
+"""A stored track's first byte shifted right by this: how many of the history's newest points
+the track is (nothing follows; 0: it is not)."""
+_LONGEST_TAIL: Final = 0xFF >> _TAIL_AT
+
+
+def _stored_track(track: bytes, history: bytes, no_fix: int) -> bytes:
+    """A (non-empty) track as format 7 stores it: a byte that says how (`_TAIL_AT`,
+    `_NEWEST_LEFT_OUT`, `_NO_FIX`), then its points whole but those the history holds. At a fix
+    a minute the track is the history's newest points: 1 byte for 100; at one every 15 s it
+    ends at the history's newest, 80 bytes."""
+    if track[-_POINT_BYTES:] != history[-_POINT_BYTES:]:
+        return bytes((no_fix,)) + track
+    count = len(track) // _POINT_BYTES
+    if count <= _LONGEST_TAIL and _ends_with(history, track):
+        return bytes((count << _TAIL_AT | no_fix,))
+    return bytes((_NEWEST_LEFT_OUT | no_fix,)) + track[:-_POINT_BYTES]
+
+
+def _track_stored(stored: bytes, history: bytes) -> bytes:
+    """The track `_stored_track` stored (`stored` not empty), against this history."""
+    how = stored[0]
+    if how >> _TAIL_AT:
+        return _newest_points(history, how >> _TAIL_AT)
+    if how & _NEWEST_LEFT_OUT:
+        return stored[1:] + history[-_POINT_BYTES:]
+    return stored[1:]
 
 
 def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
-    """The state as the shell stores it and the engine holds it between batches (format 6),
+    """The state as the shell stores it and the engine holds it between batches (format 7),
     encoded in `buffer` (reused: `encode_into` grows it once), without what it repeats: its id
-    (empty: the key holds it) and its fix when that is its track's newest point (nil: 1 byte
-    for 52). `decoded_device` puts them back exactly. The state is changed while it is
-    encoded, and back."""
+    (empty: the key holds it), its fix when that is its track's newest point (nil: 1 byte for
+    52), and of its track what its history holds (`_stored_track`). `decoded_device` puts them
+    back exactly. The state is changed while it is encoded, and back."""
     device_id, fix, track = device.device_id, device.fix, device.packed_track
     device.device_id = ""
     if track:
+        no_fix = 0
         if fix is None:
-            device.packed_track = track + _NO_FIX
+            no_fix = _NO_FIX
         elif _is_newest(fix, track):
             device.fix = None
+        device.packed_track = _stored_track(track, device.packed_history, no_fix)
     try:
         _encode_into(device, buffer)
     finally:
@@ -558,11 +593,26 @@ def decoded_device(device_id: str, blob: bytes) -> DeviceState:
     if device.device_id:
         return device
     device.device_id = device_id
-    if device.fix is None:
-        track = device.packed_track
+    stored = device.packed_track
+    if stored:
+        track = device.packed_track = _track_stored(stored, device.packed_history)
+        if device.fix is None and not stored[0] & _NO_FIX:
+            device.fix = _newest_position(track)
+    return device
+
+
+def _from_format_6(device_id: str, state: msgspec.Struct) -> DeviceState:
+    """Format 6 left out the id and a fix that was the track's newest point (a byte after the
+    track's points: no fix), and stored the track whole."""
+    device = _from_format_5(state)
+    if device.device_id:
+        return device
+    device.device_id = device_id
+    track = device.packed_track
+    if device.fix is None and track:
         if len(track) % _POINT_BYTES:
-            device.packed_track = track[: -len(_NO_FIX)]
-        elif track:
+            device.packed_track = track[:-1]
+        else:
             device.fix = _newest_position(track)
     return device
 
@@ -572,6 +622,7 @@ class _DeviceStateDecoder:
     state written before."""
 
     def __init__(self) -> None:
+        self._format_6 = _same_fields(6)
         self._format_5 = _same_fields(5)
         self._format_4 = _same_fields(4)
         format_3 = _earlier_format("DeviceStateFormat3", _FORMAT_3_DIFFERS, array_like=True, tag=3)
@@ -582,14 +633,14 @@ class _DeviceStateDecoder:
         }
         # Arrays are told apart by their first element, the format number (the struct's tag).
         self._arrays: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
-            self._format_5 | self._format_4 | format_3 | format_2
+            self._format_6 | self._format_5 | self._format_4 | format_3 | format_2
         )
         self._format_1: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
             _earlier_format("DeviceStateFormat1", _FORMAT_1_DIFFERS)
         )
 
     def decode(self, device_id: str, blob: bytes) -> DeviceState:
-        """The state stored under `device_id` (one of format 5 or earlier holds it too)."""
+        """The state stored under `device_id` (one of format 6 or earlier holds it too)."""
         try:
             return decoded_device(device_id, blob)
         except msgspec.ValidationError:
@@ -597,6 +648,8 @@ class _DeviceStateDecoder:
         if blob[:1] and blob[0] in _MAP_HEADERS:
             return _upgraded(self._format_1.decode(blob), _FORMAT_1_DIFFERS)
         state = self._arrays.decode(blob)
+        if isinstance(state, self._format_6):
+            return _from_format_6(device_id, state)
         if isinstance(state, self._format_5):
             return _from_format_5(state)
         if isinstance(state, self._format_4):
