@@ -1,11 +1,11 @@
 """The engine's device states, held encoded ("cold") while no batch works on them.
 
 A live `DeviceState` with its parts costs ~850 bytes; the same state encoded as the shell stores
-it in Redis (`encoded_device`, format 6) ~280, in one `bytes`. A device sends a fix a minute or
-so, and is idle in between: so `DeviceTable` keeps each device as its blob (`Topology.blobs`),
-decodes it when the engine looks at it ("thawed": the live object, kept while the batch goes
-on) and encodes every thawed one back at the batch's end (`freeze`, called by the shell). A
-device never heard is kept as None (its default state), not as a blob.
+it in Redis (`encoded_device`, format 7) ~180 at a fix a minute, in one `bytes`. A device sends
+a fix a minute or so, and is idle in between: so `DeviceTable` keeps each device as its blob
+(`Topology.blobs`), decodes it when the engine looks at it ("thawed": the live object, kept while
+the batch goes on) and encodes every thawed one back at the batch's end (`freeze`, called by the
+shell). A device never heard is kept as None (its default state), not as a blob.
 
 Nothing a freeze does is seen by the decisions: a state decodes to an equal state, so the same
 inputs give the same effects whether or not a freeze came between them.
