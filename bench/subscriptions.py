@@ -21,6 +21,7 @@ import tracemalloc
 from bench.orders import one_victim_orders
 from nabij.contract import Topics
 from nabij.keys import Shard
+from nabij.orders import held_orders
 from services.proximity.core.shards import Ownership
 from services.shell.mqtt import MqttEndpoint
 from services.shell.mqtt_ingest import Delivery, Subscriber
@@ -41,7 +42,7 @@ class _Unread:
 def held_bytes(pairs: int, shard: Shard) -> float:
     """Bytes a pair it judges the ownership and the two readers of `shard` hold, of `pairs`
     one-pair orders in all."""
-    orders = tuple(one_victim_orders(pairs))
+    orders = held_orders(one_victim_orders(pairs))  # as the service holds them
     topics, endpoint, ids = Topics(PREFIX), MqttEndpoint("localhost", 1883), itertools.count(1)
     gc.collect()
     tracemalloc.start()

@@ -21,7 +21,7 @@ from nabij.evidence.chain import Entry
 from nabij.evidence.store import SharedLog
 from nabij.failures import NabijError
 from nabij.keys import Keys
-from nabij.orders import Order
+from nabij.orders import AnyOrder, Order
 from nabij.settings import StrictModel
 
 SYSTEM_AUTHOR = "nabij"
@@ -63,8 +63,9 @@ class OrderChange:
     fields: tuple[str, ...] = ()
 
 
-def changes(old: Sequence[Order], new: Sequence[Order]) -> list[OrderChange]:
-    """What a new set of orders changes, order by order (for `--dry-run` and the services)."""
+def changes(old: Sequence[AnyOrder], new: Sequence[AnyOrder]) -> list[OrderChange]:
+    """What a new set of orders changes, order by order (for `--dry-run` and the services): of
+    one kind, validated or held, as an `Order` never equals a `HeldOrder`."""
     before = {o.id: o for o in old}
     after = {o.id: o for o in new}
     out = [OrderChange(i, "ended") for i in before if i not in after]

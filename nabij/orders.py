@@ -5,14 +5,17 @@ The models validate what a file says; `nabij.config` reads the files, GeoJSON zo
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import sys
 import zoneinfo
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeAlias
 
+import msgspec
 from pydantic import AwareDatetime, Field, TypeAdapter, field_validator, model_validator
 
 from nabij.contract import DEVICE_ID_PATTERN
@@ -158,9 +161,42 @@ class Exemption(_Kept):
         return int(sh) * 60 + int(sm), int(eh) * 60 + int(em)
 
 
+class _OrderTerms:
+    """What an order answers from its fields, validated (`Order`) or held (`HeldOrder`)."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:  # the fields read here (each class declares its own)
+        alarm_m: float
+        pre_alert_m: float | None
+        timezone: str
+        starts_at: dt.datetime | None
+        ends_at: dt.datetime | None
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    def validity(self, t_ms: int) -> Validity:
+        """Whether the order holds at `t_ms` (epoch ms): from `starts_at`, until `ends_at`."""
+        if self.starts_at is not None and t_ms < self.starts_at.timestamp() * 1000:
+            return "not_started"
+        if self.ends_at is not None and t_ms >= self.ends_at.timestamp() * 1000:
+            return "ended"
+        return "in_force"
+
+    def next_validity_change(self, t_ms: int) -> float | None:
+        """The first time after `t_ms` (epoch ms) at which `validity` changes; None: never."""
+        edges = (edge.timestamp() * 1000 for edge in (self.starts_at, self.ends_at) if edge)
+        return min((edge for edge in edges if edge > t_ms), default=None)
+
+    @property
+    def pre_alert_ring_m(self) -> float:
+        return self.pre_alert_m if self.pre_alert_m is not None else 2 * self.alarm_m
+
+
 # Its arrays are tuples, not lists (an empty one is Python's one empty tuple). A comment, not a
 # docstring: that would go into the JSON Schema.
-class Order(_Kept):
+class Order(_Kept, _OrderTerms):
     id: str = Field(min_length=1, max_length=128)
     offender_device: DeviceId
     victim_devices: tuple[DeviceId, ...] = Field(default_factory=tuple)
@@ -209,26 +245,39 @@ class Order(_Kept):
                     raise ValueError(f"exemption rule {rule!r} names no zone of this order")
         return self
 
-    @property
-    def tz(self) -> zoneinfo.ZoneInfo:
-        return zoneinfo.ZoneInfo(self.timezone)
 
-    def validity(self, t_ms: int) -> Validity:
-        """Whether the order holds at `t_ms` (epoch ms): from `starts_at`, until `ends_at`."""
-        if self.starts_at is not None and t_ms < self.starts_at.timestamp() * 1000:
-            return "not_started"
-        if self.ends_at is not None and t_ms >= self.ends_at.timestamp() * 1000:
-            return "ended"
-        return "in_force"
+class HeldOrder(msgspec.Struct, _OrderTerms, frozen=True, gc=False):
+    """An order as a long-running process holds it (`held_orders`): `Order`'s fields, in its
+    order, and what it answers from them, in a struct of ~100 bytes where the validated model and
+    its dict take ~220 (a proximity process holds every order: docs/benchmarks.md). Made from a
+    validated `Order` only; equal only to another `HeldOrder`. Untracked by the collector: its
+    zones and exemptions never refer back to it."""
 
-    def next_validity_change(self, t_ms: int) -> float | None:
-        """The first time after `t_ms` (epoch ms) at which `validity` changes; None: never."""
-        edges = (edge.timestamp() * 1000 for edge in (self.starts_at, self.ends_at) if edge)
-        return min((edge for edge in edges if edge > t_ms), default=None)
+    id: str
+    offender_device: str
+    victim_devices: tuple[str, ...]
+    alarm_m: float
+    pre_alert_m: float | None
+    timezone: str
+    zone: tuple[Zone, ...]
+    exemption: tuple[Exemption, ...]
+    starts_at: dt.datetime | None
+    ends_at: dt.datetime | None
 
-    @property
-    def pre_alert_ring_m(self) -> float:
-        return self.pre_alert_m if self.pre_alert_m is not None else 2 * self.alarm_m
+    @classmethod
+    def of(cls, order: Order) -> HeldOrder:
+        return cls(*[getattr(order, name) for name in cls.__struct_fields__])
+
+
+AnyOrder: TypeAlias = Order | HeldOrder
+
+
+def held_orders(orders: Iterable[AnyOrder]) -> tuple[HeldOrder, ...]:
+    """`orders` as a process holds them: the very tuple when it holds `HeldOrder`s only (the
+    service's, handed to the engine, is kept once), else a new one."""
+    if isinstance(orders, tuple) and all(isinstance(order, HeldOrder) for order in orders):
+        return orders
+    return tuple(order if isinstance(order, HeldOrder) else HeldOrder.of(order) for order in orders)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,21 +286,21 @@ class InForce:
     ends (`until`; None: none will). Worked out over every order, it is kept rather than done
     again twice a second (18 ms at 5,000 orders held up the batch behind it)."""
 
-    orders: tuple[Order, ...]
-    in_force: tuple[Order, ...]
+    orders: tuple[HeldOrder, ...]
+    in_force: tuple[HeldOrder, ...]
     validity: Counter[Validity]
     since: int
     until: float | None
 
     @classmethod
-    def of(cls, orders: tuple[Order, ...], now_ms: int) -> InForce:
+    def of(cls, orders: tuple[HeldOrder, ...], now_ms: int) -> InForce:
         validity = Counter(o.validity(now_ms) for o in orders)
         in_force = tuple(o for o in orders if o.validity(now_ms) == "in_force")
         changes = (o.next_validity_change(now_ms) for o in orders)
         until = min((t for t in changes if t is not None), default=None)
         return cls(orders, in_force, validity, now_ms, until)
 
-    def holds(self, orders: tuple[Order, ...], now_ms: int) -> bool:
+    def holds(self, orders: tuple[HeldOrder, ...], now_ms: int) -> bool:
         """Still the answer for `orders` (the very tuple) at `now_ms`; a clock stepped back
         before `since` asks again."""
         return orders is self.orders and self.since <= now_ms < (self.until or math.inf)

@@ -10,7 +10,7 @@ import pytest
 
 from nabij.config import ConfigError, load_config
 from nabij.order_store import OrderChange, describe
-from nabij.orders import Order, _key_sharing
+from nabij.orders import HeldOrder, Order, _key_sharing, held_orders
 from tests.test_config import ISSUE_ORDERS, ISSUE_SETTINGS, write
 
 
@@ -124,3 +124,34 @@ def test_orders_keep_their_fields_in_a_key_sharing_dict_the_same_as_pydantics() 
         tracemalloc.stop()
     assert shared[3] == made[3].__dict__
     assert per_shared < per_own - 80, (per_shared, per_own)
+
+
+def test_a_held_order_has_the_orders_fields_values_and_answers() -> None:
+    """`HeldOrder` declares `Order`'s fields by hand: it fails here if the two drift apart."""
+    validated = order(1, pre_alert_m=1500, starts_at="2027-01-01T00:00:00+01:00")
+    held = HeldOrder.of(validated)
+    assert HeldOrder.__struct_fields__ == tuple(Order.model_fields)
+    assert all(getattr(held, name) == getattr(validated, name) for name in Order.model_fields)
+    start_ms = 1_798_758_000_000
+    for t_ms in (start_ms - 1, start_ms):
+        assert held.validity(t_ms) == validated.validity(t_ms)
+        assert held.next_validity_change(t_ms) == validated.next_validity_change(t_ms)
+    assert (held.pre_alert_ring_m, held.tz) == (validated.pre_alert_ring_m, validated.tz)
+    assert held == HeldOrder.of(order(1, pre_alert_m=1500, starts_at="2027-01-01T00:00:00+01:00"))
+    assert held != HeldOrder.of(order(1, pre_alert_m=1600, starts_at="2027-01-01T00:00:00+01:00"))
+
+
+def test_held_orders_keep_a_tuple_of_held_ones_and_take_half_the_memory() -> None:
+    validated = [order(i, pre_alert_m=1500) for i in range(2000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = held_orders(validated)
+        per_held = (tracemalloc.get_traced_memory()[0] - before) / len(held)
+    finally:
+        tracemalloc.stop()
+    assert held_orders(held) is held  # the service's tuple, handed on, is not copied
+    assert held_orders([held[0], validated[1]]) == held[:2]
+    # The model and its dict (~215 bytes) against the struct (~100): fails if one grows back.
+    assert per_held < 120, per_held

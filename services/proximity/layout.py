@@ -24,7 +24,7 @@ from redis.typing import EncodableT, FieldT
 
 from nabij import streams
 from nabij.keys import Keys, Shard, ShardKeys, UnshardedKeys
-from nabij.orders import Order
+from nabij.orders import AnyOrder
 from services.proximity.core.shards import Ownership, platform_judge
 from services.proximity.core.state import PairKey
 from services.shell.commit import Committer
@@ -46,7 +46,7 @@ def adopt_from_previous_layout(
     client: redis.Redis,
     keys: Keys,
     shard: Shard,
-    orders: Sequence[Order],
+    orders: Sequence[AnyOrder],
     *,
     committer: Committer,
     stop: threading.Event,
@@ -108,7 +108,7 @@ def adopt_from_previous_layout(
 
 
 def device_state_key(
-    client: redis.Redis, keys: Keys, orders: Sequence[Order], device_id: str
+    client: redis.Redis, keys: Keys, orders: Sequence[AnyOrder], device_id: str
 ) -> str:
     """Where a device's proximity state is now: in its shard of the newest layout (for readers
     outside the proximity service, e.g. the console)."""
@@ -176,7 +176,7 @@ def _owned_state(
     return states, sorted(devices_found)
 
 
-def state_names(devices: Iterable[str], orders: Iterable[Order]) -> list[tuple[str, str | None]]:
+def state_names(devices: Iterable[str], orders: Iterable[AnyOrder]) -> list[tuple[str, str | None]]:
     """The keys (suffix after a shard's tag) of these devices' and these orders' pairs' state,
     each with its device (None for a pair)."""
     names: list[tuple[str, str | None]] = [(ShardKeys("").device_state(d), d) for d in devices]
@@ -184,7 +184,7 @@ def state_names(devices: Iterable[str], orders: Iterable[Order]) -> list[tuple[s
     return names
 
 
-def pair_names(orders: Iterable[Order]) -> dict[str, PairKey]:
+def pair_names(orders: Iterable[AnyOrder]) -> dict[str, PairKey]:
     """The keys (suffix after a shard's tag) of these orders' pairs' state, each with the
     pair's ids (which a stored pair state does not hold: `PAIR_FORMAT`)."""
     return {

@@ -34,7 +34,7 @@ from nabij.contract import ClearCause, Committed, Topics, encode
 from nabij.evidence.chain import Entry
 from nabij.evidence.store import SharedLog, WriterLog, signer_from
 from nabij.keys import Keys, Shard
-from nabij.orders import InForce, Order
+from nabij.orders import HeldOrder, InForce
 from services.proximity import handover
 from services.proximity.core.acks import committed_acks
 from services.proximity.core.batch import BatchResult, run_isolating
@@ -161,8 +161,8 @@ class ProximityService:
         self._topics = Topics(self._settings.mqtt.topic_prefix)
         # Until `run` reads the store: orders.toml, which is version 1 of an empty store.
         self._orders_version = 0
-        self._orders = config.orders
-        self._ownership = Ownership(self._orders, self._shard)
+        self._ownership = Ownership(config.orders, self._shard)
+        self._orders = self._ownership.all_orders()
         # The orders this shard judges: its own, or a step's interim ones (`handover.py`).
         self._judged = self._ownership.orders()
         self._engine_orders = self._in_force(clock())
@@ -358,7 +358,7 @@ class ProximityService:
         wait_until_ready(self._redis, timeout_s=REDIS_START_TIMEOUT_S)
         on_wait = self._health.heartbeat if self._health is not None else lambda: None
         current = order_store.bootstrap(
-            self._redis, self._keys, self._orders, self._clock(), self._orders_evidence()
+            self._redis, self._keys, self._config.orders, self._clock(), self._orders_evidence()
         )
         mark = handover.marks(self._redis, self._keys, [self._shard])[self._shard.index]
         moved_on = self._resume(mark, current)
@@ -407,8 +407,8 @@ class ProximityService:
         start = self._reachable(adopted, current) if released <= adopted else None
         if start is None:  # mid-step: the version it adopted last, and the step after it
             start = order_store.read_version(self._redis, self._keys, adopted) or current
-        self._orders_version, self._orders = start.version, tuple(start.orders)
-        self._ownership = Ownership(self._orders, self._shard)
+        self._ownership = Ownership(start.orders, self._shard)
+        self._orders_version, self._orders = start.version, self._ownership.all_orders()
         self._judged = self._ownership.orders()
         step_to = order_store.read_version(self._redis, self._keys, released)
         if released > adopted and step_to is not None:
@@ -818,16 +818,17 @@ class ProximityService:
         latest = order_store.read_version(self._redis, self._keys, self._orders_version + 1)
         if latest is None:
             return None
+        after = Ownership(latest.orders, self._shard)
         log.info(
             "orders_version_read",
             orders_version=latest.version,
             by=latest.by,
             reason=latest.reason,
             changes=[
-                f"{c.kind} {c.order_id}" for c in order_store.changes(self._orders, latest.orders)
+                f"{c.kind} {c.order_id}"
+                for c in order_store.changes(self._orders, after.all_orders())
             ],
         )
-        after = Ownership(latest.orders, self._shard)
         plan = handover_plan(self._ownership, after)
         step = self._step = handover.Step(latest.version, plan, after)
         step.subscriptions = self._hear(after)
@@ -909,7 +910,7 @@ class ProximityService:
         # The readers' filters are made of device ids (`Topics.subscriptions`, `events`).
         return self._bulk.subscribe(new), self._fast.subscribe(new)
 
-    def _in_force(self, now_ms: int) -> tuple[Order, ...]:
+    def _in_force(self, now_ms: int) -> tuple[HeldOrder, ...]:
         """This shard's orders that hold now (`starts_at`/`ends_at`); the others raise no alarm,
         their devices are unknown to the engine (refused, dead-lettered) and the gauge counts
         them. Worked out again only for other orders, when one starts or ends, or when the

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nabij.keys import Shard
-from nabij.orders import Order
+from nabij.orders import Order, held_orders
 from services.proximity.core.shards import Handover, Ownership, components, handover_plan
 
 OFFENDERS = st.sampled_from([f"ank-{i}" for i in range(6)])
@@ -103,7 +103,7 @@ def test_one_process_hands_nothing_over() -> None:
     after = [order("ORD-B", "ank-5", "vic-1")]
     (plan,) = plans(before, after, 1).values()
     assert not (plan.incoming or plan.outgoing or plan.adopted or plan.moved or plan.replaced)
-    assert plan.interim == plan.final == tuple(after)
+    assert plan.interim == plan.final == held_orders(after)
 
 
 @settings(max_examples=200, deadline=None)
@@ -114,18 +114,18 @@ def test_a_single_process_answers_as_its_orders_say_without_a_map(
     """Alone, a process judges every order and owns every device (in an order or not); it knows
     which devices are in some order; any step hands nothing over and judges the new orders."""
     alone = Ownership(before, Shard(1, 1))
-    assert alone.orders() == tuple(before) and alone.owns_device(device)
+    assert alone.orders() == held_orders(before) and alone.owns_device(device)
     assert alone.judges() == {o.id: 1 for o in before}
     assert alone.in_some_order(device) == (device in devices_of(tuple(before)))
     plan = handover_plan(alone, Ownership(after, Shard(1, 1)))
-    assert not (plan.moves or plan.replaced) and plan.interim == plan.final == tuple(after)
+    assert not (plan.moves or plan.replaced) and plan.interim == plan.final == held_orders(after)
 
 
 def test_a_single_process_ownership_holds_nothing_per_device() -> None:
     """No map device -> shard, no second tuple of orders: a single process answers from its
-    orders (which it holds anyway). Held while it answers a message of each device, the way the
-    intake asks; a map by device would be ~90 bytes a pair."""
-    orders = [order(f"O-{i}", f"ank-{i}", f"vic-{i}") for i in range(3000)]
+    orders (which it holds anyway, as `HeldOrder`s). Held while it answers a message of each
+    device, the way the intake asks; a map by device would be ~90 bytes a pair."""
+    orders = held_orders(order(f"O-{i}", f"ank-{i}", f"vic-{i}") for i in range(3000))
     gc.collect()
     tracemalloc.start()
     alone = Ownership(orders, Shard(1, 1))

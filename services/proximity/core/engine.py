@@ -22,7 +22,7 @@ from nabij.contract import (
     Warn,
     WarnLevel,
 )
-from nabij.orders import Order
+from nabij.orders import AnyOrder, held_orders
 from nabij.settings import PlatformSettings, PrivacySettings, ProximitySettings
 from services.proximity.core.accuracy import effective_acc
 from services.proximity.core.agenda import Agenda
@@ -63,7 +63,7 @@ _PAIR_START: Final = PairState("", "", "")
 class ProximityEngine:
     def __init__(
         self,
-        orders: Sequence[Order],
+        orders: Sequence[AnyOrder],
         settings: ProximitySettings,
         privacy: PrivacySettings = _DEFAULT_PRIVACY,
         platform: PlatformSettings | None = _DEFAULT_PLATFORM,
@@ -73,7 +73,8 @@ class ProximityEngine:
         """`predecessor`: the engine of the orders before (see `successor`): what it built for
         orders that did not change is reused. `platform` None: another process judges whether
         nabij is blind (a shard other than the first, `shards.platform_judge`)."""
-        self._orders = tuple(orders)  # for `successor`; the service's own tuple is kept, not copied
+        # For `successor`, compact (`held_orders`): the service's own tuple is kept, not copied.
+        self._orders = held_orders(orders)
         self._settings, self._privacy, self._platform_settings = settings, privacy, platform
         grid = SnapGrid(privacy.offender_grid_m)
         known_zones = {} if predecessor is None else predecessor.zone_sets()
@@ -126,7 +127,7 @@ class ProximityEngine:
 
     def successor(
         self,
-        orders: Sequence[Order],
+        orders: Sequence[AnyOrder],
         now_ms: int,
         effects: Effects,
         ended_why: Mapping[str, ClearCause | None] = _NO_REASONS,

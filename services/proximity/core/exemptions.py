@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from nabij.contract import Position
-from nabij.orders import WEEKDAYS, Order
+from nabij.orders import WEEKDAYS, AnyOrder
 from services.proximity.core.zones import Projection, Shape, build_shape, projection_for
 
 PROXIMITY: Final = "proximity"
@@ -58,7 +58,7 @@ class Window:
 class Exemptions:
     """The exemption windows of one order."""
 
-    def __init__(self, order: Order) -> None:
+    def __init__(self, order: AnyOrder) -> None:
         self.tz = zoneinfo.ZoneInfo(order.timezone)
         windows: list[Window] = []
         for item in order.exemption:

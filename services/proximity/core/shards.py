@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from nabij.keys import Shard
-from nabij.orders import Order
+from nabij.orders import AnyOrder, HeldOrder, held_orders
 from nabij.settings import PlatformSettings
 
 
-def components(orders: Iterable[Order]) -> dict[str, str]:
+def components(orders: Iterable[AnyOrder]) -> dict[str, str]:
     """Each device of `orders` -> its component's name (the component's smallest device id)."""
     parent: dict[str, str] = {}
 
@@ -52,8 +52,8 @@ class Ownership:
     orders, so it keeps a single map by device, and none by order. A single process (count 1)
     keeps no map at all: every device is its own, in an order or not."""
 
-    def __init__(self, orders: Iterable[Order], shard: Shard) -> None:
-        self._orders = tuple(orders)
+    def __init__(self, orders: Iterable[AnyOrder], shard: Shard) -> None:
+        self._orders = held_orders(orders)  # every shard's: the compact form
         self._shard = shard
         self._owned_orders = (
             self._orders
@@ -92,7 +92,7 @@ class Ownership:
         """A device another shard judges (or reports unknown)."""
         return not self.owns_device(device_id)
 
-    def orders(self) -> tuple[Order, ...]:
+    def orders(self) -> tuple[HeldOrder, ...]:
         """The orders this shard judges (both ends of each are in one component)."""
         return self._owned_orders
 
@@ -100,7 +100,7 @@ class Ownership:
     def shard(self) -> Shard:
         return self._shard
 
-    def all_orders(self) -> tuple[Order, ...]:
+    def all_orders(self) -> tuple[HeldOrder, ...]:
         """Every shard's orders."""
         return self._orders
 
@@ -130,7 +130,7 @@ class Handover:
     """Source shard -> its devices that this shard judges after the step."""
     outgoing: Mapping[int, frozenset[str]]
     """Destination shard -> this shard's devices that it judges after the step."""
-    adopted: Mapping[int, tuple[Order, ...]]
+    adopted: Mapping[int, tuple[HeldOrder, ...]]
     """Source shard -> the orders it judged before the step that this shard judges after it (as
     they were before: their pair state comes from the source, and the step's change of them is
     judged here once adopted)."""
@@ -141,8 +141,8 @@ class Handover:
     """This shard's orders, judged here after the step too, that it cannot judge in between
     (the order now has a device of another shard and lost one of its own): cleared as
     `order_changed` at the release, judged afresh at the adoption."""
-    interim: tuple[Order, ...]
-    final: tuple[Order, ...]
+    interim: tuple[HeldOrder, ...]
+    final: tuple[HeldOrder, ...]
 
     @property
     def moves(self) -> bool:
@@ -182,7 +182,7 @@ def handover_plan(before: Ownership, after: Ownership) -> Handover:
     arriving = frozenset().union(*incoming.values())
     leaving = frozenset().union(*outgoing.values())
     judge_after = after.judges()
-    adopted: dict[int, list[Order]] = {}
+    adopted: dict[int, list[HeldOrder]] = {}
     for order in before.all_orders():
         source = before.shard_of(order.offender_device)
         if source != shard and judge_after.get(order.id) == shard:
@@ -206,7 +206,7 @@ def handover_plan(before: Ownership, after: Ownership) -> Handover:
     )
 
 
-def _devices_of(order: Order) -> tuple[str, ...]:
+def _devices_of(order: AnyOrder) -> tuple[str, ...]:
     return (order.offender_device, *order.victim_devices)
 
 

@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from nabij.orders import Order, Zone
+from nabij.orders import AnyOrder, Zone
 from nabij.settings import ProximitySettings
 from services.proximity.core.cells import SnapGrid, offender_ring
 from services.proximity.core.exemptions import Exemptions
@@ -248,7 +248,7 @@ class Topology:
     @classmethod
     def build(
         cls,
-        orders: Sequence[Order],
+        orders: Sequence[AnyOrder],
         settings: ProximitySettings,
         grid: SnapGrid,
         known_zones: Mapping[str, ZoneSet] = _NO_ZONES,
@@ -265,7 +265,7 @@ class Topology:
         # Orders share a few ring sizes: one (frozen) set of parameters per size, not per pair.
         sizes: dict[tuple[float, float], Rings] = {}
 
-        def rings_of(order: Order) -> Rings:
+        def rings_of(order: AnyOrder) -> Rings:
             size = (order.pre_alert_ring_m, order.alarm_m)
             if size not in sizes:
                 pre_alert = RingParams.build("proximity_pre_alert", size[0], settings)
