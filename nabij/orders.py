@@ -249,13 +249,14 @@ class Order(_Kept, _OrderTerms):
 class HeldOrder(msgspec.Struct, _OrderTerms, frozen=True, gc=False):
     """An order as a long-running process holds it (`held_orders`): `Order`'s fields, in its
     order, and what it answers from them, in a struct of ~100 bytes where the validated model and
-    its dict take ~220 (a proximity process holds every order: docs/benchmarks.md). Made from a
-    validated `Order` only; equal only to another `HeldOrder`. Untracked by the collector: its
-    zones and exemptions never refer back to it."""
+    its dict take ~220, and its one victim's tuple 48 more (a proximity process holds every
+    order: docs/benchmarks.md). Made from a validated `Order` only; equal only to another
+    `HeldOrder`. Untracked by the collector: its zones and exemptions never refer back to it."""
 
     id: str
     offender_device: str
-    victim_devices: tuple[str, ...]
+    victims: str | tuple[str, ...]
+    """`victim_devices`, a single one as its id alone (most orders protect one person)."""
     alarm_m: float
     pre_alert_m: float | None
     timezone: str
@@ -266,7 +267,18 @@ class HeldOrder(msgspec.Struct, _OrderTerms, frozen=True, gc=False):
 
     @classmethod
     def of(cls, order: Order) -> HeldOrder:
-        return cls(*[getattr(order, name) for name in cls.__struct_fields__])
+        fields = [getattr(order, name) for name in Order.model_fields]
+        victims = order.victim_devices
+        fields[_VICTIMS] = victims[0] if len(victims) == 1 else victims
+        return cls(*fields)
+
+    @property
+    def victim_devices(self) -> tuple[str, ...]:
+        victims = self.victims
+        return (victims,) if isinstance(victims, str) else victims
+
+
+_VICTIMS: Final = HeldOrder.__struct_fields__.index("victims")
 
 
 AnyOrder: TypeAlias = Order | HeldOrder
