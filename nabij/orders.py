@@ -13,7 +13,7 @@ import zoneinfo
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Final, Generic, Literal, TypeAlias, TypeVar, cast
 
 import msgspec
 from pydantic import AwareDatetime, Field, TypeAdapter, field_validator, model_validator
@@ -37,6 +37,7 @@ ZONE_NAME_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
 DEFAULT_TIMEZONE: Final = "Europe/Amsterdam"
 _RULE: Final = re.compile(r"proximity|zone|zone:[A-Za-z0-9_.-]{1,64}")
 _POLYGON: Final = TypeAdapter(PolygonRings)
+T = TypeVar("T")
 
 
 # One set object per distinct set of field names given, shared by every model that gave those;
@@ -246,17 +247,10 @@ class Order(_Kept, _OrderTerms):
         return self
 
 
-class HeldOrder(msgspec.Struct, _OrderTerms, frozen=True, gc=False):
-    """An order as a long-running process holds it (`held_orders`): `Order`'s fields, in its
-    order, and what it answers from them, in a struct of ~100 bytes where the validated model and
-    its dict take ~220, and its one victim's tuple 48 more (a proximity process holds every
-    order: docs/benchmarks.md). Made from a validated `Order` only; equal only to another
-    `HeldOrder`. Untracked by the collector: its zones and exemptions never refer back to it."""
+class OrderTerms(msgspec.Struct, frozen=True, gc=False):
+    """What an order asks beside whom it binds: `HeldOrder.terms`, one object for every held
+    order of the same plain terms (no zone, no exemption, no start or end: `_shared`)."""
 
-    id: str
-    offender_device: str
-    victims: str | tuple[str, ...]
-    """`victim_devices`, a single one as its id alone (most orders protect one person)."""
     alarm_m: float
     pre_alert_m: float | None
     timezone: str
@@ -265,20 +259,69 @@ class HeldOrder(msgspec.Struct, _OrderTerms, frozen=True, gc=False):
     starts_at: dt.datetime | None
     ends_at: dt.datetime | None
 
+
+_SHARED_TERMS: Final[dict[OrderTerms, OrderTerms]] = {}
+_SHARED_TERMS_KEPT: Final = 4096
+
+
+def _shared(terms: OrderTerms) -> OrderTerms:
+    """The one object of these plain terms (bounded, as `_RINGS`); others are their own."""
+    if terms.zone or terms.exemption or terms.starts_at or terms.ends_at:
+        return terms
+    if len(_SHARED_TERMS) >= _SHARED_TERMS_KEPT:
+        return _SHARED_TERMS.get(terms, terms)
+    return _SHARED_TERMS.setdefault(terms, terms)
+
+
+class _Term(Generic[T]):
+    """A field of `OrderTerms` read as an attribute of `HeldOrder`."""
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, order: HeldOrder, owner: type) -> T:
+        return cast(T, getattr(order.terms, self.name))
+
+
+class HeldOrder(msgspec.Struct, _OrderTerms, frozen=True, gc=False):
+    """An order as a long-running process holds it (`held_orders`): `Order`'s fields and what it
+    answers from them in 48 bytes, where the validated model, its dict and its one victim's tuple
+    take ~265 (a proximity process holds every order: docs/benchmarks.md). Made from a
+    validated `Order` only; equal only to another `HeldOrder`. Untracked by the collector: its
+    zones and exemptions never refer back to it."""
+
+    id: str
+    offender_device: str
+    victims: str | tuple[str, ...]
+    """`victim_devices`, a single one as its id alone (most orders protect one person)."""
+    terms: OrderTerms
+    """The rest of `Order`'s fields, shared with the orders of the same plain terms."""
+
+    alarm_m = _Term[float]()
+    pre_alert_m = _Term[float | None]()
+    timezone = _Term[str]()
+    zone = _Term[tuple[Zone, ...]]()
+    exemption = _Term[tuple[Exemption, ...]]()
+    starts_at = _Term[dt.datetime | None]()
+    ends_at = _Term[dt.datetime | None]()
+
     @classmethod
     def of(cls, order: Order) -> HeldOrder:
-        fields = [getattr(order, name) for name in Order.model_fields]
         victims = order.victim_devices
-        fields[_VICTIMS] = victims[0] if len(victims) == 1 else victims
-        return cls(*fields)
+        terms = OrderTerms(*[getattr(order, name) for name in OrderTerms.__struct_fields__])
+        return cls(
+            order.id,
+            order.offender_device,
+            victims[0] if len(victims) == 1 else victims,
+            _shared(terms),
+        )
 
     @property
     def victim_devices(self) -> tuple[str, ...]:
         victims = self.victims
         return (victims,) if isinstance(victims, str) else victims
-
-
-_VICTIMS: Final = HeldOrder.__struct_fields__.index("victims")
 
 
 AnyOrder: TypeAlias = Order | HeldOrder

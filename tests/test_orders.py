@@ -10,7 +10,7 @@ import pytest
 
 from nabij.config import ConfigError, load_config
 from nabij.order_store import OrderChange, describe
-from nabij.orders import HeldOrder, Order, _key_sharing, held_orders
+from nabij.orders import HeldOrder, Order, OrderTerms, _key_sharing, held_orders
 from tests.test_config import ISSUE_ORDERS, ISSUE_SETTINGS, write
 
 
@@ -130,10 +130,8 @@ def test_a_held_order_has_the_orders_fields_values_and_answers() -> None:
     """`HeldOrder` declares `Order`'s fields by hand: it fails here if the two drift apart."""
     validated = order(1, pre_alert_m=1500, starts_at="2027-01-01T00:00:00+01:00")
     held = HeldOrder.of(validated)
-    fields = tuple(Order.model_fields)
-    assert HeldOrder.__struct_fields__ == tuple(
-        n.replace("victim_devices", "victims") for n in fields
-    )
+    named = ("id", "offender_device", "victim_devices", *OrderTerms.__struct_fields__)
+    assert sorted(named) == sorted(Order.model_fields)
     assert all(getattr(held, name) == getattr(validated, name) for name in Order.model_fields)
     start_ms = 1_798_758_000_000
     for t_ms in (start_ms - 1, start_ms):
@@ -144,9 +142,12 @@ def test_a_held_order_has_the_orders_fields_values_and_answers() -> None:
     assert held != HeldOrder.of(order(1, pre_alert_m=1600, starts_at="2027-01-01T00:00:00+01:00"))
     several = HeldOrder.of(order(2, victim_devices=["vic-2", "vic-3"]))
     assert several.victim_devices == ("vic-2", "vic-3") and held.victim_devices == ("vic-1",)
+    # Plain terms are one object for every order of them; an order's own window is its own.
+    assert several.terms is HeldOrder.of(order(9)).terms
+    assert held.terms is not HeldOrder.of(validated).terms
 
 
-def test_held_orders_keep_a_tuple_of_held_ones_and_take_half_the_memory() -> None:
+def test_held_orders_keep_a_tuple_of_held_ones_and_take_a_fifth_of_the_memory() -> None:
     validated = [order(i, pre_alert_m=1500) for i in range(2000)]
     gc.collect()
     tracemalloc.start()
@@ -158,6 +159,6 @@ def test_held_orders_keep_a_tuple_of_held_ones_and_take_half_the_memory() -> Non
         tracemalloc.stop()
     assert held_orders(held) is held  # the service's tuple, handed on, is not copied
     assert held_orders([held[0], validated[1]]) == held[:2]
-    # The model, its dict and the victim's tuple (~265 bytes) against the struct (~96): fails
-    # if one grows back.
-    assert per_held < 110, per_held
+    # The model, its dict and the victim's tuple (~265 bytes) against the struct and its share
+    # of terms (~50): fails if one grows back.
+    assert per_held < 64, per_held
