@@ -6,6 +6,7 @@ key, and main's format (a map with the ids) still loads."""
 from __future__ import annotations
 
 import gc
+import sys
 from pathlib import Path
 
 import msgspec
@@ -90,11 +91,31 @@ def test_pair_time_never_goes_backwards_and_the_figures_are_the_last(
     spec = a_pair()
     spec.restore(start)
     newest = start.last_obs_ts
-    for ts, distance, uncertainty in comparisons:
+    for index, (ts, distance, uncertainty) in enumerate(comparisons):
         newest = max(newest, ts)
-        assert spec.observe(ts, distance, uncertainty) == newest
-        assert spec.last_obs_ts == newest
+        assert spec.pair_time(ts) == newest
+        spec.observe(newest, distance, uncertainty, exempt=index % 2 == 0)
+        assert spec.last_obs_ts == newest and spec.exempt == (index % 2 == 0)
         assert (spec.last_distance_m, spec.last_uncertainty_m) == (distance, uncertainty)
+    rings = spec.ring_states
+    spec.exempt = not spec.exempt  # the tick's, at a window's end: the rest stays
+    assert spec.last_comparison() == (newest, distance, uncertainty)
+    assert spec.ring_states is rings
+
+
+def test_pairs_share_their_terms_and_outside_rings_in_a_record_of_64_bytes() -> None:
+    topology = Topology.build(
+        [order("O-1", OFFENDER, [VICTIM]), order("O-2", "ank-2", ["vic-2"])],
+        ProximitySettings(),
+        SnapGrid(100),
+    )
+    one, two = topology.pairs
+    assert one.terms is two.terms and one.ring_states is two.ring_states
+    one.alarm = RingState("inside", 5, 12.0)
+    assert one.alarm == RingState("inside", 5, 12.0) and two.alarm.phase == "outside"
+    one.alarm = two.alarm  # outside again: the shared tuple again
+    assert one.ring_states is two.ring_states
+    assert sys.getsizeof(one) <= 64  # 12 fields took 112
 
 
 @given(state=states)

@@ -86,10 +86,11 @@ class PairJudge:
         distance = distance_m(offender.lat, offender.lon, victim.lat, victim.lon)
         uncertainty = offender.acc + victim.acc
         rings = spec.rings
-        t_ms = spec.observe(own.ts, distance, uncertainty)  # pair time never goes backwards
+        t_ms = spec.pair_time(own.ts)  # pair time never goes backwards
         effects.changed_pairs.add((order_id, offender_id, victim_id))
-        exempt = spec.exemptions is not None and spec.exemptions.exempt("proximity", t_ms, offender)
-        spec.exempt = exempt
+        exemptions = spec.exemptions
+        exempt = exemptions is not None and exemptions.exempt("proximity", t_ms, offender)
+        spec.observe(t_ms, distance, uncertainty, exempt)
         old_pre, old_alarm = spec.pre_alert, spec.alarm
         old_his_pre, old_his_alarm = spec.offender_pre_alert, spec.offender_alarm
         pre_ring = rings.pre_alert.ring_m

@@ -8,7 +8,7 @@ import struct
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, cast, overload
 
 import msgspec
 
@@ -55,32 +55,82 @@ class Rings:
     offender_alarm: RingParams
 
 
+@dataclass(frozen=True, slots=True)
+class PairTerms:
+    """What a pair is judged by beside whom it joins: her role in the order's alarm keys
+    (`victim_role`: her place in the order), the two rings' parameters, the order's exemptions.
+    One object for every pair of the same three (`Topology.build`), not three fields a pair."""
+
+    victim_role: str
+    rings: Rings
+    exemptions: Exemptions | None
+
+
+RingStates = tuple[RingState, RingState, RingState, RingState]
+_ALL_OUTSIDE: Final[RingStates] = (OUTSIDE, OUTSIDE, OUTSIDE, OUTSIDE)
+
+
+class _RingOf:
+    """One of a pair's four ring states (`PairSpec.ring_states`) as an attribute of its own."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    @overload
+    def __get__(self, spec: None, owner: type) -> _RingOf: ...
+    @overload
+    def __get__(self, spec: PairSpec, owner: type) -> RingState: ...
+    def __get__(self, spec: PairSpec | None, owner: type) -> RingState | _RingOf:
+        return self if spec is None else spec.ring_states[self.index]
+
+    def __set__(self, spec: PairSpec, state: RingState) -> None:
+        states = list(spec.ring_states)
+        states[self.index] = state
+        # Back to the one tuple of four outside rings once all are (nearly every pair).
+        all_outside = all(s is OUTSIDE for s in states)
+        spec.ring_states = _ALL_OUTSIDE if all_outside else cast(RingStates, tuple(states))
+
+
 class PairSpec(msgspec.Struct, gc=False):
-    """A pair and its state in one record: who, the two rings' parameters (and the offender's,
-    judged on her grid cell: `cells`), the order's exemptions, then where the pair stands. One
-    object with no key tuple (~200 bytes a pair less than a spec holding a `PairState` under a
-    key: docs/benchmarks.md). Untracked by the collector (`gc=False`): nothing it holds refers
-    back to it. Changed in place: its devices share it (`Topology.held`); the state fields are those
-    of `PairState` and change, the rest never does."""
+    """A pair and its state in one record: who, what it is judged by (`terms`), then where the
+    pair stands. One object with no key tuple (~200 bytes a pair less than a spec holding a
+    `PairState` under a key), and six fields where it had twelve (the shared terms, the four
+    rings' states in one tuple shared while all are outside, the exemption flag packed with the
+    last comparison: 64 bytes, not 112: docs/benchmarks.md). Untracked by the collector
+    (`gc=False`): nothing it holds refers back to it. Changed in place: its devices share it
+    (`Topology.held`); its state is `PairState`'s, the rest never changes."""
 
     order_id: str
     offender: str
     victim: str
-    victim_role: str
-    """Her role in the order's alarm keys (`victim_role`): her place in the order."""
-    rings: Rings
-    exemptions: Exemptions | None
-    pre_alert: RingState = OUTSIDE
-    alarm: RingState = OUTSIDE
+    terms: PairTerms
+    ring_states: RingStates = _ALL_OUTSIDE
+    """`pre_alert`, `alarm`, `offender_pre_alert`, `offender_alarm`, read and set as those: the
+    offender's two are judged on her grid cell (`cells`): his warnings and interval."""
     observed: bytes | None = None
-    """The last comparison: its time, distance and uncertainty, packed (`_OBSERVED`; None
-    before any): one object where an int and two floats took ~100 bytes. Read them as
-    `last_obs_ts`, `last_distance_m` and `last_uncertainty_m`; set them with `observe`."""
-    exempt: bool = False
-    """The last comparison fell in an exemption window (the tick re-checks when it ends)."""
-    offender_pre_alert: RingState = OUTSIDE
-    offender_alarm: RingState = OUTSIDE
-    """The offender's rings, judged on her grid cell (`cells`): his warnings and interval."""
+    """The last comparison: its time, distance and uncertainty, and whether it fell in an
+    exemption window (`exempt`), packed (`_OBSERVED`; None before any and not exempt): one
+    object where an int, two floats and a flag took ~100 bytes. Read them as `last_obs_ts`,
+    `last_distance_m`, `last_uncertainty_m` and `exempt`; set them with `observe`."""
+
+    pre_alert = _RingOf(0)
+    alarm = _RingOf(1)
+    offender_pre_alert = _RingOf(2)
+    offender_alarm = _RingOf(3)
+
+    @property
+    def victim_role(self) -> str:
+        return self.terms.victim_role
+
+    @property
+    def rings(self) -> Rings:
+        return self.terms.rings
+
+    @property
+    def exemptions(self) -> Exemptions | None:
+        return self.terms.exemptions
 
     @property
     def key(self) -> PairKey:
@@ -101,20 +151,31 @@ class PairSpec(msgspec.Struct, gc=False):
     def last_uncertainty_m(self) -> float | None:
         return self.last_comparison()[2]
 
+    @property
+    def exempt(self) -> bool:
+        """The last comparison fell in an exemption window (the tick re-checks when it ends)."""
+        observed = self.observed
+        return observed is not None and observed[_EXEMPT_AT] == 1
+
+    @exempt.setter
+    def exempt(self, exempt: bool) -> None:
+        self.observed = _packed(*self.last_comparison(), exempt)
+
     def last_comparison(self) -> tuple[int, float | None, float | None]:
         """`last_obs_ts`, `last_distance_m` and `last_uncertainty_m`, unpacked at once."""
         if self.observed is None:
             return 0, None, None
-        ts, distance_m, uncertainty_m = _OBSERVED.unpack(self.observed)
+        ts, distance_m, uncertainty_m, _ = _OBSERVED.unpack(self.observed)
         return ts, _figure(distance_m), _figure(uncertainty_m)
 
-    def observe(self, ts: int, distance_m: float, uncertainty_m: float) -> int:
-        """Note a comparison of device time `ts`; returns the pair's time (`last_obs_ts`)."""
+    def pair_time(self, ts: int) -> int:
+        """The pair's time for a comparison of device time `ts`: it never goes backwards."""
         observed = self.observed
-        if observed is not None:
-            ts = max(ts, _OBSERVED.unpack_from(observed)[0])  # it never goes backwards
-        self.observed = _OBSERVED.pack(ts, distance_m, uncertainty_m)
-        return ts
+        return ts if observed is None else max(ts, _OBSERVED.unpack_from(observed)[0])
+
+    def observe(self, t_ms: int, distance_m: float, uncertainty_m: float, exempt: bool) -> None:
+        """Note a comparison at the pair's time `t_ms` (`pair_time`)."""
+        self.observed = _OBSERVED.pack(t_ms, distance_m, uncertainty_m, exempt)
 
     def state(self) -> PairState:
         """Where the pair stands, as the shell stores it."""
@@ -126,30 +187,33 @@ class PairSpec(msgspec.Struct, gc=False):
     def restore(self, state: PairState | PairSpec) -> None:
         """Take the state of `state` (loaded, handed over, or a pair's start): its ids are
         not read, this record keeps its own."""
-        self.pre_alert, self.alarm = state.pre_alert, state.alarm
         if isinstance(state, PairSpec):
-            self.observed = state.observed
-        else:
-            self.observed = _packed(
-                state.last_obs_ts, state.last_distance_m, state.last_uncertainty_m
-            )
-        self.exempt = state.exempt
+            self.ring_states, self.observed = state.ring_states, state.observed
+            return
+        self.pre_alert, self.alarm = state.pre_alert, state.alarm
         self.offender_pre_alert = state.offender_pre_alert
         self.offender_alarm = state.offender_alarm
+        self.observed = _packed(
+            state.last_obs_ts, state.last_distance_m, state.last_uncertainty_m, state.exempt
+        )
 
 
-_OBSERVED: Final = struct.Struct("<qdd")
-"""A pair's last comparison (`PairSpec.observed`): time, distance, uncertainty; a figure it
-lacks as NaN (no comparison gives one; only a stored state may lack one)."""
+_OBSERVED: Final = struct.Struct("<qdd?")
+"""A pair's last comparison (`PairSpec.observed`): time, distance, uncertainty, exempt; a
+figure it lacks as NaN (no comparison gives one; only a stored state may lack one)."""
+_EXEMPT_AT: Final = _OBSERVED.size - 1
 
 
-def _packed(ts: int, distance_m: float | None, uncertainty_m: float | None) -> bytes | None:
-    if ts == 0 and distance_m is None and uncertainty_m is None:
+def _packed(
+    ts: int, distance_m: float | None, uncertainty_m: float | None, exempt: bool
+) -> bytes | None:
+    if ts == 0 and distance_m is None and uncertainty_m is None and not exempt:
         return None  # never compared
     return _OBSERVED.pack(
         ts,
         math.nan if distance_m is None else distance_m,
         math.nan if uncertainty_m is None else uncertainty_m,
+        exempt,
     )
 
 
@@ -262,8 +326,10 @@ class Topology:
         offenders: dict[str, None] = {}
         zones_of: dict[str, list[tuple[str, Zone]]] = {}
         exemptions: dict[str, Exemptions] = {}
-        # Orders share a few ring sizes: one (frozen) set of parameters per size, not per pair.
+        # Orders share a few ring sizes: one (frozen) set of parameters per size, not per pair;
+        # and pairs share their terms (`PairTerms`): one object per role, size and exemptions.
         sizes: dict[tuple[float, float], Rings] = {}
+        terms: dict[tuple[str, Rings, Exemptions | None], PairTerms] = {}
 
         def rings_of(order: AnyOrder) -> Rings:
             size = (order.pre_alert_ring_m, order.alarm_m)
@@ -286,7 +352,9 @@ class Topology:
             zones_of.setdefault(offender, []).extend((order.id, zone) for zone in order.zone)
             made = []
             for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
-                made.append(PairSpec(order.id, offender, victim, victim_role(index), rings, exempt))
+                shared = (victim_role(index), rings, exempt)
+                pair_terms = terms.get(shared) or terms.setdefault(shared, PairTerms(*shared))
+                made.append(PairSpec(order.id, offender, victim, pair_terms))
             specs = tuple(made)
             pairs.extend(specs)
             offenders[offender] = None
