@@ -85,14 +85,13 @@ class PairJudge:
         offender, victim = (own, partner) if is_offender else (partner, own)
         distance = distance_m(offender.lat, offender.lon, victim.lat, victim.lon)
         uncertainty = offender.acc + victim.acc
-        rings = spec.rings
+        terms = spec.terms
+        rings, exemptions = terms.rings, terms.exemptions
         t_ms = spec.pair_time(own.ts)  # pair time never goes backwards
         effects.changed_pairs.add((order_id, offender_id, victim_id))
-        exemptions = spec.exemptions
         exempt = exemptions is not None and exemptions.exempt("proximity", t_ms, offender)
         spec.observe(t_ms, distance, uncertainty, exempt)
-        old_pre, old_alarm = spec.pre_alert, spec.alarm
-        old_his_pre, old_his_alarm = spec.offender_pre_alert, spec.offender_alarm
+        old_pre, old_alarm, old_his_pre, old_his_alarm = spec.ring_states
         pre_ring = rings.pre_alert.ring_m
         if (
             old_pre.phase == "outside"
