@@ -169,7 +169,7 @@ class Topology:
     """Device -> its record: its rank (`rank`) in `RANK_BYTES`, then its state as of the last
     freeze, encoded (nothing: never heard). `DeviceTable` writes the states; a rank is never
     rewritten. One object a device for both, where an int for the rank and a column of blobs
-    took ~80 bytes a pair more (docs/benchmarks.md)."""
+    took ~60-70 bytes a pair more (docs/benchmarks.md, the ninth pass)."""
     device_ids: list[str]
     """The keys of `records` by rank, the very strings: for what keeps devices by their place
     (`Agenda`) and hands them back by id."""
