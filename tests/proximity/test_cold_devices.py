@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from services.proximity.core.devices import DeviceTable
 from services.proximity.core.engine import Effects
 from services.proximity.core.state import DeviceState, device_state_decoder, encoded_device
-from tests.proximity import OFFENDER, T0, VICTIM, engine, fix_at
+from services.proximity.core.topology import RANK_BYTES, RANK_PREFIX
+from tests.proximity import OFFENDER, T0, VICTIM, engine, fix_at, order
 from tests.proximity.test_tick_index import PLATFORM, Run, Step, steps
 
 S = 1_000
@@ -74,15 +75,20 @@ def test_reading_every_state_thaws_none_and_keeps_none() -> None:
 
 def test_the_commit_writes_the_blob_the_freeze_made() -> None:
     """`encoded_device` is what the shell writes to Redis: the state encoded as Redis holds it,
-    after a freeze the very blob the freeze made (encoded once)."""
+    after a freeze what the freeze made after the device's rank in its record (encoded once:
+    asking leaves the record as it is)."""
     eng = engine()
     eng.apply(fix_at(OFFENDER, 1, T0), T0, Effects())
     live = encoded_device(eng.device(OFFENDER), bytearray())
     assert eng.encoded_device(OFFENDER) == live  # thawed: encoded on the call
     eng.freeze()
+    record = eng._topology.records[OFFENDER]
     blob = eng.encoded_device(OFFENDER)
-    assert blob == live and blob is eng.encoded_device(OFFENDER)
+    assert blob == live and record == RANK_PREFIX.pack(0) + blob
+    assert eng._topology.records[OFFENDER] is record and not eng._devices._thawed
     assert device_state_decoder.decode(OFFENDER, blob) == eng.device(OFFENDER)
+    # Never heard: its rank alone, and the default state for Redis.
+    assert eng._topology.records[VICTIM] == RANK_PREFIX.pack(1)
     assert eng.encoded_device(VICTIM) == encoded_device(DeviceState(VICTIM), bytearray())
 
 
@@ -91,16 +97,40 @@ def test_an_orders_change_takes_the_blobs_over_as_they_are() -> None:
     eng = engine()
     eng.apply(fix_at(OFFENDER, 1, T0), T0, Effects())
     eng.freeze()
-    blob = eng.encoded_device(OFFENDER)
+    record = eng._topology.records[OFFENDER]
     after = eng.successor(eng._orders, T0, Effects())
-    assert after.encoded_device(OFFENDER) is blob
+    assert after._topology.records[OFFENDER] is record  # its rank the same: shared
     assert not after._devices._thawed
+
+
+def test_a_device_whose_rank_moved_keeps_its_state_under_its_new_rank() -> None:
+    """Orders that move a device's rank (an order before its own): its state is taken over
+    under the new rank, the old engine's record left as it was, and one never heard stays its
+    rank alone; a device in several pairs (an offender of two victims) reads all of them."""
+    eng = engine()
+    eng.apply(fix_at(OFFENDER, 1, T0), T0, Effects())
+    eng.freeze()
+    before = eng._topology.records[OFFENDER]
+    orders = [order("O-0", "ank-0000", ["vic-0000"]), order("O-1", victims=[VICTIM, "vic-0002"])]
+    after = eng.successor(orders, T0, Effects())
+    records = after._topology.records
+    assert [after._topology.rank(device) for device in records] == [0, 1, 2, 3, 4]
+    assert records[OFFENDER] == RANK_PREFIX.pack(2) + before[RANK_BYTES:]
+    assert eng._topology.records[OFFENDER] is before and eng._topology.rank(OFFENDER) == 0
+    assert after.device(OFFENDER) == eng.device(OFFENDER)
+    assert records["vic-0002"] == RANK_PREFIX.pack(4)  # never heard
+    assert [spec.victim for spec in after._topology.pairs_of(OFFENDER)] == [VICTIM, "vic-0002"]
+    for victim in (VICTIM, "vic-0002"):
+        after.apply(fix_at(victim, 1, T0), T0, Effects())
+    after.freeze()
+    after.apply(fix_at(OFFENDER, 2, T0 + S), T0 + S, Effects())
+    assert [spec.last_obs_ts for spec in after._topology.pairs_of(OFFENDER)] == [T0 + S] * 2
 
 
 def test_a_blob_takes_its_size_not_the_encoders_buffer() -> None:
     """msgspec's `encode` returns its working buffer, ~half as large again as the state: the
     table keeps an exact copy (~240 bytes a device at a fix a minute)."""
-    table = DeviceTable({f"d{i}": i for i in range(200)}, [None] * 200)
+    table = DeviceTable({f"d{i}": RANK_PREFIX.pack(i) for i in range(200)})
     for i in range(200):
         table[f"d{i}"].packed_history = bytes(range(200)) + i.to_bytes(2)
     tracemalloc.start()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nabij.config import ConfigError
 from nabij.contract import Fix, encode
 from services.cli import main
-from services.proximity.core.effects import Effects
 from services.proximity.core.engine import ProximityEngine
 from services.replay.records import decode_lines, encode_line
 from services.replay.timeline import replay
@@ -116,8 +116,8 @@ def test_a_record_that_trips_a_bug_is_set_aside_and_the_rest_replays(
     real_on_fix = ProximityEngine._on_fix
     poison = sc.records[0].payload
 
-    def on_fix(self: ProximityEngine, fix: Fix, now_ms: int, effects: Effects) -> None:
-        real_on_fix(self, fix, now_ms, effects)
+    def on_fix(self: ProximityEngine, fix: Fix, *rest: Any) -> None:
+        real_on_fix(self, fix, *rest)  # the device, its rank, the time, the effects
         if encode(fix) == poison:
             raise ZeroDivisionError("after the state moved")
 

@@ -1,4 +1,4 @@
-"""The topology's columns by device (`Topology.ranks`) say what the five lookups they replaced said:
+"""The topology's columns by device (`Topology.rank`) say what the five lookups they replaced said:
 checked against them, computed the plain way, for random orders (shared devices, a victim who
 is an offender elsewhere, an order with no victim, a victim listed twice)."""
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from nabij.config import Order, ProximitySettings
 from services.proximity.core.cells import SnapGrid
-from services.proximity.core.topology import Topology
+from services.proximity.core.topology import RANK_PREFIX, Topology
 from tests.proximity import order
 
 DEVICES = [f"dev-{i}" for i in range(6)]
@@ -48,14 +48,14 @@ def test_each_device_record_says_what_the_plain_lookups_say(orders: list[Order])
     topology = Topology.build(orders, ProximitySettings(), SnapGrid(100))
     pairs_of, memberships = plain_lookups(orders)
     offenders = list(dict.fromkeys(o.offender_device for o in orders))
-    assert list(topology.ranks) == list(memberships)  # the devices, in rank order
+    assert list(topology.records) == list(memberships)  # the devices, in rank order
     # By rank, the very strings of the keys (an agenda hands them back for its places).
-    assert list(map(id, topology.device_ids)) == list(map(id, topology.ranks))
-    columns = (topology.held, topology.blobs, topology.offender_ranks, topology.victims)
+    assert list(map(id, topology.device_ids)) == list(map(id, topology.records))
+    columns = (topology.held, topology.offender_ranks, topology.victims)
     assert all(len(column) == len(memberships) for column in columns)
-    for rank, (device, its_rank) in enumerate(topology.ranks.items()):
-        assert its_rank == rank
-        assert topology.blobs[rank] is None  # never heard
+    for rank, (device, record) in enumerate(topology.records.items()):
+        assert topology.rank(device) == rank
+        assert record == RANK_PREFIX.pack(rank)  # never heard: its rank alone
         assert topology.offender_rank(device) == (
             offenders.index(device) if device in offenders else None
         )
@@ -95,9 +95,10 @@ def test_no_column_can_be_reached_from_what_it_holds(orders: list[Order]) -> Non
     never be freed. Whatever a device's pairs lead to (their states, rings, exemptions), no
     path comes back to a pair or to a column that holds them."""
     topology = Topology.build(orders, ProximitySettings(), SnapGrid(100))
-    topology.blobs[:] = [b"state"] * len(topology.blobs)
-    held = {id(topology), id(topology.held), id(topology.blobs), *map(id, topology.pairs)}
-    for device in topology.ranks:
+    for device, record in topology.records.items():
+        topology.records[device] = record + b"state"
+    held = {id(topology), id(topology.held), id(topology.records), *map(id, topology.pairs)}
+    for device in topology.records:
         seen: set[int] = set()
         todo: list[object] = [
             referent for spec in topology.pairs_of(device) for referent in gc.get_referents(spec)

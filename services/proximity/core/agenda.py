@@ -10,19 +10,19 @@ owners, finding it not due yet from its state, book it again. Owners that book t
 share an agenda: it keeps the sooner of their times. Nothing here is persisted: after a restart
 the owners book every device again from their states.
 
-The due times are one array of 64-bit ints by the devices' places (`Topology.ranks`), not a
+The due times are one array of 64-bit ints by the devices' places (`Topology.rank`), not a
 dict of int objects: ~130 bytes a pair less, every device in force being booked while it
-reports. The slots list places too (4 bytes, not a pointer), and a take names the devices by the
-topology's own id strings: a device is booked with the id its input came with, a string of its
-own (a fix's), which a slot listing it would keep alive for as long as it is booked (~110 bytes a
-pair).
+reports. A device is booked by its place, which its owner has at hand (`Topology.rank` unpacks
+it), and the slots list places too (4 bytes, not a pointer); a take names the devices by the
+topology's own id strings, never by a string an input came with (a fix's), which a slot listing
+it would keep alive for as long as it is booked (~110 bytes a pair).
 """
 
 from __future__ import annotations
 
 import heapq
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 SLOT_MS: Final = 1000
@@ -36,14 +36,13 @@ _PLACE: Final = "I"
 
 
 class Agenda:
-    __slots__ = ("_booked", "_due", "_ids", "_order", "_places", "_slots")
+    __slots__ = ("_booked", "_due", "_ids", "_order", "_slots")
 
-    def __init__(self, places: Mapping[str, int], device_ids: Sequence[str]) -> None:
-        """`places`: every device that may be booked, its place from 0 up, each its own;
-        `device_ids`: their ids by rank, the strings `take` hands back (shared, not copied)."""
-        self._places = places
+    def __init__(self, device_ids: Sequence[str]) -> None:
+        """`device_ids`: every device that may be booked, by its place (from 0 up): the strings
+        `take` hands back (shared, not copied)."""
         self._ids = device_ids
-        self._due = array("q", [_UNBOOKED]) * len(places)
+        self._due = array("q", [_UNBOOKED]) * len(device_ids)
         """Place -> when the device is due (`_UNBOOKED`: it is not booked)."""
         self._booked = 0
         self._slots: dict[int, array[int]] = {}
@@ -57,10 +56,11 @@ class Agenda:
     def __len__(self) -> int:
         return self._booked
 
-    def book(self, device_id: str, due_ms: int | None) -> None:
-        """The device needs a look once server time reaches `due_ms` (None: no look), or
-        earlier: a booking already due sooner stays (the owner's look must bear an early take)."""
-        due, place = self._due, self._places[device_id]
+    def book(self, place: int, due_ms: int | None) -> None:
+        """The device at `place` needs a look once server time reaches `due_ms` (None: no look),
+        or earlier: a booking already due sooner stays (the owner's look must bear an early
+        take)."""
+        due = self._due
         booked = due[place]
         if booked != _UNBOOKED:
             if due_ms is not None and due_ms >= booked:

@@ -134,11 +134,11 @@ class DeviceConditions:
         self._judge_presence(device, cause)
         self._protection(device, cause)
 
-    def book(self, device: DeviceState) -> None:
-        """Index the device again after a change: whether the tick must look at it on every
-        tick (its presence unsettled), and when its silence next needs a look. The platform
-        books the same devices, so none is cancelled here: a booking it no longer needs only
-        costs a look that finds nothing (`tick`)."""
+    def book(self, device: DeviceState, rank: int) -> None:
+        """Index the device (at `rank`) again after a change: whether the tick must look at it
+        on every tick (its presence unsettled), and when its silence next needs a look. The
+        platform books the same devices, so none is cancelled here: a booking it no longer
+        needs only costs a look that finds nothing (`tick`)."""
         device_id = device.device_id
         rare = device.rare or RARE_DEFAULTS
         if rare.grouped:  # its own silence and offline alarms wait (`platform.py`)
@@ -148,11 +148,11 @@ class DeviceConditions:
             self._unsettled.add(device_id)
         else:
             self._unsettled.discard(device_id)
-        due = self._silence_due(device)
+        due = self._silence_due(device, rank)
         if due is not None:
-            self._silences.book(device_id, due)
+            self._silences.book(rank, due)
 
-    def _silence_due(self, device: DeviceState) -> int | None:
+    def _silence_due(self, device: DeviceState, rank: int) -> int | None:
         """When the device's silence first passes a limit the tick acts on (None: no limit left
         to pass): location_unknown for an offender, silent for a victim."""
         heard = device.last_heard_ms
@@ -160,7 +160,6 @@ class DeviceConditions:
             return None  # never heard: no silence yet (its first fix books it)
         # Read from the columns at its rank, not by the topology's lookups: it runs for every fix.
         topology = self._topology
-        rank = topology.ranks[device.device_id]
         due = None
         rare = device.rare or RARE_DEFAULTS
         if not rare.location_unknown and topology.offender_ranks[rank] != NOT_OFFENDER:
@@ -179,24 +178,25 @@ class DeviceConditions:
         state (booked early, or for the platform) are booked again without a look."""
         devices, topology, due = self._devices, self._topology, []
         for device_id in taken:
-            device = devices[device_id]
-            at = None if (device.rare or RARE_DEFAULTS).grouped else self._silence_due(device)
+            device, rank = devices[device_id], topology.rank(device_id)
+            grouped = (device.rare or RARE_DEFAULTS).grouped
+            at = None if grouped else self._silence_due(device, rank)
             if at is not None and at <= now_ms:
                 due.append(device_id)
             else:
-                self.book(device)
+                self.book(device, rank)
         silent = sorted(
-            (rank, device_id)
+            (offender_rank, device_id)
             for device_id in due
-            if (rank := topology.offender_rank(device_id)) is not None
+            if (offender_rank := topology.offender_rank(device_id)) is not None
         )
         for _, device_id in silent:
             self._location_unknown(self._devices[device_id], now_ms, effects)
-        looked = sorted({*due, *self._unsettled}, key=topology.ranks.__getitem__)
-        for device_id in looked:
+        looked = sorted((topology.rank(d), d) for d in {*due, *self._unsettled})
+        for _, device_id in looked:
             self._presence_and_protection(self._devices[device_id], now_ms, effects)
-        for device_id in looked:
-            self.book(self._devices[device_id])
+        for rank, device_id in looked:
+            self.book(self._devices[device_id], rank)
 
     def _location_unknown(self, device: DeviceState, now_ms: int, effects: Effects) -> None:
         limit = self._location_unknown_ms

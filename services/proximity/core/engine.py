@@ -83,12 +83,12 @@ class ProximityEngine:
         self._normal_interval_s = settings.normal_interval_s
         self._max_speed_mps = settings.max_speed_mps
         self._jump_confirm = settings.jump_confirm_fixes
-        self._devices = DeviceTable(topology.ranks, topology.blobs)
+        self._devices = DeviceTable(topology.records)
         self._late_ms = round(settings.late_after_s * 1000)
         self._history_ms = round(settings.history_s * 1000)
         # When each device's silence next needs a look: one booking for the devices' own
         # checks and the platform's alike, at the sooner of their times (`Agenda.book`).
-        self._silences = Agenda(topology.ranks, topology.device_ids)
+        self._silences = Agenda(topology.device_ids)
         self._conditions = DeviceConditions(topology, self._devices, settings, self._silences)
         self._faults = DeviceFaults(topology, self._devices, settings)
         self._judge = PairJudge(self._devices, settings, grid)
@@ -113,14 +113,14 @@ class ProximityEngine:
     def orders_of(self, device_id: str) -> tuple[str, ...]:
         """The ids of the orders the device is in, in the order of the orders (none: unknown)."""
         topology = self._topology
-        return topology.orders(device_id) if device_id in topology.ranks else ()
+        return topology.orders(device_id) if device_id in topology.records else ()
 
     def load(self, devices: Iterable[DeviceState], pairs: Iterable[PairState]) -> None:
         """Restore persisted states; those of devices or pairs no longer in an order are dropped."""
         for device in devices:
             if device.device_id in self._devices:
                 self._devices[device.device_id] = device
-                self._book(device)
+                self._book(device, self._topology.rank(device.device_id))
         for pair in pairs:
             if (spec := self._topology.pair(pair.key)) is not None:
                 spec.restore(pair)
@@ -150,7 +150,7 @@ class ProximityEngine:
         after = {order.id: order for order in engine._orders}
         unchanged = {i for i, order in after.items() if before.get(i) == order}
         for device_id in engine._devices.take_over(self._devices):
-            engine._book(engine._devices.peek(device_id))
+            engine._book(engine._devices.peek(device_id), engine._topology.rank(device_id))
         for spec in self._topology.pairs:
             if (kept := engine._topology.pair(spec.key)) is not None:
                 kept.restore(spec)
@@ -297,16 +297,20 @@ class ProximityEngine:
 
     def apply(self, uplink: Uplink, now_ms: int, effects: Effects) -> None:
         """Apply one uplink received at server time `now_ms`."""
-        if uplink.device_id in self._devices:
-            self._platform.heard(now_ms)
+        device = self._devices.get(uplink.device_id)
+        if device is None:
+            effects.ignored.append((uplink.device_id, "unknown_device"))
+            return
+        # Unpacked once for all that reads it (`Topology.rank`): its pairs, its bookings.
+        rank = self._topology.rank(uplink.device_id)
+        self._platform.heard(now_ms)
         if isinstance(uplink, Fix):
-            self._on_fix(uplink, now_ms, effects)
+            self._on_fix(uplink, device, rank, now_ms, effects)
         elif isinstance(uplink, DeviceEvent):
-            self._on_event(uplink, now_ms, effects)
-        elif (device := self._known(uplink.device_id, effects)) is not None:
+            self._on_event(uplink, device, now_ms, effects)
+        else:
             self._conditions.on_status(device, uplink.status.online, now_ms, effects)
-        if (device := self._devices.get(uplink.device_id)) is not None:
-            self._book(device)
+        self._book(device, rank)
 
     def backlog(self, fixes: list[Fix], now_ms: int) -> None:
         """A backlog array is about to be applied (its fixes in seq order): a device that has
@@ -323,7 +327,8 @@ class ProximityEngine:
         silent = self._silences.take(now_ms)
         if self._platform_settings is not None:
             for device_id in self._platform.tick(now_ms, silent, effects, broker_up=broker_up):
-                self._conditions.book(self._devices[device_id])  # grouped or released
+                # Grouped or released.
+                self._conditions.book(self._devices[device_id], self._topology.rank(device_id))
             # A device released may be silent by now (a silence limit below `quiet_after_s`).
             silent = list(dict.fromkeys([*silent, *self._silences.take(now_ms)]))
         self._conditions.tick(now_ms, silent, effects)
@@ -347,20 +352,20 @@ class ProximityEngine:
         device = self._devices.get(device_id)
         if device is not None:
             self._faults.on_refused(device, reason, now_ms, effects)
-            self._faults.book(device)
+            self._faults.book(device, self._topology.rank(device_id))
 
-    def _book(self, device: DeviceState) -> None:
-        """After a change of the device, tell each time-driven check when the tick next needs
-        to look at it (their indexes are rebuilt this way after a restart, never persisted)."""
-        self._conditions.book(device)
-        self._faults.book(device)
+    def _book(self, device: DeviceState, rank: int) -> None:
+        """After a change of the device (at `rank`), tell each time-driven check when the tick
+        next needs to look at it (their indexes are rebuilt this way after a restart, never
+        persisted)."""
+        self._conditions.book(device, rank)
+        self._faults.book(device, rank)
         if self._platform_settings is not None:
-            self._platform.book(device)
+            self._platform.book(device, rank)
 
-    def _on_fix(self, fix: Fix, now_ms: int, effects: Effects) -> None:
-        device = self._known(fix.device_id, effects)
-        if device is None:
-            return
+    def _on_fix(
+        self, fix: Fix, device: DeviceState, rank: int, now_ms: int, effects: Effects
+    ) -> None:
         verdict = admit(device, fix.boot, fix.seq, fix.ts)
         if verdict != "new":
             self._ignore(device, verdict, fix.seq, now_ms, effects)
@@ -420,7 +425,8 @@ class ProximityEngine:
         if live:
             # A late fix says nothing of now: it neither ends a silence nor reports a battery.
             self._conditions.on_fix(device, fix.batt, heard_before, now_ms, effects)
-        for spec in self._topology.pairs_of(device.device_id):
+        held = self._topology.held[rank]  # its pairs (`pairs_of`), read at the rank at hand
+        for spec in held if isinstance(held, tuple) else (held,):
             changes = self._judge.compare(spec, device, fix.seq, now_ms, effects)
             if changes is not None:
                 self._command(spec, changes, effects)
@@ -429,10 +435,9 @@ class ProximityEngine:
                 device, self._zones.on_fix(device, previous, now_ms, effects), effects
             )
 
-    def _on_event(self, event: DeviceEvent, now_ms: int, effects: Effects) -> None:
-        device = self._known(event.device_id, effects)
-        if device is None:
-            return
+    def _on_event(
+        self, event: DeviceEvent, device: DeviceState, now_ms: int, effects: Effects
+    ) -> None:
         verdict = admit(device, event.boot, event.seq, event.ts)  # a new boot restarts the counter
         tag = None
         if event.type in SAFETY_EVENTS:
@@ -456,12 +461,6 @@ class ProximityEngine:
         effects.events.append(event.type)
         self._faults.on_accepted(device, live=False, now_ms=now_ms, effects=effects)
         self._conditions.on_event(device, event, now_ms, effects, tag=tag)
-
-    def _known(self, device_id: str, effects: Effects) -> DeviceState | None:
-        device = self._devices.get(device_id)
-        if device is None:
-            effects.ignored.append((device_id, "unknown_device"))
-        return device
 
     def _ignore(
         self, device: DeviceState, verdict: str, seq: int, now_ms: int, effects: Effects

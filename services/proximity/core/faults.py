@@ -33,7 +33,7 @@ class DeviceFaults:
         self._devices = devices  # shared with the engine
         self._clock_limit_ms = round(settings.clock_fault_s * 1000)
         self._dwell_ms = round(settings.fault_dwell_s * 1000)
-        self._agenda = Agenda(topology.ranks, topology.device_ids)
+        self._agenda = Agenda(topology.device_ids)
 
     def on_accepted(
         self, device: DeviceState, *, live: bool, now_ms: int, effects: Effects
@@ -70,17 +70,17 @@ class DeviceFaults:
     def tick(self, now_ms: int, effects: Effects) -> None:
         """Raise the causes whose dwell has passed since the last message: only the devices
         due (`book`), in the order a pass over all of them took."""
-        ranks = self._topology.ranks
-        for device_id in sorted(self._agenda.take(now_ms), key=ranks.__getitem__):
+        rank = self._topology.rank
+        for place, device_id in sorted((rank(d), d) for d in self._agenda.take(now_ms)):
             device = self._devices[device_id]
             if device.clock_off_since_ms is not None or device.refused_since_ms is not None:
                 self._settle(device, now_ms, effects)
-            self.book(device)
+            self.book(device, place)
 
-    def book(self, device: DeviceState) -> None:
-        """Index the device again after a change: when its causes next differ from its open
-        alarm's (None: never, until an input), so the tick settles it then (`Agenda`)."""
-        self._agenda.book(device.device_id, self._due(device))
+    def book(self, device: DeviceState, rank: int) -> None:
+        """Index the device (at `rank`) again after a change: when its causes next differ from
+        its open alarm's (None: never, until an input), so the tick settles it then (`Agenda`)."""
+        self._agenda.book(rank, self._due(device))
 
     def _due(self, device: DeviceState) -> int | None:
         rare = device.rare or RARE_DEFAULTS

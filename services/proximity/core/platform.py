@@ -82,12 +82,12 @@ class PlatformWatch:
         self._topology = topology
         self._devices = devices  # shared with the engine, which `load`s into it
         self._all_orders = sorted(
-            {order for device_id in topology.ranks for order in topology.orders(device_id)}
+            {order for device_id in topology.records for order in topology.orders(device_id)}
         )
         self._blind_ms = round(settings.blind_after_s * 1000)
         self._quiet_ms = round(settings.quiet_after_s * 1000)
         self._window_ms = round(settings.group_window_s * 1000)
-        in_force = len(topology.ranks)
+        in_force = len(topology.records)
         self._trigger = max(
             settings.group_min_devices, math.ceil(settings.group_min_share * in_force)
         )
@@ -120,9 +120,10 @@ class PlatformWatch:
         """A message of a device in force was received (any kind)."""
         self._last_message_ms = now_ms
 
-    def book(self, device: DeviceState) -> None:
-        """Index the device again after a change: quiet (offline since its drop) or when it
-        goes quiet unless heard again (never heard: never quiet), and whether it is grouped."""
+    def book(self, device: DeviceState, rank: int) -> None:
+        """Index the device (at `rank`) again after a change: quiet (offline since its drop) or
+        when it goes quiet unless heard again (never heard: never quiet), and whether it is
+        grouped."""
         device_id = device.device_id
         grouped = (device.rare or RARE_DEFAULTS).grouped
         if grouped:
@@ -138,7 +139,7 @@ class PlatformWatch:
             self._heard_again.add(device_id)
         heard = device.last_heard_ms
         if heard is not None:
-            self._silences.book(device_id, heard + self._quiet_ms)
+            self._silences.book(rank, heard + self._quiet_ms)
 
     def tick(
         self, now_ms: int, silent: list[str], effects: Effects, *, broker_up: bool
@@ -146,7 +147,7 @@ class PlatformWatch:
         """Before the devices' own silence checks, so a grouped device never raises its own.
         `silent`: the devices whose silence was booked for now or earlier, taken for this tick.
         Returns the devices it grouped or released (the caller books them again)."""
-        if not self._topology.ranks:
+        if not self._topology.records:
             return set()  # no order in force: nothing is expected, nothing is missed
         if self._last_message_ms is None:
             self._last_message_ms = now_ms  # a (re)start: traffic is judged from here
@@ -188,7 +189,7 @@ class PlatformWatch:
                 device = devices[device_id]
                 if since > now_ms and (device.online or not device.drops_ms):
                     del quiet[device_id]
-                    self._silences.book(device_id, since)
+                    self._silences.book(self._topology.rank(device_id), since)
                     if device.grouped:
                         self._heard_again.add(device_id)
         self._last_tick_ms = now_ms
@@ -198,7 +199,7 @@ class PlatformWatch:
                 continue  # booked for the silence checks: quiet already, or never heard
             since = heard + self._quiet_ms
             if since > now_ms:  # booked for the silence checks, or heard again since
-                self._silences.book(device_id, since)
+                self._silences.book(self._topology.rank(device_id), since)
             else:
                 quiet[device_id] = since
         released = [d for d in self._heard_again if d in self._grouped and d not in quiet]

@@ -564,12 +564,14 @@ def _track_stored(stored: bytes, history: bytes) -> bytes:
     return stored[1:]
 
 
-def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
+def encoded_device(device: DeviceState, buffer: bytearray, offset: int = 0) -> bytes:
     """The state as the shell stores it and the engine holds it between batches (format 7),
-    encoded in `buffer` (reused: `encode_into` grows it once), without what it repeats: its id
-    (empty: the key holds it), its fix when that is its track's newest point (nil: 1 byte for
-    52), and of its track what its history holds (`_stored_track`). `decoded_device` puts them
-    back exactly. The state is changed while it is encoded, and back."""
+    encoded in `buffer` (reused: `encode_into` grows it once) from `offset` on, returned with
+    the bytes before it (kept: the engine's record of a device begins with its rank). Without
+    what it repeats: its id (empty: the key holds it), its fix when that is its track's newest
+    point (nil: 1 byte for 52), and of its track what its history holds (`_stored_track`).
+    `decoded_device` puts them back exactly. The state is changed while it is encoded, and
+    back."""
     device_id, fix, track = device.device_id, device.fix, device.packed_track
     device.device_id = ""
     if track:
@@ -580,13 +582,13 @@ def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
             device.fix = None
         device.packed_track = _stored_track(track, device.packed_history, no_fix)
     try:
-        _encode_into(device, buffer)
+        _encode_into(device, buffer, offset)
     finally:
         device.device_id, device.fix, device.packed_track = device_id, fix, track
     return bytes(buffer)
 
 
-def decoded_device(device_id: str, blob: bytes) -> DeviceState:
+def decoded_device(device_id: str, blob: bytes | memoryview) -> DeviceState:
     """The state stored under `device_id` in this format: exactly the state encoded, by
     `encoded_device` (what it left out put back) or whole (`state_encoder`: its id in it)."""
     device = _decode(blob)

@@ -26,6 +26,10 @@ NOT_OFFENDER: Final = -1
 """In `Topology.offender_ranks`: the device is offender in no order."""
 _RANK: Final = "i"
 """`Topology.offender_ranks`' type code: a place in 32 bits, signed for `NOT_OFFENDER`."""
+RANK_PREFIX: Final = struct.Struct("<I")
+"""A device's record (`Topology.records`) begins with its rank, 32 bits unsigned."""
+RANK_BYTES: Final = RANK_PREFIX.size
+_rank_in: Final = RANK_PREFIX.unpack_from
 
 
 @functools.cache
@@ -225,20 +229,20 @@ def _figure(packed: float) -> float | None:
 class Topology:
     pairs: tuple[PairSpec, ...]
     """Every pair, in the order of the orders (found by key through its offender: `pair`)."""
-    ranks: dict[str, int]
-    """Device -> its place among the devices, in the order of the orders: its index in the
-    columns below (one column a fact, not a record a device: ~140 bytes a pair less,
-    docs/benchmarks.md). The tick looks at the devices due in this order, so it signals in
-    the order a pass over every device did."""
+    records: dict[str, bytes]
+    """Device -> its record: its rank (`rank`) in `RANK_BYTES`, then its state as of the last
+    freeze, encoded (nothing: never heard). `DeviceTable` writes the states; a rank is never
+    rewritten. One object a device for both, where an int for the rank and a column of blobs
+    took ~60-70 bytes a pair more (docs/benchmarks.md, the ninth pass)."""
     device_ids: list[str]
-    """The keys of `ranks` by rank, the very strings: for what keeps devices by their place
+    """The keys of `records` by rank, the very strings: for what keeps devices by their place
     (`Agenda`) and hands them back by id."""
     held: tuple[PairSpec | tuple[PairSpec, ...], ...]
-    """By rank: every pair the device is in, as offender or victim; a device in one pair holds
-    that pair itself, not a tuple of one (48 bytes a pair). Read through `pairs_of`."""
-    blobs: list[bytes | None]
-    """By rank: its device's state as of the last freeze, encoded (None: never heard): the
-    column `DeviceTable` writes, not a dict of its own by the same keys."""
+    """By rank (a device's place among the devices, in the order of the orders: its index in
+    these columns, one column a fact, not a record a device; the tick looks at the devices due
+    in this order, so it signals in the order a pass over every device did): every pair the
+    device is in, as offender or victim; a device in one pair holds that pair itself, not a
+    tuple of one (48 bytes a pair). Read through `pairs_of`."""
     offender_ranks: array[int]
     """By rank: its place among the offenders, in the order of the orders (`NOT_OFFENDER`:
     offender in none)."""
@@ -252,19 +256,25 @@ class Topology:
     exemptions: dict[str, Exemptions]
     """Order id -> its exemption windows (only orders that have some)."""
 
+    def rank(self, device_id: str) -> int:
+        """Its place among the devices (KeyError: none in force): unpacked from its record, so
+        a caller that needs it more than once passes it along."""
+        rank: int = _rank_in(self.records[device_id])[0]
+        return rank
+
     def pairs_of(self, device_id: str) -> tuple[PairSpec, ...]:
         """Every pair the device is in, as offender or victim."""
-        held = self.held[self.ranks[device_id]]
+        held = self.held[self.rank(device_id)]
         return held if isinstance(held, tuple) else (held,)
 
     def offender_rank(self, device_id: str) -> int | None:
         """Its place among the offenders (None: offender in none)."""
-        rank = self.offender_ranks[self.ranks[device_id]]
+        rank = self.offender_ranks[self.rank(device_id)]
         return None if rank == NOT_OFFENDER else rank
 
     def is_victim(self, device_id: str) -> bool:
         """A victim in some order."""
-        return bool(self.victims[self.ranks[device_id]])
+        return bool(self.victims[self.rank(device_id)])
 
     def role(self, device_id: str) -> Role:
         """For reasons: a device that is offender in any order is called the offender device."""
@@ -273,7 +283,7 @@ class Topology:
     def orders(self, device_id: str) -> tuple[str, ...]:
         """The ids of every order the device is in (its role and the offender there: its
         pairs, or, an order with no pair of it, its own, as its offender: `memberships`)."""
-        rank = self.ranks[device_id]
+        rank = self.rank(device_id)
         listed = self.other_orders.get(rank)
         if listed is not None:
             return listed
@@ -286,7 +296,7 @@ class Topology:
         """The pair of `key`, among its offender's few: no dict by key (~110 bytes a pair with
         its key tuple)."""
         order_id, offender, victim = key
-        if offender in self.ranks:
+        if offender in self.records:
             for spec in self.pairs_of(offender):
                 if (
                     spec.order_id == order_id
@@ -363,7 +373,7 @@ class Topology:
                 # A one-victim order's pairs are hers as well: the same tuple, not another.
                 mine = specs if len(specs) == 1 else (spec,)
                 joined.setdefault(spec.victim, []).append((order.id, mine))
-        ranks = {device: rank for rank, device in enumerate(joined)}
+        ranks = {device: rank for rank, device in enumerate(joined)}  # only while building
         offender_ranks = array(_RANK, [NOT_OFFENDER]) * len(joined)
         for offender_rank, offender in enumerate(offenders):
             offender_ranks[ranks[offender]] = offender_rank
@@ -376,10 +386,9 @@ class Topology:
                 other_orders[rank] = tuple(order_id for order_id, _ in joins)
         return cls(
             pairs=tuple(pairs),
-            ranks=ranks,
+            records={device: RANK_PREFIX.pack(rank) for device, rank in ranks.items()},
             device_ids=list(joined),
             held=tuple(held),
-            blobs=[None] * len(joined),
             offender_ranks=offender_ranks,
             victims=victims,
             other_orders=other_orders,
