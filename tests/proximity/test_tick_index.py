@@ -273,18 +273,23 @@ agenda_steps = st.lists(
 
 
 @settings(max_examples=1000, deadline=None)
-@given(steps=agenda_steps)
+@given(steps=agenda_steps, sparse=st.booleans())
 # Listed in slot 2 still when booked there again: once after moving away (and being taken),
 # once after being unbooked. The old listing (2,500) must not take it before 2,800.
-@example(steps=[("a", 2_500), ("a", 200), ("take", 300), ("a", 2_800), ("take", 2_600)])
-@example(steps=[("a", 2_500), ("a", None), ("a", 2_800), ("take", 2_600), ("take", 2_800)])
+@example(
+    steps=[("a", 2_500), ("a", 200), ("take", 300), ("a", 2_800), ("take", 2_600)], sparse=False
+)
+@example(
+    steps=[("a", 2_500), ("a", None), ("a", 2_800), ("take", 2_600), ("take", 2_800)], sparse=True
+)
 def test_the_agenda_takes_exactly_the_devices_due_as_a_table_of_due_times_does(
-    steps: list[tuple[str, int | None]],
+    steps: list[tuple[str, int | None]], sparse: bool
 ) -> None:
     """The agenda against a plain table of due times (a booking keeps the sooner time, None
     removes it; a take gives every device due by then, once, and removes it): devices a slot
-    still lists after they left it, or twice, are neither given early, nor twice, nor lost."""
-    agenda, table = Agenda(list(PLACES)), dict[str, int]()
+    still lists after they left it, or twice, are neither given early, nor twice, nor lost. A
+    sparse agenda holds the devices booked and no other."""
+    agenda, table = Agenda(list(PLACES), sparse=sparse), dict[str, int]()
     for name, ms in steps:
         at = None if ms is None else T0 + ms
         if name != "take":
@@ -300,6 +305,8 @@ def test_the_agenda_takes_exactly_the_devices_due_as_a_table_of_due_times_does(
         for device_id in due:
             del table[device_id]
         assert len(agenda) == len(table)
+        if sparse:
+            assert len(agenda._due) == len(table)
 
 
 @pytest.mark.parametrize("judges_platform", [True, False])

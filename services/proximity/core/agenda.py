@@ -15,7 +15,9 @@ dict of int objects: ~130 bytes a pair less, every device in force being booked 
 reports. A device is booked by its place, which its owner has at hand (`Topology.rank` unpacks
 it), and the slots list places too (4 bytes, not a pointer); a take names the devices by the
 topology's own id strings, never by a string an input came with (a fix's), which a slot listing
-it would keep alive for as long as it is booked (~110 bytes a pair).
+it would keep alive for as long as it is booked (~110 bytes a pair). An agenda that books few
+of its devices at a time (`sparse`: the faults') keeps their due times in a dict instead, holding
+nothing for the others (16 bytes a pair less).
 """
 
 from __future__ import annotations
@@ -35,14 +37,30 @@ _PLACE: Final = "I"
 """The slots' type code: a place in 32 bits unsigned (4 billion devices)."""
 
 
+class _SparseDue(dict[int, int]):
+    """Place -> due time of the booked devices only; `_UNBOOKED` for any other, and setting
+    it drops the place."""
+
+    def __missing__(self, place: int) -> int:
+        return _UNBOOKED
+
+    def __setitem__(self, place: int, due_ms: int) -> None:
+        if due_ms == _UNBOOKED:
+            self.pop(place, None)
+        else:
+            super().__setitem__(place, due_ms)
+
+
 class Agenda:
     __slots__ = ("_booked", "_due", "_ids", "_order", "_slots")
 
-    def __init__(self, device_ids: Sequence[str]) -> None:
+    def __init__(self, device_ids: Sequence[str], *, sparse: bool = False) -> None:
         """`device_ids`: every device that may be booked, by its place (from 0 up): the strings
-        `take` hands back (shared, not copied)."""
+        `take` hands back (shared, not copied). `sparse`: few are booked at a time."""
         self._ids = device_ids
-        self._due = array("q", [_UNBOOKED]) * len(device_ids)
+        self._due: array[int] | _SparseDue = (
+            _SparseDue() if sparse else array("q", [_UNBOOKED]) * len(device_ids)
+        )
         """Place -> when the device is due (`_UNBOOKED`: it is not booked)."""
         self._booked = 0
         self._slots: dict[int, array[int]] = {}

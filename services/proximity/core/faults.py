@@ -33,7 +33,8 @@ class DeviceFaults:
         self._devices = devices  # shared with the engine
         self._clock_limit_ms = round(settings.clock_fault_s * 1000)
         self._dwell_ms = round(settings.fault_dwell_s * 1000)
-        self._agenda = Agenda(topology.device_ids)
+        # Only a device with a fault's cause is booked: a few at a time.
+        self._agenda = Agenda(topology.device_ids, sparse=True)
 
     def on_accepted(
         self, device: DeviceState, *, live: bool, now_ms: int, effects: Effects
