@@ -214,6 +214,19 @@ def test_the_stored_state_leaves_out_its_repeats() -> None:
     assert len(whole) - len(encoded_device(device, bytearray())) == len(VICTIM) + 51 + 99 + 16
 
 
+def test_a_device_counting_from_1_stores_seq_0s_gap_in_a_byte() -> None:
+    """Firmware that counts from 1 leaves seq 0 unseen: for its first 64 messages the window's
+    one gap, its highest bit (up to 9 bytes), stored as -1 (1 byte)."""
+    eng = engine()
+    for seq in range(1, 21):
+        at = T0 + seq * 60 * S
+        eng.apply(fix_at(VICTIM, seq, at, 100.0), at, Effects())
+    device = eng.device(VICTIM)
+    assert device.unseen_below == 1 << 19 and not device.seq_seen(0)
+    assert _stored(device)["unseen_below"] == -1
+    assert decoded_device(VICTIM, encoded_device(device, bytearray())) == device
+
+
 def test_a_track_the_thinned_history_does_not_hold_is_stored_less_its_newest_point() -> None:
     """At a fix every 15 s the history keeps one 30 s apart, so the track is not its tail: it
     is stored whole but its newest point (the history's newest), 81 bytes for 100."""
@@ -243,7 +256,8 @@ stored whole)."""
 @st.composite
 def tracks_and_histories(draw: st.DrawFn) -> DeviceState:
     """A state whose track is the history's tail (or more points than it holds), or ends at its
-    newest point, or not; in time order or not; any fix, any times, candidates."""
+    newest point, or not; in time order or not; any fix, any times, any seq window,
+    candidates."""
     held = sorted(draw(POINTS), key=lambda point: point[3])
     history_points = b"".join(struct.pack("<iiIq", *point) for point in held)
     kind = draw(st.sampled_from(["tail", "longer", "newest", "other", "unordered"]))
@@ -267,8 +281,16 @@ def tracks_and_histories(draw: st.DrawFn) -> DeviceState:
     )
     offset = draw(st.none() | st.integers(-(2**40), 2**40) | st.sampled_from(INT64_ENDS))
     near = (fix.ts - (offset or 0)) if fix is not None else T0
+    last_seq = draw(st.integers(-1, SEEN_WINDOW + 2) | st.integers(-1, 2**63 - 1))
+    zero = 1 << (last_seq - 1) if 0 < last_seq <= SEEN_WINDOW else 0  # seq 0's gap
     return DeviceState(
         VICTIM,
+        last_seq=last_seq,
+        unseen_below=draw(
+            st.sampled_from([0, zero, zero | 5, zero | 1 << 63])
+            | st.integers(0, 2**64 - 1)
+            | st.integers(-(2**63), -1)
+        ),
         last_ts=draw(st.sampled_from([near, near + 1, near - 1, T0]) | MSGPACK_INTS),
         clock_offset_ms=offset,
         fix=fix,
@@ -285,9 +307,10 @@ def tracks_and_histories(draw: st.DrawFn) -> DeviceState:
 @given(tracks_and_histories())
 def test_any_track_against_any_history_round_trips(device: DeviceState) -> None:
     """Whatever the track is to the history (its tail, longer than it, ending at its newest
-    point, apart from it, a time step back, empty; the history empty), whatever the fix, and
-    whatever the times (the fix's, near them, far, none, msgpack's extremes), the stored state
-    decodes to exactly the state encoded."""
+    point, apart from it, a time step back, empty; the history empty), whatever the fix,
+    whatever the times (the fix's, near them, far, none, msgpack's extremes) and the seq
+    window's gaps (seq 0's among them or not, none the engine makes), the stored state decodes
+    to exactly the state encoded."""
     assert decoded_device(VICTIM, encoded_device(device, bytearray())) == device
 
 

@@ -23,21 +23,21 @@ SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
 STATE_FORMAT: Final = 8
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
-device state; pair states: `PAIR_FORMAT`), the rarely set fields a
-nested array or nil (`DeviceState.rare`), positions as `history`'s 20-byte points on a grid, the
-history coded (`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each),
-without what the state repeats (`encoded_device`: its id, which the key holds, its fix, its
-track's newest point, of its track what its history holds, and its two times as steps from the
-fix's). Earlier formats still load, converted (`_DeviceStateDecoder`): format 7, as 8 with its
-times whole; format 6, as 7 with the track's points whole; format 5, as 6
-with nothing left out; format 4, as 5 with the history's points whole; format 3, every
-field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed points (float64 figures: its
-points and `fix` are put on the grid as they load); format 2, as 3 with the track and the
-candidates as lists of positions and the rarely filled maps (prior boots, zones) a map even when
-empty; format 1, a map by field name, the history a list of position maps as well. A new field
-goes last (of the state or of `DeviceRare`), with a default (arrays written before it still
-decode); any other change is a new number, with a decoder for this one. Versions before format
-8 cannot read it: no rollback past it."""
+device state; pair states: `PAIR_FORMAT`), the rarely set fields a nested array or nil
+(`DeviceState.rare`), positions as `history`'s 20-byte points on a grid, the history coded
+(`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each), without what the
+state repeats (`encoded_device`: its id, which the key holds, its fix, its track's newest point, of
+its track what its history holds, and its two times as steps from the fix's; seq 0's gap in the seq
+window, while it is in it, as a sign). Earlier formats still load, converted
+(`_DeviceStateDecoder`): format 7, as 8 with its times and its gaps whole; format 6, as 7 with the
+track's points whole; format 5, as 6 with nothing left out; format 4, as 5 with the history's
+points whole; format 3, every field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed
+points (float64 figures: its points and `fix` are put on the grid as they load); format 2, as 3
+with the track and the candidates as lists of positions and the rarely filled maps (prior boots,
+zones) a map even when empty; format 1, a map by field name, the history a list of position maps as
+well. A new field goes last (of the state or of `DeviceRare`), with a default (arrays written
+before it still decode); any other change is a new number, with a decoder for this one. Versions
+before format 8 cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -571,12 +571,20 @@ def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
     (empty: the key holds it), its fix when that is its track's newest point (nil: 1 byte for
     52), of its track what its history holds (`_stored_track`), and its two times as steps from
     the fix's (`last_heard_ms` from its time, `last_ts` from its device time by the offset: 0,
-    1 byte for 9, at nearly every fix). `decoded_device` puts them back exactly. The state is
+    1 byte for 9, at nearly every fix); and the seq window's gaps with seq 0's as a negative
+    (`_stored_gaps`). `decoded_device` puts them back exactly. The state is
     changed while it is encoded, and back. A state whose steps leave msgpack's integers (times
-    ~300 million years apart: none the engine makes) is stored whole."""
+    ~300 million years apart) or with a negative `unseen_below` (`_stored_gaps`) is stored
+    whole: none the engine makes."""
+    below = device.unseen_below
+    if below < 0:
+        return state_encoder.encode(device)
     device_id, fix, track = device.device_id, device.fix, device.packed_track
     last_ts, heard = device.last_ts, device.last_heard_ms
     device.device_id = ""
+    zero_at = device.last_seq - 1
+    if 0 <= zero_at < SEEN_WINDOW and below >> zero_at & 1:
+        device.unseen_below = _stored_gaps(below, zero_at)
     if fix is not None:
         if heard is not None:
             device.last_heard_ms = heard - fix.ts
@@ -597,8 +605,15 @@ def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
         pass  # a step out of msgpack's range: stored whole, below
     finally:
         device.device_id, device.last_ts, device.last_heard_ms = device_id, last_ts, heard
-        device.fix, device.packed_track = fix, track
+        device.fix, device.packed_track, device.unseen_below = fix, track, below
     return state_encoder.encode(device)
+
+
+def _stored_gaps(unseen_below: int, zero_at: int) -> int:
+    """The window's gaps with seq 0's (bit `zero_at`) among them, as format 8 stores them: the
+    others' complement, negative. A device that counts from 1 never sends seq 0, so for its
+    first 64 messages that bit alone is set, up to 9 bytes; stored thus, -1: 1 byte."""
+    return ~(unseen_below ^ 1 << zero_at)
 
 
 def decoded_device(device_id: str, blob: bytes) -> DeviceState:
@@ -608,6 +623,8 @@ def decoded_device(device_id: str, blob: bytes) -> DeviceState:
     if device.device_id:
         return device
     _put_back_id_track_and_fix(device, device_id)
+    if device.unseen_below < 0:  # `_stored_gaps`
+        device.unseen_below = ~device.unseen_below | 1 << (device.last_seq - 1)
     fix = device.fix
     if fix is not None:
         if device.last_heard_ms is not None:
