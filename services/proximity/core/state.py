@@ -571,11 +571,10 @@ def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
     (empty: the key holds it), its fix when that is its track's newest point (nil: 1 byte for
     52), of its track what its history holds (`_stored_track`), and its two times as steps from
     the fix's (`last_heard_ms` from its time, `last_ts` from its device time by the offset: 0,
-    1 byte for 9, at nearly every fix); and the seq window's gaps with seq 0's as a negative
-    (`_stored_gaps`). `decoded_device` puts them back exactly. The state is
-    changed while it is encoded, and back. A state whose steps leave msgpack's integers (times
-    ~300 million years apart) or with a negative `unseen_below` (`_stored_gaps`) is stored
-    whole: none the engine makes."""
+    1 byte for 9, at nearly every fix); and the seq window's gaps with seq 0's as a negative.
+    `decoded_device` puts them back exactly. The state is changed while it is encoded, and back.
+    A state whose steps leave msgpack's integers (times ~300 million years apart) or with a
+    negative `unseen_below` (read as seq 0's gap) is stored whole: none the engine makes."""
     below = device.unseen_below
     if below < 0:
         return state_encoder.encode(device)
@@ -584,13 +583,17 @@ def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
     device.device_id = ""
     zero_at = device.last_seq - 1
     if 0 <= zero_at < SEEN_WINDOW and below >> zero_at & 1:
-        device.unseen_below = _stored_gaps(below, zero_at)
+        # Seq 0's gap: a device that counts from 1 leaves it for its first 64 messages, its
+        # window's only gap, up to 9 bytes. Stored as the complement of the others, negative:
+        # -1 (1 byte) when it is the only one.
+        device.unseen_below = ~(below ^ 1 << zero_at)
     if fix is not None:
+        ts = fix.ts
         if heard is not None:
-            device.last_heard_ms = heard - fix.ts
+            device.last_heard_ms = heard - ts
         offset = device.clock_offset_ms
         if offset is not None:
-            device.last_ts = last_ts - (fix.ts - offset)
+            device.last_ts = last_ts - (ts - offset)
     if track:
         no_fix = 0
         if fix is None:
@@ -609,13 +612,6 @@ def encoded_device(device: DeviceState, buffer: bytearray) -> bytes:
     return state_encoder.encode(device)
 
 
-def _stored_gaps(unseen_below: int, zero_at: int) -> int:
-    """The window's gaps with seq 0's (bit `zero_at`) among them, as format 8 stores them: the
-    others' complement, negative. A device that counts from 1 never sends seq 0, so for its
-    first 64 messages that bit alone is set, up to 9 bytes; stored thus, -1: 1 byte."""
-    return ~(unseen_below ^ 1 << zero_at)
-
-
 def decoded_device(device_id: str, blob: bytes) -> DeviceState:
     """The state stored under `device_id` in this format: exactly the state encoded, by
     `encoded_device` (what it left out put back) or whole (`state_encoder`: its id in it)."""
@@ -623,15 +619,16 @@ def decoded_device(device_id: str, blob: bytes) -> DeviceState:
     if device.device_id:
         return device
     _put_back_id_track_and_fix(device, device_id)
-    if device.unseen_below < 0:  # `_stored_gaps`
+    if device.unseen_below < 0:  # seq 0's gap among others (`encoded_device`)
         device.unseen_below = ~device.unseen_below | 1 << (device.last_seq - 1)
     fix = device.fix
     if fix is not None:
+        ts = fix.ts
         if device.last_heard_ms is not None:
-            device.last_heard_ms += fix.ts
+            device.last_heard_ms += ts
         offset = device.clock_offset_ms
         if offset is not None:
-            device.last_ts += fix.ts - offset
+            device.last_ts += ts - offset
     return device
 
 
