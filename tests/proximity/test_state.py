@@ -199,15 +199,32 @@ def _walked(every_s: int) -> DeviceState:
 
 
 def test_the_stored_state_leaves_out_its_repeats() -> None:
-    """A device's id (the key holds it), its fix (its track's newest point) and, at a fix a
-    minute, its track (the history's 5 newest points: one byte says so) are not stored: ~156
-    bytes less (52 of the fix, 99 of the track)."""
+    """A device's id (the key holds it), its fix (its track's newest point), at a fix a minute
+    its track (the history's 5 newest points: one byte says so), and its two times, the fix's
+    (a step of 0 from them, 1 byte for 9), are not stored: ~172 bytes less (52 of the fix, 99
+    of the track, 16 of the times)."""
     device = _walked(60)
+    assert device.clock_offset_ms == 300 and device.fix is not None
+    assert device.last_heard_ms == device.fix.ts == device.last_ts + 300
     stored = _stored(device)
     assert stored["device_id"] == "" and stored["fix"] is None
     assert stored["packed_track"] == bytes((5 << 2,))
+    assert stored["last_ts"] == stored["last_heard_ms"] == 0
     whole = state_encoder.encode(device)
-    assert len(whole) - len(encoded_device(device, bytearray())) == len(VICTIM) + 51 + 99
+    assert len(whole) - len(encoded_device(device, bytearray())) == len(VICTIM) + 51 + 99 + 16
+
+
+def test_a_device_counting_from_1_stores_seq_0s_gap_in_a_byte() -> None:
+    """Firmware that counts from 1 leaves seq 0 unseen: for its first 64 messages the window's
+    one gap, its highest bit (up to 9 bytes), stored as -1 (1 byte)."""
+    eng = engine()
+    for seq in range(1, 21):
+        at = T0 + seq * 60 * S
+        eng.apply(fix_at(VICTIM, seq, at, 100.0), at, Effects())
+    device = eng.device(VICTIM)
+    assert device.unseen_below == 1 << 19 and not device.seq_seen(0)
+    assert _stored(device)["unseen_below"] == -1
+    assert decoded_device(VICTIM, encoded_device(device, bytearray())) == device
 
 
 def test_a_track_the_thinned_history_does_not_hold_is_stored_less_its_newest_point() -> None:
@@ -230,10 +247,17 @@ POINTS = st.lists(
 )
 
 
+INT64_ENDS = (-(2**63), 2**63 - 1)
+MSGPACK_INTS = st.integers(-(2**63), 2**64 - 1)
+"""Any integer msgpack holds: a step from a time this far may leave it (the state is then
+stored whole)."""
+
+
 @st.composite
 def tracks_and_histories(draw: st.DrawFn) -> DeviceState:
     """A state whose track is the history's tail (or more points than it holds), or ends at its
-    newest point, or not; in time order or not; any fix, candidates."""
+    newest point, or not; in time order or not; any fix, any times, any seq window,
+    candidates."""
     held = sorted(draw(POINTS), key=lambda point: point[3])
     history_points = b"".join(struct.pack("<iiIq", *point) for point in held)
     kind = draw(st.sampled_from(["tail", "longer", "newest", "other", "unordered"]))
@@ -255,9 +279,24 @@ def tracks_and_histories(draw: st.DrawFn) -> DeviceState:
             + ([history.newest_position(track)] if track else [])
         )
     )
+    offset = draw(st.none() | st.integers(-(2**40), 2**40) | st.sampled_from(INT64_ENDS))
+    near = (fix.ts - (offset or 0)) if fix is not None else T0
+    last_seq = draw(st.integers(-1, SEEN_WINDOW + 2) | st.integers(-1, 2**63 - 1))
+    zero = 1 << (last_seq - 1) if 0 < last_seq <= SEEN_WINDOW else 0  # seq 0's gap
     return DeviceState(
         VICTIM,
+        last_seq=last_seq,
+        unseen_below=draw(
+            st.sampled_from([0, zero, zero | 5, zero | 1 << 63])
+            | st.integers(0, 2**64 - 1)
+            | st.integers(-(2**63), -1)
+        ),
+        last_ts=draw(st.sampled_from([near, near + 1, near - 1, T0]) | MSGPACK_INTS),
+        clock_offset_ms=offset,
         fix=fix,
+        last_heard_ms=draw(
+            st.none() | st.sampled_from([fix.ts if fix else T0, T0 + 1]) | MSGPACK_INTS
+        ),
         packed_track=track,
         packed_history=history.coded(history_points),
         rare=DeviceRare(packed_candidates=own) if own and draw(st.booleans()) else None,
@@ -268,28 +307,39 @@ def tracks_and_histories(draw: st.DrawFn) -> DeviceState:
 @given(tracks_and_histories())
 def test_any_track_against_any_history_round_trips(device: DeviceState) -> None:
     """Whatever the track is to the history (its tail, longer than it, ending at its newest
-    point, apart from it, a time step back, empty; the history empty), and whatever the fix,
-    the stored state decodes to exactly the state encoded."""
+    point, apart from it, a time step back, empty; the history empty), whatever the fix,
+    whatever the times (the fix's, near them, far, none, msgpack's extremes) and the seq
+    window's gaps (seq 0's among them or not, none the engine makes), the stored state decodes
+    to exactly the state encoded."""
     assert decoded_device(VICTIM, encoded_device(device, bytearray())) == device
 
 
 def test_a_state_whose_fix_is_not_its_tracks_newest_point_round_trips() -> None:
     """What the engine never leaves is stored as it is, never guessed: a fix other than the
-    track's newest point, no fix though a track, a fix without a track."""
+    track's newest point, no fix though a track, a fix without a track; times without a fix or
+    an offset to step from, none heard though a fix, and times so far from the fix's that their
+    step leaves msgpack's integers (the state stored whole)."""
     eng = engine()
     eng.apply(fix_at(VICTIM, 0, T0, 100.0), T0, Effects())
     eng.apply(fix_at(VICTIM, 1, T0 + 60 * S, 150.0), T0 + 60 * S, Effects())
     device = eng.device(VICTIM)
     assert device.fix is not None
     buffer = bytearray()
+    far = msgspec.structs.replace(device, clock_offset_ms=-(2**63), last_ts=-(2**63))
     for odd in (
         msgspec.structs.replace(device, fix=None),
         msgspec.structs.replace(device, fix=msgspec.structs.replace(device.fix, acc=7.0)),
         msgspec.structs.replace(device, fix=msgspec.structs.replace(device.fix, ts=T0)),
         msgspec.structs.replace(device, packed_track=b""),
+        msgspec.structs.replace(device, clock_offset_ms=None),
+        msgspec.structs.replace(device, last_heard_ms=None),
+        msgspec.structs.replace(device, fix=None, packed_track=b"", last_ts=T0 + 1),
+        far,
+        msgspec.structs.replace(far, last_heard_ms=2**64 - 1),
         DeviceState(VICTIM),
     ):
         assert decoded_device(VICTIM, encoded_device(odd, buffer)) == odd
+    assert msgspec.msgpack.decode(encoded_device(far, buffer))[1] == VICTIM
 
 
 def test_a_state_encoded_whole_decodes_as_it_is() -> None:

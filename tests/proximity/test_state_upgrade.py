@@ -14,7 +14,9 @@ the same from main at b84d854 (format 5: every state whole, where format 6 leave
 and a fix that is its track's newest point), its "full" format 4's as main loaded and stored it;
 `state_format_6.msgpack` the same from main at 554714b (format 6: the track's points whole,
 where format 7 stores what its history does not hold), its "full" format 5's as main loaded
-and stored it (`encoded_device`).
+and stored it (`encoded_device`); `state_format_7.msgpack` the same from main at 79b6189
+(format 7: the times whole, where format 8 stores them as steps from the fix's), its "full"
+format 6's as main loaded and stored it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ FORMAT_3 = Path(__file__).with_name("state_format_3.msgpack")
 FORMAT_4 = Path(__file__).with_name("state_format_4.msgpack")
 FORMAT_5 = Path(__file__).with_name("state_format_5.msgpack")
 FORMAT_6 = Path(__file__).with_name("state_format_6.msgpack")
+FORMAT_7 = Path(__file__).with_name("state_format_7.msgpack")
 EARLIER_FORMATS = [
     FORMAT_1,
     Path(__file__).with_name("state_format_2.msgpack"),
@@ -52,6 +55,7 @@ EARLIER_FORMATS = [
     FORMAT_4,
     FORMAT_5,
     FORMAT_6,
+    FORMAT_7,
 ]
 
 
@@ -182,12 +186,14 @@ def test_a_format_3_state_with_every_field_set_converts_exactly() -> None:
     assert decoded_device("full-1", encoded_device(state, bytearray())) == state
 
 
-@pytest.mark.parametrize(("stored", "number"), [(FORMAT_4, 4), (FORMAT_5, 5), (FORMAT_6, 6)])
-def test_a_format_4_5_or_6_state_with_every_field_set_converts_exactly(
+@pytest.mark.parametrize(
+    ("stored", "number"), [(FORMAT_4, 4), (FORMAT_5, 5), (FORMAT_6, 6), (FORMAT_7, 7)]
+)
+def test_a_format_4_to_7_state_with_every_field_set_converts_exactly(
     stored: Path, number: int
 ) -> None:
-    """Format 4's, 5's and 6's full state (format 3's, stored by main) loads as format 3's does:
-    every field, its three history positions coded, and it round-trips."""
+    """Format 4's to 7's full state (format 3's, stored by main) loads as format 3's does: every
+    field, its three history positions coded, and it round-trips."""
     blob = msgspec.msgpack.decode(stored.read_bytes())["full"]
     assert msgspec.msgpack.decode(blob)[0] == number
     state = device_state_decoder.decode("full-1", blob)

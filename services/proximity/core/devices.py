@@ -1,7 +1,7 @@
 """The engine's device states, held encoded ("cold") while no batch works on them.
 
 A live `DeviceState` with its parts costs ~850 bytes; the same state encoded as the shell stores
-it in Redis (`encoded_device`, format 7) ~180 at a fix a minute, in one `bytes`. A device sends
+it in Redis (`encoded_device`, format 8) ~165 at a fix a minute, in one `bytes`. A device sends
 a fix a minute or so, and is idle in between: so `DeviceTable` keeps each device as its blob,
 after its rank in its record (`Topology.records`), decodes it when the engine looks at it
 ("thawed": the live object, kept while the batch goes on) and encodes every thawed one back at

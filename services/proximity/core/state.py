@@ -21,22 +21,23 @@ PairKey = tuple[str, str, str]
 SEEN_WINDOW = 64
 SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
-STATE_FORMAT: Final = 7
+STATE_FORMAT: Final = 8
 """Device states are stored as msgpack arrays led by this number (no field names: a third of a
-device state; pair states: `PAIR_FORMAT`), the rarely set fields a
-nested array or nil (`DeviceState.rare`), positions as `history`'s 20-byte points on a grid, the
-history coded (`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each),
-without what the state repeats (`encoded_device`: its id, which the key holds, its fix, its
-track's newest point, and of its track what its history holds). Earlier formats still load,
-converted (`_DeviceStateDecoder`): format 6, as 7 with the track's points whole; format 5, as 6
-with nothing left out; format 4, as 5 with the history's points whole; format 3, every
-field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed points (float64 figures: its
-points and `fix` are put on the grid as they load); format 2, as 3 with the track and the
-candidates as lists of positions and the rarely filled maps (prior boots, zones) a map even when
-empty; format 1, a map by field name, the history a list of position maps as well. A new field
-goes last (of the state or of `DeviceRare`), with a default (arrays written before it still
-decode); any other change is a new number, with a decoder for this one. Versions before format
-7 cannot read it: no rollback past it."""
+device state; pair states: `PAIR_FORMAT`), the rarely set fields a nested array or nil
+(`DeviceState.rare`), positions as `history`'s 20-byte points on a grid, the history coded
+(`history.coded`: its newest point whole, the older ones as steps, ~8 bytes each), without what the
+state repeats (`encoded_device`: its id, which the key holds, its fix, its track's newest point, of
+its track what its history holds, and its two times as steps from the fix's; seq 0's gap in the seq
+window, while it is in it, as a sign). Earlier formats still load, converted
+(`_DeviceStateDecoder`): format 7, as 8 with its times and its gaps whole; format 6, as 7 with the
+track's points whole; format 5, as 6 with nothing left out; format 4, as 5 with the history's
+points whole; format 3, every field in the one array (`_FORMAT_3_ORDER`), with 32-byte packed
+points (float64 figures: its points and `fix` are put on the grid as they load); format 2, as 3
+with the track and the candidates as lists of positions and the rarely filled maps (prior boots,
+zones) a map even when empty; format 1, a map by field name, the history a list of position maps as
+well. A new field goes last (of the state or of `DeviceRare`), with a default (arrays written
+before it still decode); any other change is a new number, with a decoder for this one. Versions
+before format 8 cannot read it: no rollback past it."""
 
 
 class RingState(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -498,7 +499,7 @@ _MAP_HEADERS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 
 
 def _same_fields(tag: int) -> type[msgspec.Struct]:
-    """The struct of an earlier format that stored this one's fields (in full): 6, 5 and 4."""
+    """The struct of an earlier format that stored this one's fields (in full): 7, 6, 5, 4."""
     fields = [
         (field.name, field.type, _same_default(field))
         for field in msgspec.structs.fields(DeviceState)
@@ -542,7 +543,7 @@ _LONGEST_TAIL: Final = 0xFF >> _TAIL_AT
 
 
 def _stored_track(track: bytes, history: bytes, no_fix: int) -> bytes:
-    """A (non-empty) track as format 7 stores it: a byte that says how (`_TAIL_AT`,
+    """A (non-empty) track as formats 7 and 8 store it: a byte that says how (`_TAIL_AT`,
     `_NEWEST_LEFT_OUT`, `_NO_FIX`), then its points whole but those the history holds. At a fix
     a minute the track is the history's newest points: 1 byte for 100; at one every 15 s it
     ends at the history's newest, 80 bytes."""
@@ -565,15 +566,36 @@ def _track_stored(stored: bytes, history: bytes) -> bytes:
 
 
 def encoded_device(device: DeviceState, buffer: bytearray, offset: int = 0) -> bytes:
-    """The state as the shell stores it and the engine holds it between batches (format 7),
+    """The state as the shell stores it and the engine holds it between batches (format 8),
     encoded in `buffer` (reused: `encode_into` grows it once) from `offset` on, returned with
     the bytes before it (kept: the engine's record of a device begins with its rank). Without
     what it repeats: its id (empty: the key holds it), its fix when that is its track's newest
-    point (nil: 1 byte for 52), and of its track what its history holds (`_stored_track`).
-    `decoded_device` puts them back exactly. The state is changed while it is encoded, and
-    back."""
+    point (nil: 1 byte for 52), of its track what its history holds (`_stored_track`), and its
+    two times as steps from the fix's (`last_heard_ms` from its time, `last_ts` from its device
+    time by the offset: 0, 1 byte for 9, at nearly every fix); and the seq window's gaps with
+    seq 0's as a negative. `decoded_device` puts them back exactly. The state is changed while
+    it is encoded, and back. A state whose steps leave msgpack's integers (times ~300 million
+    years apart) or with a negative `unseen_below` (read as seq 0's gap) is stored whole: none
+    the engine makes."""
+    below = device.unseen_below
+    if below < 0:
+        return bytes(buffer[:offset]) + state_encoder.encode(device)
     device_id, fix, track = device.device_id, device.fix, device.packed_track
+    last_ts, heard = device.last_ts, device.last_heard_ms
     device.device_id = ""
+    zero_at = device.last_seq - 1
+    if 0 <= zero_at < SEEN_WINDOW and below >> zero_at & 1:
+        # Seq 0's gap: a device that counts from 1 leaves it for its first 64 messages, its
+        # window's only gap, up to 9 bytes. Stored as the complement of the others, negative:
+        # -1 (1 byte) when it is the only one.
+        device.unseen_below = ~(below ^ 1 << zero_at)
+    if fix is not None:
+        ts = fix.ts
+        if heard is not None:
+            device.last_heard_ms = heard - ts
+        clock_offset = device.clock_offset_ms
+        if clock_offset is not None:
+            device.last_ts = last_ts - (ts - clock_offset)
     if track:
         no_fix = 0
         if fix is None:
@@ -583,9 +605,13 @@ def encoded_device(device: DeviceState, buffer: bytearray, offset: int = 0) -> b
         device.packed_track = _stored_track(track, device.packed_history, no_fix)
     try:
         _encode_into(device, buffer, offset)
+        return bytes(buffer)
+    except OverflowError:
+        pass  # a step out of msgpack's range: stored whole, below
     finally:
-        device.device_id, device.fix, device.packed_track = device_id, fix, track
-    return bytes(buffer)
+        device.device_id, device.last_ts, device.last_heard_ms = device_id, last_ts, heard
+        device.fix, device.packed_track, device.unseen_below = fix, track, below
+    return bytes(buffer[:offset]) + state_encoder.encode(device)
 
 
 def decoded_device(device_id: str, blob: bytes | memoryview) -> DeviceState:
@@ -594,12 +620,36 @@ def decoded_device(device_id: str, blob: bytes | memoryview) -> DeviceState:
     device = _decode(blob)
     if device.device_id:
         return device
+    _put_back_id_track_and_fix(device, device_id)
+    if device.unseen_below < 0:  # seq 0's gap among others (`encoded_device`)
+        device.unseen_below = ~device.unseen_below | 1 << (device.last_seq - 1)
+    fix = device.fix
+    if fix is not None:
+        ts = fix.ts
+        if device.last_heard_ms is not None:
+            device.last_heard_ms += ts
+        offset = device.clock_offset_ms
+        if offset is not None:
+            device.last_ts += ts - offset
+    return device
+
+
+def _put_back_id_track_and_fix(device: DeviceState, device_id: str) -> None:
+    """What formats 7 and 8 leave out of a state but its times: its id, of its track what its
+    history holds (`_track_stored`), its fix when that is its track's newest point."""
     device.device_id = device_id
     stored = device.packed_track
     if stored:
         track = device.packed_track = _track_stored(stored, device.packed_history)
         if device.fix is None and not stored[0] & _NO_FIX:
             device.fix = _newest_position(track)
+
+
+def _from_format_7(device_id: str, state: msgspec.Struct) -> DeviceState:
+    """Format 7 left out what format 8 does but the times: it stored them whole."""
+    device = _from_format_5(state)
+    if not device.device_id:
+        _put_back_id_track_and_fix(device, device_id)
     return device
 
 
@@ -624,6 +674,7 @@ class _DeviceStateDecoder:
     state written before."""
 
     def __init__(self) -> None:
+        self._format_7 = _same_fields(7)
         self._format_6 = _same_fields(6)
         self._format_5 = _same_fields(5)
         self._format_4 = _same_fields(4)
@@ -635,14 +686,14 @@ class _DeviceStateDecoder:
         }
         # Arrays are told apart by their first element, the format number (the struct's tag).
         self._arrays: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
-            self._format_6 | self._format_5 | self._format_4 | format_3 | format_2
+            self._format_7 | self._format_6 | self._format_5 | self._format_4 | format_3 | format_2
         )
         self._format_1: msgspec.msgpack.Decoder[msgspec.Struct] = msgspec.msgpack.Decoder(
             _earlier_format("DeviceStateFormat1", _FORMAT_1_DIFFERS)
         )
 
     def decode(self, device_id: str, blob: bytes) -> DeviceState:
-        """The state stored under `device_id` (one of format 6 or earlier holds it too)."""
+        """The state stored under `device_id` (one of format 7 or earlier holds it too)."""
         try:
             return decoded_device(device_id, blob)
         except msgspec.ValidationError:
@@ -650,6 +701,8 @@ class _DeviceStateDecoder:
         if blob[:1] and blob[0] in _MAP_HEADERS:
             return _upgraded(self._format_1.decode(blob), _FORMAT_1_DIFFERS)
         state = self._arrays.decode(blob)
+        if isinstance(state, self._format_7):
+            return _from_format_7(device_id, state)
         if isinstance(state, self._format_6):
             return _from_format_6(device_id, state)
         if isinstance(state, self._format_5):
