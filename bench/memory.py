@@ -34,6 +34,7 @@ from bench.orders import one_victim_orders
 from nabij.config import ProximitySettings
 from nabij.contract import Fix
 from nabij.keys import Keys, Shard
+from nabij.orders import held_orders
 from services.proximity.core.engine import Effects, ProximityEngine
 from services.proximity.core.state import encode_pair, state_encoder
 from tests.servers import RedisServer
@@ -90,9 +91,11 @@ def core_bytes(
     if not resident:
         tracemalloc.start()
     before = used()
-    orders = one_victim_orders(pairs)
+    # Held as the service holds them (`Ownership`): validated, then compact, the validated
+    # models let go before the engine is built from them.
+    orders = held_orders(one_victim_orders(pairs))
     engine = ProximityEngine(orders, ProximitySettings())
-    del orders  # the engine keeps what it needs
+    del orders  # the engine keeps them
     feed(engine, pairs, minutes, interval_s)
     gc.collect()
     after = used()

@@ -330,10 +330,11 @@ class Topology:
         """`known_zones`: the zone sets of the engine before a new version of the orders (same
         settings); an offender whose zones did not change keeps his, as projecting every zone
         again is most of the cost of a new version (docs/benchmarks.md)."""
+        # The columns are filled as the orders name the devices (`_Columns`): no list of joins
+        # a device, no dict of ranks beside `records`, which held ~675 bytes a pair at the
+        # build's peak, and the process's resident memory keeps its peak (docs/benchmarks.md).
         pairs: list[PairSpec] = []
-        # Device -> each order it is in: (the order's id, its pairs there).
-        joined: dict[str, list[tuple[str, tuple[PairSpec, ...]]]] = {}
-        offenders: dict[str, None] = {}
+        columns = _Columns()
         zones_of: dict[str, list[tuple[str, Zone]]] = {}
         exemptions: dict[str, Exemptions] = {}
         # Orders share a few ring sizes: one (frozen) set of parameters per size, not per pair;
@@ -353,13 +354,15 @@ class Topology:
                 )
             return sizes[size]
 
+        offenders = 0
         for order in orders:
             offender = order.offender_device
             rings = rings_of(order)
             exempt = Exemptions(order) if order.exemption else None
             if exempt is not None:
                 exemptions[order.id] = exempt
-            zones_of.setdefault(offender, []).extend((order.id, zone) for zone in order.zone)
+            if order.zone:
+                zones_of.setdefault(offender, []).extend((order.id, zone) for zone in order.zone)
             made = []
             for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
                 shared = (victim_role(index), rings, exempt)
@@ -367,49 +370,76 @@ class Topology:
                 made.append(PairSpec(order.id, offender, victim, pair_terms))
             specs = tuple(made)
             pairs.extend(specs)
-            offenders[offender] = None
-            joined.setdefault(offender, []).append((order.id, specs))
+            rank = columns.join(offender, specs)
+            if columns.offender_ranks[rank] == NOT_OFFENDER:
+                columns.offender_ranks[rank] = offenders
+                offenders += 1
             for spec in specs:
                 # A one-victim order's pairs are hers as well: the same tuple, not another.
-                mine = specs if len(specs) == 1 else (spec,)
-                joined.setdefault(spec.victim, []).append((order.id, mine))
-        ranks = {device: rank for rank, device in enumerate(joined)}  # only while building
-        offender_ranks = array(_RANK, [NOT_OFFENDER]) * len(joined)
-        for offender_rank, offender in enumerate(offenders):
-            offender_ranks[ranks[offender]] = offender_rank
-        held, victims, other_orders = [], bytearray(len(joined)), {}
-        for rank, (device, joins) in enumerate(joined.items()):
-            specs, said = _pairs_joined(joins)
-            held.append(specs[0] if len(specs) == 1 else specs)
-            victims[rank] = any(spec.victim == device for spec in specs)
-            if not said:
-                other_orders[rank] = tuple(order_id for order_id, _ in joins)
+                columns.victims[
+                    columns.join(spec.victim, specs if len(specs) == 1 else (spec,))
+                ] = 1
+        records, offender_ranks = columns.records, columns.offender_ranks
+        # Zones by offender in the order of the offenders (by the first order each is in).
+        in_order = sorted(zones_of, key=lambda d: offender_ranks[_rank_in(records[d])[0]])
         return cls(
             pairs=tuple(pairs),
-            records={device: RANK_PREFIX.pack(rank) for device, rank in ranks.items()},
-            device_ids=list(joined),
-            held=tuple(held),
+            records=records,
+            device_ids=columns.device_ids,
+            held=tuple(columns.held),
             offender_ranks=offender_ranks,
-            victims=victims,
-            other_orders=other_orders,
-            zones={
-                device: _zone_set(device, zones, settings, known_zones)
-                for device, zones in zones_of.items()
-                if zones
-            },
+            victims=columns.victims,
+            other_orders=_all_orders_of(columns.unsaid, orders, records),
+            zones={d: _zone_set(d, zones_of[d], settings, known_zones) for d in in_order},
             exemptions=exemptions,
         )
 
 
-def _pairs_joined(
-    joins: list[tuple[str, tuple[PairSpec, ...]]],
-) -> tuple[tuple[PairSpec, ...], bool]:
-    """A device's pairs over the orders it joined, and whether they name every such order."""
-    if len(joins) == 1:  # the common case: a device in one order
-        ((_, specs),) = joins
-        return specs, bool(specs)
-    specs = tuple(spec for _, pair_specs in joins for spec in pair_specs)
-    return specs, all(pair_specs for _, pair_specs in joins)
+class _Columns:
+    """`Topology`'s columns by rank while it is built (`join`)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, bytes] = {}
+        self.device_ids: list[str] = []
+        self.held: list[PairSpec | tuple[PairSpec, ...]] = []
+        self.offender_ranks = array(_RANK)
+        self.victims = bytearray()
+        self.unsaid: set[int] = set()
+        """Ranks of the devices in an order with no pair of them (its victimless offender)."""
+
+    def join(self, device: str, specs: tuple[PairSpec, ...]) -> int:
+        """The device's rank, its pairs `specs` added to those it holds (a new device: the next
+        rank, in the order of the orders)."""
+        record = self.records.get(device)
+        if record is None:
+            rank = len(self.device_ids)
+            self.records[device] = RANK_PREFIX.pack(rank)
+            self.device_ids.append(device)
+            self.held.append(specs[0] if len(specs) == 1 else specs)
+            self.offender_ranks.append(NOT_OFFENDER)
+            self.victims.append(0)
+        else:
+            rank = _rank_in(record)[0]
+            had = self.held[rank]
+            both = (*(had if isinstance(had, tuple) else (had,)), *specs)
+            self.held[rank] = both[0] if len(both) == 1 else both
+        if not specs:
+            self.unsaid.add(rank)
+        return rank
+
+
+def _all_orders_of(
+    ranks: set[int], orders: Sequence[AnyOrder], records: Mapping[str, bytes]
+) -> dict[int, tuple[str, ...]]:
+    """Rank -> the ids of every order the device is in, in their order, for the devices of
+    `ranks` (the few whose pairs do not name every order they are in)."""
+    found: dict[int, list[str]] = {}
+    if ranks:
+        for order in orders:
+            for device in (order.offender_device, *dict.fromkeys(order.victim_devices)):
+                if (rank := _rank_in(records[device])[0]) in ranks:
+                    found.setdefault(rank, []).append(order.id)
+    return {rank: tuple(ids) for rank, ids in found.items()}
 
 
 def _zone_set(
