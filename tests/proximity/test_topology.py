@@ -5,11 +5,13 @@ is an offender elsewhere, an order with no victim, a victim listed twice)."""
 from __future__ import annotations
 
 import gc
+import tracemalloc
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nabij.config import Order, ProximitySettings
+from nabij.orders import held_orders
 from services.proximity.core.cells import SnapGrid
 from services.proximity.core.topology import RANK_PREFIX, Topology
 from tests.proximity import order
@@ -110,3 +112,18 @@ def test_no_column_can_be_reached_from_what_it_holds(orders: list[Order]) -> Non
             assert id(found) not in held
             seen.add(id(found))
             todo.extend(gc.get_referents(found))
+
+
+def test_the_build_holds_little_beyond_what_it_keeps() -> None:
+    """The process's resident memory keeps the build's peak: fails if the build holds a list of
+    joins a device or a dict of ranks again (~675 bytes a pair at its peak)."""
+    orders = held_orders(order(f"O-{i}", f"ank-{i}", [f"vic-{i}"]) for i in range(3000))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        topology = Topology.build(orders, ProximitySettings(), SnapGrid(100))
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(topology.pairs) == len(orders)
+    assert (peak - kept) / len(orders) < 150, (kept, peak)
