@@ -13,7 +13,18 @@ import zoneinfo
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Final, Generic, Literal, TypeAlias, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Final,
+    Generic,
+    Literal,
+    TypeAlias,
+    TypeVar,
+    cast,
+    overload,
+)
 
 import msgspec
 from pydantic import AwareDatetime, Field, TypeAdapter, field_validator, model_validator
@@ -281,8 +292,12 @@ class _Term(Generic[T]):
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, order: HeldOrder, owner: type) -> T:
-        return cast(T, getattr(order.terms, self.name))
+    @overload
+    def __get__(self, order: None, owner: type) -> _Term[T]: ...
+    @overload
+    def __get__(self, order: HeldOrder, owner: type) -> T: ...
+    def __get__(self, order: HeldOrder | None, owner: type) -> T | _Term[T]:
+        return self if order is None else cast(T, getattr(order.terms, self.name))
 
 
 class HeldOrder(msgspec.Struct, _OrderTerms, frozen=True, gc=False):

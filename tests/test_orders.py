@@ -140,6 +140,7 @@ def test_a_held_order_has_the_orders_fields_values_and_answers() -> None:
     assert (held.pre_alert_ring_m, held.tz) == (validated.pre_alert_ring_m, validated.tz)
     assert held == HeldOrder.of(order(1, pre_alert_m=1500, starts_at="2027-01-01T00:00:00+01:00"))
     assert held != HeldOrder.of(order(1, pre_alert_m=1600, starts_at="2027-01-01T00:00:00+01:00"))
+    assert HeldOrder.alarm_m.name == "alarm_m"  # asked of the class (help, inspect): no error
     several = HeldOrder.of(order(2, victim_devices=["vic-2", "vic-3"]))
     assert several.victim_devices == ("vic-2", "vic-3") and held.victim_devices == ("vic-1",)
     # Plain terms are one object for every order of them; an order's own window is its own.

@@ -366,7 +366,9 @@ class Topology:
             made = []
             for index, victim in enumerate(dict.fromkeys(order.victim_devices)):
                 shared = (victim_role(index), rings, exempt)
-                pair_terms = terms.get(shared) or terms.setdefault(shared, PairTerms(*shared))
+                pair_terms = terms.get(shared)
+                if pair_terms is None:
+                    pair_terms = terms[shared] = PairTerms(*shared)
                 made.append(PairSpec(order.id, offender, victim, pair_terms))
             specs = tuple(made)
             pairs.extend(specs)
